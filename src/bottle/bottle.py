@@ -1,0 +1,183 @@
+"""``Bottle(...)``: from files to a running instance.
+
+files -> Manifest -> BottlePlan -> compose dict -> state dir -> ``compose up`` -> Instance.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bottle import compose
+from bottle.errors import PlanError
+from bottle.instance import Instance
+from bottle.manifest import Manifest, load_manifest
+from bottle.plan import BottlePlan, PlanOptions, resolve_plan
+from bottle.settings import Settings
+from bottle.sidecars import enabled_sidecars
+from bottle.state import InstanceStatus, Metadata, StateDir, atomic_write, now
+
+Progress = Callable[[str], None]
+Ask = Callable[[str, str], str]  # (variable, question) -> answer
+
+#: How long ``up`` may wait for every healthcheck, in seconds.
+START_TIMEOUT = 120
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bot-bottle")
+    except PackageNotFoundError:
+        return "0"
+
+
+class Bottle:
+    """One agent in one bottle, from one working directory; ``start()`` brings it up."""
+
+    def __init__(
+        self,
+        agent: str = "shell",
+        *,
+        bottle: str | None = None,
+        cwd: Path | str | None = None,
+        args: Sequence[str] = (),
+        settings: Settings | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.environ = dict(os.environ if environ is None else environ)
+        self.options = PlanOptions(
+            agent=agent,
+            bottle=bottle,
+            cwd=Path(cwd) if cwd is not None else Path.cwd(),
+            extra_args=tuple(args),
+        )
+        self._manifest: Manifest | None = None
+        self._plan: BottlePlan | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            self._manifest = load_manifest(home=self.settings.home, cwd=self.options.cwd)
+        return self._manifest
+
+    def plan(self) -> BottlePlan:
+        """The resolved plan; the same object on every call."""
+        if self._plan is None:
+            self._plan = resolve_plan(
+                self.manifest,
+                self.options,
+                settings=self.settings,
+                environ=self.environ,
+                version=_version(),
+            )
+        return self._plan
+
+    def render(self) -> dict[str, Any]:
+        return compose.render(self.plan())
+
+    def start(
+        self,
+        *,
+        progress: Progress | None = None,
+        ask: Ask | None = None,
+        owner_pid: int | None = None,
+        wait_timeout: int = START_TIMEOUT,
+    ) -> Instance:
+        """Build what is missing, write the state directory and bring the project up.
+
+        All or nothing: on any exception, Ctrl-C included, ``compose.log`` is written,
+        everything started is taken down, the metadata says ``failed``, and it re-raises.
+        ``owner_pid`` marks an attended session: if that process dies, ``bottle ls`` shows
+        the instance as preserved.
+        """
+        from bottle import images
+        from bottle.engine import images as engine_images
+        from bottle.engine.compose import check_docker
+
+        say = progress or (lambda _msg: None)
+        plan = self.plan()
+        plan.require_env()
+        answers = self._answers(plan, ask)
+        check_docker()
+        say("checking images")
+        for spec in images.plan_images(plan, self.settings):
+            engine_images.ensure_image(spec, settings=self.settings, progress=say)
+
+        state = StateDir(plan.state_dir)
+        state.create()
+        instance = Instance(state)
+        try:
+            self._write_state(plan, state, owner_pid)
+            say(f"starting {plan.compose_project}")
+            values = {name: self.environ[name] for name in self._host_vars(plan)}
+            instance.compose.up(env={**values, **answers}, wait_timeout=wait_timeout)
+            state.transition(InstanceStatus.RUNNING)
+        except BaseException as exc:
+            _fail(instance, exc)
+            raise
+        say(f"{plan.slug} is running")
+        return instance
+
+    @staticmethod
+    def _host_vars(plan: BottlePlan) -> list[str]:
+        names = [e.value for e in plan.env if e.kind == "host"]
+        return list(dict.fromkeys([*names, *plan.secret_refs]))
+
+    @staticmethod
+    def _answers(plan: BottlePlan, ask: Ask | None) -> dict[str, str]:
+        asked = [e for e in plan.env if e.kind == "ask"]
+        if asked and ask is None:
+            raise PlanError(
+                f"bottle {plan.bottle!r} asks for {', '.join(e.name for e in asked)} at start",
+                hint="Start it from a terminal so bottle can ask, or set the value in the "
+                "bottle's env.",
+            )
+        return {e.process_var: ask(e.name, e.value) for e in asked} if ask else {}
+
+    def _write_state(self, plan: BottlePlan, state: StateDir, owner_pid: int | None) -> None:
+        spec = compose.render(plan)
+        for sidecar in enabled_sidecars(plan):
+            state.write_files(state.live_config(sidecar.name), sidecar.files(plan))
+        state.write_files(state.path / "agent", compose.agent_files(plan))
+        atomic_write(state.compose_file, compose.dump_yaml(spec))
+        stamp = now()
+        state.write_metadata(
+            Metadata(
+                slug=plan.slug,
+                agent=plan.agent,
+                bottle=plan.bottle,
+                provider=plan.provider,
+                agent_args=list(plan.agent_args),
+                cwd=str(plan.cwd),
+                compose_project=plan.compose_project,
+                images={"agent": plan.images.agent, "sidecar": plan.images.sidecar},
+                services=list(spec["services"]),
+                status=InstanceStatus.STARTING,
+                started_at=stamp,
+                updated_at=stamp,
+                pid=owner_pid,
+                version=plan.version,
+            )
+        )
+
+
+def _fail(instance: Instance, exc: BaseException) -> None:
+    """Undo a half-done start: keep the log, take everything down, say why."""
+    import contextlib
+    import shutil
+
+    from bottle.errors import BottleError
+
+    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc) or type(exc).__name__
+    with contextlib.suppress(BottleError, OSError):
+        if not instance.state.metadata_file.exists():
+            # Nothing was started: leave no half-written state directory behind.
+            shutil.rmtree(instance.state.path, ignore_errors=True)
+            return
+        instance.state.transition(InstanceStatus.FAILED, error=reason)
+        instance.stop(status=InstanceStatus.FAILED)

@@ -1,0 +1,66 @@
+"""What is defined, and where: the rows of ``bottle agents`` and ``bottle bottles``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from bottle.manifest import load_manifest
+from bottle.settings import Settings
+
+
+class AgentRow(BaseModel):
+    name: str
+    bottle: str
+    origin: str  # home | repo | builtin
+    path: str | None
+    description: str
+    skills: list[str]
+
+
+class BottleRow(BaseModel):
+    name: str
+    extends: list[str]
+    provider: str
+    routes: int
+    remotes: int
+    supervise: bool
+    path: str | None
+    description: str
+
+
+def list_agents(settings: Settings, cwd: Path) -> list[AgentRow]:
+    manifest = load_manifest(home=settings.home, cwd=cwd)
+    return [
+        AgentRow(
+            name=a.name,
+            bottle=a.spec.bottle,
+            origin=a.origin,
+            path=str(a.path) if a.path else None,
+            description=a.spec.description,
+            skills=list(a.spec.skills),
+        )
+        for a in sorted(manifest.agents.values(), key=lambda a: a.name)
+    ]
+
+
+def list_bottles(settings: Settings, cwd: Path) -> list[BottleRow]:
+    manifest = load_manifest(home=settings.home, cwd=cwd)
+    rows = []
+    for name in sorted(manifest.bottles):
+        source = manifest.bottles[name]
+        spec = manifest.resolve_bottle(name)
+        rows.append(
+            BottleRow(
+                name=name,
+                extends=list(source.spec.extends),
+                provider=spec.agent.provider if spec.agent else "shell",
+                routes=len(spec.egress.routes) if spec.egress else 0,
+                remotes=len(spec.git.remotes) if spec.git else 0,
+                supervise=spec.supervise is not False,
+                path=str(source.path) if source.path else None,
+                description=spec.description,
+            )
+        )
+    return rows

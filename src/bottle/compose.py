@@ -1,0 +1,130 @@
+"""``render(plan) -> dict``: the whole compose spec of one instance, and its stable YAML.
+
+Pure: the agent service, each enabled sidecar's fragment, and the two networks. The agent
+sits on ``internal`` alone (``internal: true``: no route out, no outside DNS), so a tool
+that ignores the proxy fails closed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from bottle import layout
+from bottle.plan import BottlePlan
+from bottle.providers import PROVIDERS
+from bottle.sidecars import enabled_sidecars
+from bottle.sidecars._common import bind, escape, labels
+from bottle.sidecars.egress import EGRESS
+from bottle.sidecars.git_gate import GIT_GATE
+from bottle.sidecars.supervise import SUPERVISE
+
+
+def render(plan: BottlePlan) -> dict[str, Any]:
+    """The compose spec as plain data; same plan, same dict."""
+    sidecars = enabled_sidecars(plan)
+    services: dict[str, Any] = {"agent": _agent_service(plan)}
+    for sidecar in sidecars:
+        services[sidecar.name] = sidecar.compose_service(plan)
+    network_labels = {"bottle.slug": plan.slug, "bottle.version": plan.version}
+    return {
+        "name": plan.compose_project,
+        "services": services,
+        "networks": {
+            "internal": {"internal": True, "labels": network_labels},
+            "egress": {"labels": network_labels},
+        },
+    }
+
+
+def agent_files(plan: BottlePlan) -> dict[str, bytes]:
+    """Files for ``state/<slug>/agent/``, mounted read-only in the agent."""
+    files = {"system-prompt.md": (plan.system_prompt + "\n").encode()}
+    servers: dict[str, Any] = {}
+    if SUPERVISE.enabled(plan):
+        servers["supervise"] = {"type": "http", "url": SUPERVISE.mcp_url()}
+    files["mcp.json"] = json.dumps({"mcpServers": servers}, indent=2).encode() + b"\n"
+    files["gitconfig"] = (GIT_GATE.agent_gitconfig(plan) if GIT_GATE.enabled(plan) else "").encode()
+    return files
+
+
+def _agent_service(plan: BottlePlan) -> dict[str, Any]:
+    state = plan.state_dir
+    provider = PROVIDERS[plan.provider]
+    env: dict[str, str] = {
+        "HOME": "/home/agent",
+        "BOTTLE_SLUG": plan.slug,
+        "BOTTLE_AGENT": plan.agent,
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "include.path",
+        "GIT_CONFIG_VALUE_0": f"{layout.AGENT_CONFIG}/gitconfig",
+    }
+    env.update(EGRESS.agent_env(plan))
+    env.update(dict(provider.env))
+    env = {k: escape(v) for k, v in env.items()}
+    for entry in plan.env:
+        env[entry.name] = entry.compose_ref
+    volumes = [
+        bind(plan.cwd, layout.WORKSPACE),
+        bind(state / "ca", layout.CA_PUBLIC, read_only=True),
+        bind(state / "agent", layout.AGENT_CONFIG, read_only=True),
+        bind(state / "transcript", layout.TRANSCRIPT),
+    ]
+    git_dir = plan.cwd / ".git"
+    if git_dir.is_dir():
+        # The agent may commit, but a hook or a config key (core.hooksPath, core.fsmonitor)
+        # written from inside would run on the host the next time the user runs git.
+        for name in ("hooks", "config"):
+            if (git_dir / name).exists():
+                target = layout.WORKSPACE / ".git" / name
+                volumes.append(bind(git_dir / name, target, read_only=True))
+    for name, path in sorted(plan.skills.items()):
+        volumes.append(bind(path, _skills_target(plan) / name, read_only=True))
+    depends: dict[str, Any] = {
+        s.name: {"condition": "service_healthy"} for s in enabled_sidecars(plan)
+    }
+    return {
+        "image": plan.images.agent,
+        "init": True,
+        "command": ["sleep", "infinity"],
+        "user": plan.user,
+        "working_dir": str(layout.WORKSPACE),
+        "environment": env,
+        "volumes": volumes,
+        "networks": ["internal"],
+        "depends_on": depends,
+        "labels": labels(plan, "agent"),
+        "stop_grace_period": "3s",
+    }
+
+
+def _skills_target(plan: BottlePlan) -> Any:
+    from pathlib import PurePosixPath
+
+    if plan.provider == "claude":
+        return layout.TRANSCRIPT / "claude" / "skills"
+    return PurePosixPath("/home/agent/.skills")
+
+
+def dump_yaml(spec: Mapping[str, Any]) -> str:
+    """Stable YAML: same input, same bytes; strings YAML would misread are quoted."""
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.width = 4096
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    out = io.StringIO()
+    yaml.dump(_plain(spec), out)
+    return out.getvalue()
+
+
+def _plain(value: Any) -> Any:
+    """Copy into plain dicts/lists/str so the dumper never emits tags."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,277 @@
+"""One compose project, driven through python-on-whales' compose client.
+
+One ``DockerClient(compose_files=…, compose_project_name=…, compose_project_directory=…)``
+per instance. Compose reads secret values from its process environment (the file names
+them only), so ``up`` runs with those values added to ``os.environ`` for the call alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import DockerException
+
+from bottle.engine.errors import COMPOSE_HINT, DOCKER_HINT, docker_errors
+from bottle.errors import DockerUnavailable, EngineError, StartTimeout
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    service: str
+    container_id: str
+    state: str  # running, exited, …
+    health: str | None
+    exit_code: int | None
+
+
+@contextlib.contextmanager
+def process_env(values: Mapping[str, str]) -> Iterator[None]:
+    """Add ``values`` to this process's environment for the duration of one call."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+
+
+def check_docker() -> None:
+    """Raise DockerUnavailable naming the fix when docker, its daemon or compose v2 is missing."""
+    if shutil.which("docker") is None:
+        raise DockerUnavailable("the docker command is not installed", hint=DOCKER_HINT)
+    probe = subprocess.run(
+        ["docker", "compose", "version", "--short"], capture_output=True, text=True, check=False
+    )
+    if probe.returncode != 0 or not probe.stdout.strip().startswith(("2", "v2")):
+        raise DockerUnavailable("docker compose v2 is not installed", hint=COMPOSE_HINT)
+    info = subprocess.run(
+        ["docker", "info", "--format", "{{.ServerVersion}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if info.returncode != 0 or not info.stdout.strip():
+        raise DockerUnavailable("the Docker daemon is not running", hint=DOCKER_HINT)
+
+
+class ComposeProject:
+    """The compose project of one instance."""
+
+    def __init__(self, *, compose_file: Path, project: str, project_dir: Path) -> None:
+        self.project = project
+        self.compose_file = compose_file
+        self._docker = DockerClient(
+            compose_files=[compose_file],
+            compose_project_name=project,
+            compose_project_directory=project_dir,
+        )
+
+    def _cmd(self) -> list[str]:
+        return [str(part) for part in self._docker.client_config.docker_compose_cmd]
+
+    def up(self, *, env: Mapping[str, str], wait_timeout: int) -> None:
+        """Create and start everything, waiting for healthchecks; bounded by ``wait_timeout``."""
+        with process_env(env):
+            try:
+                self._docker.compose.up(
+                    detach=True, wait=True, wait_timeout=wait_timeout, quiet=True
+                )
+            except DockerException as exc:
+                stderr = exc.stderr or ""
+                if "timeout" in stderr.lower() or "unhealthy" in stderr.lower():
+                    raise StartTimeout(
+                        f"{self.project} did not become healthy within {wait_timeout}s",
+                        argv=exc.docker_command,
+                        stderr=stderr,
+                        hint=self._unhealthy_hint(),
+                    ) from exc
+                with docker_errors(f"starting {self.project}"):
+                    raise
+
+    def _unhealthy_hint(self) -> str:
+        lines = []
+        for state in self.ps():
+            if state.state != "running" or state.health not in (None, "healthy"):
+                tail = self.logs(services=[state.service], tail=8).strip()
+                lines.append(
+                    f"{state.service} is {state.state}"
+                    + (f" ({state.health})" if state.health else "")
+                    + (f"; last lines:\n{tail}" if tail else "")
+                )
+        return "\n".join(lines) or "Look at 'bottle logs' for the failing service."
+
+    def up_service(self, service: str, *, env: Mapping[str, str], wait_timeout: int) -> None:
+        """Recreate one service alone (new image or config); its dependencies are left as is."""
+        with process_env(env), docker_errors(f"recreating {service} of {self.project}"):
+            self._docker.compose.up(
+                services=[service],
+                detach=True,
+                wait=True,
+                wait_timeout=wait_timeout,
+                force_recreate=True,
+                dependencies=False,
+                quiet=True,
+            )
+
+    def down(self, *, timeout: int = 5) -> None:
+        """Remove every container and network of the project; a no-op when none exist."""
+        with docker_errors(f"taking down {self.project}"):
+            self._docker.compose.down(
+                remove_orphans=True, volumes=True, timeout=timeout, quiet=True
+            )
+
+    def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str:
+        with docker_errors(f"reading logs of {self.project}"):
+            result = self._docker.compose.logs(
+                services=list(services),
+                timestamps=True,
+                tail=str(tail) if tail is not None else None,
+            )
+        return result if isinstance(result, str) else ""
+
+    def follow_logs(self, services: Sequence[str] = ()) -> int:
+        """Stream logs to our stdout until Ctrl-C or the project ends; the child dies with us."""
+        argv = [*self._cmd(), "logs", "--follow", "--timestamps", *services]
+        child = subprocess.Popen(argv)
+        try:
+            return child.wait()
+        finally:
+            if child.poll() is None:
+                child.terminate()
+                child.wait(timeout=5)
+
+    def kill(self, service: str, signal: str) -> None:
+        with docker_errors(f"sending {signal} to {service}"):
+            self._docker.compose.kill(services=[service], signal=signal)
+
+    def ps(self) -> list[ServiceState]:
+        with docker_errors(f"listing containers of {self.project}"):
+            containers = self._docker.compose.ps(all=True)
+        states = []
+        for container in containers:
+            state = container.state
+            health = state.health.status if state.health is not None else None
+            service = (container.config.labels or {}).get(
+                "com.docker.compose.service", container.name
+            )
+            states.append(
+                ServiceState(
+                    service=service,
+                    container_id=container.id,
+                    state=str(state.status),
+                    health=str(health) if health is not None else None,
+                    exit_code=state.exit_code,
+                )
+            )
+        return states
+
+    def exec(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        tty: bool = False,
+        capture: bool = False,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
+    ) -> ExecResult:
+        """Run ``argv`` in ``service``.
+
+        ``tty``: hand over this terminal (interactive). ``capture``: return stdout and stderr.
+        Otherwise the output streams to ours. The exit code is always returned, never raised.
+        """
+        cmd = [*self._cmd(), "exec"]
+        if not tty:
+            cmd.append("-T")
+        if user:
+            cmd += ["--user", user]
+        for name, value in (env or {}).items():
+            cmd += ["--env", f"{name}={value}"]
+        cmd += [service, *argv]
+        # python-on-whales' execute() can hand over a TTY or capture, but not stream
+        # without a TTY, and it raises on a non-zero exit; one subprocess does all three.
+        try:
+            if capture:
+                done = subprocess.run(cmd, input=stdin, capture_output=True, check=False)
+                return ExecResult(
+                    done.returncode,
+                    done.stdout.decode(errors="replace"),
+                    done.stderr.decode(errors="replace"),
+                )
+            stdin_arg = None if tty or stdin is None else subprocess.PIPE
+            child = subprocess.Popen(cmd, stdin=stdin_arg)
+            if stdin_arg is not None and child.stdin is not None:
+                child.stdin.write(stdin or b"")
+                child.stdin.close()
+            return ExecResult(child.wait())
+        except FileNotFoundError as exc:
+            raise DockerUnavailable(
+                "the docker command is not installed", hint=DOCKER_HINT
+            ) from exc
+
+
+def compose_ls() -> dict[str, tuple[int, int]]:
+    """Running projects as ``name -> (running, exited)`` containers."""
+    client = DockerClient()
+    with docker_errors("listing compose projects"):
+        projects = client.compose.ls(all=True)
+    return {p.name: (p.running or 0, p.exited or 0) for p in projects if p.name}
+
+
+def labelled(label: str) -> tuple[list[str], list[str]]:
+    """Ids of containers and networks that carry ``label`` (any value)."""
+    client = DockerClient()
+    with docker_errors("listing labelled containers"):
+        containers = client.container.list(all=True, filters={"label": label})
+        networks = client.network.list(filters={"label": label})
+    return [c.id for c in containers], [n.id for n in networks]
+
+
+def label_values(label: str) -> dict[str, str]:
+    """Container and network ids -> the value of ``label``."""
+    client = DockerClient()
+    out: dict[str, str] = {}
+    with docker_errors("listing labelled objects"):
+        for c in client.container.list(all=True, filters={"label": label}):
+            out[c.id] = (c.config.labels or {}).get(label, "")
+        for n in client.network.list(filters={"label": label}):
+            out[n.id] = (n.labels or {}).get(label, "")
+    return out
+
+
+def remove(containers: Sequence[str], networks: Sequence[str]) -> None:
+    client = DockerClient()
+    with docker_errors("removing containers"):
+        if containers:
+            client.container.remove(list(containers), force=True, volumes=True)
+    with docker_errors("removing networks"):
+        for network in networks:
+            client.network.remove(network)
+
+
+def stderr_tail(exc: EngineError, lines: int = 20) -> str:
+    return "\n".join(exc.stderr.splitlines()[-lines:])
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()

@@ -1,0 +1,55 @@
+"""The one boundary where python-on-whales' exceptions become bottle's."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from python_on_whales.client_config import ClientNotFoundError, ParsingError
+from python_on_whales.exceptions import DockerException
+
+from bottle.errors import DockerUnavailable, EngineError
+
+_NO_DAEMON = ("Cannot connect to the Docker daemon", "Is the docker daemon running")
+_NO_COMPOSE = (
+    "'compose' is not a docker command",
+    "unknown command: docker compose",
+    "unknown shorthand flag: 'f' in -f",
+    "unknown flag: --file",
+)
+
+DOCKER_HINT = (
+    "Install Docker (Debian: apt-get install docker.io) and start it (systemctl start docker, "
+    "or run dockerd as root); check with 'docker info'."
+)
+COMPOSE_HINT = (
+    "Install compose v2 as a Docker CLI plugin at ~/.docker/cli-plugins/docker-compose "
+    "(scripts/install-docker.sh in the bottle repository does it); check with "
+    "'docker compose version'."
+)
+
+
+def translate(exc: BaseException, what: str) -> Exception:
+    """The bottle error for a python-on-whales failure of ``what``."""
+    if isinstance(exc, ClientNotFoundError):
+        return DockerUnavailable("the docker command is not installed", hint=DOCKER_HINT)
+    if isinstance(exc, ParsingError):
+        return EngineError(f"{what}: could not parse docker's answer: {exc}")
+    if isinstance(exc, DockerException):
+        stderr = (exc.stderr or "").strip()
+        if any(marker in stderr for marker in _NO_DAEMON):
+            return DockerUnavailable("the Docker daemon is not running", hint=DOCKER_HINT)
+        if any(marker in stderr for marker in _NO_COMPOSE):
+            return DockerUnavailable("docker compose v2 is not installed", hint=COMPOSE_HINT)
+        last = stderr.splitlines()[-1] if stderr else f"exit code {exc.return_code}"
+        return EngineError(f"{what} failed: {last}", argv=exc.docker_command, stderr=stderr)
+    raise TypeError(f"not a python-on-whales error: {exc!r}")
+
+
+@contextlib.contextmanager
+def docker_errors(what: str) -> Iterator[None]:
+    """Run a python-on-whales call; its failures leave as bottle errors."""
+    try:
+        yield
+    except (ClientNotFoundError, ParsingError, DockerException) as exc:
+        raise translate(exc, what) from exc

@@ -1,0 +1,172 @@
+"""A running (or preserved) instance: exec, attach, logs, stop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from bottle.engine.compose import ComposeProject, ExecResult
+from bottle.errors import BottleError, StateError
+from bottle.providers import PROVIDERS
+from bottle.settings import Settings
+from bottle.state import DOWN, InstanceStatus, Metadata, StateDir, atomic_write
+
+
+class Instance:
+    """One compose project and its state directory. A context manager: leaving stops it."""
+
+    def __init__(self, state: StateDir) -> None:
+        self.state = state
+        self._compose: ComposeProject | None = None
+
+    @classmethod
+    def open(cls, slug: str, *, settings: Settings | None = None) -> Instance:
+        """The instance with this slug; raises InstanceNotFound."""
+        settings = settings or Settings.from_env()
+        state = StateDir(settings.state_root / slug)
+        state.read_metadata()
+        return cls(state)
+
+    def __repr__(self) -> str:
+        return f"<bottle.Instance {self.slug}>"
+
+    @property
+    def slug(self) -> str:
+        return self.state.slug
+
+    @property
+    def metadata(self) -> Metadata:
+        return self.state.read_metadata()
+
+    @property
+    def status(self) -> InstanceStatus:
+        return self.metadata.status
+
+    @property
+    def compose(self) -> ComposeProject:
+        if self._compose is None:
+            self._compose = ComposeProject(
+                compose_file=self.state.compose_file,
+                project=self.metadata.compose_project,
+                project_dir=self.state.path,
+            )
+        return self._compose
+
+    # -- using it --------------------------------------------------------------------------
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        tty: bool = False,
+        capture: bool = False,
+        service: str = "agent",
+        user: str | None = None,
+        stdin: bytes | None = None,
+    ) -> ExecResult:
+        """Run a command in the agent (or another service); returns its exit code."""
+        self._require_up()
+        return self.compose.exec(
+            service, list(argv), tty=tty, capture=capture, user=user, stdin=stdin
+        )
+
+    def attach(self, *, tty: bool = True) -> int:
+        """Hand this terminal to the agent program (``exec -it``, never ``docker attach``)."""
+        metadata = self.metadata
+        provider = PROVIDERS[metadata.provider]  # type: ignore[index]
+        argv = provider.interactive_command(tuple(metadata.agent_args))
+        return self.exec(argv, tty=tty).exit_code
+
+    def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str:
+        return self.compose.logs(services=services, tail=tail)
+
+    def follow_logs(self, *, services: Sequence[str] = ()) -> int:
+        return self.compose.follow_logs(services)
+
+    def record(self, name: str, text: str) -> None:
+        """Append to a file of the transcript (a headless run's command and exit code)."""
+        path = self.state.transcript / name
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(text)
+
+    # -- ending it -------------------------------------------------------------------------
+
+    def stop(
+        self, *, status: InstanceStatus = InstanceStatus.STOPPED, exit_code: int | None = None
+    ) -> None:
+        """Save ``compose.log``, take every container and network down, record ``status``.
+
+        Safe to call twice, and on an instance that never fully started: the log is saved
+        before ``down``, and ``down`` of a project with nothing left is a no-op.
+        """
+        metadata = self.metadata
+        if metadata.status in DOWN and metadata.status != InstanceStatus.FAILED:
+            return
+        self.state.transition(InstanceStatus.STOPPING)
+        error: BottleError | None = None
+        try:
+            self.save_compose_log()
+        except BottleError as exc:
+            error = exc
+        try:
+            self.compose.down()
+        except BottleError as exc:
+            self.state.transition(InstanceStatus.PRESERVED, error=str(exc))
+            raise
+        final = InstanceStatus.FAILED if metadata.status == InstanceStatus.FAILED else status
+        self.state.transition(
+            final,
+            exit_code=exit_code if exit_code is not None else metadata.exit_code,
+            pid=None,
+            error=str(error) if error else metadata.error,
+        )
+
+    def save_compose_log(self) -> None:
+        """``docker compose logs --timestamps`` into ``compose.log`` (kept if there is none now)."""
+        text = self.compose.logs()
+        if text.strip() or not self.state.compose_log.exists():
+            atomic_write(self.state.compose_log, text + ("\n" if text else ""))
+
+    def preserve(self, reason: str) -> None:
+        """Leave the containers as they are (Ctrl-C, crash) and say so in the metadata."""
+        with contextlib.suppress(StateError):
+            self.state.transition(InstanceStatus.PRESERVED, error=reason, pid=None)
+
+    def _require_up(self) -> None:
+        status = self.status
+        if status in DOWN:
+            raise StateError(
+                f"instance {self.slug} is {status.value}",
+                hint="Start a new one with 'bottle start'.",
+            )
+
+    def __enter__(self) -> Instance:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop(status=InstanceStatus.FINISHED if exc is None else InstanceStatus.STOPPED)
+
+
+def owner_alive(metadata: Metadata) -> bool:
+    """Whether the bottle process that owns this session still runs."""
+    if metadata.pid is None:
+        return True
+    try:
+        os.kill(metadata.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def state_path(settings: Settings, slug: str) -> Path:
+    return settings.state_root / slug

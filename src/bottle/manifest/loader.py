@@ -1,0 +1,322 @@
+"""Reading bottle and agent files: front matter, trust boundary, ``extends``.
+
+Where definitions come from, in order of trust:
+
+* ``$BOTTLE_HOME/bottles/<name>.md``  bottles (only here: a bottle is policy)
+* ``$BOTTLE_HOME/agents/<name>.md``   agents
+* ``./.bottle/agents/<name>.md``      agents of the repository you run in; they may not
+  widen anything, so they can name a bottle but never carry routes, env, remotes or a
+  Dockerfile. When a name exists both in the home and in the repository, the home file
+  wins and a warning says so: a repository must not silently replace the user's agent.
+* built-in ``default`` bottle and ``shell`` agent, used when no file has that name.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from bottle.errors import ManifestError
+from bottle.manifest.builtin import BUILTIN_AGENTS, BUILTIN_BOTTLES
+from bottle.manifest.models import (
+    CLAUDE_SUBAGENT_KEYS,
+    AgentSpec,
+    BottleSpec,
+    Egress,
+    Git,
+    check_name,
+)
+
+Origin = Literal["home", "repo", "builtin"]
+_REPO_FORBIDDEN = ("egress", "env", "git", "agent", "extends", "supervise", "dockerfile")
+
+
+@dataclass(frozen=True)
+class BottleSource:
+    name: str
+    spec: BottleSpec
+    path: Path | None
+    body: str = ""
+
+    @property
+    def origin(self) -> Origin:
+        return "builtin" if self.path is None else "home"
+
+
+@dataclass(frozen=True)
+class AgentSource:
+    name: str
+    spec: AgentSpec
+    path: Path | None
+    origin: Origin
+    body: str = ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Every bottle and agent visible from one working directory."""
+
+    bottles: dict[str, BottleSource]
+    agents: dict[str, AgentSource]
+    warnings: tuple[str, ...] = ()
+    skills_dirs: tuple[Path, ...] = field(default=())
+
+    def agent(self, name: str) -> AgentSource:
+        try:
+            return self.agents[name]
+        except KeyError:
+            known = ", ".join(sorted(self.agents)) or "none"
+            raise ManifestError(
+                f"unknown agent {name!r}",
+                hint=f"Known agents: {known}. Define it in ~/.bottle/agents/{name}.md "
+                f"or ./.bottle/agents/{name}.md.",
+            ) from None
+
+    def resolve_bottle(self, name: str) -> BottleSpec:
+        """The bottle with every ``extends`` parent merged in (child wins)."""
+        return _resolve(self, name, ())
+
+
+def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str]:
+    """Front matter as a mapping, and the Markdown body after it."""
+    if not text.startswith("---"):
+        return {}, text
+    lines = text.splitlines(keepends=True)
+    if lines[0].rstrip() != "---":
+        return {}, text
+    for index in range(1, len(lines)):
+        if lines[index].rstrip() == "---":
+            head = "".join(lines[1:index])
+            body = "".join(lines[index + 1 :])
+            break
+    else:
+        raise ManifestError(
+            "front matter starts with '---' but never ends",
+            path=path,
+            hint="Close the YAML front matter with a line holding only '---'.",
+        )
+    yaml = YAML(typ="safe", pure=True)
+    try:
+        data = yaml.load(io.StringIO(head))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 2}, column {mark.column + 1})" if mark else ""
+        raise ManifestError(
+            f"bad YAML{where}: {exc.problem or exc.context}",
+            path=path,
+            hint="Fix the YAML syntax in the front matter between the two '---' lines.",
+        ) from None
+    except YAMLError as exc:
+        raise ManifestError(f"bad YAML: {exc}", path=path, hint="Fix the front matter.") from None
+    if data is None:
+        return {}, body
+    if not isinstance(data, dict):
+        raise ManifestError(
+            f"front matter must be a mapping of keys, not a {type(data).__name__}",
+            path=path,
+            hint="Write 'key: value' lines between the '---' lines.",
+        )
+    return data, body
+
+
+def validate(model: type[BaseModel], data: dict[str, Any], path: Path | None) -> Any:
+    """``model(**data)``, with the first error turned into a ManifestError naming the field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(_fields_at(model, error["loc"][:-1])))
+            raise ManifestError(
+                "unknown key",
+                path=path,
+                field=loc,
+                hint=f"Remove it or fix its spelling; allowed keys here: {allowed}.",
+            ) from None
+        message = error["msg"].removeprefix("Value error, ")
+        raise ManifestError(
+            message, path=path, field=loc or None, hint=_hint_for(error["type"], loc)
+        ) from None
+
+
+def _fields_at(model: type[BaseModel], loc: Iterable[Any]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        info = current.model_fields.get(str(part))
+        if info is None:
+            return []
+        current = _model_in(info.annotation)
+    return list(current.model_fields) if current is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _hint_for(kind: str, loc: str) -> str:
+    if kind.endswith("_type") or kind.startswith("literal"):
+        return f"Give {loc or 'the value'} a value of the type shown in docs/manifest.md."
+    return f"Fix {loc or 'the file'} as the message says; docs/manifest.md lists every field."
+
+
+def _name_from(path: Path) -> str:
+    try:
+        return check_name(path.stem)
+    except ValueError as exc:
+        raise ManifestError(
+            str(exc), path=path, hint="Rename the file; its name (without .md) is the name."
+        ) from None
+
+
+def _read(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"cannot read: {exc}", path=path, hint="Check the file.") from None
+    return split_front_matter(text, path)
+
+
+def _agent_data(data: dict[str, Any], path: Path, origin: Origin) -> dict[str, Any]:
+    if origin == "repo":
+        for key in _REPO_FORBIDDEN:
+            if key in data:
+                raise ManifestError(
+                    "a repository's agent may not set this: only your own bottles may "
+                    "widen egress, add credentials, env, remotes or images",
+                    path=path,
+                    field=key,
+                    hint=f"Remove '{key}' here and put it in a bottle under "
+                    "~/.bottle/bottles/, then name that bottle with 'bottle:'.",
+                )
+    ignored = CLAUDE_SUBAGENT_KEYS - {"description"}
+    return {k: v for k, v in data.items() if k not in ignored}
+
+
+def _md_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.suffix == ".md" and p.is_file())
+
+
+def load_manifest(*, home: Path, cwd: Path) -> Manifest:
+    """Every bottle and agent visible from ``cwd``, validated; raises ManifestError."""
+    repo_dir = cwd / ".bottle"
+    if (repo_dir / "bottles").exists():
+        raise ManifestError(
+            "a repository may define agents, never bottles",
+            path=repo_dir / "bottles",
+            hint="Move these files to ~/.bottle/bottles/ if you trust them, or delete the folder.",
+        )
+    bottles: dict[str, BottleSource] = {
+        name: BottleSource(name, spec, None) for name, spec in BUILTIN_BOTTLES.items()
+    }
+    for path in _md_files(home / "bottles"):
+        data, body = _read(path)
+        bottles[_name_from(path)] = BottleSource(
+            _name_from(path), validate(BottleSpec, data, path), path, body
+        )
+
+    agents: dict[str, AgentSource] = {
+        name: AgentSource(name, spec, None, "builtin", body)
+        for name, (spec, body) in BUILTIN_AGENTS.items()
+    }
+    warnings: list[str] = []
+    home_agents: set[str] = set()
+    for origin, directory in (("home", home / "agents"), ("repo", repo_dir / "agents")):
+        for path in _md_files(directory):
+            name = _name_from(path)
+            data, body = _read(path)
+            spec = validate(AgentSpec, _agent_data(data, path, origin), path)  # type: ignore[arg-type]
+            if origin == "repo" and name in home_agents:
+                warnings.append(
+                    f"agent {name!r} is defined in {path} and in your home; "
+                    f"using {agents[name].path} (your home wins)"
+                )
+                continue
+            if origin == "home":
+                home_agents.add(name)
+            agents[name] = AgentSource(name, spec, path, origin, body)  # type: ignore[arg-type]
+
+    for agent in agents.values():
+        if agent.spec.bottle not in bottles:
+            raise ManifestError(
+                f"names bottle {agent.spec.bottle!r}, which does not exist",
+                path=agent.path,
+                field="bottle",
+                hint=f"Create ~/.bottle/bottles/{agent.spec.bottle}.md or name one of: "
+                f"{', '.join(sorted(bottles))}.",
+            )
+    skills = (home / "skills", repo_dir / "skills")
+    return Manifest(bottles, agents, tuple(warnings), skills)
+
+
+def _resolve(manifest: Manifest, name: str, chain: tuple[str, ...]) -> BottleSpec:
+    if name in chain:
+        loop = " -> ".join((*chain, name))
+        source = manifest.bottles[chain[-1]]
+        raise ManifestError(
+            f"extends forms a cycle: {loop}",
+            path=source.path,
+            field="extends",
+            hint="Remove one of the extends links so the chain ends.",
+        )
+    if name not in manifest.bottles:
+        if not chain:
+            raise ManifestError(
+                f"unknown bottle {name!r}",
+                hint=f"Known bottles: {', '.join(sorted(manifest.bottles))}. "
+                f"Create ~/.bottle/bottles/{name}.md to define it.",
+            )
+        child = manifest.bottles[chain[-1]]
+        raise ManifestError(
+            f"extends missing bottle {name!r} (chain: {' -> '.join((*chain, name))})",
+            path=child.path,
+            field="extends",
+            hint=f"Create ~/.bottle/bottles/{name}.md or fix the name.",
+        )
+    spec = manifest.bottles[name].spec
+    merged: BottleSpec | None = None
+    for parent in spec.extends:
+        resolved = _resolve(manifest, parent, (*chain, name))
+        merged = resolved if merged is None else merge(merged, resolved)
+    return spec if merged is None else merge(merged, spec)
+
+
+def merge(base: BottleSpec, child: BottleSpec) -> BottleSpec:
+    """``child`` over ``base``: maps merge, child routes are matched first, child scalars win."""
+    routes = (child.egress.routes if child.egress else ()) + (
+        base.egress.routes if base.egress else ()
+    )
+    secrets = tuple(
+        dict.fromkeys(
+            (base.egress.dlp_secrets if base.egress else ())
+            + (child.egress.dlp_secrets if child.egress else ())
+        )
+    )
+    remotes = {r.name: r for r in (base.git.remotes if base.git else ())}
+    remotes.update({r.name: r for r in (child.git.remotes if child.git else ())})
+    return BottleSpec(
+        description=child.description or base.description,
+        extends=(),
+        agent=child.agent or base.agent,
+        env={**base.env, **child.env},
+        egress=Egress(routes=routes, dlp_secrets=secrets) if routes or secrets else None,
+        git=Git(remotes=tuple(remotes.values())) if remotes else None,
+        supervise=child.supervise if child.supervise is not None else base.supervise,
+    )

@@ -1,0 +1,231 @@
+"""The egress policy: routes, their parser and their matcher.
+
+One parser for both sides of the boundary: the host validates a bottle's routes and every
+proposal with these models, and the egress addon loads ``live-config/egress/routes.yaml``
+with the very same code, so what ``apply`` accepted is exactly what the proxy enforces.
+Keep this module free of Docker and CLI imports: it runs inside the sidecar too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
+)
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_HOST_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+DlpMode = Literal["off", "warn", "block"]
+
+
+def check_env_name(value: str) -> str:
+    if not _ENV_NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not an environment variable name (letters, digits, _; "
+            "not starting with a digit)"
+        )
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(check_env_name)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Auth(_Strict):
+    """How egress authenticates a route: the agent's own credential is stripped first."""
+
+    scheme: str = Field(description="bearer | token | basic | header:<Name>")
+    token_ref: EnvName = Field(description="host environment variable holding the secret")
+
+    @field_validator("scheme")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value in {"bearer", "token", "basic"}:
+            return value
+        if value.startswith("header:") and _HEADER_NAME_RE.fullmatch(value[7:]):
+            return value
+        raise ValueError(
+            f"unknown auth scheme {value!r}: use bearer, token, basic or header:<Header-Name>"
+        )
+
+    @property
+    def header(self) -> str:
+        """The request header this scheme writes."""
+        return self.scheme[7:] if self.scheme.startswith("header:") else "Authorization"
+
+    def header_value(self, secret: str) -> str:
+        if self.scheme == "bearer":
+            return f"Bearer {secret}"
+        if self.scheme == "token":
+            return f"token {secret}"
+        if self.scheme == "basic":
+            import base64
+
+            # A basic secret is "user:password"; a bare token is sent as its own user name,
+            # which is what git hosts accept for token auth.
+            raw = secret if ":" in secret else f"{secret}:"
+            return "Basic " + base64.b64encode(raw.encode()).decode()
+        return secret
+
+
+def _check_host(value: str) -> str:
+    host = value.strip().lower().rstrip(".")
+    if not _HOST_RE.fullmatch(host):
+        raise ValueError(
+            f"{value!r} is not a host name: use a name like api.example.com or a "
+            "leading wildcard like *.example.com (no scheme, port or path)"
+        )
+    return host
+
+
+def _check_path(value: str) -> str:
+    if value.startswith("/"):
+        return value
+    if value.startswith("^"):
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"bad path regex {value!r}: {exc}") from exc
+        return value
+    raise ValueError(
+        f"path {value!r} must be a prefix starting with '/' or a regex starting with '^'"
+    )
+
+
+def _check_method(value: str) -> str:
+    method = value.upper()
+    if method not in HTTP_METHODS:
+        raise ValueError(f"unknown HTTP method {value!r}")
+    return method
+
+
+Host = Annotated[str, AfterValidator(_check_host)]
+PathRule = Annotated[str, AfterValidator(_check_path)]
+Method = Annotated[str, AfterValidator(_check_method)]
+
+
+class Route(_Strict):
+    """One allowed way out. Empty ``paths`` / ``methods`` / ``headers`` match anything."""
+
+    host: Host
+    paths: tuple[PathRule, ...] = ()
+    methods: tuple[Method, ...] = ()
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="header name -> regex the value must fully match"
+    )
+    auth: Auth | None = None
+    passthrough: bool = Field(False, description="tunnel TLS without interception")
+    dlp: DlpMode = "block"
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, pattern in value.items():
+            if not _HEADER_NAME_RE.fullmatch(name):
+                raise ValueError(f"{name!r} is not a header name")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"bad regex for header {name}: {exc}") from exc
+            out[name.lower()] = pattern
+        return out
+
+    @model_validator(mode="after")
+    def _passthrough_sees_only_hosts(self) -> Route:
+        if self.passthrough and (self.paths or self.methods or self.headers or self.auth):
+            raise ValueError(
+                "a passthrough route is not intercepted, so it can only match the host: "
+                "drop paths, methods, headers and auth, or set passthrough: false"
+            )
+        return self
+
+    def matches_host(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        if self.host.startswith("*."):
+            return host.endswith(self.host[1:])
+        return host == self.host
+
+    def matches(self, method: str, host: str, path: str, headers: Mapping[str, str]) -> bool:
+        if not self.matches_host(host):
+            return False
+        if self.methods and method.upper() not in self.methods:
+            return False
+        if self.paths:
+            bare = path.split("?", 1)[0]
+            if not any(_path_matches(rule, bare) for rule in self.paths):
+                return False
+        for name, pattern in self.headers.items():
+            value = headers.get(name)
+            if value is None or not re.fullmatch(pattern, value):
+                return False
+        return True
+
+
+def _path_matches(rule: str, path: str) -> bool:
+    if rule.startswith("^"):
+        return re.search(rule, path) is not None
+    return path.startswith(rule)
+
+
+class Routes(_Strict):
+    """An ordered route table; the first route that matches wins."""
+
+    routes: tuple[Route, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_credential_per_host(self) -> Routes:
+        seen: dict[str, Auth | None] = {}
+        for route in self.routes:
+            earlier = seen.get(route.host)
+            if route.auth is not None and earlier is not None and earlier != route.auth:
+                raise ValueError(
+                    f"host {route.host} has two routes with different auth; a host gets "
+                    "one credential: make the auth blocks equal or merge the routes"
+                )
+            if route.auth is not None or route.host not in seen:
+                seen[route.host] = route.auth
+        return self
+
+    def match(
+        self, method: str, host: str, path: str, headers: Mapping[str, str] | None = None
+    ) -> Route | None:
+        lowered = {k.lower(): v for k, v in (headers or {}).items()}
+        for route in self.routes:
+            if route.matches(method, host, path, lowered):
+                return route
+        return None
+
+    def passthrough_for(self, host: str) -> bool:
+        """True when the first route naming this host says not to intercept it."""
+        for route in self.routes:
+            if route.matches_host(host):
+                return route.passthrough
+        return False
+
+    def allows_host(self, host: str) -> bool:
+        return any(route.matches_host(host) for route in self.routes)
+
+    @cached_property
+    def token_refs(self) -> tuple[str, ...]:
+        return tuple(sorted({r.auth.token_ref for r in self.routes if r.auth}))
+
+    def with_route(self, route: Route) -> Routes:
+        """This table plus ``route`` at the end; an equal route is not added twice."""
+        if route in self.routes:
+            return self
+        return Routes(routes=(*self.routes, route))
+
+    def to_data(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_defaults=True)

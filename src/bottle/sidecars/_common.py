@@ -1,0 +1,44 @@
+"""Pieces every sidecar's service stanza shares."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from bottle.plan import BottlePlan
+
+
+def escape(value: str) -> str:
+    """Compose interpolates ``$`` everywhere; a literal one is written ``$$``."""
+    return value.replace("$", "$$")
+
+
+def bind(source: Path, target: PurePosixPath, *, read_only: bool = False) -> dict[str, Any]:
+    """A bind mount of a directory (never a single file: a rename would not be seen)."""
+    return {
+        "type": "bind",
+        "source": escape(str(source)),
+        "target": str(target),
+        "read_only": read_only,
+    }
+
+
+def labels(plan: BottlePlan, role: str) -> dict[str, str]:
+    return {"bottle.slug": plan.slug, "bottle.role": role, "bottle.version": plan.version}
+
+
+def sidecar_base(plan: BottlePlan, name: str, module: str) -> dict[str, Any]:
+    """The stanza every sidecar starts from: our image, tini as PID 1, fast stop."""
+    return {
+        "image": plan.images.sidecar,
+        "init": True,
+        "command": ["python", "-m", module],
+        "labels": labels(plan, name),
+        "stop_grace_period": "3s",
+        "healthcheck": {
+            "test": ["CMD", "test", "-s", f"/run/bottle/status/{name}.json"],
+            "interval": "1s",
+            "timeout": "3s",
+            "retries": 90,
+        },
+    }

@@ -1,0 +1,3 @@
+from bottle_cli.app import main
+
+main()

@@ -1,0 +1,320 @@
+"""The ``bottle`` command: a thin typer app over the library.
+
+Commands parse, call one library function and render. Imports of the library happen
+inside the commands so that ``bottle --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bottle_cli import output
+
+app = typer.Typer(
+    name="bottle",
+    help="Run an AI coding agent in a bottle: a container whose only way out is its sidecars.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+egress_app = typer.Typer(
+    help="The egress sidecar: routes, reload, decision log.", no_args_is_help=True
+)
+app.add_typer(egress_app, name="egress")
+
+AgentArg = Annotated[str, typer.Argument(help="agent name (see 'bottle agents')")]
+BottleOpt = Annotated[
+    str | None, typer.Option("--bottle", "-b", help="bottle to use instead of the agent's own")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print plain JSON on stdout")]
+SlugArg = Annotated[str, typer.Argument(help="instance slug (or a unique prefix; see 'bottle ls')")]
+
+
+def _settings() -> Any:
+    from bottle.settings import Settings
+
+    return Settings.from_env()
+
+
+def _bottle(agent: str, bottle: str | None, args: list[str] | None = None) -> Any:
+    from bottle import Bottle
+
+    instance = Bottle(agent, bottle=bottle, args=args or ())
+    for warning in instance.manifest.warnings:
+        output.warn(warning)
+    return instance
+
+
+def _ask(name: str, question: str) -> str:
+    if not sys.stdin.isatty():
+        from bottle.errors import PlanError
+
+        raise PlanError(
+            f"{name} must be answered at start ({question!r}), but there is no terminal",
+            hint="Run from a terminal, or give the value in the bottle's env.",
+        )
+    return typer.prompt(f"{question} [{name}]", hide_input=True)
+
+
+def _open(slug: str) -> Any:
+    from bottle.instances import resolve
+
+    return resolve(slug)
+
+
+# -- the pure half ---------------------------------------------------------------------------
+
+
+@app.command()
+def render(
+    agent: Annotated[str, typer.Argument(help="agent name")] = "shell",
+    bottle: BottleOpt = None,
+) -> None:
+    """Print the docker-compose.yml an instance of AGENT would be brought up with."""
+    from bottle.compose import dump_yaml
+
+    target = _bottle(agent, bottle)
+    plan = target.plan()
+    if plan.missing_env:
+        output.warn(f"not set on this host (needed at start): {', '.join(plan.missing_env)}")
+    output.out.print(dump_yaml(target.render()), end="", markup=False)
+
+
+@app.command()
+def agents(json_: JsonOpt = False) -> None:
+    """List the agents you can start, and the file each comes from."""
+    from bottle.catalog import list_agents
+
+    rows = list_agents(_settings(), Path.cwd())
+    if json_:
+        output.print_json([row.model_dump(mode="json") for row in rows])
+        return
+    output.table(
+        ["agent", "bottle", "origin", "file", "description"],
+        [[r.name, r.bottle, r.origin, r.path or "(built-in)", r.description] for r in rows],
+    )
+
+
+@app.command()
+def bottles(json_: JsonOpt = False) -> None:
+    """List the bottles agents can run in, and the file each comes from."""
+    from bottle.catalog import list_bottles
+
+    rows = list_bottles(_settings(), Path.cwd())
+    if json_:
+        output.print_json([row.model_dump(mode="json") for row in rows])
+        return
+    output.table(
+        ["bottle", "extends", "provider", "routes", "file", "description"],
+        [
+            [
+                r.name,
+                ",".join(r.extends),
+                r.provider,
+                str(r.routes),
+                r.path or "(built-in)",
+                r.description,
+            ]
+            for r in rows
+        ],
+    )
+
+
+# -- instances -------------------------------------------------------------------------------
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def start(
+    agent: AgentArg = "shell",
+    bottle: BottleOpt = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="leave it running")] = False,
+    args: Annotated[list[str] | None, typer.Argument(help="extra agent arguments")] = None,
+) -> None:
+    """Start AGENT in its bottle and attach to it (or leave it running with --detach)."""
+    from bottle.session import attached_session
+
+    target = _bottle(agent, bottle, args)
+    if detach:
+        instance = target.start(progress=output.progress, ask=_ask)
+        output.out.print(instance.slug, markup=False)
+        output.progress(f"attach with: bottle attach {instance.slug}")
+        return
+    raise typer.Exit(attached_session(target, progress=output.progress, ask=_ask))
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def run(
+    agent: AgentArg,
+    cmd: Annotated[list[str], typer.Argument(help="command to run in the agent, after --")],
+    bottle: BottleOpt = None,
+) -> None:
+    """Start AGENT, run CMD inside it headless, stop; exits with CMD's exit code."""
+    from bottle.session import headless_run
+
+    target = _bottle(agent, bottle)
+    raise typer.Exit(headless_run(target, cmd, progress=output.progress, ask=_ask))
+
+
+@app.command()
+def attach(slug: SlugArg) -> None:
+    """Hand this terminal to the agent program of a running instance."""
+    raise typer.Exit(_open(slug).attach(tty=sys.stdin.isatty()))
+
+
+@app.command("exec", context_settings={"allow_interspersed_args": False})
+def exec_(
+    slug: SlugArg,
+    cmd: Annotated[list[str], typer.Argument(help="command, after --")],
+    service: Annotated[str, typer.Option(help="service to run it in")] = "agent",
+) -> None:
+    """Run a command inside a running instance; exits with its exit code."""
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    raise typer.Exit(_open(slug).exec(cmd, tty=tty, service=service).exit_code)
+
+
+@app.command()
+def stop(
+    slugs: Annotated[list[str] | None, typer.Argument(help="instances to stop")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="stop every running instance")] = False,
+) -> None:
+    """Save compose.log, then take the instance(s) down; the state directory stays."""
+    from bottle.instances import instances
+
+    targets = list(slugs or [])
+    if all_:
+        targets += [r.slug for r in instances() if r.status in {"running", "preserved"}]
+    if not targets:
+        output.error("no instance named", "Give one or more slugs (see 'bottle ls') or --all.")
+        raise typer.Exit(2)
+    for slug in targets:
+        instance = _open(slug)
+        instance.stop()
+        output.progress(f"stopped {instance.slug}; its state is in {instance.state.path}")
+
+
+@app.command("ls")
+def ls(json_: JsonOpt = False) -> None:
+    """List instances: state directories joined with docker compose ls."""
+    from bottle.instances import instances
+
+    rows = instances()
+    if json_:
+        output.print_json([row.model_dump(mode="json") for row in rows])
+        return
+    output.table(
+        ["slug", "agent", "bottle", "status", "running", "started", "cwd"],
+        [
+            [
+                r.slug,
+                r.agent or "-",
+                r.bottle or "-",
+                r.status,
+                str(r.running),
+                r.started_at.strftime("%Y-%m-%d %H:%M") if r.started_at else "-",
+                r.cwd or "-",
+            ]
+            for r in rows
+        ],
+    )
+
+
+@app.command()
+def logs(
+    slug: SlugArg,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
+    service: Annotated[list[str] | None, typer.Option(help="only these services")] = None,
+) -> None:
+    """Print the logs of an instance (compose.log once it has stopped)."""
+    instance = _open(slug)
+    if instance.status.value in {"finished", "failed", "stopped"}:
+        path = instance.state.compose_log
+        output.out.print(path.read_text() if path.exists() else "", end="", markup=False)
+        return
+    if follow:
+        raise typer.Exit(instance.follow_logs(services=service or ()))
+    output.out.print(instance.logs(services=service or ()), markup=False)
+
+
+@app.command()
+def cleanup(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+) -> None:
+    """Take down preserved instances and orphans; remove finished state directories."""
+    from bottle.instances import plan_cleanup, run_cleanup
+
+    plan = plan_cleanup()
+    if plan.empty:
+        output.progress("nothing to clean up")
+        return
+    for slug in plan.take_down:
+        output.err.print(f"take down   {slug}", markup=False)
+    for slug in plan.remove_state:
+        output.err.print(f"remove dir  {slug}", markup=False)
+    for cid in plan.orphan_containers:
+        output.err.print(f"remove container {cid[:12]}", markup=False)
+    for nid in plan.orphan_networks:
+        output.err.print(f"remove network   {nid[:12]}", markup=False)
+    if not yes and not typer.confirm("Go ahead?", err=True):
+        raise typer.Exit(1)
+    run_cleanup(plan)
+    output.progress("cleaned up")
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+class _Exit(Enum):
+    USAGE = 2
+    INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The one error boundary: bottle errors print a message and a hint, never a traceback."""
+    import click
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("BOTTLE_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="bottle", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        output.err.print("aborted", markup=False)
+        code = _Exit.INTERRUPTED.value
+    except KeyboardInterrupt:
+        output.err.print("interrupted", markup=False)
+        code = _Exit.INTERRUPTED.value
+    except Exception as exc:
+        code = _report(exc, debug)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _report(exc: Exception, debug: bool) -> int:
+    from bottle.errors import BottleError, EngineError
+
+    if isinstance(exc, BottleError):
+        output.error(exc.message, exc.hint)
+        if debug and isinstance(exc, EngineError):
+            output.err.print(f"argv: {' '.join(exc.argv)}\n{exc.stderr}", markup=False)
+        return exc.exit_code
+    output.error(f"internal error ({type(exc).__name__}: {exc}); this is a bug in bottle")
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    else:
+        output.err.print("run again with --debug for the traceback", markup=False)
+    return 1
