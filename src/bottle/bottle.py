@@ -95,7 +95,6 @@ class Bottle:
         ``owner_pid`` marks an attended session: if that process dies, ``bottle ls`` shows
         the instance as preserved.
         """
-        from bottle import images
         from bottle.engine import images as engine_images
         from bottle.engine.compose import check_docker
 
@@ -105,7 +104,7 @@ class Bottle:
         answers = self._answers(plan, ask)
         check_docker()
         say("checking images")
-        for spec in images.plan_images(plan, self.settings):
+        for spec in _plan_images(plan, self.settings):
             engine_images.ensure_image(spec, settings=self.settings, progress=say)
 
         state = StateDir(plan.state_dir)
@@ -164,6 +163,17 @@ class Bottle:
                 version=plan.version,
             )
         )
+
+
+def _plan_images(plan: BottlePlan, settings: Settings) -> list[Any]:
+    """The images a plan runs, parents first (a custom agent image builds on its provider's)."""
+    from bottle import images
+
+    parent = images.agent_image(settings, plan.provider)
+    specs = [images.sidecar_image(settings), parent]
+    if plan.agent_dockerfile is not None:
+        specs.append(images.custom_agent_image(settings, plan.agent_dockerfile, parent))
+    return specs
 
 
 def _fail(instance: Instance, exc: BaseException) -> None:

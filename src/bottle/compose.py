@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.nodes import ScalarNode
+from ruamel.yaml.resolver import VersionedResolver
 
 from bottle import layout
 from bottle.plan import BottlePlan
@@ -110,12 +112,31 @@ def _skills_target(plan: BottlePlan) -> Any:
     return PurePosixPath("/home/agent/.skills")
 
 
+def _quote_ambiguous(representer: Any, value: str) -> Any:
+    """Quote a string that a YAML 1.1 or 1.2 reader would take for another type.
+
+    ``0:0`` is a number to a 1.1 reader, ``on`` a boolean, ``1e3`` a float: compose and
+    other tools must see exactly the string we meant.
+    """
+    style = None
+    for resolver in _RESOLVERS:
+        if resolver.resolve(ScalarNode, value, (True, False)) != "tag:yaml.org,2002:str":
+            style = "'"
+    if value == "" or value != value.strip():
+        style = "'"
+    return representer.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_RESOLVERS = (VersionedResolver(version=(1, 1)), VersionedResolver(version=(1, 2)))
+
+
 def dump_yaml(spec: Mapping[str, Any]) -> str:
     """Stable YAML: same input, same bytes; strings YAML would misread are quoted."""
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
     yaml.width = 4096
     yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    yaml.representer.add_representer(str, _quote_ambiguous)
     out = io.StringIO()
     yaml.dump(_plain(spec), out)
     return out.getvalue()

@@ -278,7 +278,7 @@ class _Exit(Enum):
 
 def main(argv: list[str] | None = None) -> None:
     """The one error boundary: bottle errors print a message and a hint, never a traceback."""
-    import click
+    from typer.exceptions import TyperException
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("BOTTLE_DEBUG") == "1"
@@ -286,12 +286,16 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="bottle", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except TyperException as exc:
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            output.error(exc.message)
         code = exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         output.err.print("aborted", markup=False)
         code = _Exit.INTERRUPTED.value
     except KeyboardInterrupt:

@@ -132,7 +132,7 @@ def validate(model: type[BaseModel], data: dict[str, Any], path: Path | None) ->
         return model.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        loc = ".".join(str(part) for part in error["loc"])
+        loc = ".".join(str(part) for part in error["loc"] if part != "[key]")
         if error["type"] == "extra_forbidden":
             allowed = ", ".join(sorted(_fields_at(model, error["loc"][:-1])))
             raise ManifestError(

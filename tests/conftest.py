@@ -1,0 +1,77 @@
+"""Shared fixtures. Docker-backed tests fail, never skip, when CI is set."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty BOTTLE_HOME, set in the environment for the test."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("BOTTLE_HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A working directory with no .bottle/ of its own."""
+    path = tmp_path / "repo"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def examples_home(home: Path) -> Path:
+    """BOTTLE_HOME holding every shipped example."""
+    shutil.copytree(EXAMPLES / "bottles", home / "bottles")
+    shutil.copytree(EXAMPLES / "agents", home / "agents")
+    return home
+
+
+def compose_binary_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def docker_engine_available() -> bool:
+    if not compose_binary_available():
+        return False
+    probe = subprocess.run(["docker", "info"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def require(available: bool, what: str) -> None:
+    """Skip locally when ``what`` is missing; fail in CI, where it must be there."""
+    if available:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is required in CI but is not available")
+    pytest.skip(f"{what} is not available")
+
+
+@pytest.fixture
+def compose_cli() -> None:
+    require(compose_binary_available(), "docker compose v2")
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    require(docker_engine_available(), "a running Docker engine with compose v2")

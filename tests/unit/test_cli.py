@@ -1,0 +1,93 @@
+"""The CLI's contract: exit codes, --json shapes, one-paragraph errors and no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write
+
+
+def bottle(*args: str, home: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bottle_cli", *args],
+        cwd=cwd,
+        env={**os.environ, "BOTTLE_HOME": str(home), **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_render_with_no_files(home: Path, repo: Path) -> None:
+    done = bottle("render", home=home, cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert "bottle-shell-" in done.stdout and "internal: true" in done.stdout
+
+
+def test_agents_and_bottles_json(examples_home: Path, repo: Path) -> None:
+    write(repo / ".bottle" / "agents" / "local.md", "---\nbottle: demo\n---\nhi\n")
+    agents = json.loads(bottle("agents", "--json", home=examples_home, cwd=repo).stdout)
+    by_name = {a["name"]: a for a in agents}
+    assert by_name["shell"]["origin"] == "builtin"
+    assert by_name["reviewer"]["origin"] == "home" and by_name["reviewer"]["bottle"] == "claude"
+    assert by_name["local"]["origin"] == "repo"
+    bottles = json.loads(bottle("bottles", "--json", home=examples_home, cwd=repo).stdout)
+    names = {b["name"]: b for b in bottles}
+    assert names["github"]["extends"] == ["claude"]
+    assert names["github"]["provider"] == "claude"
+    assert names["github"]["routes"] == 4
+
+
+@pytest.mark.parametrize(
+    ("files", "args", "words"),
+    [
+        ({"bottles/x.md": "---\negress: {routes: [{host: 'bad host'}]}\n---\n"}, ["bottles"], "egress.routes.0.host"),
+        ({}, ["render", "ghost"], "unknown agent"),
+        ({"agents/a.md": "---\nbottle: nope\n---\n"}, ["agents"], "bottle"),
+        ({"bottles/a.md": "---\nextends: a\n---\n"}, ["render", "shell", "--bottle", "a"], "cycle"),
+    ],
+)
+def test_bad_input_exits_2_with_message_and_no_traceback(
+    home: Path, repo: Path, files: dict[str, str], args: list[str], words: str
+) -> None:
+    for name, text in files.items():
+        write(home / name, text)
+    done = bottle(*args, home=home, cwd=repo)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "error:" in done.stderr and "hint:" in done.stderr
+    assert words in done.stderr
+
+
+def test_repo_bottle_is_refused(home: Path, repo: Path) -> None:
+    write(repo / ".bottle" / "bottles" / "x.md", "---\n---\n")
+    done = bottle("render", home=home, cwd=repo)
+    assert done.returncode == 2 and "never bottles" in done.stderr
+
+
+def test_usage_error_exits_2(home: Path, repo: Path) -> None:
+    done = bottle("render", "--no-such-flag", home=home, cwd=repo)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_unknown_instance(home: Path, repo: Path) -> None:
+    done = bottle("attach", "nothing-here", home=home, cwd=repo)
+    assert done.returncode == 1
+    assert "no instance" in done.stderr and "bottle ls" in done.stderr
+
+
+def test_help_does_not_import_the_library() -> None:
+    code = (
+        "import sys; from bottle_cli import app; "
+        "heavy = [m for m in ('python_on_whales', 'pydantic', 'ruamel.yaml') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""

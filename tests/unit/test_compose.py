@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import itertools
+import subprocess
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from bottle.compose import dump_yaml, render
+from bottle.manifest import load_manifest
+from bottle.plan import BottlePlan, PlanOptions, resolve_plan
+from bottle.settings import Settings
+from tests.conftest import write
+
+SECRET = "s3cr3t-Value-that-must-not-leak-9431"
+
+
+def plan_for(home: Path, repo: Path, bottle: str = "default", **environ: str) -> BottlePlan:
+    settings = Settings.from_env({"BOTTLE_HOME": str(home)})
+    manifest = load_manifest(home=home, cwd=repo)
+    return resolve_plan(
+        manifest,
+        PlanOptions(agent="shell", bottle=bottle, cwd=repo, suffix="abcde"),
+        settings=settings,
+        environ=environ,
+    )
+
+
+def bottle_text(*, supervise: bool, remotes: bool, routes: bool) -> str:
+    lines = ["---", f"supervise: {str(supervise).lower()}"]
+    if routes:
+        lines += [
+            "egress:",
+            "  routes:",
+            "    - {host: api.example.com, auth: {scheme: bearer, token_ref: API_TOKEN}}",
+            "    - {host: '*.pypi.org', methods: [GET]}",
+        ]
+    if remotes:
+        lines += [
+            "git:",
+            "  remotes:",
+            "    - {name: origin, url: 'git@example.com:me/repo.git', key_ref: DEPLOY_KEY}",
+        ]
+    lines += ["env:", "  LITERAL: 'costs $5'", "  COPIED: '${HOST_THING}'", "---", ""]
+    return "\n".join(lines)
+
+
+MATRIX = list(itertools.product([True, False], repeat=3))
+
+
+@pytest.mark.parametrize(("supervise", "remotes", "routes"), MATRIX)
+def test_service_shape_for_every_sidecar_combination(
+    home: Path, repo: Path, supervise: bool, remotes: bool, routes: bool
+) -> None:
+    write(home / "bottles" / "b.md", bottle_text(supervise=supervise, remotes=remotes, routes=routes))
+    plan = plan_for(home, repo, "b")
+    spec = render(plan)
+    services = spec["services"]
+    expected = {"agent", "egress"} | ({"supervise"} if supervise else set()) | (
+        {"git-gate"} if remotes else set()
+    )
+    assert set(services) == expected
+    assert spec["name"] == "bottle-shell-abcde" == plan.compose_project
+    assert spec["networks"]["internal"]["internal"] is True
+    assert "internal" not in spec["networks"]["egress"]
+    agent = services["agent"]
+    assert agent["networks"] == ["internal"]
+    assert set(agent["depends_on"]) == expected - {"agent"}
+    assert all(d["condition"] == "service_healthy" for d in agent["depends_on"].values())
+    assert services["egress"]["networks"] == ["internal", "egress"]
+    if supervise:
+        assert services["supervise"]["networks"] == ["internal"]
+    if remotes:
+        assert services["git-gate"]["networks"] == ["internal", "egress"]
+    for name, service in services.items():
+        assert service["init"] is True, name
+        assert service["labels"]["bottle.slug"] == "shell-abcde"
+        for volume in service["volumes"]:
+            assert volume["type"] == "bind"
+            # every bind is a directory (a single-file bind pins the inode) except .git/config
+            assert not volume["source"].endswith((".yaml", ".json", ".pem")), volume
+        if name != "agent":
+            assert service["healthcheck"]["test"][0] == "CMD"
+    assert agent["environment"]["LITERAL"] == "costs $$5"
+    assert agent["environment"]["COPIED"] == "${HOST_THING}"
+    assert agent["environment"]["HTTPS_PROXY"] == "http://egress:8080"
+    if routes:
+        assert "API_TOKEN" in services["egress"]["environment"]
+        assert agent["environment"]["API_TOKEN"] == "bottle-egress-injects-this"
+
+
+def test_dump_is_stable_and_quotes_ambiguous_strings(home: Path, repo: Path) -> None:
+    write(home / "bottles" / "b.md", "---\nenv: {A: 'yes', B: '1:20', C: '010', D: 'on'}\n---\n")
+    plan = plan_for(home, repo, "b")
+    first, second = dump_yaml(render(plan)), dump_yaml(render(plan))
+    assert first == second
+    env = YAML(typ="safe", pure=True).load(first)["services"]["agent"]["environment"]
+    assert env["A"] == "yes" and env["B"] == "1:20" and env["C"] == "010" and env["D"] == "on"
+    assert "A: 'yes'" in first and "B: '1:20'" in first
+
+
+def test_no_secret_value_in_any_rendered_file(home: Path, repo: Path) -> None:
+    from bottle.compose import agent_files
+    from bottle.sidecars import enabled_sidecars
+
+    write(home / "bottles" / "b.md", bottle_text(supervise=True, remotes=True, routes=True))
+    plan = plan_for(
+        home, repo, "b", API_TOKEN=SECRET, DEPLOY_KEY=SECRET + "k", HOST_THING=SECRET + "h"
+    )
+    assert plan.missing_env == ()
+    blobs = [dump_yaml(render(plan)).encode(), *agent_files(plan).values()]
+    for sidecar in enabled_sidecars(plan):
+        blobs += list(sidecar.files(plan).values())
+    for blob in blobs:
+        assert SECRET.encode() not in blob
+
+
+def test_missing_host_variables_are_reported(home: Path, repo: Path) -> None:
+    from bottle.errors import PlanError
+
+    write(home / "bottles" / "b.md", bottle_text(supervise=True, remotes=True, routes=True))
+    plan = plan_for(home, repo, "b")
+    assert set(plan.missing_env) == {"HOST_THING", "API_TOKEN", "DEPLOY_KEY"}
+    with pytest.raises(PlanError, match="API_TOKEN"):
+        plan.require_env()
+
+
+def test_examples_render_to_valid_compose(examples_home: Path, repo: Path, compose_cli: None) -> None:
+    from bottle.catalog import list_agents
+
+    for row in list_agents(Settings.from_env({"BOTTLE_HOME": str(examples_home)}), repo):
+        manifest = load_manifest(home=examples_home, cwd=repo)
+        plan = resolve_plan(
+            manifest,
+            PlanOptions(agent=row.name, cwd=repo),
+            settings=Settings.from_env({"BOTTLE_HOME": str(examples_home)}),
+            environ={},
+        )
+        text = dump_yaml(render(plan))
+        done = subprocess.run(
+            ["docker", "compose", "-f", "-", "config", "-q"],
+            input=text.encode(),
+            capture_output=True,
+            cwd=repo,
+            check=False,
+        )
+        assert done.returncode == 0, (row.name, done.stderr.decode())
