@@ -64,6 +64,14 @@ def _ask(name: str, question: str) -> str:
     return typer.prompt(f"{question} [{name}]", hide_input=True)
 
 
+def _argv(cmd: list[str]) -> list[str]:
+    """The command after ``--`` (click keeps the separator when options stop early)."""
+    argv = cmd[1:] if cmd and cmd[0] == "--" else cmd
+    if not argv:
+        raise typer.BadParameter("give the command to run after --", param_hint="CMD")
+    return argv
+
+
 def _open(slug: str) -> Any:
     from bottle.instances import resolve
 
@@ -141,7 +149,7 @@ def start(
     """Start AGENT in its bottle and attach to it (or leave it running with --detach)."""
     from bottle.session import attached_session
 
-    target = _bottle(agent, bottle, args)
+    target = _bottle(agent, bottle, [a for a in args or [] if a != "--"])
     if detach:
         instance = target.start(progress=output.progress, ask=_ask)
         output.out.print(instance.slug, markup=False)
@@ -160,7 +168,7 @@ def run(
     from bottle.session import headless_run
 
     target = _bottle(agent, bottle)
-    raise typer.Exit(headless_run(target, cmd, progress=output.progress, ask=_ask))
+    raise typer.Exit(headless_run(target, _argv(cmd), progress=output.progress, ask=_ask))
 
 
 @app.command()
@@ -177,7 +185,7 @@ def exec_(
 ) -> None:
     """Run a command inside a running instance; exits with its exit code."""
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    raise typer.Exit(_open(slug).exec(cmd, tty=tty, service=service).exit_code)
+    raise typer.Exit(_open(slug).exec(_argv(cmd), tty=tty, service=service).exit_code)
 
 
 @app.command()

@@ -96,21 +96,20 @@ class ComposeProject:
                     detach=True, wait=True, wait_timeout=wait_timeout, quiet=True
                 )
             except DockerException as exc:
-                stderr = exc.stderr or ""
-                if "timeout" in stderr.lower() or "unhealthy" in stderr.lower():
-                    raise StartTimeout(
-                        f"{self.project} did not become healthy within {wait_timeout}s",
-                        argv=exc.docker_command,
-                        stderr=stderr,
-                        hint=self._unhealthy_hint(),
-                    ) from exc
-                with docker_errors(f"starting {self.project}"):
-                    raise
+                stderr = (exc.stderr or "").strip()
+                last = stderr.splitlines()[-1] if stderr else f"exit code {exc.return_code}"
+                kind = StartTimeout if "timeout" in stderr.lower() else EngineError
+                raise kind(
+                    f"starting {self.project} failed: {last}",
+                    argv=exc.docker_command,
+                    stderr=stderr,
+                    hint=self._unhealthy_hint(),
+                ) from exc
 
     def _unhealthy_hint(self) -> str:
         lines = []
         for state in self.ps():
-            if state.state != "running" or state.health not in (None, "healthy"):
+            if state.state in {"exited", "dead", "restarting"} or state.health == "unhealthy":
                 tail = self.logs(services=[state.service], tail=8).strip()
                 lines.append(
                     f"{state.service} is {state.state}"

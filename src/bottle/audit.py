@@ -1,0 +1,308 @@
+"""The audit log: an append-only, hash-chained JSON-lines file on the host.
+
+Every decision and every live-config change the operator makes is one line::
+
+    {"action":"approve","after":"routes:\\n- host: pypi.org\\n","at":"2025-01-01T12:00:00Z",
+     "before":"routes: []\\n","diff":"--- before\\n+++ after\\n...","hash":"<64 hex>",
+     "prev":"<64 hex>","proposal_id":3,"reason":null,"seq":1,"tool":"egress-block",
+     "who":"alice"}
+
+A line is the canonical JSON of its entry (keys sorted, no spaces, ASCII with ``\\u``
+escapes) and ends in ``\\n``.
+``hash`` is the SHA-256 of the canonical JSON of the entry without ``hash``; ``prev`` is the
+SHA-256 of the previous line's bytes (without its newline), or 64 zeros on the first line;
+``seq`` counts from 1. So changing any byte, reordering or deleting lines, or cutting the
+file in the middle breaks the chain, and :meth:`AuditLog.verify` names the first bad line.
+Cutting whole lines off the end leaves a valid shorter chain: keep :meth:`AuditLog.head`
+somewhere else (a commit, a ticket) to detect that too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bottle.errors import StateError
+from bottle.policy import Routes
+
+GENESIS = "0" * 64
+_FIELDS = (
+    "seq",
+    "at",
+    "who",
+    "action",
+    "tool",
+    "proposal_id",
+    "before",
+    "after",
+    "diff",
+    "reason",
+    "prev",
+    "hash",
+)
+
+
+class AuditEntry(BaseModel):
+    """One line of the audit log."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq: int = Field(ge=1)
+    at: str
+    who: str
+    action: str
+    tool: str | None = None
+    proposal_id: int | None = None
+    before: str | None = None
+    after: str | None = None
+    diff: str = ""
+    reason: str | None = None
+    prev: str = Field(pattern=r"^[0-9a-f]{64}$")
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What :meth:`AuditLog.verify` found.
+
+    ``entries`` counts the lines that verified before the first bad one (all of them when
+    ``ok``); ``first_bad_line`` is 1-based; ``head`` is the hash of the last good line.
+    """
+
+    ok: bool
+    entries: int
+    first_bad_line: int | None = None
+    problem: str | None = None
+    head: str = GENESIS
+
+
+def canonical(data: dict[str, Any]) -> bytes:
+    """The canonical JSON bytes of ``data``: sorted keys, no spaces, ASCII (\\u escapes)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def entry_hash(data: dict[str, Any]) -> str:
+    """The ``hash`` an entry must carry: SHA-256 of its canonical JSON without ``hash``."""
+    return _sha256(canonical({k: v for k, v in data.items() if k != "hash"}))
+
+
+def routes_yaml(routes: Routes) -> str:
+    """Routes as the YAML text egress reads (``{routes: [...]}``), for before/after."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    out = io.StringIO()
+    yaml.dump(routes.to_data() or {"routes": []}, out)
+    return out.getvalue()
+
+
+def unified_diff(before: str | None, after: str | None) -> str:
+    """A unified diff of two texts (``None`` is empty); empty when they are equal."""
+    lines = difflib.unified_diff(
+        (before or "").splitlines(keepends=True),
+        (after or "").splitlines(keepends=True),
+        fromfile="before",
+        tofile="after",
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def diff_routes(before: Routes, after: Routes) -> str:
+    """A unified diff of two route tables as YAML."""
+    return unified_diff(routes_yaml(before), routes_yaml(after))
+
+
+def _text(value: str | Routes | None) -> str | None:
+    if isinstance(value, Routes):
+        return routes_yaml(value)
+    return value
+
+
+class AuditLog:
+    """An append-only audit log at ``path`` (created with its directory on first append)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[int]:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _last_line(self) -> bytes | None:
+        """The last complete line (without newline), or ``None`` for an empty log."""
+        with open(self.path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            if size == 0:
+                return None
+            handle.seek(size - 1)
+            if handle.read(1) != b"\n":
+                raise StateError(
+                    f"audit log {self.path} ends in a partial line",
+                    hint="Run verify on it and move the damaged file aside before appending.",
+                )
+            end = size - 1
+            start = end
+            chunk = 4096
+            while start > 0:
+                step = min(chunk, start)
+                handle.seek(start - step)
+                block = handle.read(step)
+                newline = block.rfind(b"\n")
+                if newline >= 0:
+                    start = start - step + newline + 1
+                    break
+                start -= step
+            handle.seek(start)
+            return handle.read(end - start)
+
+    def append(
+        self,
+        *,
+        who: str,
+        action: str,
+        tool: str | None = None,
+        proposal_id: int | None = None,
+        before: str | Routes | None = None,
+        after: str | Routes | None = None,
+        reason: str | None = None,
+        diff: str | None = None,
+    ) -> AuditEntry:
+        """Append one entry, chained to the last line, and fsync it.
+
+        ``before`` / ``after`` are texts (routes are written as YAML); ``diff`` defaults to
+        their unified diff. Raises ``StateError`` when the last line is damaged, so a
+        broken chain is never extended.
+        """
+        before_text, after_text = _text(before), _text(after)
+        with self._locked() as fd:
+            last = self._last_line()
+            if last is None:
+                seq, prev = 1, GENESIS
+            else:
+                try:
+                    previous = AuditEntry.model_validate_json(last)
+                except ValidationError:
+                    raise StateError(
+                        f"the last line of audit log {self.path} is not an audit entry",
+                        hint="Run verify on it and move the damaged file aside before appending.",
+                    ) from None
+                seq, prev = previous.seq + 1, _sha256(last)
+            data: dict[str, Any] = {
+                "seq": seq,
+                "at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                "who": who,
+                "action": action,
+                "tool": tool,
+                "proposal_id": proposal_id,
+                "before": before_text,
+                "after": after_text,
+                "diff": diff if diff is not None else unified_diff(before_text, after_text),
+                "reason": reason,
+                "prev": prev,
+            }
+            data["hash"] = entry_hash(data)
+            entry = AuditEntry.model_validate(data)
+            os.write(fd, canonical(data) + b"\n")
+            os.fsync(fd)
+        return entry
+
+    def entries(self) -> list[AuditEntry]:
+        """Every entry, after checking the chain; ``StateError`` if it is broken."""
+        result = self.verify()
+        if not result.ok:
+            raise StateError(
+                f"audit log {self.path} fails verification at line {result.first_bad_line}: "
+                f"{result.problem}",
+                hint="Someone or something changed the file; keep it as evidence.",
+            )
+        if result.entries == 0:
+            return []
+        return [
+            AuditEntry.model_validate_json(line)
+            for line in self.path.read_bytes().split(b"\n")
+            if line
+        ]
+
+    def head(self) -> str:
+        """The hash of the last verified line (64 zeros for an empty log)."""
+        return self.verify().head
+
+    def verify(self) -> VerifyResult:
+        """Check every line and the chain between them; a missing file is an empty log."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return VerifyResult(ok=True, entries=0)
+        if not raw:
+            return VerifyResult(ok=True, entries=0)
+        lines = raw.split(b"\n")
+        complete = raw.endswith(b"\n")
+        if complete:
+            lines = lines[:-1]
+        prev = GENESIS
+        for index, line in enumerate(lines):
+            number = index + 1
+            if not complete and number == len(lines):
+                problem: str | None = "the last line is cut off (no newline at the end)"
+            else:
+                problem = _check_line(line, number, prev)
+            if problem is not None:
+                return VerifyResult(
+                    ok=False, entries=index, first_bad_line=number, problem=problem, head=prev
+                )
+            prev = _sha256(line)
+        return VerifyResult(ok=True, entries=len(lines), head=prev)
+
+
+def _check_line(line: bytes, number: int, prev: str) -> str | None:
+    """Why line ``number`` is not the entry that follows a line hashing to ``prev``."""
+    try:
+        data = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"not JSON: {exc}"
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if set(data) != set(_FIELDS):
+        missing = sorted(set(_FIELDS) - set(data))
+        extra = sorted(set(data) - set(_FIELDS))
+        return f"wrong fields (missing {missing}, unexpected {extra})"
+    try:
+        AuditEntry.model_validate(data)
+    except ValidationError as exc:
+        return f"not an audit entry: {exc.errors()[0]['msg']}"
+    if data["seq"] != number:
+        return f"seq is {data['seq']}, expected {number}: lines were deleted or moved"
+    if data["prev"] != prev:
+        before = f"line {number - 1}" if number > 1 else "the start of the log"
+        return f"prev does not match {before}: it was changed, or lines were deleted or moved"
+    if data["hash"] != entry_hash(data):
+        return "hash does not match the entry: the line was changed"
+    if canonical(data) != line:
+        return "the line is not in canonical form: it was rewritten"
+    return None

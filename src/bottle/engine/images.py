@@ -1,0 +1,318 @@
+"""Building and finding bottle's images, and making the base image when none can be pulled.
+
+:func:`ensure_image` turns an :class:`~bottle.images.ImageSpec` into a local image whose tag is
+the hash of its inputs: an image that exists is used as it is, never rebuilt. Builds use the
+legacy builder (``docker build``, which prints ``Step N/M : …`` lines) and stream every line
+of output to a ``progress`` callback.
+
+:func:`ensure_base` picks the image every Dockerfile starts from: ``Settings.base_image`` when
+it is local or can be pulled, else ``bottle-base:trixie-<hash>`` made with ``mmdebstrap`` from
+a Debian mirror and ``docker import`` (machines without a registry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from python_on_whales import docker
+from python_on_whales.exceptions import DockerException
+
+from bottle.engine.errors import DOCKER_HINT, docker_errors
+from bottle.errors import BottleError, DockerUnavailable, ImageBuildError
+from bottle.images import ImageSpec, Provider, agent_image, custom_agent_image, sidecar_image
+from bottle.settings import Settings
+
+__all__ = [
+    "BASE_REPO",
+    "BuiltImages",
+    "Progress",
+    "base_recipe_ref",
+    "build_all",
+    "ensure_base",
+    "ensure_image",
+    "image_exists",
+]
+
+Progress = Callable[[str], None]
+
+#: Where locally made base images go: ``bottle-base:trixie-<hash of the recipe>``.
+BASE_REPO = "bottle-base"
+_SUITE = "trixie"
+_VARIANT = "minbase"
+_INCLUDE = ("python3", "python3-venv", "ca-certificates", "bash")
+#: Left out of the base, and of every package installed on it later (like Debian's slim images).
+_DPKG_OPTS = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/locale/locale.alias",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+)
+_BASE_CHANGES = (
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV LANG=C.UTF-8",
+    'CMD ["bash"]',
+)
+
+#: Base images whose pull failed in this process: not tried again for the next image.
+_UNPULLABLE: set[str] = set()
+
+#: Lines of build output an ImageBuildError keeps.
+_TAIL = 40
+_STEP = re.compile(r"^Step \d+/\d+ : ")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_ARG_BASE = re.compile(r"^\s*ARG\s+BASE\b", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class BuiltImages:
+    """Refs of the images one bottle runs."""
+
+    sidecar: str
+    agent: str
+
+
+def _bottle_version() -> str:
+    try:
+        return metadata.version("bot-bottle")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _docker_cli() -> str:
+    path = shutil.which("docker")
+    if path is None:
+        raise DockerUnavailable("the docker command is not installed", hint=DOCKER_HINT)
+    return path
+
+
+def image_exists(ref: str) -> bool:
+    """Whether an image ``ref`` is in the local image store (never pulls)."""
+    _docker_cli()
+    with docker_errors(f"looking for image {ref}"):
+        return docker.image.exists(ref)
+
+
+def ensure_image(spec: ImageSpec, *, settings: Settings, progress: Progress) -> str:
+    """The local ref of ``spec``'s image, built first if it does not exist yet.
+
+    An existing image is returned at once (``progress`` is not called). Otherwise the base is
+    made sure of (:func:`ensure_base`) and ``docker build`` runs, each output line going to
+    ``progress``. Raises :class:`ImageBuildError` naming the failing step, with the last lines
+    of output in ``.stderr``, or :class:`DockerUnavailable`.
+    """
+    if image_exists(spec.ref):
+        return spec.ref
+    base = ensure_base(settings, progress)
+    progress(f"building image {spec.ref}")
+    with tempfile.TemporaryDirectory(prefix="bottle-build-") as tmp:
+        context = Path(tmp) / "context"
+        _write_context(spec, context)
+        dockerfile = Path(tmp) / "Dockerfile"
+        dockerfile.write_text(spec.dockerfile, encoding="utf-8")
+        argv = [_docker_cli(), "build", "--rm", "--force-rm", "-f", str(dockerfile), "-t", spec.ref]
+        argv += ["--label", f"bottle.version={_bottle_version()}"]
+        argv += ["--label", f"bottle.image-inputs={spec.tag}"]
+        if _ARG_BASE.search(spec.dockerfile):
+            argv += ["--build-arg", f"BASE={base}"]
+        for key in sorted(spec.build_args):
+            argv += ["--build-arg", f"{key}={spec.build_args[key]}"]
+        argv.append(str(context))
+        # python-on-whales' legacy_build captures the output and returns only at the end, so
+        # the build runs here, through the docker CLI, to stream its lines as they come.
+        # DOCKER_BUILDKIT=0 keeps the legacy builder (and its Step lines) on newer CLIs.
+        code, tail, step = _stream(argv, progress, env={"DOCKER_BUILDKIT": "0"})
+    if code != 0:
+        _raise_if_no_daemon(tail)
+        where = f" at {step}" if step else ""
+        raise ImageBuildError(
+            f"building image {spec.ref} failed{where}",
+            step=step,
+            argv=argv,
+            stderr="\n".join(tail),
+            hint="The last lines of the build output are in the error's stderr (--debug "
+            "shows them). A step that downloads over HTTPS needs the proxy's CA: put it in "
+            "BOTTLE_EXTRA_CA_CERTS.",
+        )
+    return spec.ref
+
+
+def _write_context(spec: ImageSpec, context: Path) -> None:
+    context.mkdir()
+    for name, data in spec.files.items():
+        path = context / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(0o755 if name in spec.executable else 0o644)
+
+
+def _stream(
+    argv: Sequence[str], progress: Progress, *, env: dict[str, str] | None = None
+) -> tuple[int, list[str], str | None]:
+    """Run ``argv``, passing each output line to ``progress``.
+
+    Returns the exit code, the last output lines and the last ``Step N/M : …`` line seen.
+    Ctrl-C (or any error in ``progress``) stops the child before it propagates.
+    """
+    tail: deque[str] = deque(maxlen=_TAIL)
+    step: str | None = None
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        bufsize=1,
+    )
+    with _reaped(proc):
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = _ANSI.sub("", raw.rstrip("\r\n"))
+            tail.append(line)
+            if _STEP.match(line):
+                step = line
+            progress(line)
+        code = proc.wait()
+    return code, list(tail), step
+
+
+@contextlib.contextmanager
+def _reaped(proc: subprocess.Popen[str]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _raise_if_no_daemon(tail: Sequence[str]) -> None:
+    text = "\n".join(tail)
+    if "Cannot connect to the Docker daemon" in text or "Is the docker daemon running" in text:
+        raise DockerUnavailable("the Docker daemon is not running", hint=DOCKER_HINT)
+
+
+def base_recipe_ref(settings: Settings) -> str:
+    """The ref of the base made from ``settings.debian_mirror``: a hash of the whole recipe."""
+    recipe = {
+        "suite": _SUITE,
+        "variant": _VARIANT,
+        "include": list(_INCLUDE),
+        "dpkgopt": list(_DPKG_OPTS),
+        "mirror": settings.debian_mirror,
+        "changes": list(_BASE_CHANGES),
+    }
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{BASE_REPO}:{_SUITE}-{digest}"
+
+
+def ensure_base(settings: Settings, progress: Progress) -> str:
+    """The ref of the image to pass as ``BASE`` to the built-in Dockerfiles.
+
+    ``settings.base_image`` if it is local or ``docker pull`` gets it (unless
+    ``settings.offline_base``); otherwise a Debian base made with mmdebstrap, reused once made.
+    """
+    if not settings.offline_base:
+        if image_exists(settings.base_image):
+            return settings.base_image
+        if settings.base_image not in _UNPULLABLE:
+            if _pull(settings.base_image, progress):
+                return settings.base_image
+            _UNPULLABLE.add(settings.base_image)
+    ref = base_recipe_ref(settings)
+    if image_exists(ref):
+        return ref
+    _make_base(settings, ref, progress)
+    return ref
+
+
+def _pull(ref: str, progress: Progress) -> bool:
+    progress(f"pulling base image {ref}")
+    try:
+        docker.image.pull(ref, quiet=True)
+    except DockerException as exc:
+        _raise_if_no_daemon([exc.stderr or ""])
+        reason = (exc.stderr or "").strip().splitlines()
+        progress(
+            f"cannot pull {ref} ({reason[-1] if reason else 'failed'}); "
+            "using a Debian base made locally instead"
+        )
+        return False
+    return True
+
+
+def _make_base(settings: Settings, ref: str, progress: Progress) -> None:
+    mmdebstrap = shutil.which("mmdebstrap")
+    if mmdebstrap is None:
+        raise BottleError(
+            f"cannot get the base image {settings.base_image}, and mmdebstrap, which makes "
+            "one from a Debian mirror, is not installed",
+            hint="Install mmdebstrap (Debian/Ubuntu: apt-get install mmdebstrap), or set "
+            "BOTTLE_BASE_IMAGE to an image you have ('docker images' lists them) with "
+            "Python 3.12 or newer and apt.",
+        )
+    progress(f"making base image {ref} from {settings.debian_mirror} with mmdebstrap")
+    with tempfile.TemporaryDirectory(prefix="bottle-base-") as tmp:
+        tar = Path(tmp) / "rootfs.tar"
+        argv = [
+            mmdebstrap,
+            f"--variant={_VARIANT}",
+            f"--include={','.join(_INCLUDE)}",
+            *(f"--dpkgopt={opt}" for opt in _DPKG_OPTS),
+            _SUITE,
+            str(tar),
+            settings.debian_mirror,
+        ]
+        code, tail, _ = _stream(argv, progress)
+        if code != 0:
+            raise ImageBuildError(
+                f"making base image {ref} with mmdebstrap failed (exit code {code})",
+                argv=argv,
+                stderr="\n".join(tail),
+                hint="Check that the Debian mirror (BOTTLE_DEBIAN_MIRROR) is reachable and that "
+                "mmdebstrap can run (as root, or with user namespaces); or set "
+                "BOTTLE_BASE_IMAGE to an image you have.",
+            )
+        progress(f"importing {tar.name} as {ref}")
+        changes = [*_BASE_CHANGES, f"LABEL bottle.version={_bottle_version()}"]
+        with docker_errors(f"importing base image {ref}"):
+            docker.image.import_(tar, tag=ref, changes=changes)
+
+
+def build_all(
+    settings: Settings,
+    provider: Provider,
+    progress: Progress,
+    *,
+    custom_dockerfile: Path | None = None,
+) -> BuiltImages:
+    """Make sure the sidecar image and the agent image (custom on top of ``provider``) exist."""
+    sidecar = ensure_image(sidecar_image(settings), settings=settings, progress=progress)
+    parent = agent_image(settings, provider)
+    agent = ensure_image(parent, settings=settings, progress=progress)
+    if custom_dockerfile is not None:
+        custom = custom_agent_image(settings, custom_dockerfile, parent)
+        agent = ensure_image(custom, settings=settings, progress=progress)
+    return BuiltImages(sidecar=sidecar, agent=agent)

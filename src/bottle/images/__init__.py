@@ -1,0 +1,229 @@
+"""What goes into bottle's images: Dockerfiles and build contexts, as plain data.
+
+Nothing here runs Docker; :mod:`bottle.engine.images` builds an :class:`ImageSpec`.
+
+An image's tag is a hash of everything that goes into it (Dockerfile text, context files,
+build arguments, base setting), so an unchanged image is never rebuilt and a changed input
+always gets a new tag.
+
+Every built-in Dockerfile starts with ``ARG BASE=python:3.13-slim`` / ``FROM ${BASE}``; the
+builder passes the base it chose (a pulled image, or one made locally from a Debian mirror).
+A custom agent Dockerfile starts from the provider image instead::
+
+    ARG BOTTLE_AGENT_BASE
+    FROM ${BOTTLE_AGENT_BASE}
+    RUN apt-get update && apt-get install -y --no-install-recommends ripgrep
+
+Build steps that fetch over HTTPS can trust the host's CA bundle, which every agent image
+keeps at ``/etc/bottle/host-ca.pem`` (``NODE_EXTRA_CA_CERTS=/etc/bottle/host-ca.pem npm …``);
+at run time the agent's system store holds only its bottle's CA.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Literal
+
+import bottle
+from bottle.errors import BottleError
+from bottle.settings import Settings
+
+__all__ = [
+    "CUSTOM_CONTEXT_LIMIT",
+    "PROVIDERS",
+    "ImageSpec",
+    "Provider",
+    "agent_image",
+    "custom_agent_image",
+    "dockerfile_text",
+    "sidecar_image",
+]
+
+Provider = Literal["shell", "claude", "codex"]
+PROVIDERS: tuple[Provider, ...] = ("shell", "claude", "codex")
+
+#: The most a custom agent Dockerfile's directory may hold (the build context).
+CUSTOM_CONTEXT_LIMIT = 64 * 1024 * 1024
+
+_HOST_CA = "host-ca.pem"
+_SKIP_DIRS = frozenset({".git", "__pycache__"})
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image to build: its Dockerfile, its context, its arguments and its base setting.
+
+    ``files`` maps relative POSIX paths of the build context to their bytes; paths listed in
+    ``executable`` are written with mode 0755 (the rest 0644). ``base`` is the base *setting*
+    (``Settings.base_image``); the builder may substitute a locally made base for it.
+    """
+
+    repo: str
+    dockerfile: str
+    files: Mapping[str, bytes]
+    build_args: Mapping[str, str]
+    base: str
+    executable: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        for name in self.files:
+            _check_context_path(name)
+        unknown = self.executable - set(self.files)
+        if unknown:
+            raise ValueError(f"executable names files not in the context: {sorted(unknown)}")
+        # Read-only views, so a spec cannot change after its tag was taken.
+        object.__setattr__(self, "files", MappingProxyType(dict(self.files)))
+        object.__setattr__(self, "build_args", MappingProxyType(dict(self.build_args)))
+
+    def __hash__(self) -> int:
+        return hash(self.ref)
+
+    @property
+    def tag(self) -> str:
+        """First 12 hex digits of a sha256 over every input of the image."""
+        h = hashlib.sha256()
+
+        def put(data: bytes | str) -> None:
+            raw = data.encode() if isinstance(data, str) else data
+            h.update(len(raw).to_bytes(8, "big"))
+            h.update(raw)
+
+        put("bottle-image-v1")
+        put(self.dockerfile)
+        put(str(len(self.files)))
+        for name in sorted(self.files):
+            put(name)
+            put(self.files[name])
+            put("x" if name in self.executable else "-")
+        put(str(len(self.build_args)))
+        for key in sorted(self.build_args):
+            put(key)
+            put(self.build_args[key])
+        put(self.base)
+        return h.hexdigest()[:12]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repo}:{self.tag}"
+
+
+def _check_context_path(name: str) -> None:
+    p = PurePosixPath(name)
+    if not name or p.is_absolute() or ".." in p.parts or name != p.as_posix():
+        raise ValueError(f"not a relative POSIX path inside a build context: {name!r}")
+
+
+def dockerfile_text(name: str) -> str:
+    """The text of a built-in Dockerfile shipped beside this module (``sidecar.Dockerfile``)."""
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _package_sources() -> dict[str, bytes]:
+    """Every ``*.py`` and ``py.typed`` of the installed ``bottle`` package, under ``bottle/``."""
+    root = Path(bottle.__file__).parent
+    out: dict[str, bytes] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        for fname in filenames:
+            if fname.endswith(".py") or fname == "py.typed":
+                path = Path(dirpath) / fname
+                rel = path.relative_to(root).as_posix()
+                out[f"bottle/{rel}"] = path.read_bytes()
+    return out
+
+
+def sidecar_image(settings: Settings) -> ImageSpec:
+    """The one image every sidecar runs: mitmproxy, MCP, git, and the ``bottle`` package."""
+    files = {_HOST_CA: settings.host_ca_pem(), **_package_sources()}
+    return ImageSpec(
+        repo="bottle-sidecar",
+        dockerfile=dockerfile_text("sidecar.Dockerfile"),
+        files=files,
+        build_args={},
+        base=settings.base_image,
+    )
+
+
+def agent_image(settings: Settings, provider: Provider) -> ImageSpec:
+    """The agent image of a built-in provider (``shell``, ``claude`` or ``codex``)."""
+    if provider not in PROVIDERS:
+        raise BottleError(
+            f"unknown agent provider {provider!r}",
+            hint=f"Use one of: {', '.join(PROVIDERS)}.",
+        )
+    return ImageSpec(
+        repo=f"bottle-agent-{provider}",
+        dockerfile=dockerfile_text(f"agent-{provider}.Dockerfile"),
+        files={_HOST_CA: settings.host_ca_pem()},
+        build_args={},
+        base=settings.base_image,
+    )
+
+
+_FROM = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", re.IGNORECASE | re.MULTILINE)
+
+
+def custom_agent_image(settings: Settings, dockerfile_path: Path, parent: ImageSpec) -> ImageSpec:
+    """An agent image built by the user's Dockerfile on top of ``parent`` (a provider image).
+
+    The context is the Dockerfile's directory (``.git`` skipped), at most
+    :data:`CUSTOM_CONTEXT_LIMIT` bytes; the build gets ``BOTTLE_AGENT_BASE=<parent.ref>``.
+    """
+    path = Path(dockerfile_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise BottleError(
+            f"{path}: cannot read the agent's Dockerfile: {reason}",
+            hint="Point the agent's dockerfile field at a readable Dockerfile.",
+        ) from exc
+    stages = _FROM.findall(text)
+    if not stages or "BOTTLE_AGENT_BASE" not in stages[-1]:
+        raise BottleError(
+            f"{path}: a custom agent Dockerfile must build on the provider image, "
+            "but its last FROM does not use ${BOTTLE_AGENT_BASE}",
+            hint="Start the Dockerfile (or its last stage) with the two lines "
+            "'ARG BOTTLE_AGENT_BASE' and 'FROM ${BOTTLE_AGENT_BASE}'.",
+        )
+    files, executable = _read_context(path.parent)
+    return ImageSpec(
+        repo="bottle-agent-custom",
+        dockerfile=text,
+        files=files,
+        build_args={"BOTTLE_AGENT_BASE": parent.ref},
+        base=settings.base_image,
+        executable=frozenset(executable),
+    )
+
+
+def _read_context(directory: Path) -> tuple[dict[str, bytes], set[str]]:
+    files: dict[str, bytes] = {}
+    executable: set[str] = set()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames[:] = sorted(d for d in dirnames if d != ".git")
+        for fname in sorted(filenames):
+            path = Path(dirpath) / fname
+            if not path.is_file():  # sockets, fifos, dangling links
+                continue
+            total += path.stat().st_size
+            if total > CUSTOM_CONTEXT_LIMIT:
+                raise BottleError(
+                    f"{directory}: the custom agent Dockerfile's directory holds more than "
+                    f"{CUSTOM_CONTEXT_LIMIT // (1024 * 1024)} MiB, too much for a build context",
+                    hint="Move the Dockerfile into a directory of its own that holds only "
+                    "the files the image needs.",
+                )
+            rel = path.relative_to(directory).as_posix()
+            files[rel] = path.read_bytes()
+            if os.access(path, os.X_OK):
+                executable.add(rel)
+    return files, executable

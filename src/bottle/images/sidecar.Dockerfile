@@ -1,0 +1,40 @@
+# The image every bottle sidecar runs (egress, git-gate, supervise).
+# Built by bottle.engine.images; the context holds host-ca.pem and the bottle package.
+ARG BASE=python:3.13-slim
+FROM ${BASE}
+
+# The CA bundle of the host (its system bundle plus BOTTLE_EXTRA_CA_CERTS): egress trusts it
+# towards upstream servers, and the build steps below trust it to reach PyPI.
+COPY host-ca.pem /etc/bottle/host-ca.pem
+
+# Plain-HTTP Debian mirrors need no CA. Debian's python3 is "externally managed", so the
+# Python packages go into a venv; add python3-venv when the base lacks it.
+RUN set -eu; \
+    pkgs="git openssh-client ca-certificates bash"; \
+    python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs="$pkgs python3 python3-venv"; \
+    apt-get update; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs; \
+    apt-get clean; \
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; \
+    if [ ! -s /etc/bottle/host-ca.pem ]; then \
+        cp /etc/ssl/certs/ca-certificates.crt /etc/bottle/host-ca.pem; \
+    fi; \
+    chmod 0644 /etc/bottle/host-ca.pem
+
+# Before the bottle source, so a code change rebuilds only the last layer.
+RUN set -eu; \
+    python3 -m venv /opt/venv; \
+    PIP_CERT=/etc/bottle/host-ca.pem SSL_CERT_FILE=/etc/bottle/host-ca.pem \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    /opt/venv/bin/pip install \
+        mitmproxy==12.3.1 \
+        pydantic==2.14.4 \
+        ruamel.yaml==0.19.1 \
+        mcp==1.30.0
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/opt/bottle \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+COPY bottle /opt/bottle/bottle

@@ -1,0 +1,1 @@
+"""Code that runs inside the sidecar containers; the library never imports it."""

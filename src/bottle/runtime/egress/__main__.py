@@ -1,0 +1,104 @@
+"""``python -m bottle.runtime.egress``: prepare the CA and directories, then exec mitmdump.
+
+1. mitmproxy's confdir (``CA_PRIVATE``) gets its CA on first start; the key never leaves it.
+2. The public certificate is copied atomically to ``CA_PUBLIC/ca.pem``, the directory that is
+   mounted read-only into the agent (the agent trusts only this CA).
+3. The log and status directories are created.
+4. ``mitmdump`` replaces this process, with the addon loaded by path. It trusts the host's
+   CA bundle upstream when the image carries one (``HOST_CA``).
+
+Paths can be overridden by environment variables (for tests and debugging):
+``BOTTLE_EGRESS_CONFDIR``, ``BOTTLE_EGRESS_CA_PUBLIC`` (a directory), ``BOTTLE_EGRESS_HOST_CA``,
+plus the addon's ``BOTTLE_EGRESS_ROUTES`` / ``_STATUS`` / ``_LOG``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from bottle import layout
+from bottle.runtime import egress as paths
+
+CONFDIR_ENV = "BOTTLE_EGRESS_CONFDIR"
+CA_PUBLIC_ENV = "BOTTLE_EGRESS_CA_PUBLIC"
+HOST_CA_ENV = "BOTTLE_EGRESS_HOST_CA"
+
+#: mitmproxy's file names inside its confdir.
+CA_BASENAME = "mitmproxy"
+CA_KEY_SIZE = 2048
+ADDON = Path(__file__).with_name("addon.py")
+
+
+def prepare_ca(confdir: Path, public_dir: Path) -> Path:
+    """Create mitmproxy's CA in ``confdir`` if missing; publish its certificate. Returns the
+    path of the published certificate."""
+    from mitmproxy.certs import CertStore
+
+    confdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(confdir, 0o700)
+    CertStore.from_store(confdir, CA_BASENAME, CA_KEY_SIZE)
+    cert = (confdir / f"{CA_BASENAME}-ca-cert.pem").read_bytes()
+    public_dir.mkdir(parents=True, exist_ok=True)
+    target = public_dir / layout.CA_CERT
+    fd, tmp = tempfile.mkstemp(dir=public_dir, prefix=f".{layout.CA_CERT}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(cert)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def mitmdump_argv(confdir: Path, host_ca: Path | None, addon: Path = ADDON) -> list[str]:
+    """The mitmdump command line. Option names exist in mitmproxy 11 and 12."""
+    argv = [
+        "mitmdump",
+        "--set", "listen_host=0.0.0.0",
+        "--set", f"listen_port={layout.EGRESS_PORT}",
+        "--set", f"confdir={confdir}",
+        # Connect upstream only when a request was allowed, never at CONNECT time.
+        "--set", "connection_strategy=lazy",
+        # The agent reaches us from a private bridge address; nothing to block by origin.
+        "--set", "block_global=false",
+        # Non-HTTP bytes in a CONNECT tunnel (ssh, ...) must not become a raw TCP way out.
+        "--set", "rawtcp=false",
+        # One JSON line per request goes to the decision log; keep the console to events:
+        # "alert" hides mitmproxy's per-connection info lines, shows reloads and problems.
+        "--set", "flow_detail=0",
+        "--set", "termlog_verbosity=alert",
+    ]  # fmt: skip
+    if host_ca is not None:
+        argv += ["--set", f"ssl_verify_upstream_trusted_ca={host_ca}"]
+    argv += ["-s", str(addon)]
+    return argv
+
+
+def main(environ: Mapping[str, str] | None = None) -> None:
+    env = os.environ if environ is None else environ
+    confdir = Path(env.get(CONFDIR_ENV) or layout.CA_PRIVATE)
+    public_dir = Path(env.get(CA_PUBLIC_ENV) or layout.CA_PUBLIC)
+    host_ca = Path(env.get(HOST_CA_ENV) or layout.HOST_CA)
+
+    for path in (paths.log_path(env), paths.status_path(env)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    # The healthcheck tests the status file: one left by an earlier run must not pass it
+    # before this mitmdump listens (the addon writes it again from its running() hook).
+    paths.status_path(env).unlink(missing_ok=True)
+
+    cert = prepare_ca(confdir, public_dir)
+    print(f"egress: CA certificate published at {cert}", file=sys.stderr, flush=True)
+    argv = mitmdump_argv(confdir, host_ca if host_ca.is_file() else None)
+    os.execvp(argv[0], argv)  # noqa: S606 - become mitmdump; argv holds no secret
+
+
+if __name__ == "__main__":
+    main()

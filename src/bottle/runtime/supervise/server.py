@@ -1,0 +1,354 @@
+"""The supervise MCP server: the agent's only way to ask the operator for more.
+
+It runs inside the ``supervise`` sidecar, on the internal network only, and speaks MCP over
+streamable HTTP at ``http://supervise:<SUPERVISE_PORT>/mcp``. There is no token: the only
+client that can reach it is the agent, and the agent is the one it serves. It has no
+network path to the host; it shares two bind-mounted directories with it:
+
+* the proposals directory (read-write): a filing tool validates the request, writes a
+  pending proposal there (:class:`bottle.proposals.ProposalQueue`), and waits a bounded time
+  for the operator to rewrite it as approved or rejected;
+* ``live-config/egress/`` (read-only): ``list-egress-routes`` shows the routes in force.
+
+Once the socket is listening it writes ``<status dir>/supervise.json``; the compose
+healthcheck waits for that file.
+
+Environment (each has a default that fits the container):
+
+``BOTTLE_SUPERVISE_HOST``   address to bind (``0.0.0.0``)
+``BOTTLE_SUPERVISE_PORT``   port (``layout.SUPERVISE_PORT``); ``0`` picks a free one, which
+                            the status file names
+``BOTTLE_SUPERVISE_WAIT``   seconds a filing tool waits for a decision (``30``)
+``BOTTLE_AGENT_IMAGE``      the agent image ref a capability Dockerfile may name after FROM
+``BOTTLE_PROPOSALS_DIR``    proposals directory (``layout.PROPOSALS``)
+``BOTTLE_ROUTES_FILE``      live routes (``layout.LIVE_CONFIG/egress/routes.yaml``)
+``BOTTLE_STATUS_DIR``       where ``supervise.json`` goes (``layout.STATUS``)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import uvicorn
+from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import Field, ValidationError
+
+from bottle import layout
+from bottle.errors import ApplyError
+from bottle.policy import Routes
+from bottle.proposals import Proposal, ProposalQueue, describe
+
+log = logging.getLogger("bottle.supervise")
+
+STATUS_NAME = "supervise.json"
+_POLL_S = 0.2
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything the server reads from its environment, read once."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - the sidecar sits on an internal-only network
+    port: int = layout.SUPERVISE_PORT
+    wait_s: float = 30.0
+    poll_s: float = _POLL_S
+    agent_image: str | None = None
+    proposals_dir: Path = Path(str(layout.PROPOSALS))
+    routes_file: Path = Path(str(layout.LIVE_CONFIG / "egress" / layout.ROUTES_FILE))
+    status_dir: Path = Path(str(layout.STATUS))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def number(name: str, default: float) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise SystemExit(f"supervise: {name}={raw!r} is not a number") from None
+            if value < 0:
+                raise SystemExit(f"supervise: {name} must not be negative")
+            return value
+
+        return cls(
+            host=env.get("BOTTLE_SUPERVISE_HOST") or defaults.host,
+            port=int(number("BOTTLE_SUPERVISE_PORT", defaults.port)),
+            wait_s=number("BOTTLE_SUPERVISE_WAIT", defaults.wait_s),
+            agent_image=env.get("BOTTLE_AGENT_IMAGE") or None,
+            proposals_dir=Path(env.get("BOTTLE_PROPOSALS_DIR") or defaults.proposals_dir),
+            routes_file=Path(env.get("BOTTLE_ROUTES_FILE") or defaults.routes_file),
+            status_dir=Path(env.get("BOTTLE_STATUS_DIR") or defaults.status_dir),
+        )
+
+    @property
+    def status_file(self) -> Path:
+        return self.status_dir / STATUS_NAME
+
+
+_JUSTIFICATION = Field(
+    description="Why you need this, in a sentence or two: the operator reads it to decide."
+)
+
+
+class Supervise:
+    """The tools, bound to one proposals directory and routes file."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.queue = ProposalQueue(config.proposals_dir)
+
+    async def _wait(self, proposal_id: int) -> Proposal:
+        deadline = time.monotonic() + self.config.wait_s
+        while True:
+            proposal = self.queue.get(proposal_id)
+            remaining = deadline - time.monotonic()
+            if proposal.status != "pending" or remaining <= 0:
+                return proposal
+            await anyio.sleep(min(self.config.poll_s, remaining))
+
+    async def file(self, tool: str, payload: dict[str, Any], justification: str) -> str:
+        """Validate, queue, wait a bounded time, and say what became of the proposal."""
+        try:
+            proposal = self.queue.create(
+                tool, payload, justification, base_ref=self.config.agent_image
+            )
+        except ApplyError as exc:
+            log.info("refused %s: %s", tool, exc.message)
+            message = _message(exc)
+            if "nothing was queued" not in message.lower():
+                message += " Nothing was queued."
+            raise ToolError(message) from None
+        log.info("filed proposal %d (%s): %s", proposal.id, tool, proposal.payload.summary())
+        try:
+            final = await self._wait(proposal.id)
+        except ApplyError as exc:
+            raise ToolError(_message(exc)) from None
+        if final.status != "pending":
+            log.info("proposal %d %s", final.id, final.status)
+        return describe(final)
+
+    def status(self, proposal_id: int) -> str:
+        try:
+            return describe(self.queue.get(proposal_id))
+        except ApplyError as exc:
+            raise ToolError(_message(exc)) from None
+
+    def routes(self) -> str:
+        """The routes in force, with auth shown only as its scheme and variable name."""
+        path = self.config.routes_file
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return json.dumps({"routes": [], "note": "no routes file: nothing is allowed"})
+        except OSError as exc:
+            raise ToolError(f"cannot read the live routes ({exc}); ask the operator") from None
+        try:
+            from ruamel.yaml import YAML
+            from ruamel.yaml.error import YAMLError
+
+            try:
+                data = YAML(typ="safe", pure=True).load(text)
+            except YAMLError as exc:
+                raise ValueError(f"bad YAML: {exc}") from None
+            routes = Routes.model_validate(data or {})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            why = str(first["msg"]).removeprefix("Value error, ")
+            raise ToolError(
+                f"the live routes file is invalid ({where}: {why}); ask the operator"
+            ) from None
+        except ValueError as exc:
+            raise ToolError(f"the live routes file is invalid ({exc}); ask the operator") from None
+        shown: list[dict[str, Any]] = []
+        for route in routes.routes:
+            item = route.model_dump(mode="json", exclude_defaults=True, exclude={"auth"})
+            if route.auth is not None:
+                item["auth"] = {"scheme": route.auth.scheme, "token_ref": route.auth.token_ref}
+            shown.append(item)
+        return json.dumps({"routes": shown}, indent=2)
+
+
+def _message(exc: ApplyError) -> str:
+    return f"{exc.message.rstrip('.')}. {exc.hint}" if exc.hint else exc.message
+
+
+def build_app(config: Config) -> FastMCP[Any]:
+    """The FastMCP app with bottle's five tools."""
+    supervise = Supervise(config)
+    app: FastMCP[Any] = FastMCP(
+        name="bottle-supervise",
+        instructions=(
+            "You run in a bottle: a container whose only way out is through sidecars. When "
+            "egress refuses a request, or you need a tool the image lacks, ask the operator "
+            "with these tools. A request waits a short time for a decision, then answers "
+            "'pending'; check back with proposal-status."
+        ),
+        host=config.host,
+        port=config.port,
+        streamable_http_path="/mcp",
+        stateless_http=True,
+        # No browser can reach the internal network, so DNS-rebinding checks would only
+        # reject the service name the agent uses ("supervise:8765").
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        log_level="INFO",
+    )
+
+    @app.tool(
+        name="egress-block",
+        description=(
+            "Ask the operator to allow HTTP(S) requests that egress refused. Give the host "
+            "(api.example.com or *.example.com), optionally the paths (prefixes starting "
+            "with '/' or regexes starting with '^') and methods to allow. Credentials are "
+            "never part of the request: the operator decides whether a route gets one."
+        ),
+    )
+    async def egress_block(
+        host: Annotated[str, Field(description="host name, no scheme, port or path")],
+        justification: Annotated[str, _JUSTIFICATION],
+        paths: Annotated[
+            list[str] | None, Field(description="path prefixes ('/v1/') or regexes ('^/a')")
+        ] = None,
+        methods: Annotated[list[str] | None, Field(description="GET, POST, ...")] = None,
+    ) -> str:
+        payload: dict[str, Any] = {"host": host, "paths": paths or [], "methods": methods or []}
+        return await supervise.file("egress-block", payload, justification)
+
+    @app.tool(
+        name="pipelock-block",
+        description=(
+            "Ask the operator to allow a whole host, named by the URL that was refused. "
+            "Prefer egress-block when a few paths or methods are enough."
+        ),
+    )
+    async def pipelock_block(
+        url: Annotated[str, Field(description="the refused URL, e.g. https://host/path")],
+        justification: Annotated[str, _JUSTIFICATION],
+    ) -> str:
+        return await supervise.file("pipelock-block", {"url": url}, justification)
+
+    @app.tool(
+        name="capability-block",
+        description=(
+            "Ask the operator to rebuild your image with more tools. Send a Dockerfile whose "
+            "first instruction is FROM ${BOTTLE_AGENT_IMAGE}, in one stage, without "
+            "ENTRYPOINT, CMD, USER, ONBUILD or heredocs. If approved, the operator builds it "
+            "and restarts the bottle."
+        ),
+    )
+    async def capability_block(
+        dockerfile: Annotated[str, Field(description="the Dockerfile text")],
+        justification: Annotated[str, _JUSTIFICATION],
+    ) -> str:
+        return await supervise.file("capability-block", {"dockerfile": dockerfile}, justification)
+
+    @app.tool(
+        name="list-egress-routes",
+        description=(
+            "Show the egress routes in force (JSON). Needs no approval. A route's auth is "
+            "shown by scheme and variable name only; you never see credential values."
+        ),
+    )
+    def list_egress_routes() -> str:
+        return supervise.routes()
+
+    @app.tool(
+        name="proposal-status",
+        description="Say what became of a proposal you filed, by its id.",
+    )
+    def proposal_status(
+        id: Annotated[int, Field(description="the proposal id", ge=1)],
+    ) -> str:
+        return supervise.status(id)
+
+    return app
+
+
+def _write_status(config: Config, server: uvicorn.Server) -> None:
+    sockets = [sock for srv in getattr(server, "servers", []) for sock in (srv.sockets or ())]
+    port = config.port
+    if sockets:
+        port = int(sockets[0].getsockname()[1])
+    status = {
+        "service": "supervise",
+        "pid": os.getpid(),
+        "host": config.host,
+        "port": port,
+        "path": "/mcp",
+        "wait_s": config.wait_s,
+        "started_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+    }
+    config.status_dir.mkdir(parents=True, exist_ok=True)
+    tmp = config.status_dir / f".{STATUS_NAME}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(status) + "\n", encoding="utf-8")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, config.status_file)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, plus the status file once the socket listens (and gone once it does not)."""
+
+    def __init__(self, config: uvicorn.Config, bottle_config: Config) -> None:
+        super().__init__(config)
+        self.bottle_config = bottle_config
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            _write_status(self.bottle_config, self)
+            log.info("supervise ready; status in %s", self.bottle_config.status_file)
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        with contextlib.suppress(OSError):
+            self.bottle_config.status_file.unlink()
+        await super().shutdown(sockets=sockets)
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM / SIGINT."""
+    with contextlib.suppress(OSError):
+        config.status_file.unlink()  # a file from an earlier run must not look ready
+    config.proposals_dir.mkdir(parents=True, exist_ok=True)
+    app = build_app(config)
+    server = _Server(
+        uvicorn.Config(
+            app.streamable_http_app(),
+            host=config.host,
+            port=config.port,
+            log_level="info",
+            access_log=False,
+            lifespan="on",
+        ),
+        config,
+    )
+    await server.serve()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("mcp").setLevel(logging.WARNING)  # one line per request is noise
+    config = Config.from_env()
+    log.info(
+        "supervise on %s:%d, proposals in %s, wait %ss",
+        config.host,
+        config.port,
+        config.proposals_dir,
+        config.wait_s,
+    )
+    anyio.run(serve, config)

@@ -1,0 +1,122 @@
+"""Real Docker: instances started through the library and the CLI.
+
+Every test gets its own BOTTLE_HOME and working directory; afterwards the fixture checks
+that no container or network of the test's instances is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES, write
+
+pytestmark = pytest.mark.docker
+
+UPSTREAM_HOST = "upstream.test"
+
+IT_BOTTLE = """---
+description: integration tests' bottle
+agent: {provider: shell}
+supervise: false
+egress:
+  routes:
+    - {host: upstream.test, paths: [/allowed/], methods: [GET]}
+---
+"""
+
+
+@pytest.fixture
+def bottle_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_engine: None) -> Iterator[Path]:
+    home = tmp_path / "home"
+    shutil.copytree(EXAMPLES / "bottles", home / "bottles")
+    shutil.copytree(EXAMPLES / "agents", home / "agents")
+    write(home / "bottles" / "it.md", IT_BOTTLE)
+    write(home / "agents" / "it.md", "---\nbottle: it\n---\n")
+    monkeypatch.setenv("BOTTLE_HOME", str(home))
+    yield home
+    leftovers = _leftovers(home)
+    if leftovers:
+        # Clean up for the next test, then fail this one: a leak is a bug.
+        subprocess.run(["docker", "rm", "-f", *leftovers[0]], capture_output=True, check=False)
+        subprocess.run(["docker", "network", "rm", *leftovers[1]], capture_output=True, check=False)
+        pytest.fail(f"containers/networks left behind: {leftovers}")
+
+
+def _slugs(home: Path) -> list[str]:
+    state = home / "state"
+    return sorted(p.name for p in state.iterdir()) if state.is_dir() else []
+
+
+def _leftovers(home: Path) -> tuple[list[str], list[str]] | None:
+    containers: list[str] = []
+    networks: list[str] = []
+    for slug in _slugs(home):
+        meta = json.loads((home / "state" / slug / "metadata.json").read_text())
+        if meta["status"] == "running":
+            continue  # a test that leaves one running on purpose stops it itself
+        containers += labelled("container", slug)
+        networks += labelled("network", slug)
+    return (containers, networks) if containers or networks else None
+
+
+def labelled(kind: str, slug: str) -> list[str]:
+    args = ["docker", kind, "ls", "-q", "--filter", f"label=bottle.slug={slug}"]
+    if kind == "container":
+        args.insert(3, "-a")
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+def cli(*args: str, cwd: Path, timeout: float = 600, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bottle_cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ},
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@contextlib.contextmanager
+def upstream(project: str, *, image: str) -> Iterator[str]:
+    """A small HTTP server on the instance's egress network, answering as upstream.test."""
+    name = f"bottle-it-upstream-{uuid.uuid4().hex[:8]}"
+    script = (
+        "import http.server as h\n"
+        "class H(h.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        body = ('hello from upstream ' + self.path + ' auth=' + str(self.headers.get('Authorization'))).encode()\n"
+        "        self.send_response(200); self.send_header('content-length', str(len(body))); self.end_headers(); self.wfile.write(body)\n"
+        "    do_POST = do_GET\n"
+        "h.ThreadingHTTPServer(('', 80), H).serve_forever()\n"
+    )
+    subprocess.run(
+        ["docker", "run", "-d", "--name", name, "--network", f"{project}_egress",
+         "--network-alias", UPSTREAM_HOST, "--label", "bottle.test=upstream", image,
+         "python", "-c", script],
+        check=True, capture_output=True,
+    )
+    try:
+        yield name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)

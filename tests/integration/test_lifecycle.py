@@ -1,0 +1,155 @@
+"""Lifecycle with real Docker: topology, state directory, preserve and cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bottle import Bottle, InstanceStatus
+from tests.integration.conftest import cli, labelled, upstream
+
+pytestmark = pytest.mark.docker
+
+PROBE = r"""
+curl -sS -o /dev/null -w 'allowed=%{http_code}\n' http://upstream.test/allowed/x
+curl -sS -w '\nrefused=%{http_code}\n' http://refused.test/
+curl -sS -o /dev/null -w 'wrongpath=%{http_code}\n' http://upstream.test/other
+curl -sS --noproxy '*' -m 5 http://192.0.2.1/ >/dev/null 2>&1; echo "direct=$?"
+getent hosts example.com >/dev/null; echo "dns=$?"
+"""
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_topology_and_state_through_the_library(bottle_home: Path, workdir: Path) -> None:
+    instance = Bottle("it", cwd=workdir).start()
+    with instance:
+        meta = instance.metadata
+        with upstream(meta.compose_project, image=meta.images["sidecar"]):
+            result = instance.exec(["sh", "-c", PROBE], capture=True)
+    out = result.stdout
+    assert "allowed=200" in out, out + result.stderr
+    assert "refused=403" in out and "refused.test" in out and "egress-block" in out
+    assert "wrongpath=403" in out
+    direct = int(out.split("direct=")[1].split()[0])
+    assert direct != 0  # no route: the agent cannot reach an outside address directly
+    assert "dns=2" in out  # outside names do not resolve on the internal network
+
+    state = instance.state
+    meta = instance.metadata
+    assert meta.status == InstanceStatus.FINISHED
+    assert meta.compose_project == f"bottle-{instance.slug}"
+    assert state.compose_file.read_text().startswith("name: bottle-")
+    assert state.compose_log.stat().st_size > 0
+    assert state.transcript.is_dir()
+    assert labelled("container", instance.slug) == []
+    assert labelled("network", instance.slug) == []
+
+
+def test_cli_run_returns_exit_code_and_leaves_nothing(bottle_home: Path, workdir: Path) -> None:
+    done = cli("run", "it", "--", "sh", "-c", "echo hello-from-agent; exit 7", cwd=workdir)
+    assert done.returncode == 7, done.stderr
+    assert "hello-from-agent" in done.stdout
+    rows = json.loads(cli("ls", "--json", cwd=workdir).stdout)
+    assert len(rows) == 1 and rows[0]["status"] == "finished"
+    slug = rows[0]["slug"]
+    assert labelled("container", slug) == [] and labelled("network", slug) == []
+    log = (bottle_home / "state" / slug / "transcript" / "run.log").read_text()
+    assert "exit 7" in log
+
+
+def test_killed_session_is_preserved_then_cleaned_up(bottle_home: Path, workdir: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bottle_cli", "run", "it", "--", "sleep", "300"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ},
+    )
+    try:
+        def running() -> str | None:
+            rows = json.loads(cli("ls", "--json", cwd=workdir).stdout)
+            return rows[0]["slug"] if rows and rows[0]["status"] == "running" else None
+
+        slug = wait_for(running, 300, "the instance to run")
+        time.sleep(1)
+        proc.kill()
+        proc.wait(timeout=10)
+        rows = json.loads(cli("ls", "--json", cwd=workdir).stdout)
+        assert rows[0]["status"] == "preserved"
+        assert labelled("container", slug)  # preserved: still there to resume or inspect
+        done = cli("cleanup", "--yes", cwd=workdir)
+        assert done.returncode == 0, done.stderr
+        assert labelled("container", slug) == [] and labelled("network", slug) == []
+        assert (bottle_home / "state" / slug / "compose.log").stat().st_size > 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_interrupt_during_start_takes_everything_down(bottle_home: Path, workdir: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bottle_cli", "start", "it", "--detach"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ},
+    )
+    state_root = bottle_home / "state"
+
+    def containers_exist() -> str | None:
+        slugs = [p.name for p in state_root.iterdir()] if state_root.is_dir() else []
+        return slugs[0] if slugs and labelled("container", slugs[0]) else None
+
+    slug = wait_for(containers_exist, 300, "containers to be created")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    meta = json.loads((state_root / slug / "metadata.json").read_text())
+    # Healthchecks poll every second, so the interrupt lands while ``up --wait`` waits.
+    assert proc.returncode == 130, err
+    assert meta["status"] == "failed" and meta["error"] == "interrupted"
+    assert labelled("container", slug) == [] and labelled("network", slug) == []
+
+
+def test_two_starts_at_once_do_not_collide(bottle_home: Path, workdir: Path) -> None:
+    results: list[object] = []
+
+    def go() -> None:
+        try:
+            results.append(Bottle("it", cwd=workdir).start())
+        except Exception as exc:  # pragma: no cover - reported below
+            results.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    instances = [r for r in results if not isinstance(r, Exception)]
+    try:
+        assert len(instances) == 2, results
+        assert instances[0].slug != instances[1].slug  # type: ignore[attr-defined]
+    finally:
+        for inst in instances:
+            inst.stop()  # type: ignore[attr-defined]
+
+
+def test_docker_unavailable_is_a_clear_error(bottle_home: Path, workdir: Path) -> None:
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bottle_cli", "run", "it", "--", "true"],
+        cwd=workdir, capture_output=True, text=True, env=env, timeout=60, check=False,
+    )
+    assert done.returncode == 1
+    assert "Docker daemon is not running" in done.stderr and "Traceback" not in done.stderr
+    assert not (bottle_home / "state").exists() or not list((bottle_home / "state").iterdir())

@@ -1,0 +1,216 @@
+"""The audit log: append-only JSON lines whose hash chain shows any change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from bottle.audit import GENESIS, AuditLog, canonical, diff_routes, entry_hash, routes_yaml
+from bottle.errors import StateError
+from bottle.policy import Auth, Route, Routes
+
+BEFORE = Routes(routes=(Route(host="pypi.org"),))
+AFTER = BEFORE.with_route(
+    Route(
+        host="api.github.com",
+        methods=("GET",),
+        auth=Auth(scheme="bearer", token_ref="GITHUB_TOKEN"),
+    )
+)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> AuditLog:
+    return AuditLog(tmp_path / "audit" / "audit.jsonl")
+
+
+def _fill(log: AuditLog, n: int = 4) -> None:
+    for i in range(n):
+        log.append(
+            who="alice",
+            action="approve",
+            tool="egress-block",
+            proposal_id=i + 1,
+            before=BEFORE,
+            after=AFTER,
+            reason=f"reason {i} — ünïcode",
+        )
+
+
+def _lines(log: AuditLog) -> list[bytes]:
+    return log.path.read_bytes().splitlines(keepends=True)
+
+
+def test_entry_wire_format(log: AuditLog) -> None:
+    entry = log.append(
+        who="alice",
+        action="approve",
+        tool="egress-block",
+        proposal_id=3,
+        before=BEFORE,
+        after=AFTER,
+        reason="ok",
+    )
+    raw = log.path.read_bytes()
+    assert raw.endswith(b"\n") and raw.count(b"\n") == 1
+    data = json.loads(raw)
+    assert sorted(data) == sorted(
+        [
+            "seq",
+            "at",
+            "who",
+            "action",
+            "tool",
+            "proposal_id",
+            "before",
+            "after",
+            "diff",
+            "reason",
+            "prev",
+            "hash",
+        ]
+    )
+    assert data["seq"] == 1 and data["prev"] == GENESIS
+    assert data["at"].endswith("Z")
+    assert data["before"] == routes_yaml(BEFORE)
+    assert "+- host: api.github.com" in data["diff"]
+    assert "token_ref: GITHUB_TOKEN" in data["after"]
+    assert (
+        data["hash"]
+        == hashlib.sha256(canonical({k: v for k, v in data.items() if k != "hash"})).hexdigest()
+    )
+    assert raw[:-1] == canonical(data)
+    assert entry.hash == data["hash"] == entry_hash(data)
+
+
+def test_chain_links_each_line_to_the_previous(log: AuditLog) -> None:
+    _fill(log, 3)
+    lines = _lines(log)
+    entries = log.entries()
+    assert [e.seq for e in entries] == [1, 2, 3]
+    assert entries[1].prev == hashlib.sha256(lines[0].rstrip(b"\n")).hexdigest()
+    assert entries[2].prev == hashlib.sha256(lines[1].rstrip(b"\n")).hexdigest()
+    result = log.verify()
+    assert result.ok and result.entries == 3 and result.first_bad_line is None
+    assert result.head == hashlib.sha256(lines[2].rstrip(b"\n")).hexdigest() == log.head()
+
+
+def test_empty_and_missing_logs_verify(log: AuditLog) -> None:
+    assert log.verify().ok and log.verify().entries == 0
+    assert log.entries() == []
+    assert log.head() == GENESIS
+    log.path.parent.mkdir(parents=True)
+    log.path.touch()
+    assert log.verify().ok
+
+
+def _tamper(log: AuditLog, edit: object) -> None:
+    lines = _lines(log)
+    assert callable(edit)
+    log.path.write_bytes(b"".join(edit(lines)))
+
+
+@pytest.mark.parametrize(
+    ("edit", "bad_line", "word"),
+    [
+        # one changed byte in the middle of line 2 (inside the reason text)
+        (lambda ls: [ls[0], ls[1].replace(b"reason 1", b"reason 9"), *ls[2:]], 2, "hash"),
+        # a changed byte on the last line
+        (lambda ls: [*ls[:3], ls[3].replace(b"alice", b"alicf")], 4, "hash"),
+        # line 3 rewritten with its hash recomputed: line 4's prev gives it away
+        ("rehash", 4, "prev does not match line 3"),
+        # two lines swapped
+        (lambda ls: [ls[0], ls[2], ls[1], ls[3]], 2, "seq"),
+        # a line deleted in the middle
+        (lambda ls: [ls[0], ls[2], ls[3]], 2, "seq"),
+        # the file cut in the middle of a line
+        (lambda ls: [ls[0], ls[1][:40]], 2, "cut off"),
+        # a line that is not JSON
+        (lambda ls: [ls[0], b"garbage\n", *ls[2:]], 2, "not JSON"),
+        # a field added
+        (
+            lambda ls: [ls[0], ls[1].replace(b'{"action"', b'{"x":1,"action"'), *ls[2:]],
+            2,
+            "wrong fields",
+        ),
+        # whitespace added: same JSON, different bytes
+        (lambda ls: [ls[0], ls[1].replace(b'","', b'", "', 1), *ls[2:]], 2, "canonical"),
+    ],
+)
+def test_verify_finds_the_first_bad_line(
+    log: AuditLog, edit: object, bad_line: int, word: str
+) -> None:
+    _fill(log)
+    if edit == "rehash":
+        lines = _lines(log)
+        data = json.loads(lines[2])
+        data["who"] = "mallory"
+        data["hash"] = entry_hash(data)
+        lines[2] = canonical(data) + b"\n"
+        log.path.write_bytes(b"".join(lines))
+    else:
+        _tamper(log, edit)
+    result = log.verify()
+    assert not result.ok
+    assert result.first_bad_line == bad_line
+    assert result.entries == bad_line - 1
+    assert result.problem is not None and word in result.problem
+    with pytest.raises(StateError, match=f"line {bad_line}"):
+        log.entries()
+
+
+def test_cutting_lines_off_the_end_changes_the_head(log: AuditLog) -> None:
+    _fill(log)
+    head = log.head()
+    log.path.write_bytes(b"".join(_lines(log)[:3]))
+    result = log.verify()
+    assert result.ok and result.entries == 3
+    assert result.head != head  # an anchor kept elsewhere detects this
+
+
+def test_append_refuses_to_extend_a_damaged_log(log: AuditLog) -> None:
+    _fill(log, 2)
+    with log.path.open("ab") as handle:
+        handle.write(b'{"partial')
+    with pytest.raises(StateError, match="partial line"):
+        log.append(who="op", action="approve")
+    log.path.write_bytes(_lines(log)[0] + b"not an entry\n")
+    with pytest.raises(StateError, match="not an audit entry"):
+        log.append(who="op", action="approve")
+
+
+def test_concurrent_appends_keep_one_chain(log: AuditLog) -> None:
+    def worker(n: int) -> None:
+        for i in range(10):
+            log.append(who=f"w{n}", action="apply", reason=str(i))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    result = log.verify()
+    assert result.ok and result.entries == 50
+
+
+def test_text_before_after_and_explicit_diff(log: AuditLog) -> None:
+    entry = log.append(who="op", action="capability", before=None, after="FROM x\n")
+    assert entry.diff.startswith("--- before\n+++ after\n")
+    assert "+FROM x\n" in entry.diff
+    entry = log.append(who="op", action="note", diff="custom")
+    assert entry.diff == "custom" and entry.before is None and entry.seq == 2
+    assert log.verify().ok
+
+
+def test_diff_routes() -> None:
+    diff = diff_routes(BEFORE, AFTER)
+    assert diff.startswith("--- before\n+++ after\n")
+    assert "+- host: api.github.com\n" in diff
+    assert "+    token_ref: GITHUB_TOKEN\n" in diff
+    assert not [line for line in diff.splitlines()[2:] if line.startswith("-")]
+    assert diff_routes(BEFORE, BEFORE) == ""
+    assert routes_yaml(Routes()) == "routes: []\n"

@@ -1,0 +1,682 @@
+"""The egress addon, driven through mitmproxy's own test harness (no sockets, no Docker).
+
+Routes, status and decision log are real files under tmp_path, found through the addon's
+environment overrides. Hooks are fired the way mitmproxy fires them (``invoke_addon_sync``
+with the real hook classes), so a misnamed hook fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import signal
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from mitmproxy import http, websocket
+from mitmproxy.hooks import Hook, RunningHook
+from mitmproxy.proxy import context
+from mitmproxy.proxy.layers.http import (
+    HttpConnectHook,
+    HttpErrorHook,
+    HttpRequestHook,
+    HttpResponseHook,
+)
+from mitmproxy.proxy.layers.tcp import TcpStartHook
+from mitmproxy.proxy.layers.tls import TlsClienthelloHook, parse_client_hello
+from mitmproxy.proxy.layers.websocket import WebsocketMessageHook
+from mitmproxy.test import taddons, tflow
+from wsproto.frame_protocol import Opcode
+
+from bottle.runtime.egress import __main__ as egress_main
+from bottle.runtime.egress import addon as egress_addon
+from bottle.runtime.egress.addon import HOW_TO_ASK, Egress
+
+GH_SECRET = "gh-secret-" + "9f8e7d6c5b4a" * 2  # injected by egress; the agent must not hold it
+EXTRA_SECRET = "extra-" + "0123456789abcdef"  # named in BOTTLE_DLP_SECRETS
+
+ROUTES = """\
+routes:
+  - host: api.github.com
+    paths: ["/repos/"]
+    methods: [GET, POST]
+    auth: {scheme: bearer, token_ref: GH_TOKEN}
+  - host: pypi.org
+    methods: [GET]
+  - host: upload.example.com
+    methods: [POST]
+  - host: "*.passthrough.example"
+    passthrough: true
+  - host: warn.example.com
+    dlp: warn
+  - host: off.example.com
+    dlp: "off"
+  - host: nocred.example.com
+    auth: {scheme: token, token_ref: NOT_SET_TOKEN}
+  - host: github.com
+"""
+
+
+@dataclass
+class Env:
+    tctx: taddons.context
+    addon: Egress
+    routes: Path
+    status: Path
+    log: Path
+
+    def fire(self, hook: Hook) -> None:
+        self.tctx.master.addons.invoke_addon_sync(self.addon, hook)
+
+    def status_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.status.read_text())
+        return data
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    routes = tmp_path / "live-config" / "egress" / "routes.yaml"
+    routes.parent.mkdir(parents=True)
+    routes.write_text(ROUTES)
+    status = tmp_path / "status" / "egress.json"
+    log = tmp_path / "logs" / "egress.jsonl"
+    monkeypatch.setenv("BOTTLE_EGRESS_ROUTES", str(routes))
+    monkeypatch.setenv("BOTTLE_EGRESS_STATUS", str(status))
+    monkeypatch.setenv("BOTTLE_EGRESS_LOG", str(log))
+    monkeypatch.setenv("GH_TOKEN", GH_SECRET)
+    monkeypatch.setenv("EXTRA_SECRET", EXTRA_SECRET)
+    monkeypatch.setenv("BOTTLE_DLP_SECRETS", "EXTRA_SECRET")
+    monkeypatch.delenv("NOT_SET_TOKEN", raising=False)
+    addon = Egress()
+    with taddons.context(addon) as tctx:
+        e = Env(tctx, addon, routes, status, log)
+        e.fire(RunningHook())
+        yield e
+
+
+def make_flow(
+    method: str, url: str, *, headers: dict[str, str] | None = None, content: bytes = b""
+) -> http.HTTPFlow:
+    req = http.Request.make(method, url, content, headers or {})
+    req.headers["Host"] = req.host
+    return tflow.tflow(req=req)
+
+
+def send(env: Env, flow: http.HTTPFlow, *, upstream: bytes = b"upstream says hi") -> None:
+    """Request hook, then (if the addon let it through) a fake upstream answer."""
+    env.fire(HttpRequestHook(flow))
+    if flow.response is None:
+        flow.response = http.Response.make(200, upstream)
+    env.fire(HttpResponseHook(flow))
+
+
+def body(flow: http.HTTPFlow) -> dict[str, Any]:
+    assert flow.response is not None
+    data: dict[str, Any] = json.loads(flow.response.get_text() or "")
+    return data
+
+
+# -- allow and refuse ------------------------------------------------------------------------
+
+
+def test_allowed_route_passes_untouched_and_is_logged(env: Env) -> None:
+    flow = make_flow("GET", "https://pypi.org/simple/pip/?x=1")
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is None
+    flow.response = http.Response.make(200, b"0123456789")
+    env.fire(HttpResponseHook(flow))
+    (line,) = env.log_lines()
+    assert line["decision"] == "allow"
+    assert line["host"] == "pypi.org"
+    assert line["path"] == "/simple/pip/"  # no query string
+    assert line["method"] == "GET"
+    assert line["route"] == 1
+    assert line["response_bytes"] == 10
+    assert line["request_bytes"] == 0
+    assert line["status"] == 200
+    assert line["generation"] == 1
+    assert set(line) >= {"time", "reason"}
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "reason"),
+    [
+        ("GET", "https://unlisted.example.org/x", "no route names host unlisted.example.org"),
+        ("GET", "https://api.github.com/user", "no route for api.github.com allows GET /user"),
+        ("DELETE", "https://api.github.com/repos/o/r", "allows DELETE /repos/o/r"),
+        ("POST", "https://pypi.org/legacy/", "no route for pypi.org allows POST /legacy/"),
+    ],
+)
+def test_unmatched_requests_get_a_readable_403(
+    env: Env, method: str, url: str, reason: str
+) -> None:
+    flow = make_flow(method, url + "?q=1")
+    send(env, flow)
+    assert flow.response is not None
+    assert flow.response.status_code == 403
+    assert flow.response.headers["content-type"] == "application/json"
+    assert flow.response.headers["x-bottle-egress"] == "refused"
+    data = body(flow)
+    assert data["error"] == "egress_refused"
+    assert reason in data["reason"]
+    assert data["host"] == flow.request.host
+    assert data["method"] == method
+    assert data["path"] == flow.request.path.split("?")[0]
+    assert data["how_to_ask"] == HOW_TO_ASK
+    assert "egress-block" in data["how_to_ask"]
+    (line,) = env.log_lines()
+    assert line["decision"] == "refuse"
+    assert line["route"] is None
+    assert line["status"] == 403
+
+
+def test_wildcard_route_host_and_trailing_dot(env: Env) -> None:
+    flow = make_flow("GET", "https://cdn.passthrough.example./file")
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is None
+
+
+def test_host_header_must_agree_with_destination(env: Env) -> None:
+    flow = make_flow("GET", "https://pypi.org/simple/")
+    flow.request.headers["Host"] = "evil.example:443"
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "Host header names evil.example" in body(flow)["reason"]
+
+
+@pytest.mark.parametrize(("sni", "refused"), [("pypi.org", False), ("evil.example", True)])
+def test_tls_server_name_must_agree_with_destination(env: Env, sni: str, refused: bool) -> None:
+    flow = make_flow("GET", "https://pypi.org/simple/")
+    flow.client_conn.tls = True
+    flow.client_conn.sni = sni
+    env.fire(HttpRequestHook(flow))
+    assert (flow.response is not None) is refused
+    if refused:
+        assert "SNI) names evil.example" in body(flow)["reason"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/repos/../user", "/repos/%2e%2e/user", "/repos/./x", "/repos/..%2Fuser"]
+)
+def test_dot_segments_are_refused(env: Env, path: str) -> None:
+    flow = make_flow("GET", "https://api.github.com" + path)
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "dot segments" in body(flow)["reason"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/o/r.git/git-receive-pack"),
+        ("GET", "/o/r.git/info/refs?service=git-receive-pack"),
+        ("GET", "/o/r.git/info/refs?service=git%2Dreceive%2Dpack"),
+    ],
+)
+def test_git_push_over_http_is_always_refused(env: Env, method: str, path: str) -> None:
+    flow = make_flow(method, "https://github.com" + path)
+    send(env, flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "git-gate" in body(flow)["reason"]
+    assert env.log_lines()[-1]["decision"] == "refuse"
+
+
+def test_git_fetch_over_http_is_allowed(env: Env) -> None:
+    flow = make_flow("GET", "https://github.com/o/r.git/info/refs?service=git-upload-pack")
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is None
+
+
+# -- CONNECT and passthrough -----------------------------------------------------------------
+
+
+def connect_flow(host: str, port: int = 443) -> http.HTTPFlow:
+    req = http.Request(
+        host,
+        port,
+        b"CONNECT",
+        b"",
+        f"{host}:{port}".encode(),
+        b"",
+        b"HTTP/1.1",
+        http.Headers(),
+        b"",
+        None,
+        0.0,
+        0.0,
+    )
+    return tflow.tflow(req=req)
+
+
+def test_connect_to_unnamed_host_is_refused_inside_tls_where_the_body_is_read(env: Env) -> None:
+    flow = connect_flow("unlisted.example.org")
+    env.fire(HttpConnectHook(flow))
+    assert flow.response is None  # the tunnel is intercepted; its request gets the 403
+    inner = make_flow("GET", "https://unlisted.example.org/x")
+    env.fire(HttpRequestHook(inner))
+    assert inner.response is not None and inner.response.status_code == 403
+    data = body(inner)
+    assert data["error"] == "egress_refused"
+    assert data["how_to_ask"] == HOW_TO_ASK
+    assert env.log_lines()[-1]["decision"] == "refuse"
+
+
+def test_connect_to_named_host_is_left_to_interception(env: Env) -> None:
+    flow = connect_flow("api.github.com")
+    env.fire(HttpConnectHook(flow))
+    assert flow.response is None
+    assert env.log_lines() == []  # the requests inside the tunnel are logged one by one
+
+
+def test_connect_to_passthrough_host_is_allowed_and_logged(env: Env) -> None:
+    flow = connect_flow("files.passthrough.example")
+    env.fire(HttpConnectHook(flow))
+    assert flow.response is None
+    (line,) = env.log_lines()
+    assert line["decision"] == "allow"
+    assert line["route"] == 3
+    assert "passthrough" in line["reason"]
+
+
+def client_hello(sni: str | None) -> Any:
+    """A real ClientHello, made by Python's ssl module, parsed by mitmproxy."""
+    ctx = ssl.create_default_context()
+    if sni is None:
+        ctx.check_hostname = False
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return parse_client_hello(outgoing.read())
+
+
+def hello_data(server: str, sni: str | None) -> Any:
+    from mitmproxy import options, tls
+
+    ctx = context.Context(tflow.tclient_conn(), options.Options())
+    ctx.server.address = (server, 443)
+    return tls.ClientHelloData(ctx, client_hello(sni))
+
+
+@pytest.mark.parametrize(
+    ("server", "sni", "ignored"),
+    [
+        ("files.passthrough.example", "files.passthrough.example", True),
+        ("files.passthrough.example", None, True),
+        ("files.passthrough.example", "other.passthrough.example", True),
+        ("files.passthrough.example", "pypi.org", False),  # a different SNI is looked into
+        ("pypi.org", "pypi.org", False),
+        ("api.github.com", "api.github.com", False),
+    ],
+)
+def test_tls_clienthello_tunnels_only_passthrough_hosts(
+    env: Env, server: str, sni: str | None, ignored: bool
+) -> None:
+    data = hello_data(server, sni)
+    env.fire(TlsClienthelloHook(data))
+    assert data.ignore_connection is ignored
+
+
+def test_raw_tcp_is_killed(env: Env) -> None:
+    flow = tflow.ttcpflow()
+    env.fire(TcpStartHook(flow))
+    assert flow.error is not None
+    assert env.log_lines()[-1]["decision"] == "refuse"
+
+
+# -- credentials -----------------------------------------------------------------------------
+
+
+def test_credential_is_injected_and_agent_credentials_stripped(env: Env) -> None:
+    flow = make_flow(
+        "GET",
+        "https://api.github.com/repos/o/r",
+        headers={"Authorization": "Bearer agent-made-this-up", "Proxy-Authorization": "Basic x"},
+    )
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is None
+    assert flow.request.headers.get_all("Authorization") == [f"Bearer {GH_SECRET}"]
+    assert "Proxy-Authorization" not in flow.request.headers
+    flow.response = http.Response.make(200, b"{}")
+    env.fire(HttpResponseHook(flow))
+    assert GH_SECRET not in env.log.read_text()
+
+
+def test_missing_credential_refuses_with_502_and_does_not_crash(env: Env) -> None:
+    flow = make_flow("GET", "https://nocred.example.com/x")
+    send(env, flow)
+    assert flow.response is not None and flow.response.status_code == 502
+    data = body(flow)
+    assert data["error"] == "egress_credential_missing"
+    assert "NOT_SET_TOKEN" in data["reason"]
+    assert env.log_lines()[-1]["decision"] == "refuse"
+
+
+# -- DLP -------------------------------------------------------------------------------------
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize("secret", [GH_SECRET, EXTRA_SECRET])
+@pytest.mark.parametrize(
+    ("where", "place"),
+    [
+        ("url", lambda s: {"url": f"https://upload.example.com/u?token={s}"}),
+        ("url", lambda s: {"url": f"https://upload.example.com/u?token={quote(s, safe='')}"}),
+        ("url", lambda s: {"url": f"https://upload.example.com/u/{s}/x"}),
+        ("header x-note", lambda s: {"headers": {"X-Note": s}}),
+        (
+            "header authorization",
+            lambda s: {"headers": {"Authorization": "Basic " + b64(f"u:{s}")}},
+        ),
+        ("body", lambda s: {"content": json.dumps({"k": s}).encode()}),
+        ("body", lambda s: {"content": b64(s).encode()}),
+        ("body", lambda s: {"content": ("a=" + quote(s, safe="")).encode()}),
+    ],
+)
+def test_known_secret_is_blocked_and_never_echoed(
+    env: Env, secret: str, where: str, place: Any
+) -> None:
+    spec: dict[str, Any] = {"url": "https://upload.example.com/u", **place(secret)}
+    flow = make_flow(
+        "POST", spec["url"], headers=spec.get("headers"), content=spec.get("content", b"")
+    )
+    send(env, flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    assert flow.response.headers["x-bottle-egress"] == "dlp-block"
+    data = body(flow)
+    assert data["error"] == "egress_dlp"
+    assert data["reason"].startswith("request carries secret:")
+    assert where in data["reason"]
+    raw = flow.response.get_text() or ""
+    log = env.log.read_text()
+    for form in (secret, quote(secret, safe=""), b64(secret)[:16]):
+        assert form not in raw
+        assert form not in log
+    (line,) = env.log_lines()
+    assert line["decision"] == "dlp-block"
+    assert any(where in finding for finding in line["findings"])
+
+
+def test_the_routes_own_secret_is_a_leak_even_to_its_host(env: Env) -> None:
+    flow = make_flow(
+        "GET", "https://api.github.com/repos/o/r", headers={"Authorization": f"token {GH_SECRET}"}
+    )
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "secret:GH_TOKEN" in body(flow)["reason"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "token"),
+    [
+        ("aws-access-key-id", "AK" + "IA" + "Q3EGRIGHTS7W4XMP"),
+        ("github-token", "gh" + "p_" + "aB3dE5fG7hJ9kL1mN2pQ4rS6tU8vW0xYzaB3"),
+        ("private-key", "-----BEGIN " + "EC PRIVATE KEY-----"),
+    ],
+)
+def test_token_shapes_are_blocked(env: Env, kind: str, token: str) -> None:
+    flow = make_flow("POST", "https://upload.example.com/u", content=f"x {token} y".encode())
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    assert body(flow)["reason"] == f"request carries {kind} in body"
+    assert token not in (flow.response.get_text() or "")
+
+
+def test_dlp_warn_lets_through_and_logs(env: Env) -> None:
+    flow = make_flow("POST", "https://warn.example.com/x", content=EXTRA_SECRET.encode())
+    send(env, flow)
+    assert flow.response is not None and flow.response.status_code == 200
+    (line,) = env.log_lines()
+    assert line["decision"] == "dlp-warn"
+    assert "secret:EXTRA_SECRET" in line["reason"]
+    assert EXTRA_SECRET not in env.log.read_text()
+
+
+def test_dlp_off_does_not_scan(env: Env) -> None:
+    flow = make_flow("POST", "https://off.example.com/x", content=EXTRA_SECRET.encode())
+    send(env, flow)
+    assert flow.response is not None and flow.response.status_code == 200
+    assert env.log_lines()[-1]["decision"] == "allow"
+
+
+def test_secret_in_path_of_refused_request_is_redacted(env: Env) -> None:
+    flow = make_flow("GET", f"https://unlisted.example.org/leak/{EXTRA_SECRET}")
+    send(env, flow)
+    raw = flow.response.get_text() if flow.response else ""
+    assert EXTRA_SECRET not in (raw or "")
+    assert EXTRA_SECRET not in env.log.read_text()
+    assert env.log_lines()[-1]["path"] == "/leak/[secret:EXTRA_SECRET]"
+
+
+def test_websocket_message_with_secret_is_dropped(env: Env) -> None:
+    flow = make_flow("GET", "https://pypi.org/socket")
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is None
+    flow.websocket = websocket.WebSocketData()
+    clean = websocket.WebSocketMessage(Opcode.TEXT, True, b"hello")
+    flow.websocket.messages.append(clean)
+    env.fire(WebsocketMessageHook(flow))
+    leak = websocket.WebSocketMessage(Opcode.TEXT, True, f"psst {EXTRA_SECRET}".encode())
+    flow.websocket.messages.append(leak)
+    env.fire(WebsocketMessageHook(flow))
+    assert not clean.dropped
+    assert leak.dropped
+    line = env.log_lines()[-1]
+    assert line["decision"] == "dlp-block"
+    assert line["method"] == "WEBSOCKET"
+    assert EXTRA_SECRET not in env.log.read_text()
+
+
+# -- robustness ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [b"/\xff\xfe/x?\xc3(=1", b"", b"*", b"/%zz%", b"/" + b"a" * 10000])
+def test_malformed_requests_do_not_crash(env: Env, path: bytes) -> None:
+    req = http.Request(
+        "pypi.org", 443, b"GET", b"https", b"", path, b"HTTP/1.1",
+        http.Headers([(b"X-Bin", b"\xff\x00\xfe")]), b"\xff" * 10, None, 0.0, 0.0,
+    )  # fmt: skip
+    flow = tflow.tflow(req=req)
+    send(env, flow)
+    assert flow.response is not None
+    assert flow.response.status_code in {200, 403}
+    assert env.log_lines()[-1]["decision"] in {"allow", "refuse"}
+
+
+def test_unexpected_failure_refuses_with_500_and_keeps_going(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*_args: object, **_kwargs: object) -> list[object]:
+        raise ValueError(f"a message quoting {EXTRA_SECRET}")
+
+    monkeypatch.setattr(egress_addon.dlp, "scan_request", boom)
+    flow = make_flow("POST", "https://upload.example.com/u", content=b"hello")
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is not None and flow.response.status_code == 500
+    assert body(flow)["error"] == "egress_internal_error"
+    assert EXTRA_SECRET not in env.log.read_text()
+    monkeypatch.undo()
+    # The addon still works afterwards.
+    again = make_flow("GET", "https://pypi.org/simple/")
+    env.fire(HttpRequestHook(again))
+    assert again.response is None
+
+
+def test_upstream_error_is_logged(env: Env) -> None:
+    flow = make_flow("GET", "https://pypi.org/simple/")
+    env.fire(HttpRequestHook(flow))
+    flow.error = tflow.terr("connection refused")
+    env.fire(HttpErrorHook(flow))
+    (line,) = env.log_lines()
+    assert line["decision"] == "allow"
+    assert "upstream error" in line["reason"]
+    assert line["response_bytes"] is None
+
+
+# -- routes: load, reload, status ------------------------------------------------------------
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_status_after_start(env: Env) -> None:
+    status = env.status_data()
+    assert status["generation"] == 1
+    assert status["routes_sha256"] == sha(env.routes)
+    assert status["error"] is None
+    assert status["error_sha256"] is None
+    assert status["loaded_at"]
+    assert oct(env.status.stat().st_mode & 0o777) == "0o644"
+
+
+def test_reload_with_valid_file_bumps_generation(env: Env) -> None:
+    env.routes.write_text("routes:\n  - host: unlisted.example.org\n")
+    assert env.addon.reload() is True
+    status = env.status_data()
+    assert status["generation"] == 2
+    assert status["routes_sha256"] == sha(env.routes)
+    flow = make_flow("GET", "https://unlisted.example.org/x")
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is None
+    old = make_flow("GET", "https://pypi.org/simple/")
+    env.fire(HttpRequestHook(old))
+    assert old.response is not None and old.response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("routes:\n  - host: 'not a host!'\n", "routes.0.host"),
+        ("routes: [\n", "not valid YAML"),
+        ("- just a list\n", "top level must be a mapping"),
+        ("routes:\n  - host: a.example\n    surprise: 1\n", "surprise"),
+    ],
+)
+def test_reload_with_invalid_file_keeps_old_routes(env: Env, text: str, message: str) -> None:
+    good_sha = sha(env.routes)
+    env.routes.write_text(text)
+    assert env.addon.reload() is False
+    status = env.status_data()
+    assert status["generation"] == 1
+    assert status["routes_sha256"] == good_sha
+    assert message in status["error"]
+    assert status["error_sha256"] == sha(env.routes)
+    flow = make_flow("GET", "https://pypi.org/simple/")
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is None  # the old table is still in force
+    # A later good reload clears the error.
+    env.routes.write_text(ROUTES)
+    assert env.addon.reload() is True
+    assert env.status_data()["error"] is None
+    assert env.status_data()["generation"] == 2
+
+
+def test_reload_keeps_flows_in_flight_on_their_table(env: Env) -> None:
+    flow = make_flow("GET", "https://api.github.com/repos/o/r")
+    env.fire(HttpRequestHook(flow))
+    env.routes.write_text("routes: []\n")
+    assert env.addon.reload() is True
+    flow.response = http.Response.make(200, b"ok")
+    env.fire(HttpResponseHook(flow))
+    line = env.log_lines()[-1]
+    assert line["decision"] == "allow"
+
+
+def test_missing_routes_file_at_start_means_deny_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status = tmp_path / "status.json"
+    monkeypatch.setenv("BOTTLE_EGRESS_ROUTES", str(tmp_path / "nope.yaml"))
+    monkeypatch.setenv("BOTTLE_EGRESS_STATUS", str(status))
+    monkeypatch.setenv("BOTTLE_EGRESS_LOG", str(tmp_path / "log.jsonl"))
+    addon = Egress()
+    with taddons.context(addon) as tctx:
+        tctx.master.addons.invoke_addon_sync(addon, RunningHook())
+        data = json.loads(status.read_text())
+        assert data["generation"] == 1
+        assert data["routes_sha256"] is None
+        assert "cannot read routes file" in data["error"]
+        flow = make_flow("GET", "https://pypi.org/simple/")
+        tctx.master.addons.invoke_addon_sync(addon, HttpRequestHook(flow))
+        assert flow.response is not None and flow.response.status_code == 403
+
+
+def test_sighup_reloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - host: a.example\n")
+    status = tmp_path / "status.json"
+    addon = Egress(routes_path=routes, status_path=status, log_path=tmp_path / "log.jsonl")
+
+    async def scenario() -> int:
+        addon.running()
+        routes.write_text("routes:\n  - host: b.example\n")
+        os.kill(os.getpid(), signal.SIGHUP)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if addon.current.generation == 2:
+                break
+        addon.done()
+        return addon.current.generation
+
+    assert asyncio.run(scenario()) == 2
+    assert addon.current.routes.allows_host("b.example")
+    assert json.loads(status.read_text())["generation"] == 2
+
+
+# -- __main__ --------------------------------------------------------------------------------
+
+
+def test_prepare_ca_creates_and_publishes_the_certificate(tmp_path: Path) -> None:
+    confdir = tmp_path / "ca-private"
+    public = tmp_path / "ca"
+    cert = egress_main.prepare_ca(confdir, public)
+    assert cert == public / "ca.pem"
+    assert (confdir / "mitmproxy-ca.pem").exists()
+    assert cert.read_bytes() == (confdir / "mitmproxy-ca-cert.pem").read_bytes()
+    assert b"PRIVATE KEY" not in cert.read_bytes()
+    assert oct(confdir.stat().st_mode & 0o777) == "0o700"
+    first = cert.read_bytes()
+    egress_main.prepare_ca(confdir, public)  # a restart keeps the same CA
+    assert cert.read_bytes() == first
+
+
+def test_mitmdump_argv(tmp_path: Path) -> None:
+    argv = egress_main.mitmdump_argv(tmp_path / "conf", Path("/etc/bottle/host-ca.pem"))
+    assert argv[0] == "mitmdump"
+    joined = " ".join(argv)
+    for option in (
+        "listen_host=0.0.0.0",
+        "listen_port=8080",
+        f"confdir={tmp_path / 'conf'}",
+        "ssl_verify_upstream_trusted_ca=/etc/bottle/host-ca.pem",
+        "block_global=false",
+        "connection_strategy=lazy",
+        "rawtcp=false",
+    ):
+        assert f"--set {option}" in joined
+    assert argv[-2:] == ["-s", str(Path(egress_addon.__file__))]
+    assert "ssl_verify_upstream_trusted_ca" not in " ".join(
+        egress_main.mitmdump_argv(tmp_path, None)
+    )
+
+
+def test_addon_module_exposes_one_egress() -> None:
+    assert len(egress_addon.addons) == 1
+    assert isinstance(egress_addon.addons[0], Egress)

@@ -1,0 +1,316 @@
+"""Image specs: tags are hashes of every input, contexts hold what the Dockerfiles need."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import bottle.images as images
+from bottle.engine.images import _stream, base_recipe_ref
+from bottle.errors import BottleError
+from bottle.images import (
+    PROVIDERS,
+    ImageSpec,
+    agent_image,
+    custom_agent_image,
+    dockerfile_text,
+    sidecar_image,
+)
+from bottle.settings import Settings
+
+BUILTIN = ["sidecar.Dockerfile", *(f"agent-{p}.Dockerfile" for p in PROVIDERS)]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    ca = tmp_path / "system-ca.pem"
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\nSYSTEM\n-----END CERTIFICATE-----\n")
+    return Settings(home=tmp_path / "home", system_ca_bundle=ca)
+
+
+def spec(**changes: object) -> ImageSpec:
+    fields: dict[str, object] = {
+        "repo": "bottle-test",
+        "dockerfile": "ARG BASE\nFROM ${BASE}\n",
+        "files": {"a.txt": b"a", "dir/b.sh": b"#!/bin/sh\n"},
+        "build_args": {"X": "1", "Y": "2"},
+        "base": "python:3.13-slim",
+    }
+    fields.update(changes)
+    return ImageSpec(**fields)  # type: ignore[arg-type]
+
+
+# --- ImageSpec --------------------------------------------------------------------------
+
+
+def test_tag_is_12_hex_and_ref_joins_repo_and_tag() -> None:
+    s = spec()
+    assert re.fullmatch(r"[0-9a-f]{12}", s.tag)
+    assert s.ref == f"bottle-test:{s.tag}"
+
+
+def test_tag_is_stable_and_ignores_mapping_order() -> None:
+    a = spec()
+    b = spec(
+        files={"dir/b.sh": b"#!/bin/sh\n", "a.txt": b"a"},
+        build_args={"Y": "2", "X": "1"},
+    )
+    assert a.tag == b.tag == spec().tag
+    assert a == b
+    assert hash(a) == hash(b)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"dockerfile": "ARG BASE\nFROM ${BASE}\nRUN true\n"},
+        {"files": {"a.txt": b"A", "dir/b.sh": b"#!/bin/sh\n"}},
+        {"files": {"a.txt": b"a", "dir/c.sh": b"#!/bin/sh\n"}},
+        {"files": {"a.txt": b"a"}},
+        {"build_args": {"X": "1", "Y": "3"}},
+        {"build_args": {"X": "1"}},
+        {"base": "bottle-base:trixie-000000000000"},
+        {"executable": frozenset({"dir/b.sh"})},
+    ],
+)
+def test_tag_changes_with_every_input(changes: dict[str, object]) -> None:
+    assert spec(**changes).tag != spec().tag
+
+
+def test_tag_does_not_confuse_boundaries_between_inputs() -> None:
+    assert spec(files={"ab": b"c"}).tag != spec(files={"a": b"bc"}).tag
+    assert spec(build_args={"A": "BC"}).tag != spec(build_args={"AB": "C"}).tag
+
+
+def test_spec_cannot_change_after_its_tag_was_taken() -> None:
+    files = {"a.txt": b"a"}
+    s = spec(files=files)
+    tag = s.tag
+    files["a.txt"] = b"changed"
+    assert s.tag == tag
+    with pytest.raises(TypeError):
+        s.files["a.txt"] = b"x"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../x", "a/../../x", "", "a//b", "./a"])
+def test_context_paths_must_stay_inside_the_context(name: str) -> None:
+    with pytest.raises(ValueError, match="relative POSIX path"):
+        spec(files={name: b""})
+
+
+def test_executable_must_name_context_files() -> None:
+    with pytest.raises(ValueError, match="executable"):
+        spec(executable=frozenset({"missing"}))
+
+
+# --- built-in Dockerfiles ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_dockerfiles_take_their_base_as_a_build_arg(name: str) -> None:
+    lines = [ln for ln in dockerfile_text(name).splitlines() if ln and not ln.startswith("#")]
+    assert lines[:2] == ["ARG BASE=python:3.13-slim", "FROM ${BASE}"]
+
+
+def _instructions(text: str) -> list[str]:
+    """Dockerfile instructions, one per entry, continuation lines joined."""
+    out: list[str] = []
+    current = ""
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        current += line.rstrip("\\").strip() + " "
+        if not line.endswith("\\"):
+            out.append(current.strip())
+            current = ""
+    return out
+
+
+def test_sidecar_installs_python_packages_before_copying_bottle_source() -> None:
+    steps = _instructions(dockerfile_text("sidecar.Dockerfile"))
+    pip = next(i for i, s in enumerate(steps) if "pip install" in s)
+    copy = next(i for i, s in enumerate(steps) if s.startswith("COPY bottle "))
+    assert pip < copy == len(steps) - 1
+    for pin in ("mitmproxy==12.", "pydantic==2.", "ruamel.yaml==0.", "mcp=="):
+        assert pin in steps[pip]
+    env = next(s for s in steps if s.startswith("ENV PATH=/opt/venv/bin"))
+    assert "PYTHONPATH=/opt/bottle" in env
+    assert "PIP_CERT" not in env  # the host CA is trusted by build steps only
+    assert "COPY host-ca.pem /etc/bottle/host-ca.pem" in steps
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_agent_images_trust_only_the_bottle_ca_at_run_time(provider: str) -> None:
+    steps = _instructions(dockerfile_text(f"agent-{provider}.Dockerfile"))
+    runs = [s for s in steps if s.startswith("RUN ")]
+    assert runs[-1] == "RUN ln -sf /run/bottle/ca/ca.pem /etc/ssl/certs/ca-certificates.crt"
+    assert steps[-1] == 'CMD ["sleep", "infinity"]'
+    assert "ENV HOME=/home/agent" in steps
+    assert any("chmod 1777 /home/agent" in s for s in runs)
+
+
+# --- specs from settings ----------------------------------------------------------------
+
+
+def test_sidecar_context_holds_host_ca_and_the_bottle_package(settings: Settings) -> None:
+    s = sidecar_image(settings)
+    assert s.repo == "bottle-sidecar"
+    assert s.base == settings.base_image == "python:3.13-slim"
+    assert s.dockerfile == dockerfile_text("sidecar.Dockerfile")
+    assert s.files["host-ca.pem"] == settings.host_ca_pem()
+    root = Path(images.__file__).parent.parent
+    assert s.files["bottle/images/__init__.py"] == (root / "images/__init__.py").read_bytes()
+    assert "bottle/__init__.py" in s.files
+    assert "bottle/policy.py" in s.files
+    others = {n for n in s.files if n != "host-ca.pem"}
+    assert all(n.startswith("bottle/") for n in others)
+    assert all(n.endswith((".py", "/py.typed")) for n in others)
+    assert not any("__pycache__" in n for n in s.files)
+    expected = {
+        f"bottle/{p.relative_to(root).as_posix()}"
+        for p in root.rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    assert expected <= others
+
+
+def test_sidecar_tag_is_stable_and_follows_settings(settings: Settings, tmp_path: Path) -> None:
+    assert sidecar_image(settings).tag == sidecar_image(settings).tag
+    extra = tmp_path / "extra.pem"
+    extra.write_bytes(b"EXTRA\n")
+    with_extra = Settings(
+        home=settings.home, system_ca_bundle=settings.system_ca_bundle, extra_ca_certs=extra
+    )
+    assert sidecar_image(with_extra).files["host-ca.pem"].endswith(b"EXTRA\n")
+    assert sidecar_image(with_extra).tag != sidecar_image(settings).tag
+    other_base = Settings(
+        home=settings.home, system_ca_bundle=settings.system_ca_bundle, base_image="debian:x"
+    )
+    assert sidecar_image(other_base).tag != sidecar_image(settings).tag
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_agent_image_per_provider(settings: Settings, provider: str) -> None:
+    s = agent_image(settings, provider)  # type: ignore[arg-type]
+    assert s.repo == f"bottle-agent-{provider}"
+    assert set(s.files) == {"host-ca.pem"}
+    assert s.dockerfile == dockerfile_text(f"agent-{provider}.Dockerfile")
+    assert s.build_args == {}
+
+
+def test_agent_images_differ_between_providers(settings: Settings) -> None:
+    tags = {agent_image(settings, p).tag for p in PROVIDERS}
+    assert len(tags) == len(PROVIDERS)
+
+
+def test_unknown_provider_is_a_bottle_error(settings: Settings) -> None:
+    with pytest.raises(BottleError, match="unknown agent provider 'vim'"):
+        agent_image(settings, "vim")  # type: ignore[arg-type]
+
+
+# --- custom agent images ----------------------------------------------------------------
+
+CUSTOM = "ARG BOTTLE_AGENT_BASE\nFROM ${BOTTLE_AGENT_BASE}\nCOPY run.sh /usr/local/bin/\n"
+
+
+@pytest.fixture
+def custom_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "agent"
+    (d / "sub").mkdir(parents=True)
+    (d / "Dockerfile").write_text(CUSTOM)
+    (d / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (d / "run.sh").chmod(0o755)
+    (d / "sub" / "data.txt").write_bytes(b"data")
+    (d / ".git" / "objects").mkdir(parents=True)
+    (d / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    return d
+
+
+def test_custom_image_builds_on_its_parent(settings: Settings, custom_dir: Path) -> None:
+    parent = agent_image(settings, "claude")
+    s = custom_agent_image(settings, custom_dir / "Dockerfile", parent)
+    assert s.repo == "bottle-agent-custom"
+    assert s.dockerfile == CUSTOM
+    assert s.build_args == {"BOTTLE_AGENT_BASE": parent.ref}
+    assert s.base == settings.base_image
+    assert set(s.files) == {"Dockerfile", "run.sh", "sub/data.txt"}
+    assert s.files["sub/data.txt"] == b"data"
+    assert s.executable == {"run.sh"}
+
+
+def test_custom_tag_follows_parent_and_files(settings: Settings, custom_dir: Path) -> None:
+    dockerfile = custom_dir / "Dockerfile"
+    claude = custom_agent_image(settings, dockerfile, agent_image(settings, "claude"))
+    shell = custom_agent_image(settings, dockerfile, agent_image(settings, "shell"))
+    assert claude.tag != shell.tag
+    assert custom_agent_image(settings, dockerfile, agent_image(settings, "claude")) == claude
+    (custom_dir / "sub" / "data.txt").write_bytes(b"changed")
+    assert custom_agent_image(settings, dockerfile, agent_image(settings, "claude")) != claude
+
+
+def test_custom_dockerfile_must_use_the_agent_base(settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM debian:trixie\nRUN true\n")
+    with pytest.raises(BottleError, match="BOTTLE_AGENT_BASE") as info:
+        custom_agent_image(settings, tmp_path / "Dockerfile", agent_image(settings, "shell"))
+    assert str(tmp_path / "Dockerfile") in info.value.message
+    assert info.value.hint and "ARG BOTTLE_AGENT_BASE" in info.value.hint
+
+
+def test_custom_dockerfile_may_have_a_builder_stage(settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        "ARG BOTTLE_AGENT_BASE\nFROM golang:1 AS build\nRUN true\n"
+        "FROM ${BOTTLE_AGENT_BASE}\nCOPY --from=build /x /x\n"
+    )
+    custom_agent_image(settings, tmp_path / "Dockerfile", agent_image(settings, "shell"))
+
+
+def test_missing_custom_dockerfile_is_a_bottle_error(settings: Settings, tmp_path: Path) -> None:
+    with pytest.raises(BottleError, match="cannot read the agent's Dockerfile"):
+        custom_agent_image(settings, tmp_path / "nope", agent_image(settings, "shell"))
+
+
+def test_custom_context_size_is_capped(
+    settings: Settings, custom_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(images, "CUSTOM_CONTEXT_LIMIT", 1024 * 1024)
+    (custom_dir / "big.bin").write_bytes(b"\0" * (1024 * 1024 + 1))
+    with pytest.raises(BottleError, match="more than 1 MiB") as info:
+        custom_agent_image(settings, custom_dir / "Dockerfile", agent_image(settings, "shell"))
+    assert str(custom_dir) in info.value.message
+    assert info.value.hint and "directory of its own" in info.value.hint
+
+
+# --- the engine's pure parts ------------------------------------------------------------
+
+
+def test_base_ref_is_a_hash_of_the_recipe(settings: Settings) -> None:
+    ref = base_recipe_ref(settings)
+    assert re.fullmatch(r"bottle-base:trixie-[0-9a-f]{12}", ref)
+    assert base_recipe_ref(settings) == ref
+    mirror = Settings(home=settings.home, debian_mirror="http://mirror.example/debian")
+    assert base_recipe_ref(mirror) != ref
+
+
+def test_stream_passes_every_line_and_remembers_the_last_step() -> None:
+    script = (
+        "print('Step 1/2 : FROM x'); print('\\x1b[0mhello'); "
+        "print('Step 2/2 : RUN false'); raise SystemExit(3)"
+    )
+    seen: list[str] = []
+    code, tail, step = _stream([sys.executable, "-c", script], seen.append)
+    assert code == 3
+    assert seen == ["Step 1/2 : FROM x", "hello", "Step 2/2 : RUN false"]
+    assert tail == seen
+    assert step == "Step 2/2 : RUN false"
+
+
+def test_stream_keeps_only_the_last_lines() -> None:
+    code, tail, step = _stream(
+        [sys.executable, "-c", "for i in range(100): print(i)"], lambda _: None
+    )
+    assert code == 0
+    assert tail == [str(i) for i in range(60, 100)]
+    assert step is None
