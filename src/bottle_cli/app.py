@@ -61,7 +61,8 @@ def _ask(name: str, question: str) -> str:
             f"{name} must be answered at start ({question!r}), but there is no terminal",
             hint="Run from a terminal, or give the value in the bottle's env.",
         )
-    return typer.prompt(f"{question} [{name}]", hide_input=True)
+    answer: str = typer.prompt(f"{question} [{name}]", hide_input=True)
+    return answer
 
 
 def _argv(cmd: list[str]) -> list[str]:
