@@ -9,15 +9,25 @@ the addon swap them in without dropping connections.
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from bottle import layout
+from bottle.errors import ApplyError
 from bottle.plan import BottlePlan
 from bottle.policy import Routes
 from bottle.sidecars._common import bind, sidecar_base
+from bottle.state import atomic_write
+
+if TYPE_CHECKING:
+    from bottle.instance import Instance
 
 #: What the agent sees for a variable whose real value egress injects.
 PLACEHOLDER = "bottle-egress-injects-this"
@@ -88,3 +98,100 @@ class _Egress:
 
 
 EGRESS = _Egress()
+
+
+# -- live changes ---------------------------------------------------------------------------
+
+
+class EgressStatus(BaseModel):
+    """``status/egress.json``, written by the addon at start and after every SIGHUP."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    generation: int = 0
+    routes_sha256: str | None = None
+    error: str | None = None
+    error_sha256: str | None = None
+    loaded_at: str | None = None
+
+
+def read_status(instance: Instance) -> EgressStatus:
+    path = instance.state.status_file(EGRESS.name)
+    try:
+        return EgressStatus.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return EgressStatus()
+
+
+def routes_file(instance: Instance) -> Path:
+    return instance.state.live_config(EGRESS.name) / layout.ROUTES_FILE
+
+
+def load_routes(instance: Instance) -> Routes:
+    """The routes in force (as written in live-config), validated with the proxy's parser."""
+    return parse_routes(routes_file(instance).read_bytes(), source=str(routes_file(instance)))
+
+
+def parse_routes(data: bytes, *, source: str) -> Routes:
+    yaml = YAML(typ="safe", pure=True)
+    try:
+        raw = yaml.load(data) or {}
+        return Routes.model_validate(raw)
+    except (YAMLError, ValidationError, TypeError) as exc:
+        raise ApplyError(
+            f"{source}: invalid routes: {_first_error(exc)}",
+            hint="Fix the file (see docs/manifest.md for the route fields); "
+            "the routes in force are unchanged.",
+        ) from None
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        loc = ".".join(str(p) for p in error["loc"])
+        return f"{loc}: {error['msg'].removeprefix('Value error, ')}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def apply_routes(instance: Instance, routes: Routes, *, timeout: float = 10.0) -> EgressStatus:
+    """Validate → write atomically → SIGHUP egress → wait until the new table is live.
+
+    If egress does not take the new table, the previous file is put back, so what is on
+    disk is always what is in force.
+    """
+    path = routes_file(instance)
+    data = routes_yaml(Routes.model_validate(routes.model_dump()))
+    previous = path.read_bytes() if path.exists() else None
+    atomic_write(path, data)
+    try:
+        return reload(instance, timeout=timeout)
+    except BaseException:
+        if previous is not None:
+            atomic_write(path, previous)
+        raise
+
+
+def reload(instance: Instance, *, timeout: float = 10.0) -> EgressStatus:
+    """SIGHUP egress and wait (bounded) for it to report the file now on disk as live."""
+    data = routes_file(instance).read_bytes()
+    parse_routes(data, source=str(routes_file(instance)))
+    want = hashlib.sha256(data).hexdigest()
+    before = read_status(instance)
+    if before.routes_sha256 == want and before.error is None:
+        return before
+    instance.compose.kill(EGRESS.name, "SIGHUP")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = read_status(instance)
+        if status.generation > before.generation and status.routes_sha256 == want:
+            return status
+        if status.error_sha256 == want and status.error:
+            raise ApplyError(
+                f"egress refused the new routes: {status.error}",
+                hint="The routes in force are unchanged; fix the file and reload again.",
+            )
+        time.sleep(0.02)
+    raise ApplyError(
+        f"egress did not confirm the new routes within {timeout:.0f}s",
+        hint=f"Look at 'bottle logs {instance.slug} --service egress'.",
+    )

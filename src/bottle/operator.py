@@ -1,0 +1,175 @@
+"""The operator's side: decide proposals, widen routes, replace the agent's image.
+
+Every change goes the same way: validate, apply to the live instance, and only then record
+the decision and an audit entry. On any failure the proposal stays pending and the routes
+in force are unchanged.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Mapping
+from typing import Any
+
+from bottle.audit import AuditLog
+from bottle.errors import ApplyError, BottleError
+from bottle.instance import Instance
+from bottle.policy import Route, Routes
+from bottle.proposals import (
+    CapabilityBlock,
+    EgressBlock,
+    PipelockBlock,
+    Proposal,
+    ProposalQueue,
+    validate_payload,
+)
+from bottle.settings import Settings
+from bottle.sidecars import egress
+from bottle.state import atomic_write
+
+
+def operator_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "operator"
+
+
+def proposal_queue(instance: Instance) -> ProposalQueue:
+    return ProposalQueue(instance.state.proposals)
+
+
+def audit_log(instance: Instance) -> AuditLog:
+    return AuditLog(instance.state.audit_log)
+
+
+def allow(instance: Instance, route: Route, *, by: str | None = None, reason: str = "") -> Routes:
+    """Add ``route`` to the live routes (operator-initiated) and audit it."""
+    before = egress.load_routes(instance)
+    after = before.with_route(route)
+    egress.apply_routes(instance, after)
+    audit_log(instance).append(
+        who=by or operator_name(), action="allow", before=before, after=after, reason=reason
+    )
+    return after
+
+
+def set_routes(
+    instance: Instance, routes: Routes, *, by: str | None = None, reason: str = ""
+) -> None:
+    """Replace the live routes (``bottle routes edit``) and audit the diff."""
+    before = egress.load_routes(instance)
+    egress.apply_routes(instance, routes)
+    audit_log(instance).append(
+        who=by or operator_name(), action="edit-routes", before=before, after=routes, reason=reason
+    )
+
+
+def approve(
+    instance: Instance,
+    proposal_id: int,
+    *,
+    by: str | None = None,
+    reason: str | None = None,
+    edited_payload: Mapping[str, Any] | None = None,
+    settings: Settings | None = None,
+) -> Proposal:
+    """Apply an approved proposal to the live instance, then record the decision."""
+    queue = proposal_queue(instance)
+    proposal = queue.get(proposal_id)
+    if proposal.status != "pending":
+        raise ApplyError(
+            f"proposal {proposal_id} is already {proposal.status}",
+            hint="See 'bottle queue' for pending proposals.",
+        )
+    agent_image = instance.metadata.images["agent"]
+    payload = proposal.payload
+    if edited_payload is not None:
+        payload = validate_payload(proposal.tool, dict(edited_payload), base_ref=agent_image)
+    before: str | Routes | None = None
+    after: str | Routes | None = None
+    try:
+        if isinstance(payload, EgressBlock | PipelockBlock):
+            before = egress.load_routes(instance)
+            after = before.with_route(payload.to_route())
+            egress.apply_routes(instance, after)
+        elif isinstance(payload, CapabilityBlock):
+            before = agent_image
+            after = replace_agent_image(instance, payload.dockerfile, settings=settings)
+    except BottleError as exc:
+        raise ApplyError(
+            f"proposal {proposal_id} could not be applied: {exc.message}",
+            hint=(exc.hint or "") + " The proposal stays pending.",
+        ) from exc
+    decided = queue.decide(
+        proposal_id,
+        approved=True,
+        by=by or operator_name(),
+        reason=reason,
+        applied=True,
+        edited_payload=dict(edited_payload) if edited_payload is not None else None,
+        base_ref=agent_image,
+    )
+    audit_log(instance).append(
+        who=by or operator_name(),
+        action="approve",
+        tool=proposal.tool,
+        proposal_id=proposal_id,
+        before=before,
+        after=after,
+        reason=reason,
+    )
+    return decided
+
+
+def reject(instance: Instance, proposal_id: int, *, reason: str, by: str | None = None) -> Proposal:
+    decided = proposal_queue(instance).decide(
+        proposal_id, approved=False, by=by or operator_name(), reason=reason
+    )
+    audit_log(instance).append(
+        who=by or operator_name(),
+        action="reject",
+        tool=decided.tool,
+        proposal_id=proposal_id,
+        reason=reason,
+    )
+    return decided
+
+
+def replace_agent_image(
+    instance: Instance, dockerfile: str, *, settings: Settings | None = None
+) -> str:
+    """Build ``dockerfile`` on the agent's image and recreate the agent container alone.
+
+    Sidecars, networks, routes and state stay; the transcript lives in a bind mount and so
+    survives. The Dockerfile is kept in the state dir and ``docker-compose.yml`` names the
+    new image, so the state directory still tells what runs.
+    """
+    from ruamel.yaml import YAML
+
+    from bottle.compose import dump_yaml
+    from bottle.engine.images import ensure_image
+    from bottle.images import ImageSpec
+
+    settings = settings or Settings.from_env()
+    metadata = instance.metadata
+    current = metadata.images["agent"]
+    spec = ImageSpec(
+        repo="bottle-agent-capability",
+        dockerfile=dockerfile,
+        files={},
+        build_args={"BOTTLE_AGENT_IMAGE": current},
+        base=current,
+    )
+    ref = ensure_image(spec, settings=settings, progress=lambda _line: None)
+    capabilities = instance.state.path / "capabilities"
+    atomic_write(capabilities / f"{spec.tag}.Dockerfile", dockerfile)
+    compose_file = instance.state.compose_file
+    spec_data = YAML(typ="safe", pure=True).load(compose_file.read_text())
+    spec_data["services"]["agent"]["image"] = ref
+    atomic_write(compose_file, dump_yaml(spec_data))
+    instance.compose.up_service("agent", env={}, wait_timeout=60)
+    instance.state.write_metadata(
+        instance.metadata.model_copy(update={"images": {**metadata.images, "agent": ref}})
+    )
+    return ref
