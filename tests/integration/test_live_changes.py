@@ -1,0 +1,196 @@
+"""Live changes on a real instance: egress reload, credentials, supervise proposals, audit."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from bottle import Bottle, Route
+from bottle.operator import allow, approve, audit_log, proposal_queue, reject
+from bottle.sidecars import egress
+from tests.conftest import write
+from tests.integration.conftest import cli, upstream
+
+pytestmark = pytest.mark.docker
+
+SECRET = "tok-7f3a9c1e5b2d8f4a6c0e"
+
+LIVE_BOTTLE = """---
+agent: {provider: shell}
+supervise: true
+egress:
+  routes:
+    - host: upstream.test
+      paths: [/allowed/]
+      methods: [GET]
+      auth: {scheme: bearer, token_ref: IT_UPSTREAM_TOKEN}
+---
+"""
+
+# A minimal MCP client (streamable HTTP, JSON-RPC) for the agent: the shell image has
+# python3 but no MCP SDK, as an agent's own tools would not.
+MCP_CLIENT = r"""
+import json, sys, urllib.request
+URL = "http://supervise:8765/mcp"
+def rpc(method, params, ident=1):
+    body = json.dumps({"jsonrpc": "2.0", "id": ident, "method": method, "params": params}).encode()
+    req = urllib.request.Request(URL, body, {"content-type": "application/json",
+        "accept": "application/json, text/event-stream"})
+    text = urllib.request.urlopen(req, timeout=60).read().decode()
+    for line in text.splitlines():
+        if line.startswith("data:"):
+            text = line[5:]
+    return json.loads(text)
+rpc("initialize", {"protocolVersion": "2025-03-26", "capabilities": {},
+    "clientInfo": {"name": "probe", "version": "1"}})
+name, args = sys.argv[1], json.loads(sys.argv[2])
+out = rpc("tools/call", {"name": name, "arguments": args}, 2)
+print(json.dumps(out))
+"""
+
+
+def curl(instance, url: str) -> str:
+    return instance.exec(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", url], capture=True
+    ).stdout
+
+
+def mcp(instance, tool: str, args: dict) -> str:
+    result = instance.exec(
+        ["python3", "-c", MCP_CLIENT, tool, json.dumps(args)], capture=True
+    )
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    return " ".join(c.get("text", "") for c in data["result"]["content"])
+
+
+@pytest.fixture
+def live(bottle_home: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch):
+    write(bottle_home / "bottles" / "live.md", LIVE_BOTTLE)
+    write(bottle_home / "agents" / "live.md", "---\nbottle: live\n---\n")
+    monkeypatch.setenv("IT_UPSTREAM_TOKEN", SECRET)
+    instance = Bottle("live", cwd=workdir).start()
+    try:
+        meta = instance.metadata
+        with upstream(meta.compose_project, image=meta.images["sidecar"]):
+            yield instance
+    finally:
+        instance.stop()
+
+
+def test_credential_injected_and_secret_never_in_agent_or_state(live) -> None:
+    out = live.exec(
+        ["curl", "-sS", "-H", "Authorization: Bearer agent-made-this-up",
+         "http://upstream.test/allowed/who"], capture=True,
+    ).stdout
+    assert out == f"hello from upstream /allowed/who auth=Bearer {SECRET}"
+    env = live.exec(["sh", "-c", "cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'"], capture=True)
+    assert "IT_UPSTREAM_TOKEN=bottle-egress-injects-this" in env.stdout
+    assert SECRET not in env.stdout
+    files = live.exec(
+        ["sh", "-c", "grep -rl --exclude-dir=proc --exclude-dir=sys " + SECRET + " / 2>/dev/null; true"],
+        capture=True,
+    )
+    assert files.stdout.strip() == ""
+    # A request carrying the secret itself is refused by DLP, and the secret is not echoed.
+    leak = live.exec(
+        ["curl", "-sS", "-w", " %{http_code}", f"http://upstream.test/allowed/?q={SECRET}"],
+        capture=True,
+    ).stdout
+    assert leak.endswith(" 403") and SECRET not in leak and "egress_dlp" in leak
+    live.save_compose_log()
+    for path in live.state.path.rglob("*"):
+        if path.is_file() and path.parent.name != "ca-private":
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_reload_adds_route_without_restart_and_keeps_old_on_bad_file(live) -> None:
+    ids = {s.service: s.container_id for s in live.compose.ps()}
+    assert curl(live, "http://upstream.test/new/x") == "403"
+    before = egress.load_routes(live)
+    egress.apply_routes(live, before.with_route(Route(host="upstream.test", paths=("/new/",))))
+    assert curl(live, "http://upstream.test/new/x") == "200"
+    # An invalid file is refused by validation and the old table stays in force.
+    path = egress.routes_file(live)
+    good = path.read_bytes()
+    path.write_text("routes: [{host: 'bad host'}]\n")
+    done = cli("egress", "reload", live.slug, cwd=live.state.path)
+    assert done.returncode == 2 and "invalid routes" in done.stderr
+    path.write_bytes(good)
+    assert curl(live, "http://upstream.test/new/x") == "200"
+    assert {s.service: s.container_id for s in live.compose.ps()} == ids
+    log = [json.loads(line) for line in live.state.egress_log.read_text().splitlines()]
+    assert {"allow", "refuse"} <= {e["decision"] for e in log}
+
+
+def test_egress_block_proposal_approved_then_audit_verifies(live) -> None:
+    ids = {s.service: s.container_id for s in live.compose.ps()}
+    assert curl(live, "http://upstream.test/asked/x") == "403"
+    proc = subprocess.Popen(
+        ["docker", "compose", "-f", str(live.state.compose_file), "-p",
+         live.metadata.compose_project, "exec", "-T", "agent", "python3", "-c", MCP_CLIENT,
+         "egress-block", json.dumps({"host": "upstream.test", "paths": ["/asked/"],
+                                     "justification": "the tests need it",
+                                     "auth": {"scheme": "bearer", "token_ref": "EVIL"}})],
+        stdout=subprocess.PIPE, text=True,
+    )
+    queue = proposal_queue(live)
+    deadline = time.monotonic() + 30
+    while not queue.list(status="pending").proposals:
+        assert time.monotonic() < deadline, "no proposal filed"
+        time.sleep(0.1)
+    (proposal,) = queue.list(status="pending").proposals
+    assert "auth" not in proposal.payload.model_dump()
+    approve(live, proposal.id, reason="fine")
+    answer, _ = proc.communicate(timeout=60)
+    assert "approved" in answer.lower()
+    assert curl(live, "http://upstream.test/asked/x") == "200"
+    assert {s.service: s.container_id for s in live.compose.ps()} == ids
+    entries = live.state.audit_log.read_text().splitlines()
+    assert "/asked/" in json.loads(entries[-1])["diff"]
+    assert cli("audit", "verify", live.slug, cwd=live.state.path).returncode == 0
+    raw = bytearray(live.state.audit_log.read_bytes())
+    raw[20] ^= 1
+    live.state.audit_log.write_bytes(bytes(raw))
+    done = cli("audit", "verify", live.slug, cwd=live.state.path)
+    assert done.returncode == 1 and "broken" in done.stderr
+
+
+def test_pipelock_rejection_and_pending_then_status(live) -> None:
+    import os
+
+    # supervise waits BOTTLE_SUPERVISE_WAIT (30 s) before answering pending; file, then decide.
+    proc = subprocess.Popen(
+        ["docker", "compose", "-f", str(live.state.compose_file), "-p",
+         live.metadata.compose_project, "exec", "-T", "agent", "python3", "-c", MCP_CLIENT,
+         "pipelock-block", json.dumps({"url": "https://blocked.test/x", "justification": "j"})],
+        stdout=subprocess.PIPE, text=True, env={**os.environ},
+    )
+    queue = proposal_queue(live)
+    deadline = time.monotonic() + 30
+    while not queue.list(status="pending").proposals:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    (proposal,) = queue.list(status="pending").proposals
+    reject(live, proposal.id, reason="not needed")
+    answer, _ = proc.communicate(timeout=60)
+    assert "rejected" in answer.lower() and "not needed" in answer
+    status = mcp(live, "proposal-status", {"id": proposal.id})
+    assert "rejected" in status.lower()
+
+
+def test_time_from_approval_to_live_route(live) -> None:
+    """Not a timed assertion: prints the figure (the benchmark script reports it too)."""
+    times = []
+    for index in range(5):
+        started = time.monotonic()
+        allow(live, Route(host="upstream.test", paths=(f"/t{index}/",)), reason="bench")
+        times.append(time.monotonic() - started)
+        assert curl(live, f"http://upstream.test/t{index}/x") == "200"
+    print(f"approval-to-live median {statistics.median(times) * 1000:.0f} ms")
+    assert audit_log(live).verify().ok
