@@ -334,6 +334,11 @@ class Egress:
                 "".join(traceback.format_tb(exc.__traceback__)),
             )
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # stream_large_bodies streams responses; a request body is always held whole so
+        # that DLP sees it before anything leaves.
+        flow.request.stream = False
+
     def request(self, flow: http.HTTPFlow) -> None:
         try:
             self._request(flow)
