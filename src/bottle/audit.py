@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
-import io
 import json
 import os
 from collections.abc import Iterator
@@ -103,14 +102,9 @@ def entry_hash(data: dict[str, Any]) -> str:
 
 def routes_yaml(routes: Routes) -> str:
     """Routes as the YAML text egress reads (``{routes: [...]}``), for before/after."""
-    from ruamel.yaml import YAML
+    from bottle.sidecars.egress import routes_yaml as egress_yaml
 
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
-    out = io.StringIO()
-    yaml.dump(routes.to_data() or {"routes": []}, out)
-    return out.getvalue()
+    return egress_yaml(routes).decode()
 
 
 def unified_diff(before: str | None, after: str | None) -> str:
