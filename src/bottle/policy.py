@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
@@ -229,3 +237,44 @@ class Routes(_Strict):
 
     def to_data(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_defaults=True)
+
+
+class RoutesFileError(ValueError):
+    """A routes file could not be turned into a :class:`Routes`; the message says why."""
+
+
+def parse_routes_file(data: bytes, source: str = "routes.yaml") -> Routes:
+    """Parse and validate the bytes of ``live-config/egress/routes.yaml`` (``{routes: [...]}``).
+
+    The one parser of that file: the host before it writes or reloads, egress when it loads,
+    supervise when it lists the routes in force.
+    """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RoutesFileError(
+            f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from exc
+    try:
+        loaded = YAML(typ="safe", pure=True).load(text)
+    except YAMLError as exc:
+        raise RoutesFileError(f"{source}: not valid YAML: {exc}") from exc
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise RoutesFileError(
+            f"{source}: the top level must be a mapping like `routes: [...]`, "
+            f"not {type(loaded).__name__}"
+        )
+    try:
+        return Routes.model_validate(loaded)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc']) or '(top)'}: "
+            f"{str(err['msg']).removeprefix('Value error, ')}"
+            for err in exc.errors(include_input=False, include_url=False)
+        )
+        raise RoutesFileError(f"{source}: {problems}") from exc

@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from pydantic import (
 
 from bottle.errors import ApplyError
 from bottle.policy import Host, Method, PathRule, Route
+from bottle.state import atomic_write
 
 ToolName = Literal["egress-block", "pipelock-block", "capability-block"]
 Status = Literal["pending", "approved", "rejected"]
@@ -433,23 +433,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # The sidecar and the host may run as different users: both must read it.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 class ProposalQueue:
     """The proposals of one instance: ``<directory>/<id>.json``."""
 
@@ -508,7 +491,7 @@ class ProposalQueue:
             payload=typed,
         )
         try:
-            _write_atomic(target, proposal.to_json())
+            atomic_write(target, proposal.to_json())
         except BaseException:
             with contextlib.suppress(OSError):
                 target.unlink()
@@ -639,7 +622,7 @@ class ProposalQueue:
                 }
             )
             decided = Proposal.model_validate(decided.model_dump())  # re-check invariants
-            _write_atomic(self.path(proposal_id), decided.to_json())
+            atomic_write(self.path(proposal_id), decided.to_json())
             return decided
 
     def wait(self, proposal_id: int, timeout_s: float, poll_s: float = 0.1) -> Proposal:

@@ -15,14 +15,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from bottle import layout
 from bottle.errors import ApplyError
 from bottle.plan import BottlePlan
-from bottle.policy import Routes
+from bottle.policy import Routes, RoutesFileError, parse_routes_file
 from bottle.sidecars._common import bind, sidecar_base
 from bottle.state import atomic_write
 
@@ -133,24 +132,15 @@ def load_routes(instance: Instance) -> Routes:
 
 
 def parse_routes(data: bytes, *, source: str) -> Routes:
-    yaml = YAML(typ="safe", pure=True)
+    """The shared parser, with its failure as an ApplyError the CLI shows as bad input."""
     try:
-        raw = yaml.load(data) or {}
-        return Routes.model_validate(raw)
-    except (YAMLError, ValidationError, TypeError) as exc:
+        return parse_routes_file(data, source)
+    except RoutesFileError as exc:
         raise ApplyError(
-            f"{source}: invalid routes: {_first_error(exc)}",
-            hint="Fix the file (see docs/manifest.md for the route fields); "
-            "the routes in force are unchanged.",
+            f"invalid routes: {exc}",
+            hint="Fix the file (docs/architecture.md, README 'Files'); the routes in force "
+            "are unchanged.",
         ) from None
-
-
-def _first_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        error = exc.errors()[0]
-        loc = ".".join(str(p) for p in error["loc"])
-        return f"{loc}: {error['msg'].removeprefix('Value error, ')}"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def apply_routes(instance: Instance, routes: Routes, *, timeout: float = 10.0) -> EgressStatus:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from bottle import layout
 from bottle.runtime import egress as paths
+from bottle.state import atomic_write
 
 CONFDIR_ENV = "BOTTLE_EGRESS_CONFDIR"
 CA_PUBLIC_ENV = "BOTTLE_EGRESS_CA_PUBLIC"
@@ -44,17 +44,7 @@ def prepare_ca(confdir: Path, public_dir: Path) -> Path:
     cert = (confdir / f"{CA_BASENAME}-ca-cert.pem").read_bytes()
     public_dir.mkdir(parents=True, exist_ok=True)
     target = public_dir / layout.CA_CERT
-    fd, tmp = tempfile.mkstemp(dir=public_dir, prefix=f".{layout.CA_CERT}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(cert)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, cert)
     return target
 
 

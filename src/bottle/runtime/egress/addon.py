@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import signal
-import tempfile
 import traceback
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -33,13 +32,11 @@ from typing import Any, NamedTuple, TypedDict, cast
 from urllib.parse import unquote, unquote_plus
 
 from mitmproxy import http, tcp, tls, udp
-from pydantic import ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
-from bottle.policy import Route, Routes
+from bottle.policy import Route, Routes, RoutesFileError, parse_routes_file
 from bottle.runtime import egress as paths
 from bottle.runtime.egress import dlp
+from bottle.state import atomic_write
 
 logger = logging.getLogger("bottle.egress")
 #: mitmproxy's ALERT level (INFO + 1): shown by ``termlog_verbosity=alert``, which hides the
@@ -62,35 +59,7 @@ HOW_TO_FIX_DLP = (
 _META = "bottle_egress"  # flow.metadata key: the decision record of this flow
 
 
-class RoutesFileError(ValueError):
-    """The routes file could not be turned into a :class:`Routes`; the message says why."""
-
-
-def parse_routes(data: bytes, source: str = "routes.yaml") -> Routes:
-    """Parse and validate the bytes of a routes file (``{routes: [...]}``)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RoutesFileError(
-            f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from exc
-    try:
-        loaded = YAML(typ="safe", pure=True).load(text)
-    except YAMLError as exc:
-        raise RoutesFileError(f"{source}: not valid YAML: {exc}") from exc
-    if not isinstance(loaded, dict):
-        raise RoutesFileError(
-            f"{source}: the top level must be a mapping like `routes: [...]`, "
-            f"not {type(loaded).__name__}"
-        )
-    try:
-        return Routes.model_validate(loaded)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc']) or '(top)'}: {err['msg']}"
-            for err in exc.errors(include_input=False, include_url=False)
-        )
-        raise RoutesFileError(f"{source}: {problems}") from exc
+parse_routes = parse_routes_file  # the addon's name for the shared parser
 
 
 def _now() -> str:
@@ -129,21 +98,6 @@ class _Record(TypedDict):
     host: str  # redacted for logs
     path: str  # no query, redacted for logs
     logged: bool
-
-
-def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _host_of(authority: str) -> str:
@@ -303,7 +257,7 @@ class Egress:
     def write_status(self) -> None:
         body = json.dumps(self.status(), indent=2, sort_keys=True) + "\n"
         try:
-            _atomic_write(self.status_path, body.encode())
+            atomic_write(self.status_path, body)
         except OSError as exc:
             logger.error("egress: cannot write status file %s: %s", self.status_path, exc)
 

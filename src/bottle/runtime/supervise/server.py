@@ -43,12 +43,13 @@ import uvicorn
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from bottle import layout
 from bottle.errors import ApplyError
-from bottle.policy import Routes
+from bottle.policy import RoutesFileError, parse_routes_file
 from bottle.proposals import Proposal, ProposalQueue, describe
+from bottle.state import atomic_write
 
 log = logging.getLogger("bottle.supervise")
 
@@ -159,22 +160,8 @@ class Supervise:
         except OSError as exc:
             raise ToolError(f"cannot read the live routes ({exc}); ask the operator") from None
         try:
-            from ruamel.yaml import YAML
-            from ruamel.yaml.error import YAMLError
-
-            try:
-                data = YAML(typ="safe", pure=True).load(text)
-            except YAMLError as exc:
-                raise ValueError(f"bad YAML: {exc}") from None
-            routes = Routes.model_validate(data or {})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            why = str(first["msg"]).removeprefix("Value error, ")
-            raise ToolError(
-                f"the live routes file is invalid ({where}: {why}); ask the operator"
-            ) from None
-        except ValueError as exc:
+            routes = parse_routes_file(text.encode(), path.name)
+        except RoutesFileError as exc:
             raise ToolError(f"the live routes file is invalid ({exc}); ask the operator") from None
         shown: list[dict[str, Any]] = []
         for route in routes.routes:
@@ -249,7 +236,8 @@ def build_app(config: Config) -> FastMCP[Any]:
             "Ask the operator to rebuild your image with more tools. Send a Dockerfile whose "
             "first instruction is FROM ${BOTTLE_AGENT_IMAGE}, in one stage, without "
             "ENTRYPOINT, CMD, USER, ONBUILD or heredocs. If approved, the operator builds it "
-            "and restarts the bottle."
+            "and replaces your container with it (your files in /workspace and the "
+            "transcript stay; running processes do not)."
         ),
     )
     async def capability_block(
@@ -294,11 +282,7 @@ def _write_status(config: Config, server: uvicorn.Server) -> None:
         "wait_s": config.wait_s,
         "started_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     }
-    config.status_dir.mkdir(parents=True, exist_ok=True)
-    tmp = config.status_dir / f".{STATUS_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(status) + "\n", encoding="utf-8")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, config.status_file)
+    atomic_write(config.status_file, json.dumps(status) + "\n")
 
 
 class _Server(uvicorn.Server):
