@@ -5,17 +5,19 @@ files -> Manifest -> BottlePlan -> compose dict -> state dir -> ``compose up`` -
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bottle import compose
-from bottle.errors import PlanError
+from bottle.errors import BottleError, PlanError
 from bottle.instance import Instance
 from bottle.manifest import Manifest, load_manifest
 from bottle.plan import BottlePlan, PlanOptions, resolve_plan
-from bottle.settings import Settings
+from bottle.settings import Settings, package_version
 from bottle.sidecars import enabled_sidecars
 from bottle.state import InstanceStatus, Metadata, StateDir, atomic_write, now
 
@@ -24,15 +26,6 @@ Ask = Callable[[str, str], str]  # (variable, question) -> answer
 
 #: How long ``up`` may wait for every healthcheck, in seconds.
 START_TIMEOUT = 120
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("bot-bottle")
-    except PackageNotFoundError:
-        return "0"
 
 
 class Bottle:
@@ -73,7 +66,7 @@ class Bottle:
                 self.options,
                 settings=self.settings,
                 environ=self.environ,
-                version=_version(),
+                version=package_version(),
             )
         return self._plan
 
@@ -104,7 +97,9 @@ class Bottle:
         answers = self._answers(plan, ask)
         check_docker()
         say("checking images")
-        for spec in _plan_images(plan, self.settings):
+        from bottle.images import plan_images
+
+        for spec in plan_images(self.settings, plan.provider, plan.agent_dockerfile):
             engine_images.ensure_image(spec, settings=self.settings, progress=say)
 
         state = StateDir(plan.state_dir)
@@ -165,24 +160,8 @@ class Bottle:
         )
 
 
-def _plan_images(plan: BottlePlan, settings: Settings) -> list[Any]:
-    """The images a plan runs, parents first (a custom agent image builds on its provider's)."""
-    from bottle import images
-
-    parent = images.agent_image(settings, plan.provider)
-    specs = [images.sidecar_image(settings), parent]
-    if plan.agent_dockerfile is not None:
-        specs.append(images.custom_agent_image(settings, plan.agent_dockerfile, parent))
-    return specs
-
-
 def _fail(instance: Instance, exc: BaseException) -> None:
     """Undo a half-done start: keep the log, take everything down, say why."""
-    import contextlib
-    import shutil
-
-    from bottle.errors import BottleError
-
     reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc) or type(exc).__name__
     with contextlib.suppress(BottleError, OSError):
         if not instance.state.metadata_file.exists():

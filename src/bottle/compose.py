@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -104,9 +105,7 @@ def _agent_service(plan: BottlePlan) -> dict[str, Any]:
     }
 
 
-def _skills_target(plan: BottlePlan) -> Any:
-    from pathlib import PurePosixPath
-
+def _skills_target(plan: BottlePlan) -> PurePosixPath:
     if plan.provider == "claude":
         return layout.TRANSCRIPT / "claude" / "skills"
     return PurePosixPath("/home/agent/.skills")

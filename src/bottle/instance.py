@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
 
 from bottle.engine.compose import ComposeProject, ExecResult
@@ -76,7 +75,7 @@ class Instance:
     def attach(self, *, tty: bool = True) -> int:
         """Hand this terminal to the agent program (``exec -it``, never ``docker attach``)."""
         metadata = self.metadata
-        provider = PROVIDERS[metadata.provider]  # type: ignore[index]
+        provider = PROVIDERS[metadata.provider]
         argv = provider.interactive_command(tuple(metadata.agent_args))
         return self.exec(argv, tty=tty).exit_code
 
@@ -166,7 +165,3 @@ def owner_alive(metadata: Metadata) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def state_path(settings: Settings, slug: str) -> Path:
-    return settings.state_root / slug

@@ -118,10 +118,9 @@ def plan_cleanup(settings: Settings | None = None) -> CleanupPlan:
         else:
             live_slugs.add(row.slug)
     keep = live_slugs | set(plan.take_down)
-    owners = engine.label_values("bottle.slug")
     containers, networks = engine.labelled("bottle.slug")
-    plan.orphan_containers = [c for c in containers if owners.get(c) not in keep]
-    plan.orphan_networks = [n for n in networks if owners.get(n) not in keep]
+    plan.orphan_containers = [c for c, slug in containers.items() if slug not in keep]
+    plan.orphan_networks = [n for n, slug in networks.items() if slug not in keep]
     return plan
 
 

@@ -75,7 +75,6 @@ class SupervisePlan:
 class Images:
     agent: str
     sidecar: str
-    agent_parent: str | None = None  # the provider image a custom Dockerfile builds on
 
 
 @dataclass(frozen=True)
@@ -202,8 +201,7 @@ def resolve_plan(
     if not re.fullmatch(r"[0-9a-z]{5}", suffix):
         raise PlanError(f"slug suffix {suffix!r} must be 5 base36 characters")
     slug = f"{agent.name}-{suffix}"
-    parent = images.agent_image(settings, provider)
-    agent_image = images.custom_agent_image(settings, dockerfile, parent) if dockerfile else parent
+    specs = images.plan_images(settings, provider, dockerfile)
     return BottlePlan(
         slug=slug,
         agent=agent.name,
@@ -222,11 +220,7 @@ def resolve_plan(
         egress=egress,
         git_gate=git_gate,
         supervise=supervise,
-        images=Images(
-            agent=agent_image.ref,
-            sidecar=images.sidecar_image(settings).ref,
-            agent_parent=parent.ref if dockerfile else None,
-        ),
+        images=Images(agent=specs[-1].ref, sidecar=specs[0].ref),
         version=version,
         missing_env=missing,
     )

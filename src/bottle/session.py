@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from bottle.bottle import Ask, Bottle, Progress
 from bottle.instance import Instance
@@ -46,12 +46,11 @@ def headless_run(
     *,
     progress: Progress,
     ask: Ask | None = None,
-    run: Callable[[Instance], int] | None = None,
 ) -> int:
     instance = bottle.start(progress=progress, ask=ask, owner_pid=os.getpid())
     try:
         instance.record("run.log", f"{now().isoformat()} $ {shlex.join(argv)}\n")
-        code = run(instance) if run else instance.exec(argv).exit_code
+        code = instance.exec(argv).exit_code
         instance.record("run.log", f"{now().isoformat()} exit {code}\n")
     except KeyboardInterrupt:
         _preserve(instance, "interrupted", progress)

@@ -82,3 +82,13 @@ class Settings:
             debian_mirror=env.get("BOTTLE_DEBIAN_MIRROR") or cls.debian_mirror,
             system_ca_bundle=system,
         )
+
+
+def package_version() -> str:
+    """bottle's own version, as installed (labels on images and services)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bot-bottle")
+    except PackageNotFoundError:
+        return "0+unknown"

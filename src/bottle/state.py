@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -29,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bottle import layout
 from bottle.errors import InstanceNotFound, StateError
+from bottle.manifest.models import ProviderKind
 
 
 class InstanceStatus(StrEnum):
@@ -74,7 +74,7 @@ class Metadata(BaseModel):
     slug: str
     agent: str
     bottle: str
-    provider: str
+    provider: ProviderKind
     agent_args: list[str] = []
     cwd: str
     compose_project: str
@@ -226,7 +226,3 @@ def state_dirs(root: Path) -> Iterator[StateDir]:
     for path in sorted(root.iterdir()):
         if path.is_dir() and not path.name.startswith("."):
             yield StateDir(path)
-
-
-def dump_json(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"

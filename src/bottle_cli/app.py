@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -243,7 +242,9 @@ def logs(
 ) -> None:
     """Print the logs of an instance (compose.log once it has stopped)."""
     instance = _open(slug)
-    if instance.status.value in {"finished", "failed", "stopped"}:
+    from bottle.state import DOWN
+
+    if instance.status in DOWN:
         path = instance.state.compose_log
         output.out.print(path.read_text() if path.exists() else "", end="", markup=False)
         return
@@ -447,9 +448,8 @@ def audit_verify(slug: SlugArg) -> None:
 # -- entry point -----------------------------------------------------------------------------
 
 
-class _Exit(Enum):
-    USAGE = 2
-    INTERRUPTED = 130
+#: Exit code after Ctrl-C (128 + SIGINT), once the library's cleanup ran.
+INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -473,10 +473,10 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except typer.Abort:
         output.err.print("aborted", markup=False)
-        code = _Exit.INTERRUPTED.value
+        code = INTERRUPTED
     except KeyboardInterrupt:
         output.err.print("interrupted", markup=False)
-        code = _Exit.INTERRUPTED.value
+        code = INTERRUPTED
     except Exception as exc:
         code = _report(exc, debug)
     sys.exit(code if isinstance(code, int) else 0)

@@ -11,8 +11,7 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,40 +236,27 @@ def compose_ls() -> dict[str, tuple[int, int]]:
     return {p.name: (p.running or 0, p.exited or 0) for p in projects if p.name}
 
 
-def labelled(label: str) -> tuple[list[str], list[str]]:
-    """Ids of containers and networks that carry ``label`` (any value)."""
+def labelled(label: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Containers and networks that carry ``label`` (``key`` or ``key=value``): id -> value."""
+    key = label.split("=", 1)[0]
     client = DockerClient()
-    with docker_errors("listing labelled containers"):
-        containers = client.container.list(all=True, filters={"label": label})
-        networks = client.network.list(filters={"label": label})
-    return [c.id for c in containers], [n.id for n in networks]
+    with docker_errors("listing labelled containers and networks"):
+        containers = {
+            c.id: (c.config.labels or {}).get(key, "")
+            for c in client.container.list(all=True, filters={"label": label})
+        }
+        networks = {
+            n.id: (n.labels or {}).get(key, "")
+            for n in client.network.list(filters={"label": label})
+        }
+    return containers, networks
 
 
-def label_values(label: str) -> dict[str, str]:
-    """Container and network ids -> the value of ``label``."""
-    client = DockerClient()
-    out: dict[str, str] = {}
-    with docker_errors("listing labelled objects"):
-        for c in client.container.list(all=True, filters={"label": label}):
-            out[c.id] = (c.config.labels or {}).get(label, "")
-        for n in client.network.list(filters={"label": label}):
-            out[n.id] = (n.labels or {}).get(label, "")
-    return out
-
-
-def remove(containers: Sequence[str], networks: Sequence[str]) -> None:
+def remove(containers: Iterable[str], networks: Iterable[str]) -> None:
     client = DockerClient()
     with docker_errors("removing containers"):
-        if containers:
-            client.container.remove(list(containers), force=True, volumes=True)
+        if ids := list(containers):
+            client.container.remove(ids, force=True, volumes=True)
     with docker_errors("removing networks"):
         for network in networks:
             client.network.remove(network)
-
-
-def stderr_tail(exc: EngineError, lines: int = 20) -> str:
-    return "\n".join(exc.stderr.splitlines()[-lines:])
-
-
-def interactive() -> bool:
-    return sys.stdin.isatty() and sys.stdout.isatty()

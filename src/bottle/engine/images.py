@@ -23,8 +23,6 @@ import subprocess
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from python_on_whales import docker
@@ -32,15 +30,13 @@ from python_on_whales.exceptions import DockerException
 
 from bottle.engine.errors import DOCKER_HINT, docker_errors
 from bottle.errors import BottleError, DockerUnavailable, ImageBuildError
-from bottle.images import ImageSpec, Provider, agent_image, custom_agent_image, sidecar_image
-from bottle.settings import Settings
+from bottle.images import ImageSpec
+from bottle.settings import Settings, package_version
 
 __all__ = [
     "BASE_REPO",
-    "BuiltImages",
     "Progress",
     "base_recipe_ref",
-    "build_all",
     "ensure_base",
     "ensure_image",
     "image_exists",
@@ -77,21 +73,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _ARG_BASE = re.compile(r"^\s*ARG\s+BASE\b", re.IGNORECASE | re.MULTILINE)
 
 
-@dataclass(frozen=True)
-class BuiltImages:
-    """Refs of the images one bottle runs."""
-
-    sidecar: str
-    agent: str
-
-
-def _bottle_version() -> str:
-    try:
-        return metadata.version("bot-bottle")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def _docker_cli() -> str:
     path = shutil.which("docker")
     if path is None:
@@ -124,7 +105,7 @@ def ensure_image(spec: ImageSpec, *, settings: Settings, progress: Progress) -> 
         dockerfile = Path(tmp) / "Dockerfile"
         dockerfile.write_text(spec.dockerfile, encoding="utf-8")
         argv = [_docker_cli(), "build", "--rm", "--force-rm", "-f", str(dockerfile), "-t", spec.ref]
-        argv += ["--label", f"bottle.version={_bottle_version()}"]
+        argv += ["--label", f"bottle.version={package_version()}"]
         argv += ["--label", f"bottle.image-inputs={spec.tag}"]
         if _ARG_BASE.search(spec.dockerfile):
             argv += ["--build-arg", f"BASE={base}"]
@@ -296,23 +277,6 @@ def _make_base(settings: Settings, ref: str, progress: Progress) -> None:
                 "BOTTLE_BASE_IMAGE to an image you have.",
             )
         progress(f"importing {tar.name} as {ref}")
-        changes = [*_BASE_CHANGES, f"LABEL bottle.version={_bottle_version()}"]
+        changes = [*_BASE_CHANGES, f"LABEL bottle.version={package_version()}"]
         with docker_errors(f"importing base image {ref}"):
             docker.image.import_(tar, tag=ref, changes=changes)
-
-
-def build_all(
-    settings: Settings,
-    provider: Provider,
-    progress: Progress,
-    *,
-    custom_dockerfile: Path | None = None,
-) -> BuiltImages:
-    """Make sure the sidecar image and the agent image (custom on top of ``provider``) exist."""
-    sidecar = ensure_image(sidecar_image(settings), settings=settings, progress=progress)
-    parent = agent_image(settings, provider)
-    agent = ensure_image(parent, settings=settings, progress=progress)
-    if custom_dockerfile is not None:
-        custom = custom_agent_image(settings, custom_dockerfile, parent)
-        agent = ensure_image(custom, settings=settings, progress=progress)
-    return BuiltImages(sidecar=sidecar, agent=agent)

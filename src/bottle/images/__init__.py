@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Literal
+from typing import get_args
 
 import bottle
 from bottle.errors import BottleError
+from bottle.manifest.models import ProviderKind
 from bottle.settings import Settings
 
 __all__ = [
@@ -43,11 +44,12 @@ __all__ = [
     "agent_image",
     "custom_agent_image",
     "dockerfile_text",
+    "plan_images",
     "sidecar_image",
 ]
 
-Provider = Literal["shell", "claude", "codex"]
-PROVIDERS: tuple[Provider, ...] = ("shell", "claude", "codex")
+Provider = ProviderKind
+PROVIDERS: tuple[Provider, ...] = get_args(ProviderKind)
 
 #: The most a custom agent Dockerfile's directory may hold (the build context).
 CUSTOM_CONTEXT_LIMIT = 64 * 1024 * 1024
@@ -227,3 +229,17 @@ def _read_context(directory: Path) -> tuple[dict[str, bytes], set[str]]:
             if os.access(path, os.X_OK):
                 executable.add(rel)
     return files, executable
+
+
+def plan_images(
+    settings: Settings, provider: Provider, dockerfile: Path | None = None
+) -> list[ImageSpec]:
+    """The images one bottle runs, parents first: sidecar, provider agent, custom agent.
+
+    The last one is the agent's image.
+    """
+    parent = agent_image(settings, provider)
+    specs = [sidecar_image(settings), parent]
+    if dockerfile is not None:
+        specs.append(custom_agent_image(settings, dockerfile, parent))
+    return specs

@@ -150,7 +150,7 @@ def apply_routes(instance: Instance, routes: Routes, *, timeout: float = 10.0) -
     disk is always what is in force.
     """
     path = routes_file(instance)
-    data = routes_yaml(Routes.model_validate(routes.model_dump()))
+    data = routes_yaml(routes)
     previous = path.read_bytes() if path.exists() else None
     atomic_write(path, data)
     try:

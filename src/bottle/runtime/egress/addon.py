@@ -486,7 +486,8 @@ class Egress:
                 reason = f"no route names host {shown_host}"
             self._refuse(flow, 403, "egress_refused", reason, HOW_TO_ASK)
             return
-        record["route"] = current.routes.routes.index(route)
+        # By identity: equal routes may repeat, and == on models is slow on this path.
+        record["route"] = next(i for i, r in enumerate(current.routes.routes) if r is route)
         record["dlp"] = route.dlp
 
         if route.dlp != "off":
