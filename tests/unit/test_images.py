@@ -294,7 +294,7 @@ def test_base_ref_is_a_hash_of_the_recipe(settings: Settings) -> None:
     assert base_recipe_ref(mirror) != ref
 
 
-def test_stream_passes_every_line_and_remembers_the_last_step() -> None:
+def test_stream_shows_steps_keeps_every_line_and_remembers_the_last_step() -> None:
     script = (
         "print('Step 1/2 : FROM x'); print('\\x1b[0mhello'); "
         "print('Step 2/2 : RUN false'); raise SystemExit(3)"
@@ -302,8 +302,8 @@ def test_stream_passes_every_line_and_remembers_the_last_step() -> None:
     seen: list[str] = []
     code, tail, step = _stream([sys.executable, "-c", script], seen.append)
     assert code == 3
-    assert seen == ["Step 1/2 : FROM x", "hello", "Step 2/2 : RUN false"]
-    assert tail == seen
+    assert seen == ["Step 1/2 : FROM x", "Step 2/2 : RUN false"]
+    assert tail == ["Step 1/2 : FROM x", "hello", "Step 2/2 : RUN false"]
     assert step == "Step 2/2 : RUN false"
 
 

@@ -143,7 +143,9 @@ def _write_context(spec: ImageSpec, context: Path) -> None:
 def _stream(
     argv: Sequence[str], progress: Progress, *, env: dict[str, str] | None = None
 ) -> tuple[int, list[str], str | None]:
-    """Run ``argv``, passing each output line to ``progress``.
+    """Run ``argv``, passing each ``Step N/M`` line to ``progress``.
+
+    The other lines (apt, pip, npm chatter) are kept only in the tail an error carries.
 
     Returns the exit code, the last output lines and the last ``Step N/M : …`` line seen.
     Ctrl-C (or any error in ``progress``) stops the child before it propagates.
@@ -168,7 +170,7 @@ def _stream(
             tail.append(line)
             if _STEP.match(line):
                 step = line
-            progress(line)
+                progress(line)
         code = proc.wait()
     return code, list(tail), step
 
