@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bottle import Bottle, InstanceStatus
+from tests.conftest import wait_for
 from tests.integration.conftest import cli, labelled, upstream
 
 pytestmark = pytest.mark.docker
@@ -25,16 +26,6 @@ curl -sS -o /dev/null -w 'wrongpath=%{http_code}\n' http://upstream.test/other
 curl -sS --noproxy '*' -m 5 http://192.0.2.1/ >/dev/null 2>&1; echo "direct=$?"
 getent hosts example.com >/dev/null; echo "dns=$?"
 """
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_topology_and_state_through_the_library(bottle_home: Path, workdir: Path) -> None:
@@ -84,7 +75,7 @@ def test_killed_session_is_preserved_then_cleaned_up(bottle_home: Path, workdir:
             rows = json.loads(cli("ls", "--json", cwd=workdir).stdout)
             return rows[0]["slug"] if rows and rows[0]["status"] == "running" else None
 
-        slug = wait_for(running, 300, "the instance to run")
+        slug = wait_for(running, 300, "the instance to run", poll=0.5)
         time.sleep(1)
         proc.kill()
         proc.wait(timeout=10)
@@ -111,7 +102,7 @@ def test_interrupt_during_start_takes_everything_down(bottle_home: Path, workdir
         slugs = [p.name for p in state_root.iterdir()] if state_root.is_dir() else []
         return slugs[0] if slugs and labelled("container", slugs[0]) else None
 
-    slug = wait_for(containers_exist, 300, "containers to be created")
+    slug = wait_for(containers_exist, 300, "containers to be created", poll=0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     meta = json.loads((state_root / slug / "metadata.json").read_text())

@@ -13,7 +13,7 @@ import pytest
 from bottle import Bottle, Route
 from bottle.operator import allow, approve, audit_log, proposal_queue, reject
 from bottle.sidecars import egress
-from tests.conftest import write
+from tests.conftest import wait_for, write
 from tests.integration.conftest import cli, upstream
 
 pytestmark = pytest.mark.docker
@@ -140,11 +140,7 @@ def test_egress_block_proposal_approved_then_audit_verifies(live) -> None:
         stdout=subprocess.PIPE, text=True,
     )
     queue = proposal_queue(live)
-    deadline = time.monotonic() + 30
-    while not queue.list(status="pending").proposals:
-        assert time.monotonic() < deadline, "no proposal filed"
-        time.sleep(0.1)
-    (proposal,) = queue.list(status="pending").proposals
+    (proposal,) = wait_for(lambda: queue.list(status="pending").proposals, 30, "the proposal")
     assert "auth" not in proposal.payload.model_dump()
     approve(live, proposal.id, reason="fine")
     answer, _ = proc.communicate(timeout=60)
@@ -172,11 +168,7 @@ def test_pipelock_rejection_and_pending_then_status(live) -> None:
         stdout=subprocess.PIPE, text=True, env={**os.environ},
     )
     queue = proposal_queue(live)
-    deadline = time.monotonic() + 30
-    while not queue.list(status="pending").proposals:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    (proposal,) = queue.list(status="pending").proposals
+    (proposal,) = wait_for(lambda: queue.list(status="pending").proposals, 30, "the proposal")
     reject(live, proposal.id, reason="not needed")
     answer, _ = proc.communicate(timeout=60)
     assert "rejected" in answer.lower() and "not needed" in answer

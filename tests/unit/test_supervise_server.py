@@ -26,6 +26,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
 from bottle.proposals import Proposal, ProposalQueue
+from tests.conftest import wait_for
 
 WAIT_S = 2.0
 AGENT_IMAGE = "bottle-agent:test"
@@ -38,16 +39,6 @@ class Server:
     routes_file: Path
     status_file: Path
     proc: subprocess.Popen[bytes]
-
-
-def _wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +75,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 return None
             return data if data.get("pid") == proc.pid else None
 
-        status = _wait_for(ready, 30, "supervise.json from the new server")
+        status = wait_for(ready, 30, "supervise.json from the new server")
         assert status["port"] > 0 and status["path"] == "/mcp"
         yield Server(
             url=f"http://127.0.0.1:{status['port']}/mcp",
@@ -138,7 +129,7 @@ def operator(
                         return p
                 return None
 
-            proposal = _wait_for(find, 15, "the proposal to be filed")
+            proposal = wait_for(find, 15, "the proposal to be filed")
             decided.append(queue.decide(proposal.id, **decision))
         except BaseException as exc:
             errors.append(exc)
@@ -356,7 +347,7 @@ def test_status_file_goes_away_on_stop(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for((status_dir / "supervise.json").exists, 30, "supervise.json")
+        wait_for((status_dir / "supervise.json").exists, 30, "supervise.json")
         proc.send_signal(signal.SIGTERM)
         # uvicorn re-raises the signal once it has shut down cleanly
         assert proc.wait(timeout=10) in (0, -signal.SIGTERM)
