@@ -90,6 +90,17 @@ def test_service_shape_for_every_sidecar_combination(
         assert agent["environment"]["API_TOKEN"] == "bottle-egress-injects-this"
 
 
+def test_supervise_wait_is_configurable_and_inherited(home: Path, repo: Path) -> None:
+    write(home / "bottles" / "base.md", "---\nsupervise: {wait: 3}\n---\n")
+    write(home / "bottles" / "b.md", "---\nextends: base\n---\n")
+    write(home / "bottles" / "off.md", "---\nextends: base\nsupervise: false\n---\n")
+    environment = render(plan_for(home, repo, "b"))["services"]["supervise"]["environment"]
+    assert "BOTTLE_SUPERVISE_WAIT=3" in environment
+    assert "supervise" not in render(plan_for(home, repo, "off"))["services"]
+    default = render(plan_for(home, repo, "default"))["services"]["supervise"]["environment"]
+    assert "BOTTLE_SUPERVISE_WAIT=30" in default
+
+
 def test_dump_is_stable_and_quotes_ambiguous_strings(home: Path, repo: Path) -> None:
     write(home / "bottles" / "b.md", "---\nenv: {A: 'yes', B: '1:20', C: '010', D: 'on'}\n---\n")
     plan = plan_for(home, repo, "b")

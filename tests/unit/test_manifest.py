@@ -66,7 +66,8 @@ def test_missing_parent_names_chain_and_file(home: Path, repo: Path) -> None:
     [
         ("---\nenv: [1, 2\n---\n", None, "bad YAML"),
         ("---\n- a\n---\n", None, "mapping"),
-        ("---\nsupervise: maybe\n---\n", "supervise", "bool"),
+        ("---\nsupervise: maybe\n---\n", "supervise", "true, false"),
+        ("---\nsupervise: {wait: 0}\n---\n", "supervise.wait", "greater than"),
         ("---\nfrobnicate: 1\n---\n", "frobnicate", "unknown key"),
         ("---\negress:\n  routes: [{host: 'http://x.com'}]\n---\n", "egress.routes.0.host", "host"),
         ("---\negress:\n  routes: [{host: x.com, paths: ['^(']}]\n---\n", "egress.routes.0.paths.0", "regex"),

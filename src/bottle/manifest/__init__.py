@@ -9,6 +9,7 @@ from bottle.manifest.models import (
     Egress,
     Git,
     GitRemote,
+    Supervise,
 )
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Git",
     "GitRemote",
     "Manifest",
+    "Supervise",
     "load_manifest",
     "merge",
 ]

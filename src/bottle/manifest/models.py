@@ -99,6 +99,18 @@ def _check_env_value(value: str) -> str:
 EnvValue = Annotated[str, AfterValidator(_check_env_value)]
 
 
+class Supervise(_Strict):
+    """The supervise sidecar: ``true``/``false``, or a mapping of its settings."""
+
+    enabled: bool = True
+    wait: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="seconds a filing tool waits for the operator before answering 'pending'",
+    )
+
+
 class BottleSpec(_Strict):
     """A bottle: the policy an agent runs under. Only the user's home may define one."""
 
@@ -108,7 +120,16 @@ class BottleSpec(_Strict):
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     egress: Egress | None = None
     git: Git | None = None
-    supervise: bool | None = None
+    supervise: Supervise | None = None
+
+    @field_validator("supervise", mode="before")
+    @classmethod
+    def _on_off(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return {"enabled": value}
+        if value is not None and not isinstance(value, dict | Supervise):
+            raise ValueError("give true, false or settings such as {wait: 30}")
+        return value
 
     @field_validator("extends", mode="before")
     @classmethod
