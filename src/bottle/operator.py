@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from bottle.audit import AuditLog
+from bottle.capability import Progress, replace_agent_image
 from bottle.errors import ApplyError, BottleError
 from bottle.instance import Instance
 from bottle.policy import Route, Routes
@@ -25,7 +27,6 @@ from bottle.proposals import (
 )
 from bottle.settings import Settings
 from bottle.sidecars import egress
-from bottle.state import atomic_write
 
 
 def operator_name() -> str:
@@ -41,6 +42,35 @@ def proposal_queue(instance: Instance) -> ProposalQueue:
 
 def audit_log(instance: Instance) -> AuditLog:
     return AuditLog(instance.state.audit_log)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A pending proposal and the running instance it belongs to."""
+
+    slug: str
+    proposal: Proposal
+
+
+def pending_proposals(
+    settings: Settings | None = None,
+) -> tuple[list[Pending], list[str]]:
+    """Pending proposals of every running instance, oldest instance first, and the problems.
+
+    A proposal file that cannot be read is named in the problems and otherwise skipped: one
+    bad file never hides the rest of the queue.
+    """
+    from bottle.instances import instances
+
+    found: list[Pending] = []
+    problems: list[str] = []
+    for info in instances(settings):
+        if info.status != "running":
+            continue
+        listing = proposal_queue(Instance.open(info.slug, settings=settings)).list("pending")
+        problems += [f"{info.slug}: {problem}" for problem in listing.problems]
+        found += [Pending(info.slug, proposal) for proposal in listing.proposals]
+    return found, problems
 
 
 def allow(instance: Instance, route: Route, *, by: str | None = None, reason: str = "") -> Routes:
@@ -73,8 +103,13 @@ def approve(
     reason: str | None = None,
     edited_payload: Mapping[str, Any] | None = None,
     settings: Settings | None = None,
+    progress: Progress | None = None,
 ) -> Proposal:
-    """Apply an approved proposal to the live instance, then record the decision."""
+    """Apply an approved proposal to the live instance, then record the decision.
+
+    ``edited_payload`` replaces what the agent asked for (validated like a new proposal);
+    ``progress`` gets the lines of a capability build.
+    """
     queue = proposal_queue(instance)
     proposal = queue.get(proposal_id)
     if proposal.status != "pending":
@@ -95,7 +130,9 @@ def approve(
             egress.apply_routes(instance, after)
         elif isinstance(payload, CapabilityBlock):
             before = agent_image
-            after = replace_agent_image(instance, payload.dockerfile, settings=settings)
+            after = replace_agent_image(
+                instance, payload.dockerfile, settings=settings, progress=progress
+            )
     except BottleError as exc:
         raise ApplyError(
             f"proposal {proposal_id} could not be applied: {exc.message}",
@@ -134,42 +171,3 @@ def reject(instance: Instance, proposal_id: int, *, reason: str, by: str | None 
         reason=reason,
     )
     return decided
-
-
-def replace_agent_image(
-    instance: Instance, dockerfile: str, *, settings: Settings | None = None
-) -> str:
-    """Build ``dockerfile`` on the agent's image and recreate the agent container alone.
-
-    Sidecars, networks, routes and state stay; the transcript lives in a bind mount and so
-    survives. The Dockerfile is kept in the state dir and ``docker-compose.yml`` names the
-    new image, so the state directory still tells what runs.
-    """
-    from ruamel.yaml import YAML
-
-    from bottle.compose import dump_yaml
-    from bottle.engine.images import ensure_image
-    from bottle.images import ImageSpec
-
-    settings = settings or Settings.from_env()
-    metadata = instance.metadata
-    current = metadata.images["agent"]
-    spec = ImageSpec(
-        repo="bottle-agent-capability",
-        dockerfile=dockerfile,
-        files={},
-        build_args={"BOTTLE_AGENT_IMAGE": current},
-        base=current,
-    )
-    ref = ensure_image(spec, settings=settings, progress=lambda _line: None)
-    capabilities = instance.state.path / "capabilities"
-    atomic_write(capabilities / f"{spec.tag}.Dockerfile", dockerfile)
-    compose_file = instance.state.compose_file
-    spec_data = YAML(typ="safe", pure=True).load(compose_file.read_text())
-    spec_data["services"]["agent"]["image"] = ref
-    atomic_write(compose_file, dump_yaml(spec_data))
-    instance.compose.up_service("agent", env={}, wait_timeout=60)
-    instance.state.write_metadata(
-        instance.metadata.model_copy(update={"images": {**metadata.images, "agent": ref}})
-    )
-    return ref

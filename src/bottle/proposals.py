@@ -301,6 +301,19 @@ def check_dockerfile(text: str, *, base_ref: str | None, any_literal_base: bool 
         raise ValueError(f"the Dockerfile has no instructions: start it with {wanted}")
 
 
+def buildable_dockerfile(text: str) -> str:
+    """``text`` with ``ARG BOTTLE_AGENT_IMAGE`` declared first, as ``docker build`` needs.
+
+    An agent writes ``FROM ${BOTTLE_AGENT_IMAGE}`` alone; a FROM can only use an ARG
+    declared before it, so the declaration is added when the text lacks it.
+    """
+    for _number, line in _logical_lines(text):
+        if re.fullmatch(rf"ARG\s+{AGENT_IMAGE_ARG}(=\S*)?", line.strip(), flags=re.IGNORECASE):
+            return text
+        break
+    return f"ARG {AGENT_IMAGE_ARG}\n{text}"
+
+
 # --------------------------------------------------------------------------- proposals
 
 

@@ -18,6 +18,7 @@ from bottle.proposals import (
     PipelockBlock,
     Proposal,
     ProposalQueue,
+    buildable_dockerfile,
     check_dockerfile,
     describe,
     validate_payload,
@@ -166,6 +167,21 @@ def test_literal_base_needs_the_exact_ref() -> None:
     with pytest.raises(ValueError, match="not the agent image"):
         check_dockerfile(f"FROM {AGENT}\n", base_ref=None)
     check_dockerfile(f"FROM {AGENT}\n", base_ref=AGENT)
+
+
+@pytest.mark.parametrize(
+    ("text", "added"),
+    [
+        ("FROM ${BOTTLE_AGENT_IMAGE}\nRUN true\n", True),
+        ("# tools\nFROM ${BOTTLE_AGENT_IMAGE}\n", True),
+        ("ARG BOTTLE_AGENT_IMAGE\nFROM ${BOTTLE_AGENT_IMAGE}\n", False),
+        ("# tools\narg BOTTLE_AGENT_IMAGE\nFROM $BOTTLE_AGENT_IMAGE\n", False),
+    ],
+)
+def test_buildable_dockerfile_declares_the_base_arg_once(text: str, added: bool) -> None:
+    built = buildable_dockerfile(text)
+    assert built == ("ARG BOTTLE_AGENT_IMAGE\n" + text if added else text)
+    check_dockerfile(built, base_ref=AGENT)  # still a Dockerfile bottle accepts
 
 
 # ----------------------------------------------------------------------------- the queue

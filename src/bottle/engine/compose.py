@@ -182,6 +182,15 @@ class ComposeProject:
             )
         return states
 
+    def service_env(self, service: str) -> dict[str, str]:
+        """The environment ``service``'s container runs with, as compose resolved it."""
+        with docker_errors(f"reading the environment of {service}"):
+            containers = self._docker.compose.ps(services=[service])
+        if not containers:
+            raise EngineError(f"{service} of {self.project} has no container", argv=[])
+        pairs = (item.partition("=") for item in containers[0].config.env or [])
+        return {name: value for name, _, value in pairs}
+
     def exec(
         self,
         service: str,
