@@ -13,7 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
-from bottle_cli import output
+from bottle_cli import decisions, output
+from bottle_cli.params import JsonOpt, SlugArg
+from bottle_cli.params import open_instance as _open
 
 app = typer.Typer(
     name="bottle",
@@ -24,17 +26,11 @@ app = typer.Typer(
     rich_markup_mode=None,
     add_completion=False,
 )
-egress_app = typer.Typer(
-    help="The egress sidecar: routes, reload, decision log.", no_args_is_help=True
-)
-app.add_typer(egress_app, name="egress")
 
 AgentArg = Annotated[str, typer.Argument(help="agent name (see 'bottle agents')")]
 BottleOpt = Annotated[
     str | None, typer.Option("--bottle", "-b", help="bottle to use instead of the agent's own")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print plain JSON on stdout")]
-SlugArg = Annotated[str, typer.Argument(help="instance slug (or a unique prefix; see 'bottle ls')")]
 
 
 def _settings() -> Any:
@@ -70,12 +66,6 @@ def _argv(cmd: list[str]) -> list[str]:
     if not argv:
         raise typer.BadParameter("give the command to run after --", param_hint="CMD")
     return argv
-
-
-def _open(slug: str) -> Any:
-    from bottle.instances import resolve
-
-    return resolve(slug)
 
 
 # -- the pure half ---------------------------------------------------------------------------
@@ -278,171 +268,7 @@ def cleanup(
     output.progress("cleaned up")
 
 
-# -- egress and the operator's decisions ----------------------------------------------------
-
-audit_app = typer.Typer(
-    help="The tamper-evident audit log of operator decisions.", no_args_is_help=True
-)
-app.add_typer(audit_app, name="audit")
-
-
-@egress_app.command("reload")
-def egress_reload(slug: SlugArg) -> None:
-    """Validate live-config/egress/routes.yaml, SIGHUP egress, confirm the new table is live."""
-    from bottle.sidecars import egress
-
-    status = egress.reload(_open(slug))
-    output.progress(f"egress generation {status.generation} is live")
-
-
-@egress_app.command("routes")
-def egress_routes(slug: SlugArg, json_: JsonOpt = False) -> None:
-    """Show the routes in force."""
-    from bottle.sidecars import egress
-
-    routes = egress.load_routes(_open(slug))
-    if json_:
-        output.print_json(routes.model_dump(mode="json")["routes"])
-        return
-    output.out.print(egress.routes_yaml(routes).decode(), end="", markup=False)
-
-
-@egress_app.command("log")
-def egress_log(
-    slug: SlugArg,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
-    json_: JsonOpt = False,
-) -> None:
-    """The decision log: one line per request (never a secret)."""
-    import json as _json
-    import time
-
-    path = _open(slug).state.egress_log
-    lines = path.read_text().splitlines() if path.exists() else []
-    if json_ and not follow:
-        output.print_json([_json.loads(line) for line in lines if line.strip()])
-        return
-
-    def show(line: str) -> None:
-        if json_:
-            print(line, flush=True)
-            return
-        e = _json.loads(line)
-        output.out.print(
-            f"{e.get('time', '')} {e.get('decision', ''):9} {e.get('method', '')} "
-            f"{e.get('host', '')}{e.get('path', '')}  {e.get('reason') or ''}",
-            markup=False,
-        )
-
-    for line in lines:
-        show(line)
-    if follow:
-        with path.open() as handle:
-            handle.seek(0, 2)
-            while True:
-                line = handle.readline()
-                if line:
-                    show(line.rstrip("\n"))
-                else:
-                    time.sleep(0.2)
-
-
-@app.command()
-def allow(
-    slug: SlugArg,
-    host: Annotated[str, typer.Argument(help="host to allow, e.g. api.example.com")],
-    path: Annotated[list[str] | None, typer.Option("--path", help="path prefix or ^regex")] = None,
-    method: Annotated[list[str] | None, typer.Option("--method", help="HTTP method")] = None,
-    reason: Annotated[str, typer.Option(help="why, for the audit log")] = "",
-) -> None:
-    """Add a route to a running instance (no restart) and audit it."""
-    from pydantic import ValidationError
-
-    from bottle.errors import ApplyError
-    from bottle.operator import allow as allow_route
-    from bottle.policy import Route
-
-    try:
-        route = Route(host=host, paths=tuple(path or ()), methods=tuple(method or ()))
-    except ValidationError as exc:
-        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise ApplyError(message, hint="Give a bare host name, paths starting with '/'.") from None
-    allow_route(_open(slug), route, reason=reason)
-    output.progress(f"allowed {host} in {slug}")
-
-
-@app.command()
-def queue(json_: JsonOpt = False) -> None:
-    """Pending proposals of every instance."""
-    from bottle.instances import instances
-    from bottle.operator import proposal_queue
-
-    rows = []
-    for info in instances():
-        if info.status != "running":
-            continue
-        listing = proposal_queue(_open(info.slug)).list(status="pending")
-        for problem in listing.problems:
-            output.warn(f"{info.slug}: {problem}")
-        for p in listing.proposals:
-            rows.append({"slug": info.slug, **p.model_dump(mode="json")})
-    if json_:
-        output.print_json(rows)
-        return
-    output.table(
-        ["slug", "id", "tool", "what", "justification"],
-        [
-            [r["slug"], str(r["id"]), r["tool"], _what(r["payload"]), r["justification"]]
-            for r in rows
-        ],
-    )
-
-
-def _what(payload: dict[str, Any]) -> str:
-    if "dockerfile" in payload:
-        return f"Dockerfile ({len(payload['dockerfile'].splitlines())} lines)"
-    return str(payload.get("url") or payload.get("host", ""))
-
-
-@app.command()
-def approve(
-    slug: SlugArg,
-    proposal_id: Annotated[int, typer.Argument(help="proposal id (see 'bottle queue')")],
-    reason: Annotated[str | None, typer.Option(help="why, for the audit log")] = None,
-) -> None:
-    """Apply a pending proposal to the live instance, then tell the agent."""
-    from bottle.operator import approve as approve_proposal
-
-    decided = approve_proposal(_open(slug), proposal_id, reason=reason)
-    output.progress(f"proposal {decided.id} approved and applied")
-
-
-@app.command()
-def reject(
-    slug: SlugArg,
-    proposal_id: Annotated[int, typer.Argument(help="proposal id")],
-    reason: Annotated[str, typer.Option(help="why: the agent reads this")],
-) -> None:
-    """Refuse a pending proposal; the agent is told the reason."""
-    from bottle.operator import reject as reject_proposal
-
-    reject_proposal(_open(slug), proposal_id, reason=reason)
-    output.progress(f"proposal {proposal_id} rejected")
-
-
-@audit_app.command("verify")
-def audit_verify(slug: SlugArg) -> None:
-    """Check the hash chain of an instance's audit log; exit 1 if anything was changed."""
-    from bottle.operator import audit_log
-
-    result = audit_log(_open(slug)).verify()
-    if not result.ok:
-        output.error(
-            f"audit log broken at line {result.first_bad_line}: {result.problem}",
-            "The log was changed after it was written; keep the file for investigation.",
-        )
-        raise typer.Exit(1)
-    output.progress(f"audit log intact: {result.entries} entries")
+decisions.register(app)
 
 
 # -- entry point -----------------------------------------------------------------------------

@@ -1,0 +1,285 @@
+"""The operator's commands: egress routes and log, the proposal queue, decisions, the audit log.
+
+Every change goes through ``bottle.operator``: validate, apply live, then audit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from bottle_cli import output
+from bottle_cli.params import JsonOpt, SlugArg, open_instance
+
+if TYPE_CHECKING:
+    from bottle.operator import Pending
+    from bottle.proposals import Proposal
+
+egress_app = typer.Typer(
+    help="The egress sidecar: routes, reload, decision log.", no_args_is_help=True
+)
+routes_app = typer.Typer(help="The live routes of an instance: show, edit.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="The tamper-evident audit log of operator decisions.", no_args_is_help=True
+)
+
+#: How often ``bottle queue --watch`` looks for new proposals, in seconds.
+WATCH_INTERVAL = 1.0
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(egress_app, name="egress")
+    app.add_typer(routes_app, name="routes")
+    app.add_typer(audit_app, name="audit")
+    for command in (allow, queue, approve, reject):
+        app.command()(command)
+
+
+# -- egress ----------------------------------------------------------------------------------
+
+
+@egress_app.command("reload")
+def egress_reload(slug: SlugArg) -> None:
+    """Validate live-config/egress/routes.yaml, SIGHUP egress, confirm the new table is live."""
+    from bottle.sidecars import egress
+
+    status = egress.reload(open_instance(slug))
+    output.progress(f"egress generation {status.generation} is live")
+
+
+@egress_app.command("routes")
+@routes_app.command("show")
+def routes_show(slug: SlugArg, json_: JsonOpt = False) -> None:
+    """Show the routes in force."""
+    from bottle.sidecars import egress
+
+    routes = egress.load_routes(open_instance(slug))
+    if json_:
+        output.print_json(routes.model_dump(mode="json")["routes"])
+        return
+    output.out.print(egress.routes_yaml(routes).decode(), end="", markup=False)
+
+
+@routes_app.command("edit")
+def routes_edit(
+    slug: SlugArg,
+    reason: Annotated[str, typer.Option(help="why, for the audit log")] = "",
+) -> None:
+    """Edit the live routes in $EDITOR; they are validated, applied without a restart, audited."""
+    from bottle.errors import ApplyError
+    from bottle.operator import set_routes
+    from bottle.sidecars import egress
+    from bottle_cli.editor import edit_text
+
+    instance = open_instance(slug)
+    current = egress.routes_file(instance).read_text()
+    edited = edit_text(current, extension=".yaml")
+    if edited is None or edited == current:
+        output.progress("routes unchanged")
+        return
+    try:
+        routes = egress.parse_routes(edited.encode(), source="the edited routes")
+    except ApplyError as exc:
+        raise ApplyError(
+            exc.message, hint="Nothing changed; run 'bottle routes edit' again to fix it."
+        ) from None
+    set_routes(instance, routes, reason=reason)
+    output.progress(f"routes of {instance.slug} are live ({len(routes.routes)} routes)")
+
+
+@egress_app.command("log")
+def egress_log(
+    slug: SlugArg,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """The decision log: one line per request (never a secret)."""
+    path = open_instance(slug).state.egress_log
+    lines = path.read_text().splitlines() if path.exists() else []
+    if json_ and not follow:
+        output.print_json([json.loads(line) for line in lines if line.strip()])
+        return
+
+    def show(line: str) -> None:
+        if json_:
+            print(line, flush=True)
+            return
+        e = json.loads(line)
+        output.out.print(
+            f"{e.get('time', '')} {e.get('decision', ''):9} {e.get('method', '')} "
+            f"{e.get('host', '')}{e.get('path', '')}  {e.get('reason') or ''}",
+            markup=False,
+        )
+
+    for line in lines:
+        show(line)
+    if follow:
+        with path.open() as handle:
+            handle.seek(0, 2)
+            while True:
+                line = handle.readline()
+                if line:
+                    show(line.rstrip("\n"))
+                else:
+                    time.sleep(0.2)
+
+
+# -- the operator's decisions ----------------------------------------------------------------
+
+
+def allow(
+    slug: SlugArg,
+    host: Annotated[str, typer.Argument(help="host to allow, e.g. api.example.com")],
+    path: Annotated[list[str] | None, typer.Option("--path", help="path prefix or ^regex")] = None,
+    method: Annotated[list[str] | None, typer.Option("--method", help="HTTP method")] = None,
+    reason: Annotated[str, typer.Option(help="why, for the audit log")] = "",
+) -> None:
+    """Add a route to a running instance (no restart) and audit it."""
+    from pydantic import ValidationError
+
+    from bottle.errors import ApplyError
+    from bottle.operator import allow as allow_route
+    from bottle.policy import Route
+
+    try:
+        route = Route(host=host, paths=tuple(path or ()), methods=tuple(method or ()))
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ApplyError(message, hint="Give a bare host name, paths starting with '/'.") from None
+    allow_route(open_instance(slug), route, reason=reason)
+    output.progress(f"allowed {host} in {slug}")
+
+
+def queue(
+    json_: JsonOpt = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="keep printing new proposals until Ctrl-C")
+    ] = False,
+) -> None:
+    """Pending proposals of every running instance."""
+    from bottle.operator import pending_proposals
+
+    found, problems = pending_proposals()
+    for problem in problems:
+        output.warn(problem)
+    if not watch:
+        if json_:
+            output.print_json([_row(item) for item in found])
+        else:
+            _table(found)
+        return
+    # Watching: one line (or one JSON object) per new proposal, as they are filed.
+    seen: set[tuple[str, int]] = set()
+    warned = set(problems)
+    try:
+        while True:
+            fresh = [p for p in found if (p.slug, p.proposal.id) not in seen]
+            for item in fresh:
+                seen.add((item.slug, item.proposal.id))
+                if json_:
+                    print(json.dumps(_row(item), sort_keys=True), flush=True)
+                else:
+                    _table([item])
+            time.sleep(WATCH_INTERVAL)
+            found, problems = pending_proposals()
+            for problem in set(problems) - warned:
+                output.warn(problem)
+            warned |= set(problems)
+    except KeyboardInterrupt:
+        return
+
+
+def _row(item: Pending) -> dict[str, Any]:
+    return {"slug": item.slug, **item.proposal.model_dump(mode="json")}
+
+
+def _table(items: list[Pending]) -> None:
+    output.table(
+        ["slug", "id", "tool", "what", "justification"],
+        [
+            [
+                i.slug,
+                str(i.proposal.id),
+                i.proposal.tool,
+                i.proposal.payload.summary(),
+                i.proposal.justification,
+            ]
+            for i in items
+        ],
+    )
+
+
+def approve(
+    slug: SlugArg,
+    proposal_id: Annotated[int, typer.Argument(help="proposal id (see 'bottle queue')")],
+    reason: Annotated[str | None, typer.Option(help="why, for the audit log")] = None,
+    edit: Annotated[
+        bool, typer.Option("--edit", help="edit the request in $EDITOR before approving it")
+    ] = False,
+) -> None:
+    """Apply a pending proposal to the live instance, then tell the agent."""
+    from bottle.operator import approve as approve_proposal
+    from bottle.operator import proposal_queue
+
+    instance = open_instance(slug)
+    edited = None
+    if edit:
+        edited = _edited_payload(proposal_queue(instance).get(proposal_id), instance.slug)
+        if edited is None:
+            output.progress(f"proposal {proposal_id} left pending (the edited file was empty)")
+            raise typer.Exit(1)
+    decided = approve_proposal(
+        instance, proposal_id, reason=reason, edited_payload=edited, progress=output.progress
+    )
+    what = " (as edited)" if decided.decision and decided.decision.edited else ""
+    output.progress(f"proposal {decided.id} approved and applied{what}")
+
+
+def _edited_payload(proposal: Proposal, slug: str) -> dict[str, Any] | None:
+    from bottle_cli.editor import edit_text, parse_payload, payload_yaml
+
+    header = (
+        f"Proposal {proposal.id} of {slug}: {proposal.tool}\n"
+        f"Justification: {proposal.justification}\n"
+        "Edit the request below; saving approves what the file says.\n"
+        "An empty file leaves the proposal pending."
+    )
+    payload = proposal.payload.model_dump(mode="json", exclude={"tool"})
+    text = payload_yaml(header, payload)
+    edited = edit_text(text, extension=".yaml")
+    if edited is None or edited == text:
+        return payload
+    return parse_payload(edited)
+
+
+def reject(
+    slug: SlugArg,
+    proposal_id: Annotated[int, typer.Argument(help="proposal id")],
+    reason: Annotated[str, typer.Option(help="why: the agent reads this")],
+) -> None:
+    """Refuse a pending proposal; the agent is told the reason."""
+    from bottle.operator import reject as reject_proposal
+
+    reject_proposal(open_instance(slug), proposal_id, reason=reason)
+    output.progress(f"proposal {proposal_id} rejected")
+
+
+# -- the audit log ---------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def audit_verify(slug: SlugArg) -> None:
+    """Check the hash chain of an instance's audit log; exit 1 if anything was changed."""
+    from bottle.operator import audit_log
+
+    result = audit_log(open_instance(slug)).verify()
+    if not result.ok:
+        output.error(
+            f"audit log broken at line {result.first_bad_line}: {result.problem}",
+            "The log was changed after it was written; keep the file for investigation.",
+        )
+        raise typer.Exit(1)
+    output.progress(f"audit log intact: {result.entries} entries")
