@@ -84,7 +84,13 @@ def workdir(tmp_path: Path) -> Path:
     return path
 
 
-def cli(*args: str, cwd: Path, timeout: float = 600, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str,
+    cwd: Path,
+    timeout: float = 600,
+    env_extra: dict[str, str] | None = None,
+    **kwargs: object,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bottle_cli", *args],
         cwd=cwd,
@@ -92,7 +98,7 @@ def cli(*args: str, cwd: Path, timeout: float = 600, **kwargs: object) -> subpro
         text=True,
         timeout=timeout,
         check=False,
-        env={**os.environ},
+        env={**os.environ, **(env_extra or {})},
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -120,3 +126,40 @@ def upstream(project: str, *, image: str) -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+# A minimal MCP client (streamable HTTP, JSON-RPC) for the agent: the shell image has
+# python3 but no MCP SDK, as an agent's own tools would not.
+MCP_CLIENT = r"""
+import json, sys, urllib.request
+URL = "http://supervise:8765/mcp"
+def rpc(method, params, ident=1):
+    body = json.dumps({"jsonrpc": "2.0", "id": ident, "method": method, "params": params}).encode()
+    req = urllib.request.Request(URL, body, {"content-type": "application/json",
+        "accept": "application/json, text/event-stream"})
+    text = urllib.request.urlopen(req, timeout=60).read().decode()
+    for line in text.splitlines():
+        if line.startswith("data:"):
+            text = line[5:]
+    return json.loads(text)
+rpc("initialize", {"protocolVersion": "2025-03-26", "capabilities": {},
+    "clientInfo": {"name": "probe", "version": "1"}})
+name, args = sys.argv[1], json.loads(sys.argv[2])
+out = rpc("tools/call", {"name": name, "arguments": args}, 2)
+print(json.dumps(out))
+"""
+
+
+def curl(instance, url: str) -> str:
+    return instance.exec(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", url], capture=True
+    ).stdout
+
+
+def mcp(instance, tool: str, args: dict) -> str:
+    result = instance.exec(
+        ["python3", "-c", MCP_CLIENT, tool, json.dumps(args)], capture=True
+    )
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    return " ".join(c.get("text", "") for c in data["result"]["content"])

@@ -14,7 +14,7 @@ from bottle import Bottle, Route
 from bottle.operator import allow, approve, audit_log, proposal_queue, reject
 from bottle.sidecars import egress
 from tests.conftest import wait_for, write
-from tests.integration.conftest import cli, upstream
+from tests.integration.conftest import MCP_CLIENT, cli, curl, mcp, upstream
 
 pytestmark = pytest.mark.docker
 
@@ -31,43 +31,6 @@ egress:
       auth: {scheme: bearer, token_ref: IT_UPSTREAM_TOKEN}
 ---
 """
-
-# A minimal MCP client (streamable HTTP, JSON-RPC) for the agent: the shell image has
-# python3 but no MCP SDK, as an agent's own tools would not.
-MCP_CLIENT = r"""
-import json, sys, urllib.request
-URL = "http://supervise:8765/mcp"
-def rpc(method, params, ident=1):
-    body = json.dumps({"jsonrpc": "2.0", "id": ident, "method": method, "params": params}).encode()
-    req = urllib.request.Request(URL, body, {"content-type": "application/json",
-        "accept": "application/json, text/event-stream"})
-    text = urllib.request.urlopen(req, timeout=60).read().decode()
-    for line in text.splitlines():
-        if line.startswith("data:"):
-            text = line[5:]
-    return json.loads(text)
-rpc("initialize", {"protocolVersion": "2025-03-26", "capabilities": {},
-    "clientInfo": {"name": "probe", "version": "1"}})
-name, args = sys.argv[1], json.loads(sys.argv[2])
-out = rpc("tools/call", {"name": name, "arguments": args}, 2)
-print(json.dumps(out))
-"""
-
-
-def curl(instance, url: str) -> str:
-    return instance.exec(
-        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", url], capture=True
-    ).stdout
-
-
-def mcp(instance, tool: str, args: dict) -> str:
-    result = instance.exec(
-        ["python3", "-c", MCP_CLIENT, tool, json.dumps(args)], capture=True
-    )
-    assert result.exit_code == 0, result.stderr
-    data = json.loads(result.stdout)
-    return " ".join(c.get("text", "") for c in data["result"]["content"])
-
 
 @pytest.fixture
 def live(bottle_home: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch):

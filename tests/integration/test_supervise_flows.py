@@ -1,0 +1,220 @@
+"""supervise on a real instance: the pending answer, capability-block, the operator's CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bottle import Bottle
+from bottle.operator import approve, proposal_queue
+from bottle.sidecars import egress
+from tests.conftest import write
+from tests.integration.conftest import cli, curl, mcp, upstream
+
+pytestmark = pytest.mark.docker
+
+# supervise answers "pending" after 2 s, so a test needs no 30 s wait.
+QUICK_BOTTLE = """---
+agent: {provider: shell}
+supervise: {wait: 2}
+env:
+  ANSWER: "?What is the answer"
+  COPIED: "${IT_COPIED}"
+egress:
+  routes:
+    - {host: upstream.test, paths: [/allowed/], methods: [GET]}
+---
+"""
+
+TOOL_DOCKERFILE = """FROM ${BOTTLE_AGENT_IMAGE}
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends jq \\
+ && rm -rf /var/lib/apt/lists/*
+"""
+
+
+@pytest.fixture
+def quick(bottle_home: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch):
+    write(bottle_home / "bottles" / "quick.md", QUICK_BOTTLE)
+    write(bottle_home / "agents" / "quick.md", "---\nbottle: quick\n---\n")
+    monkeypatch.setenv("IT_COPIED", "from the host")
+    instance = Bottle("quick", cwd=workdir).start(ask=lambda _name, _question: "forty-two")
+    try:
+        meta = instance.metadata
+        with upstream(meta.compose_project, image=meta.images["sidecar"]):
+            yield instance
+    finally:
+        instance.stop()
+
+
+def _id(answer: str) -> int:
+    match = re.search(r"\bid (\d+)", answer)
+    assert match, answer
+    return int(match.group(1))
+
+
+def test_timeout_answers_pending_and_status_reports_the_decision_later(quick) -> None:
+    answer = mcp(quick, "pipelock-block", {"url": "http://upstream.test/later/x",
+                                           "justification": "the tests need it"})
+    assert answer.startswith("pending") and "proposal-status" in answer
+    proposal_id = _id(answer)
+    assert "pending" in mcp(quick, "proposal-status", {"id": proposal_id})
+    assert curl(quick, "http://upstream.test/later/x") == "403"
+    approve(quick, proposal_id, reason="ok")
+    status = mcp(quick, "proposal-status", {"id": proposal_id})
+    assert "approved and applied" in status and "upstream.test" in status
+    assert curl(quick, "http://upstream.test/later/x") == "200"
+
+
+def test_capability_block_replaces_the_agent_alone(quick) -> None:
+    before = {s.service: s.container_id for s in quick.compose.ps()}
+    old_image = quick.metadata.images["agent"]
+    assert quick.exec(["sh", "-c", "command -v jq"], capture=True).exit_code != 0
+    assert quick.exec(["sh", "-c", "echo kept > /run/bottle/transcript/notes.txt"]).exit_code == 0
+
+    # A comment of its own gives this run a new image tag, so the build (and its progress)
+    # happens even when an earlier run left the image behind.
+    dockerfile = TOOL_DOCKERFILE.replace("\nRUN", f"\n# run {uuid.uuid4().hex}\nRUN", 1)
+    answer = mcp(quick, "capability-block", {"dockerfile": dockerfile,
+                                             "justification": "I need jq to read JSON"})
+    assert answer.startswith("pending"), answer
+    lines: list[str] = []
+    approve(quick, _id(answer), reason="jq is fine", progress=lines.append)
+    assert any(line.startswith("Step ") for line in lines), lines
+
+    after = {s.service: s.container_id for s in quick.compose.ps()}
+    assert after["agent"] != before["agent"]
+    assert {k: v for k, v in after.items() if k != "agent"} == {
+        k: v for k, v in before.items() if k != "agent"
+    }
+    assert quick.exec(["jq", "--version"], capture=True).stdout.startswith("jq-")
+    notes = quick.exec(["cat", "/run/bottle/transcript/notes.txt"], capture=True)
+    assert notes.stdout == "kept\n"
+    (snapshot,) = (quick.state.path / "snapshots").iterdir()
+    assert (snapshot / "notes.txt").read_text() == "kept\n"
+    # The values compose had at start (a ?question answer, a host variable) came along.
+    env = quick.exec(["sh", "-c", 'echo "$ANSWER|$COPIED"'], capture=True).stdout
+    assert env == "forty-two|from the host\n"
+    # Networking is what it was: egress still decides.
+    assert curl(quick, "http://upstream.test/allowed/x") == "200"
+    assert curl(quick, "http://upstream.test/other/x") == "403"
+    # The state directory tells what runs now.
+    new_image = quick.metadata.images["agent"]
+    assert new_image != old_image and new_image.startswith("bottle-agent-capability:")
+    assert f"image: {new_image}" in quick.state.compose_file.read_text()
+    (recorded,) = (quick.state.path / "capabilities").glob("*.Dockerfile")
+    assert recorded.read_text() == "ARG BOTTLE_AGENT_IMAGE\n" + dockerfile
+    assert new_image.endswith(recorded.stem)
+    status = mcp(quick, "proposal-status", {"id": _id(answer)})
+    assert "approved and applied" in status
+    entry = json.loads(quick.state.audit_log.read_text().splitlines()[-1])
+    assert entry["tool"] == "capability-block" and new_image in entry["diff"]
+
+
+def test_capability_build_failure_goes_to_the_operator_and_stays_pending(quick) -> None:
+    before = {s.service: s.container_id for s in quick.compose.ps()}
+    broken = "FROM ${BOTTLE_AGENT_IMAGE}\nRUN echo about to fail && false\n"
+    answer = mcp(quick, "capability-block", {"dockerfile": broken, "justification": "j"})
+    proposal_id = _id(answer)
+    done = cli("approve", quick.slug, str(proposal_id), cwd=quick.state.path)
+    assert done.returncode == 2, done.stderr
+    assert "could not be applied" in done.stderr and "about to fail" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert proposal_queue(quick).get(proposal_id).status == "pending"
+    assert {s.service: s.container_id for s in quick.compose.ps()} == before
+
+
+def test_bad_proposals_are_refused_with_a_reason_and_never_queued(quick) -> None:
+    cases = [
+        ("capability-block", {"dockerfile": "FROM ${BOTTLE_AGENT_IMAGE}\nENTRYPOINT [\"sh\"]\n"},
+         "ENTRYPOINT is not allowed"),
+        ("capability-block", {"dockerfile": "FROM debian:stable\nRUN true\n"},
+         "not the agent image"),
+        ("egress-block", {"host": "not a host"}, "host"),
+        ("egress-block", {"host": "ok.test", "paths": ["^("]}, "regex"),
+    ]
+    for tool, args, words in cases:
+        answer = mcp(quick, tool, {**args, "justification": "j"})
+        assert words in answer, (tool, answer)
+    assert proposal_queue(quick).list().proposals == ()
+
+
+def _editor(directory: Path, name: str, script: str) -> str:
+    """An EDITOR command: a shell script that edits the file it is given ($1)."""
+    path = directory / name
+    path.write_text("#!/bin/sh\nset -e\n" + script + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_operator_cli_edits_before_approving_and_edits_routes(quick, tmp_path: Path) -> None:
+    answer = mcp(quick, "egress-block", {"host": "upstream.test", "paths": ["/asked/"],
+                                         "justification": "j"})
+    proposal_id = _id(answer)
+    # The editor narrows the request before it is approved.
+    editor = _editor(tmp_path, "narrow.sh", "sed -i -e 's|/asked/|/asked/narrow/|' \"$1\"")
+    done = cli("approve", quick.slug, str(proposal_id), "--edit", cwd=quick.state.path,
+               env_extra={"EDITOR": editor})
+    assert done.returncode == 0, done.stderr
+    assert curl(quick, "http://upstream.test/asked/narrow/x") == "200"
+    assert curl(quick, "http://upstream.test/asked/other") == "403"
+    decided = proposal_queue(quick).get(proposal_id)
+    assert decided.decision is not None and decided.decision.edited
+    status = mcp(quick, "proposal-status", {"id": proposal_id})
+    assert "edited" in status
+
+    # routes edit: the operator's editor appends a route; it is live without a restart.
+    ids = {s.service: s.container_id for s in quick.compose.ps()}
+    editor = _editor(tmp_path, "append.sh",
+                     "printf '%s\\n' '- host: upstream.test' '  paths: [/edited/]' >> \"$1\"")
+    done = cli("routes", "edit", quick.slug, cwd=quick.state.path, env_extra={"EDITOR": editor})
+    assert done.returncode == 0, done.stderr
+    assert curl(quick, "http://upstream.test/edited/x") == "200"
+    assert {s.service: s.container_id for s in quick.compose.ps()} == ids
+    assert json.loads(quick.state.audit_log.read_text().splitlines()[-1])["action"] == "edit-routes"
+
+    # A broken edit changes nothing and says why.
+    before = egress.load_routes(quick)
+    done = cli("routes", "edit", quick.slug, cwd=quick.state.path,
+               env_extra={"EDITOR": _editor(tmp_path, "bad.sh",
+                                            "echo 'routes: [{host: bad host}]' > \"$1\"")})
+    assert done.returncode == 2 and "nothing changed" in done.stderr.lower(), done.stderr
+    assert egress.load_routes(quick) == before
+
+
+def test_queue_reports_a_malformed_file_and_lists_the_rest(quick) -> None:
+    answer = mcp(quick, "egress-block", {"host": "upstream.test", "justification": "j"})
+    proposal_id = _id(answer)
+    (quick.state.proposals / "77.json").write_text("{ not json")
+    done = cli("queue", "--json", cwd=quick.state.path)
+    assert done.returncode == 0, done.stderr
+    assert "77.json" in done.stderr and "not JSON" in done.stderr
+    rows = json.loads(done.stdout)
+    assert [(r["slug"], r["id"]) for r in rows] == [(quick.slug, proposal_id)]
+
+
+def test_queue_watch_prints_each_new_proposal_once(quick) -> None:
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "bottle_cli", "queue", "--watch", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = _id(mcp(quick, "egress-block", {"host": "one.test", "justification": "j"}))
+        second = _id(mcp(quick, "egress-block", {"host": "two.test", "justification": "j"}))
+        assert watcher.stdout is not None
+        rows = [json.loads(watcher.stdout.readline()) for _ in range(2)]
+        assert [(r["id"], r["payload"]["host"]) for r in rows] == [
+            (first, "one.test"), (second, "two.test")
+        ]
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        _out, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0, err
+    assert "Traceback" not in err
