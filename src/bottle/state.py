@@ -11,6 +11,8 @@
     ca/ ca-private/      the bottle CA: public cert for the agent, key for egress alone
     logs/ status/        sidecar logs and status files
     proposals/           supervise's queue; audit.jsonl the operator's decisions
+    capabilities/        approved capability Dockerfiles, named by the tag of their image
+    snapshots/           the transcript as it was before each agent replacement
 """
 
 from __future__ import annotations

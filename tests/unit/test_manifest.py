@@ -161,3 +161,21 @@ def test_conflicting_auth_for_one_host(home: Path, repo: Path) -> None:
             environ={},
         )
     assert err.value.path == path and err.value.field == "egress.routes"
+
+
+def test_the_examples_in_docs_manifest_md_load(home: Path, repo: Path) -> None:
+    """docs/manifest.md shows every field; its two examples must stay valid files."""
+    import re
+
+    doc = (Path(__file__).parents[2] / "docs" / "manifest.md").read_text()
+    bottle_text, agent_text = re.findall(r"```yaml\n(.*?)```", doc, flags=re.DOTALL)
+    write(home / "bottles" / "base.md", "---\ndescription: parent\n---\n")
+    write(home / "bottles" / "github.md", bottle_text)
+    write(home / "bottles" / "agent.Dockerfile", "FROM ${BOTTLE_AGENT_IMAGE}\n")
+    write(home / "agents" / "reviewer.md", agent_text)
+    manifest = load_manifest(home=home, cwd=repo)
+    spec = manifest.resolve_bottle("github")
+    assert spec.egress is not None and len(spec.egress.routes) == 2
+    assert spec.git is not None and spec.git.remotes[0].push
+    assert spec.supervise is not None and spec.supervise.enabled
+    assert manifest.agent("reviewer").spec.bottle == "github"
