@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(egress_app, name="egress")
     app.add_typer(routes_app, name="routes")
     app.add_typer(audit_app, name="audit")
-    for command in (allow, queue, approve, reject):
+    for command in (allow, queue, approve, reject, view):
         app.command()(command)
 
 
@@ -212,6 +212,22 @@ def _table(items: list[Pending]) -> None:
     )
 
 
+def view() -> None:
+    """A full-screen view of pending proposals of every instance (a approve, r reject)."""
+    try:
+        from bottle_cli.view import QueueView
+    except ModuleNotFoundError as exc:
+        if exc.name != "textual":
+            raise
+        from bottle.errors import BottleError
+
+        raise BottleError(
+            "bottle view needs textual, which is not installed",
+            hint="pip install 'bot-bottle[tui]', or use 'bottle queue --watch'.",
+        ) from None
+    QueueView().run()
+
+
 def approve(
     slug: SlugArg,
     proposal_id: Annotated[int, typer.Argument(help="proposal id (see 'bottle queue')")],
@@ -227,7 +243,7 @@ def approve(
     instance = open_instance(slug)
     edited = None
     if edit:
-        edited = _edited_payload(proposal_queue(instance).get(proposal_id), instance.slug)
+        edited = edited_payload(proposal_queue(instance).get(proposal_id), instance.slug)
         if edited is None:
             output.progress(f"proposal {proposal_id} left pending (the edited file was empty)")
             raise typer.Exit(1)
@@ -238,7 +254,8 @@ def approve(
     output.progress(f"proposal {decided.id} approved and applied{what}")
 
 
-def _edited_payload(proposal: Proposal, slug: str) -> dict[str, Any] | None:
+def edited_payload(proposal: Proposal, slug: str) -> dict[str, Any] | None:
+    """The payload after the operator's editor; ``None`` when they emptied the file."""
     from bottle_cli.editor import edit_text, parse_payload, payload_yaml
 
     header = (

@@ -218,3 +218,40 @@ def test_queue_watch_prints_each_new_proposal_once(quick) -> None:
         _out, err = watcher.communicate(timeout=30)
     assert watcher.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_full_screen_view_approves_and_rejects(quick) -> None:
+    import asyncio
+
+    from bottle_cli.view import QueueView
+
+    allowed = _id(mcp(quick, "egress-block", {"host": "upstream.test", "paths": ["/viewed/"],
+                                              "justification": "j"}))
+    refused = _id(mcp(quick, "pipelock-block", {"url": "http://refused.test/",
+                                                "justification": "j"}))
+    queue = proposal_queue(quick)
+
+    async def until(pilot, check, what: str) -> None:
+        for _ in range(300):
+            if check():
+                return
+            await pilot.pause(0.1)
+        raise AssertionError(f"the view never showed {what}")
+
+    async def drive() -> None:
+        app = QueueView()
+        async with app.run_test(size=(140, 40)) as pilot:
+            await until(pilot, lambda: len(app.items) == 2, "both proposals")
+            assert app.selected_key() == f"{quick.slug}/{allowed}"
+            await pilot.press("a")
+            await until(pilot, lambda: queue.get(allowed).status == "approved", "the approval")
+            await until(pilot, lambda: list(app.items) == [f"{quick.slug}/{refused}"], "one left")
+            await pilot.press("r")
+            await pilot.press(*"not today")
+            await pilot.press("enter")
+            await until(pilot, lambda: queue.get(refused).status == "rejected", "the rejection")
+
+    asyncio.run(drive())
+    assert curl(quick, "http://upstream.test/viewed/x") == "200"
+    decided = queue.get(refused)
+    assert decided.decision is not None and decided.decision.reason == "not today"

@@ -91,3 +91,16 @@ def test_help_does_not_import_the_library() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_view_without_textual_says_which_extra_to_install(home: Path, repo: Path) -> None:
+    code = (
+        "import sys; sys.modules['textual'] = None; "  # as if the extra were not installed
+        "from bottle_cli.app import main; main(['view'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=False,
+        env={**os.environ, "BOTTLE_HOME": str(home)},
+    )
+    assert done.returncode == 1
+    assert "bot-bottle[tui]" in done.stderr and "Traceback" not in done.stderr

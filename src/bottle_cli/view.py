@@ -1,0 +1,229 @@
+"""``bottle view``: a full-screen list of pending proposals across every running instance.
+
+A textual app over the same library calls as ``bottle queue/approve/reject``: the list
+refreshes every second in a worker thread, and a decision (a capability build can take
+minutes) runs in a worker too, its progress in the status line. Needs ``bot-bottle[tui]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Footer, Header, Input, Label, Static
+
+from bottle.errors import BottleError
+from bottle.operator import Pending, pending_proposals
+
+Source = Callable[[], tuple[list[Pending], list[str]]]
+
+#: Seconds between two reads of the queue.
+REFRESH_S = 1.0
+
+
+class ReasonScreen(ModalScreen[str | None]):
+    """Ask why a proposal is rejected; the agent reads the answer."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str) -> None:
+        super().__init__()
+        self.title_text = title
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="reason"):
+            yield Label(self.title_text)
+            yield Input(placeholder="why (the agent reads this); Enter rejects, Esc cancels")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class QueueView(App[None]):
+    """Pending proposals; a approves, e edits then approves, r rejects, q quits."""
+
+    TITLE = "bottle: pending proposals"
+    CSS = """
+    DataTable { height: 1fr; }
+    #detail { height: auto; max-height: 50%; border-top: solid $accent; padding: 0 1; }
+    #status { height: 1; padding: 0 1; color: $text-muted; }
+    #reason { width: 80%; height: auto; border: solid $accent; padding: 1 2; }
+    ReasonScreen { align: center middle; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("a", "approve", "Approve"),
+        Binding("e", "edit", "Edit, then approve"),
+        Binding("r", "reject", "Reject"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, source: Source = pending_proposals) -> None:
+        super().__init__()
+        self.source = source
+        self.items: dict[str, Pending] = {}
+        self.busy = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield DataTable(cursor_type="row", zebra_stripes=True)
+        yield Static(id="detail")
+        yield Static("reading the queue…", id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("instance", "id", "tool", "what", "justification")
+        self.refresh_queue()
+        self.set_interval(REFRESH_S, self.refresh_queue)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="refresh")
+    def refresh_queue(self) -> None:
+        try:
+            found, problems = self.source()
+        except BottleError as exc:
+            self.call_from_thread(self.set_status, f"cannot read the queue: {exc.message}")
+            return
+        self.call_from_thread(self.show, found, problems)
+
+    def show(self, found: list[Pending], problems: list[str]) -> None:
+        table = self.query_one(DataTable)
+        selected = self.selected_key()
+        fresh = {f"{item.slug}/{item.proposal.id}": item for item in found}
+        if list(fresh) != list(self.items):
+            table.clear()
+            for key, item in fresh.items():
+                proposal = item.proposal
+                table.add_row(
+                    item.slug,
+                    str(proposal.id),
+                    proposal.tool,
+                    proposal.payload.summary(),
+                    proposal.justification.splitlines()[0][:80],
+                    key=key,
+                )
+            self.items = fresh
+            if selected in fresh:
+                table.move_cursor(row=table.get_row_index(selected))
+        self.show_detail()
+        if not self.busy:
+            counted = f"{len(fresh)} pending"
+            self.set_status(f"{counted}; {problems[0]}" if problems else counted)
+
+    def selected_key(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not self.items or table.cursor_row < 0 or table.cursor_row >= table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return str(key) if key is not None else None
+
+    def selected(self) -> Pending | None:
+        key = self.selected_key()
+        return self.items.get(key) if key else None
+
+    def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self.show_detail()
+
+    def show_detail(self) -> None:
+        from bottle_cli.editor import payload_yaml
+
+        item = self.selected()
+        detail = self.query_one("#detail", Static)
+        if item is None:
+            detail.update("No pending proposal. Agents file them through supervise.")
+            return
+        proposal = item.proposal
+        payload = proposal.payload.model_dump(mode="json", exclude={"tool"})
+        detail.update(
+            payload_yaml(
+                f"{item.slug} #{proposal.id} {proposal.tool}\n{proposal.justification}", payload
+            )
+        )
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#status", Static).update(text)
+
+    # -- deciding --------------------------------------------------------------------------
+
+    def action_approve(self) -> None:
+        if (item := self.selected()) is not None and not self.busy:
+            self.decide(item, approved=True)
+
+    def action_edit(self) -> None:
+        from bottle_cli.decisions import edited_payload
+
+        item = self.selected()
+        if item is None or self.busy:
+            return
+        try:
+            with self.suspend():
+                edited = edited_payload(item.proposal, item.slug)
+        except BottleError as exc:
+            self.notify(exc.message, severity="error", timeout=10)
+            return
+        except Exception as exc:  # textual's SuspendNotSupported (no real terminal)
+            self.notify(f"cannot open an editor here: {exc}", severity="error")
+            return
+        if edited is None:
+            self.notify("the edited file was empty; the proposal stays pending")
+            return
+        self.decide(item, approved=True, edited=edited)
+
+    def action_reject(self) -> None:
+        item = self.selected()
+        if item is None or self.busy:
+            return
+
+        def done(reason: str | None) -> None:
+            if reason:
+                self.decide(item, approved=False, reason=reason)
+
+        title = f"Reject {item.slug} #{item.proposal.id} ({item.proposal.payload.summary()})"
+        self.push_screen(ReasonScreen(title), done)
+
+    @work(thread=True, group="decide")
+    def decide(
+        self,
+        item: Pending,
+        *,
+        approved: bool,
+        reason: str | None = None,
+        edited: dict[str, Any] | None = None,
+    ) -> None:
+        from bottle.instance import Instance
+        from bottle.operator import approve, reject
+
+        self.busy = True
+        label = f"{item.slug} #{item.proposal.id}"
+        try:
+            instance = Instance.open(item.slug)
+            if approved:
+                self.call_from_thread(self.set_status, f"applying {label}…")
+                approve(
+                    instance,
+                    item.proposal.id,
+                    edited_payload=edited,
+                    progress=lambda line: self.call_from_thread(self.set_status, line),
+                )
+                message = f"{label} approved and applied"
+            else:
+                reject(instance, item.proposal.id, reason=reason or "")
+                message = f"{label} rejected"
+        except BottleError as exc:
+            self.call_from_thread(self.notify, exc.message, severity="error", timeout=15)
+            self.call_from_thread(self.set_status, f"{label}: not applied")
+            return
+        finally:
+            self.busy = False
+        self.call_from_thread(self.notify, message)
+        self.call_from_thread(self.set_status, message)
+        self.call_from_thread(self.refresh_queue)
