@@ -4,7 +4,8 @@
 
 Each round times ``bottle run it -- true`` (plan, state dir, up --wait, exec, compose.log,
 down) and then plain ``docker compose up -d --wait`` + ``exec agent true`` + ``down`` of the
-very docker-compose.yml that run wrote. Also times approval-to-live of a new egress route.
+very docker-compose.yml that run wrote. Also times approval-to-live of a new egress route,
+and a capability apply (a one-step build on the agent image plus the agent's recreate).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def main() -> None:
     print(f"overhead ratio              {m_ours / m_plain:.3f} ({(m_ours / m_plain - 1) * 100:+.1f}%)")
 
     from bottle import Bottle, Route
+    from bottle.capability import replace_agent_image
     from bottle.operator import allow
 
     os.environ["BOTTLE_HOME"] = str(home)
@@ -65,8 +67,19 @@ def main() -> None:
             started = time.perf_counter()
             allow(instance, Route(host=f"h{index}.example"), reason="bench")
             times.append(time.perf_counter() - started)
+        # capability-block apply: a one-step build on the agent image, then the agent alone
+        # recreated (new content each round, so every round really builds).
+        rebuilds = []
+        for index in range(rounds):
+            step = f"RUN echo {time.time_ns()} > /etc/b{index}"
+            dockerfile = f"FROM ${{BOTTLE_AGENT_IMAGE}}\n{step}\n"
+            started = time.perf_counter()
+            replace_agent_image(instance, dockerfile)
+            rebuilds.append(time.perf_counter() - started)
     print(f"approval-to-live (allow)    median {statistics.median(times) * 1000:.0f} ms "
           f"{[round(x * 1000) for x in times]}")
+    print(f"capability apply (build+recreate) median {statistics.median(rebuilds):.2f}s "
+          f"{[round(x, 2) for x in rebuilds]}")
 
 
 if __name__ == "__main__":
