@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,6 +127,22 @@ def upstream(project: str, *, image: str) -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def running(home: Path, workdir: Path, name: str, bottle_text: str, **start: Any) -> Iterator[Any]:
+    """Agent ``name`` in a bottle of its own, started through the library, with upstream.test."""
+    from bottle import Bottle
+
+    write(home / "bottles" / f"{name}.md", bottle_text)
+    write(home / "agents" / f"{name}.md", f"---\nbottle: {name}\n---\n")
+    instance = Bottle(name, cwd=workdir).start(**start)
+    try:
+        meta = instance.metadata
+        with upstream(meta.compose_project, image=meta.images["sidecar"]):
+            yield instance
+    finally:
+        instance.stop()
 
 
 # A minimal MCP client (streamable HTTP, JSON-RPC) for the agent: the shell image has

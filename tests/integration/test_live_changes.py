@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bottle import Bottle, Route
+from bottle import Route
 from bottle.operator import allow, approve, audit_log, proposal_queue, reject
 from bottle.sidecars import egress
-from tests.conftest import wait_for, write
-from tests.integration.conftest import MCP_CLIENT, cli, curl, mcp, upstream
+from tests.conftest import wait_for
+from tests.integration.conftest import MCP_CLIENT, cli, curl, mcp, running
 
 pytestmark = pytest.mark.docker
 
@@ -34,16 +34,9 @@ egress:
 
 @pytest.fixture
 def live(bottle_home: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch):
-    write(bottle_home / "bottles" / "live.md", LIVE_BOTTLE)
-    write(bottle_home / "agents" / "live.md", "---\nbottle: live\n---\n")
     monkeypatch.setenv("IT_UPSTREAM_TOKEN", SECRET)
-    instance = Bottle("live", cwd=workdir).start()
-    try:
-        meta = instance.metadata
-        with upstream(meta.compose_project, image=meta.images["sidecar"]):
-            yield instance
-    finally:
-        instance.stop()
+    with running(bottle_home, workdir, "live", LIVE_BOTTLE) as instance:
+        yield instance
 
 
 def test_credential_injected_and_secret_never_in_agent_or_state(live) -> None:

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bottle import Bottle
 from bottle.operator import approve, proposal_queue
 from bottle.sidecars import egress
-from tests.conftest import write
-from tests.integration.conftest import cli, curl, mcp, upstream
+from tests.integration.conftest import cli, curl, mcp, running
 
 pytestmark = pytest.mark.docker
 
@@ -42,16 +40,10 @@ RUN apt-get update \\
 
 @pytest.fixture
 def quick(bottle_home: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch):
-    write(bottle_home / "bottles" / "quick.md", QUICK_BOTTLE)
-    write(bottle_home / "agents" / "quick.md", "---\nbottle: quick\n---\n")
     monkeypatch.setenv("IT_COPIED", "from the host")
-    instance = Bottle("quick", cwd=workdir).start(ask=lambda _name, _question: "forty-two")
-    try:
-        meta = instance.metadata
-        with upstream(meta.compose_project, image=meta.images["sidecar"]):
-            yield instance
-    finally:
-        instance.stop()
+    answer = lambda _name, _question: "forty-two"  # noqa: E731
+    with running(bottle_home, workdir, "quick", QUICK_BOTTLE, ask=answer) as instance:
+        yield instance
 
 
 def _id(answer: str) -> int:
