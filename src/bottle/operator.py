@@ -73,6 +73,17 @@ def pending_proposals(
     return found, problems
 
 
+def pending_proposal(instance: Instance, proposal_id: int) -> Proposal:
+    """The proposal with this id if it still waits for a decision; ``ApplyError`` if not."""
+    proposal = proposal_queue(instance).get(proposal_id)
+    if proposal.status != "pending":
+        raise ApplyError(
+            f"proposal {proposal_id} is already {proposal.status}",
+            hint="See 'bottle queue' for pending proposals.",
+        )
+    return proposal
+
+
 def allow(instance: Instance, route: Route, *, by: str | None = None, reason: str = "") -> Routes:
     """Add ``route`` to the live routes (operator-initiated) and audit it."""
     before = egress.load_routes(instance)
@@ -111,12 +122,7 @@ def approve(
     ``progress`` gets the lines of a capability build.
     """
     queue = proposal_queue(instance)
-    proposal = queue.get(proposal_id)
-    if proposal.status != "pending":
-        raise ApplyError(
-            f"proposal {proposal_id} is already {proposal.status}",
-            hint="See 'bottle queue' for pending proposals.",
-        )
+    proposal = pending_proposal(instance, proposal_id)
     agent_image = instance.metadata.images["agent"]
     payload = proposal.payload
     if edited_payload is not None:

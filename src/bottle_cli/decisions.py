@@ -238,12 +238,12 @@ def approve(
 ) -> None:
     """Apply a pending proposal to the live instance, then tell the agent."""
     from bottle.operator import approve as approve_proposal
-    from bottle.operator import proposal_queue
+    from bottle.operator import pending_proposal
 
     instance = open_instance(slug)
     edited = None
     if edit:
-        edited = edited_payload(proposal_queue(instance).get(proposal_id), instance.slug)
+        edited = edited_payload(pending_proposal(instance, proposal_id), instance.slug)
         if edited is None:
             output.progress(f"proposal {proposal_id} left pending (the edited file was empty)")
             raise typer.Exit(1)
