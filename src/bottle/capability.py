@@ -10,9 +10,10 @@ file is put back and the old image started again.
 
 from __future__ import annotations
 
-import contextlib
+import os
 import re
 import shutil
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ def replace_agent_image(
             f"the Dockerfile does not build on the agent's current image: {exc}",
             hint=f"Edit it to start with FROM ${{{AGENT_IMAGE_ARG}}}.",
         ) from None
+    # Read now: after a minutes-long build is a bad time to learn the agent is gone.
+    env = _agent_values(instance)
     dockerfile = buildable_dockerfile(dockerfile)
     spec = ImageSpec(
         repo=CAPABILITY_REPO,
@@ -79,10 +82,8 @@ def replace_agent_image(
             hint="Edit the Dockerfile (bottle approve --edit) or reject the proposal.",
         ) from exc
 
-    snapshot = snapshot_transcript(instance)
+    snapshot = snapshot_transcript(instance, say)
     say(f"transcript saved in {snapshot}")
-    atomic_write(instance.state.path / "capabilities" / f"{spec.tag}.Dockerfile", dockerfile)
-    env = _agent_values(instance)
     old_compose = instance.state.compose_file.read_text()
     _write_agent_image(instance.state.compose_file, old_compose, ref)
     say(f"recreating the agent on {ref}")
@@ -90,26 +91,53 @@ def replace_agent_image(
         instance.compose.up_service("agent", env=env, wait_timeout=RECREATE_TIMEOUT)
     except BaseException as exc:
         atomic_write(instance.state.compose_file, old_compose)
-        if isinstance(exc, BottleError):
-            _restart_old_agent(instance, env)
-            raise ApplyError(
-                f"the agent did not come up on {ref}: {exc.message}",
-                hint="The agent runs its previous image again; see 'bottle logs'.",
-            ) from exc
-        raise
+        restarted = _restart_old_agent(instance, env)
+        if not isinstance(exc, BottleError):
+            raise
+        now_runs = (
+            f"The agent runs its previous image {current} again."
+            if restarted
+            else "The agent could not be restarted on its previous image either; "
+            "see 'bottle logs' and 'bottle ls'."
+        )
+        raise ApplyError(
+            f"the agent did not come up on {ref}: {exc.message}", hint=now_runs
+        ) from exc
+    atomic_write(instance.state.path / "capabilities" / f"{spec.tag}.Dockerfile", dockerfile)
     instance.state.write_metadata(
         instance.metadata.model_copy(update={"images": {**metadata.images, "agent": ref}})
     )
     return ref
 
 
-def snapshot_transcript(instance: Instance) -> Path:
-    """Copy ``transcript/`` to ``snapshots/transcript-<time>/`` before the agent is replaced."""
+def snapshot_transcript(instance: Instance, say: Progress) -> Path:
+    """Copy ``transcript/`` to ``snapshots/transcript-<time>/`` before the agent is replaced.
+
+    The agent writes that directory, so it may hold what cannot be copied (a FIFO, a file
+    it made unreadable): those are skipped and named, and the replacement goes on, since
+    the transcript itself stays in place either way.
+    """
     stamp = now().strftime("%Y%m%dT%H%M%S.%fZ")
     target = instance.state.path / "snapshots" / f"transcript-{stamp}"
     target.parent.mkdir(exist_ok=True)
-    shutil.copytree(instance.state.transcript, target, symlinks=True)
+    try:
+        shutil.copytree(instance.state.transcript, target, symlinks=True, ignore=_special_files)
+    except shutil.Error as exc:
+        failed = [str(item[0]) for item in exc.args[0]] if exc.args else []
+        say(f"snapshot incomplete: {len(failed)} file(s) not copied: {', '.join(failed[:5])}")
+    except OSError as exc:
+        say(f"snapshot incomplete: {exc}")
     return target
+
+
+def _special_files(directory: str, names: list[str]) -> set[str]:
+    """Names in ``directory`` that are neither files, directories nor links (FIFOs, sockets)."""
+    skipped = set()
+    for name in names:
+        mode = os.lstat(os.path.join(directory, name)).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            skipped.add(name)
+    return skipped
 
 
 def _agent_values(instance: Instance) -> dict[str, str]:
@@ -137,10 +165,13 @@ def _write_agent_image(compose_file: Path, text: str, ref: str) -> None:
     atomic_write(compose_file, dump_yaml(spec))
 
 
-def _restart_old_agent(instance: Instance, env: Mapping[str, str]) -> None:
-    # Best effort: the ApplyError the caller raises says what to look at either way.
-    with contextlib.suppress(BottleError):
+def _restart_old_agent(instance: Instance, env: Mapping[str, str]) -> bool:
+    """Bring the agent back on the image the restored compose file names; did it work?"""
+    try:
         instance.compose.up_service("agent", env=env, wait_timeout=RECREATE_TIMEOUT)
+    except BottleError:
+        return False
+    return True
 
 
 def _load(text: str) -> dict[str, Any]:

@@ -7,8 +7,11 @@ in force are unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
-from collections.abc import Mapping
+import os
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +76,39 @@ def pending_proposals(
     return found, problems
 
 
+#: How long an operator change waits for another one on the same instance to finish.
+LOCK_WAIT_S = 30.0
+
+
+@contextlib.contextmanager
+def changing(instance: Instance, *, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the instance's operator lock: one change (check, apply, record) at a time.
+
+    Without it, a rejection during a minutes-long capability build, or two approvals at
+    once, would apply a change that is then recorded differently, or not at all.
+    """
+    import fcntl
+
+    path = instance.state.path / ".operator.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ApplyError(
+                        f"another operator change to {instance.slug} is still being applied",
+                        hint="A capability build can take minutes; try again when it is done.",
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
 def pending_proposal(instance: Instance, proposal_id: int) -> Proposal:
     """The proposal with this id if it still waits for a decision; ``ApplyError`` if not."""
     proposal = proposal_queue(instance).get(proposal_id)
@@ -86,24 +122,46 @@ def pending_proposal(instance: Instance, proposal_id: int) -> Proposal:
 
 def allow(instance: Instance, route: Route, *, by: str | None = None, reason: str = "") -> Routes:
     """Add ``route`` to the live routes (operator-initiated) and audit it."""
-    before = egress.load_routes(instance)
-    after = before.with_route(route)
-    egress.apply_routes(instance, after)
-    audit_log(instance).append(
-        who=by or operator_name(), action="allow", before=before, after=after, reason=reason
-    )
+    with changing(instance):
+        before = egress.load_routes(instance)
+        after = before.with_route(route)
+        egress.apply_routes(instance, after)
+        audit_log(instance).append(
+            who=by or operator_name(), action="allow", before=before, after=after, reason=reason
+        )
     return after
 
 
 def set_routes(
-    instance: Instance, routes: Routes, *, by: str | None = None, reason: str = ""
+    instance: Instance,
+    routes: Routes,
+    *,
+    by: str | None = None,
+    reason: str = "",
+    based_on: bytes | None = None,
 ) -> None:
-    """Replace the live routes (``bottle routes edit``) and audit the diff."""
-    before = egress.load_routes(instance)
-    egress.apply_routes(instance, routes)
-    audit_log(instance).append(
-        who=by or operator_name(), action="edit-routes", before=before, after=routes, reason=reason
-    )
+    """Replace the live routes (``bottle routes edit``) and audit the diff.
+
+    ``based_on``: the routes file the edit started from. If the file changed since (an
+    approval or ``allow`` while the editor was open), nothing is applied: writing the edit
+    would silently drop that change.
+    """
+    with changing(instance):
+        path = egress.routes_file(instance)
+        if based_on is not None and path.read_bytes() != based_on:
+            raise ApplyError(
+                "the live routes changed while you were editing (an approval or allow)",
+                hint="Nothing changed; run the edit again to start from the routes in force.",
+            )
+        before = egress.load_routes(instance)
+        egress.apply_routes(instance, routes)
+        audit_log(instance).append(
+            who=by or operator_name(),
+            action="edit-routes",
+            before=before,
+            after=routes,
+            reason=reason,
+        )
 
 
 def approve(
@@ -121,12 +179,40 @@ def approve(
     ``edited_payload`` replaces what the agent asked for (validated like a new proposal);
     ``progress`` gets the lines of a capability build.
     """
+    with changing(instance):
+        return _approve(
+            instance,
+            proposal_id,
+            by=by,
+            reason=reason,
+            edited_payload=edited_payload,
+            settings=settings,
+            progress=progress,
+        )
+
+
+def _approve(
+    instance: Instance,
+    proposal_id: int,
+    *,
+    by: str | None,
+    reason: str | None,
+    edited_payload: Mapping[str, Any] | None,
+    settings: Settings | None,
+    progress: Progress | None,
+) -> Proposal:
     queue = proposal_queue(instance)
     proposal = pending_proposal(instance, proposal_id)
     agent_image = instance.metadata.images["agent"]
     payload = proposal.payload
     if edited_payload is not None:
-        payload = validate_payload(proposal.tool, dict(edited_payload), base_ref=agent_image)
+        try:
+            payload = validate_payload(proposal.tool, dict(edited_payload), base_ref=agent_image)
+        except ApplyError as exc:
+            raise ApplyError(
+                f"the edited proposal {proposal_id} is invalid: {exc.message}",
+                hint="Nothing changed and the proposal stays pending; edit it again.",
+            ) from None
     before: str | Routes | None = None
     after: str | Routes | None = None
     try:
@@ -166,14 +252,15 @@ def approve(
 
 
 def reject(instance: Instance, proposal_id: int, *, reason: str, by: str | None = None) -> Proposal:
-    decided = proposal_queue(instance).decide(
-        proposal_id, approved=False, by=by or operator_name(), reason=reason
-    )
-    audit_log(instance).append(
-        who=by or operator_name(),
-        action="reject",
-        tool=decided.tool,
-        proposal_id=proposal_id,
-        reason=reason,
-    )
+    with changing(instance):
+        decided = proposal_queue(instance).decide(
+            proposal_id, approved=False, by=by or operator_name(), reason=reason
+        )
+        audit_log(instance).append(
+            who=by or operator_name(),
+            action="reject",
+            tool=decided.tool,
+            proposal_id=proposal_id,
+            reason=reason,
+        )
     return decided

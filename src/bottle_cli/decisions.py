@@ -6,6 +6,7 @@ Every change goes through ``bottle.operator``: validate, apply live, then audit.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -75,9 +76,9 @@ def routes_edit(
     from bottle_cli.editor import edit_text
 
     instance = open_instance(slug)
-    current = egress.routes_file(instance).read_text()
-    edited = edit_text(current, extension=".yaml")
-    if edited is None or edited == current:
+    current = egress.routes_file(instance).read_bytes()
+    edited = edit_text(current.decode(), extension=".yaml")
+    if edited is None or edited.encode() == current:
         output.progress("routes unchanged")
         return
     try:
@@ -86,7 +87,7 @@ def routes_edit(
         raise ApplyError(
             exc.message, hint="Nothing changed; run 'bottle routes edit' again to fix it."
         ) from None
-    set_routes(instance, routes, reason=reason)
+    set_routes(instance, routes, reason=reason, based_on=current)
     output.progress(f"routes of {instance.slug} are live ({len(routes.routes)} routes)")
 
 
@@ -235,18 +236,28 @@ def approve(
     edit: Annotated[
         bool, typer.Option("--edit", help="edit the request in $EDITOR before approving it")
     ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="build a capability Dockerfile without asking")
+    ] = False,
 ) -> None:
-    """Apply a pending proposal to the live instance, then tell the agent."""
+    """Apply a pending proposal to the live instance, then tell the agent.
+
+    A capability-block's Dockerfile is shown and must be confirmed (or --yes, or --edit):
+    its RUN steps run in a docker build on the host's Docker network, not through egress.
+    """
     from bottle.operator import approve as approve_proposal
     from bottle.operator import pending_proposal
 
     instance = open_instance(slug)
+    proposal = pending_proposal(instance, proposal_id)
     edited = None
     if edit:
-        edited = edited_payload(pending_proposal(instance, proposal_id), instance.slug)
+        edited = edited_payload(proposal, instance.slug)
         if edited is None:
-            output.progress(f"proposal {proposal_id} left pending (the edited file was empty)")
+            output.progress(f"proposal {proposal_id} left pending (not saved, or emptied)")
             raise typer.Exit(1)
+    elif proposal.tool == "capability-block" and not yes:
+        _confirm_build(proposal, instance.slug)
     decided = approve_proposal(
         instance, proposal_id, reason=reason, edited_payload=edited, progress=output.progress
     )
@@ -254,22 +265,46 @@ def approve(
     output.progress(f"proposal {decided.id} approved and applied{what}")
 
 
+def _confirm_build(proposal: Proposal, slug: str) -> None:
+    from bottle.errors import ApplyError
+
+    dockerfile = editable_payload(proposal)["dockerfile"]
+    if not sys.stdin.isatty():
+        raise ApplyError(
+            f"proposal {proposal.id} builds a Dockerfile, and there is no terminal to confirm it",
+            hint=f"Review it (bottle queue --json), then run: bottle approve {slug} "
+            f"{proposal.id} --yes",
+        )
+    output.err.print(
+        f"Proposal {proposal.id} of {slug} asks to build, on the agent's image:\n"
+        f"{dockerfile}\nJustification: {proposal.justification}",
+        markup=False,
+    )
+    if not typer.confirm("Build it and replace the agent container?", err=True):
+        output.progress(f"proposal {proposal.id} left pending")
+        raise typer.Exit(1)
+
+
 def edited_payload(proposal: Proposal, slug: str) -> dict[str, Any] | None:
-    """The payload after the operator's editor; ``None`` when they emptied the file."""
+    """The payload after the operator's editor; ``None`` when they did not save or emptied it."""
     from bottle_cli.editor import edit_text, parse_payload, payload_yaml
 
     header = (
         f"Proposal {proposal.id} of {slug}: {proposal.tool}\n"
         f"Justification: {proposal.justification}\n"
         "Edit the request below; saving approves what the file says.\n"
-        "An empty file leaves the proposal pending."
+        "Quitting without saving, or an empty file, leaves the proposal pending."
     )
-    payload = proposal.payload.model_dump(mode="json", exclude={"tool"})
-    text = payload_yaml(header, payload)
+    text = payload_yaml(header, editable_payload(proposal))
     edited = edit_text(text, extension=".yaml")
-    if edited is None or edited == text:
-        return payload
-    return parse_payload(edited)
+    return parse_payload(edited) if edited is not None else None
+
+
+def editable_payload(proposal: Proposal) -> dict[str, Any]:
+    """What the operator sees and edits: the request without the fields derived from it."""
+    derived = {"tool", "host"} if proposal.tool == "pipelock-block" else {"tool"}
+    data: dict[str, Any] = proposal.payload.model_dump(mode="json", exclude=derived)
+    return data
 
 
 def reject(

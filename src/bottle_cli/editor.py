@@ -16,9 +16,13 @@ from bottle.errors import ApplyError
 
 
 def edit_text(text: str, *, extension: str) -> str | None:
-    """``text`` after the operator's editor ran on it; ``None`` when the editor failed."""
+    """``text`` after the operator saved it in their editor; ``None`` when they did not save.
+
+    Quitting without saving (or an editor command that returns at once, like ``code``
+    without ``--wait``) must never count as "approve as shown". A failing editor raises.
+    """
     try:
-        edited = click.edit(text, extension=extension, require_save=False)
+        edited = click.edit(text, extension=extension, require_save=True)
     except click.ClickException as exc:
         raise ApplyError(
             f"the editor failed, so nothing changed ({exc.message})",

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SuspendNotSupported
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
@@ -74,8 +75,9 @@ class QueueView(App[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield DataTable(cursor_type="row", zebra_stripes=True)
-        yield Static(id="detail")
-        yield Static("reading the queue…", id="status")
+        # Agents write justifications and Dockerfiles: never read them as markup.
+        yield Static(id="detail", markup=False)
+        yield Static("reading the queue…", id="status", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -104,11 +106,11 @@ class QueueView(App[None]):
             for key, item in fresh.items():
                 proposal = item.proposal
                 table.add_row(
-                    item.slug,
-                    str(proposal.id),
-                    proposal.tool,
-                    proposal.payload.summary(),
-                    proposal.justification.splitlines()[0][:80],
+                    Text(item.slug),
+                    Text(str(proposal.id)),
+                    Text(proposal.tool),
+                    Text(proposal.payload.summary()),
+                    Text(proposal.justification.splitlines()[0][:80]),
                     key=key,
                 )
             self.items = fresh
@@ -134,6 +136,7 @@ class QueueView(App[None]):
         self.show_detail()
 
     def show_detail(self) -> None:
+        from bottle_cli.decisions import editable_payload
         from bottle_cli.editor import payload_yaml
 
         item = self.selected()
@@ -142,12 +145,8 @@ class QueueView(App[None]):
             detail.update("No pending proposal. Agents file them through supervise.")
             return
         proposal = item.proposal
-        payload = proposal.payload.model_dump(mode="json", exclude={"tool"})
-        detail.update(
-            payload_yaml(
-                f"{item.slug} #{proposal.id} {proposal.tool}\n{proposal.justification}", payload
-            )
-        )
+        header = f"{item.slug} #{proposal.id} {proposal.tool}\n{proposal.justification}"
+        detail.update(payload_yaml(header, editable_payload(proposal)))
 
     def set_status(self, text: str) -> None:
         self.query_one("#status", Static).update(text)
@@ -156,6 +155,7 @@ class QueueView(App[None]):
 
     def action_approve(self) -> None:
         if (item := self.selected()) is not None and not self.busy:
+            self.busy = True  # before the worker starts: a second key press must not apply twice
             self.decide(item, approved=True)
 
     def action_edit(self) -> None:
@@ -168,14 +168,15 @@ class QueueView(App[None]):
             with self.suspend():
                 edited = edited_payload(item.proposal, item.slug)
         except BottleError as exc:
-            self.notify(exc.message, severity="error", timeout=10)
+            self.notify(exc.message, severity="error", timeout=10, markup=False)
             return
-        except Exception as exc:  # textual's SuspendNotSupported (no real terminal)
-            self.notify(f"cannot open an editor here: {exc}", severity="error")
+        except SuspendNotSupported:
+            self.notify("cannot open an editor here (no terminal)", severity="error")
             return
         if edited is None:
-            self.notify("the edited file was empty; the proposal stays pending")
+            self.notify("not saved, or emptied: the proposal stays pending")
             return
+        self.busy = True
         self.decide(item, approved=True, edited=edited)
 
     def action_reject(self) -> None:
@@ -184,7 +185,8 @@ class QueueView(App[None]):
             return
 
         def done(reason: str | None) -> None:
-            if reason:
+            if reason and not self.busy:
+                self.busy = True
                 self.decide(item, approved=False, reason=reason)
 
         title = f"Reject {item.slug} #{item.proposal.id} ({item.proposal.payload.summary()})"
@@ -202,7 +204,6 @@ class QueueView(App[None]):
         from bottle.instance import Instance
         from bottle.operator import approve, reject
 
-        self.busy = True
         label = f"{item.slug} #{item.proposal.id}"
         try:
             instance = Instance.open(item.slug)
@@ -218,12 +219,13 @@ class QueueView(App[None]):
             else:
                 reject(instance, item.proposal.id, reason=reason or "")
                 message = f"{label} rejected"
-        except BottleError as exc:
-            self.call_from_thread(self.notify, exc.message, severity="error", timeout=15)
+        except Exception as exc:  # shown, never a crash of the whole view
+            text = exc.message if isinstance(exc, BottleError) else f"internal error: {exc!r}"
+            self.call_from_thread(self.notify, text, severity="error", timeout=15, markup=False)
             self.call_from_thread(self.set_status, f"{label}: not applied")
             return
         finally:
             self.busy = False
-        self.call_from_thread(self.notify, message)
+        self.call_from_thread(self.notify, message, markup=False)
         self.call_from_thread(self.set_status, message)
         self.call_from_thread(self.refresh_queue)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bottle.errors import ApplyError
 from bottle.operator import approve, proposal_queue
 from bottle.sidecars import egress
 from tests.integration.conftest import cli, curl, mcp, running
@@ -115,12 +116,38 @@ def test_capability_build_failure_goes_to_the_operator_and_stays_pending(quick) 
     broken = "FROM ${BOTTLE_AGENT_IMAGE}\nRUN echo about to fail && false\n"
     answer = mcp(quick, "capability-block", {"dockerfile": broken, "justification": "j"})
     proposal_id = _id(answer)
+    # Without a terminal to confirm on, a build needs --yes.
     done = cli("approve", quick.slug, str(proposal_id), cwd=quick.state.path)
+    assert done.returncode == 2 and "--yes" in done.stderr, done.stderr
+    done = cli("approve", quick.slug, str(proposal_id), "--yes", cwd=quick.state.path)
     assert done.returncode == 2, done.stderr
     assert "could not be applied" in done.stderr and "about to fail" in done.stderr
     assert "Traceback" not in done.stderr
     assert proposal_queue(quick).get(proposal_id).status == "pending"
     assert {s.service: s.container_id for s in quick.compose.ps()} == before
+
+
+def test_agent_that_cannot_start_on_the_new_image_is_rolled_back(quick) -> None:
+    before = {s.service: s.container_id for s in quick.compose.ps()}
+    old_image = quick.metadata.images["agent"]
+    old_compose = quick.state.compose_file.read_text()
+    # The image builds, but the agent's command (sleep) is gone: the container cannot start.
+    broken = f"FROM ${{BOTTLE_AGENT_IMAGE}}\n# run {uuid.uuid4().hex}\nRUN rm /usr/bin/sleep\n"
+    proposal_id = _id(mcp(quick, "capability-block", {"dockerfile": broken, "justification": "j"}))
+    with pytest.raises(ApplyError) as caught:
+        approve(quick, proposal_id)
+    assert "did not come up" in caught.value.message
+    assert f"runs its previous image {old_image} again" in (caught.value.hint or "")
+    assert proposal_queue(quick).get(proposal_id).status == "pending"
+    assert quick.metadata.images["agent"] == old_image
+    assert quick.state.compose_file.read_text() == old_compose
+    assert not list((quick.state.path / "capabilities").glob("*.Dockerfile"))
+    after = {s.service: s.container_id for s in quick.compose.ps()}
+    assert {k: v for k, v in after.items() if k != "agent"} == {
+        k: v for k, v in before.items() if k != "agent"
+    }
+    assert quick.exec(["true"]).exit_code == 0
+    assert curl(quick, "http://upstream.test/allowed/x") == "200"
 
 
 def test_bad_proposals_are_refused_with_a_reason_and_never_queued(quick) -> None:
@@ -207,8 +234,9 @@ def test_queue_watch_prints_each_new_proposal_once(quick) -> None:
         ]
     finally:
         watcher.send_signal(signal.SIGINT)
-        _out, err = watcher.communicate(timeout=30)
+        rest, err = watcher.communicate(timeout=30)
     assert watcher.returncode == 0, err
+    assert rest == ""  # each proposal once, however many refreshes went by
     assert "Traceback" not in err
 
 
@@ -217,8 +245,9 @@ def test_full_screen_view_approves_and_rejects(quick) -> None:
 
     from bottle_cli.view import QueueView
 
+    # Agent text is never markup in the view: "[/]" would crash a markup parser.
     allowed = _id(mcp(quick, "egress-block", {"host": "upstream.test", "paths": ["/viewed/"],
-                                              "justification": "j"}))
+                                              "justification": "[/] [conceal]x"}))
     refused = _id(mcp(quick, "pipelock-block", {"url": "http://refused.test/",
                                                 "justification": "j"}))
     queue = proposal_queue(quick)

@@ -99,6 +99,10 @@ def test_supervise_wait_is_configurable_and_inherited(home: Path, repo: Path) ->
     assert "supervise" not in render(plan_for(home, repo, "off"))["services"]
     default = render(plan_for(home, repo, "default"))["services"]["supervise"]["environment"]
     assert "BOTTLE_SUPERVISE_WAIT=30" in default
+    # Settings merge one by one: "true" in a child keeps the inherited wait.
+    write(home / "bottles" / "on.md", "---\nextends: base\nsupervise: true\n---\n")
+    inherited = render(plan_for(home, repo, "on"))["services"]["supervise"]["environment"]
+    assert "BOTTLE_SUPERVISE_WAIT=3" in inherited
 
 
 def test_dump_is_stable_and_quotes_ambiguous_strings(home: Path, repo: Path) -> None:

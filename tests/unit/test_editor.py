@@ -49,3 +49,9 @@ def test_editor_runs_on_a_file_and_its_failure_is_reported(
     monkeypatch.setenv("EDITOR", "false")
     with pytest.raises(ApplyError, match="the editor failed, so nothing changed"):
         edit_text("host: a\n", extension=".yaml")
+
+
+def test_quitting_without_saving_cancels(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDITOR", "true")  # returns at once, like `code` without --wait
+    monkeypatch.delenv("VISUAL", raising=False)
+    assert edit_text("host: a\n", extension=".yaml") is None

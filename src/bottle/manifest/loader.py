@@ -31,6 +31,7 @@ from bottle.manifest.models import (
     BottleSpec,
     Egress,
     Git,
+    Supervise,
     check_name,
 )
 
@@ -318,5 +319,12 @@ def merge(base: BottleSpec, child: BottleSpec) -> BottleSpec:
         env={**base.env, **child.env},
         egress=Egress(routes=routes, dlp_secrets=secrets) if routes or secrets else None,
         git=Git(remotes=tuple(remotes.values())) if remotes else None,
-        supervise=child.supervise if child.supervise is not None else base.supervise,
+        supervise=_merge_supervise(base.supervise, child.supervise),
     )
+
+
+def _merge_supervise(base: Supervise | None, child: Supervise | None) -> Supervise | None:
+    """Field by field: ``supervise: true`` keeps an inherited ``wait``."""
+    if base is None or child is None:
+        return child or base
+    return base.model_copy(update={name: getattr(child, name) for name in child.model_fields_set})

@@ -1,0 +1,53 @@
+"""The operator lock and the stale-edit guard: checked before anything reaches Docker."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from bottle.errors import ApplyError
+from bottle.instance import Instance
+from bottle.operator import changing, set_routes
+from bottle.policy import Routes
+from bottle.sidecars import egress
+from bottle.state import StateDir
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Instance:
+    state = StateDir(tmp_path / "slug-abcde")
+    state.create()
+    return Instance(state)
+
+
+def test_one_operator_change_at_a_time(instance: Instance) -> None:
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with changing(instance):
+            held.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    try:
+        assert held.wait(10)
+        with pytest.raises(ApplyError, match="still being applied"), changing(instance, wait_s=0.2):
+            pass
+    finally:
+        release.set()
+        worker.join(10)
+    with changing(instance, wait_s=0.2):  # free again once the first change is done
+        pass
+
+
+def test_an_edit_of_routes_that_changed_meanwhile_is_refused(instance: Instance) -> None:
+    path = egress.routes_file(instance)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"routes:\n- host: new.example\n")
+    with pytest.raises(ApplyError, match="changed while you were editing") as caught:
+        set_routes(instance, Routes(), based_on=b"routes: []\n")
+    assert "Nothing changed" in (caught.value.hint or "")
+    assert path.read_bytes() == b"routes:\n- host: new.example\n"
