@@ -93,6 +93,15 @@ class Bottle:
 
         say = progress or (lambda _msg: None)
         plan = self.plan()
+        if plan.git_gate is not None:
+            # Rendered so the shape can be reviewed, but its sidecar program is not built yet:
+            # say so now rather than after the images, when the container exits.
+            raise PlanError(
+                f"bottle {plan.bottle!r} declares git remotes, and the git-gate sidecar that "
+                "would broker them is not available in this version of bottle",
+                hint="Remove git.remotes from the bottle (egress routes can reach a git host "
+                "over HTTPS meanwhile).",
+            )
         plan.require_env()
         answers = self._answers(plan, ask)
         check_docker()

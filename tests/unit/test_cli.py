@@ -104,3 +104,15 @@ def test_view_without_textual_says_which_extra_to_install(home: Path, repo: Path
     )
     assert done.returncode == 1
     assert "bot-bottle[tui]" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_bottle_with_git_remotes_is_refused_before_anything_starts(home: Path, repo: Path) -> None:
+    write(home / "bottles" / "g.md",
+          "---\ngit:\n  remotes: [{name: origin, url: 'https://example.com/x.git'}]\n---\n")
+    write(home / "agents" / "g.md", "---\nbottle: g\n---\n")
+    assert bottle("render", "g", home=home, cwd=repo).returncode == 0  # the shape stays visible
+    done = bottle("run", "g", "--", "true", home=home, cwd=repo)
+    assert done.returncode == 2
+    assert "git-gate" in done.stderr and "Remove git.remotes" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (home / "state").exists() or not list((home / "state").iterdir())
