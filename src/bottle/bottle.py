@@ -106,9 +106,7 @@ class Bottle:
         answers = self._answers(plan, ask)
         check_docker()
         say("checking images")
-        from bottle.images import plan_images
-
-        for spec in plan_images(self.settings, plan.provider, plan.agent_dockerfile):
+        for spec in plan.images.specs:
             engine_images.ensure_image(spec, settings=self.settings, progress=say)
 
         state = StateDir(plan.state_dir)

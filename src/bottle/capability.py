@@ -18,9 +18,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bottle.dockerfiles import AGENT_IMAGE_ARG, buildable_dockerfile
 from bottle.errors import ApplyError, BottleError, ImageBuildError
 from bottle.instance import Instance
-from bottle.proposals import AGENT_IMAGE_ARG, buildable_dockerfile, check_dockerfile
+from bottle.proposals import check_dockerfile
 from bottle.settings import Settings
 from bottle.state import atomic_write, now
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import ValidationError
 
@@ -20,6 +20,9 @@ from bottle.manifest import AgentSource, GitRemote, Manifest
 from bottle.manifest.models import ProviderKind, Supervise
 from bottle.policy import Routes
 from bottle.settings import Settings
+
+if TYPE_CHECKING:
+    from bottle.images import ImageSpec
 
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -73,8 +76,17 @@ class SupervisePlan:
 
 @dataclass(frozen=True)
 class Images:
-    agent: str
-    sidecar: str
+    """The images an instance runs, and the specs to build them from (parents first)."""
+
+    specs: tuple[ImageSpec, ...]
+
+    @property
+    def agent(self) -> str:
+        return self.specs[-1].ref
+
+    @property
+    def sidecar(self) -> str:
+        return self.specs[0].ref
 
 
 @dataclass(frozen=True)
@@ -202,7 +214,6 @@ def resolve_plan(
     if not re.fullmatch(r"[0-9a-z]{5}", suffix):
         raise PlanError(f"slug suffix {suffix!r} must be 5 base36 characters")
     slug = f"{agent.name}-{suffix}"
-    specs = images.plan_images(settings, provider, dockerfile)
     return BottlePlan(
         slug=slug,
         agent=agent.name,
@@ -221,7 +232,7 @@ def resolve_plan(
         egress=egress,
         git_gate=git_gate,
         supervise=supervise,
-        images=Images(agent=specs[-1].ref, sidecar=specs[0].ref),
+        images=Images(tuple(images.plan_images(settings, provider, dockerfile))),
         version=version,
         missing_env=missing,
     )

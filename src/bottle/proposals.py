@@ -46,6 +46,7 @@ from pydantic import (
     model_validator,
 )
 
+from bottle.dockerfiles import AGENT_IMAGE_ARG, DIRECTIVE_RE, logical_lines
 from bottle.errors import ApplyError
 from bottle.policy import Host, Method, PathRule, Route
 from bottle.state import atomic_write
@@ -58,8 +59,6 @@ TOOLS: tuple[ToolName, ...] = ("egress-block", "pipelock-block", "capability-blo
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_JUSTIFICATION_CHARS = 4000
 MAX_REASON_CHARS = 4000
-#: The build argument a capability Dockerfile may name as its base.
-AGENT_IMAGE_ARG = "BOTTLE_AGENT_IMAGE"
 
 _ID_FILE_RE = re.compile(r"^([1-9][0-9]{0,8})\.json$")
 #: A zero-byte ``<id>.json`` younger than this is a create in flight, not a problem.
@@ -186,8 +185,6 @@ def _route(**fields: Any) -> Route:
 
 # --------------------------------------------------------------------------- Dockerfiles
 
-_DIRECTIVE_RE = re.compile(r"^#\s*([a-zA-Z]+)\s*=\s*(.*)$")
-_CONTINUATION_RE = re.compile(r"\\[ \t]*$")
 _HEREDOC_RE = re.compile(r"<<-?\s*[\"']?[A-Za-z_]")
 _ARG_REF_RE = re.compile(rf"^\$(\{{{AGENT_IMAGE_ARG}\}}|{AGENT_IMAGE_ARG})$")
 _FORBIDDEN = {
@@ -200,28 +197,6 @@ _FORBIDDEN = {
     "ONBUILD": "ONBUILD is not allowed: it would run instructions in a later build the "
     "operator never reviewed",
 }
-
-
-def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
-    """Dockerfile instructions with continuations joined, as (first line number, text)."""
-    pending: list[str] = []
-    start = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
-        if not pending and (not stripped or stripped.startswith("#")):
-            continue
-        if pending and (not stripped or stripped.startswith("#")):
-            continue  # Docker skips blank and comment lines inside a continuation
-        if not pending:
-            start = number
-        if _CONTINUATION_RE.search(raw):
-            pending.append(_CONTINUATION_RE.sub("", raw))
-            continue
-        pending.append(raw)
-        yield start, " ".join(part.strip() for part in pending)
-        pending = []
-    if pending:
-        yield start, " ".join(part.strip() for part in pending)
 
 
 def check_dockerfile(text: str, *, base_ref: str | None, any_literal_base: bool = False) -> None:
@@ -239,7 +214,7 @@ def check_dockerfile(text: str, *, base_ref: str | None, any_literal_base: bool 
         stripped = raw.strip()
         if not stripped:
             continue
-        match = _DIRECTIVE_RE.match(stripped)
+        match = DIRECTIVE_RE.match(stripped)
         if match and match.group(1).lower() in {"syntax", "escape", "check"}:
             raise ValueError(
                 f"parser directive '# {match.group(1)}=' is not allowed: a custom syntax "
@@ -250,7 +225,7 @@ def check_dockerfile(text: str, *, base_ref: str | None, any_literal_base: bool 
 
     wanted = f"FROM ${{{AGENT_IMAGE_ARG}}}" + (f" or FROM {base_ref}" if base_ref else "")
     seen_from = False
-    for number, line in _logical_lines(text):
+    for number, line in logical_lines(text):
         word, *tail = re.split(r"\s+", line, maxsplit=1)
         instruction = word.upper()
         rest = tail[0].strip() if tail else ""
@@ -299,19 +274,6 @@ def check_dockerfile(text: str, *, base_ref: str | None, any_literal_base: bool 
             )
     if not seen_from:
         raise ValueError(f"the Dockerfile has no instructions: start it with {wanted}")
-
-
-def buildable_dockerfile(text: str) -> str:
-    """``text`` with ``ARG BOTTLE_AGENT_IMAGE`` declared first, as ``docker build`` needs.
-
-    An agent writes ``FROM ${BOTTLE_AGENT_IMAGE}`` alone; a FROM can only use an ARG
-    declared before it, so the declaration is added when the text lacks it.
-    """
-    for _number, line in _logical_lines(text):
-        if re.fullmatch(rf"ARG\s+{AGENT_IMAGE_ARG}(=\S*)?", line.strip(), flags=re.IGNORECASE):
-            return text
-        break
-    return f"ARG {AGENT_IMAGE_ARG}\n{text}"
 
 
 # --------------------------------------------------------------------------- proposals

@@ -131,7 +131,7 @@ def test_custom_agent_builds_on_its_parent(
     d = tmp_path / "agent"
     d.mkdir()
     (d / "Dockerfile").write_text(
-        "ARG BOTTLE_AGENT_BASE\nFROM ${BOTTLE_AGENT_BASE}\nCOPY hello.sh /usr/local/bin/hello\n"
+        "ARG BOTTLE_AGENT_IMAGE\nFROM ${BOTTLE_AGENT_IMAGE}\nCOPY hello.sh /usr/local/bin/hello\n"
     )
     (d / "hello.sh").write_text("#!/bin/sh\necho hello from custom\n")
     (d / "hello.sh").chmod(0o755)

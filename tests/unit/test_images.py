@@ -213,7 +213,7 @@ def test_unknown_provider_is_a_bottle_error(settings: Settings) -> None:
 
 # --- custom agent images ----------------------------------------------------------------
 
-CUSTOM = "ARG BOTTLE_AGENT_BASE\nFROM ${BOTTLE_AGENT_BASE}\nCOPY run.sh /usr/local/bin/\n"
+CUSTOM = "ARG BOTTLE_AGENT_IMAGE\nFROM ${BOTTLE_AGENT_IMAGE}\nCOPY run.sh /usr/local/bin/\n"
 
 
 @pytest.fixture
@@ -234,7 +234,7 @@ def test_custom_image_builds_on_its_parent(settings: Settings, custom_dir: Path)
     s = custom_agent_image(settings, custom_dir / "Dockerfile", parent)
     assert s.repo == "bottle-agent-custom"
     assert s.dockerfile == CUSTOM
-    assert s.build_args == {"BOTTLE_AGENT_BASE": parent.ref}
+    assert s.build_args == {"BOTTLE_AGENT_IMAGE": parent.ref}
     assert s.base == settings.base_image
     assert set(s.files) == {"Dockerfile", "run.sh", "sub/data.txt"}
     assert s.files["sub/data.txt"] == b"data"
@@ -253,16 +253,16 @@ def test_custom_tag_follows_parent_and_files(settings: Settings, custom_dir: Pat
 
 def test_custom_dockerfile_must_use_the_agent_base(settings: Settings, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM debian:trixie\nRUN true\n")
-    with pytest.raises(BottleError, match="BOTTLE_AGENT_BASE") as info:
+    with pytest.raises(BottleError, match="BOTTLE_AGENT_IMAGE") as info:
         custom_agent_image(settings, tmp_path / "Dockerfile", agent_image(settings, "shell"))
     assert str(tmp_path / "Dockerfile") in info.value.message
-    assert info.value.hint and "ARG BOTTLE_AGENT_BASE" in info.value.hint
+    assert info.value.hint and "ARG BOTTLE_AGENT_IMAGE" in info.value.hint
 
 
 def test_custom_dockerfile_may_have_a_builder_stage(settings: Settings, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(
-        "ARG BOTTLE_AGENT_BASE\nFROM golang:1 AS build\nRUN true\n"
-        "FROM ${BOTTLE_AGENT_BASE}\nCOPY --from=build /x /x\n"
+        "ARG BOTTLE_AGENT_IMAGE\nFROM golang:1 AS build\nRUN true\n"
+        "FROM ${BOTTLE_AGENT_IMAGE}\nCOPY --from=build /x /x\n"
     )
     custom_agent_image(settings, tmp_path / "Dockerfile", agent_image(settings, "shell"))
 
@@ -314,3 +314,12 @@ def test_stream_keeps_only_the_last_lines() -> None:
     assert code == 0
     assert tail == [str(i) for i in range(60, 100)]
     assert step is None
+
+
+def test_custom_dockerfile_gets_the_arg_declared_when_it_lacks_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    (tmp_path / "Dockerfile").write_text("# escape=`\nFROM ${BOTTLE_AGENT_IMAGE}\nRUN true\n")
+    s = custom_agent_image(settings, tmp_path / "Dockerfile", agent_image(settings, "shell"))
+    # after the parser directive, which only counts on the first lines
+    assert s.dockerfile == "# escape=`\nARG BOTTLE_AGENT_IMAGE\nFROM ${BOTTLE_AGENT_IMAGE}\nRUN true\n"

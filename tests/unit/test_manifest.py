@@ -173,9 +173,21 @@ def test_the_examples_in_docs_manifest_md_load(home: Path, repo: Path) -> None:
     write(home / "bottles" / "github.md", bottle_text)
     write(home / "bottles" / "agent.Dockerfile", "FROM ${BOTTLE_AGENT_IMAGE}\n")
     write(home / "agents" / "reviewer.md", agent_text)
+    write(home / "skills" / "review" / "SKILL.md", "# review\n")
     manifest = load_manifest(home=home, cwd=repo)
     spec = manifest.resolve_bottle("github")
     assert spec.egress is not None and len(spec.egress.routes) == 2
     assert spec.git is not None and spec.git.remotes[0].push
     assert spec.supervise is not None and spec.supervise.enabled
     assert manifest.agent("reviewer").spec.bottle == "github"
+    # and the documented custom Dockerfile is one the plan accepts
+    from bottle.plan import PlanOptions, resolve_plan
+    from bottle.settings import Settings
+
+    plan = resolve_plan(
+        manifest,
+        PlanOptions(agent="reviewer", bottle=None, cwd=repo),
+        settings=Settings.from_env({"BOTTLE_HOME": str(home)}),
+        environ={"GITHUB_TOKEN": "t", "OTHER_SECRET": "s", "DEPLOY_KEY": "k", "HOST_VAR": "h"},
+    )
+    assert plan.agent_dockerfile == home / "bottles" / "agent.Dockerfile"

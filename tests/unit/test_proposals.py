@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bottle.dockerfiles import buildable_dockerfile
 from bottle.errors import ApplyError
 from bottle.proposals import (
     MAX_PAYLOAD_BYTES,
@@ -18,7 +19,6 @@ from bottle.proposals import (
     PipelockBlock,
     Proposal,
     ProposalQueue,
-    buildable_dockerfile,
     check_dockerfile,
     describe,
     validate_payload,

@@ -8,10 +8,11 @@ always gets a new tag.
 
 Every built-in Dockerfile starts with ``ARG BASE=python:3.13-slim`` / ``FROM ${BASE}``; the
 builder passes the base it chose (a pulled image, or one made locally from a Debian mirror).
-A custom agent Dockerfile starts from the provider image instead::
+A custom agent Dockerfile starts from the provider image instead, named by the same
+build argument a capability Dockerfile uses (``ARG BOTTLE_AGENT_IMAGE`` is added when the
+file does not declare it)::
 
-    ARG BOTTLE_AGENT_BASE
-    FROM ${BOTTLE_AGENT_BASE}
+    FROM ${BOTTLE_AGENT_IMAGE}
     RUN apt-get update && apt-get install -y --no-install-recommends ripgrep
 
 Build steps that fetch over HTTPS can trust the host's CA bundle, which every agent image
@@ -32,6 +33,7 @@ from types import MappingProxyType
 from typing import get_args
 
 import bottle
+from bottle.dockerfiles import AGENT_IMAGE_ARG, buildable_dockerfile
 from bottle.errors import BottleError
 from bottle.manifest.models import ProviderKind
 from bottle.settings import Settings
@@ -176,7 +178,8 @@ def custom_agent_image(settings: Settings, dockerfile_path: Path, parent: ImageS
     """An agent image built by the user's Dockerfile on top of ``parent`` (a provider image).
 
     The context is the Dockerfile's directory (``.git`` skipped), at most
-    :data:`CUSTOM_CONTEXT_LIMIT` bytes; the build gets ``BOTTLE_AGENT_BASE=<parent.ref>``.
+    :data:`CUSTOM_CONTEXT_LIMIT` bytes; the build gets ``BOTTLE_AGENT_IMAGE=<parent.ref>``,
+    declared for the Dockerfile when it does not declare it itself.
     """
     path = Path(dockerfile_path)
     try:
@@ -188,19 +191,19 @@ def custom_agent_image(settings: Settings, dockerfile_path: Path, parent: ImageS
             hint="Point the agent's dockerfile field at a readable Dockerfile.",
         ) from exc
     stages = _FROM.findall(text)
-    if not stages or "BOTTLE_AGENT_BASE" not in stages[-1]:
+    if not stages or AGENT_IMAGE_ARG not in stages[-1]:
         raise BottleError(
             f"{path}: a custom agent Dockerfile must build on the provider image, "
-            "but its last FROM does not use ${BOTTLE_AGENT_BASE}",
-            hint="Start the Dockerfile (or its last stage) with the two lines "
-            "'ARG BOTTLE_AGENT_BASE' and 'FROM ${BOTTLE_AGENT_BASE}'.",
+            f"but its last FROM does not use ${{{AGENT_IMAGE_ARG}}}",
+            hint=f"Start the Dockerfile (or its last stage) with 'FROM ${{{AGENT_IMAGE_ARG}}}' "
+            f"('ARG {AGENT_IMAGE_ARG}' before it is added when missing).",
         )
     files, executable = _read_context(path.parent)
     return ImageSpec(
         repo="bottle-agent-custom",
-        dockerfile=text,
+        dockerfile=buildable_dockerfile(text),
         files=files,
-        build_args={"BOTTLE_AGENT_BASE": parent.ref},
+        build_args={AGENT_IMAGE_ARG: parent.ref},
         base=settings.base_image,
         executable=frozenset(executable),
     )
