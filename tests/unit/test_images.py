@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -323,3 +324,13 @@ def test_custom_dockerfile_gets_the_arg_declared_when_it_lacks_it(
     s = custom_agent_image(settings, tmp_path / "Dockerfile", agent_image(settings, "shell"))
     # after the parser directive, which only counts on the first lines
     assert s.dockerfile == "# escape=`\nARG BOTTLE_AGENT_IMAGE\nFROM ${BOTTLE_AGENT_IMAGE}\nRUN true\n"
+
+
+def test_a_context_file_with_a_bad_name_is_a_message_not_a_crash(
+    settings: Settings, tmp_path: Path
+) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM ${BOTTLE_AGENT_IMAGE}\n")
+    (tmp_path / os.fsdecode(b"caf\xe9.txt")).write_text("latin-1 name")
+    with pytest.raises(BottleError, match="not UTF-8") as info:
+        custom_agent_image(settings, tmp_path / "Dockerfile", agent_image(settings, "shell"))
+    assert info.value.hint and "directory of its own" in info.value.hint

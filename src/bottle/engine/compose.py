@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
-from bottle.engine.errors import COMPOSE_HINT, DOCKER_HINT, docker_errors
+from bottle.engine.errors import COMPOSE_HINT, DOCKER_HINT, docker_cli, docker_errors, translate
 from bottle.errors import DockerUnavailable, EngineError, StartTimeout
 
 
@@ -55,8 +54,7 @@ def process_env(values: Mapping[str, str]) -> Iterator[None]:
 
 def check_docker() -> None:
     """Raise DockerUnavailable naming the fix when docker, its daemon or compose v2 is missing."""
-    if shutil.which("docker") is None:
-        raise DockerUnavailable("the docker command is not installed", hint=DOCKER_HINT)
+    docker_cli()
     probe = subprocess.run(
         ["docker", "compose", "version", "--short"], capture_output=True, text=True, check=False
     )
@@ -95,15 +93,17 @@ class ComposeProject:
                     detach=True, wait=True, wait_timeout=wait_timeout, quiet=True
                 )
             except DockerException as exc:
-                stderr = (exc.stderr or "").strip()
-                last = stderr.splitlines()[-1] if stderr else f"exit code {exc.return_code}"
-                kind = StartTimeout if "timeout" in stderr.lower() else EngineError
-                raise kind(
-                    f"starting {self.project} failed: {last}",
-                    argv=exc.docker_command,
-                    stderr=stderr,
-                    hint=self._unhealthy_hint(),
-                ) from exc
+                raise self._start_error(exc, f"starting {self.project}") from exc
+
+    def _start_error(self, exc: DockerException, what: str) -> Exception:
+        """``translate``'s error, as ``StartTimeout`` on a timeout, with why a service failed."""
+        error = translate(exc, what)
+        if not isinstance(error, EngineError):
+            return error  # the daemon or compose is gone: its own message and hint
+        kind = StartTimeout if "timeout" in error.stderr.lower() else EngineError
+        return kind(
+            error.message, argv=error.argv, stderr=error.stderr, hint=self._unhealthy_hint()
+        )
 
     def _unhealthy_hint(self) -> str:
         lines = []
@@ -119,16 +119,19 @@ class ComposeProject:
 
     def up_service(self, service: str, *, env: Mapping[str, str], wait_timeout: int) -> None:
         """Recreate one service alone (new image or config); its dependencies are left as is."""
-        with process_env(env), docker_errors(f"recreating {service} of {self.project}"):
-            self._docker.compose.up(
-                services=[service],
-                detach=True,
-                wait=True,
-                wait_timeout=wait_timeout,
-                force_recreate=True,
-                dependencies=False,
-                quiet=True,
-            )
+        with process_env(env):
+            try:
+                self._docker.compose.up(
+                    services=[service],
+                    detach=True,
+                    wait=True,
+                    wait_timeout=wait_timeout,
+                    force_recreate=True,
+                    dependencies=False,
+                    quiet=True,
+                )
+            except DockerException as exc:
+                raise self._start_error(exc, f"recreating {service} of {self.project}") from exc
 
     def down(self, *, timeout: int = 5) -> None:
         """Remove every container and network of the project; a no-op when none exist."""

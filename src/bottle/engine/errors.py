@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import shutil
+from collections.abc import Iterable, Iterator
 
 from python_on_whales.client_config import ClientNotFoundError, ParsingError
 from python_on_whales.exceptions import DockerException
@@ -29,6 +30,21 @@ COMPOSE_HINT = (
 )
 
 
+def docker_cli() -> str:
+    """The path of the docker command; ``DockerUnavailable`` when it is not installed."""
+    path = shutil.which("docker")
+    if path is None:
+        raise DockerUnavailable("the docker command is not installed", hint=DOCKER_HINT)
+    return path
+
+
+def raise_if_no_daemon(output: Iterable[str]) -> None:
+    """``DockerUnavailable`` when docker's output says the daemon cannot be reached."""
+    text = "\n".join(output)
+    if any(marker in text for marker in _NO_DAEMON):
+        raise DockerUnavailable("the Docker daemon is not running", hint=DOCKER_HINT)
+
+
 def translate(exc: BaseException, what: str) -> Exception:
     """The bottle error for a python-on-whales failure of ``what``."""
     if isinstance(exc, ClientNotFoundError):
@@ -37,8 +53,10 @@ def translate(exc: BaseException, what: str) -> Exception:
         return EngineError(f"{what}: could not parse docker's answer: {exc}")
     if isinstance(exc, DockerException):
         stderr = (exc.stderr or "").strip()
-        if any(marker in stderr for marker in _NO_DAEMON):
-            return DockerUnavailable("the Docker daemon is not running", hint=DOCKER_HINT)
+        try:
+            raise_if_no_daemon([stderr])
+        except DockerUnavailable as down:
+            return down
         if any(marker in stderr for marker in _NO_COMPOSE):
             return DockerUnavailable("docker compose v2 is not installed", hint=COMPOSE_HINT)
         last = stderr.splitlines()[-1] if stderr else f"exit code {exc.return_code}"

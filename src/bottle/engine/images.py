@@ -28,8 +28,8 @@ from pathlib import Path
 from python_on_whales import docker
 from python_on_whales.exceptions import DockerException
 
-from bottle.engine.errors import DOCKER_HINT, docker_errors
-from bottle.errors import BottleError, DockerUnavailable, ImageBuildError
+from bottle.engine.errors import docker_cli, docker_errors, raise_if_no_daemon
+from bottle.errors import BottleError, ImageBuildError
 from bottle.images import ImageSpec
 from bottle.settings import Settings, package_version
 
@@ -73,16 +73,9 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _ARG_BASE = re.compile(r"^\s*ARG\s+BASE\b", re.IGNORECASE | re.MULTILINE)
 
 
-def _docker_cli() -> str:
-    path = shutil.which("docker")
-    if path is None:
-        raise DockerUnavailable("the docker command is not installed", hint=DOCKER_HINT)
-    return path
-
-
 def image_exists(ref: str) -> bool:
     """Whether an image ``ref`` is in the local image store (never pulls)."""
-    _docker_cli()
+    docker_cli()
     with docker_errors(f"looking for image {ref}"):
         return docker.image.exists(ref)
 
@@ -97,17 +90,19 @@ def ensure_image(spec: ImageSpec, *, settings: Settings, progress: Progress) -> 
     """
     if image_exists(spec.ref):
         return spec.ref
-    base = ensure_base(settings, progress)
+    # Only the built-in Dockerfiles take BASE; an image built on another (a custom agent, a
+    # capability) must not wait for a pull of a base it does not use.
+    base = ensure_base(settings, progress) if _ARG_BASE.search(spec.dockerfile) else None
     progress(f"building image {spec.ref}")
     with tempfile.TemporaryDirectory(prefix="bottle-build-") as tmp:
         context = Path(tmp) / "context"
         _write_context(spec, context)
         dockerfile = Path(tmp) / "Dockerfile"
         dockerfile.write_text(spec.dockerfile, encoding="utf-8")
-        argv = [_docker_cli(), "build", "--rm", "--force-rm", "-f", str(dockerfile), "-t", spec.ref]
+        argv = [docker_cli(), "build", "--rm", "--force-rm", "-f", str(dockerfile), "-t", spec.ref]
         argv += ["--label", f"bottle.version={package_version()}"]
         argv += ["--label", f"bottle.image-inputs={spec.tag}"]
-        if _ARG_BASE.search(spec.dockerfile):
+        if base is not None:
             argv += ["--build-arg", f"BASE={base}"]
         for key in sorted(spec.build_args):
             argv += ["--build-arg", f"{key}={spec.build_args[key]}"]
@@ -117,7 +112,7 @@ def ensure_image(spec: ImageSpec, *, settings: Settings, progress: Progress) -> 
         # DOCKER_BUILDKIT=0 keeps the legacy builder (and its Step lines) on newer CLIs.
         code, tail, step = _stream(argv, progress, env={"DOCKER_BUILDKIT": "0"})
     if code != 0:
-        _raise_if_no_daemon(tail)
+        raise_if_no_daemon(tail)
         where = f" at {step}" if step else ""
         raise ImageBuildError(
             f"building image {spec.ref} failed{where}",
@@ -191,12 +186,6 @@ def _reaped(proc: subprocess.Popen[str]) -> Iterator[None]:
             proc.stdout.close()
 
 
-def _raise_if_no_daemon(tail: Sequence[str]) -> None:
-    text = "\n".join(tail)
-    if "Cannot connect to the Docker daemon" in text or "Is the docker daemon running" in text:
-        raise DockerUnavailable("the Docker daemon is not running", hint=DOCKER_HINT)
-
-
 def base_recipe_ref(settings: Settings) -> str:
     """The ref of the base made from ``settings.debian_mirror``: a hash of the whole recipe."""
     recipe = {
@@ -236,7 +225,7 @@ def _pull(ref: str, progress: Progress) -> bool:
     try:
         docker.image.pull(ref, quiet=True)
     except DockerException as exc:
-        _raise_if_no_daemon([exc.stderr or ""])
+        raise_if_no_daemon([exc.stderr or ""])
         reason = (exc.stderr or "").strip().splitlines()
         progress(
             f"cannot pull {ref} ({reason[-1] if reason else 'failed'}); "

@@ -228,10 +228,25 @@ def _read_context(directory: Path) -> tuple[dict[str, bytes], set[str]]:
                     "the files the image needs.",
                 )
             rel = path.relative_to(directory).as_posix()
-            files[rel] = path.read_bytes()
+            try:
+                rel.encode("utf-8")
+                files[rel] = path.read_bytes()
+            except UnicodeEncodeError:
+                raise _context_error(directory, f"the file name {rel!r} is not UTF-8") from None
+            except OSError as exc:
+                raise _context_error(directory, f"{rel}: {exc.strerror}") from exc
             if os.access(path, os.X_OK):
                 executable.add(rel)
     return files, executable
+
+
+def _context_error(directory: Path, problem: str) -> BottleError:
+    return BottleError(
+        f"{directory}: cannot use the custom agent Dockerfile's directory as a build context: "
+        f"{problem}",
+        hint="Move the Dockerfile into a directory of its own that holds only readable files "
+        "the image needs.",
+    )
 
 
 def plan_images(
