@@ -157,6 +157,13 @@ class CapabilityBlock(_Strict):
 Payload = Annotated[EgressBlock | PipelockBlock | CapabilityBlock, Field(discriminator="tool")]
 
 
+def request_fields(payload: EgressBlock | PipelockBlock | CapabilityBlock) -> dict[str, Any]:
+    """What was asked, as the agent sends it: no ``tool``, nothing derived (pipelock's host)."""
+    derived = {"tool", "host"} if isinstance(payload, PipelockBlock) else {"tool"}
+    fields: dict[str, Any] = payload.model_dump(mode="json", exclude=derived)
+    return fields
+
+
 def host_of_url(url: str) -> str:
     """The host a URL names, checked like a route's host; raises ``ValueError``."""
     text = url.strip()

@@ -60,10 +60,11 @@ def _ask(name: str, question: str) -> str:
     return answer
 
 
-def _argv(cmd: list[str]) -> list[str]:
-    """The command after ``--`` (click keeps the separator when options stop early)."""
-    argv = cmd[1:] if cmd and cmd[0] == "--" else cmd
-    if not argv:
+def _argv(cmd: list[str] | None, *, required: bool = True) -> list[str]:
+    """The words after ``--`` (click keeps the separator when options stop early)."""
+    argv = list(cmd or [])
+    argv = argv[1:] if argv and argv[0] == "--" else argv
+    if required and not argv:
         raise typer.BadParameter("give the command to run after --", param_hint="CMD")
     return argv
 
@@ -139,7 +140,7 @@ def start(
     """Start AGENT in its bottle and attach to it (or leave it running with --detach)."""
     from bottle.session import attached_session
 
-    target = _bottle(agent, bottle, [a for a in args or [] if a != "--"])
+    target = _bottle(agent, bottle, _argv(args, required=False))
     if detach:
         instance = target.start(progress=output.progress, ask=_ask)
         output.out.print(instance.slug, markup=False)
@@ -287,9 +288,9 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     command = typer.main.get_command(app)
     try:
+        # Without standalone mode, typer returns a command's typer.Exit code, and 130 after
+        # Ctrl-C inside a command; what it raises is handled here.
         code = command.main(args=args, prog_name="bottle", standalone_mode=False)
-    except typer.Exit as exc:
-        code = exc.exit_code
     except TyperException as exc:
         show = getattr(exc, "show", None)
         if callable(show):

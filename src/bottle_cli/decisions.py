@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -97,35 +99,62 @@ def egress_log(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """The decision log: one line per request (never a secret)."""
+    """The decision log: one line per request (never a secret); -f follows until Ctrl-C."""
     path = open_instance(slug).state.egress_log
-    lines = path.read_text().splitlines() if path.exists() else []
     if json_ and not follow:
-        output.print_json([json.loads(line) for line in lines if line.strip()])
+        output.print_json(list(_log_records(path, follow=False)))
         return
+    try:
+        for e in _log_records(path, follow=follow):
+            if json_:
+                print(json.dumps(e, sort_keys=True), flush=True)
+                continue
+            output.out.print(
+                f"{e.get('time', '')} {e.get('decision', ''):9} {e.get('method', '')} "
+                f"{e.get('host', '')}{e.get('path', '')}  {e.get('reason') or ''}",
+                markup=False,
+            )
+    except KeyboardInterrupt:
+        return  # following ends with Ctrl-C, like queue --watch
 
-    def show(line: str) -> None:
-        if json_:
-            print(line, flush=True)
+
+#: How often a follow loop looks for more, in seconds.
+POLL_S = 0.2
+
+
+def _log_records(path: Path, *, follow: bool) -> Iterator[dict[str, Any]]:
+    """The records of a JSON-lines log, then (``follow``) each one as it is written.
+
+    A line is used once its newline is there (egress may be half-way through writing it);
+    a line that is not a JSON object is reported and skipped, never fatal.
+    """
+    while not path.exists():
+        if not follow:
             return
-        e = json.loads(line)
-        output.out.print(
-            f"{e.get('time', '')} {e.get('decision', ''):9} {e.get('method', '')} "
-            f"{e.get('host', '')}{e.get('path', '')}  {e.get('reason') or ''}",
-            markup=False,
-        )
-
-    for line in lines:
-        show(line)
-    if follow:
-        with path.open() as handle:
-            handle.seek(0, 2)
-            while True:
-                line = handle.readline()
-                if line:
-                    show(line.rstrip("\n"))
+        time.sleep(POLL_S)
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        partial = ""
+        while True:
+            chunk = handle.readline()
+            if chunk:
+                partial += chunk
+                if not partial.endswith("\n"):
+                    continue
+            elif follow:
+                time.sleep(POLL_S)
+                continue
+            line, partial = partial.strip(), ""
+            if line:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    record = None
+                if isinstance(record, dict):
+                    yield record
                 else:
-                    time.sleep(0.2)
+                    output.warn(f"{path}: skipped a line that is not a JSON object: {line[:80]!r}")
+            if not chunk:
+                return
 
 
 # -- the operator's decisions ----------------------------------------------------------------
@@ -267,8 +296,10 @@ def approve(
 
 def _confirm_build(proposal: Proposal, slug: str) -> None:
     from bottle.errors import ApplyError
+    from bottle.proposals import CapabilityBlock
 
-    dockerfile = editable_payload(proposal)["dockerfile"]
+    assert isinstance(proposal.payload, CapabilityBlock)
+    dockerfile = proposal.payload.dockerfile
     if not sys.stdin.isatty():
         raise ApplyError(
             f"proposal {proposal.id} builds a Dockerfile, and there is no terminal to confirm it",
@@ -287,6 +318,7 @@ def _confirm_build(proposal: Proposal, slug: str) -> None:
 
 def edited_payload(proposal: Proposal, slug: str) -> dict[str, Any] | None:
     """The payload after the operator's editor; ``None`` when they did not save or emptied it."""
+    from bottle.proposals import request_fields
     from bottle_cli.editor import edit_text, parse_payload, payload_yaml
 
     header = (
@@ -295,16 +327,9 @@ def edited_payload(proposal: Proposal, slug: str) -> dict[str, Any] | None:
         "Edit the request below; saving approves what the file says.\n"
         "Quitting without saving, or an empty file, leaves the proposal pending."
     )
-    text = payload_yaml(header, editable_payload(proposal))
+    text = payload_yaml(header, request_fields(proposal.payload))
     edited = edit_text(text, extension=".yaml")
     return parse_payload(edited) if edited is not None else None
-
-
-def editable_payload(proposal: Proposal) -> dict[str, Any]:
-    """What the operator sees and edits: the request without the fields derived from it."""
-    derived = {"tool", "host"} if proposal.tool == "pipelock-block" else {"tool"}
-    data: dict[str, Any] = proposal.payload.model_dump(mode="json", exclude=derived)
-    return data
 
 
 def reject(

@@ -7,7 +7,6 @@ minutes) runs in a worker too, its progress in the status line. Needs ``bot-bott
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -20,8 +19,6 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
 from bottle.errors import BottleError
 from bottle.operator import Pending, pending_proposals
-
-Source = Callable[[], tuple[list[Pending], list[str]]]
 
 #: Seconds between two reads of the queue.
 REFRESH_S = 1.0
@@ -66,9 +63,8 @@ class QueueView(App[None]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, source: Source = pending_proposals) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.source = source
         self.items: dict[str, Pending] = {}
         self.busy = False
 
@@ -91,7 +87,7 @@ class QueueView(App[None]):
     @work(thread=True, exclusive=True, group="refresh")
     def refresh_queue(self) -> None:
         try:
-            found, problems = self.source()
+            found, problems = pending_proposals()
         except BottleError as exc:
             self.call_from_thread(self.set_status, f"cannot read the queue: {exc.message}")
             return
@@ -136,7 +132,7 @@ class QueueView(App[None]):
         self.show_detail()
 
     def show_detail(self) -> None:
-        from bottle_cli.decisions import editable_payload
+        from bottle.proposals import request_fields
         from bottle_cli.editor import payload_yaml
 
         item = self.selected()
@@ -146,7 +142,7 @@ class QueueView(App[None]):
             return
         proposal = item.proposal
         header = f"{item.slug} #{proposal.id} {proposal.tool}\n{proposal.justification}"
-        detail.update(payload_yaml(header, editable_payload(proposal)))
+        detail.update(payload_yaml(header, request_fields(proposal.payload)))
 
     def set_status(self, text: str) -> None:
         self.query_one("#status", Static).update(text)

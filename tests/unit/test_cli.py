@@ -116,3 +116,25 @@ def test_a_bottle_with_git_remotes_is_refused_before_anything_starts(home: Path,
     assert "git-gate" in done.stderr and "Remove git.remotes" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (home / "state").exists() or not list((home / "state").iterdir())
+
+
+def test_egress_log_skips_a_bad_line_with_a_warning(home: Path, repo: Path) -> None:
+    from bottle.state import InstanceStatus, Metadata, StateDir, now
+
+    state = StateDir(home / "state" / "shell-abcde")
+    state.create()
+    state.write_metadata(Metadata(
+        slug="shell-abcde", agent="shell", bottle="default", provider="shell", cwd="/",
+        compose_project="bottle-shell-abcde", images={}, services=["agent"],
+        status=InstanceStatus.FINISHED, started_at=now(), updated_at=now(),
+    ))
+    ok = {"time": "t", "decision": "allow", "method": "GET", "host": "a.test", "path": "/"}
+    state.egress_log.parent.mkdir(parents=True, exist_ok=True)
+    # a good line, garbage, a JSON non-object, and a last line egress is still writing
+    state.egress_log.write_text(json.dumps(ok) + "\n{ torn\n1\n" + '{"time": "t2", "deci')
+    done = bottle("egress", "log", "shell-abcde", "--json", home=home, cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [ok]
+    assert done.stderr.count("not a JSON object") == 3 and "Traceback" not in done.stderr
+    plain = bottle("egress", "log", "shell-abcde", home=home, cwd=repo)
+    assert plain.returncode == 0 and "allow" in plain.stdout and "a.test/" in plain.stdout
