@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bottle.errors import StateError
 from bottle.policy import Routes
+from bottle.state import locked
 
 GENESIS = "0" * 64
 _FIELDS = (
@@ -137,15 +138,29 @@ class AuditLog:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[int]:
-        import fcntl
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked(self.path, flags=os.O_WRONLY | os.O_APPEND) as fd:
             yield fd
-        finally:
-            os.close(fd)
+
+    def check_appendable(self) -> None:
+        """``StateError`` unless an entry can be appended: call it before making a change
+        that must be audited, so a damaged log is found before the change, not after."""
+        if self.path.exists():
+            self._next_link()
+
+    def _next_link(self) -> tuple[int, str]:
+        """The ``seq`` and ``prev`` of the next entry; ``StateError`` on a damaged last line."""
+        last = self._last_line()
+        if last is None:
+            return 1, GENESIS
+        try:
+            previous = AuditEntry.model_validate_json(last)
+        except ValidationError:
+            raise StateError(
+                f"the last line of audit log {self.path} is not an audit entry",
+                hint="Run verify on it and move the damaged file aside before appending.",
+            ) from None
+        return previous.seq + 1, _sha256(last)
 
     def _last_line(self) -> bytes | None:
         """The last complete line (without newline), or ``None`` for an empty log."""
@@ -195,18 +210,7 @@ class AuditLog:
         """
         before_text, after_text = _text(before), _text(after)
         with self._locked() as fd:
-            last = self._last_line()
-            if last is None:
-                seq, prev = 1, GENESIS
-            else:
-                try:
-                    previous = AuditEntry.model_validate_json(last)
-                except ValidationError:
-                    raise StateError(
-                        f"the last line of audit log {self.path} is not an audit entry",
-                        hint="Run verify on it and move the damaged file aside before appending.",
-                    ) from None
-                seq, prev = previous.seq + 1, _sha256(last)
+            seq, prev = self._next_link()
             data: dict[str, Any] = {
                 "seq": seq,
                 "at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),

@@ -121,24 +121,27 @@ def snapshot_transcript(instance: Instance, say: Progress) -> Path:
     stamp = now().strftime("%Y%m%dT%H%M%S.%fZ")
     target = instance.state.path / "snapshots" / f"transcript-{stamp}"
     target.parent.mkdir(exist_ok=True)
+    skipped: list[str] = []
+
+    def special_files(directory: str, names: list[str]) -> set[str]:
+        """Neither files, directories nor links (FIFOs, sockets): copying one could hang."""
+        found = set()
+        for name in names:
+            mode = os.lstat(os.path.join(directory, name)).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+                found.add(name)
+                skipped.append(os.path.join(directory, name))
+        return found
+
     try:
-        shutil.copytree(instance.state.transcript, target, symlinks=True, ignore=_special_files)
+        shutil.copytree(instance.state.transcript, target, symlinks=True, ignore=special_files)
     except shutil.Error as exc:
-        failed = [str(item[0]) for item in exc.args[0]] if exc.args else []
-        say(f"snapshot incomplete: {len(failed)} file(s) not copied: {', '.join(failed[:5])}")
+        skipped += [str(item[0]) for item in exc.args[0]] if exc.args else []
     except OSError as exc:
         say(f"snapshot incomplete: {exc}")
+    if skipped:
+        say(f"snapshot incomplete: {len(skipped)} file(s) not copied: {', '.join(skipped[:5])}")
     return target
-
-
-def _special_files(directory: str, names: list[str]) -> set[str]:
-    """Names in ``directory`` that are neither files, directories nor links (FIFOs, sockets)."""
-    skipped = set()
-    for name in names:
-        mode = os.lstat(os.path.join(directory, name)).st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
-            skipped.add(name)
-    return skipped
 
 
 def _agent_values(instance: Instance) -> dict[str, str]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import os
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +28,7 @@ from bottle.proposals import (
 )
 from bottle.settings import Settings
 from bottle.sidecars import egress
+from bottle.state import locked
 
 
 def operator_name() -> str:
@@ -85,28 +84,19 @@ def changing(instance: Instance, *, wait_s: float = LOCK_WAIT_S) -> Iterator[Non
     """Hold the instance's operator lock: one change (check, apply, record) at a time.
 
     Without it, a rejection during a minutes-long capability build, or two approvals at
-    once, would apply a change that is then recorded differently, or not at all.
+    once, would apply a change that is then recorded differently, or not at all. The audit
+    log is checked first, so a damaged log stops a change before it is made.
     """
-    import fcntl
-
-    path = instance.state.path / ".operator.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise ApplyError(
-                        f"another operator change to {instance.slug} is still being applied",
-                        hint="A capability build can take minutes; try again when it is done.",
-                    ) from None
-                time.sleep(0.05)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(instance.state.path / ".operator.lock", wait_s=wait_s))
+        except TimeoutError:
+            raise ApplyError(
+                f"another operator change to {instance.slug} is still being applied",
+                hint="A capability build can take minutes; try again when it is done.",
+            ) from None
+        audit_log(instance).check_appendable()
         yield
-    finally:
-        os.close(fd)
 
 
 def pending_proposal(instance: Instance, proposal_id: int) -> Proposal:
@@ -239,15 +229,7 @@ def _approve(
         edited_payload=dict(edited_payload) if edited_payload is not None else None,
         base_ref=agent_image,
     )
-    audit_log(instance).append(
-        who=by or operator_name(),
-        action="approve",
-        tool=proposal.tool,
-        proposal_id=proposal_id,
-        before=before,
-        after=after,
-        reason=reason,
-    )
+    _audit_decision(instance, decided, before=before, after=after)
     return decided
 
 
@@ -256,11 +238,25 @@ def reject(instance: Instance, proposal_id: int, *, reason: str, by: str | None 
         decided = proposal_queue(instance).decide(
             proposal_id, approved=False, by=by or operator_name(), reason=reason
         )
-        audit_log(instance).append(
-            who=by or operator_name(),
-            action="reject",
-            tool=decided.tool,
-            proposal_id=proposal_id,
-            reason=reason,
-        )
+        _audit_decision(instance, decided)
     return decided
+
+
+def _audit_decision(
+    instance: Instance,
+    decided: Proposal,
+    *,
+    before: str | Routes | None = None,
+    after: str | Routes | None = None,
+) -> None:
+    """The audit entry of a decision, taken from the decided proposal itself."""
+    assert decided.decision is not None
+    audit_log(instance).append(
+        who=decided.decision.by,
+        action="approve" if decided.status == "approved" else "reject",
+        tool=decided.tool,
+        proposal_id=decided.id,
+        before=before,
+        after=after,
+        reason=decided.decision.reason,
+    )

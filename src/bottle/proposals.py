@@ -29,9 +29,9 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -49,7 +49,7 @@ from pydantic import (
 from bottle.dockerfiles import AGENT_IMAGE_ARG, DIRECTIVE_RE, logical_lines
 from bottle.errors import ApplyError
 from bottle.policy import Host, Method, PathRule, Route
-from bottle.state import atomic_write
+from bottle.state import atomic_write, locked, now
 
 ToolName = Literal["egress-block", "pipelock-block", "capability-block"]
 Status = Literal["pending", "approved", "rejected"]
@@ -355,18 +355,20 @@ def validate_payload(
     if tool not in TOOLS:
         raise ApplyError(
             f"unknown proposal tool {tool!r}",
-            hint=f"Use one of: {', '.join(TOOLS)}.",
+            hint=f"Use one of: {', '.join(TOOLS)}; nothing was queued.",
         )
     if not isinstance(payload, Mapping):
-        raise ApplyError(f"{tool}: the payload must be an object")
+        raise ApplyError(f"{tool}: the payload must be an object", hint="Nothing was queued.")
     try:
         size = len(json.dumps(dict(payload), ensure_ascii=False, default=str).encode())
     except (TypeError, ValueError) as exc:
-        raise ApplyError(f"{tool}: the payload is not plain JSON data: {exc}") from None
+        raise ApplyError(
+            f"{tool}: the payload is not plain JSON data: {exc}", hint="Nothing was queued."
+        ) from None
     if size > MAX_PAYLOAD_BYTES:
         raise ApplyError(
             f"{tool}: the payload is {size} bytes, more than the {MAX_PAYLOAD_BYTES} allowed",
-            hint="Ask for less at once: fewer paths, or a shorter Dockerfile.",
+            hint="Ask for less at once: fewer paths, or a shorter Dockerfile; nothing was queued.",
         )
     models: dict[str, type[EgressBlock] | type[PipelockBlock] | type[CapabilityBlock]] = {
         "egress-block": EgressBlock,
@@ -389,13 +391,14 @@ def _check_justification(justification: str) -> str:
     if not text:
         raise ApplyError(
             "the justification is empty",
-            hint="Say in a sentence or two why you need this, so the operator can decide.",
+            hint="Say in a sentence or two why you need this, so the operator can decide; "
+            "nothing was queued.",
         )
     if len(text) > MAX_JUSTIFICATION_CHARS:
         raise ApplyError(
             f"the justification is {len(text)} characters, more than the "
             f"{MAX_JUSTIFICATION_CHARS} allowed",
-            hint="Shorten it to the essentials.",
+            hint="Shorten it to the essentials; nothing was queued.",
         )
     return text
 
@@ -409,10 +412,6 @@ class Listing:
 
     proposals: tuple[Proposal, ...]
     problems: tuple[str, ...] = field(default=())
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class ProposalQueue:
@@ -468,7 +467,7 @@ class ProposalQueue:
         proposal = Proposal(
             id=candidate,
             tool=typed.tool,
-            created_at=_now(),
+            created_at=now(),
             justification=text,
             payload=typed,
         )
@@ -536,17 +535,6 @@ class ProposalQueue:
                 found.append(proposal)
         return Listing(proposals=tuple(found), problems=tuple(problems))
 
-    @contextlib.contextmanager
-    def _decide_lock(self) -> Iterator[None]:
-        import fcntl
-
-        fd = os.open(self.directory / ".decide.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
     def decide(
         self,
         proposal_id: int,
@@ -569,7 +557,7 @@ class ProposalQueue:
         """
         if not approved and applied:
             raise ApplyError("a rejected proposal cannot be applied")
-        with self._decide_lock():
+        with locked(self.directory / ".decide.lock"):
             current = self.get(proposal_id)
             if current.status != "pending":
                 assert current.decision is not None
@@ -587,7 +575,7 @@ class ProposalQueue:
             try:
                 decision = Decision(
                     by=by,
-                    at=_now(),
+                    at=now(),
                     reason=reason or None,
                     applied=applied,
                     error=error or None,

@@ -78,7 +78,7 @@ def routes_edit(
     from bottle_cli.editor import edit_text
 
     instance = open_instance(slug)
-    current = egress.routes_file(instance).read_bytes()
+    current = egress.routes_bytes(instance)
     edited = edit_text(current.decode(), extension=".yaml")
     if edited is None or edited.encode() == current:
         output.progress("routes unchanged")
@@ -359,4 +359,5 @@ def audit_verify(slug: SlugArg) -> None:
             "The log was changed after it was written; keep the file for investigation.",
         )
         raise typer.Exit(1)
-    output.progress(f"audit log intact: {result.entries} entries")
+    # The head hash, kept elsewhere, also catches a log cut short at its end.
+    output.progress(f"audit log intact: {result.entries} entries, head {result.head}")

@@ -24,3 +24,4 @@ def test_snapshot_copies_the_transcript_and_skips_what_cannot_be_copied(tmp_path
     # A link is copied as a link, never as the host file it points at.
     assert (target / "passwd").is_symlink() and os.readlink(target / "passwd") == "/etc/passwd"
     assert target.parent == state.path / "snapshots"
+    assert len(said) == 1 and "pipe" in said[0]  # what was skipped is named

@@ -51,3 +51,17 @@ def test_an_edit_of_routes_that_changed_meanwhile_is_refused(instance: Instance)
         set_routes(instance, Routes(), based_on=b"routes: []\n")
     assert "Nothing changed" in (caught.value.hint or "")
     assert path.read_bytes() == b"routes:\n- host: new.example\n"
+
+
+def test_a_damaged_audit_log_stops_a_change_before_it_is_made(instance: Instance) -> None:
+    from bottle.errors import StateError
+    from bottle.operator import allow
+    from bottle.policy import Route
+
+    path = egress.routes_file(instance)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"routes: []\n")
+    instance.state.audit_log.write_text('{"not": "an entry"}\n')
+    with pytest.raises(StateError, match="not an audit entry"):
+        allow(instance, Route(host="new.example"))
+    assert path.read_bytes() == b"routes: []\n"  # nothing was applied

@@ -9,19 +9,18 @@ the addon swap them in without dropping connections.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
 from ruamel.yaml import YAML
 
 from bottle import layout
 from bottle.errors import ApplyError
 from bottle.plan import BottlePlan
 from bottle.policy import Routes, RoutesFileError, parse_routes_file
+from bottle.runtime.egress import EgressStatus, routes_digest
 from bottle.sidecars._common import bind, sidecar_base
 from bottle.state import atomic_write
 
@@ -102,18 +101,6 @@ EGRESS = _Egress()
 # -- live changes ---------------------------------------------------------------------------
 
 
-class EgressStatus(BaseModel):
-    """``status/egress.json``, written by the addon at start and after every SIGHUP."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    generation: int = 0
-    routes_sha256: str | None = None
-    error: str | None = None
-    error_sha256: str | None = None
-    loaded_at: str | None = None
-
-
 def read_status(instance: Instance) -> EgressStatus:
     path = instance.state.status_file(EGRESS.name)
     try:
@@ -126,9 +113,22 @@ def routes_file(instance: Instance) -> Path:
     return instance.state.live_config(EGRESS.name) / layout.ROUTES_FILE
 
 
+def routes_bytes(instance: Instance) -> bytes:
+    """The live routes file as it is on disk; ``ApplyError`` when it cannot be read."""
+    path = routes_file(instance)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ApplyError(
+            f"cannot read the live routes {path}: {exc.strerror}",
+            hint="The state directory is damaged or was not made by 'bottle start'; "
+            "see 'bottle ls'.",
+        ) from None
+
+
 def load_routes(instance: Instance) -> Routes:
     """The routes in force (as written in live-config), validated with the proxy's parser."""
-    return parse_routes(routes_file(instance).read_bytes(), source=str(routes_file(instance)))
+    return parse_routes(routes_bytes(instance), source=str(routes_file(instance)))
 
 
 def parse_routes(data: bytes, *, source: str) -> Routes:
@@ -138,7 +138,7 @@ def parse_routes(data: bytes, *, source: str) -> Routes:
     except RoutesFileError as exc:
         raise ApplyError(
             f"invalid routes: {exc}",
-            hint="Fix the file (docs/architecture.md, README 'Files'); the routes in force "
+            hint="Fix the file (docs/manifest.md lists a route's fields); the routes in force "
             "are unchanged.",
         ) from None
 
@@ -163,9 +163,9 @@ def apply_routes(instance: Instance, routes: Routes, *, timeout: float = 10.0) -
 
 def reload(instance: Instance, *, timeout: float = 10.0) -> EgressStatus:
     """SIGHUP egress and wait (bounded) for it to report the file now on disk as live."""
-    data = routes_file(instance).read_bytes()
+    data = routes_bytes(instance)
     parse_routes(data, source=str(routes_file(instance)))
-    want = hashlib.sha256(data).hexdigest()
+    want = routes_digest(data)
     before = read_status(instance)
     if before.routes_sha256 == want and before.error is None:
         return before

@@ -1,15 +1,19 @@
 """The egress sidecar: a mitmproxy addon (``addon.py``), its DLP (``dlp.py``) and the entry
 point that prepares the CA and execs ``mitmdump`` (``python -m bottle.runtime.egress``).
 
-This module holds only the paths both of them use; importing it imports neither mitmproxy
-nor the addon.
+This module holds what the addon and the host share (the paths, and the status file's
+format the host waits on after a SIGHUP); importing it imports neither mitmproxy nor the
+addon.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
 
 from bottle import layout
 
@@ -33,3 +37,24 @@ def status_path(environ: Mapping[str, str] = os.environ) -> Path:
 
 def log_path(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(environ.get(LOG_ENV) or DEFAULT_LOG)
+
+
+class EgressStatus(BaseModel):
+    """``status/egress.json``: what the addon loaded, written at start and after every SIGHUP.
+
+    The host compares ``routes_sha256`` (or ``error_sha256``) with :func:`routes_digest` of
+    the file it wrote, to know that egress took (or refused) exactly that file.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    generation: int = 0
+    routes_sha256: str | None = None
+    routes: int = 0
+    loaded_at: str | None = None
+    error: str | None = None
+    error_sha256: str | None = None
+
+
+def routes_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

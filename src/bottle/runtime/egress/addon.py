@@ -19,14 +19,12 @@ Loaded by ``mitmdump -s`` (see ``__main__``), so this module uses absolute impor
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
 import signal
 import traceback
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypedDict, cast
 from urllib.parse import unquote, unquote_plus
@@ -36,7 +34,7 @@ from mitmproxy import http, tcp, tls, udp
 from bottle.policy import Route, Routes, RoutesFileError, parse_routes_file
 from bottle.runtime import egress as paths
 from bottle.runtime.egress import dlp
-from bottle.state import atomic_write
+from bottle.state import atomic_write, now
 
 logger = logging.getLogger("bottle.egress")
 #: mitmproxy's ALERT level (INFO + 1): shown by ``termlog_verbosity=alert``, which hides the
@@ -57,17 +55,6 @@ HOW_TO_FIX_DLP = (
 )
 
 _META = "bottle_egress"  # flow.metadata key: the decision record of this flow
-
-
-parse_routes = parse_routes_file  # the addon's name for the shared parser
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class Loaded(NamedTuple):
@@ -157,7 +144,12 @@ class Egress:
         self.status_path = status_path or paths.status_path(env)
         self.log_path = log_path or paths.log_path(env)
         # Deny everything until running() has loaded the file.
-        self.current = Loaded(routes=Routes(), generation=0, routes_sha256=None, loaded_at=_now())
+        self.current = Loaded(
+            routes=Routes(),
+            generation=0,
+            routes_sha256=None,
+            loaded_at=now().isoformat(timespec="milliseconds"),
+        )
         self.last_error: str | None = None
         self.last_error_sha256: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -195,21 +187,21 @@ class Egress:
         data: bytes | None = None
         try:
             data = self.routes_path.read_bytes()
-            routes = parse_routes(data, str(self.routes_path))
+            routes = parse_routes_file(data, str(self.routes_path))
         except (OSError, RoutesFileError) as exc:
             if isinstance(exc, OSError):
                 message = f"cannot read routes file {self.routes_path}: {exc.strerror or exc}"
             else:
                 message = str(exc)
             self.last_error = message
-            self.last_error_sha256 = _sha256(data) if data is not None else None
+            self.last_error_sha256 = paths.routes_digest(data) if data is not None else None
             if self.current.generation == 0:
                 # First load: nothing was in force, so "no routes" (deny all) is.
                 self.current = Loaded(
                     routes=Routes(),
                     generation=1,
                     routes_sha256=None,
-                    loaded_at=_now(),
+                    loaded_at=now().isoformat(timespec="milliseconds"),
                     secrets=self._secrets(Routes()),
                 )
                 logger.error("egress: %s; no routes are in force (all egress refused)", message)
@@ -224,8 +216,8 @@ class Egress:
         self.current = Loaded(
             routes=routes,
             generation=self.current.generation + 1,
-            routes_sha256=_sha256(data),
-            loaded_at=_now(),
+            routes_sha256=paths.routes_digest(data),
+            loaded_at=now().isoformat(timespec="milliseconds"),
             secrets=self._secrets(routes),
         )
         self.last_error = None
@@ -243,19 +235,19 @@ class Egress:
         names = dlp.secret_names(routes.token_refs, self.environ)
         return dlp.known_secrets(names, self.environ)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> paths.EgressStatus:
         current = self.current
-        return {
-            "generation": current.generation,
-            "routes_sha256": current.routes_sha256,
-            "routes": len(current.routes.routes),
-            "loaded_at": current.loaded_at,
-            "error": self.last_error,
-            "error_sha256": self.last_error_sha256,
-        }
+        return paths.EgressStatus(
+            generation=current.generation,
+            routes_sha256=current.routes_sha256,
+            routes=len(current.routes.routes),
+            loaded_at=current.loaded_at,
+            error=self.last_error,
+            error_sha256=self.last_error_sha256,
+        )
 
     def write_status(self) -> None:
-        body = json.dumps(self.status(), indent=2, sort_keys=True) + "\n"
+        body = self.status().model_dump_json(indent=2) + "\n"
         try:
             atomic_write(self.status_path, body)
         except OSError as exc:
@@ -623,7 +615,11 @@ class Egress:
         )
 
     def _write_log(self, entry: dict[str, Any]) -> None:
-        line = {"time": _now(), "generation": self.current.generation, **entry}
+        line = {
+            "time": now().isoformat(timespec="milliseconds"),
+            "generation": self.current.generation,
+            **entry,
+        }
         data = json.dumps(line, separators=(",", ":")) + "\n"
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,6 @@ import contextlib
 import json
 import logging
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -115,13 +114,10 @@ class Supervise:
         self.queue = ProposalQueue(config.proposals_dir)
 
     async def _wait(self, proposal_id: int) -> Proposal:
-        deadline = time.monotonic() + self.config.wait_s
-        while True:
-            proposal = self.queue.get(proposal_id)
-            remaining = deadline - time.monotonic()
-            if proposal.status != "pending" or remaining <= 0:
-                return proposal
-            await anyio.sleep(min(self.config.poll_s, remaining))
+        # In a worker thread: the queue's polling (and its file reads) never block the loop.
+        return await anyio.to_thread.run_sync(
+            self.queue.wait, proposal_id, self.config.wait_s, self.config.poll_s
+        )
 
     async def file(self, tool: str, payload: dict[str, Any], justification: str) -> str:
         """Validate, queue, wait a bounded time, and say what became of the proposal."""
@@ -131,10 +127,7 @@ class Supervise:
             )
         except ApplyError as exc:
             log.info("refused %s: %s", tool, exc.message)
-            message = _message(exc)
-            if "nothing was queued" not in message.lower():
-                message += " Nothing was queued."
-            raise ToolError(message) from None
+            raise ToolError(_message(exc)) from None  # every refusal of create says so
         log.info("filed proposal %d (%s): %s", proposal.id, tool, proposal.payload.summary())
         try:
             final = await self._wait(proposal.id)
@@ -154,22 +147,17 @@ class Supervise:
         """The routes in force, with auth shown only as its scheme and variable name."""
         path = self.config.routes_file
         try:
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()
         except FileNotFoundError:
             return json.dumps({"routes": [], "note": "no routes file: nothing is allowed"})
         except OSError as exc:
             raise ToolError(f"cannot read the live routes ({exc}); ask the operator") from None
         try:
-            routes = parse_routes_file(text.encode(), path.name)
+            routes = parse_routes_file(data, path.name)
         except RoutesFileError as exc:
             raise ToolError(f"the live routes file is invalid ({exc}); ask the operator") from None
-        shown: list[dict[str, Any]] = []
-        for route in routes.routes:
-            item = route.model_dump(mode="json", exclude_defaults=True, exclude={"auth"})
-            if route.auth is not None:
-                item["auth"] = {"scheme": route.auth.scheme, "token_ref": route.auth.token_ref}
-            shown.append(item)
-        return json.dumps({"routes": shown}, indent=2)
+        # The file never holds a credential, only auth's scheme and variable name.
+        return json.dumps({"routes": routes.to_data().get("routes", [])}, indent=2)
 
 
 def _message(exc: ApplyError) -> str:
