@@ -626,6 +626,8 @@ def test_sighup_reloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
     async def scenario() -> int:
         addon.running()
+        # Without the handler, SIGHUP would kill the test run instead of failing this test.
+        assert addon._loop is not None
         routes.write_text("routes:\n  - host: b.example\n")
         os.kill(os.getpid(), signal.SIGHUP)
         for _ in range(100):

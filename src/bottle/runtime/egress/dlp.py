@@ -18,10 +18,13 @@ never the matched text, so a finding can be logged and shown to the agent as it 
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
+
+from bottle.policy import check_env_name
 
 #: Bodies are scanned up to this many bytes (after content-encoding is undone).
 MAX_SCAN_BYTES = 1 << 20
@@ -30,7 +33,6 @@ MIN_SECRET_LEN = 8
 #: Comma-separated *names* of environment variables whose values are secrets to watch for.
 DLP_SECRETS_ENV = "BOTTLE_DLP_SECRETS"
 
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -138,8 +140,8 @@ def secret_names(token_refs: Iterable[str], environ: Mapping[str, str]) -> tuple
     names = list(token_refs)
     for raw in environ.get(DLP_SECRETS_ENV, "").split(","):
         name = raw.strip()
-        if name and _ENV_NAME_RE.fullmatch(name):
-            names.append(name)
+        with contextlib.suppress(ValueError):  # a bad name: no variable can hold a secret
+            names.append(check_env_name(name))
     return tuple(dict.fromkeys(names))
 
 
@@ -149,7 +151,9 @@ def known_secrets(names: Iterable[str], environ: Mapping[str, str]) -> tuple[Kno
     for name in dict.fromkeys(names):
         value = environ.get(name, "").strip()
         if len(value) >= MIN_SECRET_LEN:
-            out.append(KnownSecret(name=name, forms=encoded_forms(value)))
+            # Longest needle first, so redact() replaces a whole encoding, not a piece of it.
+            forms = tuple(sorted(encoded_forms(value), key=lambda fn: -len(fn[1])))
+            out.append(KnownSecret(name=name, forms=forms))
     return tuple(out)
 
 
@@ -226,9 +230,11 @@ def redact(text: str, secrets: Iterable[KnownSecret] = ()) -> str:
     For fields that must go into logs or refusal bodies (host, path).
     """
     secrets = tuple(secrets)
+    if not scan_text(text, "", secrets):
+        return text  # the common case, on every request: nothing to replace
     out = text
     for secret in secrets:
-        for _form, needle in sorted(secret.forms, key=lambda fn: -len(fn[1])):
+        for _form, needle in secret.forms:
             out = out.replace(needle, f"[secret:{secret.name}]")
     for kind, pattern in TOKEN_PATTERNS:
         out = pattern.sub(f"[{kind}]", out)
