@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXAMPLES, write
-
-pytestmark = pytest.mark.docker
+from tests.conftest import run_cli, write
 
 UPSTREAM_HOST = "upstream.test"
 
@@ -37,13 +32,10 @@ egress:
 
 
 @pytest.fixture
-def bottle_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_engine: None) -> Iterator[Path]:
-    home = tmp_path / "home"
-    shutil.copytree(EXAMPLES / "bottles", home / "bottles")
-    shutil.copytree(EXAMPLES / "agents", home / "agents")
+def bottle_home(examples_home: Path, docker_engine: None) -> Iterator[Path]:
+    home = examples_home
     write(home / "bottles" / "it.md", IT_BOTTLE)
     write(home / "agents" / "it.md", "---\nbottle: it\n---\n")
-    monkeypatch.setenv("BOTTLE_HOME", str(home))
     yield home
     leftovers = _leftovers(home)
     if leftovers:
@@ -62,9 +54,6 @@ def _leftovers(home: Path) -> tuple[list[str], list[str]] | None:
     containers: list[str] = []
     networks: list[str] = []
     for slug in _slugs(home):
-        meta = json.loads((home / "state" / slug / "metadata.json").read_text())
-        if meta["status"] == "running":
-            continue  # a test that leaves one running on purpose stops it itself
         containers += labelled("container", slug)
         networks += labelled("network", slug)
     return (containers, networks) if containers or networks else None
@@ -86,22 +75,9 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def cli(
-    *args: str,
-    cwd: Path,
-    timeout: float = 600,
-    env_extra: dict[str, str] | None = None,
-    **kwargs: object,
+    *args: str, cwd: Path, env_extra: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bottle_cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, **(env_extra or {})},
-        **kwargs,  # type: ignore[arg-type]
-    )
+    return run_cli(*args, cwd=cwd, env=env_extra, timeout=timeout)
 
 
 @contextlib.contextmanager
@@ -136,13 +112,10 @@ def running(home: Path, workdir: Path, name: str, bottle_text: str, **start: Any
 
     write(home / "bottles" / f"{name}.md", bottle_text)
     write(home / "agents" / f"{name}.md", f"---\nbottle: {name}\n---\n")
-    instance = Bottle(name, cwd=workdir).start(**start)
-    try:
+    with Bottle(name, cwd=workdir).start(**start) as instance:
         meta = instance.metadata
         with upstream(meta.compose_project, image=meta.images["sidecar"]):
             yield instance
-    finally:
-        instance.stop()
 
 
 # A minimal MCP client (streamable HTTP, JSON-RPC) for the agent: the shell image has
@@ -180,3 +153,29 @@ def mcp(instance, tool: str, args: dict) -> str:
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     return " ".join(c.get("text", "") for c in data["result"]["content"])
+
+
+def mcp_started(instance, tool: str, args: dict) -> subprocess.Popen[str]:
+    """The same call as :func:`mcp`, left running: the test decides while the agent waits."""
+    return subprocess.Popen(
+        ["docker", "compose", "-f", str(instance.state.compose_file), "-p",
+         instance.metadata.compose_project, "exec", "-T", "agent", "python3", "-c", MCP_CLIENT,
+         tool, json.dumps(args)],
+        stdout=subprocess.PIPE, text=True,
+    )
+
+
+def readline(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    """The next line ``proc`` prints; fails after ``timeout`` instead of hanging the run."""
+    import threading
+
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    lines: list[str] = []
+    # A thread, not select(): the pipe's reader buffers, so data may be read but not yet seen.
+    reader = threading.Thread(target=lambda: lines.append(stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not lines:
+        raise AssertionError(f"no output from {proc.args[:4]} within {timeout}s")
+    return lines[0]

@@ -24,19 +24,9 @@ from bottle.errors import ImageBuildError
 from bottle.images import ImageSpec, agent_image, custom_agent_image, sidecar_image
 from bottle.settings import Settings
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 
 Renamer = Callable[[ImageSpec, str], ImageSpec]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _engine() -> None:
-    try:
-        docker.info()
-    except Exception as exc:  # no CLI, or no daemon
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but no Docker engine answers: {exc}")
-        pytest.skip(f"no Docker engine: {exc}")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from bottle import Route
 from bottle.operator import allow, approve, audit_log, proposal_queue, reject
 from bottle.sidecars import egress
 from tests.conftest import wait_for
-from tests.integration.conftest import MCP_CLIENT, cli, curl, mcp, running
+from tests.integration.conftest import cli, curl, mcp, mcp_started, running
 
 pytestmark = pytest.mark.docker
 
@@ -87,14 +86,10 @@ def test_reload_adds_route_without_restart_and_keeps_old_on_bad_file(live) -> No
 def test_egress_block_proposal_approved_then_audit_verifies(live) -> None:
     ids = {s.service: s.container_id for s in live.compose.ps()}
     assert curl(live, "http://upstream.test/asked/x") == "403"
-    proc = subprocess.Popen(
-        ["docker", "compose", "-f", str(live.state.compose_file), "-p",
-         live.metadata.compose_project, "exec", "-T", "agent", "python3", "-c", MCP_CLIENT,
-         "egress-block", json.dumps({"host": "upstream.test", "paths": ["/asked/"],
-                                     "justification": "the tests need it",
-                                     "auth": {"scheme": "bearer", "token_ref": "EVIL"}})],
-        stdout=subprocess.PIPE, text=True,
-    )
+    proc = mcp_started(live, "egress-block", {
+        "host": "upstream.test", "paths": ["/asked/"], "justification": "the tests need it",
+        "auth": {"scheme": "bearer", "token_ref": "EVIL"},
+    })
     queue = proposal_queue(live)
     (proposal,) = wait_for(lambda: queue.list(status="pending").proposals, 30, "the proposal")
     assert "auth" not in proposal.payload.model_dump()
@@ -114,15 +109,10 @@ def test_egress_block_proposal_approved_then_audit_verifies(live) -> None:
 
 
 def test_pipelock_rejection_and_pending_then_status(live) -> None:
-    import os
 
     # supervise waits BOTTLE_SUPERVISE_WAIT (30 s) before answering pending; file, then decide.
-    proc = subprocess.Popen(
-        ["docker", "compose", "-f", str(live.state.compose_file), "-p",
-         live.metadata.compose_project, "exec", "-T", "agent", "python3", "-c", MCP_CLIENT,
-         "pipelock-block", json.dumps({"url": "https://blocked.test/x", "justification": "j"})],
-        stdout=subprocess.PIPE, text=True, env={**os.environ},
-    )
+    proc = mcp_started(live, "pipelock-block",
+                       {"url": "https://blocked.test/x", "justification": "j"})
     queue = proposal_queue(live)
     (proposal,) = wait_for(lambda: queue.list(status="pending").proposals, 30, "the proposal")
     reject(live, proposal.id, reason="not needed")

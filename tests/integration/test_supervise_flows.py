@@ -15,7 +15,7 @@ import pytest
 from bottle.errors import ApplyError
 from bottle.operator import approve, proposal_queue
 from bottle.sidecars import egress
-from tests.integration.conftest import cli, curl, mcp, running
+from tests.integration.conftest import cli, curl, mcp, readline, running
 
 pytestmark = pytest.mark.docker
 
@@ -227,8 +227,7 @@ def test_queue_watch_prints_each_new_proposal_once(quick) -> None:
     try:
         first = _id(mcp(quick, "egress-block", {"host": "one.test", "justification": "j"}))
         second = _id(mcp(quick, "egress-block", {"host": "two.test", "justification": "j"}))
-        assert watcher.stdout is not None
-        rows = [json.loads(watcher.stdout.readline()) for _ in range(2)]
+        rows = [json.loads(readline(watcher)) for _ in range(2)]
         assert [(r["id"], r["payload"]["host"]) for r in rows] == [
             (first, "one.test"), (second, "two.test")
         ]

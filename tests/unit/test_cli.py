@@ -10,19 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write
+from tests.conftest import run_cli, write
 
 
 def bottle(*args: str, home: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bottle_cli", *args],
-        cwd=cwd,
-        env={**os.environ, "BOTTLE_HOME": str(home), **env},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    return run_cli(*args, cwd=cwd, env={"BOTTLE_HOME": str(home), **env}, timeout=60)
 
 
 def test_render_with_no_files(home: Path, repo: Path) -> None:
