@@ -58,7 +58,7 @@ def list_bottles(settings: Settings, cwd: Path) -> list[BottleRow]:
                 provider=spec.agent.provider if spec.agent else "shell",
                 routes=len(spec.egress.routes) if spec.egress else 0,
                 remotes=len(spec.git.remotes) if spec.git else 0,
-                supervise=spec.supervise is None or spec.supervise.enabled,
+                supervise=spec.supervise.enabled,
                 path=str(source.path) if source.path else None,
                 description=spec.description,
             )

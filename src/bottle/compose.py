@@ -114,7 +114,7 @@ def _skills_target(plan: BottlePlan) -> PurePosixPath:
 def _quote_ambiguous(representer: Any, value: str) -> Any:
     """Quote a string that a YAML 1.1 or 1.2 reader would take for another type.
 
-    ``0:0`` is a number to a 1.1 reader, ``on`` a boolean, ``1e3`` a float: compose and
+    ``1:20`` is a number to a 1.1 reader (base 60), ``on`` a boolean, ``1e3`` a float: compose and
     other tools must see exactly the string we meant.
     """
     style = None

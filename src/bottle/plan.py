@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from bottle.errors import ManifestError, PlanError
 from bottle.manifest import AgentSource, GitRemote, Manifest
-from bottle.manifest.models import ProviderKind, Supervise
+from bottle.manifest.models import ProviderKind
 from bottle.policy import Routes
 from bottle.settings import Settings
 
@@ -201,8 +201,7 @@ def resolve_plan(
 
     env = tuple(_env_entry(name, value) for name, value in sorted(spec.env.items()))
     git_gate = GitGatePlan(spec.git.remotes) if spec.git and spec.git.remotes else None
-    supervise_spec = spec.supervise or Supervise()
-    supervise = SupervisePlan(wait_seconds=supervise_spec.wait) if supervise_spec.enabled else None
+    supervise = SupervisePlan(spec.supervise.wait) if spec.supervise.enabled else None
 
     needed = [e.value for e in env if e.kind == "host"]
     needed += list(egress.secret_refs)

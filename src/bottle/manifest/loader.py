@@ -323,8 +323,6 @@ def merge(base: BottleSpec, child: BottleSpec) -> BottleSpec:
     )
 
 
-def _merge_supervise(base: Supervise | None, child: Supervise | None) -> Supervise | None:
+def _merge_supervise(base: Supervise, child: Supervise) -> Supervise:
     """Field by field: ``supervise: true`` keeps an inherited ``wait``."""
-    if base is None or child is None:
-        return child or base
     return base.model_copy(update={name: getattr(child, name) for name in child.model_fields_set})

@@ -120,14 +120,18 @@ class BottleSpec(_Strict):
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     egress: Egress | None = None
     git: Git | None = None
-    supervise: Supervise | None = None
+    #: What the file does not set stays out of ``model_fields_set``, so ``extends`` can merge
+    #: the settings one by one.
+    supervise: Supervise = Field(default_factory=Supervise)
 
     @field_validator("supervise", mode="before")
     @classmethod
     def _on_off(cls, value: object) -> object:
         if isinstance(value, bool):
             return {"enabled": value}
-        if value is not None and not isinstance(value, dict | Supervise):
+        if value is None:
+            return {}
+        if not isinstance(value, dict | Supervise):
             raise ValueError("give true, false or settings such as {wait: 30}")
         return value
 
