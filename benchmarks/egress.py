@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import tempfile
-from pathlib import Path
+
+from _home import bench_home  # benchmarks/ is on sys.path when a script in it runs
 
 from bottle import Bottle
 
@@ -48,11 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=200)
     n = parser.parse_args().requests
-    home = Path(tempfile.mkdtemp(prefix="bottle-bench-"))
-    (home / "bottles").mkdir()
-    (home / "agents").mkdir()
-    (home / "bottles" / "eb.md").write_text(BOTTLE)
-    (home / "agents" / "eb.md").write_text("---\nbottle: eb\n---\n")
+    home = bench_home("eb", BOTTLE)
     os.environ["BOTTLE_HOME"] = str(home)
     with Bottle("eb", cwd=home).start() as instance:
         meta = instance.metadata

@@ -15,9 +15,9 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+
+from _home import bench_home  # benchmarks/ is on sys.path when a script in it runs
 
 BOTTLE = "---\nagent: {provider: shell}\nsupervise: true\negress:\n  routes: [{host: pypi.org}]\n---\n"
 
@@ -32,11 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     rounds = parser.parse_args().rounds
-    home = Path(tempfile.mkdtemp(prefix="bottle-bench-"))
-    (home / "bottles").mkdir()
-    (home / "agents").mkdir()
-    (home / "bottles" / "bench.md").write_text(BOTTLE)
-    (home / "agents" / "bench.md").write_text("---\nbottle: bench\n---\n")
+    home = bench_home("bench", BOTTLE)
     env = {**os.environ, "BOTTLE_HOME": str(home)}
     bottle = [sys.executable, "-m", "bottle_cli"]
     subprocess.run([*bottle, "run", "bench", "--", "true"], env=env, check=True)  # warm images

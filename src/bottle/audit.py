@@ -37,20 +37,6 @@ from bottle.policy import Routes
 from bottle.state import locked
 
 GENESIS = "0" * 64
-_FIELDS = (
-    "seq",
-    "at",
-    "who",
-    "action",
-    "tool",
-    "proposal_id",
-    "before",
-    "after",
-    "diff",
-    "reason",
-    "prev",
-    "hash",
-)
 
 
 class AuditEntry(BaseModel):
@@ -286,9 +272,10 @@ def _check_line(line: bytes, number: int, prev: str) -> str | None:
         return f"not JSON: {exc}"
     if not isinstance(data, dict):
         return "not a JSON object"
-    if set(data) != set(_FIELDS):
-        missing = sorted(set(_FIELDS) - set(data))
-        extra = sorted(set(data) - set(_FIELDS))
+    fields = set(AuditEntry.model_fields)  # every field is written, null or not
+    if set(data) != fields:
+        missing = sorted(fields - set(data))
+        extra = sorted(set(data) - fields)
         return f"wrong fields (missing {missing}, unexpected {extra})"
     try:
         AuditEntry.model_validate(data)

@@ -34,7 +34,6 @@ MIN_SECRET_LEN = 8
 DLP_SECRETS_ENV = "BOTTLE_DLP_SECRETS"
 
 
-
 @dataclass(frozen=True)
 class Finding:
     """One thing DLP found: a kind and a place. Never the matched text."""

@@ -1,0 +1,16 @@
+"""A throwaway BOTTLE_HOME for one benchmark run: one agent in a bottle of its own."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+
+def bench_home(agent: str, bottle_text: str) -> Path:
+    """A new home directory where ``agent`` runs in a bottle written from ``bottle_text``."""
+    home = Path(tempfile.mkdtemp(prefix="bottle-bench-"))
+    (home / "bottles").mkdir()
+    (home / "agents").mkdir()
+    (home / "bottles" / f"{agent}.md").write_text(bottle_text)
+    (home / "agents" / f"{agent}.md").write_text(f"---\nbottle: {agent}\n---\n")
+    return home
