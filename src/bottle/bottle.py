@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bottle import compose
+from bottle import compose, hardening
 from bottle.errors import BottleError, PlanError
 from bottle.instance import Instance
 from bottle.manifest import Manifest, load_manifest
@@ -103,6 +103,10 @@ class Bottle:
                 "over HTTPS meanwhile).",
             )
         plan.require_env()
+        plan.require_user()
+        if plan.agent_is_root:
+            say(f"warning: the agent runs as root (bottle {plan.bottle!r} allows it), "
+                "without any capability")
         answers = self._answers(plan, ask)
         check_docker()
         say("checking images")
@@ -111,6 +115,7 @@ class Bottle:
 
         state = StateDir(plan.state_dir)
         state.create()
+        hardening.prepare_state(plan, state)
         instance = Instance(state)
         try:
             self._write_state(plan, state, owner_pid)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from bottle.errors import ManifestError, PlanError
 from bottle.manifest import AgentSource, GitRemote, Manifest
-from bottle.manifest.models import ProviderKind
+from bottle.manifest.models import Limits, ProviderKind
 from bottle.policy import Routes
 from bottle.settings import Settings
 
@@ -113,6 +113,25 @@ class BottlePlan:
     images: Images
     version: str
     missing_env: tuple[str, ...] = field(default=())
+    limits: Limits = field(default_factory=Limits)
+    #: "uid:gid" every sidecar runs as: whoever runs bottle (owns the state dir), never root.
+    sidecar_user: str = field(default_factory=lambda: sidecar_user())
+    root_allowed: bool = False  # the bottle says ``agent: {user: root}``
+
+    @property
+    def agent_is_root(self) -> bool:
+        return self.user.split(":")[0] == "0"
+
+    def require_user(self) -> None:
+        """Raise PlanError when the agent would run as root and the bottle did not opt in."""
+        if self.agent_is_root and not self.root_allowed:
+            raise PlanError(
+                f"the workspace {self.cwd} is owned by root, and the agent runs as the "
+                "workspace's owner: bottle does not run an agent as root unless asked to",
+                hint=f"chown the workspace to a user (e.g. chown -R 1000:1000 {self.cwd}), "
+                f"or set 'agent: {{user: root}}' in the bottle {self.bottle!r} (the agent "
+                "then runs as root, still without any capability).",
+            )
 
     @property
     def compose_project(self) -> str:
@@ -227,6 +246,7 @@ def resolve_plan(
         cwd=cwd,
         state_dir=settings.state_root / slug,
         user=_owner(cwd),
+        root_allowed=bool(provider_cfg and provider_cfg.user == "root"),
         env=env,
         egress=egress,
         git_gate=git_gate,
@@ -234,6 +254,7 @@ def resolve_plan(
         images=Images(tuple(images.plan_images(settings, provider, dockerfile))),
         version=version,
         missing_env=missing,
+        limits=spec.limits or Limits(),
     )
 
 
@@ -279,7 +300,17 @@ def _skills(manifest: Manifest, agent: AgentSource) -> dict[str, Path]:
     return found
 
 
+#: Sidecars' "uid:gid" when bottle itself runs as root (no user of the host is meant).
+SIDECAR_FALLBACK_USER = "65532:65532"
+
+
+def sidecar_user() -> str:
+    uid, gid = os.getuid(), os.getgid()
+    return SIDECAR_FALLBACK_USER if uid == 0 else f"{uid}:{gid}"
+
+
 def _owner(cwd: Path) -> str:
+    """The agent runs as the workspace's owner, so what it writes is the user's."""
     try:
         stat = cwd.stat()
     except OSError as exc:

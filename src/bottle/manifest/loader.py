@@ -319,6 +319,7 @@ def merge(base: BottleSpec, child: BottleSpec) -> BottleSpec:
         env={**base.env, **child.env},
         egress=Egress(routes=routes, dlp_secrets=secrets) if routes or secrets else None,
         git=Git(remotes=tuple(remotes.values())) if remotes else None,
+        limits=child.limits or base.limits,
         supervise=_merge_supervise(base.supervise, child.supervise),
     )
 

@@ -40,6 +40,11 @@ class AgentProvider(_Strict):
     overridable: tuple[Literal["provider", "args"], ...] = Field(
         ("args",), description="which of these settings an agent file may override"
     )
+    user: Literal["workspace", "root"] = Field(
+        "workspace",
+        description="who the agent runs as: the workspace owner (never root), or 'root' to "
+        "allow a root-owned workspace (still without any capability)",
+    )
 
 
 class Egress(_Strict):
@@ -111,6 +116,17 @@ class Supervise(_Strict):
     )
 
 
+class Limits(_Strict):
+    """Resource ceilings of the containers (compose ``pids_limit`` / ``mem_limit``)."""
+
+    agent_pids: int = Field(512, ge=16, le=1_000_000, description="processes in the agent")
+    agent_memory: str = Field("2g", pattern=r"^[0-9]+[kmg]$", description="agent memory, e.g. 2g")
+    sidecar_pids: int = Field(128, ge=16, le=1_000_000, description="processes per sidecar")
+    sidecar_memory: str = Field(
+        "512m", pattern=r"^[0-9]+[kmg]$", description="memory per sidecar, e.g. 512m"
+    )
+
+
 class BottleSpec(_Strict):
     """A bottle: the policy an agent runs under. Only the user's home may define one."""
 
@@ -120,6 +136,7 @@ class BottleSpec(_Strict):
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     egress: Egress | None = None
     git: Git | None = None
+    limits: Limits | None = None
     #: What the file does not set stays out of ``model_fields_set``, so ``extends`` can merge
     #: the settings one by one.
     supervise: Supervise = Field(default_factory=Supervise)

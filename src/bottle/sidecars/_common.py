@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from bottle import hardening
 from bottle.plan import BottlePlan
 
 
@@ -41,4 +42,5 @@ def sidecar_base(plan: BottlePlan, name: str, module: str) -> dict[str, Any]:
             "timeout": "3s",
             "retries": 90,
         },
+        **hardening.sidecar_keys(plan),
     }
