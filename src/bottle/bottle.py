@@ -105,8 +105,10 @@ class Bottle:
         plan.require_env()
         plan.require_user()
         if plan.agent_is_root:
-            say(f"warning: the agent runs as root (bottle {plan.bottle!r} allows it), "
-                "without any capability")
+            say(
+                f"warning: the agent runs as root (bottle {plan.bottle!r} allows it), "
+                "without any capability"
+            )
         answers = self._answers(plan, ask)
         check_docker()
         say("checking images")

@@ -17,18 +17,14 @@ if TYPE_CHECKING:
     from bottle.plan import BottlePlan
     from bottle.state import StateDir
 
-#: Kernel settings of the agent's network namespace. No IPv6 at all: a link-local address
-#: would reach the host's side of the bridge, which ``inhibit_ipv4`` does not cover. No
-#: unprivileged ICMP sockets either (Docker allows them by default): ping is a way to probe.
-AGENT_SYSCTLS = {
+#: Kernel settings of every container's network namespace. No IPv6 at all: the host's side
+#: of each bridge keeps an fe80:: link-local address that ``inhibit_ipv4`` does not remove
+#: (sidecars listen on IPv4 only). No unprivileged ICMP sockets either (Docker allows them
+#: by default): ping needs no capability and is a way to probe and signal.
+SYSCTLS = {
     "net.ipv6.conf.all.disable_ipv6": "1",
     "net.ipv6.conf.default.disable_ipv6": "1",
     "net.ipv4.ping_group_range": "1 0",
-}
-#: Sidecars listen on IPv4 only; without IPv6 egress cannot be steered to a link-local host.
-SIDECAR_SYSCTLS = {
-    "net.ipv6.conf.all.disable_ipv6": "1",
-    "net.ipv6.conf.default.disable_ipv6": "1",
 }
 
 #: The internal network's bridge gets no address on the host: the agent cannot reach any
@@ -49,7 +45,7 @@ def agent_keys(plan: BottlePlan) -> dict[str, Any]:
         **_COMMON,
         "pids_limit": plan.limits.agent_pids,
         "mem_limit": plan.limits.agent_memory,
-        "sysctls": dict(AGENT_SYSCTLS),
+        "sysctls": dict(SYSCTLS),
     }
 
 
@@ -62,7 +58,7 @@ def sidecar_keys(plan: BottlePlan) -> dict[str, Any]:
         "tmpfs": ["/tmp:size=64m,mode=1777"],
         "pids_limit": plan.limits.sidecar_pids,
         "mem_limit": plan.limits.sidecar_memory,
-        "sysctls": dict(SIDECAR_SYSCTLS),
+        "sysctls": dict(SYSCTLS),
     }
 
 

@@ -89,6 +89,15 @@ class Images:
         return self.specs[0].ref
 
 
+#: Sidecars' "uid:gid" when bottle itself runs as root (no user of the host is meant).
+SIDECAR_FALLBACK_USER = "65532:65532"
+
+
+def sidecar_user() -> str:
+    uid, gid = os.getuid(), os.getgid()
+    return SIDECAR_FALLBACK_USER if uid == 0 else f"{uid}:{gid}"
+
+
 @dataclass(frozen=True)
 class BottlePlan:
     """Everything about one instance, decided before anything runs."""
@@ -115,7 +124,7 @@ class BottlePlan:
     missing_env: tuple[str, ...] = field(default=())
     limits: Limits = field(default_factory=Limits)
     #: "uid:gid" every sidecar runs as: whoever runs bottle (owns the state dir), never root.
-    sidecar_user: str = field(default_factory=lambda: sidecar_user())
+    sidecar_user: str = field(default_factory=sidecar_user)
     root_allowed: bool = False  # the bottle says ``agent: {user: root}``
 
     @property
@@ -298,15 +307,6 @@ def _skills(manifest: Manifest, agent: AgentSource) -> dict[str, Path]:
                 hint=f"Create {dirs[0] / name}/SKILL.md, or remove it from skills.",
             )
     return found
-
-
-#: Sidecars' "uid:gid" when bottle itself runs as root (no user of the host is meant).
-SIDECAR_FALLBACK_USER = "65532:65532"
-
-
-def sidecar_user() -> str:
-    uid, gid = os.getuid(), os.getgid()
-    return SIDECAR_FALLBACK_USER if uid == 0 else f"{uid}:{gid}"
 
 
 def _owner(cwd: Path) -> str:

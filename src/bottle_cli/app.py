@@ -245,6 +245,21 @@ def logs(
 
 
 @app.command()
+def check(slug: SlugArg, json_: JsonOpt = False) -> None:
+    """Try every way out of a running bottle from inside its agent; exit 1 on a leak."""
+    from bottle.checks import run_checks
+
+    results = run_checks(_open(slug))
+    if json_:
+        output.print_json([r.to_dict() for r in results])
+    else:
+        rows = [[r.where, r.check, r.expected, r.seen, "ok" if r.ok else "LEAK"] for r in results]
+        output.table(["where", "check", "expected", "seen", "ok"], rows)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
 def cleanup(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
 ) -> None:
