@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from bottle import Bottle, Instance, PlanError, Settings
-from tests.conftest import require, run_cli
+from bottle.checks import run_checks
+from tests.conftest import require, run_cli, write
 from tests.escape.conftest import SECRET, SECRET_VAR
+from tests.integration.conftest import labelled
 
 pytestmark = pytest.mark.docker
 
@@ -128,3 +130,33 @@ def test_the_cli_refuses_a_root_owned_workspace_with_a_hint(
     assert done.returncode == 2, done.stderr
     assert "owned by root" in done.stderr and "hint" in done.stderr and "chown" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+ROOT_BOTTLE = """---
+description: a bottle that lets the agent run as root (a root-owned workspace)
+agent: {provider: shell, user: root}
+supervise: false
+---
+"""
+
+
+def test_root_by_opt_in_warns_and_still_has_no_capability(
+    escape_home: Path, tmp_path: Path
+) -> None:
+    path = root_workspace(tmp_path)
+    write(escape_home / "bottles" / "rooted.md", ROOT_BOTTLE)
+    write(escape_home / "agents" / "rooted.md", "---\nbottle: rooted\n---\n")
+    said: list[str] = []
+    settings = Settings.from_env({"BOTTLE_HOME": str(escape_home)})
+    bottle = Bottle("rooted", cwd=path, settings=settings, environ={})
+    with bottle.start(progress=said.append) as instance:
+        results = run_checks(instance)
+        made = instance.exec(["sh", "-c", "echo x > /workspace/by-root"], capture=True)
+    assert any("warning" in line and "root" in line for line in said), said
+    agent = {r.check: r for r in results if r.where == "agent"}
+    assert agent["user (euid)"].seen == "0" and agent["user (euid)"].ok
+    assert agent["capabilities (CapEff)"].ok and agent["no_new_privs"].ok
+    assert made.exit_code == 0, made.stderr
+    leaks = [f"{r.where} {r.check}: {r.seen}" for r in results if not r.ok]
+    assert not leaks, leaks
+    assert labelled("container", instance.slug) == []

@@ -8,6 +8,7 @@ import pytest
 
 from bottle import Instance
 from bottle.sidecars.egress import PLACEHOLDER
+from tests.conftest import wait_for
 from tests.escape.conftest import SECRET, SECRET_VAR
 
 pytestmark = pytest.mark.docker
@@ -15,8 +16,14 @@ pytestmark = pytest.mark.docker
 
 def test_control_the_secret_is_real_and_injected(escaped: Instance) -> None:
     """Without this the other tests could pass on a bottle that never had the secret."""
-    out = escaped.exec(["curl", "-sS", "http://upstream.test/allowed/who"], capture=True).stdout
-    assert out == f"hello from upstream /allowed/who auth=Bearer {SECRET}"
+    want = f"hello from upstream /allowed/who auth=Bearer {SECRET}"
+
+    def answer() -> bool:
+        # upstream.test is a container started just before; give its server a moment.
+        url = "http://upstream.test/allowed/who"
+        return escaped.exec(["curl", "-sS", url], capture=True).stdout == want
+
+    wait_for(answer, 30, "upstream.test to answer with the injected credential", poll=0.5)
 
 
 def test_secret_not_in_the_agents_environment(escaped: Instance) -> None:

@@ -131,6 +131,7 @@ def test_limits_default_and_from_the_bottle(home: Path, workspace: Path) -> None
         ("{agent_pids: 0}", "limits.agent_pids"),
         ("{agent_memory: lots}", "limits.agent_memory"),
         ("{sidecar_memory: '1t'}", "limits.sidecar_memory"),
+        ("{agent_memory: 0g}", "limits.agent_memory"),
         ("{cpus: 2}", "limits.cpus"),
     ],
 )

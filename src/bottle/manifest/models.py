@@ -120,10 +120,12 @@ class Limits(_Strict):
     """Resource ceilings of the containers (compose ``pids_limit`` / ``mem_limit``)."""
 
     agent_pids: int = Field(512, ge=16, le=1_000_000, description="processes in the agent")
-    agent_memory: str = Field("2g", pattern=r"^[0-9]+[kmg]$", description="agent memory, e.g. 2g")
+    agent_memory: str = Field(
+        "2g", pattern=r"^[1-9][0-9]*[kmg]$", description="agent memory, e.g. 2g"
+    )
     sidecar_pids: int = Field(128, ge=16, le=1_000_000, description="processes per sidecar")
     sidecar_memory: str = Field(
-        "512m", pattern=r"^[0-9]+[kmg]$", description="memory per sidecar, e.g. 512m"
+        "512m", pattern=r"^[1-9][0-9]*[kmg]$", description="memory per sidecar, e.g. 512m"
     )
 
 
