@@ -16,7 +16,7 @@ import pytest
 
 from bottle import Instance
 from bottle.checks import CheckResult, run_checks
-from tests.conftest import run_cli
+from tests.conftest import run_cli, wait_for
 from tests.escape.conftest import Listener, serving
 
 pytestmark = pytest.mark.docker
@@ -53,7 +53,8 @@ def test_host_listener_answers_on_every_host_address(host_addresses: list[str]) 
         for address in host_addresses:
             with socket.create_connection((address, listener.port), timeout=3):
                 pass
-    assert len(listener.peers) == len(host_addresses)
+        # The server thread records a peer just after the connection is made.
+        wait_for(lambda: len(listener.peers) == len(host_addresses), 5, "every peer recorded")
 
 
 def test_without_the_driver_option_an_internal_network_reaches_the_host(
