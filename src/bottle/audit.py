@@ -89,9 +89,7 @@ def entry_hash(data: dict[str, Any]) -> str:
 
 def routes_yaml(routes: Routes) -> str:
     """Routes as the YAML text egress reads (``{routes: [...]}``), for before/after."""
-    from bottle.sidecars.egress import routes_yaml as egress_yaml
-
-    return egress_yaml(routes).decode()
+    return routes.to_yaml().decode()
 
 
 def unified_diff(before: str | None, after: str | None) -> str:

@@ -6,12 +6,16 @@ import contextlib
 import os
 from collections.abc import Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from bottle.engine.compose import ComposeProject, ExecResult
 from bottle.errors import BottleError, StateError
 from bottle.providers import PROVIDERS
 from bottle.settings import Settings
 from bottle.state import DOWN, InstanceStatus, Metadata, StateDir, atomic_write
+
+if TYPE_CHECKING:
+    from bottle.changes import ProposalsControl, RoutesControl
 
 
 class Instance:
@@ -53,6 +57,20 @@ class Instance:
                 project_dir=self.state.path,
             )
         return self._compose
+
+    @property
+    def routes(self) -> RoutesControl:
+        """The egress routes in force, and live changes to them (one transaction each)."""
+        from bottle.changes import RoutesControl
+
+        return RoutesControl(self)
+
+    @property
+    def proposals(self) -> ProposalsControl:
+        """What the agent asked for through supervise, and the operator's decisions."""
+        from bottle.changes import ProposalsControl
+
+        return ProposalsControl(self)
 
     # -- using it --------------------------------------------------------------------------
 

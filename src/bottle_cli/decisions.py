@@ -47,9 +47,7 @@ def register(app: typer.Typer) -> None:
 @egress_app.command("reload")
 def egress_reload(slug: SlugArg) -> None:
     """Validate live-config/egress/routes.yaml, SIGHUP egress, confirm the new table is live."""
-    from bottle.sidecars import egress
-
-    status = egress.reload(open_instance(slug))
+    status = open_instance(slug).routes.reload()
     output.progress(f"egress generation {status.generation} is live")
 
 
@@ -57,13 +55,11 @@ def egress_reload(slug: SlugArg) -> None:
 @routes_app.command("show")
 def routes_show(slug: SlugArg, json_: JsonOpt = False) -> None:
     """Show the routes in force."""
-    from bottle.sidecars import egress
-
-    routes = egress.load_routes(open_instance(slug))
+    routes = open_instance(slug).routes.current()
     if json_:
         output.print_json(routes.model_dump(mode="json")["routes"])
         return
-    output.out.print(egress.routes_yaml(routes).decode(), end="", markup=False)
+    output.out.print(routes.to_yaml().decode(), end="", markup=False)
 
 
 @routes_app.command("edit")
@@ -72,24 +68,23 @@ def routes_edit(
     reason: Annotated[str, typer.Option(help="why, for the audit log")] = "",
 ) -> None:
     """Edit the live routes in $EDITOR; they are validated, applied without a restart, audited."""
+    from bottle.changes.routes import parse_routes
     from bottle.errors import ApplyError
-    from bottle.operator import set_routes
-    from bottle.sidecars import egress
     from bottle_cli.editor import edit_text
 
     instance = open_instance(slug)
-    current = egress.routes_bytes(instance)
+    current = instance.routes.raw()
     edited = edit_text(current.decode(), extension=".yaml")
     if edited is None or edited.encode() == current:
         output.progress("routes unchanged")
         return
     try:
-        routes = egress.parse_routes(edited.encode(), source="the edited routes")
+        routes = parse_routes(edited.encode(), source="the edited routes")
     except ApplyError as exc:
         raise ApplyError(
             exc.message, hint="Nothing changed; run 'bottle routes edit' again to fix it."
         ) from None
-    set_routes(instance, routes, reason=reason, based_on=current)
+    instance.routes.apply(routes, reason=reason, based_on=current)
     output.progress(f"routes of {instance.slug} are live ({len(routes.routes)} routes)")
 
 

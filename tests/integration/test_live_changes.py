@@ -11,7 +11,6 @@ import pytest
 
 from bottle import Route
 from bottle.operator import allow, approve, audit_log, proposal_queue, reject
-from bottle.sidecars import egress
 from tests.conftest import wait_for
 from tests.integration.conftest import cli, curl, mcp, mcp_started, running
 
@@ -67,11 +66,11 @@ def test_credential_injected_and_secret_never_in_agent_or_state(live) -> None:
 def test_reload_adds_route_without_restart_and_keeps_old_on_bad_file(live) -> None:
     ids = {s.service: s.container_id for s in live.compose.ps()}
     assert curl(live, "http://upstream.test/new/x") == "403"
-    before = egress.load_routes(live)
-    egress.apply_routes(live, before.with_route(Route(host="upstream.test", paths=("/new/",))))
+    before = live.routes.current()
+    live.routes.write_live(before.with_route(Route(host="upstream.test", paths=("/new/",))))
     assert curl(live, "http://upstream.test/new/x") == "200"
     # An invalid file is refused by validation and the old table stays in force.
-    path = egress.routes_file(live)
+    path = live.routes.path
     good = path.read_bytes()
     path.write_text("routes: [{host: 'bad host'}]\n")
     done = cli("egress", "reload", live.slug, cwd=live.state.path)

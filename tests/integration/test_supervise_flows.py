@@ -14,7 +14,6 @@ import pytest
 
 from bottle.errors import ApplyError
 from bottle.operator import approve, proposal_queue
-from bottle.sidecars import egress
 from tests.integration.conftest import cli, curl, mcp, readline, running
 
 pytestmark = pytest.mark.docker
@@ -200,12 +199,12 @@ def test_operator_cli_edits_before_approving_and_edits_routes(quick, tmp_path: P
     assert json.loads(quick.state.audit_log.read_text().splitlines()[-1])["action"] == "edit-routes"
 
     # A broken edit changes nothing and says why.
-    before = egress.load_routes(quick)
+    before = quick.routes.current()
     done = cli("routes", "edit", quick.slug, cwd=quick.state.path,
                env_extra={"EDITOR": _editor(tmp_path, "bad.sh",
                                             "echo 'routes: [{host: bad host}]' > \"$1\"")})
     assert done.returncode == 2 and "nothing changed" in done.stderr.lower(), done.stderr
-    assert egress.load_routes(quick) == before
+    assert quick.routes.current() == before
 
 
 def test_queue_reports_a_malformed_file_and_lists_the_rest(quick) -> None:

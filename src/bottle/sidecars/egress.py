@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from ruamel.yaml import YAML
 
 from bottle import layout
 from bottle.errors import ApplyError
 from bottle.plan import BottlePlan
-from bottle.policy import Routes, RoutesFileError, parse_routes_file
+from bottle.policy import Routes
 from bottle.runtime.egress import EgressStatus, routes_digest
 from bottle.sidecars._common import bind, sidecar_base
-from bottle.state import atomic_write
 
 if TYPE_CHECKING:
     from bottle.instance import Instance
@@ -32,14 +28,7 @@ PLACEHOLDER = "bottle-egress-injects-this"
 
 
 def routes_yaml(routes: Routes) -> bytes:
-    import io
-
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
-    out = io.StringIO()
-    yaml.dump(routes.to_data() or {"routes": []}, out)
-    return out.getvalue().encode()
+    return routes.to_yaml()
 
 
 class _Egress:
@@ -98,7 +87,9 @@ class _Egress:
 EGRESS = _Egress()
 
 
-# -- live changes ---------------------------------------------------------------------------
+# -- reload ---------------------------------------------------------------------------------
+# How egress takes a new routes file in place. The transaction around a change (lock,
+# validate, write, audit) is ``bottle.changes``; this is only the sidecar's half.
 
 
 def read_status(instance: Instance) -> EgressStatus:
@@ -109,62 +100,13 @@ def read_status(instance: Instance) -> EgressStatus:
         return EgressStatus()
 
 
-def routes_file(instance: Instance) -> Path:
-    return instance.state.live_config(EGRESS.name) / layout.ROUTES_FILE
-
-
-def routes_bytes(instance: Instance) -> bytes:
-    """The live routes file as it is on disk; ``ApplyError`` when it cannot be read."""
-    path = routes_file(instance)
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ApplyError(
-            f"cannot read the live routes {path}: {exc.strerror}",
-            hint="The state directory is damaged or was not made by 'bottle start'; "
-            "see 'bottle ls'.",
-        ) from None
-
-
-def load_routes(instance: Instance) -> Routes:
-    """The routes in force (as written in live-config), validated with the proxy's parser."""
-    return parse_routes(routes_bytes(instance), source=str(routes_file(instance)))
-
-
-def parse_routes(data: bytes, *, source: str) -> Routes:
-    """The shared parser, with its failure as an ApplyError the CLI shows as bad input."""
-    try:
-        return parse_routes_file(data, source)
-    except RoutesFileError as exc:
-        raise ApplyError(
-            f"invalid routes: {exc}",
-            hint="Fix the file (docs/manifest.md lists a route's fields); the routes in force "
-            "are unchanged.",
-        ) from None
-
-
-def apply_routes(instance: Instance, routes: Routes, *, timeout: float = 10.0) -> EgressStatus:
-    """Validate → write atomically → SIGHUP egress → wait until the new table is live.
-
-    If egress does not take the new table, the previous file is put back, so what is on
-    disk is always what is in force.
-    """
-    path = routes_file(instance)
-    data = routes_yaml(routes)
-    previous = path.read_bytes() if path.exists() else None
-    atomic_write(path, data)
-    try:
-        return reload(instance, timeout=timeout)
-    except BaseException:
-        if previous is not None:
-            atomic_write(path, previous)
-        raise
-
-
 def reload(instance: Instance, *, timeout: float = 10.0) -> EgressStatus:
     """SIGHUP egress and wait (bounded) for it to report the file now on disk as live."""
-    data = routes_bytes(instance)
-    parse_routes(data, source=str(routes_file(instance)))
+    from bottle.changes.routes import RoutesControl, parse_routes
+
+    routes = RoutesControl(instance)
+    data = routes.raw()
+    parse_routes(data, source=str(routes.path))
     want = routes_digest(data)
     before = read_status(instance)
     if before.routes_sha256 == want and before.error is None:
