@@ -10,7 +10,7 @@
     agent/               system prompt, MCP and git config for the agent (read-only there)
     ca/ ca-private/      the bottle CA: public cert for the agent, key for egress alone
     logs/ status/        sidecar logs and status files
-    proposals/           supervise's queue; audit.jsonl the operator's decisions
+    proposals/           supervise's queue; audit.jsonl the operator's decisions (+ .head)
     capabilities/        approved capability Dockerfiles, named by the tag of their image
     snapshots/           the transcript as it was before each agent replacement
 """
