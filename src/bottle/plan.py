@@ -135,6 +135,8 @@ def load_plan(path: Path) -> BottlePlan:
         data = json.loads(path.read_bytes())
         subs = data.pop("sidecars")
         known = {s.name: s for s in registry()}
+        if unknown := sorted(set(subs) - set(known)):
+            raise ValueError(f"names sidecar(s) this version does not know: {', '.join(unknown)}")
         sidecars = {name: known[name].plan_model.model_validate(sub) for name, sub in subs.items()}
         plan = _PLAN_ADAPTER.validate_python({**data, "sidecars": {}})
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

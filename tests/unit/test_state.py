@@ -122,3 +122,13 @@ def test_read_plan_of_a_damaged_or_missing_file_is_a_plan_error(tmp_path: Path) 
         state.plan_file.write_text(bad)
         with pytest.raises(PlanError, match="cannot read the plan"):
             state.read_plan()
+
+
+def test_read_plan_names_a_sidecar_this_version_does_not_know(tmp_path: Path) -> None:
+    from bottle.errors import PlanError
+
+    state = StateDir(tmp_path / "s-abcde")
+    state.create()
+    state.plan_file.write_text('{"sidecars": {"nope": {}}}')
+    with pytest.raises(PlanError, match="does not know: nope"):
+        state.read_plan()
