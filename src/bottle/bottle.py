@@ -93,15 +93,7 @@ class Bottle:
 
         say = progress or (lambda _msg: None)
         plan = self.plan()
-        if plan.git_gate is not None:
-            # Rendered so the shape can be reviewed, but its sidecar program is not built yet:
-            # say so now rather than after the images, when the container exits.
-            raise PlanError(
-                f"bottle {plan.bottle!r} declares git remotes, and the git-gate sidecar that "
-                "would broker them is not available in this version of bottle",
-                hint="Remove git.remotes from the bottle (egress routes can reach a git host "
-                "over HTTPS meanwhile).",
-            )
+        _require_available(plan)
         plan.require_env()
         answers = self._answers(plan, ask)
         check_docker()
@@ -143,9 +135,12 @@ class Bottle:
     def _write_state(self, plan: BottlePlan, state: StateDir, owner_pid: int | None) -> None:
         spec = compose.render(plan)
         for sidecar in enabled_sidecars(plan):
-            state.write_files(state.live_config(sidecar.name), sidecar.files(plan))
+            state.write_files(
+                state.live_config(sidecar.name), sidecar.files(plan.sidecars[sidecar.name])
+            )
         state.write_files(state.path / "agent", compose.agent_files(plan))
         atomic_write(state.compose_file, compose.dump_yaml(spec))
+        state.write_plan(plan)
         stamp = now()
         state.write_metadata(
             Metadata(
@@ -165,6 +160,14 @@ class Bottle:
                 version=plan.version,
             )
         )
+
+
+def _require_available(plan: BottlePlan) -> None:
+    """Refuse, before any image is built, a sidecar this version renders but cannot run."""
+    for sidecar in enabled_sidecars(plan):
+        refusal = sidecar.unavailable()
+        if refusal is not None:
+            raise PlanError(f"bottle {plan.bottle!r}: {refusal.message}", hint=refusal.hint)
 
 
 def _fail(instance: Instance, exc: BaseException) -> None:

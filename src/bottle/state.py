@@ -3,6 +3,7 @@
 ``$BOTTLE_HOME/state/<slug>/`` tells anyone what ran::
 
     metadata.json        agent, bottle, cwd, times, compose_project, images, status
+    plan.json            the BottlePlan it was started from (references, never secret values)
     docker-compose.yml   the exact spec that was brought up (no secret values)
     compose.log          ``docker compose logs --no-color --timestamps``, written at stop
     transcript/          the agent's conversation
@@ -24,13 +25,16 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bottle import layout
 from bottle.errors import InstanceNotFound, StateError
 from bottle.manifest.models import ProviderKind
+
+if TYPE_CHECKING:
+    from bottle.plan import BottlePlan
 
 
 class InstanceStatus(StrEnum):
@@ -169,6 +173,10 @@ class StateDir:
         return self.path / layout.METADATA
 
     @property
+    def plan_file(self) -> Path:
+        return self.path / layout.PLAN_FILE
+
+    @property
     def compose_log(self) -> Path:
         return self.path / layout.COMPOSE_LOG
 
@@ -218,6 +226,17 @@ class StateDir:
 
     def write_metadata(self, metadata: Metadata) -> None:
         atomic_write(self.metadata_file, metadata.model_dump_json(indent=2) + "\n")
+
+    def write_plan(self, plan: BottlePlan) -> None:
+        from bottle.plan import plan_json  # the plan imports the sidecars, which import us
+
+        atomic_write(self.plan_file, plan_json(plan))
+
+    def read_plan(self) -> BottlePlan:
+        """The plan the instance was started from; PlanError when it is missing or damaged."""
+        from bottle.plan import load_plan
+
+        return load_plan(self.plan_file)
 
     def read_metadata(self) -> Metadata:
         try:

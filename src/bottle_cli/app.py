@@ -118,7 +118,7 @@ def bottles(json_: JsonOpt = False) -> None:
                 r.name,
                 ",".join(r.extends),
                 r.provider,
-                str(r.routes),
+                str(r.column("routes")),
                 r.path or "(built-in)",
                 r.description,
             ]

@@ -63,10 +63,10 @@ class RoutesControl:
 
     def reload(self, *, timeout: float = 10.0) -> EgressStatus:
         """Validate the file on disk, then have egress load it (after a hand edit)."""
-        from bottle.sidecars import egress
+        from bottle.sidecars.egress import EGRESS
 
         parse_routes(self.raw(), source=str(self.path))
-        return egress.reload(self.instance, timeout=timeout)
+        return EGRESS.reload(self.instance, timeout=timeout)
 
     def allow(self, route: Route, *, by: str | None = None, reason: str = "") -> Routes:
         """Add ``route`` to the live routes (operator-initiated) and audit it."""
@@ -103,12 +103,12 @@ class RoutesControl:
 
     def write_live(self, routes: Routes, *, timeout: float = 10.0) -> EgressStatus:
         """Write ``routes`` and wait until egress runs them; the caller holds the transaction."""
-        from bottle.sidecars import egress
+        from bottle.sidecars.egress import EGRESS
 
         previous = self.path.read_bytes() if self.path.exists() else None
         atomic_write(self.path, routes.to_yaml())
         try:
-            return egress.reload(self.instance, timeout=timeout)
+            return EGRESS.reload(self.instance, timeout=timeout)
         except BaseException:
             if previous is not None:
                 atomic_write(self.path, previous)

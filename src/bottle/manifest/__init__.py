@@ -1,4 +1,8 @@
-"""Bottle and agent files: typed models, loading, the trust boundary and ``extends``."""
+"""Bottle and agent files: typed models, loading, the trust boundary and ``extends``.
+
+The sections a sidecar owns (``egress:``, ``git:``, ``supervise:``) are modelled in that
+sidecar's module (``bottle.sidecars.<name>``); ``bottle_file_model()`` composes them.
+"""
 
 from bottle.manifest.loader import AgentSource, BottleSource, Manifest, load_manifest, merge
 from bottle.manifest.models import (
@@ -6,10 +10,7 @@ from bottle.manifest.models import (
     AgentProvider,
     AgentSpec,
     BottleSpec,
-    Egress,
-    Git,
-    GitRemote,
-    Supervise,
+    bottle_file_model,
 )
 
 __all__ = [
@@ -19,11 +20,8 @@ __all__ = [
     "AgentSpec",
     "BottleSource",
     "BottleSpec",
-    "Egress",
-    "Git",
-    "GitRemote",
     "Manifest",
-    "Supervise",
+    "bottle_file_model",
     "load_manifest",
     "merge",
 ]

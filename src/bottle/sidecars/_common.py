@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bottle.plan import BottlePlan
+if TYPE_CHECKING:
+    from bottle.plan import BottlePlan
 
 
 def escape(value: str) -> str:
@@ -28,7 +29,10 @@ def labels(plan: BottlePlan, role: str) -> dict[str, str]:
 
 
 def sidecar_base(plan: BottlePlan, name: str, module: str) -> dict[str, Any]:
-    """The stanza every sidecar starts from: our image, tini as PID 1, fast stop."""
+    """The stanza every sidecar starts from: our image, tini as PID 1, fast stop.
+
+    The one place for keys every sidecar service shares.
+    """
     return {
         "image": plan.images.sidecar,
         "init": True,
