@@ -40,7 +40,11 @@ def test_agents_and_bottles_json(examples_home: Path, repo: Path) -> None:
 @pytest.mark.parametrize(
     ("files", "args", "words"),
     [
-        ({"bottles/x.md": "---\negress: {routes: [{host: 'bad host'}]}\n---\n"}, ["bottles"], "egress.routes.0.host"),
+        (
+            {"bottles/x.md": "---\negress: {routes: [{host: 'bad host'}]}\n---\n"},
+            ["bottles"],
+            "egress.routes.0.host",
+        ),
         ({}, ["render", "ghost"], "unknown agent"),
         ({"agents/a.md": "---\nbottle: nope\n---\n"}, ["agents"], "bottle"),
         ({"bottles/a.md": "---\nextends: a\n---\n"}, ["render", "shell", "--bottle", "a"], "cycle"),
@@ -91,16 +95,24 @@ def test_view_without_textual_says_which_extra_to_install(home: Path, repo: Path
         "from bottle_cli.app import main; main(['view'])"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=False,
+        [sys.executable, "-c", code],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
         env={**os.environ, "BOTTLE_HOME": str(home)},
     )
     assert done.returncode == 1
     assert "bot-bottle[tui]" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_a_bottle_with_git_remotes_is_refused_before_anything_starts(home: Path, repo: Path) -> None:
-    write(home / "bottles" / "g.md",
-          "---\ngit:\n  remotes: [{name: origin, url: 'https://example.com/x.git'}]\n---\n")
+def test_a_bottle_with_git_remotes_is_refused_before_anything_starts(
+    home: Path, repo: Path
+) -> None:
+    write(
+        home / "bottles" / "g.md",
+        "---\ngit:\n  remotes: [{name: origin, url: 'https://example.com/x.git'}]\n---\n",
+    )
     write(home / "agents" / "g.md", "---\nbottle: g\n---\n")
     assert bottle("render", "g", home=home, cwd=repo).returncode == 0  # the shape stays visible
     done = bottle("run", "g", "--", "true", home=home, cwd=repo)
@@ -115,11 +127,21 @@ def test_egress_log_skips_a_bad_line_with_a_warning(home: Path, repo: Path) -> N
 
     state = StateDir(home / "state" / "shell-abcde")
     state.create()
-    state.write_metadata(Metadata(
-        slug="shell-abcde", agent="shell", bottle="default", provider="shell", cwd="/",
-        compose_project="bottle-shell-abcde", images={}, services=["agent"],
-        status=InstanceStatus.FINISHED, started_at=now(), updated_at=now(),
-    ))
+    state.write_metadata(
+        Metadata(
+            slug="shell-abcde",
+            agent="shell",
+            bottle="default",
+            provider="shell",
+            cwd="/",
+            compose_project="bottle-shell-abcde",
+            images={},
+            services=["agent"],
+            status=InstanceStatus.FINISHED,
+            started_at=now(),
+            updated_at=now(),
+        )
+    )
     ok = {"time": "t", "decision": "allow", "method": "GET", "host": "a.test", "path": "/"}
     state.egress_log.parent.mkdir(parents=True, exist_ok=True)
     # a good line, garbage, a JSON non-object, and a last line egress is still writing

@@ -53,12 +53,16 @@ MATRIX = list(itertools.product([True, False], repeat=3))
 def test_service_shape_for_every_sidecar_combination(
     home: Path, repo: Path, supervise: bool, remotes: bool, routes: bool
 ) -> None:
-    write(home / "bottles" / "b.md", bottle_text(supervise=supervise, remotes=remotes, routes=routes))
+    write(
+        home / "bottles" / "b.md", bottle_text(supervise=supervise, remotes=remotes, routes=routes)
+    )
     plan = plan_for(home, repo, "b")
     spec = render(plan)
     services = spec["services"]
-    expected = {"agent", "egress"} | ({"supervise"} if supervise else set()) | (
-        {"git-gate"} if remotes else set()
+    expected = (
+        {"agent", "egress"}
+        | ({"supervise"} if supervise else set())
+        | ({"git-gate"} if remotes else set())
     )
     assert set(services) == expected
     assert spec["name"] == "bottle-shell-abcde" == plan.compose_project
@@ -141,7 +145,9 @@ def test_missing_host_variables_are_reported(home: Path, repo: Path) -> None:
         plan.require_env()
 
 
-def test_examples_render_to_valid_compose(examples_home: Path, repo: Path, compose_cli: None) -> None:
+def test_examples_render_to_valid_compose(
+    examples_home: Path, repo: Path, compose_cli: None
+) -> None:
     from bottle.catalog import list_agents
 
     for row in list_agents(Settings.from_env({"BOTTLE_HOME": str(examples_home)}), repo):

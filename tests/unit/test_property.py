@@ -14,13 +14,40 @@ from bottle.plan import PlanOptions, resolve_plan
 from bottle.settings import Settings
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.text(max_size=12),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(max_size=12),
     st.sampled_from(["GET", "*.x.com", "x.com", "/v1/", "^/a$", "bearer", "${HOME}", "?q", "a"]),
 )
 keys = st.sampled_from(
-    ["extends", "agent", "env", "egress", "routes", "host", "paths", "methods", "auth", "scheme",
-     "token_ref", "git", "remotes", "name", "url", "supervise", "provider", "dlp", "passthrough",
-     "bogus", "description", "headers", "dlp_secrets", "dockerfile", "args"]
+    [
+        "extends",
+        "agent",
+        "env",
+        "egress",
+        "routes",
+        "host",
+        "paths",
+        "methods",
+        "auth",
+        "scheme",
+        "token_ref",
+        "git",
+        "remotes",
+        "name",
+        "url",
+        "supervise",
+        "provider",
+        "dlp",
+        "passthrough",
+        "bogus",
+        "description",
+        "headers",
+        "dlp_secrets",
+        "dockerfile",
+        "args",
+    ]
 )
 values = st.recursive(
     scalars,
@@ -38,7 +65,9 @@ def _dump(data: object) -> str:
     return out.getvalue()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(bottle=front, agent=front, raw=st.text(max_size=40))
 def test_random_manifests_never_crash(tmp_path: Path, bottle: dict, agent: dict, raw: str) -> None:
     home = tmp_path / "h"

@@ -11,8 +11,16 @@ from bottle.state import InstanceStatus, Metadata, StateDir, atomic_write, now
 
 def meta(slug: str = "s-abcde") -> Metadata:
     return Metadata(
-        slug=slug, agent="shell", bottle="default", provider="shell", cwd="/", compose_project="p",
-        images={}, services=["agent"], status=InstanceStatus.STARTING, started_at=now(),
+        slug=slug,
+        agent="shell",
+        bottle="default",
+        provider="shell",
+        cwd="/",
+        compose_project="p",
+        images={},
+        services=["agent"],
+        status=InstanceStatus.STARTING,
+        started_at=now(),
         updated_at=now(),
     )
 
