@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bottle.dockerfiles import AGENT_IMAGE_ARG, buildable_dockerfile
-from bottle.errors import ApplyError, BottleError, ImageBuildError
+from bottle.errors import ApplyError, ApplyFailed, BottleError, ImageBuildError
 from bottle.instance import Instance
 from bottle.proposals import check_dockerfile
 from bottle.settings import Settings
@@ -101,7 +101,7 @@ def replace_agent_image(
             else "The agent could not be restarted on its previous image either; "
             "see 'bottle logs' and 'bottle ls'."
         )
-        raise ApplyError(
+        raise ApplyFailed(
             f"the agent did not come up on {ref}: {exc.message}", hint=now_runs
         ) from exc
     atomic_write(instance.state.path / "capabilities" / f"{spec.tag}.Dockerfile", dockerfile)

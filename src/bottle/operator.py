@@ -11,11 +11,12 @@ import contextlib
 import getpass
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bottle.audit import AuditLog
 from bottle.capability import Progress, replace_agent_image
-from bottle.errors import ApplyError, BottleError
+from bottle.errors import ApplyError, ApplyFailed, BottleError, Refused, StateError
 from bottle.instance import Instance
 from bottle.policy import Route, Routes
 from bottle.proposals import (
@@ -90,11 +91,11 @@ def changing(instance: Instance, *, wait_s: float = LOCK_WAIT_S) -> Iterator[Non
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(locked(instance.state.path / ".operator.lock", wait_s=wait_s))
-        except TimeoutError:
-            raise ApplyError(
+        except TimeoutError as exc:
+            raise ApplyFailed(
                 f"another operator change to {instance.slug} is still being applied",
                 hint="A capability build can take minutes; try again when it is done.",
-            ) from None
+            ) from exc
         audit_log(instance).check_appendable()
         yield
 
@@ -138,7 +139,7 @@ def set_routes(
     """
     with changing(instance):
         path = egress.routes_file(instance)
-        if based_on is not None and path.read_bytes() != based_on:
+        if based_on is not None and _read_routes_file(path) != based_on:
             raise ApplyError(
                 "the live routes changed while you were editing (an approval or allow)",
                 hint="Nothing changed; run the edit again to start from the routes in force.",
@@ -193,7 +194,12 @@ def _approve(
 ) -> Proposal:
     queue = proposal_queue(instance)
     proposal = pending_proposal(instance, proposal_id)
-    agent_image = instance.metadata.images["agent"]
+    agent_image = instance.metadata.images.get("agent")
+    if agent_image is None:
+        raise StateError(
+            f"{instance.slug}'s metadata names no agent image",
+            hint=f"The state directory {instance.state.path} is damaged; stop the instance.",
+        )
     payload = proposal.payload
     if edited_payload is not None:
         try:
@@ -216,9 +222,17 @@ def _approve(
                 instance, payload.dockerfile, settings=settings, progress=progress
             )
     except BottleError as exc:
-        raise ApplyError(
+        # The kind is kept: a refused Dockerfile is bad input, a failed build or restart is not.
+        kind = ApplyError if isinstance(exc, Refused) else ApplyFailed
+        raise kind(
             f"proposal {proposal_id} could not be applied: {exc.message}",
-            hint=(exc.hint or "") + " The proposal stays pending.",
+            hint=((exc.hint or "") + " The proposal stays pending.").strip(),
+        ) from exc
+    except OSError as exc:
+        raise ApplyFailed(
+            f"proposal {proposal_id} could not be applied: {exc}",
+            hint=f"The state directory {instance.state.path} may be damaged; "
+            "the proposal stays pending.",
         ) from exc
     decided = queue.decide(
         proposal_id,
@@ -231,6 +245,16 @@ def _approve(
     )
     _audit_decision(instance, decided, before=before, after=after)
     return decided
+
+
+def _read_routes_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StateError(
+            f"cannot read the live routes {path}: {exc.strerror}",
+            hint="The instance's state directory is damaged; see 'bottle ls'.",
+        ) from exc
 
 
 def reject(instance: Instance, proposal_id: int, *, reason: str, by: str | None = None) -> Proposal:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ruamel.yaml import YAML
 
 from bottle import layout
-from bottle.errors import ApplyError
+from bottle.errors import ApplyError, ApplyFailed
 from bottle.plan import BottlePlan
 from bottle.policy import Routes, RoutesFileError, parse_routes_file
 from bottle.runtime.egress import EgressStatus, routes_digest
@@ -119,7 +119,7 @@ def routes_bytes(instance: Instance) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ApplyError(
+        raise ApplyFailed(
             f"cannot read the live routes {path}: {exc.strerror}",
             hint="The state directory is damaged or was not made by 'bottle start'; "
             "see 'bottle ls'.",
@@ -181,7 +181,7 @@ def reload(instance: Instance, *, timeout: float = 10.0) -> EgressStatus:
                 hint="The routes in force are unchanged; fix the file and reload again.",
             )
         time.sleep(0.02)
-    raise ApplyError(
+    raise ApplyFailed(
         f"egress did not confirm the new routes within {timeout:.0f}s",
         hint=f"Look at 'bottle logs {instance.slug} --service egress'.",
     )
