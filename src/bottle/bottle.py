@@ -41,7 +41,7 @@ class Bottle:
         settings: Settings | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.settings = settings or Settings.from_env()
+        self.settings = Settings.default() if settings is None else settings
         self.environ = dict(os.environ if environ is None else environ)
         self.options = PlanOptions(
             agent=agent,

@@ -41,7 +41,7 @@ def replace_agent_image(
     instance: Instance,
     dockerfile: str,
     *,
-    settings: Settings | None = None,
+    settings: Settings,
     progress: Progress | None = None,
 ) -> str:
     """Build ``dockerfile`` on the agent's image and recreate the agent container alone.
@@ -53,7 +53,6 @@ def replace_agent_image(
     from bottle.images import ImageSpec
 
     say = progress or (lambda _line: None)
-    settings = settings or Settings.from_env()
     metadata = instance.metadata
     current = metadata.images["agent"]
     try:

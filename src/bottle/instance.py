@@ -24,7 +24,7 @@ class Instance:
     @classmethod
     def open(cls, slug: str, *, settings: Settings | None = None) -> Instance:
         """The instance with this slug; raises InstanceNotFound."""
-        settings = settings or Settings.from_env()
+        settings = Settings.default() if settings is None else settings
         state = StateDir(settings.state_root / slug)
         state.read_metadata()
         return cls(state)

@@ -65,6 +65,7 @@ def pending_proposals(
     """
     from bottle.instances import instances
 
+    settings = Settings.default() if settings is None else settings
     found: list[Pending] = []
     problems: list[str] = []
     for info in instances(settings):
@@ -170,6 +171,7 @@ def approve(
     ``edited_payload`` replaces what the agent asked for (validated like a new proposal);
     ``progress`` gets the lines of a capability build.
     """
+    settings = Settings.default() if settings is None else settings
     with changing(instance):
         return _approve(
             instance,
@@ -189,7 +191,7 @@ def _approve(
     by: str | None,
     reason: str | None,
     edited_payload: Mapping[str, Any] | None,
-    settings: Settings | None,
+    settings: Settings,
     progress: Progress | None,
 ) -> Proposal:
     queue = proposal_queue(instance)

@@ -75,6 +75,16 @@ class Settings:
         return b"\n".join(p.rstrip(b"\n") for p in parts) + b"\n" if parts else b""
 
     @classmethod
+    def default(cls) -> Settings:
+        """This process's settings: the one default, for the public entry points alone.
+
+        ``Bottle(...)``, ``Instance.open``, ``instances`` and the operator's
+        ``pending_proposals``/``approve`` call it when given no ``settings``; everything
+        below them takes ``settings`` as an argument, so it is read once per call chain.
+        """
+        return cls.from_env()
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         home = Path(env.get("BOTTLE_HOME") or Path.home() / ".bottle").expanduser()
