@@ -49,7 +49,6 @@ def replace_agent_image(
     Returns the new image reference. Raises :class:`ApplyError` (the build's last lines in
     its message) when the Dockerfile is refused or the build fails; nothing has changed then.
     """
-    from bottle.engine.images import ensure_image
     from bottle.images import ImageSpec
 
     say = progress or (lambda _line: None)
@@ -74,7 +73,7 @@ def replace_agent_image(
         base=current,
     )
     try:
-        ref = ensure_image(spec, settings=settings, progress=say)
+        ref = instance.engine.ensure_image(spec, settings=settings, progress=say)
     except ImageBuildError as exc:
         tail = "\n".join(exc.stderr.splitlines()[-BUILD_TAIL_LINES:])
         raise ApplyError(
