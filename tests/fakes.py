@@ -19,17 +19,23 @@ if TYPE_CHECKING:
 
 @dataclass
 class FakeEngine:
-    """``fail[call] = exc`` raises ``exc`` at that call (check, ensure_image, up, logs, down)."""
+    """``fail[call] = exc`` raises ``exc`` at the next such call (check, ensure_image, up,
+    logs, down, ``up_service agent`` …); ``fail[call] = [exc, exc]`` at the next two."""
 
-    fail: dict[str, BaseException] = field(default_factory=dict)
+    fail: dict[str, BaseException | list[BaseException]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     env_at_up: dict[str, str] = field(default_factory=dict)
     log_text: str = "agent-1  | hello from the fake"  # as compose gives it: no final newline
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
-        if name in self.fail:
-            raise self.fail[name]
+        planned = self.fail.get(name)
+        if isinstance(planned, list):
+            if planned:
+                raise planned.pop(0)
+        elif planned is not None:
+            del self.fail[name]
+            raise planned
 
     def check(self) -> None:
         self._call("check")
