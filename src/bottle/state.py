@@ -227,6 +227,11 @@ class StateDir:
                 f"no instance {self.slug!r}",
                 hint="List instances with 'bottle ls'.",
             ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StateError(
+                f"{self.metadata_file} cannot be read: {exc}",
+                hint="Check the state directory's owner and permissions ('bottle ls').",
+            ) from exc
         try:
             return Metadata.model_validate_json(raw)
         except ValidationError as exc:
