@@ -230,9 +230,10 @@ def _approve(
             f"proposal {proposal_id} could not be applied: {exc.message}",
             hint=((exc.hint or "") + " The proposal stays pending.").strip(),
         ) from exc
-    except OSError as exc:
+    except (OSError, KeyError) as exc:
+        # The instance's own files (compose file, live config) are damaged or gone.
         raise ApplyFailed(
-            f"proposal {proposal_id} could not be applied: {exc}",
+            f"proposal {proposal_id} could not be applied: {type(exc).__name__}: {exc}",
             hint=f"The state directory {instance.state.path} may be damaged; "
             "the proposal stays pending.",
         ) from exc
