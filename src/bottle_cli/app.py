@@ -247,12 +247,24 @@ def logs(
     from bottle.state import DOWN
 
     if instance.status in DOWN:
-        path = instance.state.compose_log
-        output.out.print(path.read_text() if path.exists() else "", end="", markup=False)
+        output.out.print(_saved_log(instance.state.compose_log), end="", markup=False)
         return
     if follow:
         raise typer.Exit(instance.follow_logs(services=service or ()))
     output.out.print(instance.logs(services=service or ()), markup=False)
+
+
+def _saved_log(path: Path) -> str:
+    from bottle.errors import StateError
+
+    try:
+        # Containers wrote these lines: undecodable bytes are shown, not fatal.
+        return path.read_text(errors="replace") if path.exists() else ""
+    except OSError as exc:
+        raise StateError(
+            f"cannot read the saved log {path}: {exc.strerror or exc}",
+            hint="Check the state directory's permissions ('bottle ls').",
+        ) from exc
 
 
 @app.command()

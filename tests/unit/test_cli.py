@@ -8,11 +8,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.conftest import CliResult, run_cli, run_cli_here, write
+
+if TYPE_CHECKING:
+    from bottle.state import StateDir
 
 
 @pytest.fixture
@@ -268,3 +271,40 @@ def test_the_real_entry_point_exits_with_mains_code(home: Path, repo: Path) -> N
     refused = run_cli("render", "ghost", cwd=repo, env={"BOTTLE_HOME": str(home)}, timeout=60)
     assert refused.returncode == 2
     assert "unknown agent" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def _stopped(home: Path) -> StateDir:
+    from bottle.state import InstanceStatus, Metadata, StateDir, now
+
+    state = StateDir(home / "state" / "shell-fghij")
+    state.create()
+    state.write_metadata(
+        Metadata(
+            slug="shell-fghij",
+            agent="shell",
+            bottle="default",
+            provider="shell",
+            cwd="/",
+            compose_project="bottle-shell-fghij",
+            images={},
+            services=["agent"],
+            status=InstanceStatus.STOPPED,
+            started_at=now(),
+            updated_at=now(),
+        )
+    )
+    return state
+
+
+def test_logs_of_a_stopped_instance_come_from_its_saved_log(
+    bottle: Callable[..., CliResult], home: Path, repo: Path
+) -> None:
+    state = _stopped(home)
+    state.compose_log.write_bytes(b"agent-1 | hello \xff\n")
+    done = bottle("logs", "shell-fghij", home=home, cwd=repo)
+    assert done.returncode == 0 and "agent-1 | hello \ufffd" in done.stdout
+    state.compose_log.unlink()
+    state.compose_log.mkdir()  # unreadable: a failure with a message, not a traceback
+    broken = bottle("logs", "shell-fghij", home=home, cwd=repo)
+    assert broken.returncode == 1 and "cannot read the saved log" in broken.stderr
+    assert "Traceback" not in broken.stderr
