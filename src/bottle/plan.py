@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import ValidationError
 
-from bottle.errors import ManifestError, PlanError
+from bottle.errors import ManifestError, PlanError, Refused
 from bottle.manifest import AgentSource, GitRemote, Manifest
 from bottle.manifest.models import ProviderKind
 from bottle.policy import Routes
@@ -160,8 +160,6 @@ def resolve_plan(
     version: str = "0",
 ) -> BottlePlan:
     """The plan of one instance; raises ManifestError or PlanError on bad input."""
-    from bottle import images  # images reads package files, kept out of import time
-
     agent = manifest.agent(options.agent)
     bottle_name = options.bottle or agent.spec.bottle
     spec = manifest.resolve_bottle(bottle_name)
@@ -231,7 +229,7 @@ def resolve_plan(
         egress=egress,
         git_gate=git_gate,
         supervise=supervise,
-        images=Images(tuple(images.plan_images(settings, provider, dockerfile))),
+        images=_images(settings, provider, dockerfile, bottle_path),
         version=version,
         missing_env=missing,
     )
@@ -258,6 +256,23 @@ def _dockerfile(value: str | None, bottle_path: Path | None) -> Path | None:
             hint="Give a path relative to the bottle file, or remove agent.dockerfile.",
         )
     return path
+
+
+def _images(
+    settings: Settings, provider: ProviderKind, dockerfile: Path | None, bottle_path: Path | None
+) -> Images:
+    from bottle.images import plan_images  # reads package files: kept out of import time
+
+    try:
+        return Images(tuple(plan_images(settings, provider, dockerfile)))
+    except Refused as exc:
+        if dockerfile is None:
+            raise
+        # The Dockerfile is unreadable or builds on the wrong base: name the field that
+        # chose it, like a missing one (one bad agent.dockerfile, one message, exit 2).
+        raise ManifestError(
+            exc.message, path=bottle_path, field="agent.dockerfile", hint=exc.hint
+        ) from exc
 
 
 def _skills(manifest: Manifest, agent: AgentSource) -> dict[str, Path]:

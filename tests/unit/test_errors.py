@@ -190,4 +190,5 @@ def test_a_bad_agent_dockerfile_is_refused_whatever_is_wrong(
     done = cli("render", "d", home=home, cwd=repo)
     assert done.returncode == 2, done.stderr
     assert words in done.stderr and "agent.Dockerfile" in done.stderr
+    assert f"{home / 'bottles' / 'd.md'}: agent.dockerfile: " in done.stderr  # file and field
     assert "Traceback" not in done.stderr
