@@ -192,3 +192,16 @@ def test_a_bad_agent_dockerfile_is_refused_whatever_is_wrong(
     assert words in done.stderr and "agent.Dockerfile" in done.stderr
     assert f"{home / 'bottles' / 'd.md'}: agent.dockerfile: " in done.stderr  # file and field
     assert "Traceback" not in done.stderr
+
+
+def test_a_bad_live_routes_file_is_refused_not_a_parser_error(
+    running: tuple[Instance, FakeEngine, Settings],
+) -> None:
+    from bottle.policy import RoutesFileError
+
+    instance, _, _ = running
+    egress.routes_file(instance).write_text("routes: [{host: 'bad host'}]\n")
+    with pytest.raises(ApplyError, match="invalid routes") as caught:
+        egress.load_routes(instance)
+    assert not isinstance(caught.value, RoutesFileError)
+    assert caught.value.exit_code == 2
