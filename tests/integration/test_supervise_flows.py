@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bottle.errors import ApplyError
+from bottle.errors import ApplyFailed
 from bottle.operator import approve, proposal_queue
 from bottle.sidecars import egress
 from tests.integration.conftest import cli, curl, mcp, readline, running
@@ -140,7 +140,7 @@ def test_agent_that_cannot_start_on_the_new_image_is_rolled_back(quick) -> None:
     # The image builds, but the agent's command (sleep) is gone: the container cannot start.
     broken = f"FROM ${{BOTTLE_AGENT_IMAGE}}\n# run {uuid.uuid4().hex}\nRUN rm /usr/bin/sleep\n"
     proposal_id = _id(mcp(quick, "capability-block", {"dockerfile": broken, "justification": "j"}))
-    with pytest.raises(ApplyError) as caught:
+    with pytest.raises(ApplyFailed) as caught:  # a failure (exit 1), not bad input
         approve(quick, proposal_id)
     assert "did not come up" in caught.value.message
     assert f"runs its previous image {old_image} again" in (caught.value.hint or "")
