@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from bottle import compose
+from bottle.engine.seam import DockerEngine, Engine
 from bottle.errors import BottleError, PlanError
+from bottle.files import atomic_write, now
 from bottle.instance import Instance
 from bottle.manifest import Manifest, load_manifest
 from bottle.plan import BottlePlan, PlanOptions, resolve_plan
 from bottle.settings import Settings, package_version
 from bottle.sidecars import enabled_sidecars
-from bottle.state import InstanceStatus, Metadata, StateDir, atomic_write, now
+from bottle.state import InstanceStatus, Metadata, StateDir
 
 Progress = Callable[[str], None]
 Ask = Callable[[str, str], str]  # (variable, question) -> answer
@@ -40,8 +42,10 @@ class Bottle:
         args: Sequence[str] = (),
         settings: Settings | None = None,
         environ: Mapping[str, str] | None = None,
+        engine: Engine | None = None,
     ) -> None:
-        self.settings = settings or Settings.from_env()
+        self.settings = Settings.default() if settings is None else settings
+        self.engine: Engine = DockerEngine() if engine is None else engine
         self.environ = dict(os.environ if environ is None else environ)
         self.options = PlanOptions(
             agent=agent,
@@ -88,22 +92,19 @@ class Bottle:
         ``owner_pid`` marks an attended session: if that process dies, ``bottle ls`` shows
         the instance as preserved.
         """
-        from bottle.engine import images as engine_images
-        from bottle.engine.compose import check_docker
-
         say = progress or (lambda _msg: None)
         plan = self.plan()
         _require_available(plan)
         plan.require_env()
         answers = self._answers(plan, ask)
-        check_docker()
+        self.engine.check()
         say("checking images")
         for spec in plan.images.specs:
-            engine_images.ensure_image(spec, settings=self.settings, progress=say)
+            self.engine.ensure_image(spec, settings=self.settings, progress=say)
 
         state = StateDir(plan.state_dir)
         state.create()
-        instance = Instance(state)
+        instance = Instance(state, engine=self.engine)
         try:
             self._write_state(plan, state, owner_pid)
             say(f"starting {plan.compose_project}")

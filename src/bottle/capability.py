@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from bottle.dockerfiles import AGENT_IMAGE_ARG, buildable_dockerfile
-from bottle.errors import ApplyError, BottleError, ImageBuildError
+from bottle.errors import ApplyError, ApplyFailed, BottleError, ImageBuildError
+from bottle.files import atomic_write, now
 from bottle.instance import Instance
 from bottle.proposals import check_dockerfile
 from bottle.settings import Settings
-from bottle.state import atomic_write, now
 
 Progress = Callable[[str], None]
 
@@ -42,7 +42,7 @@ def replace_agent_image(
     instance: Instance,
     dockerfile: str,
     *,
-    settings: Settings | None = None,
+    settings: Settings,
     progress: Progress | None = None,
 ) -> str:
     """Build ``dockerfile`` on the agent's image and recreate the agent container alone.
@@ -51,11 +51,9 @@ def replace_agent_image(
     its message) when the Dockerfile is refused or the build fails; nothing has changed then.
     """
     from bottle.compose import dump_yaml, render
-    from bottle.engine.images import ensure_image
     from bottle.images import ImageSpec
 
     say = progress or (lambda _line: None)
-    settings = settings or Settings.from_env()
     metadata = instance.metadata
     current = metadata.images["agent"]
     try:
@@ -78,7 +76,7 @@ def replace_agent_image(
         base=current,
     )
     try:
-        ref = ensure_image(spec, settings=settings, progress=say)
+        ref = instance.engine.ensure_image(spec, settings=settings, progress=say)
     except ImageBuildError as exc:
         tail = "\n".join(exc.stderr.splitlines()[-BUILD_TAIL_LINES:])
         raise ApplyError(
@@ -105,7 +103,7 @@ def replace_agent_image(
             else "The agent could not be restarted on its previous image either; "
             "see 'bottle logs' and 'bottle ls'."
         )
-        raise ApplyError(
+        raise ApplyFailed(
             f"the agent did not come up on {ref}: {exc.message}", hint=now_runs
         ) from exc
     atomic_write(instance.state.path / "capabilities" / f"{spec.tag}.Dockerfile", dockerfile)

@@ -45,7 +45,7 @@ def _effective(status: InstanceStatus, running: int, owner_ok: bool) -> Instance
 
 def instances(settings: Settings | None = None) -> list[InstanceInfo]:
     """Every instance with a state directory, plus compose projects of ours that lack one."""
-    settings = settings or Settings.from_env()
+    settings = Settings.default() if settings is None else settings
     projects = engine.compose_ls()
     rows: list[InstanceInfo] = []
     seen: set[str] = set()
@@ -106,8 +106,7 @@ class CleanupPlan:
         )
 
 
-def plan_cleanup(settings: Settings | None = None) -> CleanupPlan:
-    settings = settings or Settings.from_env()
+def plan_cleanup(settings: Settings) -> CleanupPlan:
     plan = CleanupPlan()
     live_slugs: set[str] = set()
     for row in instances(settings):
@@ -124,8 +123,7 @@ def plan_cleanup(settings: Settings | None = None) -> CleanupPlan:
     return plan
 
 
-def run_cleanup(plan: CleanupPlan, settings: Settings | None = None) -> None:
-    settings = settings or Settings.from_env()
+def run_cleanup(plan: CleanupPlan, settings: Settings) -> None:
     for slug in plan.take_down:
         state = StateDir(settings.state_root / slug)
         if state.exists():
@@ -138,11 +136,10 @@ def run_cleanup(plan: CleanupPlan, settings: Settings | None = None) -> None:
         shutil.rmtree(settings.state_root / slug, ignore_errors=True)
 
 
-def resolve(slug: str, settings: Settings | None = None) -> Instance:
+def resolve(slug: str, settings: Settings) -> Instance:
     """The instance named by ``slug`` or by a unique prefix of one."""
     from bottle.errors import InstanceNotFound
 
-    settings = settings or Settings.from_env()
     if StateDir(settings.state_root / slug).exists():
         return Instance(StateDir(settings.state_root / slug))
     matches = [s for s in state_dirs(settings.state_root) if s.slug.startswith(slug) and s.exists()]

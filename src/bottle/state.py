@@ -18,11 +18,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bottle import layout
 from bottle.errors import InstanceNotFound, StateError
+from bottle.files import atomic_write, now
 from bottle.manifest.models import ProviderKind
 
 if TYPE_CHECKING:
@@ -93,54 +92,6 @@ class Metadata(BaseModel):
     exit_code: int | None = None
     error: str | None = None
     version: str = "0"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-@contextlib.contextmanager
-def locked(path: Path, *, flags: int = os.O_RDWR, wait_s: float | None = None) -> Iterator[int]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing); yields its descriptor.
-
-    ``wait_s=None`` waits as long as it takes; otherwise ``TimeoutError`` after ``wait_s``.
-    The lock goes with the descriptor, so a process that dies never leaves it held.
-    """
-    import fcntl
-    import time
-
-    fd = os.open(path, flags | os.O_CREAT, 0o644)
-    try:
-        deadline = None if wait_s is None else time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
-                break
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"{path} is locked") from None
-                time.sleep(0.05)
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
-    """Write via a temp file in the same directory and rename: readers see old or new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class StateDir:
@@ -246,6 +197,11 @@ class StateDir:
                 f"no instance {self.slug!r}",
                 hint="List instances with 'bottle ls'.",
             ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StateError(
+                f"{self.metadata_file} cannot be read: {exc}",
+                hint="Check the state directory's owner and permissions ('bottle ls').",
+            ) from exc
         try:
             return Metadata.model_validate_json(raw)
         except ValidationError as exc:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from bottle_cli import output
-from bottle_cli.params import JsonOpt, SlugArg, open_instance
+from bottle_cli.params import JsonOpt, SlugArg, open_instance, settings
 
 if TYPE_CHECKING:
     from bottle.operator import Pending
@@ -187,7 +187,7 @@ def queue(
     """Pending proposals of every running instance."""
     from bottle.operator import pending_proposals
 
-    found, problems = pending_proposals()
+    found, problems = pending_proposals(settings())
     for problem in problems:
         output.warn(problem)
     if not watch:
@@ -209,7 +209,7 @@ def queue(
                 else:
                     _table([item])
             time.sleep(WATCH_INTERVAL)
-            found, problems = pending_proposals()
+            found, problems = pending_proposals(settings())
             for problem in set(problems) - warned:
                 output.warn(problem)
             warned |= set(problems)
@@ -244,13 +244,13 @@ def view() -> None:
     except ModuleNotFoundError as exc:
         if exc.name != "textual":
             raise
-        from bottle.errors import BottleError
+        from bottle.errors import Failed
 
-        raise BottleError(
+        raise Failed(
             "bottle view needs textual, which is not installed",
             hint="pip install 'bot-bottle[tui]', or use 'bottle queue --watch'.",
         ) from None
-    QueueView().run()
+    QueueView(settings()).run()
 
 
 def approve(
@@ -283,7 +283,12 @@ def approve(
     elif proposal.tool == "capability-block" and not yes:
         _confirm_build(proposal, instance.slug)
     decided = approve_proposal(
-        instance, proposal_id, reason=reason, edited_payload=edited, progress=output.progress
+        instance,
+        proposal_id,
+        reason=reason,
+        edited_payload=edited,
+        settings=settings(),
+        progress=output.progress,
     )
     what = " (as edited)" if decided.decision and decided.decision.edited else ""
     output.progress(f"proposal {decided.id} approved and applied{what}")

@@ -24,12 +24,12 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from bottle.errors import ManifestError
+from bottle.manifest.bottlefile import bottle_file_model
 from bottle.manifest.builtin import BUILTIN_AGENTS, builtin_bottles
 from bottle.manifest.models import (
     CLAUDE_SUBAGENT_KEYS,
     AgentSpec,
     BottleSpec,
-    bottle_file_model,
     check_name,
 )
 from bottle.sidecars import registry

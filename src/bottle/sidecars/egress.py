@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, ValidationError
 
 from bottle import layout
-from bottle.errors import ApplyError, ManifestError
+from bottle.errors import ApplyError, ApplyFailed, ManifestError
 from bottle.manifest.models import Strict
 from bottle.policy import EnvName, Route, Routes, RoutesFileError, parse_routes_file
 from bottle.runtime.egress import EgressStatus, routes_digest
@@ -165,7 +165,7 @@ class _Egress(SidecarBase[Egress, EgressPlan]):
                     hint="The routes in force are unchanged; fix the file and reload again.",
                 )
             time.sleep(0.02)
-        raise ApplyError(
+        raise ApplyFailed(
             f"egress did not confirm the new routes within {timeout:.0f}s",
             hint=f"Look at 'bottle logs {host.slug} --service egress'.",
         )
@@ -175,7 +175,7 @@ def _read_routes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ApplyError(
+        raise ApplyFailed(
             f"cannot read the live routes {path}: {exc.strerror}",
             hint="The state directory is damaged or was not made by 'bottle start'; "
             "see 'bottle ls'.",
@@ -183,4 +183,3 @@ def _read_routes(path: Path) -> bytes:
 
 
 SIDECAR = EGRESS = _Egress()
-
