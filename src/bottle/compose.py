@@ -29,7 +29,7 @@ def render(plan: BottlePlan) -> dict[str, Any]:
     services: dict[str, Any] = {"agent": _agent_service(plan)}
     for sidecar in enabled_sidecars(plan):
         services[sidecar.name] = sidecar.compose_service(plan.sidecars[sidecar.name], plan)
-    network_labels = {"bottle.slug": plan.slug, "bottle.version": plan.version}
+    network_labels = labels(plan)
     return {
         "name": plan.compose_project,
         "services": services,

@@ -71,8 +71,13 @@ def instances(settings: Settings | None = None) -> list[InstanceInfo]:
                 state_dir=str(state.path),
             )
         )
+    ours: set[str] = set()
+    if any(name.startswith(_PREFIX) and name not in seen for name in projects):
+        # A project without a state dir is an orphan only if this home started it.
+        containers, _ = engine.labelled(f"bottle.home={settings.home_id}", value_of="bottle.slug")
+        ours = {_PREFIX + slug for slug in containers.values()}
     for name, (running, _exited) in sorted(projects.items()):
-        if name.startswith(_PREFIX) and name not in seen:
+        if name in ours and name not in seen:
             rows.append(
                 InstanceInfo(
                     slug=name.removeprefix(_PREFIX),
@@ -117,7 +122,10 @@ def plan_cleanup(settings: Settings) -> CleanupPlan:
         else:
             live_slugs.add(row.slug)
     keep = live_slugs | set(plan.take_down)
-    containers, networks = engine.labelled("bottle.slug")
+    # Only this home's: another BOTTLE_HOME's instances on the same engine are not orphans.
+    containers, networks = engine.labelled(
+        f"bottle.home={settings.home_id}", value_of="bottle.slug"
+    )
     plan.orphan_containers = [c for c, slug in containers.items() if slug not in keep]
     plan.orphan_networks = [n for n, slug in networks.items() if slug not in keep]
     return plan

@@ -53,6 +53,10 @@ class Settings:
     def state_root(self) -> Path:
         return self.home / "state"
 
+    @property
+    def home_id(self) -> str:
+        return home_id(self.state_root)
+
     def host_ca_pem(self) -> bytes:
         """The CA bundle the way out trusts: the host's system bundle plus the extra file."""
         parts: list[bytes] = []
@@ -98,6 +102,16 @@ class Settings:
             debian_mirror=env.get("BOTTLE_DEBIAN_MIRROR") or cls.debian_mirror,
             system_ca_bundle=system,
         )
+
+
+def home_id(state_root: Path) -> str:
+    """The ``bottle.home`` label of what one ``BOTTLE_HOME`` starts (from its state root).
+
+    Two homes on one engine never take each other's instances for orphans.
+    """
+    import hashlib
+
+    return hashlib.sha256(str(state_root.absolute()).encode()).hexdigest()[:16]
 
 
 def package_version() -> str:

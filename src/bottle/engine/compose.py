@@ -229,9 +229,12 @@ def compose_ls() -> dict[str, tuple[int, int]]:
     return {p.name: (p.running or 0, p.exited or 0) for p in projects if p.name}
 
 
-def labelled(label: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Containers and networks that carry ``label`` (``key`` or ``key=value``): id -> value."""
-    key = label.split("=", 1)[0]
+def labelled(label: str, *, value_of: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """Containers and networks that carry ``label`` (``key`` or ``key=value``).
+
+    Maps id -> the value of ``value_of`` (default: of the label's own key).
+    """
+    key = value_of or label.split("=", 1)[0]
     client = DockerClient()
     with docker_errors("listing labelled containers and networks"):
         containers = {
