@@ -13,8 +13,13 @@ escapes) and ends in ``\\n``.
 SHA-256 of the previous line's bytes (without its newline), or 64 zeros on the first line;
 ``seq`` counts from 1. So changing any byte, reordering or deleting lines, or cutting the
 file in the middle breaks the chain, and :meth:`AuditLog.verify` names the first bad line.
-Cutting whole lines off the end leaves a valid shorter chain: keep :meth:`AuditLog.head`
-somewhere else (a commit, a ticket) to detect that too.
+
+Cutting whole lines off the end would leave a valid shorter chain, so the head is anchored
+outside the log: every append, under the same lock, atomically rewrites
+``<log>.head`` (``{"seq": N, "head": "<sha256 of line N>"}``), and ``verify`` fails when the
+log and its anchor disagree (a cut tail, a replaced last line, a deleted anchor). Keeping
+:meth:`AuditLog.head` somewhere else still (a commit, a ticket) guards against someone who
+rewrites both.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bottle.errors import StateError
+from bottle.files import atomic_write, locked
 from bottle.policy import Routes
-from bottle.state import locked
 
 GENESIS = "0" * 64
 
@@ -89,9 +94,7 @@ def entry_hash(data: dict[str, Any]) -> str:
 
 def routes_yaml(routes: Routes) -> str:
     """Routes as the YAML text egress reads (``{routes: [...]}``), for before/after."""
-    from bottle.sidecars.egress import routes_yaml as egress_yaml
-
-    return egress_yaml(routes).decode()
+    return routes.to_yaml().decode()
 
 
 def unified_diff(before: str | None, after: str | None) -> str:
@@ -121,6 +124,10 @@ class AuditLog:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+
+    @property
+    def anchor_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".head")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[int]:
@@ -212,8 +219,11 @@ class AuditLog:
             }
             data["hash"] = entry_hash(data)
             entry = AuditEntry.model_validate(data)
-            os.write(fd, canonical(data) + b"\n")
+            line = canonical(data)
+            os.write(fd, line + b"\n")
             os.fsync(fd)
+            anchor = {"seq": seq, "head": _sha256(line)}
+            atomic_write(self.anchor_path, json.dumps(anchor, sort_keys=True) + "\n")
         return entry
 
     def entries(self) -> list[AuditEntry]:
@@ -242,8 +252,11 @@ class AuditLog:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return VerifyResult(ok=True, entries=0)
+            raw = b""
         if not raw:
+            empty = self._check_anchor(0, GENESIS) if self.anchor_path.exists() else None
+            if empty is not None:
+                return VerifyResult(ok=False, entries=0, first_bad_line=1, problem=empty)
             return VerifyResult(ok=True, entries=0)
         lines = raw.split(b"\n")
         complete = raw.endswith(b"\n")
@@ -261,7 +274,44 @@ class AuditLog:
                     ok=False, entries=index, first_bad_line=number, problem=problem, head=prev
                 )
             prev = _sha256(line)
+        disagreement = self._check_anchor(len(lines), prev)
+        if disagreement is not None:
+            return VerifyResult(
+                ok=False,
+                entries=len(lines),
+                first_bad_line=len(lines) + 1 if "cut" in disagreement else len(lines),
+                problem=disagreement,
+                head=prev,
+            )
         return VerifyResult(ok=True, entries=len(lines), head=prev)
+
+    def _check_anchor(self, entries: int, head: str) -> str | None:
+        """Why the anchored head disagrees with a log of ``entries`` lines ending in ``head``."""
+        try:
+            raw = self.anchor_path.read_bytes()
+        except FileNotFoundError:
+            return "its head anchor is missing: the end of the log cannot be vouched for"
+        except OSError as exc:
+            return f"its head anchor cannot be read: {exc.strerror}"
+        try:
+            anchor = json.loads(raw)
+            seq, anchored = int(anchor["seq"]), str(anchor["head"])
+        except (ValueError, KeyError, TypeError):
+            return "its head anchor is not {seq, head} JSON"
+        if seq > entries:
+            return (
+                f"the log ends at entry {entries} but its anchor says {seq}: "
+                f"{seq - entries} entr{'y was' if seq - entries == 1 else 'ies were'} cut "
+                "off the end"
+            )
+        if seq < entries:
+            return (
+                f"entries {seq + 1}..{entries} come after the anchored head: appended outside "
+                "bottle (or bottle died in the middle of an append)"
+            )
+        if anchored != head:
+            return "the last entry is not the one the anchor recorded: it was replaced"
+        return None
 
 
 def _check_line(line: bytes, number: int, prev: str) -> str | None:

@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from bottle import compose, hardening
+from bottle.engine.seam import DockerEngine, Engine
 from bottle.errors import BottleError, PlanError
+from bottle.files import atomic_write, now
 from bottle.instance import Instance
 from bottle.manifest import Manifest, load_manifest
 from bottle.plan import BottlePlan, PlanOptions, resolve_plan
 from bottle.settings import Settings, package_version
 from bottle.sidecars import enabled_sidecars
-from bottle.state import InstanceStatus, Metadata, StateDir, atomic_write, now
+from bottle.state import InstanceStatus, Metadata, StateDir
 
 Progress = Callable[[str], None]
 Ask = Callable[[str, str], str]  # (variable, question) -> answer
@@ -40,8 +42,10 @@ class Bottle:
         args: Sequence[str] = (),
         settings: Settings | None = None,
         environ: Mapping[str, str] | None = None,
+        engine: Engine | None = None,
     ) -> None:
-        self.settings = settings or Settings.from_env()
+        self.settings = Settings.default() if settings is None else settings
+        self.engine: Engine = DockerEngine() if engine is None else engine
         self.environ = dict(os.environ if environ is None else environ)
         self.options = PlanOptions(
             agent=agent,
@@ -88,20 +92,9 @@ class Bottle:
         ``owner_pid`` marks an attended session: if that process dies, ``bottle ls`` shows
         the instance as preserved.
         """
-        from bottle.engine import images as engine_images
-        from bottle.engine.compose import check_docker
-
         say = progress or (lambda _msg: None)
         plan = self.plan()
-        if plan.git_gate is not None:
-            # Rendered so the shape can be reviewed, but its sidecar program is not built yet:
-            # say so now rather than after the images, when the container exits.
-            raise PlanError(
-                f"bottle {plan.bottle!r} declares git remotes, and the git-gate sidecar that "
-                "would broker them is not available in this version of bottle",
-                hint="Remove git.remotes from the bottle (egress routes can reach a git host "
-                "over HTTPS meanwhile).",
-            )
+        _require_available(plan)
         plan.require_env()
         plan.require_user()
         if plan.agent_is_root:
@@ -110,15 +103,15 @@ class Bottle:
                 "without any capability"
             )
         answers = self._answers(plan, ask)
-        check_docker()
+        self.engine.check()
         say("checking images")
         for spec in plan.images.specs:
-            engine_images.ensure_image(spec, settings=self.settings, progress=say)
+            self.engine.ensure_image(spec, settings=self.settings, progress=say)
 
         state = StateDir(plan.state_dir)
         state.create()
         hardening.prepare_state(plan, state)
-        instance = Instance(state)
+        instance = Instance(state, engine=self.engine)
         try:
             self._write_state(plan, state, owner_pid)
             say(f"starting {plan.compose_project}")
@@ -150,9 +143,12 @@ class Bottle:
     def _write_state(self, plan: BottlePlan, state: StateDir, owner_pid: int | None) -> None:
         spec = compose.render(plan)
         for sidecar in enabled_sidecars(plan):
-            state.write_files(state.live_config(sidecar.name), sidecar.files(plan))
+            state.write_files(
+                state.live_config(sidecar.name), sidecar.files(plan.sidecars[sidecar.name])
+            )
         state.write_files(state.path / "agent", compose.agent_files(plan))
         atomic_write(state.compose_file, compose.dump_yaml(spec))
+        state.write_plan(plan)
         stamp = now()
         state.write_metadata(
             Metadata(
@@ -172,6 +168,14 @@ class Bottle:
                 version=plan.version,
             )
         )
+
+
+def _require_available(plan: BottlePlan) -> None:
+    """Refuse, before any image is built, a sidecar this version renders but cannot run."""
+    for sidecar in enabled_sidecars(plan):
+        refusal = sidecar.unavailable()
+        if refusal is not None:
+            raise PlanError(f"bottle {plan.bottle!r}: {refusal.message}", hint=refusal.hint)
 
 
 def _fail(instance: Instance, exc: BaseException) -> None:

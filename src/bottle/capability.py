@@ -2,10 +2,10 @@
 
 What happens, in order: the Dockerfile is checked again against the image the agent runs
 now, built on it (``FROM ${BOTTLE_AGENT_IMAGE}``), the transcript is snapshotted, the
-Dockerfile is kept in ``capabilities/``, ``docker-compose.yml`` is rewritten to name the new
-image, and compose recreates the agent service without touching its dependencies. Sidecars,
-networks, routes and state stay. If the new container does not come up, the old compose
-file is put back and the old image started again.
+Dockerfile is kept in ``capabilities/``, ``docker-compose.yml`` is rendered again from
+``plan.json`` with the new agent image, and compose recreates the agent service without
+touching its dependencies. Sidecars, networks, routes and state stay. If the new container
+does not come up, the old compose file is put back and the old image started again.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ import re
 import shutil
 import stat
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bottle.dockerfiles import AGENT_IMAGE_ARG, buildable_dockerfile
-from bottle.errors import ApplyError, BottleError, ImageBuildError
+from bottle.errors import ApplyError, ApplyFailed, BottleError, ImageBuildError
+from bottle.files import atomic_write, now
 from bottle.instance import Instance
 from bottle.proposals import check_dockerfile
 from bottle.settings import Settings
-from bottle.state import atomic_write, now
 
 Progress = Callable[[str], None]
 
@@ -41,7 +42,7 @@ def replace_agent_image(
     instance: Instance,
     dockerfile: str,
     *,
-    settings: Settings | None = None,
+    settings: Settings,
     progress: Progress | None = None,
 ) -> str:
     """Build ``dockerfile`` on the agent's image and recreate the agent container alone.
@@ -49,11 +50,10 @@ def replace_agent_image(
     Returns the new image reference. Raises :class:`ApplyError` (the build's last lines in
     its message) when the Dockerfile is refused or the build fails; nothing has changed then.
     """
-    from bottle.engine.images import ensure_image
+    from bottle.compose import dump_yaml, render
     from bottle.images import ImageSpec
 
     say = progress or (lambda _line: None)
-    settings = settings or Settings.from_env()
     metadata = instance.metadata
     current = metadata.images["agent"]
     try:
@@ -66,6 +66,7 @@ def replace_agent_image(
         ) from None
     # Read now: after a minutes-long build is a bad time to learn the agent is gone.
     env = _agent_values(instance)
+    plan = instance.state.read_plan()
     dockerfile = buildable_dockerfile(dockerfile)
     spec = ImageSpec(
         repo=CAPABILITY_REPO,
@@ -75,7 +76,7 @@ def replace_agent_image(
         base=current,
     )
     try:
-        ref = ensure_image(spec, settings=settings, progress=say)
+        ref = instance.engine.ensure_image(spec, settings=settings, progress=say)
     except ImageBuildError as exc:
         tail = "\n".join(exc.stderr.splitlines()[-BUILD_TAIL_LINES:])
         raise ApplyError(
@@ -86,7 +87,8 @@ def replace_agent_image(
     snapshot = snapshot_transcript(instance, say)
     say(f"transcript saved in {snapshot}")
     old_compose = instance.state.compose_file.read_text()
-    _write_agent_image(instance.state.compose_file, old_compose, ref)
+    plan = replace(plan, images=replace(plan.images, agent=ref))
+    atomic_write(instance.state.compose_file, dump_yaml(render(plan)))
     say(f"recreating the agent on {ref}")
     try:
         instance.compose.up_service("agent", env=env, wait_timeout=RECREATE_TIMEOUT)
@@ -101,10 +103,11 @@ def replace_agent_image(
             else "The agent could not be restarted on its previous image either; "
             "see 'bottle logs' and 'bottle ls'."
         )
-        raise ApplyError(
+        raise ApplyFailed(
             f"the agent did not come up on {ref}: {exc.message}", hint=now_runs
         ) from exc
     atomic_write(instance.state.path / "capabilities" / f"{spec.tag}.Dockerfile", dockerfile)
+    instance.state.write_plan(plan)
     instance.state.write_metadata(
         instance.metadata.model_copy(update={"images": {**metadata.images, "agent": ref}})
     )
@@ -159,14 +162,6 @@ def _agent_values(instance: Instance) -> dict[str, str]:
         if match and name in running:
             values[match.group(1)] = running[name]
     return values
-
-
-def _write_agent_image(compose_file: Path, text: str, ref: str) -> None:
-    from bottle.compose import dump_yaml
-
-    spec = _load(text)
-    spec["services"]["agent"]["image"] = ref
-    atomic_write(compose_file, dump_yaml(spec))
 
 
 def _restart_old_agent(instance: Instance, env: Mapping[str, str]) -> bool:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from bottle.manifest import load_manifest
 from bottle.settings import Settings
+from bottle.sidecars import registry
 
 
 class AgentRow(BaseModel):
@@ -20,14 +21,20 @@ class AgentRow(BaseModel):
 
 
 class BottleRow(BaseModel):
+    """One bottle; each sidecar adds its own columns (``routes``, ``remotes``, …) as extras."""
+
+    model_config = ConfigDict(extra="allow")
+
     name: str
     extends: list[str]
     provider: str
-    routes: int
-    remotes: int
-    supervise: bool
     path: str | None
     description: str
+
+    def column(self, key: str) -> int | bool:
+        """A sidecar's column (0 when no registered sidecar reports it)."""
+        value: int | bool = (self.model_extra or {}).get(key, 0)
+        return value
 
 
 def list_agents(settings: Settings, cwd: Path) -> list[AgentRow]:
@@ -51,16 +58,17 @@ def list_bottles(settings: Settings, cwd: Path) -> list[BottleRow]:
     for name in sorted(manifest.bottles):
         source = manifest.bottles[name]
         spec = manifest.resolve_bottle(name)
+        columns: dict[str, int | bool] = {}
+        for sidecar in registry():
+            columns |= sidecar.summary(spec.section(sidecar.section))
         rows.append(
             BottleRow(
                 name=name,
                 extends=list(source.spec.extends),
                 provider=spec.agent.provider if spec.agent else "shell",
-                routes=len(spec.egress.routes) if spec.egress else 0,
-                remotes=len(spec.git.remotes) if spec.git else 0,
-                supervise=spec.supervise.enabled,
                 path=str(source.path) if source.path else None,
                 description=spec.description,
+                **columns,
             )
         )
     return rows

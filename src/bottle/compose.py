@@ -20,20 +20,16 @@ from ruamel.yaml.resolver import VersionedResolver
 from bottle import hardening, layout
 from bottle.plan import BottlePlan
 from bottle.providers import PROVIDERS
-from bottle.sidecars import enabled_sidecars
+from bottle.sidecars import AgentAddon, enabled_sidecars
 from bottle.sidecars._common import bind, escape, labels
-from bottle.sidecars.egress import EGRESS
-from bottle.sidecars.git_gate import GIT_GATE
-from bottle.sidecars.supervise import SUPERVISE
 
 
 def render(plan: BottlePlan) -> dict[str, Any]:
     """The compose spec as plain data; same plan, same dict."""
-    sidecars = enabled_sidecars(plan)
     services: dict[str, Any] = {"agent": _agent_service(plan)}
-    for sidecar in sidecars:
-        services[sidecar.name] = sidecar.compose_service(plan)
-    network_labels = {"bottle.slug": plan.slug, "bottle.version": plan.version}
+    for sidecar in enabled_sidecars(plan):
+        services[sidecar.name] = sidecar.compose_service(plan.sidecars[sidecar.name], plan)
+    network_labels = labels(plan)
     return {
         "name": plan.compose_project,
         "services": services,
@@ -52,11 +48,20 @@ def agent_files(plan: BottlePlan) -> dict[str, bytes]:
     """Files for ``state/<slug>/agent/``, mounted read-only in the agent."""
     files = {"system-prompt.md": (plan.system_prompt + "\n").encode()}
     servers: dict[str, Any] = {}
-    if SUPERVISE.enabled(plan):
-        servers["supervise"] = {"type": "http", "url": SUPERVISE.mcp_url()}
+    gitconfig = ""
+    for addon in _addons(plan):
+        servers.update(addon.mcp_servers)
+        gitconfig += addon.gitconfig
     files["mcp.json"] = json.dumps({"mcpServers": servers}, indent=2).encode() + b"\n"
-    files["gitconfig"] = (GIT_GATE.agent_gitconfig(plan) if GIT_GATE.enabled(plan) else "").encode()
+    files["gitconfig"] = gitconfig.encode()
     return files
+
+
+def _addons(plan: BottlePlan) -> list[AgentAddon]:
+    """What each enabled sidecar adds to the agent, in registry order."""
+    sidecars = enabled_sidecars(plan)
+    direct = [s.name for s in sidecars if s.direct]
+    return [s.agent(plan.sidecars[s.name], direct=direct) for s in sidecars]
 
 
 def _agent_service(plan: BottlePlan) -> dict[str, Any]:
@@ -70,7 +75,8 @@ def _agent_service(plan: BottlePlan) -> dict[str, Any]:
         "GIT_CONFIG_KEY_0": "include.path",
         "GIT_CONFIG_VALUE_0": f"{layout.AGENT_CONFIG}/gitconfig",
     }
-    env.update(EGRESS.agent_env(plan))
+    for addon in _addons(plan):
+        env.update(addon.env)
     env.update(dict(provider.env))
     env = {k: escape(v) for k, v in env.items()}
     for entry in plan.env:

@@ -6,25 +6,32 @@ import contextlib
 import os
 from collections.abc import Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from bottle.engine.compose import ComposeProject, ExecResult
+from bottle.engine.compose import ExecResult
+from bottle.engine.seam import DockerEngine, Engine, Project
 from bottle.errors import BottleError, StateError
+from bottle.files import atomic_write
 from bottle.providers import PROVIDERS
 from bottle.settings import Settings
-from bottle.state import DOWN, InstanceStatus, Metadata, StateDir, atomic_write
+from bottle.state import DOWN, InstanceStatus, Metadata, StateDir
+
+if TYPE_CHECKING:
+    from bottle.changes import ProposalsControl, RoutesControl
 
 
 class Instance:
     """One compose project and its state directory. A context manager: leaving stops it."""
 
-    def __init__(self, state: StateDir) -> None:
+    def __init__(self, state: StateDir, *, engine: Engine | None = None) -> None:
         self.state = state
-        self._compose: ComposeProject | None = None
+        self.engine: Engine = DockerEngine() if engine is None else engine
+        self._compose: Project | None = None
 
     @classmethod
     def open(cls, slug: str, *, settings: Settings | None = None) -> Instance:
         """The instance with this slug; raises InstanceNotFound."""
-        settings = settings or Settings.from_env()
+        settings = Settings.default() if settings is None else settings
         state = StateDir(settings.state_root / slug)
         state.read_metadata()
         return cls(state)
@@ -45,14 +52,28 @@ class Instance:
         return self.metadata.status
 
     @property
-    def compose(self) -> ComposeProject:
+    def compose(self) -> Project:
         if self._compose is None:
-            self._compose = ComposeProject(
+            self._compose = self.engine.project(
                 compose_file=self.state.compose_file,
                 project=self.metadata.compose_project,
                 project_dir=self.state.path,
             )
         return self._compose
+
+    @property
+    def routes(self) -> RoutesControl:
+        """The egress routes in force, and live changes to them (one transaction each)."""
+        from bottle.changes import RoutesControl
+
+        return RoutesControl(self)
+
+    @property
+    def proposals(self) -> ProposalsControl:
+        """What the agent asked for through supervise, and the operator's decisions."""
+        from bottle.changes import ProposalsControl
+
+        return ProposalsControl(self)
 
     # -- using it --------------------------------------------------------------------------
 

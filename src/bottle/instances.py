@@ -45,7 +45,7 @@ def _effective(status: InstanceStatus, running: int, owner_ok: bool) -> Instance
 
 def instances(settings: Settings | None = None) -> list[InstanceInfo]:
     """Every instance with a state directory, plus compose projects of ours that lack one."""
-    settings = settings or Settings.from_env()
+    settings = Settings.default() if settings is None else settings
     projects = engine.compose_ls()
     rows: list[InstanceInfo] = []
     seen: set[str] = set()
@@ -71,8 +71,13 @@ def instances(settings: Settings | None = None) -> list[InstanceInfo]:
                 state_dir=str(state.path),
             )
         )
+    ours: set[str] = set()
+    if any(name.startswith(_PREFIX) and name not in seen for name in projects):
+        # A project without a state dir is an orphan only if this home started it.
+        containers, _ = engine.labelled(f"bottle.home={settings.home_id}", value_of="bottle.slug")
+        ours = {_PREFIX + slug for slug in containers.values()}
     for name, (running, _exited) in sorted(projects.items()):
-        if name.startswith(_PREFIX) and name not in seen:
+        if name in ours and name not in seen:
             rows.append(
                 InstanceInfo(
                     slug=name.removeprefix(_PREFIX),
@@ -106,8 +111,7 @@ class CleanupPlan:
         )
 
 
-def plan_cleanup(settings: Settings | None = None) -> CleanupPlan:
-    settings = settings or Settings.from_env()
+def plan_cleanup(settings: Settings) -> CleanupPlan:
     plan = CleanupPlan()
     live_slugs: set[str] = set()
     for row in instances(settings):
@@ -118,14 +122,16 @@ def plan_cleanup(settings: Settings | None = None) -> CleanupPlan:
         else:
             live_slugs.add(row.slug)
     keep = live_slugs | set(plan.take_down)
-    containers, networks = engine.labelled("bottle.slug")
+    # Only this home's: another BOTTLE_HOME's instances on the same engine are not orphans.
+    containers, networks = engine.labelled(
+        f"bottle.home={settings.home_id}", value_of="bottle.slug"
+    )
     plan.orphan_containers = [c for c, slug in containers.items() if slug not in keep]
     plan.orphan_networks = [n for n, slug in networks.items() if slug not in keep]
     return plan
 
 
-def run_cleanup(plan: CleanupPlan, settings: Settings | None = None) -> None:
-    settings = settings or Settings.from_env()
+def run_cleanup(plan: CleanupPlan, settings: Settings) -> None:
     for slug in plan.take_down:
         state = StateDir(settings.state_root / slug)
         if state.exists():
@@ -138,11 +144,10 @@ def run_cleanup(plan: CleanupPlan, settings: Settings | None = None) -> None:
         shutil.rmtree(settings.state_root / slug, ignore_errors=True)
 
 
-def resolve(slug: str, settings: Settings | None = None) -> Instance:
+def resolve(slug: str, settings: Settings) -> Instance:
     """The instance named by ``slug`` or by a unique prefix of one."""
     from bottle.errors import InstanceNotFound
 
-    settings = settings or Settings.from_env()
     if StateDir(settings.state_root / slug).exists():
         return Instance(StateDir(settings.state_root / slug))
     matches = [s for s in state_dirs(settings.state_root) if s.slug.startswith(slug) and s.exists()]

@@ -27,6 +27,7 @@ GIT_GATE_PORT = 9418
 
 #: File names inside state/<slug>/ (and in the mounted directories above).
 METADATA = "metadata.json"
+PLAN_FILE = "plan.json"
 COMPOSE_FILE = "docker-compose.yml"
 COMPOSE_LOG = "compose.log"
 ROUTES_FILE = "routes.yaml"  # in live-config/egress/

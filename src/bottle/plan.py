@@ -6,23 +6,22 @@ no Docker state and writes nothing. Everything later steps need is decided here.
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter
 
-from bottle.errors import ManifestError, PlanError
-from bottle.manifest import AgentSource, GitRemote, Manifest
+from bottle.errors import ManifestError, PlanError, Refused
+from bottle.images import ImageSpec
+from bottle.manifest import AgentSource, Manifest
 from bottle.manifest.models import Limits, ProviderKind
-from bottle.policy import Routes
 from bottle.settings import Settings
-
-if TYPE_CHECKING:
-    from bottle.images import ImageSpec
+from bottle.sidecars import PlanContext, enabled_sidecars, registry
 
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -49,44 +48,19 @@ class EnvEntry:
 
 
 @dataclass(frozen=True)
-class EgressPlan:
-    routes: Routes
-    dlp_secrets: tuple[str, ...] = ()
-
-    @property
-    def secret_refs(self) -> tuple[str, ...]:
-        """Every host variable whose value egress holds: credentials, then DLP-only ones."""
-        return tuple(dict.fromkeys((*self.routes.token_refs, *self.dlp_secrets)))
-
-
-@dataclass(frozen=True)
-class GitGatePlan:
-    remotes: tuple[GitRemote, ...]
-
-    @property
-    def secret_refs(self) -> tuple[str, ...]:
-        refs = [r.key_ref or r.token_ref for r in self.remotes]
-        return tuple(dict.fromkeys(ref for ref in refs if ref))
-
-
-@dataclass(frozen=True)
-class SupervisePlan:
-    wait_seconds: int = 30
-
-
-@dataclass(frozen=True)
 class Images:
-    """The images an instance runs, and the specs to build them from (parents first)."""
+    """The images an instance runs, and the specs to build them from (parents first).
 
-    specs: tuple[ImageSpec, ...]
+    A plan read back from ``plan.json`` has the refs but no specs (they hold build contexts).
+    """
 
-    @property
-    def agent(self) -> str:
-        return self.specs[-1].ref
+    agent: str
+    sidecar: str
+    specs: tuple[ImageSpec, ...] = ()
 
-    @property
-    def sidecar(self) -> str:
-        return self.specs[0].ref
+    @classmethod
+    def of(cls, specs: Sequence[ImageSpec]) -> Images:
+        return cls(agent=specs[-1].ref, sidecar=specs[0].ref, specs=tuple(specs))
 
 
 #: Sidecars' "uid:gid" when bottle itself runs as root (no user of the host is meant).
@@ -116,9 +90,8 @@ class BottlePlan:
     state_dir: Path
     user: str  # "uid:gid" the agent runs as: the owner of the workspace
     env: tuple[EnvEntry, ...]
-    egress: EgressPlan
-    git_gate: GitGatePlan | None
-    supervise: SupervisePlan | None
+    #: The sub-plan of every enabled sidecar, by sidecar name (see ``bottle.sidecars``).
+    sidecars: Mapping[str, BaseModel]
     images: Images
     version: str
     missing_env: tuple[str, ...] = field(default=())
@@ -149,9 +122,7 @@ class BottlePlan:
     @property
     def secret_refs(self) -> tuple[str, ...]:
         """Host variables whose values must never be written anywhere."""
-        refs = list(self.egress.secret_refs)
-        if self.git_gate:
-            refs += self.git_gate.secret_refs
+        refs = [ref for s in enabled_sidecars(self) for ref in s.secret_refs(self.sidecars[s.name])]
         return tuple(dict.fromkeys(refs))
 
     def require_env(self) -> None:
@@ -174,6 +145,38 @@ class PlanOptions:
     extra_args: tuple[str, ...] = ()
 
 
+def plan_json(plan: BottlePlan) -> str:
+    """``plan.json``: the plan as JSON (names and references only: it holds no secret value).
+
+    Image specs are left out (they hold whole build contexts); each sub-plan is written by
+    its own model so :func:`load_plan` can read it back through the registry.
+    """
+    bare = replace(plan, sidecars={}, images=replace(plan.images, specs=()))
+    data: dict[str, Any] = _PLAN_ADAPTER.dump_python(bare, mode="json")
+    data["sidecars"] = {name: sub.model_dump(mode="json") for name, sub in plan.sidecars.items()}
+    return json.dumps(data, indent=2) + "\n"
+
+
+def load_plan(path: Path) -> BottlePlan:
+    """The plan :func:`plan_json` wrote to ``path``; PlanError when it cannot be read."""
+    try:
+        data = json.loads(path.read_bytes())
+        subs = data.pop("sidecars")
+        known = {s.name: s for s in registry()}
+        if unknown := sorted(set(subs) - set(known)):
+            raise ValueError(f"names sidecar(s) this version does not know: {', '.join(unknown)}")
+        sidecars = {name: known[name].plan_model.model_validate(sub) for name, sub in subs.items()}
+        plan = _PLAN_ADAPTER.validate_python({**data, "sidecars": {}})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        raise PlanError(
+            f"cannot read the plan {path}: {reason}",
+            hint="The state directory is damaged or older than this version of bottle; "
+            "see 'bottle ls'.",
+        ) from None
+    return replace(plan, sidecars=sidecars)
+
+
 def random_suffix() -> str:
     raw = int.from_bytes(os.urandom(8), "big")
     return "".join(_BASE36[(raw >> (6 * i)) % 36] for i in range(5))
@@ -188,8 +191,6 @@ def resolve_plan(
     version: str = "0",
 ) -> BottlePlan:
     """The plan of one instance; raises ManifestError or PlanError on bad input."""
-    from bottle import images  # images reads package files, kept out of import time
-
     agent = manifest.agent(options.agent)
     bottle_name = options.bottle or agent.spec.bottle
     spec = manifest.resolve_bottle(bottle_name)
@@ -215,26 +216,17 @@ def resolve_plan(
         args = override.args if override.args is not None else args
 
     bottle_path = manifest.bottles[bottle_name].path
-    try:
-        routes = Routes(routes=spec.egress.routes if spec.egress else ())
-    except ValidationError as exc:
-        raise ManifestError(
-            exc.errors()[0]["msg"].removeprefix("Value error, "),
-            path=bottle_path,
-            field="egress.routes",
-            hint="Give each host one credential.",
-        ) from None
-    egress = EgressPlan(routes, spec.egress.dlp_secrets if spec.egress else ())
-    dockerfile = _dockerfile(provider_cfg.dockerfile if provider_cfg else None, bottle_path)
-
     env = tuple(_env_entry(name, value) for name, value in sorted(spec.env.items()))
-    git_gate = GitGatePlan(spec.git.remotes) if spec.git and spec.git.remotes else None
-    supervise = SupervisePlan(spec.supervise.wait) if spec.supervise.enabled else None
-
+    ctx = PlanContext(bottle=bottle_name, path=bottle_path)
+    sidecars: dict[str, BaseModel] = {}
     needed = [e.value for e in env if e.kind == "host"]
-    needed += list(egress.secret_refs)
-    needed += list(git_gate.secret_refs) if git_gate else []
+    for sidecar in registry():
+        sub = sidecar.plan(spec.section(sidecar.section), ctx)
+        if sub is not None:
+            sidecars[sidecar.name] = sub
+            needed += sidecar.secret_refs(sub)
     missing = tuple(dict.fromkeys(n for n in needed if n not in environ))
+    dockerfile = _dockerfile(provider_cfg.dockerfile if provider_cfg else None, bottle_path)
 
     cwd = options.cwd.absolute()
     suffix = options.suffix or random_suffix()
@@ -257,14 +249,15 @@ def resolve_plan(
         user=_owner(cwd),
         root_allowed=bool(provider_cfg and provider_cfg.user == "root"),
         env=env,
-        egress=egress,
-        git_gate=git_gate,
-        supervise=supervise,
-        images=Images(tuple(images.plan_images(settings, provider, dockerfile))),
+        sidecars=sidecars,
+        images=Images.of(_images(settings, provider, dockerfile, bottle_path)),
         version=version,
         missing_env=missing,
         limits=spec.limits or Limits(),
     )
+
+
+_PLAN_ADAPTER: TypeAdapter[BottlePlan] = TypeAdapter(BottlePlan)
 
 
 def _env_entry(name: str, value: str) -> EnvEntry:
@@ -288,6 +281,23 @@ def _dockerfile(value: str | None, bottle_path: Path | None) -> Path | None:
             hint="Give a path relative to the bottle file, or remove agent.dockerfile.",
         )
     return path
+
+
+def _images(
+    settings: Settings, provider: ProviderKind, dockerfile: Path | None, bottle_path: Path | None
+) -> list[ImageSpec]:
+    from bottle.images import plan_images  # reads package files: kept out of import time
+
+    try:
+        return plan_images(settings, provider, dockerfile)
+    except Refused as exc:
+        if dockerfile is None:
+            raise
+        # The Dockerfile is unreadable or builds on the wrong base: name the field that
+        # chose it, like a missing one (one bad agent.dockerfile, one message, exit 2).
+        raise ManifestError(
+            exc.message, path=bottle_path, field="agent.dockerfile", hint=exc.hint
+        ) from exc
 
 
 def _skills(manifest: Manifest, agent: AgentSource) -> dict[str, Path]:

@@ -238,6 +238,19 @@ class Routes(_Strict):
     def to_data(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_defaults=True)
 
+    def to_yaml(self) -> bytes:
+        """The routes file egress reads (`{routes: [...]}`), as `parse_routes_file` parses it."""
+        import io
+
+        from ruamel.yaml import YAML
+
+        yaml = YAML(typ="safe", pure=True)
+        yaml.default_flow_style = False
+        yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+        out = io.StringIO()
+        yaml.dump(self.to_data() or {"routes": []}, out)
+        return out.getvalue().encode()
+
 
 class RoutesFileError(ValueError):
     """A routes file could not be turned into a :class:`Routes`; the message says why."""

@@ -48,8 +48,8 @@ from pydantic import (
 
 from bottle.dockerfiles import AGENT_IMAGE_ARG, DIRECTIVE_RE, logical_lines
 from bottle.errors import ApplyError
+from bottle.files import atomic_write, locked, now
 from bottle.policy import Host, Method, PathRule, Route
-from bottle.state import atomic_write, locked, now
 
 ToolName = Literal["egress-block", "pipelock-block", "capability-block"]
 Status = Literal["pending", "approved", "rejected"]

@@ -3,6 +3,7 @@
 ``$BOTTLE_HOME/state/<slug>/`` tells anyone what ran::
 
     metadata.json        agent, bottle, cwd, times, compose_project, images, status
+    plan.json            the BottlePlan it was started from (references, never secret values)
     docker-compose.yml   the exact spec that was brought up (no secret values)
     compose.log          ``docker compose logs --no-color --timestamps``, written at stop
     transcript/          the agent's conversation
@@ -10,27 +11,29 @@
     agent/               system prompt, MCP and git config for the agent (read-only there)
     ca/ ca-private/      the bottle CA: public cert for the agent, key for egress alone
     logs/ status/        sidecar logs and status files
-    proposals/           supervise's queue; audit.jsonl the operator's decisions
+    proposals/           supervise's queue; audit.jsonl the operator's decisions (+ .head)
     capabilities/        approved capability Dockerfiles, named by the tag of their image
     snapshots/           the transcript as it was before each agent replacement
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bottle import layout
 from bottle.errors import InstanceNotFound, StateError
+from bottle.files import atomic_write, now
 from bottle.manifest.models import ProviderKind
+
+if TYPE_CHECKING:
+    from bottle.plan import BottlePlan
 
 
 class InstanceStatus(StrEnum):
@@ -91,54 +94,6 @@ class Metadata(BaseModel):
     version: str = "0"
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-@contextlib.contextmanager
-def locked(path: Path, *, flags: int = os.O_RDWR, wait_s: float | None = None) -> Iterator[int]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing); yields its descriptor.
-
-    ``wait_s=None`` waits as long as it takes; otherwise ``TimeoutError`` after ``wait_s``.
-    The lock goes with the descriptor, so a process that dies never leaves it held.
-    """
-    import fcntl
-    import time
-
-    fd = os.open(path, flags | os.O_CREAT, 0o644)
-    try:
-        deadline = None if wait_s is None else time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
-                break
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"{path} is locked") from None
-                time.sleep(0.05)
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
-    """Write via a temp file in the same directory and rename: readers see old or new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 class StateDir:
     """One instance's directory under ``$BOTTLE_HOME/state/``."""
 
@@ -167,6 +122,10 @@ class StateDir:
     @property
     def metadata_file(self) -> Path:
         return self.path / layout.METADATA
+
+    @property
+    def plan_file(self) -> Path:
+        return self.path / layout.PLAN_FILE
 
     @property
     def compose_log(self) -> Path:
@@ -219,6 +178,17 @@ class StateDir:
     def write_metadata(self, metadata: Metadata) -> None:
         atomic_write(self.metadata_file, metadata.model_dump_json(indent=2) + "\n")
 
+    def write_plan(self, plan: BottlePlan) -> None:
+        from bottle.plan import plan_json  # the plan imports the sidecars, which import us
+
+        atomic_write(self.plan_file, plan_json(plan))
+
+    def read_plan(self) -> BottlePlan:
+        """The plan the instance was started from; PlanError when it is missing or damaged."""
+        from bottle.plan import load_plan
+
+        return load_plan(self.plan_file)
+
     def read_metadata(self) -> Metadata:
         try:
             raw = self.metadata_file.read_text()
@@ -227,6 +197,11 @@ class StateDir:
                 f"no instance {self.slug!r}",
                 hint="List instances with 'bottle ls'.",
             ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StateError(
+                f"{self.metadata_file} cannot be read: {exc}",
+                hint="Check the state directory's owner and permissions ('bottle ls').",
+            ) from exc
         try:
             return Metadata.model_validate_json(raw)
         except ValidationError as exc:

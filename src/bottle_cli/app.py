@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from bottle_cli import decisions, output
-from bottle_cli.params import JsonOpt, SlugArg
+from bottle_cli.params import JsonOpt, RunOptions, SlugArg, run_options, running
 from bottle_cli.params import open_instance as _open
+from bottle_cli.params import settings as _settings
 
 app = typer.Typer(
     name="bottle",
@@ -33,16 +35,10 @@ BottleOpt = Annotated[
 ]
 
 
-def _settings() -> Any:
-    from bottle.settings import Settings
-
-    return Settings.from_env()
-
-
 def _bottle(agent: str, bottle: str | None, args: list[str] | None = None) -> Any:
     from bottle import Bottle
 
-    instance = Bottle(agent, bottle=bottle, args=args or ())
+    instance = Bottle(agent, bottle=bottle, args=args or (), settings=_settings())
     for warning in instance.manifest.warnings:
         output.warn(warning)
     return instance
@@ -67,6 +63,21 @@ def _argv(cmd: list[str] | None, *, required: bool = True) -> list[str]:
     if required and not argv:
         raise typer.BadParameter("give the command to run after --", param_hint="CMD")
     return argv
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help="on an error, also print its cause and traceback (or set BOTTLE_DEBUG=1)",
+        ),
+    ] = False,
+) -> None:
+    """Run an AI coding agent in a bottle: a container whose only way out is its sidecars."""
+    if debug:
+        run_options().debug = True
 
 
 # -- the pure half ---------------------------------------------------------------------------
@@ -118,7 +129,7 @@ def bottles(json_: JsonOpt = False) -> None:
                 r.name,
                 ",".join(r.extends),
                 r.provider,
-                str(r.routes),
+                str(r.column("routes")),
                 r.path or "(built-in)",
                 r.description,
             ]
@@ -189,7 +200,7 @@ def stop(
 
     targets = list(slugs or [])
     if all_:
-        targets += [r.slug for r in instances() if r.status in {"running", "preserved"}]
+        targets += [r.slug for r in instances(_settings()) if r.status in {"running", "preserved"}]
     if not targets:
         output.error("no instance named", "Give one or more slugs (see 'bottle ls') or --all.")
         raise typer.Exit(2)
@@ -204,7 +215,7 @@ def ls(json_: JsonOpt = False) -> None:
     """List instances: state directories joined with docker compose ls."""
     from bottle.instances import instances
 
-    rows = instances()
+    rows = instances(_settings())
     if json_:
         output.print_json([row.model_dump(mode="json") for row in rows])
         return
@@ -236,12 +247,24 @@ def logs(
     from bottle.state import DOWN
 
     if instance.status in DOWN:
-        path = instance.state.compose_log
-        output.out.print(path.read_text() if path.exists() else "", end="", markup=False)
+        output.out.print(_saved_log(instance.state.compose_log), end="", markup=False)
         return
     if follow:
         raise typer.Exit(instance.follow_logs(services=service or ()))
     output.out.print(instance.logs(services=service or ()), markup=False)
+
+
+def _saved_log(path: Path) -> str:
+    from bottle.errors import StateError
+
+    try:
+        # Containers wrote these lines: undecodable bytes are shown, not fatal.
+        return path.read_text(errors="replace") if path.exists() else ""
+    except OSError as exc:
+        raise StateError(
+            f"cannot read the saved log {path}: {exc.strerror or exc}",
+            hint="Check the state directory's permissions ('bottle ls').",
+        ) from exc
 
 
 @app.command()
@@ -266,7 +289,7 @@ def cleanup(
     """Take down preserved instances and orphans; remove finished state directories."""
     from bottle.instances import plan_cleanup, run_cleanup
 
-    plan = plan_cleanup()
+    plan = plan_cleanup(_settings())
     if plan.empty:
         output.progress("nothing to clean up")
         return
@@ -280,7 +303,7 @@ def cleanup(
         output.err.print(f"remove network   {nid[:12]}", markup=False)
     if not yes and not typer.confirm("Go ahead?", err=True):
         raise typer.Exit(1)
-    run_cleanup(plan)
+    run_cleanup(plan, _settings())
     output.progress("cleaned up")
 
 
@@ -294,18 +317,24 @@ decisions.register(app)
 INTERRUPTED = 130
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The one error boundary: bottle errors print a message and a hint, never a traceback."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """The one error boundary; returns the exit code (the console script exits with it).
+
+    Bottle errors print a message and a hint, never a traceback; ``--debug`` (before the
+    command) or ``BOTTLE_DEBUG=1`` adds the cause chain, and an internal error's traceback.
+    Words after the command are the command's: ``bottle exec x -- pytest --debug`` keeps
+    the agent's ``--debug``.
+    """
     from typer.exceptions import TyperException
 
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args or os.environ.get("BOTTLE_DEBUG") == "1"
-    args = [a for a in args if a != "--debug"]
+    options = RunOptions(debug=os.environ.get("BOTTLE_DEBUG") == "1")
     command = typer.main.get_command(app)
     try:
         # Without standalone mode, typer returns a command's typer.Exit code, and 130 after
         # Ctrl-C inside a command; what it raises is handled here.
-        code = command.main(args=args, prog_name="bottle", standalone_mode=False)
+        with running(options):
+            code = command.main(args=args, prog_name="bottle", standalone_mode=False)
     except TyperException as exc:
         show = getattr(exc, "show", None)
         if callable(show):
@@ -320,23 +349,26 @@ def main(argv: list[str] | None = None) -> None:
         output.err.print("interrupted", markup=False)
         code = INTERRUPTED
     except Exception as exc:
-        code = _report(exc, debug)
-    sys.exit(code if isinstance(code, int) else 0)
+        code = _report(exc, options.debug)
+    return code if isinstance(code, int) else 0
 
 
 def _report(exc: Exception, debug: bool) -> int:
+    import traceback
+
     from bottle.errors import BottleError, EngineError
 
     if isinstance(exc, BottleError):
         output.error(exc.message, exc.hint)
         if debug and isinstance(exc, EngineError):
             output.err.print(f"argv: {' '.join(exc.argv)}\n{exc.stderr}", markup=False)
+        if debug and exc.__cause__ is not None:
+            output.err.print("caused by:", markup=False)
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         return exc.exit_code
     output.error(f"internal error ({type(exc).__name__}: {exc}); this is a bug in bottle")
     if debug:
-        import traceback
-
-        traceback.print_exception(exc)
+        traceback.print_exception(exc, file=sys.stderr)
     else:
-        output.err.print("run again with --debug for the traceback", markup=False)
+        output.err.print("run again with 'bottle --debug ...' for the traceback", markup=False)
     return 1

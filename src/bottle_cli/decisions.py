@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from bottle_cli import output
-from bottle_cli.params import JsonOpt, SlugArg, open_instance
+from bottle_cli.params import JsonOpt, SlugArg, open_instance, settings
 
 if TYPE_CHECKING:
     from bottle.operator import Pending
@@ -47,9 +47,7 @@ def register(app: typer.Typer) -> None:
 @egress_app.command("reload")
 def egress_reload(slug: SlugArg) -> None:
     """Validate live-config/egress/routes.yaml, SIGHUP egress, confirm the new table is live."""
-    from bottle.sidecars import egress
-
-    status = egress.reload(open_instance(slug))
+    status = open_instance(slug).routes.reload()
     output.progress(f"egress generation {status.generation} is live")
 
 
@@ -57,13 +55,11 @@ def egress_reload(slug: SlugArg) -> None:
 @routes_app.command("show")
 def routes_show(slug: SlugArg, json_: JsonOpt = False) -> None:
     """Show the routes in force."""
-    from bottle.sidecars import egress
-
-    routes = egress.load_routes(open_instance(slug))
+    routes = open_instance(slug).routes.current()
     if json_:
         output.print_json(routes.model_dump(mode="json")["routes"])
         return
-    output.out.print(egress.routes_yaml(routes).decode(), end="", markup=False)
+    output.out.print(routes.to_yaml().decode(), end="", markup=False)
 
 
 @routes_app.command("edit")
@@ -72,24 +68,23 @@ def routes_edit(
     reason: Annotated[str, typer.Option(help="why, for the audit log")] = "",
 ) -> None:
     """Edit the live routes in $EDITOR; they are validated, applied without a restart, audited."""
+    from bottle.changes.routes import parse_routes
     from bottle.errors import ApplyError
-    from bottle.operator import set_routes
-    from bottle.sidecars import egress
     from bottle_cli.editor import edit_text
 
     instance = open_instance(slug)
-    current = egress.routes_bytes(instance)
+    current = instance.routes.raw()
     edited = edit_text(current.decode(), extension=".yaml")
     if edited is None or edited.encode() == current:
         output.progress("routes unchanged")
         return
     try:
-        routes = egress.parse_routes(edited.encode(), source="the edited routes")
+        routes = parse_routes(edited.encode(), source="the edited routes")
     except ApplyError as exc:
         raise ApplyError(
             exc.message, hint="Nothing changed; run 'bottle routes edit' again to fix it."
         ) from None
-    set_routes(instance, routes, reason=reason, based_on=current)
+    instance.routes.apply(routes, reason=reason, based_on=current)
     output.progress(f"routes of {instance.slug} are live ({len(routes.routes)} routes)")
 
 
@@ -192,7 +187,7 @@ def queue(
     """Pending proposals of every running instance."""
     from bottle.operator import pending_proposals
 
-    found, problems = pending_proposals()
+    found, problems = pending_proposals(settings())
     for problem in problems:
         output.warn(problem)
     if not watch:
@@ -214,7 +209,7 @@ def queue(
                 else:
                     _table([item])
             time.sleep(WATCH_INTERVAL)
-            found, problems = pending_proposals()
+            found, problems = pending_proposals(settings())
             for problem in set(problems) - warned:
                 output.warn(problem)
             warned |= set(problems)
@@ -249,13 +244,13 @@ def view() -> None:
     except ModuleNotFoundError as exc:
         if exc.name != "textual":
             raise
-        from bottle.errors import BottleError
+        from bottle.errors import Failed
 
-        raise BottleError(
+        raise Failed(
             "bottle view needs textual, which is not installed",
             hint="pip install 'bot-bottle[tui]', or use 'bottle queue --watch'.",
         ) from None
-    QueueView().run()
+    QueueView(settings()).run()
 
 
 def approve(
@@ -288,7 +283,12 @@ def approve(
     elif proposal.tool == "capability-block" and not yes:
         _confirm_build(proposal, instance.slug)
     decided = approve_proposal(
-        instance, proposal_id, reason=reason, edited_payload=edited, progress=output.progress
+        instance,
+        proposal_id,
+        reason=reason,
+        edited_payload=edited,
+        settings=settings(),
+        progress=output.progress,
     )
     what = " (as edited)" if decided.decision and decided.decision.edited else ""
     output.progress(f"proposal {decided.id} approved and applied{what}")

@@ -19,6 +19,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
 from bottle.errors import BottleError
 from bottle.operator import Pending, pending_proposals
+from bottle.settings import Settings
 
 #: Seconds between two reads of the queue.
 REFRESH_S = 1.0
@@ -63,8 +64,10 @@ class QueueView(App[None]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings | None = None) -> None:
         super().__init__()
+        # Read here, on the main thread: the workers that use them run in threads.
+        self.settings = Settings.default() if settings is None else settings
         self.items: dict[str, Pending] = {}
         self.busy = False
 
@@ -87,7 +90,7 @@ class QueueView(App[None]):
     @work(thread=True, exclusive=True, group="refresh")
     def refresh_queue(self) -> None:
         try:
-            found, problems = pending_proposals()
+            found, problems = pending_proposals(self.settings)
         except BottleError as exc:
             self.call_from_thread(self.set_status, f"cannot read the queue: {exc.message}")
             return
@@ -202,13 +205,14 @@ class QueueView(App[None]):
 
         label = f"{item.slug} #{item.proposal.id}"
         try:
-            instance = Instance.open(item.slug)
+            instance = Instance.open(item.slug, settings=self.settings)
             if approved:
                 self.call_from_thread(self.set_status, f"applying {label}…")
                 approve(
                     instance,
                     item.proposal.id,
                     edited_payload=edited,
+                    settings=self.settings,
                     progress=lambda line: self.call_from_thread(self.set_status, line),
                 )
                 message = f"{label} approved and applied"

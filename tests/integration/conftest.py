@@ -103,10 +103,25 @@ def upstream(project: str, *, image: str) -> Iterator[str]:
         "h.ThreadingHTTPServer(('', 80), H).serve_forever()\n"
     )
     subprocess.run(
-        ["docker", "run", "-d", "--name", name, "--network", f"{project}_egress",
-         "--network-alias", UPSTREAM_HOST, "--label", "bottle.test=upstream", image,
-         "python", "-c", script],
-        check=True, capture_output=True,
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            f"{project}_egress",
+            "--network-alias",
+            UPSTREAM_HOST,
+            "--label",
+            "bottle.test=upstream",
+            image,
+            "python",
+            "-c",
+            script,
+        ],
+        check=True,
+        capture_output=True,
     )
     try:
         yield name
@@ -156,9 +171,7 @@ def curl(instance, url: str) -> str:
 
 
 def mcp(instance, tool: str, args: dict) -> str:
-    result = instance.exec(
-        ["python3", "-c", MCP_CLIENT, tool, json.dumps(args)], capture=True
-    )
+    result = instance.exec(["python3", "-c", MCP_CLIENT, tool, json.dumps(args)], capture=True)
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     return " ".join(c.get("text", "") for c in data["result"]["content"])
@@ -167,10 +180,24 @@ def mcp(instance, tool: str, args: dict) -> str:
 def mcp_started(instance, tool: str, args: dict) -> subprocess.Popen[str]:
     """The same call as :func:`mcp`, left running: the test decides while the agent waits."""
     return subprocess.Popen(
-        ["docker", "compose", "-f", str(instance.state.compose_file), "-p",
-         instance.metadata.compose_project, "exec", "-T", "agent", "python3", "-c", MCP_CLIENT,
-         tool, json.dumps(args)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            "docker",
+            "compose",
+            "-f",
+            str(instance.state.compose_file),
+            "-p",
+            instance.metadata.compose_project,
+            "exec",
+            "-T",
+            "agent",
+            "python3",
+            "-c",
+            MCP_CLIENT,
+            tool,
+            json.dumps(args),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
 
 

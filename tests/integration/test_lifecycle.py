@@ -68,9 +68,13 @@ def test_cli_run_returns_exit_code_and_leaves_nothing(bottle_home: Path, workdir
 def test_killed_session_is_preserved_then_cleaned_up(bottle_home: Path, workdir: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bottle_cli", "run", "it", "--", "sleep", "300"],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ},
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
     )
     try:
+
         def running() -> str | None:
             rows = json.loads(cli("ls", "--json", cwd=workdir).stdout)
             return rows[0]["slug"] if rows and rows[0]["status"] == "running" else None
@@ -94,7 +98,10 @@ def test_killed_session_is_preserved_then_cleaned_up(bottle_home: Path, workdir:
 def test_interrupt_during_start_takes_everything_down(bottle_home: Path, workdir: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bottle_cli", "start", "it", "--detach"],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ},
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
     )
     state_root = bottle_home / "state"
 
@@ -139,7 +146,12 @@ def test_docker_unavailable_is_a_clear_error(bottle_home: Path, workdir: Path) -
     env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"}
     done = subprocess.run(
         [sys.executable, "-m", "bottle_cli", "run", "it", "--", "true"],
-        cwd=workdir, capture_output=True, text=True, env=env, timeout=60, check=False,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 1
     assert "Docker daemon is not running" in done.stderr and "Traceback" not in done.stderr

@@ -11,7 +11,6 @@ import pytest
 
 from bottle import Route
 from bottle.operator import allow, approve, audit_log, proposal_queue, reject
-from bottle.sidecars import egress
 from tests.conftest import wait_for
 from tests.integration.conftest import cli, curl, mcp, mcp_started, running
 
@@ -31,6 +30,7 @@ egress:
 ---
 """
 
+
 @pytest.fixture
 def live(bottle_home: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("IT_UPSTREAM_TOKEN", SECRET)
@@ -40,15 +40,25 @@ def live(bottle_home: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch):
 
 def test_credential_injected_and_secret_never_in_agent_or_state(live) -> None:
     out = live.exec(
-        ["curl", "-sS", "-H", "Authorization: Bearer agent-made-this-up",
-         "http://upstream.test/allowed/who"], capture=True,
+        [
+            "curl",
+            "-sS",
+            "-H",
+            "Authorization: Bearer agent-made-this-up",
+            "http://upstream.test/allowed/who",
+        ],
+        capture=True,
     ).stdout
     assert out == f"hello from upstream /allowed/who auth=Bearer {SECRET}"
     env = live.exec(["sh", "-c", "cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'"], capture=True)
     assert "IT_UPSTREAM_TOKEN=bottle-egress-injects-this" in env.stdout
     assert SECRET not in env.stdout
     files = live.exec(
-        ["sh", "-c", "grep -rl --exclude-dir=proc --exclude-dir=sys " + SECRET + " / 2>/dev/null; true"],
+        [
+            "sh",
+            "-c",
+            "grep -rl --exclude-dir=proc --exclude-dir=sys " + SECRET + " / 2>/dev/null; true",
+        ],
         capture=True,
     )
     assert files.stdout.strip() == ""
@@ -67,11 +77,11 @@ def test_credential_injected_and_secret_never_in_agent_or_state(live) -> None:
 def test_reload_adds_route_without_restart_and_keeps_old_on_bad_file(live) -> None:
     ids = {s.service: s.container_id for s in live.compose.ps()}
     assert curl(live, "http://upstream.test/new/x") == "403"
-    before = egress.load_routes(live)
-    egress.apply_routes(live, before.with_route(Route(host="upstream.test", paths=("/new/",))))
+    before = live.routes.current()
+    live.routes.write_live(before.with_route(Route(host="upstream.test", paths=("/new/",))))
     assert curl(live, "http://upstream.test/new/x") == "200"
     # An invalid file is refused by validation and the old table stays in force.
-    path = egress.routes_file(live)
+    path = live.routes.path
     good = path.read_bytes()
     path.write_text("routes: [{host: 'bad host'}]\n")
     done = cli("egress", "reload", live.slug, cwd=live.state.path)
@@ -86,10 +96,16 @@ def test_reload_adds_route_without_restart_and_keeps_old_on_bad_file(live) -> No
 def test_egress_block_proposal_approved_then_audit_verifies(live) -> None:
     ids = {s.service: s.container_id for s in live.compose.ps()}
     assert curl(live, "http://upstream.test/asked/x") == "403"
-    proc = mcp_started(live, "egress-block", {
-        "host": "upstream.test", "paths": ["/asked/"], "justification": "the tests need it",
-        "auth": {"scheme": "bearer", "token_ref": "EVIL"},
-    })
+    proc = mcp_started(
+        live,
+        "egress-block",
+        {
+            "host": "upstream.test",
+            "paths": ["/asked/"],
+            "justification": "the tests need it",
+            "auth": {"scheme": "bearer", "token_ref": "EVIL"},
+        },
+    )
     queue = proposal_queue(live)
     (proposal,) = wait_for(lambda: queue.list(status="pending").proposals, 30, "the proposal")
     assert "auth" not in proposal.payload.model_dump()
@@ -111,8 +127,9 @@ def test_egress_block_proposal_approved_then_audit_verifies(live) -> None:
 def test_pipelock_rejection_and_pending_then_status(live) -> None:
 
     # supervise waits BOTTLE_SUPERVISE_WAIT (30 s) before answering pending; file, then decide.
-    proc = mcp_started(live, "pipelock-block",
-                       {"url": "https://blocked.test/x", "justification": "j"})
+    proc = mcp_started(
+        live, "pipelock-block", {"url": "https://blocked.test/x", "justification": "j"}
+    )
     queue = proposal_queue(live)
     (proposal,) = wait_for(lambda: queue.list(status="pending").proposals, 30, "the proposal")
     reject(live, proposal.id, reason="not needed")

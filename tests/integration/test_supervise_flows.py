@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bottle.errors import ApplyError
+from bottle.errors import ApplyFailed
 from bottle.operator import approve, proposal_queue
-from bottle.sidecars import egress
 from tests.integration.conftest import cli, curl, mcp, readline, running
 
 pytestmark = pytest.mark.docker
@@ -54,8 +53,11 @@ def _id(answer: str) -> int:
 
 
 def test_timeout_answers_pending_and_status_reports_the_decision_later(quick) -> None:
-    answer = mcp(quick, "pipelock-block", {"url": "http://upstream.test/later/x",
-                                           "justification": "the tests need it"})
+    answer = mcp(
+        quick,
+        "pipelock-block",
+        {"url": "http://upstream.test/later/x", "justification": "the tests need it"},
+    )
     assert answer.startswith("pending") and "proposal-status" in answer
     proposal_id = _id(answer)
     assert "pending" in mcp(quick, "proposal-status", {"id": proposal_id})
@@ -75,8 +77,11 @@ def test_capability_block_replaces_the_agent_alone(quick) -> None:
     # A comment of its own gives this run a new image tag, so the build (and its progress)
     # happens even when an earlier run left the image behind.
     dockerfile = TOOL_DOCKERFILE.replace("\nRUN", f"\n# run {uuid.uuid4().hex}\nRUN", 1)
-    answer = mcp(quick, "capability-block", {"dockerfile": dockerfile,
-                                             "justification": "I need jq to read JSON"})
+    answer = mcp(
+        quick,
+        "capability-block",
+        {"dockerfile": dockerfile, "justification": "I need jq to read JSON"},
+    )
     assert answer.startswith("pending"), answer
     lines: list[str] = []
     approve(quick, _id(answer), reason="jq is fine", progress=lines.append)
@@ -134,7 +139,7 @@ def test_agent_that_cannot_start_on_the_new_image_is_rolled_back(quick) -> None:
     # The image builds, but the agent's command (sleep) is gone: the container cannot start.
     broken = f"FROM ${{BOTTLE_AGENT_IMAGE}}\n# run {uuid.uuid4().hex}\nRUN rm /usr/bin/sleep\n"
     proposal_id = _id(mcp(quick, "capability-block", {"dockerfile": broken, "justification": "j"}))
-    with pytest.raises(ApplyError) as caught:
+    with pytest.raises(ApplyFailed) as caught:  # a failure (exit 1), not bad input
         approve(quick, proposal_id)
     assert "did not come up" in caught.value.message
     assert f"runs its previous image {old_image} again" in (caught.value.hint or "")
@@ -152,10 +157,16 @@ def test_agent_that_cannot_start_on_the_new_image_is_rolled_back(quick) -> None:
 
 def test_bad_proposals_are_refused_with_a_reason_and_never_queued(quick) -> None:
     cases = [
-        ("capability-block", {"dockerfile": "FROM ${BOTTLE_AGENT_IMAGE}\nENTRYPOINT [\"sh\"]\n"},
-         "ENTRYPOINT is not allowed"),
-        ("capability-block", {"dockerfile": "FROM debian:stable\nRUN true\n"},
-         "not the agent image"),
+        (
+            "capability-block",
+            {"dockerfile": 'FROM ${BOTTLE_AGENT_IMAGE}\nENTRYPOINT ["sh"]\n'},
+            "ENTRYPOINT is not allowed",
+        ),
+        (
+            "capability-block",
+            {"dockerfile": "FROM debian:stable\nRUN true\n"},
+            "not the agent image",
+        ),
         ("egress-block", {"host": "not a host"}, "host"),
         ("egress-block", {"host": "ok.test", "paths": ["^("]}, "regex"),
     ]
@@ -174,13 +185,20 @@ def _editor(directory: Path, name: str, script: str) -> str:
 
 
 def test_operator_cli_edits_before_approving_and_edits_routes(quick, tmp_path: Path) -> None:
-    answer = mcp(quick, "egress-block", {"host": "upstream.test", "paths": ["/asked/"],
-                                         "justification": "j"})
+    answer = mcp(
+        quick, "egress-block", {"host": "upstream.test", "paths": ["/asked/"], "justification": "j"}
+    )
     proposal_id = _id(answer)
     # The editor narrows the request before it is approved.
     editor = _editor(tmp_path, "narrow.sh", "sed -i -e 's|/asked/|/asked/narrow/|' \"$1\"")
-    done = cli("approve", quick.slug, str(proposal_id), "--edit", cwd=quick.state.path,
-               env_extra={"EDITOR": editor})
+    done = cli(
+        "approve",
+        quick.slug,
+        str(proposal_id),
+        "--edit",
+        cwd=quick.state.path,
+        env_extra={"EDITOR": editor},
+    )
     assert done.returncode == 0, done.stderr
     assert curl(quick, "http://upstream.test/asked/narrow/x") == "200"
     assert curl(quick, "http://upstream.test/asked/other") == "403"
@@ -191,8 +209,11 @@ def test_operator_cli_edits_before_approving_and_edits_routes(quick, tmp_path: P
 
     # routes edit: the operator's editor appends a route; it is live without a restart.
     ids = {s.service: s.container_id for s in quick.compose.ps()}
-    editor = _editor(tmp_path, "append.sh",
-                     "printf '%s\\n' '- host: upstream.test' '  paths: [/edited/]' >> \"$1\"")
+    editor = _editor(
+        tmp_path,
+        "append.sh",
+        "printf '%s\\n' '- host: upstream.test' '  paths: [/edited/]' >> \"$1\"",
+    )
     done = cli("routes", "edit", quick.slug, cwd=quick.state.path, env_extra={"EDITOR": editor})
     assert done.returncode == 0, done.stderr
     assert curl(quick, "http://upstream.test/edited/x") == "200"
@@ -200,12 +221,18 @@ def test_operator_cli_edits_before_approving_and_edits_routes(quick, tmp_path: P
     assert json.loads(quick.state.audit_log.read_text().splitlines()[-1])["action"] == "edit-routes"
 
     # A broken edit changes nothing and says why.
-    before = egress.load_routes(quick)
-    done = cli("routes", "edit", quick.slug, cwd=quick.state.path,
-               env_extra={"EDITOR": _editor(tmp_path, "bad.sh",
-                                            "echo 'routes: [{host: bad host}]' > \"$1\"")})
+    before = quick.routes.current()
+    done = cli(
+        "routes",
+        "edit",
+        quick.slug,
+        cwd=quick.state.path,
+        env_extra={
+            "EDITOR": _editor(tmp_path, "bad.sh", "echo 'routes: [{host: bad host}]' > \"$1\"")
+        },
+    )
     assert done.returncode == 2 and "nothing changed" in done.stderr.lower(), done.stderr
-    assert egress.load_routes(quick) == before
+    assert quick.routes.current() == before
 
 
 def test_queue_reports_a_malformed_file_and_lists_the_rest(quick) -> None:
@@ -222,14 +249,17 @@ def test_queue_reports_a_malformed_file_and_lists_the_rest(quick) -> None:
 def test_queue_watch_prints_each_new_proposal_once(quick) -> None:
     watcher = subprocess.Popen(
         [sys.executable, "-m", "bottle_cli", "queue", "--watch", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         first = _id(mcp(quick, "egress-block", {"host": "one.test", "justification": "j"}))
         second = _id(mcp(quick, "egress-block", {"host": "two.test", "justification": "j"}))
         rows = [json.loads(readline(watcher)) for _ in range(2)]
         assert [(r["id"], r["payload"]["host"]) for r in rows] == [
-            (first, "one.test"), (second, "two.test")
+            (first, "one.test"),
+            (second, "two.test"),
         ]
     finally:
         watcher.send_signal(signal.SIGINT)
@@ -245,10 +275,16 @@ def test_full_screen_view_approves_and_rejects(quick) -> None:
     from bottle_cli.view import QueueView
 
     # Agent text is never markup in the view: "[/]" would crash a markup parser.
-    allowed = _id(mcp(quick, "egress-block", {"host": "upstream.test", "paths": ["/viewed/"],
-                                              "justification": "[/] [conceal]x"}))
-    refused = _id(mcp(quick, "pipelock-block", {"url": "http://refused.test/",
-                                                "justification": "j"}))
+    allowed = _id(
+        mcp(
+            quick,
+            "egress-block",
+            {"host": "upstream.test", "paths": ["/viewed/"], "justification": "[/] [conceal]x"},
+        )
+    )
+    refused = _id(
+        mcp(quick, "pipelock-block", {"url": "http://refused.test/", "justification": "j"})
+    )
     queue = proposal_queue(quick)
 
     async def until(pilot, check, what: str) -> None:

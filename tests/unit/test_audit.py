@@ -163,13 +163,40 @@ def test_verify_finds_the_first_bad_line(
         log.entries()
 
 
-def test_cutting_lines_off_the_end_changes_the_head(log: AuditLog) -> None:
+def test_cutting_lines_off_the_end_is_caught_by_the_head_anchor(log: AuditLog) -> None:
     _fill(log)
-    head = log.head()
-    log.path.write_bytes(b"".join(_lines(log)[:3]))
+    lines = _lines(log)
+    log.path.write_bytes(b"".join(lines[:3]))
     result = log.verify()
-    assert result.ok and result.entries == 3
-    assert result.head != head  # an anchor kept elsewhere detects this
+    assert not result.ok and result.entries == 3
+    assert result.problem is not None and "1 entry was cut off the end" in result.problem
+    log.path.write_bytes(b"")  # every line
+    assert "4 entries were cut" in (log.verify().problem or "")
+
+
+def test_a_deleted_anchor_or_a_re_chained_last_line_is_caught(log: AuditLog) -> None:
+    _fill(log)
+    good = log.path.read_bytes()
+    log.anchor_path.unlink()
+    assert "anchor is missing" in (log.verify().problem or "")
+    # Restore the anchor, then replace the last entry by a validly chained forgery.
+    log.path.write_bytes(b"".join(_lines(log)[:3]))
+    AuditLog(log.path).append(who="mallory", action="allow")  # rewrites the anchor: seq 4
+    forged_anchor = log.anchor_path.read_bytes()
+    log.path.write_bytes(good)
+    log.anchor_path.write_bytes(forged_anchor)
+    assert "it was replaced" in (log.verify().problem or "")
+
+
+def test_entries_after_the_anchor_are_not_vouched_for(log: AuditLog) -> None:
+    _fill(log, 2)
+    anchor = log.anchor_path.read_bytes()
+    log.append(who="op", action="allow")
+    log.anchor_path.write_bytes(anchor)  # as if written behind bottle's back
+    result = log.verify()
+    assert not result.ok and "entries 3..3 come after the anchored head" in (result.problem or "")
+    log.append(who="op", action="allow")  # bottle's next append re-anchors the new end
+    assert log.verify().ok
 
 
 def test_append_refuses_to_extend_a_damaged_log(log: AuditLog) -> None:

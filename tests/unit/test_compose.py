@@ -53,12 +53,16 @@ MATRIX = list(itertools.product([True, False], repeat=3))
 def test_service_shape_for_every_sidecar_combination(
     home: Path, repo: Path, supervise: bool, remotes: bool, routes: bool
 ) -> None:
-    write(home / "bottles" / "b.md", bottle_text(supervise=supervise, remotes=remotes, routes=routes))
+    write(
+        home / "bottles" / "b.md", bottle_text(supervise=supervise, remotes=remotes, routes=routes)
+    )
     plan = plan_for(home, repo, "b")
     spec = render(plan)
     services = spec["services"]
-    expected = {"agent", "egress"} | ({"supervise"} if supervise else set()) | (
-        {"git-gate"} if remotes else set()
+    expected = (
+        {"agent", "egress"}
+        | ({"supervise"} if supervise else set())
+        | ({"git-gate"} if remotes else set())
     )
     assert set(services) == expected
     assert spec["name"] == "bottle-shell-abcde" == plan.compose_project
@@ -126,7 +130,7 @@ def test_no_secret_value_in_any_rendered_file(home: Path, repo: Path) -> None:
     assert plan.missing_env == ()
     blobs = [dump_yaml(render(plan)).encode(), *agent_files(plan).values()]
     for sidecar in enabled_sidecars(plan):
-        blobs += list(sidecar.files(plan).values())
+        blobs += list(sidecar.files(plan.sidecars[sidecar.name]).values())
     for blob in blobs:
         assert SECRET.encode() not in blob
 
@@ -141,7 +145,9 @@ def test_missing_host_variables_are_reported(home: Path, repo: Path) -> None:
         plan.require_env()
 
 
-def test_examples_render_to_valid_compose(examples_home: Path, repo: Path, compose_cli: None) -> None:
+def test_examples_render_to_valid_compose(
+    examples_home: Path, repo: Path, compose_cli: None
+) -> None:
     from bottle.catalog import list_agents
 
     for row in list_agents(Settings.from_env({"BOTTLE_HOME": str(examples_home)}), repo):
@@ -161,3 +167,19 @@ def test_examples_render_to_valid_compose(examples_home: Path, repo: Path, compo
             check=False,
         )
         assert done.returncode == 0, (row.name, done.stderr.decode())
+
+
+def test_every_object_carries_its_home_so_cleanup_stays_in_it(
+    home: Path, repo: Path, tmp_path: Path
+) -> None:
+    from bottle.settings import home_id
+
+    write(home / "bottles" / "b.md", bottle_text(supervise=True, remotes=False, routes=True))
+    spec = render(plan_for(home, repo, "b"))
+    ours = home_id(Settings.from_env({"BOTTLE_HOME": str(home)}).state_root)
+    for name, service in spec["services"].items():
+        assert service["labels"]["bottle.home"] == ours, name
+    for name, network in spec["networks"].items():
+        assert network["labels"]["bottle.home"] == ours, name
+    other = Settings.from_env({"BOTTLE_HOME": str(tmp_path / "other")})
+    assert other.home_id != ours

@@ -323,7 +323,9 @@ def test_custom_dockerfile_gets_the_arg_declared_when_it_lacks_it(
     (tmp_path / "Dockerfile").write_text("# escape=`\nFROM ${BOTTLE_AGENT_IMAGE}\nRUN true\n")
     s = custom_agent_image(settings, tmp_path / "Dockerfile", agent_image(settings, "shell"))
     # after the parser directive, which only counts on the first lines
-    assert s.dockerfile == "# escape=`\nARG BOTTLE_AGENT_IMAGE\nFROM ${BOTTLE_AGENT_IMAGE}\nRUN true\n"
+    assert (
+        s.dockerfile == "# escape=`\nARG BOTTLE_AGENT_IMAGE\nFROM ${BOTTLE_AGENT_IMAGE}\nRUN true\n"
+    )
 
 
 def test_a_context_file_with_a_bad_name_is_a_message_not_a_crash(

@@ -70,14 +70,29 @@ def test_missing_parent_names_chain_and_file(home: Path, repo: Path) -> None:
         ("---\nsupervise: {wait: 0}\n---\n", "supervise.wait", "greater than"),
         ("---\nfrobnicate: 1\n---\n", "frobnicate", "unknown key"),
         ("---\negress:\n  routes: [{host: 'http://x.com'}]\n---\n", "egress.routes.0.host", "host"),
-        ("---\negress:\n  routes: [{host: x.com, paths: ['^(']}]\n---\n", "egress.routes.0.paths.0", "regex"),
-        ("---\negress:\n  routes: [{host: x.com, auth: {scheme: magic, token_ref: T}}]\n---\n",
-         "egress.routes.0.auth.scheme", "scheme"),
-        ("---\negress:\n  routes: [{host: x.com, methods: [YEET]}]\n---\n", "egress.routes.0.methods.0", "method"),
+        (
+            "---\negress:\n  routes: [{host: x.com, paths: ['^(']}]\n---\n",
+            "egress.routes.0.paths.0",
+            "regex",
+        ),
+        (
+            "---\negress:\n  routes: [{host: x.com, auth: {scheme: magic, token_ref: T}}]\n---\n",
+            "egress.routes.0.auth.scheme",
+            "scheme",
+        ),
+        (
+            "---\negress:\n  routes: [{host: x.com, methods: [YEET]}]\n---\n",
+            "egress.routes.0.methods.0",
+            "method",
+        ),
         ("---\nenv: {'1BAD': x}\n---\n", "env.1BAD", "variable name"),
         ("---\nenv: {A: '${not valid}'}\n---\n", "env.A", "${NAME}"),
         ("---\nagent: {provider: vim}\n---\n", "agent.provider", "shell"),
-        ("---\negress:\n  routes: [{host: x.com, passthrough: true, paths: [/a]}]\n---\n", "egress.routes.0", "passthrough"),
+        (
+            "---\negress:\n  routes: [{host: x.com, passthrough: true, paths: [/a]}]\n---\n",
+            "egress.routes.0",
+            "passthrough",
+        ),
         ("---\nunterminated: 1\n", None, "never ends"),
     ],
 )
@@ -191,3 +206,31 @@ def test_the_examples_in_docs_manifest_md_load(home: Path, repo: Path) -> None:
         environ={"GITHUB_TOKEN": "t", "OTHER_SECRET": "s", "DEPLOY_KEY": "k", "HOST_VAR": "h"},
     )
     assert plan.agent_dockerfile == home / "bottles" / "agent.Dockerfile"
+
+
+def test_extends_merges_each_sidecar_section_its_own_way(home: Path, repo: Path) -> None:
+    write(
+        home / "bottles" / "base.md",
+        "---\nsupervise: {wait: 4}\ngit:\n  remotes:\n"
+        "    - {name: a, url: 'https://x/a.git'}\n    - {name: b, url: 'https://x/b.git'}\n---\n",
+    )
+    write(
+        home / "bottles" / "child.md",
+        "---\nextends: base\nsupervise: false\ngit:\n  remotes:\n"
+        "    - {name: b, url: 'https://y/b.git', push: false}\n---\n",
+    )
+    spec = load(home, repo).resolve_bottle("child")
+    remotes = {r.name: r for r in spec.section("git").remotes}
+    assert remotes["a"].url == "https://x/a.git"
+    assert remotes["b"].url == "https://y/b.git" and not remotes["b"].push
+    assert spec.section("supervise").enabled is False and spec.section("supervise").wait == 4
+
+
+@pytest.mark.parametrize("key", ["egress", "git", "supervise"])
+def test_a_repository_agent_may_not_carry_any_sidecar_section(
+    home: Path, repo: Path, key: str
+) -> None:
+    path = write(repo / ".bottle" / "agents" / "x.md", f"---\n{key}: {{}}\n---\n")
+    with pytest.raises(ManifestError) as err:
+        load(home, repo)
+    assert err.value.path == path and err.value.field == key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -10,17 +11,44 @@ from ruamel.yaml import YAML
 
 from bottle.errors import BottleError, ManifestError
 from bottle.manifest import load_manifest
-from bottle.plan import PlanOptions, resolve_plan
+from bottle.plan import PlanOptions, load_plan, plan_json, resolve_plan
 from bottle.settings import Settings
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.text(max_size=12),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(max_size=12),
     st.sampled_from(["GET", "*.x.com", "x.com", "/v1/", "^/a$", "bearer", "${HOME}", "?q", "a"]),
 )
 keys = st.sampled_from(
-    ["extends", "agent", "env", "egress", "routes", "host", "paths", "methods", "auth", "scheme",
-     "token_ref", "git", "remotes", "name", "url", "supervise", "provider", "dlp", "passthrough",
-     "bogus", "description", "headers", "dlp_secrets", "dockerfile", "args"]
+    [
+        "extends",
+        "agent",
+        "env",
+        "egress",
+        "routes",
+        "host",
+        "paths",
+        "methods",
+        "auth",
+        "scheme",
+        "token_ref",
+        "git",
+        "remotes",
+        "name",
+        "url",
+        "supervise",
+        "provider",
+        "dlp",
+        "passthrough",
+        "bogus",
+        "description",
+        "headers",
+        "dlp_secrets",
+        "dockerfile",
+        "args",
+    ]
 )
 values = st.recursive(
     scalars,
@@ -38,7 +66,9 @@ def _dump(data: object) -> str:
     return out.getvalue()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(bottle=front, agent=front, raw=st.text(max_size=40))
 def test_random_manifests_never_crash(tmp_path: Path, bottle: dict, agent: dict, raw: str) -> None:
     home = tmp_path / "h"
@@ -49,12 +79,16 @@ def test_random_manifests_never_crash(tmp_path: Path, bottle: dict, agent: dict,
     (home / "agents" / "raw.md").write_text("---\n" + raw + "\n---\n")
     try:
         manifest = load_manifest(home=home, cwd=tmp_path)
-        resolve_plan(
+        plan = resolve_plan(
             manifest,
             PlanOptions(agent="rnd", cwd=tmp_path, suffix="abcde"),
             settings=Settings.from_env({"BOTTLE_HOME": str(home)}),
             environ={},
         )
+        # Whatever the plan, plan.json gives it back.
+        (tmp_path / "plan.json").write_text(plan_json(plan))
+        bare = replace(plan, images=replace(plan.images, specs=()))
+        assert load_plan(tmp_path / "plan.json") == bare
     except ManifestError as exc:
         assert exc.message and exc.hint
     except BottleError as exc:  # PlanError: e.g. a Dockerfile path that does not exist

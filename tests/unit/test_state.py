@@ -6,13 +6,22 @@ from pathlib import Path
 import pytest
 
 from bottle.errors import StateError
-from bottle.state import InstanceStatus, Metadata, StateDir, atomic_write, now
+from bottle.files import atomic_write, now
+from bottle.state import InstanceStatus, Metadata, StateDir
 
 
 def meta(slug: str = "s-abcde") -> Metadata:
     return Metadata(
-        slug=slug, agent="shell", bottle="default", provider="shell", cwd="/", compose_project="p",
-        images={}, services=["agent"], status=InstanceStatus.STARTING, started_at=now(),
+        slug=slug,
+        agent="shell",
+        bottle="default",
+        provider="shell",
+        cwd="/",
+        compose_project="p",
+        images={},
+        services=["agent"],
+        status=InstanceStatus.STARTING,
+        started_at=now(),
         updated_at=now(),
     )
 
@@ -54,3 +63,73 @@ def test_transitions_are_checked(tmp_path: Path) -> None:
     state.transition(InstanceStatus.STOPPING)
     assert state.transition(InstanceStatus.FINISHED).status == InstanceStatus.FINISHED
     assert state.read_metadata().status == InstanceStatus.FINISHED
+
+
+def test_plan_round_trips_through_plan_json_without_secret_values(
+    home: Path, repo: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from bottle.manifest import load_manifest
+    from bottle.plan import PlanOptions, resolve_plan
+    from bottle.settings import Settings
+    from tests.conftest import write
+
+    secrets = {
+        "API_TOKEN": "tok-9f8e7d6c5b4a",
+        "DEPLOY_KEY": "key-1a2b3c4d5e6f",
+        "EXTRA": "dlp-0a9b8c7d6e5f",
+        "HOST_THING": "host-5e4d3c2b1a0f",
+    }
+    write(
+        home / "bottles" / "b.md",
+        "---\nsupervise: {wait: 9}\nenv: {COPIED: '${HOST_THING}', LIT: 'costs $5', Q: '?Name'}\n"
+        "egress:\n  dlp_secrets: [EXTRA]\n  routes:\n"
+        "    - {host: api.example.com, auth: {scheme: bearer, token_ref: API_TOKEN}}\n"
+        "git:\n  remotes:\n    - {name: origin, url: 'git@example.com:r.git', key_ref: DEPLOY_KEY}\n"
+        "---\n",
+    )
+    write(home / "skills" / "s1" / "SKILL.md", "# s1\n")
+    write(home / "agents" / "a.md", "---\nbottle: b\nskills: [s1]\n---\nPrompt.\n")
+    plan = resolve_plan(
+        load_manifest(home=home, cwd=repo),
+        PlanOptions(agent="a", cwd=repo, suffix="abcde", extra_args=("--x",)),
+        settings=Settings.from_env({"BOTTLE_HOME": str(home)}),
+        environ=secrets,
+    )
+    state = StateDir(tmp_path / "states" / plan.slug)
+    state.create()
+    state.write_plan(plan)
+    raw = state.plan_file.read_bytes()
+    for value in secrets.values():
+        assert value.encode() not in raw
+    for name in secrets:
+        assert name.encode() in raw  # named, as references
+    back = state.read_plan()
+    assert back == replace(plan, images=replace(plan.images, specs=()))
+    assert set(back.sidecars) == {"egress", "supervise", "git-gate"}
+    assert back.secret_refs == plan.secret_refs
+
+
+def test_read_plan_of_a_damaged_or_missing_file_is_a_plan_error(tmp_path: Path) -> None:
+    from bottle.errors import PlanError
+
+    state = StateDir(tmp_path / "s-abcde")
+    state.create()
+    with pytest.raises(PlanError, match="cannot read the plan") as info:
+        state.read_plan()
+    assert info.value.hint
+    for bad in ("{", "[]", '{"slug": "x"}', '{"sidecars": {"nope": {}}}'):
+        state.plan_file.write_text(bad)
+        with pytest.raises(PlanError, match="cannot read the plan"):
+            state.read_plan()
+
+
+def test_read_plan_names_a_sidecar_this_version_does_not_know(tmp_path: Path) -> None:
+    from bottle.errors import PlanError
+
+    state = StateDir(tmp_path / "s-abcde")
+    state.create()
+    state.plan_file.write_text('{"sidecars": {"nope": {}}}')
+    with pytest.raises(PlanError, match="does not know: nope"):
+        state.read_plan()

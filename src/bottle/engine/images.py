@@ -29,7 +29,7 @@ from python_on_whales import docker
 from python_on_whales.exceptions import DockerException
 
 from bottle.engine.errors import docker_cli, docker_errors, raise_if_no_daemon
-from bottle.errors import BottleError, ImageBuildError
+from bottle.errors import Failed, ImageBuildError
 from bottle.images import ImageSpec
 from bottle.settings import Settings, package_version
 
@@ -238,7 +238,7 @@ def _pull(ref: str, progress: Progress) -> bool:
 def _make_base(settings: Settings, ref: str, progress: Progress) -> None:
     mmdebstrap = shutil.which("mmdebstrap")
     if mmdebstrap is None:
-        raise BottleError(
+        raise Failed(
             f"cannot get the base image {settings.base_image}, and mmdebstrap, which makes "
             "one from a Debian mirror, is not installed",
             hint="Install mmdebstrap (Debian/Ubuntu: apt-get install mmdebstrap), or set "

@@ -34,7 +34,7 @@ from typing import get_args
 
 import bottle
 from bottle.dockerfiles import AGENT_IMAGE_ARG, buildable_dockerfile
-from bottle.errors import BottleError
+from bottle.errors import Refused
 from bottle.manifest.models import ProviderKind
 from bottle.settings import Settings
 
@@ -158,7 +158,7 @@ def sidecar_image(settings: Settings) -> ImageSpec:
 def agent_image(settings: Settings, provider: Provider) -> ImageSpec:
     """The agent image of a built-in provider (``shell``, ``claude`` or ``codex``)."""
     if provider not in PROVIDERS:
-        raise BottleError(
+        raise Refused(
             f"unknown agent provider {provider!r}",
             hint=f"Use one of: {', '.join(PROVIDERS)}.",
         )
@@ -186,13 +186,13 @@ def custom_agent_image(settings: Settings, dockerfile_path: Path, parent: ImageS
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
-        raise BottleError(
+        raise Refused(
             f"{path}: cannot read the agent's Dockerfile: {reason}",
             hint="Point the agent's dockerfile field at a readable Dockerfile.",
         ) from exc
     stages = _FROM.findall(text)
     if not stages or AGENT_IMAGE_ARG not in stages[-1]:
-        raise BottleError(
+        raise Refused(
             f"{path}: a custom agent Dockerfile must build on the provider image, "
             f"but its last FROM does not use ${{{AGENT_IMAGE_ARG}}}",
             hint=f"Start the Dockerfile (or its last stage) with 'FROM ${{{AGENT_IMAGE_ARG}}}' "
@@ -221,7 +221,7 @@ def _read_context(directory: Path) -> tuple[dict[str, bytes], set[str]]:
                 continue
             total += path.stat().st_size
             if total > CUSTOM_CONTEXT_LIMIT:
-                raise BottleError(
+                raise Refused(
                     f"{directory}: the custom agent Dockerfile's directory holds more than "
                     f"{CUSTOM_CONTEXT_LIMIT // (1024 * 1024)} MiB, too much for a build context",
                     hint="Move the Dockerfile into a directory of its own that holds only "
@@ -240,8 +240,8 @@ def _read_context(directory: Path) -> tuple[dict[str, bytes], set[str]]:
     return files, executable
 
 
-def _context_error(directory: Path, problem: str) -> BottleError:
-    return BottleError(
+def _context_error(directory: Path, problem: str) -> Refused:
+    return Refused(
         f"{directory}: cannot use the custom agent Dockerfile's directory as a build context: "
         f"{problem}",
         hint="Move the Dockerfile into a directory of its own that holds only readable files "

@@ -1,15 +1,16 @@
-"""Bottle and agent files: typed models, loading, the trust boundary and ``extends``."""
+"""Bottle and agent files: typed models, loading, the trust boundary and ``extends``.
 
+The sections a sidecar owns (``egress:``, ``git:``, ``supervise:``) are modelled in that
+sidecar's module (``bottle.sidecars.<name>``); ``bottle_file_model()`` composes them.
+"""
+
+from bottle.manifest.bottlefile import bottle_file_model
 from bottle.manifest.loader import AgentSource, BottleSource, Manifest, load_manifest, merge
 from bottle.manifest.models import (
     AgentOverride,
     AgentProvider,
     AgentSpec,
     BottleSpec,
-    Egress,
-    Git,
-    GitRemote,
-    Supervise,
 )
 
 __all__ = [
@@ -19,11 +20,8 @@ __all__ = [
     "AgentSpec",
     "BottleSource",
     "BottleSpec",
-    "Egress",
-    "Git",
-    "GitRemote",
     "Manifest",
-    "Supervise",
+    "bottle_file_model",
     "load_manifest",
     "merge",
 ]

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from bottle.manifest.models import AgentProvider, AgentSpec, BottleSpec
+from bottle.manifest.bottlefile import bottle_file_model
+from bottle.manifest.models import AgentSpec, BottleSpec
 
-DEFAULT_BOTTLE = BottleSpec(
-    description="Built-in: a shell agent, no way out but what you allow, supervise on.",
-    agent=AgentProvider(provider="shell"),
-    supervise=True,
-)
 
-BUILTIN_BOTTLES: dict[str, BottleSpec] = {"default": DEFAULT_BOTTLE}
+def builtin_bottles() -> dict[str, BottleSpec]:
+    """Built lazily: the bottle file model needs the sidecar registry."""
+    default = bottle_file_model().model_validate(
+        {
+            "description": "Built-in: a shell agent, no way out but what you allow, supervise on.",
+            "agent": {"provider": "shell"},
+            "supervise": True,
+        }
+    )
+    return {"default": default}
+
 
 BUILTIN_AGENTS: dict[str, tuple[AgentSpec, str]] = {
     "shell": (

@@ -24,19 +24,23 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from bottle.errors import ManifestError
-from bottle.manifest.builtin import BUILTIN_AGENTS, BUILTIN_BOTTLES
+from bottle.manifest.bottlefile import bottle_file_model
+from bottle.manifest.builtin import BUILTIN_AGENTS, builtin_bottles
 from bottle.manifest.models import (
     CLAUDE_SUBAGENT_KEYS,
     AgentSpec,
     BottleSpec,
-    Egress,
-    Git,
-    Supervise,
     check_name,
 )
+from bottle.sidecars import registry
 
 Origin = Literal["home", "repo", "builtin"]
-_REPO_FORBIDDEN = ("egress", "env", "git", "agent", "extends", "supervise", "dockerfile")
+#: Keys only a bottle may set, beside every sidecar's section.
+_BOTTLE_ONLY = ("env", "agent", "extends", "dockerfile")
+
+
+def _repo_forbidden() -> tuple[str, ...]:
+    return (*(s.section for s in registry()), *_BOTTLE_ONLY)
 
 
 @dataclass(frozen=True)
@@ -195,7 +199,7 @@ def _read(path: Path) -> tuple[dict[str, Any], str]:
 
 def _agent_data(data: dict[str, Any], path: Path, origin: Origin) -> dict[str, Any]:
     if origin == "repo":
-        for key in _REPO_FORBIDDEN:
+        for key in _repo_forbidden():
             if key in data:
                 raise ManifestError(
                     "a repository's agent may not set this: only your own bottles may "
@@ -225,12 +229,12 @@ def load_manifest(*, home: Path, cwd: Path) -> Manifest:
             hint="Move these files to ~/.bottle/bottles/ if you trust them, or delete the folder.",
         )
     bottles: dict[str, BottleSource] = {
-        name: BottleSource(name, spec, None) for name, spec in BUILTIN_BOTTLES.items()
+        name: BottleSource(name, spec, None) for name, spec in builtin_bottles().items()
     }
     for path in _md_files(home / "bottles"):
         data, body = _read(path)
         bottles[_name_from(path)] = BottleSource(
-            _name_from(path), validate(BottleSpec, data, path), path, body
+            _name_from(path), validate(bottle_file_model(), data, path), path, body
         )
 
     agents: dict[str, AgentSource] = {
@@ -300,30 +304,15 @@ def _resolve(manifest: Manifest, name: str, chain: tuple[str, ...]) -> BottleSpe
 
 
 def merge(base: BottleSpec, child: BottleSpec) -> BottleSpec:
-    """``child`` over ``base``: maps merge, child routes are matched first, child scalars win."""
-    routes = (child.egress.routes if child.egress else ()) + (
-        base.egress.routes if base.egress else ()
-    )
-    secrets = tuple(
-        dict.fromkeys(
-            (base.egress.dlp_secrets if base.egress else ())
-            + (child.egress.dlp_secrets if child.egress else ())
-        )
-    )
-    remotes = {r.name: r for r in (base.git.remotes if base.git else ())}
-    remotes.update({r.name: r for r in (child.git.remotes if child.git else ())})
-    return BottleSpec(
+    """``child`` over ``base``: maps merge, child scalars win, each sidecar merges its section."""
+    sections = {
+        s.section: s.merge(base.section(s.section), child.section(s.section)) for s in registry()
+    }
+    return bottle_file_model()(
         description=child.description or base.description,
         extends=(),
         agent=child.agent or base.agent,
         env={**base.env, **child.env},
-        egress=Egress(routes=routes, dlp_secrets=secrets) if routes or secrets else None,
-        git=Git(remotes=tuple(remotes.values())) if remotes else None,
         limits=child.limits or base.limits,
-        supervise=_merge_supervise(base.supervise, child.supervise),
+        **sections,
     )
-
-
-def _merge_supervise(base: Supervise, child: Supervise) -> Supervise:
-    """Field by field: ``supervise: true`` keeps an inherited ``wait``."""
-    return base.model_copy(update={name: getattr(child, name) for name in child.model_fields_set})

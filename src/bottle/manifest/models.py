@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from bottle.policy import EnvName, Route
+from bottle.policy import EnvName
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
@@ -25,11 +25,13 @@ Name = Annotated[str, AfterValidator(check_name)]
 ProviderKind = Literal["shell", "claude", "codex"]
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """Every model of a bottle or agent file: unknown keys are errors, values frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class AgentProvider(_Strict):
+class AgentProvider(Strict):
     """Which agent program runs in the bottle, and how its image is made."""
 
     provider: ProviderKind = "shell"
@@ -47,52 +49,6 @@ class AgentProvider(_Strict):
     )
 
 
-class Egress(_Strict):
-    routes: tuple[Route, ...] = ()
-    dlp_secrets: tuple[EnvName, ...] = Field(
-        (), description="more host variables whose values must never leave, beside token_refs"
-    )
-
-
-class GitRemote(_Strict):
-    """A remote the agent may fetch from and push to, through git-gate."""
-
-    name: Name
-    url: str = Field(description="ssh (git@host:path, ssh://…) or https URL of the real remote")
-    key_ref: EnvName | None = Field(
-        None, description="host variable holding the private SSH key (ssh remotes)"
-    )
-    token_ref: EnvName | None = Field(
-        None, description="host variable holding an HTTPS token (https remotes)"
-    )
-    host_key: str | None = Field(
-        None, description="pinned known_hosts line for the remote's SSH host"
-    )
-    push: bool = True
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if re.match(r"^(https://|ssh://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:|file://)", value):
-            return value
-        raise ValueError(
-            f"{value!r} is not a git remote URL: use https://host/path, ssh://user@host/path "
-            "or user@host:path"
-        )
-
-
-class Git(_Strict):
-    remotes: tuple[GitRemote, ...] = ()
-
-    @model_validator(mode="after")
-    def _unique(self) -> Git:
-        names = [r.name for r in self.remotes]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"remote names must be unique; repeated: {', '.join(dupes)}")
-        return self
-
-
 def _check_env_value(value: str) -> str:
     if value.startswith("${") and not re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", value):
         raise ValueError(f"{value!r}: write a host variable copy as ${{NAME}}")
@@ -104,19 +60,7 @@ def _check_env_value(value: str) -> str:
 EnvValue = Annotated[str, AfterValidator(_check_env_value)]
 
 
-class Supervise(_Strict):
-    """The supervise sidecar: ``true``/``false``, or a mapping of its settings."""
-
-    enabled: bool = True
-    wait: int = Field(
-        30,
-        ge=1,
-        le=3600,
-        description="seconds a filing tool waits for the operator before answering 'pending'",
-    )
-
-
-class Limits(_Strict):
+class Limits(Strict):
     """Resource ceilings of the containers (compose ``pids_limit`` / ``mem_limit``)."""
 
     agent_pids: int = Field(512, ge=16, le=1_000_000, description="processes in the agent")
@@ -129,38 +73,31 @@ class Limits(_Strict):
     )
 
 
-class BottleSpec(_Strict):
-    """A bottle: the policy an agent runs under. Only the user's home may define one."""
+class BottleSpec(Strict):
+    """A bottle: the policy an agent runs under. Only the user's home may define one.
+
+    These are the fields every bottle has; each sidecar adds its own section (``egress:``,
+    ``git:``, ``supervise:``) to the model :func:`bottle_file_model` composes from the
+    registry (``bottle.manifest.bottlefile``). Read a section with :meth:`section`.
+    """
 
     description: str = ""
     extends: tuple[Name, ...] = ()
     agent: AgentProvider | None = None
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
-    egress: Egress | None = None
-    git: Git | None = None
     limits: Limits | None = None
-    #: What the file does not set stays out of ``model_fields_set``, so ``extends`` can merge
-    #: the settings one by one.
-    supervise: Supervise = Field(default_factory=Supervise)
-
-    @field_validator("supervise", mode="before")
-    @classmethod
-    def _on_off(cls, value: object) -> object:
-        if isinstance(value, bool):
-            return {"enabled": value}
-        if value is None:
-            return {}
-        if not isinstance(value, dict | Supervise):
-            raise ValueError("give true, false or settings such as {wait: 30}")
-        return value
 
     @field_validator("extends", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
         return (value,) if isinstance(value, str) else value
 
+    def section(self, key: str) -> Any:
+        """The (validated) section a sidecar owns; its default when the file has none."""
+        return getattr(self, key)
 
-class AgentOverride(_Strict):
+
+class AgentOverride(Strict):
     """What an agent file may say about its provider, if its bottle allows it."""
 
     provider: ProviderKind | None = None
@@ -184,7 +121,7 @@ CLAUDE_SUBAGENT_KEYS = frozenset(
 )
 
 
-class AgentSpec(_Strict):
+class AgentSpec(Strict):
     """An agent: a system prompt plus which bottle it runs in."""
 
     bottle: Name = "default"

@@ -1,43 +1,60 @@
-"""The sidecars: one module each, all behind the small ``Sidecar`` protocol.
+"""The sidecars: one module each, all behind the ``Sidecar`` protocol (``base.py``).
 
-Adding a sidecar means writing its module and adding one line to ``SIDECARS``.
+Adding a sidecar means writing its module (exporting ``SIDECAR``) and adding one line to
+``_MODULES``. The registry is loaded on first use, never at import time, so a sidecar module
+may import the manifest models, the state helpers and the runtime formats freely.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+import functools
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from bottle.plan import BottlePlan
-from bottle.sidecars.egress import EGRESS
-from bottle.sidecars.git_gate import GIT_GATE
-from bottle.sidecars.supervise import SUPERVISE
+from bottle.sidecars.base import AgentAddon, PlanContext, Sidecar, SidecarBase, SidecarHost
 
+if TYPE_CHECKING:
+    from bottle.plan import BottlePlan
 
-@runtime_checkable
-class Sidecar(Protocol):
-    """What the renderer and the lifecycle need to know about one sidecar."""
-
-    name: str
-
-    def enabled(self, plan: BottlePlan) -> bool:
-        """Whether this instance runs the sidecar."""
-        ...
-
-    def compose_service(self, plan: BottlePlan) -> dict[str, Any]:
-        """Its service stanza (no secret values: secrets are named, never written)."""
-        ...
-
-    def files(self, plan: BottlePlan) -> Mapping[str, bytes]:
-        """Files for ``live-config/<name>/``, by name relative to that directory."""
-        ...
+#: The registry, in rendering order (egress first: the agent's way out).
+_MODULES = (
+    "bottle.sidecars.egress",
+    "bottle.sidecars.supervise",
+    "bottle.sidecars.git_gate",
+)
 
 
-SIDECARS: tuple[Sidecar, ...] = (EGRESS, SUPERVISE, GIT_GATE)
+@functools.cache
+def registry() -> tuple[Sidecar[Any, Any], ...]:
+    """Every sidecar this version of bottle knows."""
+    found: list[Sidecar[Any, Any]] = []
+    for module in _MODULES:
+        sidecar = importlib.import_module(module).SIDECAR
+        if not isinstance(sidecar, Sidecar):
+            raise TypeError(f"{module}.SIDECAR does not implement the Sidecar protocol")
+        found.append(sidecar)
+    return tuple(found)
 
 
-def enabled_sidecars(plan: BottlePlan) -> tuple[Sidecar, ...]:
-    return tuple(s for s in SIDECARS if s.enabled(plan))
+def sidecar(name: str) -> Sidecar[Any, Any]:
+    for candidate in registry():
+        if candidate.name == name:
+            return candidate
+    raise KeyError(name)
 
 
-__all__ = ["SIDECARS", "Sidecar", "enabled_sidecars"]
+def enabled_sidecars(plan: BottlePlan) -> tuple[Sidecar[Any, Any], ...]:
+    """The sidecars this instance runs, in registry order."""
+    return tuple(s for s in registry() if s.name in plan.sidecars)
+
+
+__all__ = [
+    "AgentAddon",
+    "PlanContext",
+    "Sidecar",
+    "SidecarBase",
+    "SidecarHost",
+    "enabled_sidecars",
+    "registry",
+    "sidecar",
+]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bottle import hardening
-from bottle.plan import BottlePlan
+from bottle.settings import home_id
+
+if TYPE_CHECKING:
+    from bottle.plan import BottlePlan
 
 
 def escape(value: str) -> str:
@@ -24,12 +27,23 @@ def bind(source: Path, target: PurePosixPath, *, read_only: bool = False) -> dic
     }
 
 
-def labels(plan: BottlePlan, role: str) -> dict[str, str]:
-    return {"bottle.slug": plan.slug, "bottle.role": role, "bottle.version": plan.version}
+def labels(plan: BottlePlan, role: str | None = None) -> dict[str, str]:
+    """What marks an object as this instance's: cleanup finds orphans by these, per home."""
+    found = {
+        "bottle.slug": plan.slug,
+        "bottle.home": home_id(plan.state_dir.parent),
+        "bottle.version": plan.version,
+    }
+    if role is not None:
+        found["bottle.role"] = role
+    return found
 
 
 def sidecar_base(plan: BottlePlan, name: str, module: str) -> dict[str, Any]:
-    """The stanza every sidecar starts from: our image, tini as PID 1, fast stop."""
+    """The stanza every sidecar starts from: our image, tini as PID 1, fast stop.
+
+    The one place for keys every sidecar service shares.
+    """
     return {
         "image": plan.images.sidecar,
         "init": True,

@@ -10,52 +10,88 @@ the addon swap them in without dropping connections.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ruamel.yaml import YAML
+from pydantic import Field, ValidationError
 
 from bottle import layout
-from bottle.errors import ApplyError
-from bottle.plan import BottlePlan
-from bottle.policy import Routes, RoutesFileError, parse_routes_file
+from bottle.errors import ApplyError, ApplyFailed, ManifestError
+from bottle.manifest.models import Strict
+from bottle.policy import EnvName, Route, Routes, RoutesFileError, parse_routes_file
 from bottle.runtime.egress import EgressStatus, routes_digest
 from bottle.sidecars._common import bind, sidecar_base
-from bottle.state import atomic_write
+from bottle.sidecars.base import AgentAddon, PlanContext, SidecarBase, SidecarHost
 
 if TYPE_CHECKING:
-    from bottle.instance import Instance
+    from bottle.plan import BottlePlan
 
 #: What the agent sees for a variable whose real value egress injects.
 PLACEHOLDER = "bottle-egress-injects-this"
 
 
-def routes_yaml(routes: Routes) -> bytes:
-    import io
+class Egress(Strict):
+    """``egress:`` of a bottle file."""
 
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
-    out = io.StringIO()
-    yaml.dump(routes.to_data() or {"routes": []}, out)
-    return out.getvalue().encode()
+    routes: tuple[Route, ...] = ()
+    dlp_secrets: tuple[EnvName, ...] = Field(
+        (), description="more host variables whose values must never leave, beside token_refs"
+    )
 
 
-class _Egress:
+class EgressPlan(Strict):
+    routes: Routes
+    dlp_secrets: tuple[str, ...] = ()
+
+    @property
+    def secret_refs(self) -> tuple[str, ...]:
+        """Every host variable whose value egress holds: credentials, then DLP-only ones."""
+        return tuple(dict.fromkeys((*self.routes.token_refs, *self.dlp_secrets)))
+
+
+class _Egress(SidecarBase[Egress, EgressPlan]):
     name = "egress"
+    section = "egress"
+    section_model = Egress
+    plan_model = EgressPlan
+    status_model = EgressStatus
 
-    def enabled(self, plan: BottlePlan) -> bool:
-        return True  # the agent has no other way out; there is no bottle without it
+    def merge(self, base: Egress | None, child: Egress | None) -> Egress | None:
+        """Child routes are matched first; DLP names add up."""
+        routes = (child.routes if child else ()) + (base.routes if base else ())
+        secrets = tuple(
+            dict.fromkeys((base.dlp_secrets if base else ()) + (child.dlp_secrets if child else ()))
+        )
+        return Egress(routes=routes, dlp_secrets=secrets) if routes or secrets else None
 
-    def files(self, plan: BottlePlan) -> Mapping[str, bytes]:
-        return {layout.ROUTES_FILE: routes_yaml(plan.egress.routes)}
+    def plan(self, section: Egress | None, ctx: PlanContext) -> EgressPlan:
+        # Always enabled: the agent has no other way out; there is no bottle without it.
+        try:
+            routes = Routes(routes=section.routes if section else ())
+        except ValidationError as exc:
+            raise ManifestError(
+                exc.errors()[0]["msg"].removeprefix("Value error, "),
+                path=ctx.path,
+                field="egress.routes",
+                hint="Give each host one credential.",
+            ) from None
+        return EgressPlan(routes=routes, dlp_secrets=section.dlp_secrets if section else ())
 
-    def compose_service(self, plan: BottlePlan) -> dict[str, Any]:
+    def secret_refs(self, sub: EgressPlan) -> tuple[str, ...]:
+        return sub.secret_refs
+
+    def files(self, sub: EgressPlan) -> Mapping[str, bytes]:
+        return {layout.ROUTES_FILE: sub.routes.to_yaml()}
+
+    def summary(self, section: Egress | None) -> dict[str, int | bool]:
+        return {"routes": len(section.routes) if section else 0}
+
+    def compose_service(self, sub: EgressPlan, plan: BottlePlan) -> dict[str, Any]:
         state = plan.state_dir
         service = sidecar_base(plan, self.name, "bottle.runtime.egress")
-        env = [f"BOTTLE_DLP_SECRETS={','.join(plan.egress.secret_refs)}"]
-        env += list(plan.egress.secret_refs)  # bare names: compose passes the host's values
+        env = [f"BOTTLE_DLP_SECRETS={','.join(sub.secret_refs)}"]
+        env += list(sub.secret_refs)  # bare names: compose passes the host's values
         service |= {
             "environment": env,
             "volumes": [
@@ -71,11 +107,11 @@ class _Egress:
         }
         return service
 
-    def agent_env(self, plan: BottlePlan) -> dict[str, str]:
-        """How the agent finds egress and trusts (only) its CA."""
+    def agent(self, sub: EgressPlan, *, direct: Sequence[str]) -> AgentAddon:
+        """How the agent finds egress and trusts (only) its CA; direct sidecars bypass it."""
         proxy = f"http://egress:{layout.EGRESS_PORT}"
         ca = str(layout.CA_PUBLIC / layout.CA_CERT)
-        no_proxy = ",".join(["localhost", "127.0.0.1", "supervise", "git-gate"])
+        no_proxy = ",".join(["localhost", "127.0.0.1", *direct])
         env = {
             "HTTP_PROXY": proxy,
             "HTTPS_PROXY": proxy,
@@ -90,98 +126,60 @@ class _Egress:
             "GIT_SSL_CAINFO": ca,
             "PIP_CERT": ca,
         }
-        for ref in plan.egress.routes.token_refs:
+        for ref in sub.routes.token_refs:
             env[ref] = PLACEHOLDER
-        return env
+        return AgentAddon(env=env)
+
+    def status(self, host: SidecarHost) -> EgressStatus:
+        path = host.state.status_file(self.name)
+        try:
+            return EgressStatus.model_validate_json(path.read_bytes())
+        except (OSError, ValueError):
+            return EgressStatus(ready=False)
+
+    def reload(self, host: SidecarHost, *, timeout: float = 10.0) -> EgressStatus:
+        """SIGHUP egress and wait (bounded) for it to report the file now on disk as live."""
+        path = host.state.live_config(self.name) / layout.ROUTES_FILE
+        data = _read_routes(path)
+        try:
+            parse_routes_file(data, str(path))
+        except RoutesFileError as exc:
+            raise ApplyError(
+                f"invalid routes: {exc}",
+                hint="Fix the file (docs/manifest.md lists a route's fields); the routes in "
+                "force are unchanged.",
+            ) from None
+        want = routes_digest(data)
+        before = self.status(host)
+        if before.routes_sha256 == want and before.error is None:
+            return before
+        host.compose.kill(self.name, "SIGHUP")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.status(host)
+            if status.generation > before.generation and status.routes_sha256 == want:
+                return status
+            if status.error_sha256 == want and status.error:
+                raise ApplyError(
+                    f"egress refused the new routes: {status.error}",
+                    hint="The routes in force are unchanged; fix the file and reload again.",
+                )
+            time.sleep(0.02)
+        raise ApplyFailed(
+            f"egress did not confirm the new routes within {timeout:.0f}s",
+            hint=f"Look at 'bottle logs {host.slug} --service egress'.",
+        )
 
 
-EGRESS = _Egress()
-
-
-# -- live changes ---------------------------------------------------------------------------
-
-
-def read_status(instance: Instance) -> EgressStatus:
-    path = instance.state.status_file(EGRESS.name)
-    try:
-        return EgressStatus.model_validate_json(path.read_bytes())
-    except (OSError, ValueError):
-        return EgressStatus()
-
-
-def routes_file(instance: Instance) -> Path:
-    return instance.state.live_config(EGRESS.name) / layout.ROUTES_FILE
-
-
-def routes_bytes(instance: Instance) -> bytes:
-    """The live routes file as it is on disk; ``ApplyError`` when it cannot be read."""
-    path = routes_file(instance)
+def _read_routes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ApplyError(
+        raise ApplyFailed(
             f"cannot read the live routes {path}: {exc.strerror}",
             hint="The state directory is damaged or was not made by 'bottle start'; "
             "see 'bottle ls'.",
         ) from None
 
 
-def load_routes(instance: Instance) -> Routes:
-    """The routes in force (as written in live-config), validated with the proxy's parser."""
-    return parse_routes(routes_bytes(instance), source=str(routes_file(instance)))
-
-
-def parse_routes(data: bytes, *, source: str) -> Routes:
-    """The shared parser, with its failure as an ApplyError the CLI shows as bad input."""
-    try:
-        return parse_routes_file(data, source)
-    except RoutesFileError as exc:
-        raise ApplyError(
-            f"invalid routes: {exc}",
-            hint="Fix the file (docs/manifest.md lists a route's fields); the routes in force "
-            "are unchanged.",
-        ) from None
-
-
-def apply_routes(instance: Instance, routes: Routes, *, timeout: float = 10.0) -> EgressStatus:
-    """Validate → write atomically → SIGHUP egress → wait until the new table is live.
-
-    If egress does not take the new table, the previous file is put back, so what is on
-    disk is always what is in force.
-    """
-    path = routes_file(instance)
-    data = routes_yaml(routes)
-    previous = path.read_bytes() if path.exists() else None
-    atomic_write(path, data)
-    try:
-        return reload(instance, timeout=timeout)
-    except BaseException:
-        if previous is not None:
-            atomic_write(path, previous)
-        raise
-
-
-def reload(instance: Instance, *, timeout: float = 10.0) -> EgressStatus:
-    """SIGHUP egress and wait (bounded) for it to report the file now on disk as live."""
-    data = routes_bytes(instance)
-    parse_routes(data, source=str(routes_file(instance)))
-    want = routes_digest(data)
-    before = read_status(instance)
-    if before.routes_sha256 == want and before.error is None:
-        return before
-    instance.compose.kill(EGRESS.name, "SIGHUP")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = read_status(instance)
-        if status.generation > before.generation and status.routes_sha256 == want:
-            return status
-        if status.error_sha256 == want and status.error:
-            raise ApplyError(
-                f"egress refused the new routes: {status.error}",
-                hint="The routes in force are unchanged; fix the file and reload again.",
-            )
-        time.sleep(0.02)
-    raise ApplyError(
-        f"egress did not confirm the new routes within {timeout:.0f}s",
-        hint=f"Look at 'bottle logs {instance.slug} --service egress'.",
-    )
+SIDECAR = EGRESS = _Egress()

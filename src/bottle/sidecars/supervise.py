@@ -7,30 +7,81 @@ proposals as files in ``state/<slug>/proposals/``; the operator decides them on 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, model_validator
 
 from bottle import layout
-from bottle.plan import BottlePlan
+from bottle.manifest.models import Strict
 from bottle.sidecars._common import bind, sidecar_base
+from bottle.sidecars.base import AgentAddon, PlanContext, SidecarBase
+
+if TYPE_CHECKING:
+    from bottle.plan import BottlePlan
 
 
-class _Supervise:
+class Supervise(Strict):
+    """``supervise:`` of a bottle file: ``true``/``false``, or a mapping of its settings.
+
+    What the file does not set stays out of ``model_fields_set``, so ``extends`` can merge
+    the settings one by one.
+    """
+
+    enabled: bool = True
+    wait: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="seconds a filing tool waits for the operator before answering 'pending'",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_off(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return {"enabled": value}
+        if value is None:
+            return {}
+        if not isinstance(value, dict | Supervise):
+            raise ValueError("give true, false or settings such as {wait: 30}")
+        return value
+
+
+class SupervisePlan(Strict):
+    wait_seconds: int = 30
+
+
+class _Supervise(SidecarBase[Supervise, SupervisePlan]):
     name = "supervise"
+    section = "supervise"
+    section_model = Supervise
+    plan_model = SupervisePlan
+    direct = True
 
-    def enabled(self, plan: BottlePlan) -> bool:
-        return plan.supervise is not None
+    def default_section(self) -> Supervise:
+        return Supervise()
 
-    def files(self, plan: BottlePlan) -> Mapping[str, bytes]:
-        return {}
+    def merge(self, base: Supervise | None, child: Supervise | None) -> Supervise:
+        """Field by field: ``supervise: true`` keeps an inherited ``wait``."""
+        base = base or Supervise()
+        if child is None:
+            return base
+        return base.model_copy(update={k: getattr(child, k) for k in child.model_fields_set})
 
-    def compose_service(self, plan: BottlePlan) -> dict[str, Any]:
-        assert plan.supervise is not None
+    def plan(self, section: Supervise | None, ctx: PlanContext) -> SupervisePlan | None:
+        section = section or Supervise()
+        return SupervisePlan(wait_seconds=section.wait) if section.enabled else None
+
+    def summary(self, section: Supervise | None) -> dict[str, int | bool]:
+        return {"supervise": (section or Supervise()).enabled}
+
+    def compose_service(self, sub: SupervisePlan, plan: BottlePlan) -> dict[str, Any]:
         state = plan.state_dir
         service = sidecar_base(plan, self.name, "bottle.runtime.supervise")
         service |= {
             "environment": [
-                f"BOTTLE_SUPERVISE_WAIT={plan.supervise.wait_seconds}",
+                f"BOTTLE_SUPERVISE_WAIT={sub.wait_seconds}",
                 f"BOTTLE_AGENT_IMAGE={plan.images.agent}",
             ],
             "volumes": [
@@ -44,8 +95,9 @@ class _Supervise:
         }
         return service
 
-    def mcp_url(self) -> str:
-        return f"http://supervise:{layout.SUPERVISE_PORT}/mcp"
+    def agent(self, sub: SupervisePlan, *, direct: Sequence[str]) -> AgentAddon:
+        url = f"http://{self.name}:{layout.SUPERVISE_PORT}/mcp"
+        return AgentAddon(mcp_servers={self.name: {"type": "http", "url": url}})
 
 
-SUPERVISE = _Supervise()
+SIDECAR = SUPERVISE = _Supervise()

@@ -13,9 +13,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
 from bottle import layout
+from bottle.runtime.status import SidecarStatus
 
 #: Environment overrides of the container paths (tests point them at temporary files).
 ROUTES_ENV = "BOTTLE_EGRESS_ROUTES"
@@ -39,20 +38,15 @@ def log_path(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(environ.get(LOG_ENV) or DEFAULT_LOG)
 
 
-class EgressStatus(BaseModel):
+class EgressStatus(SidecarStatus):
     """``status/egress.json``: what the addon loaded, written at start and after every SIGHUP.
 
     The host compares ``routes_sha256`` (or ``error_sha256``) with :func:`routes_digest` of
     the file it wrote, to know that egress took (or refused) exactly that file.
     """
 
-    model_config = ConfigDict(extra="ignore")
-
-    generation: int = 0
     routes_sha256: str | None = None
     routes: int = 0
-    loaded_at: str | None = None
-    error: str | None = None
     error_sha256: str | None = None
 
 

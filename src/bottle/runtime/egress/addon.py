@@ -31,10 +31,10 @@ from urllib.parse import unquote, unquote_plus
 
 from mitmproxy import http, tcp, tls, udp
 
+from bottle.files import atomic_write, now
 from bottle.policy import Route, Routes, RoutesFileError, parse_routes_file
 from bottle.runtime import egress as paths
 from bottle.runtime.egress import dlp
-from bottle.state import atomic_write, now
 
 logger = logging.getLogger("bottle.egress")
 #: mitmproxy's ALERT level (INFO + 1): shown by ``termlog_verbosity=alert``, which hides the

@@ -46,9 +46,9 @@ from pydantic import Field
 
 from bottle import layout
 from bottle.errors import ApplyError
+from bottle.files import atomic_write
 from bottle.policy import RoutesFileError, parse_routes_file
 from bottle.proposals import Proposal, ProposalQueue, describe
-from bottle.state import atomic_write
 
 log = logging.getLogger("bottle.supervise")
 
