@@ -163,11 +163,13 @@ def approve(
     edited_payload: Mapping[str, Any] | None = None,
     settings: Settings | None = None,
     progress: Progress | None = None,
+    offline: bool = False,
 ) -> Proposal:
     """Apply an approved proposal to the live instance, then record the decision.
 
     ``edited_payload`` replaces what the agent asked for (validated like a new proposal);
-    ``progress`` gets the lines of a capability build.
+    ``progress`` gets the lines of a capability build; ``offline`` builds it with no network
+    (else through the bottle's egress).
     """
     with changing(instance):
         return _approve(
@@ -178,6 +180,7 @@ def approve(
             edited_payload=edited_payload,
             settings=settings,
             progress=progress,
+            offline=offline,
         )
 
 
@@ -190,6 +193,7 @@ def _approve(
     edited_payload: Mapping[str, Any] | None,
     settings: Settings | None,
     progress: Progress | None,
+    offline: bool = False,
 ) -> Proposal:
     queue = proposal_queue(instance)
     proposal = pending_proposal(instance, proposal_id)
@@ -213,7 +217,7 @@ def _approve(
         elif isinstance(payload, CapabilityBlock):
             before = agent_image
             after = replace_agent_image(
-                instance, payload.dockerfile, settings=settings, progress=progress
+                instance, payload.dockerfile, settings=settings, progress=progress, offline=offline
             )
     except BottleError as exc:
         raise ApplyError(
