@@ -134,7 +134,10 @@ def build_network(instance: Instance) -> tuple[str, dict[str, str]]:
     """
     from bottle.sidecars.egress import EGRESS
 
-    proxy = f"http://{EGRESS.name}:{layout.EGRESS_PORT}"
+    # By address, not by name: a build step resolving ``egress`` through Docker's embedded
+    # DNS timed out now and then on a loaded engine, failing the build for no reason of its own.
+    address = instance.compose.address(EGRESS.name, "internal")
+    proxy = f"http://{address}:{layout.EGRESS_PORT}"
     args = {name: proxy for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
     args |= {"NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1"}
     return f"{instance.metadata.compose_project}_internal", args
