@@ -71,8 +71,9 @@ def replace_agent_image(
         check_capability_dockerfile(dockerfile, base_ref=current)
     except ValueError as exc:
         raise ApplyError(
-            f"the Dockerfile does not build on the agent's current image: {exc}",
-            hint=f"Edit it to start with FROM ${{{AGENT_IMAGE_ARG}}}.",
+            f"the Dockerfile is refused against the agent's current image: {exc}",
+            hint=f"Edit it (bottle approve --edit; FROM ${{{AGENT_IMAGE_ARG}}} always names "
+            "the current image) or reject the proposal.",
         ) from None
     # Read now: after a minutes-long build is a bad time to learn the agent is gone.
     env = _agent_values(instance)
