@@ -163,7 +163,7 @@ def check_capability_dockerfile(
 
 def _agreeable(text: str) -> None:
     """Refuse what dockerfile-parse and Docker might read differently (see the module doc)."""
-    for char in set(text):
+    for char in dict.fromkeys(text):  # in order of appearance, each once
         if char in "\t\n":
             continue
         name = unicodedata.name(char, f"U+{ord(char):04X}")
@@ -177,13 +177,13 @@ def _agreeable(text: str) -> None:
                 "newlines for white space, and no control characters"
             )
         if char == "\ufeff":
-            raise ValueError("the Dockerfile starts with a byte order mark: remove it")
+            raise ValueError("the Dockerfile contains a byte order mark (U+FEFF): remove it")
     continued = False
+    started = False  # directives count only before the first instruction
     for number, raw in enumerate(text.split("\n"), start=1):
         stripped = raw.strip(" \t")
-        if not continued and DIRECTIVE_RE.match(raw) and not _seen_instruction(text, number):
-            directive = DIRECTIVE_RE.match(raw)
-            assert directive is not None
+        directive = DIRECTIVE_RE.match(raw)
+        if directive and not started:
             raise ValueError(
                 f"line {number}: parser directive '# {directive.group(1)}=' is not allowed "
                 "(# syntax= runs a frontend the operator cannot review, # escape= changes "
@@ -200,16 +200,8 @@ def _agreeable(text: str) -> None:
                     "before it"
                 )
             continue
+        started = True
         continued = bool(_CONTINUATION_RE.search(raw))
-
-
-def _seen_instruction(text: str, number: int) -> bool:
-    """Whether a non-comment line comes before line ``number`` (directives only count first)."""
-    for raw in text.split("\n")[: number - 1]:
-        stripped = raw.strip(" \t")
-        if stripped and not stripped.startswith("#"):
-            return True
-    return False
 
 
 def _check_from(ins: Instruction, base_ref: str | None, any_literal: bool, wanted: str) -> None:

@@ -59,6 +59,7 @@ BYPASSES = [
     (HEAD + "RUN echo\x0bhi\n", "control characters"),
     (HEAD + "RUN echo \\\x0c\nUSER root\n", "control characters"),
     ("\ufeff" + HEAD, "byte order mark"),
+    (HEAD + "RUN echo \ufeff\n", "byte order mark"),
     # JSON form and shell form alike
     (HEAD + 'ENTRYPOINT ["/bin/sh"]\n', "ENTRYPOINT is not allowed"),
     (HEAD + 'CMD ["sh", "-c", "x"]\n', "CMD is not allowed"),
