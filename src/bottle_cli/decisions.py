@@ -263,11 +263,15 @@ def approve(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="build a capability Dockerfile without asking")
     ] = False,
+    *,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="build a capability Dockerfile with no network")
+    ] = False,
 ) -> None:
     """Apply a pending proposal to the live instance, then tell the agent.
 
     A capability-block's Dockerfile is shown and must be confirmed (or --yes, or --edit):
-    its RUN steps run in a docker build on the host's Docker network, not through egress.
+    its RUN steps reach only what the bottle's egress routes allow (or nothing, --offline).
     """
     from bottle.operator import approve as approve_proposal
     from bottle.operator import pending_proposal
@@ -289,6 +293,7 @@ def approve(
         edited_payload=edited,
         settings=settings(),
         progress=output.progress,
+        offline=offline,
     )
     what = " (as edited)" if decided.decision and decided.decision.edited else ""
     output.progress(f"proposal {decided.id} approved and applied{what}")

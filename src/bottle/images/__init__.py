@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -33,7 +32,11 @@ from types import MappingProxyType
 from typing import get_args
 
 import bottle
-from bottle.dockerfiles import AGENT_IMAGE_ARG, buildable_dockerfile
+from bottle.dockerfiles import (
+    AGENT_IMAGE_ARG,
+    buildable_dockerfile,
+    check_custom_agent_dockerfile,
+)
 from bottle.errors import Refused
 from bottle.manifest.models import ProviderKind
 from bottle.settings import Settings
@@ -171,9 +174,6 @@ def agent_image(settings: Settings, provider: Provider) -> ImageSpec:
     )
 
 
-_FROM = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", re.IGNORECASE | re.MULTILINE)
-
-
 def custom_agent_image(settings: Settings, dockerfile_path: Path, parent: ImageSpec) -> ImageSpec:
     """An agent image built by the user's Dockerfile on top of ``parent`` (a provider image).
 
@@ -190,14 +190,14 @@ def custom_agent_image(settings: Settings, dockerfile_path: Path, parent: ImageS
             f"{path}: cannot read the agent's Dockerfile: {reason}",
             hint="Point the agent's dockerfile field at a readable Dockerfile.",
         ) from exc
-    stages = _FROM.findall(text)
-    if not stages or AGENT_IMAGE_ARG not in stages[-1]:
+    try:
+        check_custom_agent_dockerfile(text)
+    except ValueError as exc:
         raise Refused(
-            f"{path}: a custom agent Dockerfile must build on the provider image, "
-            f"but its last FROM does not use ${{{AGENT_IMAGE_ARG}}}",
+            f"{path}: a custom agent Dockerfile must build on the provider image, but {exc}",
             hint=f"Start the Dockerfile (or its last stage) with 'FROM ${{{AGENT_IMAGE_ARG}}}' "
             f"('ARG {AGENT_IMAGE_ARG}' before it is added when missing).",
-        )
+        ) from None
     files, executable = _read_context(path.parent)
     return ImageSpec(
         repo="bottle-agent-custom",

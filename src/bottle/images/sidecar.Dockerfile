@@ -30,7 +30,8 @@ RUN set -eu; \
         mitmproxy==12.3.1 \
         pydantic==2.14.4 \
         ruamel.yaml==0.19.1 \
-        mcp==1.30.0
+        mcp==1.30.0 \
+        dockerfile-parse==2.0.1
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/bottle \
