@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from bottle import safefs
 from bottle.engine.compose import ComposeProject, ExecResult
 from bottle.errors import BottleError, StateError
 from bottle.providers import PROVIDERS
@@ -104,10 +105,20 @@ class Instance:
         return self.compose.follow_logs(services)
 
     def record(self, name: str, text: str) -> None:
-        """Append to a file of the transcript (a headless run's command and exit code)."""
+        """Append to a file of the transcript (a headless run's command and exit code).
+
+        The agent writes that directory: a link or FIFO it left there is refused, never
+        followed (the host may run as root) and never waited on.
+        """
         path = self.state.transcript / name
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(text)
+        try:
+            with safefs.open_append_regular(path, root=self.state.path) as handle:
+                handle.write(text.encode("utf-8"))
+        except OSError as exc:
+            raise StateError(
+                f"not written to {path}: {exc.strerror or exc}",
+                hint="The agent replaced a transcript file; look at what it put there.",
+            ) from None
 
     # -- ending it -------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from pydantic import (
     model_validator,
 )
 
+from bottle import safefs
 from bottle.dockerfiles import AGENT_IMAGE_ARG, DIRECTIVE_RE, logical_lines
 from bottle.errors import ApplyError
 from bottle.policy import Host, Method, PathRule, Route
@@ -480,7 +481,7 @@ class ProposalQueue:
         return proposal
 
     def _load(self, path: Path) -> Proposal:
-        raw = path.read_text(encoding="utf-8")
+        raw = safefs.read_regular(path, max_bytes=16 * MAX_PAYLOAD_BYTES).decode("utf-8")
         data = json.loads(raw)
         proposal = Proposal.model_validate(data)
         expected = int(path.name.removesuffix(".json"))

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from bottle import layout
+from bottle import layout, safefs
 from bottle.errors import ApplyError
 from bottle.plan import BottlePlan
 from bottle.policy import Routes
@@ -95,7 +95,7 @@ EGRESS = _Egress()
 def read_status(instance: Instance) -> EgressStatus:
     path = instance.state.status_file(EGRESS.name)
     try:
-        return EgressStatus.model_validate_json(path.read_bytes())
+        return EgressStatus.model_validate_json(safefs.read_regular(path, max_bytes=1 << 20))
     except (OSError, ValueError):
         return EgressStatus()
 
