@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bottle import compose
+from bottle import compose, workspace
 from bottle.errors import BottleError, PlanError
 from bottle.instance import Instance
 from bottle.manifest import Manifest, load_manifest
@@ -145,6 +145,7 @@ class Bottle:
         for sidecar in enabled_sidecars(plan):
             state.write_files(state.live_config(sidecar.name), sidecar.files(plan))
         state.write_files(state.path / "agent", compose.agent_files(plan))
+        workspace.record_baseline(state.path, plan.cwd)
         atomic_write(state.compose_file, compose.dump_yaml(spec))
         stamp = now()
         state.write_metadata(
