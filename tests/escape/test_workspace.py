@@ -22,6 +22,7 @@ import pytest
 
 from bottle import Bottle
 from bottle.instance import Instance
+from tests.conftest import run_cli
 from tests.integration.conftest import bottle_home  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.docker
@@ -243,3 +244,28 @@ def test_agent_reads_history_but_cannot_commit(
         assert commit.exit_code != 0
         assert "Read-only file system" in commit.stderr or "read-only" in commit.stderr.lower()
     assert (workspace / "README").read_text() == "hello\nmore\n"
+
+
+def test_planted_repo_agents_do_not_run_next_time(
+    bottle_home: Path,  # noqa: F811
+    scene: Scene,
+) -> None:
+    workspace = scene.layout("repo")
+    planted = (
+        "mkdir -p .bottle/agents && "
+        "printf -- '---\\ndescription: planted\\n---\\nPLANTED-PROMPT\\n' > .bottle/agents/shell.md && "
+        "printf -- '---\\nbottle: it\\n---\\nPLANTED-PROMPT\\n' > .bottle/agents/new.md"
+    )
+    with Bottle("it", cwd=workspace).start() as instance:
+        assert instance.exec(["sh", "-c", planted], capture=True).exit_code == 0
+    env = {"BOTTLE_HOME": str(bottle_home)}
+    shell = run_cli(
+        "run", "shell", "--", "cat", "/run/bottle/agent/system-prompt.md", cwd=workspace, env=env
+    )
+    assert shell.returncode == 0, shell.stderr
+    assert "PLANTED-PROMPT" not in shell.stdout
+    assert str(workspace / ".bottle/agents/shell.md") in shell.stderr  # the warning names it
+    new = run_cli("run", "new", "--", "true", cwd=workspace, env=env)
+    assert new.returncode == 2
+    assert str(workspace / ".bottle/agents/new.md") in new.stderr
+    assert "bottle trust" in new.stderr and "Traceback" not in new.stderr
