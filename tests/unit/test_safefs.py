@@ -182,3 +182,20 @@ def test_copy_tree_refuses_a_symlinked_source(root: Path, tmp_path: Path) -> Non
     with pytest.raises(UnsafeFileError):
         safefs.copy_tree(root / "link", root / "copy", root=root)
     assert not (root / "copy").exists()
+
+
+def test_lock_file_link_is_not_followed(root: Path, tmp_path: Path) -> None:
+    from bottle.state import locked
+
+    target = tmp_path / "created-by-host"
+    (root / ".decide.lock").symlink_to(target)
+    with pytest.raises(OSError), locked(root / ".decide.lock"):
+        pass
+    assert not target.exists()
+
+
+def test_atomic_write_sets_the_mode_by_descriptor(root: Path) -> None:
+    from bottle.state import atomic_write
+
+    atomic_write(root / "trust.json", "{}", mode=0o600)
+    assert stat.S_IMODE((root / "trust.json").stat().st_mode) == 0o600
