@@ -69,6 +69,7 @@ class WorkspaceReport:
     planted: list[str] = field(default_factory=list)
     quarantined: dict[str, str] = field(default_factory=dict)  # planted path -> new path
     complete: bool = True
+    baseline: bool = True  # False: no scan from start (an older bottle), nothing compared
 
     def warnings(self, cwd: Path) -> list[str]:
         lines = []
@@ -79,7 +80,9 @@ class WorkspaceReport:
                 f"a git directory appeared in the workspace at {cwd / path} during the "
                 f"session (git run there would execute what it configures); {done}"
             )
-        if not self.complete:
+        if not self.baseline:
+            lines.append(f"no record of the git dirs in {cwd} at start; nothing was checked")
+        elif not self.complete:
             lines.append(
                 f"the workspace has more than {SCAN_LIMIT} entries; git directories past "
                 "that were not checked"
@@ -283,7 +286,7 @@ def check(state_path: Path, cwd: Path, *, quarantine: bool) -> WorkspaceReport:
     baseline = _read_baseline(state_path)
     if baseline is None:
         # Without the scan at start every git dir would look new, the user's own too.
-        return WorkspaceReport(complete=False)
+        return WorkspaceReport(complete=False, baseline=False)
     # By identity, not path: the user's nested repository moved by the agent (a directory
     # holding a mount point can be renamed) is still the user's; a new one at the old path
     # is not.

@@ -142,7 +142,8 @@ def test_check_reports_and_quarantines_only_new_git_dirs(tmp_path: Path, repo: P
 def test_without_a_baseline_nothing_is_touched(tmp_path: Path, repo: Path) -> None:
     git("init", "-q", cwd=repo)
     report = workspace.check(tmp_path, repo, quarantine=True)
-    assert report.planted == [] and not report.complete
+    assert report.planted == [] and not report.baseline
+    assert "nothing was checked" in report.warnings(repo)[0]
     assert (repo / ".git" / "HEAD").exists()
 
 
