@@ -12,16 +12,13 @@ does not come up, the old compose file is put back and the old image started aga
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bottle import layout
+from bottle import layout, safefs
 from bottle.dockerfiles import (
     AGENT_IMAGE_ARG,
     BUILD_CA_NAME,
@@ -172,21 +169,9 @@ def snapshot_transcript(instance: Instance, say: Progress) -> Path:
     target = instance.state.path / "snapshots" / f"transcript-{stamp}"
     target.parent.mkdir(exist_ok=True)
     skipped: list[str] = []
-
-    def special_files(directory: str, names: list[str]) -> set[str]:
-        """Neither files, directories nor links (FIFOs, sockets): copying one could hang."""
-        found = set()
-        for name in names:
-            mode = os.lstat(os.path.join(directory, name)).st_mode
-            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
-                found.add(name)
-                skipped.append(os.path.join(directory, name))
-        return found
-
     try:
-        shutil.copytree(instance.state.transcript, target, symlinks=True, ignore=special_files)
-    except shutil.Error as exc:
-        skipped += [str(item[0]) for item in exc.args[0]] if exc.args else []
+        # Links are copied as links and never followed; only regular files are opened.
+        skipped = safefs.copy_tree(instance.state.transcript, target, root=instance.state.path)
     except OSError as exc:
         say(f"snapshot incomplete: {exc}")
     if skipped:

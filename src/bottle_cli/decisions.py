@@ -127,7 +127,16 @@ def _log_records(path: Path, *, follow: bool) -> Iterator[dict[str, Any]]:
         if not follow:
             return
         time.sleep(POLL_S)
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    import io
+
+    from bottle.errors import StateError
+    from bottle.safefs import open_read_regular
+
+    try:
+        raw = open_read_regular(path)
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as handle:
         partial = ""
         while True:
             chunk = handle.readline()

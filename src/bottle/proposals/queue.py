@@ -18,10 +18,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bottle import safefs
 from bottle.errors import ApplyError
 from bottle.files import atomic_write, locked, now
 from bottle.proposals.models import Decision, Proposal, Status, check_justification
-from bottle.proposals.payloads import validate_payload, validation_reasons
+from bottle.proposals.payloads import MAX_PAYLOAD_BYTES, validate_payload, validation_reasons
 
 _ID_FILE_RE = re.compile(r"^([1-9][0-9]{0,8})\.json$")
 #: A zero-byte ``<id>.json`` younger than this is a create in flight, not a problem.
@@ -102,7 +103,7 @@ class ProposalQueue:
         return proposal
 
     def _load(self, path: Path) -> Proposal:
-        raw = path.read_text(encoding="utf-8")
+        raw = safefs.read_regular(path, max_bytes=16 * MAX_PAYLOAD_BYTES).decode("utf-8")
         data = json.loads(raw)
         proposal = Proposal.model_validate(data)
         expected = int(path.name.removesuffix(".json"))
