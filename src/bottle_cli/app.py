@@ -250,11 +250,11 @@ def logs(
     from bottle.state import DOWN
 
     if instance.status in DOWN:
-        output.out.print(_saved_log(instance.state.compose_log), end="", markup=False)
+        output.block(_saved_log(instance.state.compose_log))
         return
     if follow:
         raise typer.Exit(instance.follow_logs(services=service or ()))
-    output.out.print(instance.logs(services=service or ()), markup=False)
+    output.block(instance.logs(services=service or ()) + "\n")
 
 
 def _saved_log(path: Path) -> str:

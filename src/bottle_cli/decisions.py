@@ -59,7 +59,7 @@ def routes_show(slug: SlugArg, json_: JsonOpt = False) -> None:
     if json_:
         output.print_json(routes.model_dump(mode="json")["routes"])
         return
-    output.out.print(routes.to_yaml().decode(), end="", markup=False)
+    output.block(routes.to_yaml().decode())
 
 
 @routes_app.command("edit")
@@ -104,10 +104,9 @@ def egress_log(
             if json_:
                 print(json.dumps(e, sort_keys=True), flush=True)
                 continue
-            output.out.print(
+            output.line(
                 f"{e.get('time', '')} {e.get('decision', ''):9} {e.get('method', '')} "
-                f"{e.get('host', '')}{e.get('path', '')}  {e.get('reason') or ''}",
-                markup=False,
+                f"{e.get('host', '')}{e.get('path', '')}  {e.get('reason') or ''}"
             )
     except KeyboardInterrupt:
         return  # following ends with Ctrl-C, like queue --watch
@@ -320,9 +319,13 @@ def _confirm_build(proposal: Proposal, slug: str) -> None:
             hint=f"Review it (bottle queue --json), then run: bottle approve {slug} "
             f"{proposal.id} --yes",
         )
+    from bottle.text import inert, numbered
+
+    # The exact bytes that will be built, numbered, every control character shown: an
+    # escape sequence must not be able to paint a harmless Dockerfile over the real one.
     output.err.print(
         f"Proposal {proposal.id} of {slug} asks to build, on the agent's image:\n"
-        f"{dockerfile}\nJustification: {proposal.justification}",
+        f"{numbered(dockerfile)}\nJustification: {inert(proposal.justification)}",
         markup=False,
     )
     if not typer.confirm("Build it and replace the agent container?", err=True):
