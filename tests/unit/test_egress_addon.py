@@ -679,6 +679,10 @@ def test_mitmdump_argv(tmp_path: Path) -> None:
     )
 
 
-def test_addon_module_exposes_one_egress() -> None:
-    assert len(egress_addon.addons) == 1
-    assert isinstance(egress_addon.addons[0], Egress)
+def test_addon_module_exposes_egress_then_the_connect_guard() -> None:
+    from bottle.runtime.egress.connect import ConnectGuard
+
+    assert len(egress_addon.addons) == 2
+    first, second = egress_addon.addons
+    assert isinstance(first, Egress)
+    assert isinstance(second, ConnectGuard) and second.egress is first

@@ -34,6 +34,7 @@ from mitmproxy import http, tcp, tls, udp
 from bottle.policy import Route, Routes, RoutesFileError, parse_routes_file
 from bottle.runtime import egress as paths
 from bottle.runtime.egress import dlp
+from bottle.runtime.egress.connect import ConnectGuard
 from bottle.state import atomic_write, now
 
 logger = logging.getLogger("bottle.egress")
@@ -629,4 +630,11 @@ class Egress:
             logger.error("egress: cannot append to %s: %s", self.log_path, exc)
 
 
-addons = [Egress()]
+def make_addons() -> list[object]:
+    """The addons in the order mitmproxy runs their hooks: route decisions first, then the
+    connect-time guard for what they allowed."""
+    egress = Egress()
+    return [egress, ConnectGuard(egress)]
+
+
+addons = make_addons()
