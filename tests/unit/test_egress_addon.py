@@ -686,3 +686,27 @@ def test_addon_module_exposes_egress_then_the_connect_guard() -> None:
     first, second = egress_addon.addons
     assert isinstance(first, Egress)
     assert isinstance(second, ConnectGuard) and second.egress is first
+
+
+def test_every_log_line_is_one_log_record_the_host_reads_back(env: Env) -> None:
+    from bottle.runtime.egress.records import LogRecord
+
+    send(env, make_flow("GET", "https://pypi.org/simple/"))
+    send(env, make_flow("GET", "https://unlisted.example.org/x"))
+    send(env, make_flow("GET", f"https://warn.example.com/?k={EXTRA_SECRET}"))
+    lines = env.log.read_text().splitlines()
+    assert len(lines) == 3
+    records = [LogRecord.model_validate_json(line) for line in lines]
+    assert [r.decision for r in records] == ["allow", "refuse", "dlp-warn"]
+    for line, record in zip(lines, records, strict=True):
+        assert set(json.loads(line)) == set(LogRecord.model_fields)
+        assert LogRecord.model_validate_json(record.to_line()) == record
+    assert records[2].findings and EXTRA_SECRET not in lines[2]
+
+
+def test_a_log_record_keeps_undecodable_text_as_escapes() -> None:
+    from bottle.runtime.egress.records import LogRecord
+
+    record = LogRecord(decision="refuse", path="/\udcff/x")
+    assert record.path == "/\\udcff/x"
+    assert LogRecord.model_validate_json(record.to_line()) == record

@@ -35,6 +35,7 @@ from bottle.policy import Route, Routes, RoutesFileError, parse_routes_file
 from bottle.runtime import egress as paths
 from bottle.runtime.egress import dlp
 from bottle.runtime.egress.connect import ConnectGuard
+from bottle.runtime.egress.records import Decision, LogRecord
 from bottle.state import atomic_write, now
 
 logger = logging.getLogger("bottle.egress")
@@ -78,7 +79,7 @@ class _Record(TypedDict):
     Plain JSON-friendly values only, so mitmproxy can copy or save the flow as usual.
     """
 
-    decision: str  # allow | refuse | dlp-block | dlp-warn
+    decision: Decision
     reason: str
     route: int | None  # index into the route table in force
     dlp: str  # the matched route's dlp mode
@@ -325,18 +326,16 @@ class Egress:
             if decision == "dlp-block":
                 _call(message.drop)
             self._write_log(
-                {
-                    "method": "WEBSOCKET",
-                    "host": record["host"],
-                    "path": record["path"],
-                    "route": record["route"],
-                    "decision": decision,
-                    "reason": f"message carries {findings[0]}",
-                    "findings": [str(f) for f in findings],
-                    "request_bytes": len(message.content),
-                    "response_bytes": None,
-                    "status": None,
-                }
+                LogRecord(
+                    method="WEBSOCKET",
+                    host=record["host"],
+                    path=record["path"],
+                    route=record["route"],
+                    decision=decision,
+                    reason=f"message carries {findings[0]}",
+                    findings=tuple(str(f) for f in findings),
+                    request_bytes=len(message.content),
+                )
             )
         except Exception as exc:
             logger.error("egress: websocket_message hook failed: %s", type(exc).__name__)
@@ -356,17 +355,13 @@ class Egress:
             host = self._safe_host(address[0] if address else "")
             _call(flow.kill)
             self._write_log(
-                {
-                    "method": what.removeprefix("raw "),
-                    "host": host,
-                    "path": "",
-                    "route": None,
-                    "decision": "refuse",
-                    "reason": f"{what} is not allowed through egress",
-                    "request_bytes": 0,
-                    "response_bytes": None,
-                    "status": None,
-                }
+                LogRecord(
+                    method=what.removeprefix("raw "),
+                    host=host,
+                    decision="refuse",
+                    reason=f"{what} is not allowed through egress",
+                    request_bytes=0,
+                )
             )
         except Exception as exc:
             logger.error("egress: %s hook failed: %s", what, type(exc).__name__)
@@ -538,7 +533,7 @@ class Egress:
         reason: str,
         how: str,
         *,
-        decision: str = "refuse",
+        decision: Decision = "refuse",
     ) -> None:
         record = self._record(flow)
         record["decision"] = decision
@@ -599,29 +594,28 @@ class Egress:
         response = flow.response
         request_bytes = len(flow.request.raw_content or b"")
         self._write_log(
-            {
-                "method": flow.request.method.upper(),
-                "host": record["host"] or self._safe_host(flow.request.host),
-                "path": record["path"],
-                "route": record["route"],
-                "decision": record["decision"],
-                "reason": record["reason"],
-                "findings": record["findings"] or None,
-                "request_bytes": request_bytes,
-                "response_bytes": (
-                    len(response.raw_content or b"") if response is not None else None
-                ),
-                "status": response.status_code if response is not None else None,
-            }
+            LogRecord(
+                method=flow.request.method.upper(),
+                host=record["host"] or self._safe_host(flow.request.host),
+                path=record["path"],
+                route=record["route"],
+                decision=record["decision"],
+                reason=record["reason"],
+                findings=tuple(record["findings"]) or None,
+                request_bytes=request_bytes,
+                response_bytes=(len(response.raw_content or b"") if response is not None else None),
+                status=response.status_code if response is not None else None,
+            )
         )
 
-    def _write_log(self, entry: dict[str, Any]) -> None:
-        line = {
-            "time": now().isoformat(timespec="milliseconds"),
-            "generation": self.current.generation,
-            **entry,
-        }
-        data = json.dumps(line, separators=(",", ":")) + "\n"
+    def _write_log(self, record: LogRecord) -> None:
+        stamped = record.model_copy(
+            update={
+                "time": now().isoformat(timespec="milliseconds"),
+                "generation": self.current.generation,
+            }
+        )
+        data = stamped.to_line()
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with self.log_path.open("a", encoding="utf-8") as fh:

@@ -33,6 +33,7 @@ from mitmproxy.proxy import server_hooks
 
 from bottle.runtime.egress import addresses
 from bottle.runtime.egress.addresses import IPAddress, IPNetwork
+from bottle.runtime.egress.records import LogRecord
 
 logger = logging.getLogger("bottle.egress")
 
@@ -72,7 +73,7 @@ class _Egress(Protocol):
         self, flow: http.HTTPFlow, status: int, error: str, reason: str, how: str
     ) -> None: ...
     def _crash(self, flow: http.HTTPFlow, exc: Exception, hook: str) -> None: ...
-    def _write_log(self, entry: dict[str, Any]) -> None: ...
+    def _write_log(self, record: LogRecord) -> None: ...
 
 
 class Pick:
@@ -191,17 +192,13 @@ class ConnectGuard:
                 reason = f"egress will not connect to {shown}:{port}: it{where} {outcome.why}"
                 server.error = reason
                 self.egress._write_log(
-                    {
-                        "method": "CONNECT",
-                        "host": shown,
-                        "path": "",
-                        "route": None,
-                        "decision": "refuse",
-                        "reason": reason,
-                        "request_bytes": 0,
-                        "response_bytes": None,
-                        "status": None,
-                    }
+                    LogRecord(
+                        method="CONNECT",
+                        host=shown,
+                        decision="refuse",
+                        reason=reason,
+                        request_bytes=0,
+                    )
                 )
                 return
             pinned = str(outcome.address)
