@@ -26,7 +26,8 @@ agent: {provider: shell}
 supervise: false
 egress:
   routes:
-    - {host: upstream.test, paths: [/allowed/], methods: [GET]}
+    # upstream.test is a container on the bottle's egress network: a private address.
+    - {host: upstream.test, paths: [/allowed/], methods: [GET], private: true}
 ---
 """
 

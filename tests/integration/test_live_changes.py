@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 from pathlib import Path
 
 import pytest
 
-from bottle import Route
+from bottle import Route, Routes
 from bottle.operator import allow, approve, audit_log, proposal_queue, reject
 from bottle.sidecars import egress
 from tests.conftest import wait_for
@@ -28,6 +29,7 @@ egress:
       paths: [/allowed/]
       methods: [GET]
       auth: {scheme: bearer, token_ref: IT_UPSTREAM_TOKEN}
+      private: true   # upstream.test is a container on the bottle's network
 ---
 """
 
@@ -81,6 +83,26 @@ def test_reload_adds_route_without_restart_and_keeps_old_on_bad_file(live) -> No
     assert {s.service: s.container_id for s in live.compose.ps()} == ids
     log = [json.loads(line) for line in live.state.egress_log.read_text().splitlines()]
     assert {"allow", "refuse"} <= {e["decision"] for e in log}
+
+
+def test_a_route_without_private_does_not_reach_the_private_upstream(live) -> None:
+    before = egress.load_routes(live)
+    assert curl(live, "http://upstream.test/allowed/x") == "200"
+    public = Routes(routes=(Route(host="upstream.test", paths=("/allowed/",)),))
+    egress.apply_routes(live, public)
+    out = live.exec(
+        ["curl", "-sS", "-w", "\n%{http_code}", "http://upstream.test/allowed/x"], capture=True
+    ).stdout
+    text, _, code = out.rpartition("\n")
+    assert code == "403"
+    refusal = json.loads(text)
+    assert refusal["error"] == "egress_refused" and refusal["host"] == "upstream.test"
+    assert re.search(r"resolves to \d+\.\d+\.\d+\.\d+; it is an address of the bottle's own "
+                     r"networks, and no route for this host says private: true", refusal["reason"])
+    log = [json.loads(line) for line in live.state.egress_log.read_text().splitlines()]
+    assert log[-1]["decision"] == "refuse" and "private: true" in log[-1]["reason"]
+    egress.apply_routes(live, before)
+    assert curl(live, "http://upstream.test/allowed/x") == "200"
 
 
 def test_egress_block_proposal_approved_then_audit_verifies(live) -> None:

@@ -28,7 +28,7 @@ env:
   COPIED: "${IT_COPIED}"
 egress:
   routes:
-    - {host: upstream.test, paths: [/allowed/], methods: [GET]}
+    - {host: upstream.test, paths: [/allowed/], methods: [GET], private: true}
 ---
 """
 
