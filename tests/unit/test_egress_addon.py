@@ -38,6 +38,7 @@ from wsproto.frame_protocol import Opcode
 
 from bottle.runtime.egress import __main__ as egress_main
 from bottle.runtime.egress import addon as egress_addon
+from bottle.runtime.egress import scan as egress_scan
 from bottle.runtime.egress.addon import HOW_TO_ASK, Egress
 
 GH_SECRET = "gh-secret-" + "9f8e7d6c5b4a" * 2  # injected by egress; the agent must not hold it
@@ -505,7 +506,7 @@ def test_unexpected_failure_refuses_with_500_and_keeps_going(
     def boom(*_args: object, **_kwargs: object) -> list[object]:
         raise ValueError(f"a message quoting {EXTRA_SECRET}")
 
-    monkeypatch.setattr(egress_addon.dlp, "scan_request", boom)
+    monkeypatch.setattr(egress_scan.dlp, "scan_request", boom)
     flow = make_flow("POST", "https://upload.example.com/u", content=b"hello")
     env.fire(HttpRequestHook(flow))
     assert flow.response is not None and flow.response.status_code == 500
@@ -625,16 +626,16 @@ def test_sighup_reloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     addon = Egress(routes_path=routes, status_path=status, log_path=tmp_path / "log.jsonl")
 
     async def scenario() -> int:
-        addon.running()
+        addon.tables.running()
         # Without the handler, SIGHUP would kill the test run instead of failing this test.
-        assert addon._loop is not None
+        assert addon.tables._loop is not None
         routes.write_text("routes:\n  - host: b.example\n")
         os.kill(os.getpid(), signal.SIGHUP)
         for _ in range(100):
             await asyncio.sleep(0.01)
             if addon.current.generation == 2:
                 break
-        addon.done()
+        addon.tables.done()
         return addon.current.generation
 
     assert asyncio.run(scenario()) == 2
@@ -685,7 +686,10 @@ def test_addon_module_exposes_egress_then_the_connect_guard() -> None:
     assert len(egress_addon.addons) == 2
     first, second = egress_addon.addons
     assert isinstance(first, Egress)
-    assert isinstance(second, ConnectGuard) and second.egress is first
+    assert isinstance(second, ConnectGuard)
+    assert second.tables is first.tables and second.log is first.log
+    names = [type(a).__name__ for a in first.addons]
+    assert names == ["Reload", "DecisionLog", "Guards", "Scan", "Inject"]
 
 
 def test_every_log_line_is_one_log_record_the_host_reads_back(env: Env) -> None:

@@ -213,7 +213,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         }
     )
     egress = Egress()
-    guard = ConnectGuard(egress, resolve=dns, own=OWN)
+    guard = ConnectGuard(egress.tables, egress.log, resolve=dns, own=OWN)
     with taddons.context(egress, guard) as tctx:
         tctx.master.addons.invoke_addon_sync(egress, RunningHook())
         yield Env(tctx, egress, guard, dns, log)
@@ -319,7 +319,8 @@ def test_pins_are_per_client_and_dropped_on_disconnect(env: Env) -> None:
 
 
 def test_own_networks_option_is_parsed_and_checked(tmp_path: Path) -> None:
-    guard = ConnectGuard(Egress(routes_path=tmp_path / "r", status_path=tmp_path / "s"))
+    egress = Egress(routes_path=tmp_path / "r", status_path=tmp_path / "s")
+    guard = ConnectGuard(egress.tables, egress.log)
     with taddons.context(guard) as tctx:
         tctx.configure(guard, **{OWN_NETWORKS_OPTION: "203.0.113.0/24, 2001:db8::/32"})
         assert guard.own == (

@@ -7,7 +7,7 @@ the address that passed, so a second lookup cannot rebind the name inward. TLS k
 hostname (SNI and certificate checks), because mitmproxy takes the server's SNI from the
 request before this guard changes the address.
 
-- ``request`` (after :class:`~.addon.Egress` allowed the request): resolve and judge; a
+- ``request`` (after the other addons allowed the request): resolve and judge; a
   refusal is the usual 403 JSON body the agent can read. The address that passed is kept
   for this client's connection to that host and port.
 - ``server_connect``: connect to that pinned address; a connection no request pinned (a
@@ -26,14 +26,16 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from mitmproxy import connection, exceptions, http
 from mitmproxy.proxy import server_hooks
 
 from bottle.runtime.egress import addresses
 from bottle.runtime.egress.addresses import IPAddress, IPNetwork
+from bottle.runtime.egress.log import DecisionLog
 from bottle.runtime.egress.records import LogRecord
+from bottle.runtime.egress.reload import Reload
 
 logger = logging.getLogger("bottle.egress")
 
@@ -63,19 +65,6 @@ async def system_resolver(host: str, port: int) -> list[IPAddress]:
     return out
 
 
-class _Egress(Protocol):
-    """What the guard uses of the route/log addon (:class:`~.addon.Egress`)."""
-
-    @property
-    def current(self) -> Any: ...
-    def _safe_host(self, host: str) -> str: ...
-    def _refuse(
-        self, flow: http.HTTPFlow, status: int, error: str, reason: str, how: str
-    ) -> None: ...
-    def _crash(self, flow: http.HTTPFlow, exc: Exception, hook: str) -> None: ...
-    def _write_log(self, record: LogRecord) -> None: ...
-
-
 class Pick:
     """The outcome of judging a name: the address to connect to, or why none may be used."""
 
@@ -96,15 +85,17 @@ def pick(found: Sequence[IPAddress], private: bool, own: Sequence[IPNetwork]) ->
 
 
 class ConnectGuard:
-    """The mitmproxy addon; see the module docstring. ``egress`` is the route/log addon."""
+    """The mitmproxy addon; see the module docstring."""
 
     def __init__(
         self,
-        egress: _Egress,
+        tables: Reload,
+        log: DecisionLog,
         resolve: Resolver = system_resolver,
         own: Sequence[IPNetwork] | None = None,
     ) -> None:
-        self.egress = egress
+        self.tables = tables
+        self.log = log
         self.resolve = resolve
         self.own: tuple[IPNetwork, ...] = tuple(own) if own is not None else ()
         self._fixed_own = own is not None
@@ -146,14 +137,14 @@ class ConnectGuard:
             found = await self.resolve(host, port)
         except (OSError, TimeoutError, ValueError, UnicodeError) as exc:
             return Pick(None, None, f"the name does not resolve ({type(exc).__name__})")
-        private = self.egress.current.routes.private_for(host)
+        private = self.tables.current.routes.private_for(host)
         return pick(found, private, self.own)
 
     async def request(self, flow: http.HTTPFlow) -> None:
         try:
             await self._request(flow)
         except Exception as exc:
-            self.egress._crash(flow, exc, "connect guard")
+            self.log.crash(flow, exc, "connect guard")
 
     async def _request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None:
@@ -162,12 +153,12 @@ class ConnectGuard:
         host = req.host
         outcome = await self._judge(host.lower().rstrip("."), req.port)
         if outcome.address is None:
-            shown = self.egress._safe_host(host)
+            shown = self.log.safe_host(host)
             where = f" to {outcome.refused}" if outcome.refused is not None else ""
             reason = f"egress will not connect to {shown}: it resolves{where}; {outcome.why}"
             if outcome.refused is None:
                 reason = f"egress will not connect to {shown}: {outcome.why}"
-            self.egress._refuse(flow, 403, "egress_refused", reason, HOW_TO_ASK_PRIVATE)
+            self.log.refuse(flow, 403, "egress_refused", reason, HOW_TO_ASK_PRIVATE)
             return
         self._pins[(flow.client_conn.id, host, req.port)] = str(outcome.address)
 
@@ -187,11 +178,11 @@ class ConnectGuard:
         if pinned is None:
             outcome = await self._judge(host.lower().rstrip("."), port)
             if outcome.address is None:
-                shown = self.egress._safe_host(host)
+                shown = self.log.safe_host(host)
                 where = f" resolves to {outcome.refused};" if outcome.refused is not None else ":"
                 reason = f"egress will not connect to {shown}:{port}: it{where} {outcome.why}"
                 server.error = reason
-                self.egress._write_log(
+                self.log.write(
                     LogRecord(
                         method="CONNECT",
                         host=shown,
