@@ -714,3 +714,19 @@ def test_a_log_record_keeps_undecodable_text_as_escapes() -> None:
     record = LogRecord(decision="refuse", path="/\udcff/x")
     assert record.path == "/\\udcff/x"
     assert LogRecord.model_validate_json(record.to_line()) == record
+
+
+def test_paths_are_mitmproxy_options_defaulting_to_the_environment(
+    env: Env, tmp_path: Path
+) -> None:
+    opts = env.tctx.options
+    assert opts.bottle_routes == str(env.routes)
+    assert opts.bottle_status == str(env.status)
+    assert opts.bottle_log == str(env.log)
+    moved = tmp_path / "moved.jsonl"
+    env.tctx.configure(env.addon, bottle_log=str(moved))
+    send(env, make_flow("GET", "https://pypi.org/simple/"))
+    assert moved.exists() and not env.log.exists()
+    with pytest.raises(Exception, match="bottle_routes must be an absolute path"):
+        env.tctx.configure(env.addon, bottle_routes="relative.yaml")
+    assert env.addon.tables.routes_path == env.routes

@@ -19,11 +19,12 @@ from mitmproxy import http
 
 from bottle.runtime.egress import dlp
 from bottle.runtime.egress.records import Decision, LogRecord
-from bottle.runtime.egress.reload import Reload
+from bottle.runtime.egress.reload import Reload, absolute_option
 from bottle.state import now
 
 logger = logging.getLogger("bottle.egress")
 
+LOG_OPTION = "bottle_log"
 _META = "bottle_egress"  # flow.metadata key: the decision record of this flow
 
 
@@ -71,6 +72,15 @@ class DecisionLog:
     def __init__(self, tables: Reload, log_path: Path) -> None:
         self.tables = tables
         self.log_path = log_path
+
+    def load(self, loader: Any) -> None:
+        loader.add_option(LOG_OPTION, str, str(self.log_path), "the decision log (JSON lines)")
+
+    def configure(self, updated: set[str]) -> None:
+        from mitmproxy import ctx
+
+        if LOG_OPTION in updated:
+            self.log_path = absolute_option(ctx.options, LOG_OPTION)
 
     def response(self, flow: http.HTTPFlow) -> None:
         try:

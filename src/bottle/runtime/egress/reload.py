@@ -14,7 +14,9 @@ import logging
 import signal
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from mitmproxy import exceptions
 
 from bottle.policy import Routes, RoutesFileError, parse_routes_file
 from bottle.runtime import egress as paths
@@ -25,6 +27,19 @@ logger = logging.getLogger("bottle.egress")
 #: mitmproxy's ALERT level (INFO + 1): shown by ``termlog_verbosity=alert``, which hides the
 #: per-connection info lines. Reload outcomes and startup use it.
 NOTICE = logging.INFO + 1
+
+
+ROUTES_OPTION = "bottle_routes"
+STATUS_OPTION = "bottle_status"
+
+
+def absolute_option(options: Any, name: str) -> Path:
+    """A path option's value; it must be absolute (mitmproxy's cwd is not ours to guess)."""
+    path = Path(getattr(options, name))
+    if not path.is_absolute():
+        message = f"{name} must be an absolute path, not {str(path)!r}"
+        raise exceptions.OptionsError(message)  # type: ignore[no-untyped-call]
+    return path
 
 
 class Loaded(NamedTuple):
@@ -58,6 +73,19 @@ class Reload:
         self.last_error: str | None = None
         self.last_error_sha256: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def load(self, loader: Any) -> None:
+        # Defaults come from the environment (BOTTLE_EGRESS_ROUTES / _STATUS, see __main__).
+        loader.add_option(ROUTES_OPTION, str, str(self.routes_path), "the routes file")
+        loader.add_option(STATUS_OPTION, str, str(self.status_path), "the status file")
+
+    def configure(self, updated: set[str]) -> None:
+        from mitmproxy import ctx
+
+        if ROUTES_OPTION in updated:
+            self.routes_path = absolute_option(ctx.options, ROUTES_OPTION)
+        if STATUS_OPTION in updated:
+            self.status_path = absolute_option(ctx.options, STATUS_OPTION)
 
     def running(self) -> None:
         """mitmproxy is listening: load the routes, publish the status, listen for SIGHUP."""
