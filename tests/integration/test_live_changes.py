@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bottle import Route, Routes
+from bottle import Route
 from bottle.operator import allow, approve, audit_log, proposal_queue, reject
 from bottle.sidecars import egress
 from tests.conftest import wait_for
@@ -86,10 +86,11 @@ def test_reload_adds_route_without_restart_and_keeps_old_on_bad_file(live) -> No
 
 
 def test_a_route_without_private_does_not_reach_the_private_upstream(live) -> None:
-    before = egress.load_routes(live)
     assert curl(live, "http://upstream.test/allowed/x") == "200"
-    public = Routes(routes=(Route(host="upstream.test", paths=("/allowed/",)),))
-    egress.apply_routes(live, public)
+    path = live.state.path / "live-config" / "egress" / "routes.yaml"
+    before = path.read_bytes()
+    path.write_text("routes:\n  - {host: upstream.test, paths: [/allowed/]}\n")
+    assert cli("egress", "reload", live.slug, cwd=live.state.path).returncode == 0
     out = live.exec(
         ["curl", "-sS", "-w", "\n%{http_code}", "http://upstream.test/allowed/x"], capture=True
     ).stdout
@@ -101,7 +102,8 @@ def test_a_route_without_private_does_not_reach_the_private_upstream(live) -> No
                      r"networks, and no route for this host says private: true", refusal["reason"])
     log = [json.loads(line) for line in live.state.egress_log.read_text().splitlines()]
     assert log[-1]["decision"] == "refuse" and "private: true" in log[-1]["reason"]
-    egress.apply_routes(live, before)
+    path.write_bytes(before)
+    assert cli("egress", "reload", live.slug, cwd=live.state.path).returncode == 0
     assert curl(live, "http://upstream.test/allowed/x") == "200"
 
 
