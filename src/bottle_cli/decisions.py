@@ -20,6 +20,7 @@ from bottle_cli.params import JsonOpt, SlugArg, open_instance, settings
 if TYPE_CHECKING:
     from bottle.operator import Pending
     from bottle.proposals import Proposal
+    from bottle.runtime.egress.records import LogRecord
 
 egress_app = typer.Typer(
     help="The egress sidecar: routes, reload, decision log.", no_args_is_help=True
@@ -97,17 +98,14 @@ def egress_log(
     """The decision log: one line per request (never a secret); -f follows until Ctrl-C."""
     path = open_instance(slug).state.egress_log
     if json_ and not follow:
-        output.print_json(list(_log_records(path, follow=False)))
+        output.print_json([_as_json(e) for e in _log_records(path, follow=False)])
         return
     try:
         for e in _log_records(path, follow=follow):
             if json_:
-                print(json.dumps(e, sort_keys=True), flush=True)
+                print(json.dumps(_as_json(e), sort_keys=True), flush=True)
                 continue
-            output.line(
-                f"{e.get('time', '')} {e.get('decision', ''):9} {e.get('method', '')} "
-                f"{e.get('host', '')}{e.get('path', '')}  {e.get('reason') or ''}"
-            )
+            output.line(f"{e.time} {e.decision:9} {e.method} {e.host}{e.path}  {e.reason}")
     except KeyboardInterrupt:
         return  # following ends with Ctrl-C, like queue --watch
 
@@ -116,12 +114,21 @@ def egress_log(
 POLL_S = 0.2
 
 
-def _log_records(path: Path, *, follow: bool) -> Iterator[dict[str, Any]]:
-    """The records of a JSON-lines log, then (``follow``) each one as it is written.
+def _as_json(record: LogRecord) -> dict[str, Any]:
+    # The fields the line had: a record of an older egress is shown as it was written.
+    return record.model_dump(mode="json", exclude_unset=True)
+
+
+def _log_records(path: Path, *, follow: bool) -> Iterator[LogRecord]:
+    """The records of the decision log, then (``follow``) each one as it is written.
 
     A line is used once its newline is there (egress may be half-way through writing it);
-    a line that is not a JSON object is reported and skipped, never fatal.
+    a line that is not a decision record is reported and skipped, never fatal.
     """
+    from pydantic import ValidationError
+
+    from bottle.runtime.egress.records import LogRecord
+
     while not path.exists():
         if not follow:
             return
@@ -149,13 +156,15 @@ def _log_records(path: Path, *, follow: bool) -> Iterator[dict[str, Any]]:
             line, partial = partial.strip(), ""
             if line:
                 try:
-                    record = json.loads(line)
-                except ValueError:
+                    record: LogRecord | None = LogRecord.model_validate_json(line)
+                except ValidationError:
                     record = None
-                if isinstance(record, dict):
+                    output.warn(
+                        f"{path}: skipped a line that is not a JSON object of the decision "
+                        f"log: {line[:80]!r}"
+                    )
+                if record is not None:
                     yield record
-                else:
-                    output.warn(f"{path}: skipped a line that is not a JSON object: {line[:80]!r}")
             if not chunk:
                 return
 

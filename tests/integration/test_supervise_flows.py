@@ -33,7 +33,7 @@ env:
   COPIED: "${IT_COPIED}"
 egress:
   routes:
-    - {host: upstream.test, paths: [/allowed/], methods: [GET]}
+    - {host: upstream.test, paths: [/allowed/], methods: [GET], private: true}
     - {host: MIRROR_HOST, methods: [GET]}
 ---
 """.replace("MIRROR_HOST", str(MIRROR_HOST))

@@ -38,6 +38,7 @@ from bottle.dockerfiles import (
     check_custom_agent_dockerfile,
 )
 from bottle.errors import Refused
+from bottle.images.sources import runtime_sources
 from bottle.manifest.models import ProviderKind
 from bottle.settings import Settings
 
@@ -60,7 +61,8 @@ PROVIDERS: tuple[Provider, ...] = get_args(ProviderKind)
 CUSTOM_CONTEXT_LIMIT = 64 * 1024 * 1024
 
 _HOST_CA = "host-ca.pem"
-_SKIP_DIRS = frozenset({".git", "__pycache__"})
+#: Exported from uv.lock (``uv export --frozen --only-group sidecar --no-emit-project``).
+_REQUIREMENTS = "sidecar-requirements.txt"
 
 
 @dataclass(frozen=True)
@@ -132,23 +134,15 @@ def dockerfile_text(name: str) -> str:
     return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
 
 
-def _package_sources() -> dict[str, bytes]:
-    """Every ``*.py`` and ``py.typed`` of the installed ``bottle`` package, under ``bottle/``."""
-    root = Path(bottle.__file__).parent
-    out: dict[str, bytes] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
-        for fname in filenames:
-            if fname.endswith(".py") or fname == "py.typed":
-                path = Path(dirpath) / fname
-                rel = path.relative_to(root).as_posix()
-                out[f"bottle/{rel}"] = path.read_bytes()
-    return out
-
-
 def sidecar_image(settings: Settings) -> ImageSpec:
-    """The one image every sidecar runs: mitmproxy, MCP, git, and the ``bottle`` package."""
-    files = {_HOST_CA: settings.host_ca_pem(), **_package_sources()}
+    """The one image every sidecar runs: mitmproxy, MCP, git, and the ``bottle`` modules of
+    :func:`~bottle.images.sources.runtime_sources`, with the Python packages of ``uv.lock``'s
+    ``sidecar`` group at their locked versions (``sidecar-requirements.txt``, hashes checked)."""
+    files = {
+        _HOST_CA: settings.host_ca_pem(),
+        _REQUIREMENTS: dockerfile_text(_REQUIREMENTS).encode(),
+        **runtime_sources(Path(bottle.__file__).parent),
+    }
     return ImageSpec(
         repo="bottle-sidecar",
         dockerfile=dockerfile_text("sidecar.Dockerfile"),
