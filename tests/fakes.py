@@ -40,7 +40,15 @@ class FakeEngine:
     def check(self) -> None:
         self._call("check")
 
-    def ensure_image(self, spec: ImageSpec, *, settings: Settings, progress: Progress) -> str:
+    def ensure_image(
+        self,
+        spec: ImageSpec,
+        *,
+        settings: Settings,
+        progress: Progress,
+        network: str | None = None,
+        proxy_args: Mapping[str, str] | None = None,
+    ) -> str:
         self._call("ensure_image")
         return spec.ref
 
@@ -57,6 +65,10 @@ class FakeProject:
         assert self.compose_file.is_file(), "up before the compose file was written"
         self.engine.env_at_up = dict(env)
         self.engine._call("up")
+        # What egress does once it runs: the bottle CA (a capability build trusts it).
+        ca = self.compose_file.parent / "ca" / "ca.pem"
+        if ca.parent.is_dir():
+            ca.write_text("-----BEGIN CERTIFICATE-----\n")
 
     def up_service(self, service: str, *, env: Mapping[str, str], wait_timeout: int) -> None:
         self.engine._call(f"up_service {service}")
@@ -82,6 +94,10 @@ class FakeProject:
     def service_env(self, service: str) -> dict[str, str]:
         self.engine._call(f"service_env {service}")
         return {}
+
+    def address(self, service: str, network: str) -> str:
+        self.engine._call(f"address {service} {network}")
+        return "192.0.2.10"
 
     def exec(
         self,

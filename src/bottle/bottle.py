@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bottle import compose, hardening
+from bottle import compose, hardening, workspace
 from bottle.engine.seam import DockerEngine, Engine
 from bottle.errors import BottleError, PlanError
 from bottle.files import atomic_write, now
@@ -147,6 +147,7 @@ class Bottle:
                 state.live_config(sidecar.name), sidecar.files(plan.sidecars[sidecar.name])
             )
         state.write_files(state.path / "agent", compose.agent_files(plan))
+        workspace.record_baseline(state.path, plan.cwd)
         atomic_write(state.compose_file, compose.dump_yaml(spec))
         state.write_plan(plan)
         stamp = now()

@@ -28,7 +28,8 @@ def locked(path: Path, *, flags: int = os.O_RDWR, wait_s: float | None = None) -
     import fcntl
     import time
 
-    fd = os.open(path, flags | os.O_CREAT, 0o644)
+    # Lock files may sit in a sidecar-writable directory: never follow a link or block on a FIFO.
+    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     try:
         deadline = None if wait_s is None else time.monotonic() + wait_s
         while True:
@@ -54,7 +55,7 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
             handle.write(raw)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
+            os.fchmod(handle.fileno(), mode)  # by descriptor: the name could be swapped for a link
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from bottle import safefs, workspace
 from bottle.engine.compose import ExecResult
 from bottle.engine.seam import DockerEngine, Engine, Project
 from bottle.errors import BottleError, StateError
 from bottle.files import atomic_write
 from bottle.providers import PROVIDERS
 from bottle.settings import Settings
-from bottle.state import DOWN, InstanceStatus, Metadata, StateDir
+from bottle.state import DOWN, InstanceStatus, Metadata, StateDir, state_dirs
 
 if TYPE_CHECKING:
     from bottle.changes import ProposalsControl, RoutesControl
@@ -107,10 +110,20 @@ class Instance:
         return self.compose.follow_logs(services)
 
     def record(self, name: str, text: str) -> None:
-        """Append to a file of the transcript (a headless run's command and exit code)."""
+        """Append to a file of the transcript (a headless run's command and exit code).
+
+        The agent writes that directory: a link or FIFO it left there is refused, never
+        followed (the host may run as root) and never waited on.
+        """
         path = self.state.transcript / name
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(text)
+        try:
+            with safefs.open_append_regular(path, root=self.state.path) as handle:
+                handle.write(text.encode("utf-8"))
+        except OSError as exc:
+            raise StateError(
+                f"not written to {path}: {exc.strerror or exc}",
+                hint="The agent replaced a transcript file; look at what it put there.",
+            ) from None
 
     # -- ending it -------------------------------------------------------------------------
 
@@ -137,12 +150,50 @@ class Instance:
             self.state.transition(InstanceStatus.PRESERVED, error=str(exc))
             raise
         final = InstanceStatus.FAILED if metadata.status == InstanceStatus.FAILED else status
+        planted = self._check_workspace(metadata)
         self.state.transition(
             final,
             exit_code=exit_code if exit_code is not None else metadata.exit_code,
             pid=None,
             error=str(error) if error else metadata.error,
+            planted_git=sorted({*metadata.planted_git, *planted}),
         )
+
+    def check_workspace(self) -> workspace.WorkspaceReport:
+        """Git dirs that appeared in the workspace since start; reported, not touched.
+
+        ``stop`` also renames them, once the agent can no longer race the rename.
+        """
+        return workspace.check(self.state.path, Path(self.metadata.cwd), quarantine=False)
+
+    def _check_workspace(self, metadata: Metadata) -> list[str]:
+        """After ``down``: remove the placeholders, neutralise planted git dirs, say so.
+
+        Printed here, not left to callers: a planted git dir is a security warning that
+        must reach the user before they next run git in that directory.
+        """
+        cwd = Path(metadata.cwd)
+        if not self._cwd_shared(cwd):
+            workspace.remove_placeholders(self.state.path, cwd)
+        try:
+            report = workspace.check(self.state.path, cwd, quarantine=True)
+        except OSError as exc:
+            sys.stderr.write(f"warning: could not check {cwd} for planted git dirs: {exc}\n")
+            return []
+        for line in report.warnings(cwd):
+            sys.stderr.write(f"warning: {line}\n")
+        return report.planted
+
+    def _cwd_shared(self, cwd: Path) -> bool:
+        """Whether another live instance works in ``cwd`` (its placeholders must stay)."""
+        for other in state_dirs(self.state.path.parent):
+            if other.slug == self.slug:
+                continue
+            with contextlib.suppress(BottleError, OSError):
+                found = other.read_metadata()
+                if found.cwd == str(cwd) and found.status not in DOWN:
+                    return True
+        return False
 
     def save_compose_log(self) -> None:
         """``docker compose logs --timestamps`` into ``compose.log`` (kept if there is none now)."""

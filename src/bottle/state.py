@@ -92,6 +92,7 @@ class Metadata(BaseModel):
     exit_code: int | None = None
     error: str | None = None
     version: str = "0"
+    planted_git: list[str] = []  # git dirs the agent made in the workspace (bottle.workspace)
 
 
 class StateDir:

@@ -108,8 +108,11 @@ def agents(json_: JsonOpt = False) -> None:
         output.print_json([row.model_dump(mode="json") for row in rows])
         return
     output.table(
-        ["agent", "bottle", "origin", "file", "description"],
-        [[r.name, r.bottle, r.origin, r.path or "(built-in)", r.description] for r in rows],
+        ["agent", "bottle", "origin", "trust", "file", "description"],
+        [
+            [r.name, r.bottle, r.origin, r.trust or "-", r.path or "(built-in)", r.description]
+            for r in rows
+        ],
     )
 
 
@@ -247,11 +250,11 @@ def logs(
     from bottle.state import DOWN
 
     if instance.status in DOWN:
-        output.out.print(_saved_log(instance.state.compose_log), end="", markup=False)
+        output.block(_saved_log(instance.state.compose_log))
         return
     if follow:
         raise typer.Exit(instance.follow_logs(services=service or ()))
-    output.out.print(instance.logs(services=service or ()), markup=False)
+    output.block(instance.logs(services=service or ()) + "\n")
 
 
 def _saved_log(path: Path) -> str:
@@ -305,6 +308,47 @@ def cleanup(
         raise typer.Exit(1)
     run_cleanup(plan, _settings())
     output.progress("cleaned up")
+
+
+@app.command("trust")
+def trust_(
+    paths: Annotated[list[Path] | None, typer.Argument(help="repository agent files")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="show what is trusted")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Allow repository agent files (./.bottle/agents/NAME.md) to run, as they are now."""
+    from bottle import trust
+
+    home = _settings().home
+    if list_ or not paths:
+        entries = trust.trusted(home)
+        if json_:
+            output.print_json({p: e.model_dump(mode="json") for p, e in entries.items()})
+            return
+        output.table(
+            ["file", "sha256", "trusted at"],
+            [
+                [p, e.sha256[:16], e.trusted_at.strftime("%Y-%m-%d %H:%M")]
+                for p, e in entries.items()
+            ],
+        )
+        return
+    for path in paths:
+        entry = trust.trust(home, path)
+        output.progress(f"trusted {trust.key(path)} (sha256 {entry.sha256[:16]}…)")
+
+
+@app.command()
+def untrust(
+    paths: Annotated[list[Path], typer.Argument(help="repository agent files")],
+) -> None:
+    """Forget the trust given to repository agent files; they no longer start."""
+    from bottle import trust
+
+    home = _settings().home
+    for path in paths:
+        known = trust.untrust(home, path)
+        output.progress(f"{'untrusted' if known else 'was not trusted:'} {trust.key(path)}")
 
 
 decisions.register(app)

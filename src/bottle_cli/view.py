@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 from bottle.errors import BottleError
 from bottle.operator import Pending, pending_proposals
 from bottle.settings import Settings
+from bottle.text import inert
 
 #: Seconds between two reads of the queue.
 REFRESH_S = 1.0
@@ -108,8 +109,8 @@ class QueueView(App[None]):
                     Text(item.slug),
                     Text(str(proposal.id)),
                     Text(proposal.tool),
-                    Text(proposal.payload.summary()),
-                    Text(proposal.justification.splitlines()[0][:80]),
+                    Text(inert(proposal.payload.summary())),
+                    Text(inert((proposal.justification.splitlines() or [""])[0][:80])),
                     key=key,
                 )
             self.items = fresh
@@ -145,7 +146,7 @@ class QueueView(App[None]):
             return
         proposal = item.proposal
         header = f"{item.slug} #{proposal.id} {proposal.tool}\n{proposal.justification}"
-        detail.update(payload_yaml(header, request_fields(proposal.payload)))
+        detail.update(inert(payload_yaml(header, request_fields(proposal.payload)), multiline=True))
 
     def set_status(self, text: str) -> None:
         self.query_one("#status", Static).update(text)
@@ -167,7 +168,7 @@ class QueueView(App[None]):
             with self.suspend():
                 edited = edited_payload(item.proposal, item.slug)
         except BottleError as exc:
-            self.notify(exc.message, severity="error", timeout=10, markup=False)
+            self.notify(inert(exc.message), severity="error", timeout=10, markup=False)
             return
         except SuspendNotSupported:
             self.notify("cannot open an editor here (no terminal)", severity="error")
@@ -188,7 +189,7 @@ class QueueView(App[None]):
                 self.busy = True
                 self.decide(item, approved=False, reason=reason)
 
-        title = f"Reject {item.slug} #{item.proposal.id} ({item.proposal.payload.summary()})"
+        title = f"Reject {item.slug} #{item.proposal.id} ({inert(item.proposal.payload.summary())})"
         self.push_screen(ReasonScreen(title), done)
 
     @work(thread=True, group="decide")
@@ -221,11 +222,13 @@ class QueueView(App[None]):
                 message = f"{label} rejected"
         except Exception as exc:  # shown, never a crash of the whole view
             text = exc.message if isinstance(exc, BottleError) else f"internal error: {exc!r}"
-            self.call_from_thread(self.notify, text, severity="error", timeout=15, markup=False)
+            self.call_from_thread(
+                self.notify, inert(text, multiline=True), severity="error", timeout=15, markup=False
+            )
             self.call_from_thread(self.set_status, f"{label}: not applied")
             return
         finally:
             self.busy = False
-        self.call_from_thread(self.notify, message, markup=False)
+        self.call_from_thread(self.notify, inert(message), markup=False)
         self.call_from_thread(self.set_status, message)
         self.call_from_thread(self.refresh_queue)

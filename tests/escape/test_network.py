@@ -151,8 +151,9 @@ def test_outside_names_do_not_resolve(probed: list[CheckResult], name: str) -> N
 
 
 # -- through the proxy: egress must not fetch internal things for the agent -------------------
-# Today these are refused because no route names them (default deny); egress's connect-time
-# guard against private addresses is what stops them once a route resolves to one.
+# Refused first because no route names them (default deny); egress's connect-time guard
+# (private, loopback, metadata and bottle-network addresses after DNS) is the second wall,
+# for a route whose name resolves inward.
 
 
 @pytest.mark.parametrize(

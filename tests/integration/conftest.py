@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_cli, write
+from tests.conftest import run_cli, wait_for, write
 
 UPSTREAM_HOST = "upstream.test"
 
@@ -26,7 +26,8 @@ agent: {provider: shell}
 supervise: false
 egress:
   routes:
-    - {host: upstream.test, paths: [/allowed/], methods: [GET]}
+    # upstream.test is a container on the bottle's egress network: a private address.
+    - {host: upstream.test, paths: [/allowed/], methods: [GET], private: true}
 ---
 """
 
@@ -122,6 +123,20 @@ def upstream(project: str, *, image: str) -> Iterator[str]:
         ],
         check=True,
         capture_output=True,
+    )
+    # Answering before the first test request, which would otherwise race python's start.
+    probe = "import urllib.request as u; u.urlopen('http://127.0.0.1/ready', timeout=2)"
+    wait_for(
+        lambda: (
+            subprocess.run(
+                ["docker", "exec", name, "python", "-c", probe], capture_output=True, check=False
+            ).returncode
+            == 0
+            or None
+        ),
+        60,
+        "the upstream to listen",
+        poll=0.2,
     )
     try:
         yield name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ egress:
       paths: [/allowed/]
       methods: [GET]
       auth: {scheme: bearer, token_ref: IT_UPSTREAM_TOKEN}
+      private: true   # upstream.test is a container on the bottle's network
 ---
 """
 
@@ -91,6 +93,31 @@ def test_reload_adds_route_without_restart_and_keeps_old_on_bad_file(live) -> No
     assert {s.service: s.container_id for s in live.compose.ps()} == ids
     log = [json.loads(line) for line in live.state.egress_log.read_text().splitlines()]
     assert {"allow", "refuse"} <= {e["decision"] for e in log}
+
+
+def test_a_route_without_private_does_not_reach_the_private_upstream(live) -> None:
+    assert curl(live, "http://upstream.test/allowed/x") == "200"
+    path = live.state.path / "live-config" / "egress" / "routes.yaml"
+    before = path.read_bytes()
+    path.write_text("routes:\n  - {host: upstream.test, paths: [/allowed/]}\n")
+    assert cli("egress", "reload", live.slug, cwd=live.state.path).returncode == 0
+    out = live.exec(
+        ["curl", "-sS", "-w", "\n%{http_code}", "http://upstream.test/allowed/x"], capture=True
+    ).stdout
+    text, _, code = out.rpartition("\n")
+    assert code == "403"
+    refusal = json.loads(text)
+    assert refusal["error"] == "egress_refused" and refusal["host"] == "upstream.test"
+    assert re.search(
+        r"resolves to \d+\.\d+\.\d+\.\d+; it is an address of the bottle's own "
+        r"networks, and no route for this host says private: true",
+        refusal["reason"],
+    )
+    log = [json.loads(line) for line in live.state.egress_log.read_text().splitlines()]
+    assert log[-1]["decision"] == "refuse" and "private: true" in log[-1]["reason"]
+    path.write_bytes(before)
+    assert cli("egress", "reload", live.slug, cwd=live.state.path).returncode == 0
+    assert curl(live, "http://upstream.test/allowed/x") == "200"
 
 
 def test_egress_block_proposal_approved_then_audit_verifies(live) -> None:

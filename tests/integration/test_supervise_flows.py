@@ -9,16 +9,22 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
-from bottle.errors import ApplyFailed
+from bottle.dockerfiles import with_build_trust
+from bottle.errors import ApplyError, ApplyFailed
 from bottle.operator import approve, proposal_queue
+from bottle.settings import Settings
 from tests.integration.conftest import cli, curl, mcp, readline, running
 
 pytestmark = pytest.mark.docker
 
-# supervise answers "pending" after 2 s, so a test needs no 30 s wait.
+# supervise answers "pending" after 2 s, so a test needs no 30 s wait. A capability build
+# goes out through the bottle's egress, and TOOL_DOCKERFILE installs jq with apt from the
+# (plain-HTTP) Debian mirror: the bottle allows GET to the mirror host, and nothing more.
+MIRROR_HOST = urlsplit(Settings.from_env().debian_mirror).hostname
 QUICK_BOTTLE = """---
 agent: {provider: shell}
 supervise: {wait: 2}
@@ -27,9 +33,10 @@ env:
   COPIED: "${IT_COPIED}"
 egress:
   routes:
-    - {host: upstream.test, paths: [/allowed/], methods: [GET]}
+    - {host: upstream.test, paths: [/allowed/], methods: [GET], private: true}
+    - {host: MIRROR_HOST, methods: [GET]}
 ---
-"""
+""".replace("MIRROR_HOST", str(MIRROR_HOST))
 
 TOOL_DOCKERFILE = """FROM ${BOTTLE_AGENT_IMAGE}
 RUN apt-get update \\
@@ -108,12 +115,104 @@ def test_capability_block_replaces_the_agent_alone(quick) -> None:
     assert new_image != old_image and new_image.startswith("bottle-agent-capability:")
     assert f"image: {new_image}" in quick.state.compose_file.read_text()
     (recorded,) = (quick.state.path / "capabilities").glob("*.Dockerfile")
-    assert recorded.read_text() == "ARG BOTTLE_AGENT_IMAGE\n" + dockerfile
+    assert recorded.read_text() == with_build_trust(dockerfile)
     assert new_image.endswith(recorded.stem)
     status = mcp(quick, "proposal-status", {"id": _id(answer)})
     assert "approved and applied" in status
     entry = json.loads(quick.state.audit_log.read_text().splitlines()[-1])
     assert entry["tool"] == "capability-block" and new_image in entry["diff"]
+    # apt fetched through egress: the build's requests are in its decision log.
+    fetched = [e for e in _egress_log(quick) if e["host"] == MIRROR_HOST]
+    assert fetched and {e["decision"] for e in fetched} == {"allow"}, fetched
+
+
+def _egress_log(instance) -> list[dict]:
+    """Egress's decisions so far; it writes the file at its first request."""
+    path = instance.state.egress_log
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _gateway(network: str) -> str:
+    out = subprocess.run(
+        [
+            "docker",
+            "network",
+            "inspect",
+            network,
+            "--format",
+            "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def test_capability_build_reaches_only_the_routes_of_the_bottle(quick) -> None:
+    gateway = _gateway(f"{quick.metadata.compose_project}_internal")
+    upstream_ip = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            f"{quick.metadata.compose_project}_egress",
+            quick.metadata.images["sidecar"],
+            "python",
+            "-c",
+            "import socket; print(socket.gethostbyname('upstream.test'))",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    code = "curl -s -m 10 -o /dev/null -w '%{http_code}'"
+    probe = f"""FROM ${{BOTTLE_AGENT_IMAGE}}
+# run {uuid.uuid4().hex}
+RUN test "$({code} http://upstream.test/allowed/build)" = 200
+RUN test "$({code} http://upstream.test/other/build)" = 403
+RUN test "$({code} http://{gateway}:8080/gateway)" = 403
+RUN test "$({code} http://172.17.0.1/docker0)" = 403
+RUN ! curl -s -m 5 --noproxy '*' http://upstream.test/allowed/direct
+RUN ! curl -s -m 5 --noproxy '*' http://{upstream_ip}/allowed/direct
+"""
+    answer = mcp(quick, "capability-block", {"dockerfile": probe, "justification": "probe"})
+    lines: list[str] = []
+    approve(quick, _id(answer), progress=lines.append)
+    assert any("through egress" in line for line in lines), lines
+    seen = {(e["host"], e["path"]): e["decision"] for e in _egress_log(quick)}
+    assert seen[("upstream.test", "/allowed/build")] == "allow"
+    assert seen[("upstream.test", "/other/build")] == "refuse"
+    assert seen[(gateway, "/gateway")] == "refuse"
+    assert seen[("172.17.0.1", "/docker0")] == "refuse"
+    # The direct attempts never reached egress (nor anything else: the RUN steps passed).
+    assert ("upstream.test", "/allowed/direct") not in seen
+
+
+def test_capability_build_to_an_unrouted_host_fails_and_is_logged_refused(quick) -> None:
+    before = {s.service: s.container_id for s in quick.compose.ps()}
+    fetch = "FROM ${BOTTLE_AGENT_IMAGE}\nRUN curl -fsS -m 10 http://not-routed.test/payload\n"
+    proposal_id = _id(mcp(quick, "capability-block", {"dockerfile": fetch, "justification": "j"}))
+    with pytest.raises(ApplyError) as caught:
+        approve(quick, proposal_id)
+    assert "403" in caught.value.message, caught.value.message
+    refused = [e for e in _egress_log(quick) if e["host"] == "not-routed.test"]
+    assert refused and {e["decision"] for e in refused} == {"refuse"}, refused
+    assert proposal_queue(quick).get(proposal_id).status == "pending"
+    assert {s.service: s.container_id for s in quick.compose.ps()} == before
+
+
+def test_offline_capability_build_has_no_network(quick) -> None:
+    offline = (
+        f"FROM ${{BOTTLE_AGENT_IMAGE}}\n# run {uuid.uuid4().hex}\n"
+        "RUN ! curl -s -m 5 http://upstream.test/allowed/offline\n"
+    )
+    proposal_id = _id(mcp(quick, "capability-block", {"dockerfile": offline, "justification": "j"}))
+    done = cli("approve", quick.slug, str(proposal_id), "--yes", "--offline", cwd=quick.state.path)
+    assert done.returncode == 0, done.stderr
+    assert "(offline)" in done.stderr
+    assert all(e["path"] != "/allowed/offline" for e in _egress_log(quick))
 
 
 def test_capability_build_failure_goes_to_the_operator_and_stays_pending(quick) -> None:

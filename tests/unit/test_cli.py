@@ -310,3 +310,59 @@ def test_logs_of_a_stopped_instance_come_from_its_saved_log(
     broken = bottle("logs", "shell-fghij", home=home, cwd=repo)
     assert broken.returncode == 1 and "cannot read the saved log" in broken.stderr
     assert "Traceback" not in broken.stderr
+
+
+HOSTILE = "GET /\x1b[2K\x1b[1A\r\x1b]0;owned\x07\u202eevil\x9b2J"
+
+
+def test_agent_text_reaches_the_terminal_inert(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bottle_cli import output
+
+    monkeypatch.setattr(output, "out", output.Console(highlight=False, soft_wrap=True))
+    monkeypatch.setattr(output, "err", output.Console(stderr=True, highlight=False))
+    output.table(["what"], [[HOSTILE]])
+    output.line(HOSTILE)
+    output.block(HOSTILE + "\nsecond line\n")
+    output.error(HOSTILE, hint=HOSTILE)
+    output.warn(HOSTILE)
+    output.progress(HOSTILE)
+    output.print_json({"justification": HOSTILE})
+    seen = capsys.readouterr()
+    for stream in (seen.out, seen.err):
+        assert not any(c in stream for c in "\x1b\x07\r\x9b\u202e"), repr(stream)
+    assert "\\x1b[2K" in seen.out and "\\u202e" in seen.out and "second line" in seen.out
+    assert "\\x1b]0;owned\\x07" in seen.err
+    assert '"GET /\\u001b[2K' in seen.out  # --json: the encoder escapes every control
+
+
+def test_the_egress_log_shows_a_hostile_path_inert(
+    bottle: Callable[..., CliResult], home: Path, repo: Path
+) -> None:
+    from bottle.files import now
+    from bottle.state import InstanceStatus, Metadata, StateDir
+
+    state = StateDir(home / "state" / "shell-abcdf")
+    state.create()
+    state.write_metadata(
+        Metadata(
+            slug="shell-abcdf",
+            agent="shell",
+            bottle="default",
+            provider="shell",
+            cwd="/",
+            compose_project="bottle-shell-abcdf",
+            images={},
+            services=["agent"],
+            status=InstanceStatus.FINISHED,
+            started_at=now(),
+            updated_at=now(),
+        )
+    )
+    record = {"time": "t", "decision": "refuse", "method": "GET", "host": "a.test", "path": HOSTILE}
+    state.egress_log.parent.mkdir(parents=True, exist_ok=True)
+    state.egress_log.write_text(json.dumps(record) + "\n")
+    done = bottle("egress", "log", "shell-abcdf", home=home, cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\\x1b[2K" in done.stdout

@@ -72,11 +72,13 @@ class ProposalsControl:
         edited_payload: Mapping[str, Any] | None = None,
         settings: Settings | None = None,
         progress: Progress | None = None,
+        offline: bool = False,
     ) -> Proposal:
         """Apply an approved proposal to the live instance, then record the decision.
 
         ``edited_payload`` replaces what the agent asked for (validated like a new proposal);
-        ``progress`` gets the lines of a capability build.
+        ``progress`` gets the lines of a capability build; ``offline`` builds it with no
+        network (else through the bottle's egress).
         """
         settings = Settings.default() if settings is None else settings
         with transaction(self.instance) as change:
@@ -111,7 +113,11 @@ class ProposalsControl:
 
                     before = agent_image
                     after = replace_agent_image(
-                        self.instance, payload.dockerfile, settings=settings, progress=progress
+                        self.instance,
+                        payload.dockerfile,
+                        settings=settings,
+                        progress=progress,
+                        offline=offline,
                     )
             except BottleError as exc:
                 # The kind is kept: a refused Dockerfile is bad input, a failed build is not.

@@ -175,6 +175,17 @@ class ComposeProject:
         pairs = (item.partition("=") for item in containers[0].config.env or [])
         return {name: value for name, _, value in pairs}
 
+    def address(self, service: str, network: str) -> str:
+        """The IP address of ``service``'s container on the project's ``network``."""
+        full = f"{self.project}_{network}"
+        with docker_errors(f"reading the address of {service}"):
+            containers = self._docker.compose.ps(services=[service])
+        endpoints = containers[0].network_settings.networks or {} if containers else {}
+        endpoint = endpoints.get(full)
+        if endpoint is None or not endpoint.ip_address:
+            raise EngineError(f"{service} of {self.project} has no address on {full}", argv=[])
+        return str(endpoint.ip_address)
+
     def exec(
         self,
         service: str,

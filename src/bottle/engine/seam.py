@@ -38,6 +38,8 @@ class Project(Protocol):
 
     def service_env(self, service: str) -> dict[str, str]: ...
 
+    def address(self, service: str, network: str) -> str: ...
+
     def exec(
         self,
         service: str,
@@ -57,8 +59,17 @@ class Engine(Protocol):
     def check(self) -> None:
         """``DockerUnavailable`` (naming the fix) when the engine cannot be used."""
 
-    def ensure_image(self, spec: ImageSpec, *, settings: Settings, progress: Progress) -> str:
-        """The local ref of ``spec``'s image, built first when missing."""
+    def ensure_image(
+        self,
+        spec: ImageSpec,
+        *,
+        settings: Settings,
+        progress: Progress,
+        network: str | None = None,
+        proxy_args: Mapping[str, str] | None = None,
+    ) -> str:
+        """The local ref of ``spec``'s image, built first when missing (RUN steps on
+        ``network``, with ``proxy_args`` as the predefined proxy build args)."""
 
     def project(self, *, compose_file: Path, project: str, project_dir: Path) -> Project:
         """The compose project ``project`` (nothing is called until a method is)."""
@@ -72,10 +83,20 @@ class DockerEngine:
 
         check_docker()
 
-    def ensure_image(self, spec: ImageSpec, *, settings: Settings, progress: Progress) -> str:
+    def ensure_image(
+        self,
+        spec: ImageSpec,
+        *,
+        settings: Settings,
+        progress: Progress,
+        network: str | None = None,
+        proxy_args: Mapping[str, str] | None = None,
+    ) -> str:
         from bottle.engine.images import ensure_image
 
-        return ensure_image(spec, settings=settings, progress=progress)
+        return ensure_image(
+            spec, settings=settings, progress=progress, network=network, proxy_args=proxy_args
+        )
 
     def project(self, *, compose_file: Path, project: str, project_dir: Path) -> Project:
         from bottle.engine.compose import ComposeProject

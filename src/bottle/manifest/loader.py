@@ -6,8 +6,9 @@ Where definitions come from, in order of trust:
 * ``$BOTTLE_HOME/agents/<name>.md``   agents
 * ``./.bottle/agents/<name>.md``      agents of the repository you run in; they may not
   widen anything, so they can name a bottle but never carry routes, env, remotes or a
-  Dockerfile. When a name exists both in the home and in the repository, the home file
-  wins and a warning says so: a repository must not silently replace the user's agent.
+  Dockerfile. A name that exists in the home or built in is never replaced by the
+  repository's file (ignored, with a warning), and a repository agent starts only once
+  the user trusted its exact content (``bottle trust PATH``, see ``bottle.trust``).
 * built-in ``default`` bottle and ``shell`` agent, used when no file has that name.
 """
 
@@ -33,6 +34,7 @@ from bottle.manifest.models import (
     check_name,
 )
 from bottle.sidecars import registry
+from bottle.trust import TrustState, read_agent_file, refusal, state_of
 
 Origin = Literal["home", "repo", "builtin"]
 #: Keys only a bottle may set, beside every sidecar's section.
@@ -62,6 +64,7 @@ class AgentSource:
     path: Path | None
     origin: Origin
     body: str = ""
+    trust: TrustState | None = None  # repository agents only: see bottle.trust
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,12 @@ class Manifest:
     skills_dirs: tuple[Path, ...] = field(default=())
 
     def agent(self, name: str) -> AgentSource:
+        """The agent to start; a repository agent only if the user trusted its content."""
         try:
-            return self.agents[name]
+            source = self.agents[name]
+            if source.origin == "repo" and source.trust != "trusted" and source.path:
+                raise refusal(source.path, source.trust or "untrusted")
+            return source
         except KeyError:
             known = ", ".join(sorted(self.agents)) or "none"
             raise ManifestError(
@@ -189,6 +196,16 @@ def _name_from(path: Path) -> str:
         ) from None
 
 
+def _read_repo(path: Path, home: Path) -> tuple[dict[str, Any], str, TrustState]:
+    """A repository agent file: read once (no link, FIFO or device), parsed and trust-checked."""
+    try:
+        raw = read_agent_file(path)
+        text = io.StringIO(raw.decode("utf-8"), newline=None).read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"cannot read: {exc}", path=path, hint="Check the file.") from None
+    return (*split_front_matter(text, path), state_of(home, path, raw))
+
+
 def _read(path: Path) -> tuple[dict[str, Any], str]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -242,21 +259,26 @@ def load_manifest(*, home: Path, cwd: Path) -> Manifest:
         for name, (spec, body) in BUILTIN_AGENTS.items()
     }
     warnings: list[str] = []
-    home_agents: set[str] = set()
     for origin, directory in (("home", home / "agents"), ("repo", repo_dir / "agents")):
         for path in _md_files(directory):
             name = _name_from(path)
-            data, body = _read(path)
-            spec = validate(AgentSpec, _agent_data(data, path, origin), path)  # type: ignore[arg-type]
-            if origin == "repo" and name in home_agents:
+            if origin == "repo" and name in agents:
+                # Never shadowed, built-in ones neither: `bottle start shell` must stay shell.
+                shadowed = agents[name]
+                wins = "your home wins" if shadowed.origin == "home" else "the built-in wins"
                 warnings.append(
-                    f"agent {name!r} is defined in {path} and in your home; "
-                    f"using {agents[name].path} (your home wins)"
+                    f"agent {name!r} is defined in {path}, which is ignored: using "
+                    f"{shadowed.path or 'the built-in one'} ({wins}; a repository never "
+                    "replaces your or bottle's agents)"
                 )
                 continue
-            if origin == "home":
-                home_agents.add(name)
-            agents[name] = AgentSource(name, spec, path, origin, body)  # type: ignore[arg-type]
+            trust_state: TrustState | None = None
+            if origin == "repo":
+                data, body, trust_state = _read_repo(path, home)
+            else:
+                data, body = _read(path)
+            spec = validate(AgentSpec, _agent_data(data, path, origin), path)  # type: ignore[arg-type]
+            agents[name] = AgentSource(name, spec, path, origin, body, trust_state)  # type: ignore[arg-type]
 
     for agent in agents.values():
         if agent.spec.bottle not in bottles:

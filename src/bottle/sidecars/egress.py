@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError
 
-from bottle import layout
+from bottle import layout, safefs
 from bottle.errors import ApplyError, ApplyFailed, ManifestError
 from bottle.manifest.models import Strict
 from bottle.policy import EnvName, Route, Routes, RoutesFileError, parse_routes_file
@@ -133,7 +133,8 @@ class _Egress(SidecarBase[Egress, EgressPlan]):
     def status(self, host: SidecarHost) -> EgressStatus:
         path = host.state.status_file(self.name)
         try:
-            return EgressStatus.model_validate_json(path.read_bytes())
+            # A sidecar-written file: no link followed, bounded.
+            return EgressStatus.model_validate_json(safefs.read_regular(path, max_bytes=1 << 20))
         except (OSError, ValueError):
             return EgressStatus(ready=False)
 
