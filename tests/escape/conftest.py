@@ -46,6 +46,7 @@ egress:
       paths: [/allowed/]
       methods: [GET]
       auth: {{scheme: bearer, token_ref: {SECRET_VAR}}}
+      private: true   # upstream.test is a container on the bottle's egress network
 ---
 """
 
