@@ -270,7 +270,8 @@ class StateDir:
 def owner_alive(metadata: Metadata) -> bool:
     """Whether the bottle process that owns this session (or its start) still runs."""
     if metadata.pid is None:
-        return True
+        # Every start records its pid; a start without one (an older bottle's) has no owner.
+        return metadata.status != InstanceStatus.STARTING
     try:
         os.kill(metadata.pid, 0)
     except ProcessLookupError:

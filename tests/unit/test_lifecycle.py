@@ -120,6 +120,12 @@ def test_a_dead_owners_start_can_be_stopped_and_ends_failed(home: Path) -> None:
     assert "down" in engine.calls and meta.pid is None
 
 
+def test_a_start_without_an_owner_is_recoverable(home: Path) -> None:
+    # Written by an older bottle, whose detached starts recorded no pid.
+    state = make_state(home, "shell-aaaad", InstanceStatus.STARTING)
+    assert state.transition(InstanceStatus.STOPPING).status == InstanceStatus.STOPPING
+
+
 def test_a_dead_owners_stopping_state_can_fail(home: Path) -> None:
     state = make_state(home, "shell-aaaab", InstanceStatus.STOPPING, pid=dead_pid())
     assert state.transition(InstanceStatus.FAILED).status == InstanceStatus.FAILED
@@ -186,6 +192,15 @@ def test_cli_cleanup_prints_each_failure_and_exits_1(
     assert "take down shell-live2: instance shell-live2 is starting" in done.stderr
     assert "done   remove dir shell-done2" in done.stderr and "1 failed" in done.stderr
     assert not (home / "state" / "shell-done2").exists()
+
+
+def test_ls_shows_a_live_start_as_starting_and_a_dead_one_as_preserved() -> None:
+    from bottle.instances import _effective
+
+    assert _effective(InstanceStatus.STARTING, 0, owner_ok=True) == InstanceStatus.STARTING
+    assert _effective(InstanceStatus.STARTING, 2, owner_ok=False) == InstanceStatus.PRESERVED
+    assert _effective(InstanceStatus.RUNNING, 0, owner_ok=True) == InstanceStatus.PRESERVED
+    assert _effective(InstanceStatus.RUNNING, 2, owner_ok=True) == InstanceStatus.RUNNING
 
 
 # -- sidecar health -------------------------------------------------------------------------
