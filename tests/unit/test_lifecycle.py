@@ -21,7 +21,7 @@ from bottle.manifest import load_manifest
 from bottle.manifest.loader import MAX_ALIASED_NODES, split_front_matter
 from bottle.settings import Settings
 from bottle.state import InstanceStatus, Metadata, StateDir, check_slug
-from tests.conftest import CliResult, run_cli_here, write
+from tests.conftest import CliResult, run_cli_here, user_owned, write
 from tests.fakes import FakeEngine
 
 
@@ -156,7 +156,8 @@ def test_a_detached_start_is_owned_while_it_starts(home: Path, repo: Path) -> No
             project.up = up  # type: ignore[method-assign]
             return project
 
-    bottle = Bottle("shell", cwd=repo, settings=Settings(home=home), environ={}, engine=Watching())
+    cwd = user_owned(repo)
+    bottle = Bottle("shell", cwd=cwd, settings=Settings(home=home), environ={}, engine=Watching())
     instance = bottle.start()
     assert seen == [os.getpid()]  # a kill -9 now is recoverable: the owner is known
     assert instance.metadata.pid is None  # detached: nobody owns it once it runs
