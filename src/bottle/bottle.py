@@ -110,7 +110,8 @@ class Bottle:
             say(f"starting {plan.compose_project}")
             values = {name: self.environ[name] for name in self._host_vars(plan)}
             instance.compose.up(env={**values, **answers}, wait_timeout=wait_timeout)
-            state.transition(InstanceStatus.RUNNING)
+            # A detached start owned the state only while starting; nobody owns it now.
+            state.transition(InstanceStatus.RUNNING, pid=owner_pid)
         except BaseException as exc:
             _fail(instance, exc)
             raise
@@ -158,7 +159,9 @@ class Bottle:
                 status=InstanceStatus.STARTING,
                 started_at=stamp,
                 updated_at=stamp,
-                pid=owner_pid,
+                # Even a detached start has an owner while it starts: if this process dies
+                # mid-start, stop and cleanup can tell (bottle.state's recovery).
+                pid=os.getpid() if owner_pid is None else owner_pid,
                 version=plan.version,
             )
         )
