@@ -17,6 +17,7 @@ from bottle.engine.seam import DockerEngine, Engine
 from bottle.errors import BottleError, PlanError
 from bottle.files import atomic_write, now
 from bottle.instance import Instance
+from bottle.machine import host_addresses
 from bottle.manifest import Manifest, load_manifest
 from bottle.plan import BottlePlan, PlanOptions, resolve_plan
 from bottle.settings import Settings, package_version
@@ -116,7 +117,8 @@ class Bottle:
             self._write_state(plan, state, owner_pid)
             say(f"starting {plan.compose_project}")
             values = {name: self.environ[name] for name in self._host_vars(plan)}
-            instance.compose.up(env={**values, **answers}, wait_timeout=wait_timeout)
+            machine = {"BOTTLE_HOST_ADDRESSES": ",".join(host_addresses())}
+            instance.compose.up(env={**values, **answers, **machine}, wait_timeout=wait_timeout)
             # A detached start owned the state only while starting; nobody owns it now.
             state.transition(InstanceStatus.RUNNING, pid=owner_pid)
         except BaseException as exc:

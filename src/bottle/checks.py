@@ -9,18 +9,17 @@ word, so it is parsed strictly: anything unexpected is a failed check, never tru
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 
 from bottle import layout
 from bottle.errors import EngineError
+from bottle.machine import host_addresses
 
 if TYPE_CHECKING:
     from bottle.instance import Instance
@@ -48,21 +47,6 @@ class CheckResult:
 
 def probe_script() -> bytes:
     return resources.files("bottle").joinpath("probe.py").read_bytes()
-
-
-def host_addresses() -> list[str]:
-    """This machine's own IPv4 addresses, loopback excepted (Linux: the LOCAL routes)."""
-    try:
-        lines = Path("/proc/net/fib_trie").read_text().splitlines()
-    except OSError:
-        return []
-    found = []
-    for before, line in itertools.pairwise(lines):
-        if "/32 host LOCAL" in line:
-            address = before.split()[-1]
-            if not address.startswith("127."):
-                found.append(address)
-    return sorted(dict.fromkeys(found))
 
 
 def probe_plan(
