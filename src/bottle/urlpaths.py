@@ -27,6 +27,13 @@ def bare(path: str) -> str:
 def ambiguity(path: str) -> str | None:
     """Why servers may read ``path`` (query included or not) differently; None: they agree."""
     raw = bare(path)
+    decoded = unquote(raw).replace("\\", "/")
+    for segment in decoded.split("/"):
+        if segment.split(";", 1)[0] in {".", ".."}:
+            return (
+                "the path has dot segments (/./ or /../, maybe %-encoded or with ;params "
+                "like ..;); send the normalized path"
+            )
     if _DOUBLE_ENCODED_RE.search(raw):
         return "the path is percent-encoded twice (like %252e); send it encoded once"
     if "\\" in raw:
@@ -37,14 +44,6 @@ def ambiguity(path: str) -> str | None:
             f"the path has an encoded {found.group(0)!r} (slash, backslash or NUL), which "
             "servers decode differently; send the path without it"
         )
-    decoded = unquote(raw)
-    for segment in decoded.split("/"):
-        name = segment.split(";", 1)[0]
-        if name in {".", ".."}:
-            return (
-                "the path has dot segments (/./ or /../, maybe %-encoded or with ;params "
-                "like ..;); send the normalized path"
-            )
     return None
 
 
