@@ -282,12 +282,14 @@ class Routes(_Strict):
                 return route
         return None
 
-    def credential_route_for(self, host: str) -> Route | None:
-        """The first route with ``auth`` naming this host (a host gets one credential)."""
-        for route in self.routes:
-            if route.auth is not None and route.matches_host(host):
-                return route
-        return None
+    def credential_wires(self, host: str) -> frozenset[tuple[str, int]]:
+        """Where this host's credential may go: the (https, port) of each route with ``auth``
+        naming it; empty when no route gives the host a credential."""
+        return frozenset(
+            wire
+            for route in self.routes
+            if route.matches_host(host) and (wire := route.credential_wire()) is not None
+        )
 
     def passthrough_for(self, host: str) -> bool:
         """True when the first route naming this host says not to intercept it."""

@@ -171,7 +171,13 @@ def test_scheme_and_port_are_matched() -> None:
     assert routes.match("GET", "e.io", "/", scheme="https", port=8443) is e
     assert routes.match("GET", "e.io", "/", scheme="https", port=443) is None
     assert d.credential_wire() == ("https", 443) and a.credential_wire() is None
-    assert routes.credential_route_for("d.io") is d and routes.credential_route_for("a.io") is None
+    assert routes.credential_wires("d.io") == {("https", 443)}
+    assert routes.credential_wires("a.io") == frozenset()
+    both = table(
+        {"host": "f.io", "auth": {"scheme": "bearer", "token_ref": "T"}},
+        {"host": "f.io", "port": 8443, "auth": {"scheme": "bearer", "token_ref": "T"}},
+    )
+    assert both.credential_wires("f.io") == {("https", 443), ("https", 8443)}
 
 
 def test_a_credential_over_plain_http_is_refused() -> None:

@@ -78,15 +78,17 @@ def wire_refusal(routes: Routes, host: str, scheme: str, port: int) -> str | Non
     The host's credential goes only over TLS to the route's port; anything else to that host
     is refused, whatever other route names it, so the token is never in the clear or elsewhere.
     """
-    route = routes.credential_route_for(host)
-    wire = route.credential_wire() if route is not None else None
-    if wire is None or (scheme, port) == wire:
+    wires = routes.credential_wires(host)
+    if not wires or (scheme, port) in wires:
         return None
+    ports = sorted(wire_port for _, wire_port in wires)
     how = "plain HTTP" if scheme != "https" else f"port {port}"
+    where = " or ".join(str(p) for p in ports)
+    first = ports[0]
     return (
-        f"{host} gets a credential, which egress sends only over https to port {wire[1]}; "
+        f"{host} gets a credential, which egress sends only over https to port {where}; "
         f"this request uses {how} ({scheme}, port {port}), so it is refused: use "
-        f"https://{host}{'' if wire[1] == 443 else f':{wire[1]}'}/"
+        f"https://{host}{'' if first == 443 else f':{first}'}/"
     )
 
 
