@@ -291,11 +291,12 @@ class Routes(_Strict):
             if route.matches_host(host) and (wire := route.credential_wire()) is not None
         )
 
-    def passthrough_for(self, host: str) -> bool:
-        """True when the first route naming this host says not to intercept it."""
+    def passthrough_for(self, host: str, port: int | None = None) -> bool:
+        """True when the first route naming this host says not to intercept it (on ``port``,
+        when given: a passthrough route tunnels only to its own port, 443 by default)."""
         for route in self.routes:
             if route.matches_host(host):
-                return route.passthrough
+                return route.passthrough and (port is None or port == (route.port or 443))
         return False
 
     def private_for(self, host: str) -> bool:

@@ -304,12 +304,27 @@ def client_hello(sni: str | None) -> Any:
     return parse_client_hello(outgoing.read())
 
 
-def hello_data(server: str, sni: str | None) -> Any:
+def hello_data(server: str, sni: str | None, port: int = 443) -> Any:
     from mitmproxy import options, tls
 
     ctx = context.Context(tflow.tclient_conn(), options.Options())
-    ctx.server.address = (server, 443)
+    ctx.server.address = (server, port)
     return tls.ClientHelloData(ctx, client_hello(sni))
+
+
+def test_passthrough_tunnels_only_to_its_port(env: Env) -> None:
+    """Another port of a passthrough host is intercepted, so its requests meet the routes
+    (which match only the route's port) and are refused with a readable reason."""
+    data = hello_data("files.passthrough.example", "files.passthrough.example", 8443)
+    env.fire(TlsClienthelloHook(data))
+    assert data.ignore_connection is False
+    flow = connect_flow("files.passthrough.example", 8443)
+    env.fire(HttpConnectHook(flow))
+    assert env.log_lines() == []  # not logged as a passthrough tunnel
+    inner = make_flow("GET", "https://files.passthrough.example:8443/x")
+    env.fire(HttpRequestHook(inner))
+    assert inner.response is not None and inner.response.status_code == 403
+    assert "port 8443" in body(inner)["reason"]
 
 
 @pytest.mark.parametrize(

@@ -121,11 +121,13 @@ class Guards:
         try:
             address = data.context.server.address
             host = (address[0] if address else data.client_hello.sni) or ""
+            port = int(address[1]) if address else 443
             routes = self.tables.current.routes
-            if host and routes.passthrough_for(host):
+            if host and routes.passthrough_for(host, port):
                 sni = data.client_hello.sni
                 # A different SNI inside the tunnel must itself be passthrough, or we look in.
-                if sni is None or host_of(sni) == host_of(host) or routes.passthrough_for(sni):
+                same = sni is None or host_of(sni) == host_of(host)
+                if same or routes.passthrough_for(sni or "", port):
                     data.ignore_connection = True
         except Exception as exc:  # intercepting is the safe default: requests get matched
             logger.error(
@@ -181,7 +183,7 @@ class Guards:
             if route.matches_host(host):
                 record["route"] = index
                 break
-        if current.routes.passthrough_for(host):
+        if current.routes.passthrough_for(host, flow.request.port):
             record["reason"] = "passthrough tunnel (TLS not intercepted)"
             # The tunnel's bytes are never seen again: log the decision now.
             self.log.log_flow(flow)
