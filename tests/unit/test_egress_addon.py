@@ -506,6 +506,18 @@ def test_method_overrides_must_name_an_allowed_method(
     assert GH_SECRET not in str(flow.request.headers)
 
 
+def test_an_unknown_override_method_is_refused_without_echoing_it(env: Env) -> None:
+    flow = make_flow(
+        "GET",
+        "https://api.github.com/repos/o/r",
+        headers={"X-HTTP-Method-Override": "PURGE\x1b]0;x\x07"},
+    )
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    reason = body(flow)["reason"]
+    assert "an unknown method" in reason and "PURGE" not in reason
+
+
 def test_plain_routes_match_scheme_and_port(env: Env) -> None:
     for url, allowed in [
         ("https://pypi.org/simple/", True),

@@ -17,7 +17,7 @@ from urllib.parse import unquote, unquote_plus
 from mitmproxy import http, tcp, tls, udp
 
 from bottle import urlpaths
-from bottle.policy import DEFAULT_PORTS, Routes
+from bottle.policy import DEFAULT_PORTS, HTTP_METHODS, Routes
 from bottle.runtime.egress import dlp
 from bottle.runtime.egress.log import DecisionLog, call, flow_record
 from bottle.runtime.egress.records import LogRecord
@@ -72,8 +72,11 @@ def method_overrides(req: http.Request) -> list[tuple[str, str]]:
     return found
 
 
-def wire_refusal(routes: Routes, host: str, scheme: str, port: int) -> str | None:
-    """Why a request to a credentialed host may not go this way (None: it may).
+def wire_refusal(
+    routes: Routes, host: str, scheme: str, port: int, shown: str | None = None
+) -> str | None:
+    """Why a request to a credentialed host may not go this way (None: it may); ``shown``
+    is the host as the reason may show it.
 
     The host's credential goes only over TLS to the route's port; anything else to that host
     is refused, whatever other route names it, so the token is never in the clear or elsewhere.
@@ -82,6 +85,7 @@ def wire_refusal(routes: Routes, host: str, scheme: str, port: int) -> str | Non
     if not wires or (scheme, port) in wires:
         return None
     ports = sorted(wire_port for _, wire_port in wires)
+    host = shown or host
     how = "plain HTTP" if scheme != "https" else f"port {port}"
     where = " or ".join(str(p) for p in ports)
     first = ports[0]
@@ -227,9 +231,9 @@ class Guards:
 
         scheme = req.scheme.lower()
         port = req.port or DEFAULT_PORTS.get(scheme, 0)
-        wrong_wire = wire_refusal(current.routes, host, scheme, port)
+        wrong_wire = wire_refusal(current.routes, host, scheme, port, shown_host)
         if wrong_wire is not None:
-            return refuse(wrong_wire.replace(host, shown_host))
+            return refuse(wrong_wire)
 
         headers: dict[str, str] = {}
         for name, value in header_pairs(req.headers):  # repeated headers joined, like mitmproxy
@@ -248,8 +252,9 @@ class Guards:
                 continue
             allowed = current.routes.match(claimed, host, path, headers, scheme=scheme, port=port)
             if allowed is None:
+                named = claimed if claimed in HTTP_METHODS else "an unknown method"
                 return refuse(
-                    f"the {where} asks the server for {self.log.safe_host(claimed)}, which no "
+                    f"the {where} asks the server for {named}, which no "
                     f"route for {shown_host} allows on {shown_path}; send the real method"
                 )
         # By identity: equal routes may repeat, and == on models is slow on this path.

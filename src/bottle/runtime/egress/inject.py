@@ -43,13 +43,14 @@ class Inject:
         if auth is not None:
             req = flow.request
             wire = (req.scheme.lower(), req.port)
-            if wire != route.credential_wire():
+            allowed = route.credential_wire()
+            if wire != allowed:
                 self.log.refuse(
                     flow,
                     403,
                     "egress_refused",
                     f"the credential for {route.host} goes only over https to port "
-                    f"{route.port or 443}, not {wire[0]} to port {wire[1]}",
+                    f"{allowed[1] if allowed else 443}, not {wire[0]} to port {wire[1]}",
                     f"use https://{route.host}/",
                 )
                 return
