@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -34,6 +35,7 @@ class InstanceInfo(BaseModel):
     started_at: datetime | None
     cwd: str | None
     state_dir: str | None
+    sidecars: dict[str, dict[str, Any]] = {}  # what each sidecar describes (no secrets)
 
 
 def _effective(status: InstanceStatus, running: int, owner_ok: bool) -> InstanceStatus:
@@ -69,6 +71,7 @@ def instances(settings: Settings | None = None) -> list[InstanceInfo]:
                 started_at=meta.started_at,
                 cwd=meta.cwd,
                 state_dir=str(state.path),
+                sidecars=meta.sidecars,
             )
         )
     for name, (running, _exited) in sorted(projects.items()):
