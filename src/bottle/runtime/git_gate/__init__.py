@@ -35,6 +35,7 @@ STATUS_ENV = "BOTTLE_GIT_GATE_STATUS"
 LOG_ENV = "BOTTLE_GIT_GATE_LOG"
 WORK_ENV = "BOTTLE_GIT_GATE_WORK"  # mirrors (a tmpfs in the container)
 SECRETS_ENV = "BOTTLE_GIT_GATE_SECRETS"  # the gate's own key files (a tmpfs, 0700)
+PORT_ENV = "BOTTLE_GIT_GATE_PORT"  # default layout.GIT_GATE_PORT
 #: Set by the server for the hook: which remote a push is for.
 REMOTE_ENV = "BOTTLE_GIT_GATE_REMOTE"
 

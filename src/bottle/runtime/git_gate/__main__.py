@@ -75,12 +75,13 @@ def main(environ: MutableMapping[str, str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     state = server.Gate(config, work, env)
     state.prepare()
-    httpd = server.serve(state, "0.0.0.0", layout.GIT_GATE_PORT)  # noqa: S104 - internal network only
+    port = int(env.get(gate.PORT_ENV) or layout.GIT_GATE_PORT)
+    httpd = server.serve(state, "0.0.0.0", port)  # noqa: S104 - internal network only
     now = datetime.now(UTC).isoformat(timespec="seconds")
     record = GateStatus(loaded_at=now, remotes=tuple(r.name for r in config.remotes))
     atomic_write(status, record.model_dump_json(indent=2) + "\n")
     print(
-        f"git-gate: serving {', '.join(record.remotes)} on :{layout.GIT_GATE_PORT}",
+        f"git-gate: serving {', '.join(record.remotes)} on :{httpd.server_address[1]}",
         file=sys.stderr,
         flush=True,
     )
