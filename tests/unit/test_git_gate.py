@@ -421,3 +421,16 @@ def test_main_writes_status_once_listening(tmp_path: Path, gate_env: dict[str, s
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_new_mirror_takes_upstreams_default_branch(repo_pair: tuple[Path, Path, str]) -> None:
+    work, upstream_repo, _first = repo_pair
+    git(upstream_repo, "symbolic-ref", "HEAD", "refs/heads/main")
+    mirror = upstream_repo.parent / "m.git"
+    git(work, "init", "-q", "--bare", "-b", "master", str(mirror))
+    conn = upstream.Connection(
+        str(upstream_repo), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
+    )
+    upstream.run_git(["fetch", "-q", conn.url, "+refs/heads/*:refs/heads/*"], conn, cwd=mirror)
+    upstream._follow_head(conn, mirror)
+    assert git(mirror, "symbolic-ref", "HEAD").strip() == "refs/heads/main"

@@ -257,6 +257,19 @@ def fetch(
     )
     if done.returncode != 0:
         raise UpstreamError(_explain(remote, conn, done.stderr, config))
+    _follow_head(conn, mirror)
+
+
+def _follow_head(conn: Connection, mirror: Path) -> None:
+    """Point the mirror's HEAD at upstream's default branch, so a clone checks it out; asked
+    of upstream only while HEAD names a branch the mirror does not have."""
+    head = run_git(["symbolic-ref", "-q", "HEAD"], conn, cwd=mirror).stdout.strip()
+    if head and run_git(["rev-parse", "-q", "--verify", head], conn, cwd=mirror).returncode == 0:
+        return
+    listed = run_git(["ls-remote", "--symref", conn.url, "HEAD"], conn, cwd=mirror).stdout
+    match = re.search(r"^ref: (refs/heads/\S+)\tHEAD$", listed, flags=re.MULTILINE)
+    if match:
+        run_git(["symbolic-ref", "HEAD", match[1]], conn, cwd=mirror)
 
 
 def push(
