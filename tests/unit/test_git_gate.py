@@ -139,7 +139,7 @@ def test_files_service_and_description_carry_names_never_values(home: Path, repo
     service = GIT_GATE.compose_service(sub, plan)
     assert "KEY" in service["environment"] and "BOTTLE_DLP_SECRETS=KEY" in service["environment"]
     assert service["networks"] == ["internal", "egress"]
-    assert [t.split(":")[0] for t in service["tmpfs"]] == ["/var/lib/git-gate", "/run/git-gate"]
+    assert service["tmpfs"] == ["/var/lib/git-gate:exec,mode=1777", "/run/git-gate:mode=1777"]
     assert service["labels"]["bottle.git-gate.remotes"] == "origin=git@h.test:r.git"
     text = json.dumps([service, GIT_GATE.describe(sub)]) + b"".join(files.values()).decode()
     assert "the key value" not in text
@@ -434,3 +434,13 @@ def test_a_new_mirror_takes_upstreams_default_branch(repo_pair: tuple[Path, Path
     upstream.run_git(["fetch", "-q", conn.url, "+refs/heads/*:refs/heads/*"], conn, cwd=mirror)
     upstream._follow_head(conn, mirror)
     assert git(mirror, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+
+
+def test_the_gate_refuses_to_serve_when_git_could_not_run_its_hook(
+    tmp_path: Path, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a noexec mount: git would skip the hook and take pushes unscanned.
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
+    with pytest.raises(RuntimeError, match=r"pre-receive hook .* failed its probe"):
+        state.prepare()

@@ -36,6 +36,7 @@ LOG_ENV = "BOTTLE_GIT_GATE_LOG"
 WORK_ENV = "BOTTLE_GIT_GATE_WORK"  # mirrors (a tmpfs in the container)
 SECRETS_ENV = "BOTTLE_GIT_GATE_SECRETS"  # the gate's own key files (a tmpfs, 0700)
 PORT_ENV = "BOTTLE_GIT_GATE_PORT"  # default layout.GIT_GATE_PORT
+PROBE_ENV = "BOTTLE_GIT_GATE_PROBE"  # the hook exits 0 at once (a start-time check)
 #: Set by the server for the hook: which remote a push is for.
 REMOTE_ENV = "BOTTLE_GIT_GATE_REMOTE"
 

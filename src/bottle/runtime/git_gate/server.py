@@ -63,6 +63,17 @@ class Gate:
         hook = self.hooks / "pre-receive"
         hook.write_text(f"#!/bin/sh\nexec {sys.executable} -m bottle.runtime.git_gate.hook\n")
         hook.chmod(0o755)
+        # git skips a hook it cannot execute (a noexec mount) and takes the push unscanned:
+        # refuse to serve rather than fail open.
+        try:
+            probe = subprocess.run(
+                [str(hook)], env={**self.environ, gate.PROBE_ENV: "1"}, capture_output=True,
+                check=False, timeout=60,
+            )  # fmt: skip
+        except OSError as exc:
+            raise RuntimeError(f"the pre-receive hook {hook} cannot run: {exc}") from None
+        if probe.returncode != 0:
+            raise RuntimeError(f"the pre-receive hook {hook} failed its probe: {probe.stderr!r}")
         for remote in self.config.remotes:
             path = self.mirror(remote.name)
             if not (path / "HEAD").is_file():
