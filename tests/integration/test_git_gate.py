@@ -175,15 +175,14 @@ def test_a_push_with_a_secret_is_refused_and_upstream_unchanged(
     assert gate.upstream() == before
 
 
-def test_gitleaks_runs_on_every_push(gate: Gate) -> None:
+def test_gitleaks_runs_on_every_push(gate: Gate, tmp_path: Path) -> None:
+    private, _ = keygen(tmp_path / "throwaway")
     assert gate.clone("leaks").exit_code == 0
-    key = "-----BEGIN OPENSSH PRIVATE KEY-----"
-    script = (
-        f"cd ~/src/leaks && printf '%s\\nb3BlbnNzaC1rZXktdjEAAAAA\\n' '{key}' > id && git add id && "
-        "git commit -qm key && git push origin main 2>&1; echo rc=$?"
-    )
+    put = gate.instance.exec(["sh", "-c", "cat > ~/src/leaks/deploy_key"], stdin=private.encode())
+    assert put.exit_code == 0
+    script = "cd ~/src/leaks && git add deploy_key && git commit -qm key && git push origin main 2>&1; echo rc=$?"
     out = gate.sh(script).stdout
-    assert "rc=0" not in out and "id:1" in out and "gitleaks:" in out, out
+    assert "rc=0" not in out and "deploy_key:1" in out and "gitleaks:private-key" in out, out
 
 
 def test_wrong_pinned_host_key_refuses_the_clone_naming_both_keys(gate: Gate) -> None:

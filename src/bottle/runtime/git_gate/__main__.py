@@ -73,6 +73,10 @@ def main(environ: MutableMapping[str, str] | None = None) -> None:
     ensure_user(env, secrets)
     env.setdefault("HOME", str(secrets))
     work.mkdir(parents=True, exist_ok=True)
+    # The root filesystem may be read-only: temporary files (gitleaks' report) go on the tmpfs.
+    (work / "tmp").mkdir(exist_ok=True)
+    env["TMPDIR"] = str(work / "tmp")
+    os.environ["TMPDIR"] = env["TMPDIR"]
     state = server.Gate(config, work, env)
     state.prepare()
     port = int(env.get(gate.PORT_ENV) or layout.GIT_GATE_PORT)

@@ -29,6 +29,7 @@ FETCH_TIMEOUT = 600.0
 _PASS_ENV = (
     "PATH",
     "HOME",
+    "TMPDIR",
     "LANG",
     "LC_ALL",
     "TZ",
