@@ -105,6 +105,7 @@ class GateRecord(BaseModel):
     findings: list[str] = []  # "rule in file:line (commit)", never the matched text
     scan: str | None = None  # pushes: "clean" | "findings" | "failed"
     upstream: str | None = None  # pushes: "ok" | "rejected" | None (not sent)
+    scan_ms: int | None = None  # pushes: the policy check and secret scan alone
     duration_ms: int = 0
 
 

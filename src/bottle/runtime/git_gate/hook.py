@@ -105,6 +105,7 @@ def run(stdin: TextIO, stderr: TextIO, environ: Mapping[str, str] = os.environ) 
         return done(1, f"git-gate: no remote {name!r} in this bottle", reason="unknown remote")
     try:
         refused, findings = check(remote, updates, git_dir, config, environ)
+        record = record.model_copy(update={"scan_ms": int((time.monotonic() - start) * 1000)})
     except scan.ScanError as exc:
         return done(
             1,
