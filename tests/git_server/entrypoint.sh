@@ -15,5 +15,10 @@ if [ ! -d /srv/git/repo.git ]; then
     rm -rf "$tmp"
 fi
 chown -R git:git /srv/git
+# The same repositories over HTTPS (git http-backend), when the test gave a certificate.
+if [ -s /keys/server.pem ]; then
+    git config --system safe.directory '*'
+    python3 /srv/https_git.py &
+fi
 exec /usr/sbin/sshd -D -e -o PasswordAuthentication=no -o AllowUsers=git \
     -o HostKey=/etc/ssh/ssh_host_ed25519_key

@@ -1,8 +1,12 @@
-"""git-gate against a real SSH git server: one bottle, one server, for the whole module.
+"""git-gate against real SSH and HTTPS git servers: one bottle, one server container, for
+the whole module.
 
 The server is a container on the bottle's ``egress`` network (as ``git.test`` and, with the
-wrong key pinned, ``git2.test``); its host key and the gate's client key are made per run.
-The agent clones outside /workspace, as an agent would.
+wrong key pinned, ``git2.test``) serving one repository over SSH and over HTTPS (``git
+http-backend``, Basic auth with the gate's token). Its host key, the gate's client key, the
+token and the TLS certificate are made per run; the test CA (given to bottle through
+``BOTTLE_EXTRA_CA_CERTS``) is kept between runs so the sidecar image is too. The agent clones
+outside /workspace, as an agent would.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ KNOWN_SECRET = "bottle-known-secret-9f8e7d6c5b4a"
 #: Token-shaped, but no bottle knows it: found by shape (and by gitleaks).
 GITHUB_SHAPED = "ghp_" + "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
 UPSTREAM_REPO = "/srv/git/repo.git"
+SSH_URL = "git@git.test:repo.git"
+HTTPS_URL = "https://git.test/repo.git"
+URLS = pytest.mark.parametrize("url", [SSH_URL, HTTPS_URL], ids=["ssh", "https"])
 IDENTITY = (
     "export GIT_AUTHOR_NAME=agent GIT_AUTHOR_EMAIL=agent@bottle.test "
     "GIT_COMMITTER_NAME=agent GIT_COMMITTER_EMAIL=agent@bottle.test; "
@@ -43,6 +50,7 @@ git:
     - {{name: origin, url: 'git@git.test:repo.git', key_ref: IT_GIT_KEY, host_key: '{host_key}'}}
     - {{name: wrong, url: 'git@git2.test:repo.git', key_ref: IT_GIT_KEY,
        host_key: '{wrong_key}'}}
+    - {{name: web, url: 'https://git.test/repo.git', token_ref: IT_GIT_TOKEN}}
 ---
 """
 
@@ -55,6 +63,32 @@ def keygen(path: Path) -> tuple[str, str]:
     return private, public
 
 
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def cached_ca() -> Path:
+    """A CA kept between runs (a new one would mean a new sidecar image every run)."""
+    cache = (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bottle-it" / "git-ca"
+    )
+    if not (cache / "ca.pem").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+                "ca.pem", "-days", "3650", "-subj", "/CN=bottle-it-git-ca", cwd=cache)  # fmt: skip
+    return cache
+
+
+def server_cert(ca: Path, keys: Path) -> None:
+    (keys / "san.ext").write_text("subjectAltName=DNS:git.test,DNS:git2.test\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+            "server.csr", "-subj", "/CN=git.test", cwd=keys)  # fmt: skip
+    openssl("x509", "-req", "-in", "server.csr", "-CA", str(ca / "ca.pem"), "-CAkey",
+            str(ca / "ca.key"), "-CAcreateserial", "-CAserial", str(keys / "ca.srl"),
+            "-out", "server.pem", "-days", "30", "-extfile", "san.ext", cwd=keys)  # fmt: skip
+    os.chmod(keys / "server.key", 0o644)
+
+
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
 
@@ -62,11 +96,11 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 class Gate:
     """The started bottle, its server container and the secrets the tests look for."""
 
-    def __init__(self, instance: Any, server: str, home: Path, client_key: str) -> None:
+    def __init__(self, instance: Any, server: str, client_key: str, token: str) -> None:
         self.instance = instance
         self.server = server
-        self.home = home
         self.client_key = client_key
+        self.token = token
 
     def sh(self, script: str) -> Any:
         return self.instance.exec(["sh", "-c", IDENTITY + script], capture=True)
@@ -76,7 +110,7 @@ class Gate:
                       "--verify", "-q", ref, check=False)  # fmt: skip
         return done.stdout.strip()
 
-    def clone(self, name: str, url: str = "git@git.test:repo.git") -> Any:
+    def clone(self, name: str, url: str = SSH_URL) -> Any:
         return self.sh(f"rm -rf ~/src/{name} && git clone -q {url} ~/src/{name}")
 
 
@@ -92,6 +126,9 @@ def gate(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Itera
     _, wrong_pub = keygen(tmp / "wrong")
     client_key, client_pub = keygen(tmp / "client")
     (keys / "client.pub").write_text(client_pub + "\n")
+    ca = cached_ca()
+    server_cert(ca, keys)
+    token = "it-token-" + uuid.uuid4().hex
     os.chmod(keys / "host_ed25519", 0o644)  # read by the server's root through the bind
 
     home = tmp / "home"
@@ -100,7 +137,8 @@ def gate(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Itera
     workdir = tmp / "work"
     workdir.mkdir()
     environ = {**os.environ, "BOTTLE_HOME": str(home), "IT_GIT_KEY": client_key,
-               "IT_KNOWN_SECRET": KNOWN_SECRET}  # fmt: skip
+               "IT_KNOWN_SECRET": KNOWN_SECRET, "IT_GIT_TOKEN": token,
+               "BOTTLE_EXTRA_CA_CERTS": str(ca / "ca.pem")}  # fmt: skip
     settings = Settings.from_env(environ)
     server = f"bottle-it-git-{uuid.uuid4().hex[:8]}"
     with Bottle("gated", cwd=workdir, settings=settings, environ=environ).start() as instance:
@@ -111,8 +149,9 @@ def gate(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Itera
         try:
             docker("run", "-d", "--name", server, "--network", f"{meta.compose_project}_egress",
                    "--network-alias", "git.test", "--network-alias", "git2.test",
-                   "--label", "bottle.test=git-server", "-v", f"{keys}:/keys:ro", image)  # fmt: skip
-            ready = Gate(instance, server, home, client_key)
+                   "--label", "bottle.test=git-server", "-v", f"{keys}:/keys:ro",
+                   "-e", f"GIT_TOKEN={token}", image)  # fmt: skip
+            ready = Gate(instance, server, client_key, token)
             wait_for(ready.upstream, 60, "the git server's repository")
             yield ready
         finally:
@@ -123,22 +162,24 @@ def gate(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Itera
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_clone_commit_push_round_trip_lands_upstream(gate: Gate) -> None:
+@URLS
+def test_clone_commit_push_round_trip_lands_upstream(gate: Gate, url: str) -> None:
+    name = "web" if url == HTTPS_URL else "origin"
     before = gate.upstream()
-    done = gate.clone("round")
+    done = gate.clone(f"round-{name}", url)
     assert done.exit_code == 0, done.stderr
     script = (
-        "cd ~/src/round && echo 'work from the agent' > work.txt && git add work.txt && "
+        f"cd ~/src/round-{name} && echo 'work from the agent over {name}' > work.txt && git add work.txt && "
         "git commit -qm 'agent work' && git push origin main 2>&1; echo rc=$?; "
         "git rev-parse HEAD"
     )
     done = gate.sh(script)
-    assert "rc=0" in done.stdout and "git-gate: pushed to origin" in done.stdout, done.stdout
+    assert "rc=0" in done.stdout and f"git-gate: pushed to {name}" in done.stdout, done.stdout
     head = done.stdout.split()[-1]
     assert head != before and gate.upstream() == head
     # The agent's clone did not go anywhere but the gate.
-    remote = gate.sh("cd ~/src/round && git ls-remote --get-url origin").stdout
-    assert "git-gate:9418/origin.git" in remote
+    remote = gate.sh(f"cd ~/src/round-{name} && git ls-remote --get-url origin").stdout
+    assert f"git-gate:9418/{name}.git" in remote
     log = (gate.instance.state.path / "logs" / "git-gate.jsonl").read_text()
     assert '"op":"fetch"' in log and '"op":"push"' in log and '"upstream":"ok"' in log
 
@@ -155,11 +196,12 @@ def test_clone_commit_push_round_trip_lands_upstream(gate: Gate) -> None:
     ],
     ids=["plain", "base64", "token-shaped"],
 )
+@URLS
 def test_a_push_with_a_secret_is_refused_and_upstream_unchanged(
-    gate: Gate, content: str, rule: str
+    gate: Gate, content: str, rule: str, url: str
 ) -> None:
     before = gate.upstream()
-    assert gate.clone("leak").exit_code == 0
+    assert gate.clone("leak", url).exit_code == 0
     # The secret is in the first of two commits: every new commit is scanned, not the tip.
     script = (
         f"cd ~/src/leak && printf 'ok\\nvalue = %s\\n' '{content}' > conf.txt && git add conf.txt && "
@@ -235,6 +277,12 @@ def test_the_gate_credential_is_nowhere_in_the_agent_nor_the_state_dir(gate: Gat
     )
     lines = found.stdout.split()
     assert lines == ["0", "0"], found.stdout
+    token = gate.sh(
+        f"grep -rl --exclude-dir=proc --exclude-dir=sys -e '{gate.token}' / 2>/dev/null; "
+        f"cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c -e '{gate.token}'"
+    )
+    assert token.stdout.split() == ["0"], token.stdout
     for path in gate.instance.state.path.rglob("*"):
         if path.is_file():
-            assert needle.encode() not in path.read_bytes(), path
+            data = path.read_bytes()
+            assert needle.encode() not in data and gate.token.encode() not in data, path
