@@ -271,7 +271,7 @@ def test_scan_reads_every_new_commit_with_file_and_line(repo_pair: tuple[Path, P
     commit(work, "conf.txt", f"a\nb\ntoken = {SECRET}\n", message="add conf")
     b64 = base64.b64encode(f"x:{SECRET}".encode()).decode()
     commit(work, "other.txt", f"one\n{b64}\n", message="encoded")
-    commit(work, "conf.txt", "a\n", message=f"clean up {GITHUB}")
+    commit(work, "conf.txt", "a\nkey = 'x' # gitleaks:allow\n", message=f"clean up {GITHUB}")
     tip = commit(work, "last.txt", "fine\n", message="tip is clean")
     git(work, "push", "-q", str(mirror), "HEAD:refs/heads/incoming")
     git(mirror, "update-ref", "-d", "refs/heads/incoming")  # as if still in quarantine
@@ -286,6 +286,7 @@ def test_scan_reads_every_new_commit_with_file_and_line(repo_pair: tuple[Path, P
         ("conf.txt:3", "secret:S (plain)"),
         ("other.txt:2", "secret:S (base64)"),
         ("commit message", "github-token"),
+        ("conf.txt:2", "gitleaks:allow comment (not honoured here)"),
     }
 
 

@@ -24,6 +24,7 @@ MAX_COMMITS = 5000
 #: Lines longer than this are scanned in their first part only.
 MAX_LINE = 1 << 16
 SCAN_TIMEOUT = 600.0
+_ALLOW_MARK = "gitleaks:allow"
 _HUNK = re.compile(r"^(@@+) .*?\+(\d+)(?:,\d+)? @@+")
 
 
@@ -143,6 +144,9 @@ def scan_known(
     """The bottle's own secrets (plain, URL-encoded, base64) and well-known token shapes."""
     found: list[Finding] = []
     for commit, where, text in lines:
+        if _ALLOW_MARK in text.lower():
+            # gitleaks skips a line carrying this comment; the agent must not get to choose.
+            found.append(Finding(commit, where, "gitleaks:allow comment (not honoured here)"))
         for finding in dlp.scan_text(text, where, secrets):
             rule = f"{finding.kind} ({finding.form})" if finding.form else finding.kind
             found.append(Finding(commit, where, rule))
