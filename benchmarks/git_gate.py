@@ -83,13 +83,14 @@ def main() -> None:
             image,
         ).strip()
         try:
-            time.sleep(2)
             docker(
                 "exec",
                 server,
                 "sh",
                 "-c",
-                f"set -e; t=$(mktemp -d); git clone -q /srv/git/repo.git $t; cd $t; "
+                "set -e; until [ -x /srv/git/repo.git/hooks/pre-receive ]; do sleep 0.2; done; "
+                "git config --global safe.directory '*'; t=$(mktemp -d); "
+                "git clone -q /srv/git/repo.git $t; cd $t; "
                 f"for i in 1 2 3 4 5; do head -c {opts.size_mb // 5}M /dev/urandom > b$i; done; "
                 "git add .; git -c user.name=u -c user.email=u@u commit -qm big; "
                 "git push -q origin main; chown -R git:git /srv/git/repo.git",
