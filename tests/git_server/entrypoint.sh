@@ -14,6 +14,14 @@ if [ ! -d /srv/git/repo.git ]; then
     git -C "$tmp" push -q /srv/git/repo.git main
     rm -rf "$tmp"
 fi
+# Upstream's own rule, so a test can see the gate pass upstream's rejection on.
+cat > /srv/git/repo.git/hooks/pre-receive <<'HOOK'
+#!/bin/sh
+while read old new ref; do
+    case "$ref" in refs/heads/protected*) echo "upstream says no to $ref" >&2; exit 1;; esac
+done
+HOOK
+chmod 755 /srv/git/repo.git/hooks/pre-receive
 chown -R git:git /srv/git
 # The same repositories over HTTPS (git http-backend), when the test gave a certificate.
 if [ -s /keys/server.pem ]; then

@@ -12,6 +12,7 @@ outside /workspace, as an agent would.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_for, write
+from tests.conftest import run_cli, wait_for, write
 from tests.integration.conftest import labelled
 
 pytestmark = pytest.mark.docker
@@ -286,3 +287,29 @@ def test_the_gate_credential_is_nowhere_in_the_agent_nor_the_state_dir(gate: Gat
         if path.is_file():
             data = path.read_bytes()
             assert needle.encode() not in data and gate.token.encode() not in data, path
+
+
+@URLS
+def test_upstreams_rejection_reaches_the_agent_and_nothing_moves(gate: Gate, url: str) -> None:
+    assert gate.clone("rejected", url).exit_code == 0
+    script = (
+        "cd ~/src/rejected && echo x > p.txt && git add p.txt && git commit -qm p && "
+        "git push origin HEAD:refs/heads/protected 2>&1; echo rc=$?; git ls-remote origin"
+    )
+    out = gate.sh(script).stdout
+    assert "rc=0" not in out and "upstream says no to refs/heads/protected" in out, out
+    assert "refs/heads/protected" not in out.split("rc=")[1]  # not in the gate's mirror
+    assert gate.upstream("refs/heads/protected") == ""
+
+
+def test_metadata_and_ls_show_the_remotes_never_the_credential(gate: Gate) -> None:
+    remotes = gate.instance.metadata.sidecars["git-gate"]["remotes"]
+    assert [(r["name"], r["url"]) for r in remotes] == [
+        ("origin", SSH_URL), ("wrong", "git@git2.test:repo.git"), ("web", HTTPS_URL),
+    ]  # fmt: skip
+    home = gate.instance.state.path.parents[1]
+    done = run_cli("ls", "--json", cwd=home, env={"BOTTLE_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    [row] = [r for r in json.loads(done.stdout) if r["slug"] == gate.instance.slug]
+    assert row["sidecars"]["git-gate"]["remotes"] == remotes
+    assert gate.token not in done.stdout and "PRIVATE KEY" not in done.stdout
