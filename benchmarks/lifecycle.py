@@ -52,7 +52,7 @@ def main() -> None:
     print(f"compose up/exec/down        median {m_plain:.2f}s  {[round(x, 2) for x in plain]}")
     print(f"overhead ratio              {m_ours / m_plain:.3f} ({(m_ours / m_plain - 1) * 100:+.1f}%)")
 
-    from bottle import Bottle, Route
+    from bottle import Bottle, Route, Settings
     from bottle.capability import replace_agent_image
     from bottle.operator import allow
 
@@ -70,7 +70,7 @@ def main() -> None:
             step = f"RUN echo {time.time_ns()} > /etc/b{index}"
             dockerfile = f"FROM ${{BOTTLE_AGENT_IMAGE}}\n{step}\n"
             started = time.perf_counter()
-            replace_agent_image(instance, dockerfile)
+            replace_agent_image(instance, dockerfile, settings=Settings.default())
             rebuilds.append(time.perf_counter() - started)
     print(f"approval-to-live (allow)    median {statistics.median(times) * 1000:.0f} ms "
           f"{[round(x * 1000) for x in times]}")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,29 @@ def run_cli(
         check=False,
         timeout=timeout,
     )
+
+
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli_here(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, monkeypatch: pytest.MonkeyPatch
+) -> CliResult:
+    """``bottle ARGS`` in this process, through ``main``'s error boundary (fast: no new
+    interpreter). ``run_cli`` stays the check of the real entry point."""
+    from bottle_cli.app import main
+
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(cwd)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return CliResult(code, out.getvalue(), err.getvalue())
 
 
 def write(path: Path, text: str) -> Path:

@@ -38,8 +38,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bottle.errors import StateError
+from bottle.files import atomic_write, locked
 from bottle.policy import Routes
-from bottle.state import atomic_write, locked
 
 GENESIS = "0" * 64
 

@@ -12,14 +12,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bottle import compose
+from bottle import compose, workspace
+from bottle.engine.seam import DockerEngine, Engine
 from bottle.errors import BottleError, PlanError
+from bottle.files import atomic_write, now
 from bottle.instance import Instance
 from bottle.manifest import Manifest, load_manifest
 from bottle.plan import BottlePlan, PlanOptions, resolve_plan
 from bottle.settings import Settings, package_version
 from bottle.sidecars import enabled_sidecars
-from bottle.state import InstanceStatus, Metadata, StateDir, atomic_write, now
+from bottle.state import InstanceStatus, Metadata, StateDir
 
 Progress = Callable[[str], None]
 Ask = Callable[[str, str], str]  # (variable, question) -> answer
@@ -40,8 +42,10 @@ class Bottle:
         args: Sequence[str] = (),
         settings: Settings | None = None,
         environ: Mapping[str, str] | None = None,
+        engine: Engine | None = None,
     ) -> None:
-        self.settings = settings or Settings.from_env()
+        self.settings = Settings.default() if settings is None else settings
+        self.engine: Engine = DockerEngine() if engine is None else engine
         self.environ = dict(os.environ if environ is None else environ)
         self.options = PlanOptions(
             agent=agent,
@@ -88,28 +92,26 @@ class Bottle:
         ``owner_pid`` marks an attended session: if that process dies, ``bottle ls`` shows
         the instance as preserved.
         """
-        from bottle.engine import images as engine_images
-        from bottle.engine.compose import check_docker
-
         say = progress or (lambda _msg: None)
         plan = self.plan()
         _require_available(plan)
         plan.require_env()
         answers = self._answers(plan, ask)
-        check_docker()
+        self.engine.check()
         say("checking images")
         for spec in plan.images.specs:
-            engine_images.ensure_image(spec, settings=self.settings, progress=say)
+            self.engine.ensure_image(spec, settings=self.settings, progress=say)
 
         state = StateDir(plan.state_dir)
         state.create()
-        instance = Instance(state)
+        instance = Instance(state, engine=self.engine)
         try:
             self._write_state(plan, state, owner_pid)
             say(f"starting {plan.compose_project}")
             values = {name: self.environ[name] for name in self._host_vars(plan)}
             instance.compose.up(env={**values, **answers}, wait_timeout=wait_timeout)
-            state.transition(InstanceStatus.RUNNING)
+            # A detached start owned the state only while starting; nobody owns it now.
+            state.transition(InstanceStatus.RUNNING, pid=owner_pid)
         except BaseException as exc:
             _fail(instance, exc)
             raise
@@ -139,6 +141,7 @@ class Bottle:
                 state.live_config(sidecar.name), sidecar.files(plan.sidecars[sidecar.name])
             )
         state.write_files(state.path / "agent", compose.agent_files(plan))
+        workspace.record_baseline(state.path, plan.cwd)
         atomic_write(state.compose_file, compose.dump_yaml(spec))
         state.write_plan(plan)
         stamp = now()
@@ -159,7 +162,9 @@ class Bottle:
                 status=InstanceStatus.STARTING,
                 started_at=stamp,
                 updated_at=stamp,
-                pid=owner_pid,
+                # Even a detached start has an owner while it starts: if this process dies
+                # mid-start, stop and cleanup can tell (bottle.state's recovery).
+                pid=os.getpid() if owner_pid is None else owner_pid,
                 version=plan.version,
             )
         )

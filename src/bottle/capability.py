@@ -1,7 +1,9 @@
 """The capability-block apply flow: a new agent image, and the agent container alone replaced.
 
 What happens, in order: the Dockerfile is checked again against the image the agent runs
-now, built on it (``FROM ${BOTTLE_AGENT_IMAGE}``), the transcript is snapshotted, the
+now, built on it (``FROM ${BOTTLE_AGENT_IMAGE}``) on the bottle's own internal network with
+egress as its proxy (so its RUN steps reach only the bottle's routes, and every request is in
+the egress log; or on no network at all, ``offline``), the transcript is snapshotted, the
 Dockerfile is kept in ``capabilities/``, ``docker-compose.yml`` is rendered again from
 ``plan.json`` with the new agent image, and compose recreates the agent service without
 touching its dependencies. Sidecars, networks, routes and state stay. If the new container
@@ -10,21 +12,23 @@ does not come up, the old compose file is put back and the old image started aga
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bottle.dockerfiles import AGENT_IMAGE_ARG, buildable_dockerfile
-from bottle.errors import ApplyError, BottleError, ImageBuildError
+from bottle import layout, safefs
+from bottle.dockerfiles import (
+    AGENT_IMAGE_ARG,
+    BUILD_CA_NAME,
+    check_capability_dockerfile,
+    with_build_trust,
+)
+from bottle.errors import ApplyError, ApplyFailed, BottleError, ImageBuildError
+from bottle.files import atomic_write, now
 from bottle.instance import Instance
-from bottle.proposals import check_dockerfile
 from bottle.settings import Settings
-from bottle.state import atomic_write, now
 
 Progress = Callable[[str], None]
 
@@ -42,43 +46,49 @@ def replace_agent_image(
     instance: Instance,
     dockerfile: str,
     *,
-    settings: Settings | None = None,
+    settings: Settings,
     progress: Progress | None = None,
+    offline: bool = False,
 ) -> str:
     """Build ``dockerfile`` on the agent's image and recreate the agent container alone.
 
-    Returns the new image reference. Raises :class:`ApplyError` (the build's last lines in
-    its message) when the Dockerfile is refused or the build fails; nothing has changed then.
+    The build's RUN steps go out through the bottle's egress (see :func:`build_network`);
+    ``offline`` builds with no network at all instead. Returns the new image reference.
+    Raises :class:`ApplyError` (the build's last lines in its message) when the Dockerfile
+    is refused or the build fails; nothing has changed then.
     """
     from bottle.compose import dump_yaml, render
-    from bottle.engine.images import ensure_image
     from bottle.images import ImageSpec
 
     say = progress or (lambda _line: None)
-    settings = settings or Settings.from_env()
     metadata = instance.metadata
     current = metadata.images["agent"]
     try:
         # Filed against the image of its day; the agent may have been replaced since.
-        check_dockerfile(dockerfile, base_ref=current)
+        check_capability_dockerfile(dockerfile, base_ref=current)
     except ValueError as exc:
         raise ApplyError(
-            f"the Dockerfile does not build on the agent's current image: {exc}",
-            hint=f"Edit it to start with FROM ${{{AGENT_IMAGE_ARG}}}.",
+            f"the Dockerfile is refused against the agent's current image: {exc}",
+            hint=f"Edit it (bottle approve --edit; FROM ${{{AGENT_IMAGE_ARG}}} always names "
+            "the current image) or reject the proposal.",
         ) from None
     # Read now: after a minutes-long build is a bad time to learn the agent is gone.
     env = _agent_values(instance)
     plan = instance.state.read_plan()
-    dockerfile = buildable_dockerfile(dockerfile)
+    dockerfile = with_build_trust(dockerfile)
     spec = ImageSpec(
         repo=CAPABILITY_REPO,
         dockerfile=dockerfile,
-        files={},
+        files={BUILD_CA_NAME: _bottle_ca(instance)},
         build_args={AGENT_IMAGE_ARG: current},
         base=current,
     )
+    network, proxy = ("none", {}) if offline else build_network(instance)
+    say(f"building on network {network}" + (" through egress" if proxy else " (offline)"))
     try:
-        ref = ensure_image(spec, settings=settings, progress=say)
+        ref = instance.engine.ensure_image(
+            spec, settings=settings, progress=say, network=network, proxy_args=proxy
+        )
     except ImageBuildError as exc:
         tail = "\n".join(exc.stderr.splitlines()[-BUILD_TAIL_LINES:])
         raise ApplyError(
@@ -105,7 +115,7 @@ def replace_agent_image(
             else "The agent could not be restarted on its previous image either; "
             "see 'bottle logs' and 'bottle ls'."
         )
-        raise ApplyError(
+        raise ApplyFailed(
             f"the agent did not come up on {ref}: {exc.message}", hint=now_runs
         ) from exc
     atomic_write(instance.state.path / "capabilities" / f"{spec.tag}.Dockerfile", dockerfile)
@@ -114,6 +124,38 @@ def replace_agent_image(
         instance.metadata.model_copy(update={"images": {**metadata.images, "agent": ref}})
     )
     return ref
+
+
+def build_network(instance: Instance) -> tuple[str, dict[str, str]]:
+    """The network a capability build joins, and the proxy build args that send it to egress.
+
+    The bottle's ``internal`` network has no route out but egress, so a RUN step reaches
+    what the bottle's routes allow and nothing else directly. Only the classic builder can
+    join a named network (BuildKit takes default, host or none), which is why the engine
+    builds with ``DOCKER_BUILDKIT=0``. Docker passes the predefined proxy args to RUN steps
+    without keeping them in the image.
+    """
+    from bottle.sidecars.egress import EGRESS
+
+    # By address, not by name: a build step resolving ``egress`` through Docker's embedded
+    # DNS timed out now and then on a loaded engine, failing the build for no reason of its own.
+    address = instance.compose.address(EGRESS.name, "internal")
+    proxy = f"http://{address}:{layout.EGRESS_PORT}"
+    args = {name: proxy for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
+    args |= {"NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1"}
+    return f"{instance.metadata.compose_project}_internal", args
+
+
+def _bottle_ca(instance: Instance) -> bytes:
+    """The instance's CA certificate: what egress signs intercepted TLS with."""
+    path = instance.state.path / "ca" / layout.CA_CERT
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ApplyError(
+            f"cannot read the bottle CA {path}: {exc.strerror}",
+            hint="Egress writes it at start; is the instance running? See 'bottle ls'.",
+        ) from None
 
 
 def snapshot_transcript(instance: Instance, say: Progress) -> Path:
@@ -127,21 +169,9 @@ def snapshot_transcript(instance: Instance, say: Progress) -> Path:
     target = instance.state.path / "snapshots" / f"transcript-{stamp}"
     target.parent.mkdir(exist_ok=True)
     skipped: list[str] = []
-
-    def special_files(directory: str, names: list[str]) -> set[str]:
-        """Neither files, directories nor links (FIFOs, sockets): copying one could hang."""
-        found = set()
-        for name in names:
-            mode = os.lstat(os.path.join(directory, name)).st_mode
-            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
-                found.add(name)
-                skipped.append(os.path.join(directory, name))
-        return found
-
     try:
-        shutil.copytree(instance.state.transcript, target, symlinks=True, ignore=special_files)
-    except shutil.Error as exc:
-        skipped += [str(item[0]) for item in exc.args[0]] if exc.args else []
+        # Links are copied as links and never followed; only regular files are opened.
+        skipped = safefs.copy_tree(instance.state.transcript, target, root=instance.state.path)
     except OSError as exc:
         say(f"snapshot incomplete: {exc}")
     if skipped:

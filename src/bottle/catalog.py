@@ -18,6 +18,7 @@ class AgentRow(BaseModel):
     path: str | None
     description: str
     skills: list[str]
+    trust: str | None = None  # repository agents: trusted | untrusted | changed
 
 
 class BottleRow(BaseModel):
@@ -47,6 +48,7 @@ def list_agents(settings: Settings, cwd: Path) -> list[AgentRow]:
             path=str(a.path) if a.path else None,
             description=a.spec.description,
             skills=list(a.spec.skills),
+            trust=a.trust,
         )
         for a in sorted(manifest.agents.values(), key=lambda a: a.name)
     ]

@@ -17,7 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.resolver import VersionedResolver
 
-from bottle import layout
+from bottle import layout, workspace
 from bottle.plan import BottlePlan
 from bottle.providers import PROVIDERS
 from bottle.sidecars import AgentAddon, enabled_sidecars
@@ -29,7 +29,7 @@ def render(plan: BottlePlan) -> dict[str, Any]:
     services: dict[str, Any] = {"agent": _agent_service(plan)}
     for sidecar in enabled_sidecars(plan):
         services[sidecar.name] = sidecar.compose_service(plan.sidecars[sidecar.name], plan)
-    network_labels = {"bottle.slug": plan.slug, "bottle.version": plan.version}
+    network_labels = labels(plan)
     return {
         "name": plan.compose_project,
         "services": services,
@@ -83,14 +83,11 @@ def _agent_service(plan: BottlePlan) -> dict[str, Any]:
         bind(state / "agent", layout.AGENT_CONFIG, read_only=True),
         bind(state / "transcript", layout.TRANSCRIPT),
     ]
-    git_dir = plan.cwd / ".git"
-    if git_dir.is_dir():
-        # The agent may commit, but a hook or a config key (core.hooksPath, core.fsmonitor)
-        # written from inside would run on the host the next time the user runs git.
-        for name in ("hooks", "config"):
-            if (git_dir / name).exists():
-                target = layout.WORKSPACE / ".git" / name
-                volumes.append(bind(git_dir / name, target, read_only=True))
+    # Whatever git executes from (config, hooks, commondir, ...) would run on the host the
+    # next time the user runs git: each git dir is ONE read-only mount point (bottle.workspace).
+    placeholder = state / workspace.PLACEHOLDER_DIR
+    for source, target in workspace.git_mounts(plan.cwd, placeholder):
+        volumes.append(bind(source, target, read_only=True))
     for name, path in sorted(plan.skills.items()):
         volumes.append(bind(path, _skills_target(plan) / name, read_only=True))
     depends: dict[str, Any] = {

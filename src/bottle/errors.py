@@ -1,20 +1,27 @@
-"""Every error bottle raises on purpose.
+"""Every error bottle raises on purpose, in two honest kinds.
 
 ::
 
-    BottleError                 base: .message, .hint (the one-paragraph fix)
-    ├── ManifestError           a bottle/agent file is wrong: .path, .field
-    ├── PlanError               files parse, but cannot be resolved into a plan
-    ├── DockerUnavailable       no docker CLI, no daemon, or no compose v2
-    ├── EngineError             a docker / compose call failed: .argv, .stderr
-    │   ├── ImageBuildError     an image build failed: .step
-    │   └── StartTimeout        a service did not become healthy in time
-    ├── ApplyError              a live change (routes, proposal) was refused
-    ├── InstanceNotFound        no state directory for that slug
-    └── StateError              a state directory is unreadable or in the wrong status
+    BottleError                 base: .message, .hint (the one-paragraph fix), .exit_code
+    ├── Refused                 exit 2: the input is wrong and the user can fix it
+    │   ├── ManifestError       a bottle/agent file (or a Dockerfile it names): .path, .field
+    │   ├── PlanError           files parse, but cannot be resolved into a plan
+    │   ├── SettingsError       a BOTTLE_* environment variable is unusable
+    │   ├── SlugError           a slug argument that no instance could have (``../x``)
+    │   └── ApplyError          a live change (routes edit, proposal) was refused as given
+    └── Failed                  exit 1: something broke; the cause stays in ``__cause__``
+        ├── DockerUnavailable   no docker CLI, no daemon, or no compose v2
+        ├── EngineError         a docker / compose call failed: .argv, .stderr
+        │   ├── ImageBuildError an image build failed: .step
+        │   └── StartTimeout    a service did not become healthy in time
+        ├── ApplyFailed         a live change was valid but could not be applied
+        ├── InstanceNotFound    no state directory for that slug
+        └── StateError          a state directory is unreadable, locked, or in the wrong status
 
-A CLI prints ``error: <message>`` and ``hint: <hint>``; ``ManifestError`` and
-``ApplyError`` mean bad input (exit 2), the rest exit 1.
+Nothing else leaves the library: ``OSError``, ``TimeoutError``, ``KeyError`` and the
+routes parser's ``RoutesFileError`` are translated where they arise, with the original as
+``__cause__``. A CLI prints ``error: <message>`` and ``hint: <hint>`` and exits with
+``exit_code``; with ``--debug`` it also prints the cause chain.
 """
 
 from __future__ import annotations
@@ -37,10 +44,20 @@ class BottleError(Exception):
         return self.message
 
 
-class ManifestError(BottleError):
-    """A bottle or agent file (or the built-in defaults it extends) is invalid."""
+class Refused(BottleError):
+    """The user's input (files, arguments, an edit) is wrong; nothing was changed."""
 
     exit_code = 2
+
+
+class Failed(BottleError):
+    """Something broke while doing what the input asked (Docker, a timeout, the state)."""
+
+    exit_code = 1
+
+
+class ManifestError(Refused):
+    """A bottle or agent file (or the built-in defaults it extends) is invalid."""
 
     def __init__(
         self,
@@ -58,17 +75,23 @@ class ManifestError(BottleError):
         self.field = field
 
 
-class PlanError(BottleError):
+class PlanError(Refused):
     """The manifest is valid but the instance cannot be planned (unset variable, bad option)."""
 
-    exit_code = 2
+
+class SettingsError(Refused):
+    """A ``BOTTLE_*`` environment variable names something unusable."""
 
 
-class DockerUnavailable(BottleError):
+class SlugError(Refused):
+    """A slug (or prefix) given to look an instance up that is not of a slug's form."""
+
+
+class DockerUnavailable(Failed):
     """Docker, its daemon, or compose v2 is missing."""
 
 
-class EngineError(BottleError):
+class EngineError(Failed):
     """A docker or docker compose call failed; keeps argv and stderr for --debug."""
 
     def __init__(
@@ -104,15 +127,17 @@ class StartTimeout(EngineError):
     """A service did not become ready within its bound."""
 
 
-class ApplyError(BottleError):
+class ApplyError(Refused):
     """A live-config change or a proposal was refused; the old config stays in force."""
 
-    exit_code = 2
+
+class ApplyFailed(Failed):
+    """A valid change could not be applied (Docker, a timeout); the old config stays in force."""
 
 
-class InstanceNotFound(BottleError):
+class InstanceNotFound(Failed):
     """No instance has that slug."""
 
 
-class StateError(BottleError):
+class StateError(Failed):
     """A state directory is unreadable, or an instance is in the wrong status for the call."""

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import os
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from bottle.engine.compose import ComposeProject, ExecResult
+from bottle import safefs, workspace
+from bottle.engine.compose import ExecResult, ServiceState
+from bottle.engine.seam import DockerEngine, Engine, Project
 from bottle.errors import BottleError, StateError
+from bottle.files import atomic_write
 from bottle.providers import PROVIDERS
 from bottle.settings import Settings
-from bottle.state import DOWN, InstanceStatus, Metadata, StateDir, atomic_write
+from bottle.state import DOWN, InstanceStatus, Metadata, StateDir, state_dirs
 
 if TYPE_CHECKING:
     from bottle.changes import ProposalsControl, RoutesControl
@@ -21,15 +25,16 @@ if TYPE_CHECKING:
 class Instance:
     """One compose project and its state directory. A context manager: leaving stops it."""
 
-    def __init__(self, state: StateDir) -> None:
+    def __init__(self, state: StateDir, *, engine: Engine | None = None) -> None:
         self.state = state
-        self._compose: ComposeProject | None = None
+        self.engine: Engine = DockerEngine() if engine is None else engine
+        self._compose: Project | None = None
 
     @classmethod
     def open(cls, slug: str, *, settings: Settings | None = None) -> Instance:
-        """The instance with this slug; raises InstanceNotFound."""
-        settings = settings or Settings.from_env()
-        state = StateDir(settings.state_root / slug)
+        """The instance with this slug; raises SlugError (not a slug) or InstanceNotFound."""
+        settings = Settings.default() if settings is None else settings
+        state = StateDir.lookup(settings.state_root, slug)
         state.read_metadata()
         return cls(state)
 
@@ -49,9 +54,9 @@ class Instance:
         return self.metadata.status
 
     @property
-    def compose(self) -> ComposeProject:
+    def compose(self) -> Project:
         if self._compose is None:
-            self._compose = ComposeProject(
+            self._compose = self.engine.project(
                 compose_file=self.state.compose_file,
                 project=self.metadata.compose_project,
                 project_dir=self.state.path,
@@ -71,6 +76,16 @@ class Instance:
         from bottle.changes import ProposalsControl
 
         return ProposalsControl(self)
+
+    def health(self) -> dict[str, str]:
+        """Each service's state now, from ``docker compose ps``: service -> state.
+
+        ``running`` or ``healthy`` is well; otherwise the container's health (``unhealthy``,
+        ``starting``) or state (``exited``, ``restarting``, ...), and ``missing`` for a
+        service of the instance that has no container at all.
+        """
+        found = {s.service: _state_of(s) for s in self.compose.ps()}
+        return {**dict.fromkeys(self.metadata.services, "missing"), **found}
 
     # -- using it --------------------------------------------------------------------------
 
@@ -104,10 +119,20 @@ class Instance:
         return self.compose.follow_logs(services)
 
     def record(self, name: str, text: str) -> None:
-        """Append to a file of the transcript (a headless run's command and exit code)."""
+        """Append to a file of the transcript (a headless run's command and exit code).
+
+        The agent writes that directory: a link or FIFO it left there is refused, never
+        followed (the host may run as root) and never waited on.
+        """
         path = self.state.transcript / name
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(text)
+        try:
+            with safefs.open_append_regular(path, root=self.state.path) as handle:
+                handle.write(text.encode("utf-8"))
+        except OSError as exc:
+            raise StateError(
+                f"not written to {path}: {exc.strerror or exc}",
+                hint="The agent replaced a transcript file; look at what it put there.",
+            ) from None
 
     # -- ending it -------------------------------------------------------------------------
 
@@ -117,7 +142,8 @@ class Instance:
         """Save ``compose.log``, take every container and network down, record ``status``.
 
         Safe to call twice, and on an instance that never fully started: the log is saved
-        before ``down``, and ``down`` of a project with nothing left is a no-op.
+        before ``down``, and ``down`` of a project with nothing left is a no-op. A start
+        whose process died (``kill -9``) ends as ``failed``; one still going is refused.
         """
         metadata = self.metadata
         if metadata.status in DOWN and metadata.status != InstanceStatus.FAILED:
@@ -133,13 +159,56 @@ class Instance:
         except BottleError as exc:
             self.state.transition(InstanceStatus.PRESERVED, error=str(exc))
             raise
-        final = InstanceStatus.FAILED if metadata.status == InstanceStatus.FAILED else status
+        final = status
+        if metadata.status == InstanceStatus.STARTING:
+            final = InstanceStatus.FAILED
+            error = error or StateError(f"its start was cut short (process {metadata.pid} died)")
+        elif metadata.status == InstanceStatus.FAILED:
+            final = InstanceStatus.FAILED
+        planted = self._check_workspace(metadata)
         self.state.transition(
             final,
             exit_code=exit_code if exit_code is not None else metadata.exit_code,
             pid=None,
             error=str(error) if error else metadata.error,
+            planted_git=sorted({*metadata.planted_git, *planted}),
         )
+
+    def check_workspace(self) -> workspace.WorkspaceReport:
+        """Git dirs that appeared in the workspace since start; reported, not touched.
+
+        ``stop`` also renames them, once the agent can no longer race the rename.
+        """
+        return workspace.check(self.state.path, Path(self.metadata.cwd), quarantine=False)
+
+    def _check_workspace(self, metadata: Metadata) -> list[str]:
+        """After ``down``: remove the placeholders, neutralise planted git dirs, say so.
+
+        Printed here, not left to callers: a planted git dir is a security warning that
+        must reach the user before they next run git in that directory.
+        """
+        cwd = Path(metadata.cwd)
+        if not self._cwd_shared(cwd):
+            workspace.remove_placeholders(self.state.path, cwd)
+        try:
+            report = workspace.check(self.state.path, cwd, quarantine=True)
+        except OSError as exc:
+            sys.stderr.write(f"warning: could not check {cwd} for planted git dirs: {exc}\n")
+            return []
+        for line in report.warnings(cwd):
+            sys.stderr.write(f"warning: {line}\n")
+        return report.planted
+
+    def _cwd_shared(self, cwd: Path) -> bool:
+        """Whether another live instance works in ``cwd`` (its placeholders must stay)."""
+        for other in state_dirs(self.state.path.parent):
+            if other.slug == self.slug:
+                continue
+            with contextlib.suppress(BottleError, OSError):
+                found = other.read_metadata()
+                if found.cwd == str(cwd) and found.status not in DOWN:
+                    return True
+        return False
 
     def save_compose_log(self) -> None:
         """``docker compose logs --timestamps`` into ``compose.log`` (kept if there is none now)."""
@@ -172,14 +241,11 @@ class Instance:
         self.stop(status=InstanceStatus.FINISHED if exc is None else InstanceStatus.STOPPED)
 
 
-def owner_alive(metadata: Metadata) -> bool:
-    """Whether the bottle process that owns this session still runs."""
-    if metadata.pid is None:
-        return True
-    try:
-        os.kill(metadata.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+#: Service states in which a service does its job.
+WELL = frozenset({"running", "healthy"})
+
+
+def _state_of(service: ServiceState) -> str:
+    if service.state == "running" and service.health:
+        return service.health
+    return service.state

@@ -7,17 +7,19 @@ compose says what is still up.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel
 
 from bottle.engine import compose as engine
-from bottle.errors import BottleError
-from bottle.instance import Instance, owner_alive
+from bottle.errors import BottleError, InstanceNotFound, StateError
+from bottle.instance import WELL, Instance
 from bottle.settings import Settings
-from bottle.state import DOWN, InstanceStatus, StateDir, state_dirs
+from bottle.state import DOWN, InstanceStatus, StateDir, owner_alive, state_dirs
 
 _PREFIX = "bottle-"
 
@@ -28,8 +30,9 @@ class InstanceInfo(BaseModel):
     slug: str
     agent: str | None
     bottle: str | None
-    status: str
+    status: str  # an InstanceStatus, "degraded" (running, a sidecar is not) or "orphan"
     recorded_status: str | None  # what metadata.json says, when it differs from ``status``
+    sidecars: dict[str, str] = {}  # a running instance's sidecars: name -> state (see health)
     compose_project: str
     running: int  # containers up now
     started_at: datetime | None
@@ -38,16 +41,31 @@ class InstanceInfo(BaseModel):
     sidecars: dict[str, dict[str, Any]] = {}  # what each sidecar describes (no secrets)
 
 
+#: What ``ls`` shows for a running instance one of whose sidecars is not running well.
+DEGRADED = "degraded"
+
+
 def _effective(status: InstanceStatus, running: int, owner_ok: bool) -> InstanceStatus:
+    if status == InstanceStatus.STARTING and owner_ok:
+        return status  # its containers may not exist yet
     live = (InstanceStatus.RUNNING, InstanceStatus.STARTING, InstanceStatus.STOPPING)
     if status in live and (not owner_ok or running == 0):
         return InstanceStatus.PRESERVED
     return status
 
 
+def _sidecars(state: StateDir) -> dict[str, str]:
+    """The sidecars' states of a running instance; none when compose cannot say."""
+    try:
+        health = Instance(state).health()
+    except BottleError:
+        return {}
+    return {name: value for name, value in sorted(health.items()) if name != "agent"}
+
+
 def instances(settings: Settings | None = None) -> list[InstanceInfo]:
     """Every instance with a state directory, plus compose projects of ours that lack one."""
-    settings = settings or Settings.from_env()
+    settings = Settings.default() if settings is None else settings
     projects = engine.compose_ls()
     rows: list[InstanceInfo] = []
     seen: set[str] = set()
@@ -59,13 +77,16 @@ def instances(settings: Settings | None = None) -> list[InstanceInfo]:
         seen.add(meta.compose_project)
         running = projects.get(meta.compose_project, (0, 0))[0]
         status = _effective(meta.status, running, owner_alive(meta))
+        sidecars = _sidecars(state) if status == InstanceStatus.RUNNING else {}
+        shown = DEGRADED if any(v not in WELL for v in sidecars.values()) else status.value
         rows.append(
             InstanceInfo(
                 slug=meta.slug,
                 agent=meta.agent,
                 bottle=meta.bottle,
-                status=status.value,
-                recorded_status=meta.status.value if status != meta.status else None,
+                status=shown,
+                recorded_status=meta.status.value if shown != meta.status else None,
+                sidecars=sidecars,
                 compose_project=meta.compose_project,
                 running=running,
                 started_at=meta.started_at,
@@ -74,8 +95,13 @@ def instances(settings: Settings | None = None) -> list[InstanceInfo]:
                 sidecars=meta.sidecars,
             )
         )
+    ours: set[str] = set()
+    if any(name.startswith(_PREFIX) and name not in seen for name in projects):
+        # A project without a state dir is an orphan only if this home started it.
+        containers, _ = engine.labelled(f"bottle.home={settings.home_id}", value_of="bottle.slug")
+        ours = {_PREFIX + slug for slug in containers.values()}
     for name, (running, _exited) in sorted(projects.items()):
-        if name.startswith(_PREFIX) and name not in seen:
+        if name in ours and name not in seen:
             rows.append(
                 InstanceInfo(
                     slug=name.removeprefix(_PREFIX),
@@ -109,8 +135,7 @@ class CleanupPlan:
         )
 
 
-def plan_cleanup(settings: Settings | None = None) -> CleanupPlan:
-    settings = settings or Settings.from_env()
+def plan_cleanup(settings: Settings) -> CleanupPlan:
     plan = CleanupPlan()
     live_slugs: set[str] = set()
     for row in instances(settings):
@@ -121,33 +146,80 @@ def plan_cleanup(settings: Settings | None = None) -> CleanupPlan:
         else:
             live_slugs.add(row.slug)
     keep = live_slugs | set(plan.take_down)
-    containers, networks = engine.labelled("bottle.slug")
+    # Only this home's: another BOTTLE_HOME's instances on the same engine are not orphans.
+    containers, networks = engine.labelled(
+        f"bottle.home={settings.home_id}", value_of="bottle.slug"
+    )
     plan.orphan_containers = [c for c, slug in containers.items() if slug not in keep]
     plan.orphan_networks = [n for n, slug in networks.items() if slug not in keep]
     return plan
 
 
-def run_cleanup(plan: CleanupPlan, settings: Settings | None = None) -> None:
-    settings = settings or Settings.from_env()
-    for slug in plan.take_down:
-        state = StateDir(settings.state_root / slug)
-        if state.exists():
-            Instance(state).stop(status=InstanceStatus.STOPPED)
-        else:
-            # A project with no state directory: remove its labelled objects directly.
-            engine.remove(*engine.labelled(f"bottle.slug={slug}"))
-    engine.remove(plan.orphan_containers, plan.orphan_networks)
-    for slug in plan.remove_state:
-        shutil.rmtree(settings.state_root / slug, ignore_errors=True)
+@dataclass(frozen=True)
+class CleanupStep:
+    """One thing ``run_cleanup`` did, or tried: ``error`` says why it failed."""
+
+    action: str  # "take down", "remove dir", "remove container", "remove network"
+    target: str  # a slug, or a container or network id
+    error: BottleError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
-def resolve(slug: str, settings: Settings | None = None) -> Instance:
-    """The instance named by ``slug`` or by a unique prefix of one."""
-    from bottle.errors import InstanceNotFound
+def run_cleanup(plan: CleanupPlan, settings: Settings) -> list[CleanupStep]:
+    """Do ``plan``, every item even after one fails; one step per item, in order."""
+    steps = [_step("take down", s, partial(_take_down, s, settings)) for s in plan.take_down]
+    steps += [
+        _step("remove container", c, partial(engine.remove, [c], []))
+        for c in plan.orphan_containers
+    ]
+    steps += [
+        _step("remove network", n, partial(engine.remove, [], [n])) for n in plan.orphan_networks
+    ]
+    steps += [
+        _step("remove dir", s, partial(_remove_state, s, settings)) for s in plan.remove_state
+    ]
+    return steps
 
-    settings = settings or Settings.from_env()
-    if StateDir(settings.state_root / slug).exists():
-        return Instance(StateDir(settings.state_root / slug))
+
+def _step(action: str, target: str, do: Callable[[], None]) -> CleanupStep:
+    try:
+        do()
+    except BottleError as exc:
+        return CleanupStep(action, target, exc)
+    return CleanupStep(action, target)
+
+
+def _take_down(slug: str, settings: Settings) -> None:
+    state = StateDir.lookup(settings.state_root, slug)
+    if state.exists():
+        Instance(state).stop(status=InstanceStatus.STOPPED)
+    else:
+        # A project with no state directory: remove its labelled objects directly.
+        engine.remove(*engine.labelled(f"bottle.slug={slug}"))
+
+
+def _remove_state(slug: str, settings: Settings) -> None:
+    path = StateDir.lookup(settings.state_root, slug).path
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StateError(
+            f"cannot remove {path}: {exc.strerror or exc}",
+            hint="Check its owner and permissions (the agent may have written files as "
+            "another user), then run 'bottle cleanup' again.",
+        ) from None
+
+
+def resolve(slug: str, settings: Settings) -> Instance:
+    """The instance named by ``slug`` or by a unique prefix of one; ``SlugError`` if not a slug."""
+    exact = StateDir.lookup(settings.state_root, slug)
+    if exact.exists():
+        return Instance(exact)
     matches = [s for s in state_dirs(settings.state_root) if s.slug.startswith(slug) and s.exists()]
     if len(matches) == 1:
         return Instance(matches[0])

@@ -68,6 +68,7 @@ def approve(
     edited_payload: Mapping[str, Any] | None = None,
     settings: Settings | None = None,
     progress: Progress | None = None,
+    offline: bool = False,
 ) -> Proposal:
     """Apply an approved proposal to the live instance, then record the decision."""
     return instance.proposals.approve(
@@ -77,6 +78,7 @@ def approve(
         edited_payload=edited_payload,
         settings=settings,
         progress=progress,
+        offline=offline,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter
 
-from bottle.errors import ManifestError, PlanError
+from bottle.errors import ManifestError, PlanError, Refused
 from bottle.images import ImageSpec
 from bottle.manifest import AgentSource, Manifest
 from bottle.manifest.models import ProviderKind
@@ -163,8 +163,6 @@ def resolve_plan(
     version: str = "0",
 ) -> BottlePlan:
     """The plan of one instance; raises ManifestError or PlanError on bad input."""
-    from bottle import images  # images reads package files, kept out of import time
-
     agent = manifest.agent(options.agent)
     bottle_name = options.bottle or agent.spec.bottle
     spec = manifest.resolve_bottle(bottle_name)
@@ -223,7 +221,7 @@ def resolve_plan(
         user=_owner(cwd),
         env=env,
         sidecars=sidecars,
-        images=Images.of(images.plan_images(settings, provider, dockerfile)),
+        images=Images.of(_images(settings, provider, dockerfile, bottle_path)),
         version=version,
         missing_env=missing,
     )
@@ -253,6 +251,23 @@ def _dockerfile(value: str | None, bottle_path: Path | None) -> Path | None:
             hint="Give a path relative to the bottle file, or remove agent.dockerfile.",
         )
     return path
+
+
+def _images(
+    settings: Settings, provider: ProviderKind, dockerfile: Path | None, bottle_path: Path | None
+) -> list[ImageSpec]:
+    from bottle.images import plan_images  # reads package files: kept out of import time
+
+    try:
+        return plan_images(settings, provider, dockerfile)
+    except Refused as exc:
+        if dockerfile is None:
+            raise
+        # The Dockerfile is unreadable or builds on the wrong base: name the field that
+        # chose it, like a missing one (one bad agent.dockerfile, one message, exit 2).
+        raise ManifestError(
+            exc.message, path=bottle_path, field="agent.dockerfile", hint=exc.hint
+        ) from exc
 
 
 def _skills(manifest: Manifest, agent: AgentSource) -> dict[str, Path]:

@@ -135,6 +135,10 @@ class Route(_Strict):
     auth: Auth | None = None
     passthrough: bool = Field(False, description="tunnel TLS without interception")
     dlp: DlpMode = "block"
+    private: bool = Field(
+        False,
+        description="the host may resolve to a private, loopback or bottle-network address",
+    )
 
     @field_validator("headers")
     @classmethod
@@ -221,6 +225,13 @@ class Routes(_Strict):
             if route.matches_host(host):
                 return route.passthrough
         return False
+
+    def private_for(self, host: str) -> bool:
+        """True when a route naming this host lets it resolve to a non-public address.
+
+        About the host, not the path: the address is chosen before any request is seen.
+        """
+        return any(route.private for route in self.routes if route.matches_host(host))
 
     def allows_host(self, host: str) -> bool:
         return any(route.matches_host(host) for route in self.routes)

@@ -13,8 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from bottle.bottle import Ask, Bottle, Progress
+from bottle.files import now
 from bottle.instance import Instance
-from bottle.state import InstanceStatus, now
+from bottle.state import InstanceStatus
 
 
 def _preserve(instance: Instance, reason: str, progress: Progress) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from bottle.errors import BottleError
+from bottle.errors import Failed, SettingsError
 
 #: Where a host keeps its trusted CA bundle, first match wins.
 _SYSTEM_CA_BUNDLES = (
@@ -53,20 +53,40 @@ class Settings:
     def state_root(self) -> Path:
         return self.home / "state"
 
+    @property
+    def home_id(self) -> str:
+        return home_id(self.state_root)
+
     def host_ca_pem(self) -> bytes:
         """The CA bundle the way out trusts: the host's system bundle plus the extra file."""
         parts: list[bytes] = []
         if self.system_ca_bundle is not None:
-            parts.append(self.system_ca_bundle.read_bytes())
+            try:
+                parts.append(self.system_ca_bundle.read_bytes())
+            except OSError as exc:
+                raise Failed(
+                    f"the system CA bundle {self.system_ca_bundle} cannot be read: {exc.strerror}",
+                    hint="Check the file's permissions (it is the host's own trust store).",
+                ) from exc
         if self.extra_ca_certs is not None:
             try:
                 parts.append(self.extra_ca_certs.read_bytes())
             except OSError as exc:
-                raise BottleError(
+                raise SettingsError(
                     f"BOTTLE_EXTRA_CA_CERTS={self.extra_ca_certs} cannot be read: {exc.strerror}",
                     hint="Point BOTTLE_EXTRA_CA_CERTS at a readable PEM file, or unset it.",
                 ) from exc
         return b"\n".join(p.rstrip(b"\n") for p in parts) + b"\n" if parts else b""
+
+    @classmethod
+    def default(cls) -> Settings:
+        """This process's settings: the one default, for the public entry points alone.
+
+        ``Bottle(...)``, ``Instance.open``, ``instances`` and the operator's
+        ``pending_proposals``/``approve`` call it when given no ``settings``; everything
+        below them takes ``settings`` as an argument, so it is read once per call chain.
+        """
+        return cls.from_env()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -82,6 +102,16 @@ class Settings:
             debian_mirror=env.get("BOTTLE_DEBIAN_MIRROR") or cls.debian_mirror,
             system_ca_bundle=system,
         )
+
+
+def home_id(state_root: Path) -> str:
+    """The ``bottle.home`` label of what one ``BOTTLE_HOME`` starts (from its state root).
+
+    Two homes on one engine never take each other's instances for orphans.
+    """
+    import hashlib
+
+    return hashlib.sha256(str(state_root.absolute()).encode()).hexdigest()[:16]
 
 
 def package_version() -> str:

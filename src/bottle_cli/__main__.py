@@ -1,3 +1,3 @@
 from bottle_cli.app import main
 
-main()
+raise SystemExit(main())

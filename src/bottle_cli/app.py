@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from bottle_cli import decisions, output
-from bottle_cli.params import JsonOpt, SlugArg
+from bottle_cli.params import JsonOpt, RunOptions, SlugArg, SlugsArg, run_options, running
 from bottle_cli.params import open_instance as _open
+from bottle_cli.params import settings as _settings
 
 app = typer.Typer(
     name="bottle",
@@ -33,16 +35,10 @@ BottleOpt = Annotated[
 ]
 
 
-def _settings() -> Any:
-    from bottle.settings import Settings
-
-    return Settings.from_env()
-
-
 def _bottle(agent: str, bottle: str | None, args: list[str] | None = None) -> Any:
     from bottle import Bottle
 
-    instance = Bottle(agent, bottle=bottle, args=args or ())
+    instance = Bottle(agent, bottle=bottle, args=args or (), settings=_settings())
     for warning in instance.manifest.warnings:
         output.warn(warning)
     return instance
@@ -67,6 +63,21 @@ def _argv(cmd: list[str] | None, *, required: bool = True) -> list[str]:
     if required and not argv:
         raise typer.BadParameter("give the command to run after --", param_hint="CMD")
     return argv
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help="on an error, also print its cause and traceback (or set BOTTLE_DEBUG=1)",
+        ),
+    ] = False,
+) -> None:
+    """Run an AI coding agent in a bottle: a container whose only way out is its sidecars."""
+    if debug:
+        run_options().debug = True
 
 
 # -- the pure half ---------------------------------------------------------------------------
@@ -97,8 +108,11 @@ def agents(json_: JsonOpt = False) -> None:
         output.print_json([row.model_dump(mode="json") for row in rows])
         return
     output.table(
-        ["agent", "bottle", "origin", "file", "description"],
-        [[r.name, r.bottle, r.origin, r.path or "(built-in)", r.description] for r in rows],
+        ["agent", "bottle", "origin", "trust", "file", "description"],
+        [
+            [r.name, r.bottle, r.origin, r.trust or "-", r.path or "(built-in)", r.description]
+            for r in rows
+        ],
     )
 
 
@@ -181,7 +195,7 @@ def exec_(
 
 @app.command()
 def stop(
-    slugs: Annotated[list[str] | None, typer.Argument(help="instances to stop")] = None,
+    slugs: SlugsArg = None,
     all_: Annotated[bool, typer.Option("--all", help="stop every running instance")] = False,
 ) -> None:
     """Save compose.log, then take the instance(s) down; the state directory stays."""
@@ -189,7 +203,8 @@ def stop(
 
     targets = list(slugs or [])
     if all_:
-        targets += [r.slug for r in instances() if r.status in {"running", "preserved"}]
+        up = {"running", "degraded", "preserved"}
+        targets += [r.slug for r in instances(_settings()) if r.status in up]
     if not targets:
         output.error("no instance named", "Give one or more slugs (see 'bottle ls') or --all.")
         raise typer.Exit(2)
@@ -204,7 +219,7 @@ def ls(json_: JsonOpt = False) -> None:
     """List instances: state directories joined with docker compose ls."""
     from bottle.instances import instances
 
-    rows = instances()
+    rows = instances(_settings())
     if json_:
         output.print_json([row.model_dump(mode="json") for row in rows])
         return
@@ -215,7 +230,7 @@ def ls(json_: JsonOpt = False) -> None:
                 r.slug,
                 r.agent or "-",
                 r.bottle or "-",
-                r.status,
+                _status(r),
                 str(r.running),
                 r.started_at.strftime("%Y-%m-%d %H:%M") if r.started_at else "-",
                 r.cwd or "-",
@@ -223,6 +238,14 @@ def ls(json_: JsonOpt = False) -> None:
             for r in rows
         ],
     )
+
+
+def _status(row: Any) -> str:
+    """``degraded (egress: exited)``: which sidecar is not well, and how."""
+    from bottle.instance import WELL
+
+    ill = [f"{name}: {state}" for name, state in row.sidecars.items() if state not in WELL]
+    return f"{row.status} ({', '.join(ill)})" if ill else str(row.status)
 
 
 @app.command()
@@ -236,12 +259,24 @@ def logs(
     from bottle.state import DOWN
 
     if instance.status in DOWN:
-        path = instance.state.compose_log
-        output.out.print(path.read_text() if path.exists() else "", end="", markup=False)
+        output.block(_saved_log(instance.state.compose_log))
         return
     if follow:
         raise typer.Exit(instance.follow_logs(services=service or ()))
-    output.out.print(instance.logs(services=service or ()), markup=False)
+    output.block(instance.logs(services=service or ()) + "\n")
+
+
+def _saved_log(path: Path) -> str:
+    from bottle.errors import StateError
+
+    try:
+        # Containers wrote these lines: undecodable bytes are shown, not fatal.
+        return path.read_text(errors="replace") if path.exists() else ""
+    except OSError as exc:
+        raise StateError(
+            f"cannot read the saved log {path}: {exc.strerror or exc}",
+            hint="Check the state directory's permissions ('bottle ls').",
+        ) from exc
 
 
 @app.command()
@@ -251,7 +286,7 @@ def cleanup(
     """Take down preserved instances and orphans; remove finished state directories."""
     from bottle.instances import plan_cleanup, run_cleanup
 
-    plan = plan_cleanup()
+    plan = plan_cleanup(_settings())
     if plan.empty:
         output.progress("nothing to clean up")
         return
@@ -265,8 +300,59 @@ def cleanup(
         output.err.print(f"remove network   {nid[:12]}", markup=False)
     if not yes and not typer.confirm("Go ahead?", err=True):
         raise typer.Exit(1)
-    run_cleanup(plan)
+    failed = 0
+    for step in run_cleanup(plan, _settings()):
+        target = step.target if step.action in ("take down", "remove dir") else step.target[:12]
+        if step.error is None:
+            output.progress(f"done   {step.action} {target}")
+        else:
+            failed += 1
+            output.error(f"{step.action} {target}: {step.error.message}", step.error.hint)
+    if failed:
+        output.progress(f"cleaned up, except {failed} failed (above)")
+        raise typer.Exit(1)
     output.progress("cleaned up")
+
+
+@app.command("trust")
+def trust_(
+    paths: Annotated[list[Path] | None, typer.Argument(help="repository agent files")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="show what is trusted")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Allow repository agent files (./.bottle/agents/NAME.md) to run, as they are now."""
+    from bottle import trust
+
+    home = _settings().home
+    if list_ or not paths:
+        entries = trust.trusted(home)
+        if json_:
+            output.print_json({p: e.model_dump(mode="json") for p, e in entries.items()})
+            return
+        output.table(
+            ["file", "sha256", "trusted at"],
+            [
+                [p, e.sha256[:16], e.trusted_at.strftime("%Y-%m-%d %H:%M")]
+                for p, e in entries.items()
+            ],
+        )
+        return
+    for path in paths:
+        entry = trust.trust(home, path)
+        output.progress(f"trusted {trust.key(path)} (sha256 {entry.sha256[:16]}…)")
+
+
+@app.command()
+def untrust(
+    paths: Annotated[list[Path], typer.Argument(help="repository agent files")],
+) -> None:
+    """Forget the trust given to repository agent files; they no longer start."""
+    from bottle import trust
+
+    home = _settings().home
+    for path in paths:
+        known = trust.untrust(home, path)
+        output.progress(f"{'untrusted' if known else 'was not trusted:'} {trust.key(path)}")
 
 
 decisions.register(app)
@@ -279,18 +365,24 @@ decisions.register(app)
 INTERRUPTED = 130
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The one error boundary: bottle errors print a message and a hint, never a traceback."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """The one error boundary; returns the exit code (the console script exits with it).
+
+    Bottle errors print a message and a hint, never a traceback; ``--debug`` (before the
+    command) or ``BOTTLE_DEBUG=1`` adds the cause chain, and an internal error's traceback.
+    Words after the command are the command's: ``bottle exec x -- pytest --debug`` keeps
+    the agent's ``--debug``.
+    """
     from typer.exceptions import TyperException
 
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args or os.environ.get("BOTTLE_DEBUG") == "1"
-    args = [a for a in args if a != "--debug"]
+    options = RunOptions(debug=os.environ.get("BOTTLE_DEBUG") == "1")
     command = typer.main.get_command(app)
     try:
         # Without standalone mode, typer returns a command's typer.Exit code, and 130 after
         # Ctrl-C inside a command; what it raises is handled here.
-        code = command.main(args=args, prog_name="bottle", standalone_mode=False)
+        with running(options):
+            code = command.main(args=args, prog_name="bottle", standalone_mode=False)
     except TyperException as exc:
         show = getattr(exc, "show", None)
         if callable(show):
@@ -305,23 +397,26 @@ def main(argv: list[str] | None = None) -> None:
         output.err.print("interrupted", markup=False)
         code = INTERRUPTED
     except Exception as exc:
-        code = _report(exc, debug)
-    sys.exit(code if isinstance(code, int) else 0)
+        code = _report(exc, options.debug)
+    return code if isinstance(code, int) else 0
 
 
 def _report(exc: Exception, debug: bool) -> int:
+    import traceback
+
     from bottle.errors import BottleError, EngineError
 
     if isinstance(exc, BottleError):
         output.error(exc.message, exc.hint)
         if debug and isinstance(exc, EngineError):
             output.err.print(f"argv: {' '.join(exc.argv)}\n{exc.stderr}", markup=False)
+        if debug and exc.__cause__ is not None:
+            output.err.print("caused by:", markup=False)
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         return exc.exit_code
     output.error(f"internal error ({type(exc).__name__}: {exc}); this is a bug in bottle")
     if debug:
-        import traceback
-
-        traceback.print_exception(exc)
+        traceback.print_exception(exc, file=sys.stderr)
     else:
-        output.err.print("run again with --debug for the traceback", markup=False)
+        output.err.print("run again with 'bottle --debug ...' for the traceback", markup=False)
     return 1

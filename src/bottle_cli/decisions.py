@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from bottle_cli import output
-from bottle_cli.params import JsonOpt, SlugArg, open_instance
+from bottle_cli.params import JsonOpt, SlugArg, open_instance, settings
 
 if TYPE_CHECKING:
     from bottle.operator import Pending
     from bottle.proposals import Proposal
+    from bottle.runtime.egress.records import LogRecord
 
 egress_app = typer.Typer(
     help="The egress sidecar: routes, reload, decision log.", no_args_is_help=True
@@ -59,7 +60,7 @@ def routes_show(slug: SlugArg, json_: JsonOpt = False) -> None:
     if json_:
         output.print_json(routes.model_dump(mode="json")["routes"])
         return
-    output.out.print(routes.to_yaml().decode(), end="", markup=False)
+    output.block(routes.to_yaml().decode())
 
 
 @routes_app.command("edit")
@@ -97,18 +98,14 @@ def egress_log(
     """The decision log: one line per request (never a secret); -f follows until Ctrl-C."""
     path = open_instance(slug).state.egress_log
     if json_ and not follow:
-        output.print_json(list(_log_records(path, follow=False)))
+        output.print_json([_as_json(e) for e in _log_records(path, follow=False)])
         return
     try:
         for e in _log_records(path, follow=follow):
             if json_:
-                print(json.dumps(e, sort_keys=True), flush=True)
+                print(json.dumps(_as_json(e), sort_keys=True), flush=True)
                 continue
-            output.out.print(
-                f"{e.get('time', '')} {e.get('decision', ''):9} {e.get('method', '')} "
-                f"{e.get('host', '')}{e.get('path', '')}  {e.get('reason') or ''}",
-                markup=False,
-            )
+            output.line(f"{e.time} {e.decision:9} {e.method} {e.host}{e.path}  {e.reason}")
     except KeyboardInterrupt:
         return  # following ends with Ctrl-C, like queue --watch
 
@@ -117,17 +114,35 @@ def egress_log(
 POLL_S = 0.2
 
 
-def _log_records(path: Path, *, follow: bool) -> Iterator[dict[str, Any]]:
-    """The records of a JSON-lines log, then (``follow``) each one as it is written.
+def _as_json(record: LogRecord) -> dict[str, Any]:
+    # The fields the line had: a record of an older egress is shown as it was written.
+    return record.model_dump(mode="json", exclude_unset=True)
+
+
+def _log_records(path: Path, *, follow: bool) -> Iterator[LogRecord]:
+    """The records of the decision log, then (``follow``) each one as it is written.
 
     A line is used once its newline is there (egress may be half-way through writing it);
-    a line that is not a JSON object is reported and skipped, never fatal.
+    a line that is not a decision record is reported and skipped, never fatal.
     """
+    from pydantic import ValidationError
+
+    from bottle.runtime.egress.records import LogRecord
+
     while not path.exists():
         if not follow:
             return
         time.sleep(POLL_S)
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    import io
+
+    from bottle.errors import StateError
+    from bottle.safefs import open_read_regular
+
+    try:
+        raw = open_read_regular(path)
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as handle:
         partial = ""
         while True:
             chunk = handle.readline()
@@ -141,13 +156,15 @@ def _log_records(path: Path, *, follow: bool) -> Iterator[dict[str, Any]]:
             line, partial = partial.strip(), ""
             if line:
                 try:
-                    record = json.loads(line)
-                except ValueError:
+                    record: LogRecord | None = LogRecord.model_validate_json(line)
+                except ValidationError:
                     record = None
-                if isinstance(record, dict):
+                    output.warn(
+                        f"{path}: skipped a line that is not a JSON object of the decision "
+                        f"log: {line[:80]!r}"
+                    )
+                if record is not None:
                     yield record
-                else:
-                    output.warn(f"{path}: skipped a line that is not a JSON object: {line[:80]!r}")
             if not chunk:
                 return
 
@@ -187,7 +204,7 @@ def queue(
     """Pending proposals of every running instance."""
     from bottle.operator import pending_proposals
 
-    found, problems = pending_proposals()
+    found, problems = pending_proposals(settings())
     for problem in problems:
         output.warn(problem)
     if not watch:
@@ -209,7 +226,7 @@ def queue(
                 else:
                     _table([item])
             time.sleep(WATCH_INTERVAL)
-            found, problems = pending_proposals()
+            found, problems = pending_proposals(settings())
             for problem in set(problems) - warned:
                 output.warn(problem)
             warned |= set(problems)
@@ -244,13 +261,13 @@ def view() -> None:
     except ModuleNotFoundError as exc:
         if exc.name != "textual":
             raise
-        from bottle.errors import BottleError
+        from bottle.errors import Failed
 
-        raise BottleError(
+        raise Failed(
             "bottle view needs textual, which is not installed",
             hint="pip install 'bot-bottle[tui]', or use 'bottle queue --watch'.",
         ) from None
-    QueueView().run()
+    QueueView(settings()).run()
 
 
 def approve(
@@ -263,11 +280,15 @@ def approve(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="build a capability Dockerfile without asking")
     ] = False,
+    *,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="build a capability Dockerfile with no network")
+    ] = False,
 ) -> None:
     """Apply a pending proposal to the live instance, then tell the agent.
 
     A capability-block's Dockerfile is shown and must be confirmed (or --yes, or --edit):
-    its RUN steps run in a docker build on the host's Docker network, not through egress.
+    its RUN steps reach only what the bottle's egress routes allow (or nothing, --offline).
     """
     from bottle.operator import approve as approve_proposal
     from bottle.operator import pending_proposal
@@ -283,7 +304,13 @@ def approve(
     elif proposal.tool == "capability-block" and not yes:
         _confirm_build(proposal, instance.slug)
     decided = approve_proposal(
-        instance, proposal_id, reason=reason, edited_payload=edited, progress=output.progress
+        instance,
+        proposal_id,
+        reason=reason,
+        edited_payload=edited,
+        settings=settings(),
+        progress=output.progress,
+        offline=offline,
     )
     what = " (as edited)" if decided.decision and decided.decision.edited else ""
     output.progress(f"proposal {decided.id} approved and applied{what}")
@@ -301,9 +328,13 @@ def _confirm_build(proposal: Proposal, slug: str) -> None:
             hint=f"Review it (bottle queue --json), then run: bottle approve {slug} "
             f"{proposal.id} --yes",
         )
+    from bottle.text import inert, numbered
+
+    # The exact bytes that will be built, numbered, every control character shown: an
+    # escape sequence must not be able to paint a harmless Dockerfile over the real one.
     output.err.print(
         f"Proposal {proposal.id} of {slug} asks to build, on the agent's image:\n"
-        f"{dockerfile}\nJustification: {proposal.justification}",
+        f"{numbered(dockerfile)}\nJustification: {inert(proposal.justification)}",
         markup=False,
     )
     if not typer.confirm("Build it and replace the agent container?", err=True):

@@ -19,6 +19,8 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
 from bottle.errors import BottleError
 from bottle.operator import Pending, pending_proposals
+from bottle.settings import Settings
+from bottle.text import inert
 
 #: Seconds between two reads of the queue.
 REFRESH_S = 1.0
@@ -63,8 +65,10 @@ class QueueView(App[None]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings | None = None) -> None:
         super().__init__()
+        # Read here, on the main thread: the workers that use them run in threads.
+        self.settings = Settings.default() if settings is None else settings
         self.items: dict[str, Pending] = {}
         self.busy = False
 
@@ -87,7 +91,7 @@ class QueueView(App[None]):
     @work(thread=True, exclusive=True, group="refresh")
     def refresh_queue(self) -> None:
         try:
-            found, problems = pending_proposals()
+            found, problems = pending_proposals(self.settings)
         except BottleError as exc:
             self.call_from_thread(self.set_status, f"cannot read the queue: {exc.message}")
             return
@@ -105,8 +109,8 @@ class QueueView(App[None]):
                     Text(item.slug),
                     Text(str(proposal.id)),
                     Text(proposal.tool),
-                    Text(proposal.payload.summary()),
-                    Text(proposal.justification.splitlines()[0][:80]),
+                    Text(inert(proposal.payload.summary())),
+                    Text(inert((proposal.justification.splitlines() or [""])[0][:80])),
                     key=key,
                 )
             self.items = fresh
@@ -142,7 +146,7 @@ class QueueView(App[None]):
             return
         proposal = item.proposal
         header = f"{item.slug} #{proposal.id} {proposal.tool}\n{proposal.justification}"
-        detail.update(payload_yaml(header, request_fields(proposal.payload)))
+        detail.update(inert(payload_yaml(header, request_fields(proposal.payload)), multiline=True))
 
     def set_status(self, text: str) -> None:
         self.query_one("#status", Static).update(text)
@@ -164,7 +168,7 @@ class QueueView(App[None]):
             with self.suspend():
                 edited = edited_payload(item.proposal, item.slug)
         except BottleError as exc:
-            self.notify(exc.message, severity="error", timeout=10, markup=False)
+            self.notify(inert(exc.message), severity="error", timeout=10, markup=False)
             return
         except SuspendNotSupported:
             self.notify("cannot open an editor here (no terminal)", severity="error")
@@ -185,7 +189,7 @@ class QueueView(App[None]):
                 self.busy = True
                 self.decide(item, approved=False, reason=reason)
 
-        title = f"Reject {item.slug} #{item.proposal.id} ({item.proposal.payload.summary()})"
+        title = f"Reject {item.slug} #{item.proposal.id} ({inert(item.proposal.payload.summary())})"
         self.push_screen(ReasonScreen(title), done)
 
     @work(thread=True, group="decide")
@@ -202,13 +206,14 @@ class QueueView(App[None]):
 
         label = f"{item.slug} #{item.proposal.id}"
         try:
-            instance = Instance.open(item.slug)
+            instance = Instance.open(item.slug, settings=self.settings)
             if approved:
                 self.call_from_thread(self.set_status, f"applying {label}…")
                 approve(
                     instance,
                     item.proposal.id,
                     edited_payload=edited,
+                    settings=self.settings,
                     progress=lambda line: self.call_from_thread(self.set_status, line),
                 )
                 message = f"{label} approved and applied"
@@ -217,11 +222,13 @@ class QueueView(App[None]):
                 message = f"{label} rejected"
         except Exception as exc:  # shown, never a crash of the whole view
             text = exc.message if isinstance(exc, BottleError) else f"internal error: {exc!r}"
-            self.call_from_thread(self.notify, text, severity="error", timeout=15, markup=False)
+            self.call_from_thread(
+                self.notify, inert(text, multiline=True), severity="error", timeout=15, markup=False
+            )
             self.call_from_thread(self.set_status, f"{label}: not applied")
             return
         finally:
             self.busy = False
-        self.call_from_thread(self.notify, message, markup=False)
+        self.call_from_thread(self.notify, inert(message), markup=False)
         self.call_from_thread(self.set_status, message)
         self.call_from_thread(self.refresh_queue)

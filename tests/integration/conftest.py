@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_cli, write
+from tests.conftest import run_cli, wait_for, write
 
 UPSTREAM_HOST = "upstream.test"
 
@@ -26,7 +26,8 @@ agent: {provider: shell}
 supervise: false
 egress:
   routes:
-    - {host: upstream.test, paths: [/allowed/], methods: [GET]}
+    # upstream.test is a container on the bottle's egress network: a private address.
+    - {host: upstream.test, paths: [/allowed/], methods: [GET], private: true}
 ---
 """
 
@@ -94,10 +95,39 @@ def upstream(project: str, *, image: str) -> Iterator[str]:
         "h.ThreadingHTTPServer(('', 80), H).serve_forever()\n"
     )
     subprocess.run(
-        ["docker", "run", "-d", "--name", name, "--network", f"{project}_egress",
-         "--network-alias", UPSTREAM_HOST, "--label", "bottle.test=upstream", image,
-         "python", "-c", script],
-        check=True, capture_output=True,
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            f"{project}_egress",
+            "--network-alias",
+            UPSTREAM_HOST,
+            "--label",
+            "bottle.test=upstream",
+            image,
+            "python",
+            "-c",
+            script,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    # Answering before the first test request, which would otherwise race python's start.
+    probe = "import urllib.request as u; u.urlopen('http://127.0.0.1/ready', timeout=2)"
+    wait_for(
+        lambda: (
+            subprocess.run(
+                ["docker", "exec", name, "python", "-c", probe], capture_output=True, check=False
+            ).returncode
+            == 0
+            or None
+        ),
+        60,
+        "the upstream to listen",
+        poll=0.2,
     )
     try:
         yield name
@@ -147,9 +177,7 @@ def curl(instance, url: str) -> str:
 
 
 def mcp(instance, tool: str, args: dict) -> str:
-    result = instance.exec(
-        ["python3", "-c", MCP_CLIENT, tool, json.dumps(args)], capture=True
-    )
+    result = instance.exec(["python3", "-c", MCP_CLIENT, tool, json.dumps(args)], capture=True)
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     return " ".join(c.get("text", "") for c in data["result"]["content"])
@@ -158,10 +186,24 @@ def mcp(instance, tool: str, args: dict) -> str:
 def mcp_started(instance, tool: str, args: dict) -> subprocess.Popen[str]:
     """The same call as :func:`mcp`, left running: the test decides while the agent waits."""
     return subprocess.Popen(
-        ["docker", "compose", "-f", str(instance.state.compose_file), "-p",
-         instance.metadata.compose_project, "exec", "-T", "agent", "python3", "-c", MCP_CLIENT,
-         tool, json.dumps(args)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            "docker",
+            "compose",
+            "-f",
+            str(instance.state.compose_file),
+            "-p",
+            instance.metadata.compose_project,
+            "exec",
+            "-T",
+            "agent",
+            "python3",
+            "-c",
+            MCP_CLIENT,
+            tool,
+            json.dumps(args),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -93,6 +93,17 @@ def test_sidecar_image_builds_once_and_has_its_python_packages(
         "print(sys.version_info >= (3, 12))",
     )
     assert out.strip() == "True"
+    # Exactly the versions of uv.lock's sidecar group, which the unit tests run against.
+    from importlib.metadata import version
+
+    names = ("mitmproxy", "mcp", "pydantic", "ruamel.yaml")
+    shipped = _run(
+        spec.ref,
+        "python",
+        "-c",
+        f"from importlib.metadata import version; print(*(version(n) for n in {names!r}))",
+    )
+    assert shipped.split() == [version(n) for n in names]
     assert _run(spec.ref, "git", "--version").startswith("git version")
     assert _run(spec.ref, "sh", "-c", "test -s /etc/bottle/host-ca.pem && echo ok") == "ok"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -27,8 +28,10 @@ egress:
       paths: [/allowed/]
       methods: [GET]
       auth: {scheme: bearer, token_ref: IT_UPSTREAM_TOKEN}
+      private: true   # upstream.test is a container on the bottle's network
 ---
 """
+
 
 @pytest.fixture
 def live(bottle_home: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch):
@@ -39,15 +42,25 @@ def live(bottle_home: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch):
 
 def test_credential_injected_and_secret_never_in_agent_or_state(live) -> None:
     out = live.exec(
-        ["curl", "-sS", "-H", "Authorization: Bearer agent-made-this-up",
-         "http://upstream.test/allowed/who"], capture=True,
+        [
+            "curl",
+            "-sS",
+            "-H",
+            "Authorization: Bearer agent-made-this-up",
+            "http://upstream.test/allowed/who",
+        ],
+        capture=True,
     ).stdout
     assert out == f"hello from upstream /allowed/who auth=Bearer {SECRET}"
     env = live.exec(["sh", "-c", "cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'"], capture=True)
     assert "IT_UPSTREAM_TOKEN=bottle-egress-injects-this" in env.stdout
     assert SECRET not in env.stdout
     files = live.exec(
-        ["sh", "-c", "grep -rl --exclude-dir=proc --exclude-dir=sys " + SECRET + " / 2>/dev/null; true"],
+        [
+            "sh",
+            "-c",
+            "grep -rl --exclude-dir=proc --exclude-dir=sys " + SECRET + " / 2>/dev/null; true",
+        ],
         capture=True,
     )
     assert files.stdout.strip() == ""
@@ -82,13 +95,44 @@ def test_reload_adds_route_without_restart_and_keeps_old_on_bad_file(live) -> No
     assert {"allow", "refuse"} <= {e["decision"] for e in log}
 
 
+def test_a_route_without_private_does_not_reach_the_private_upstream(live) -> None:
+    assert curl(live, "http://upstream.test/allowed/x") == "200"
+    path = live.state.path / "live-config" / "egress" / "routes.yaml"
+    before = path.read_bytes()
+    path.write_text("routes:\n  - {host: upstream.test, paths: [/allowed/]}\n")
+    assert cli("egress", "reload", live.slug, cwd=live.state.path).returncode == 0
+    out = live.exec(
+        ["curl", "-sS", "-w", "\n%{http_code}", "http://upstream.test/allowed/x"], capture=True
+    ).stdout
+    text, _, code = out.rpartition("\n")
+    assert code == "403"
+    refusal = json.loads(text)
+    assert refusal["error"] == "egress_refused" and refusal["host"] == "upstream.test"
+    assert re.search(
+        r"resolves to \d+\.\d+\.\d+\.\d+; it is an address of the bottle's own "
+        r"networks, and no route for this host says private: true",
+        refusal["reason"],
+    )
+    log = [json.loads(line) for line in live.state.egress_log.read_text().splitlines()]
+    assert log[-1]["decision"] == "refuse" and "private: true" in log[-1]["reason"]
+    path.write_bytes(before)
+    assert cli("egress", "reload", live.slug, cwd=live.state.path).returncode == 0
+    assert curl(live, "http://upstream.test/allowed/x") == "200"
+
+
 def test_egress_block_proposal_approved_then_audit_verifies(live) -> None:
     ids = {s.service: s.container_id for s in live.compose.ps()}
     assert curl(live, "http://upstream.test/asked/x") == "403"
-    proc = mcp_started(live, "egress-block", {
-        "host": "upstream.test", "paths": ["/asked/"], "justification": "the tests need it",
-        "auth": {"scheme": "bearer", "token_ref": "EVIL"},
-    })
+    proc = mcp_started(
+        live,
+        "egress-block",
+        {
+            "host": "upstream.test",
+            "paths": ["/asked/"],
+            "justification": "the tests need it",
+            "auth": {"scheme": "bearer", "token_ref": "EVIL"},
+        },
+    )
     queue = proposal_queue(live)
     (proposal,) = wait_for(lambda: queue.list(status="pending").proposals, 30, "the proposal")
     assert "auth" not in proposal.payload.model_dump()
@@ -110,8 +154,9 @@ def test_egress_block_proposal_approved_then_audit_verifies(live) -> None:
 def test_pipelock_rejection_and_pending_then_status(live) -> None:
 
     # supervise waits BOTTLE_SUPERVISE_WAIT (30 s) before answering pending; file, then decide.
-    proc = mcp_started(live, "pipelock-block",
-                       {"url": "https://blocked.test/x", "justification": "j"})
+    proc = mcp_started(
+        live, "pipelock-block", {"url": "https://blocked.test/x", "justification": "j"}
+    )
     queue = proposal_queue(live)
     (proposal,) = wait_for(lambda: queue.list(status="pending").proposals, 30, "the proposal")
     reject(live, proposal.id, reason="not needed")

@@ -9,16 +9,22 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
-from bottle.errors import ApplyError
+from bottle.dockerfiles import with_build_trust
+from bottle.errors import ApplyError, ApplyFailed
 from bottle.operator import approve, proposal_queue
+from bottle.settings import Settings
 from tests.integration.conftest import cli, curl, mcp, readline, running
 
 pytestmark = pytest.mark.docker
 
-# supervise answers "pending" after 2 s, so a test needs no 30 s wait.
+# supervise answers "pending" after 2 s, so a test needs no 30 s wait. A capability build
+# goes out through the bottle's egress, and TOOL_DOCKERFILE installs jq with apt from the
+# (plain-HTTP) Debian mirror: the bottle allows GET to the mirror host, and nothing more.
+MIRROR_HOST = urlsplit(Settings.from_env().debian_mirror).hostname
 QUICK_BOTTLE = """---
 agent: {provider: shell}
 supervise: {wait: 2}
@@ -27,9 +33,10 @@ env:
   COPIED: "${IT_COPIED}"
 egress:
   routes:
-    - {host: upstream.test, paths: [/allowed/], methods: [GET]}
+    - {host: upstream.test, paths: [/allowed/], methods: [GET], private: true}
+    - {host: MIRROR_HOST, methods: [GET]}
 ---
-"""
+""".replace("MIRROR_HOST", str(MIRROR_HOST))
 
 TOOL_DOCKERFILE = """FROM ${BOTTLE_AGENT_IMAGE}
 RUN apt-get update \\
@@ -53,8 +60,11 @@ def _id(answer: str) -> int:
 
 
 def test_timeout_answers_pending_and_status_reports_the_decision_later(quick) -> None:
-    answer = mcp(quick, "pipelock-block", {"url": "http://upstream.test/later/x",
-                                           "justification": "the tests need it"})
+    answer = mcp(
+        quick,
+        "pipelock-block",
+        {"url": "http://upstream.test/later/x", "justification": "the tests need it"},
+    )
     assert answer.startswith("pending") and "proposal-status" in answer
     proposal_id = _id(answer)
     assert "pending" in mcp(quick, "proposal-status", {"id": proposal_id})
@@ -74,8 +84,11 @@ def test_capability_block_replaces_the_agent_alone(quick) -> None:
     # A comment of its own gives this run a new image tag, so the build (and its progress)
     # happens even when an earlier run left the image behind.
     dockerfile = TOOL_DOCKERFILE.replace("\nRUN", f"\n# run {uuid.uuid4().hex}\nRUN", 1)
-    answer = mcp(quick, "capability-block", {"dockerfile": dockerfile,
-                                             "justification": "I need jq to read JSON"})
+    answer = mcp(
+        quick,
+        "capability-block",
+        {"dockerfile": dockerfile, "justification": "I need jq to read JSON"},
+    )
     assert answer.startswith("pending"), answer
     lines: list[str] = []
     approve(quick, _id(answer), reason="jq is fine", progress=lines.append)
@@ -102,12 +115,104 @@ def test_capability_block_replaces_the_agent_alone(quick) -> None:
     assert new_image != old_image and new_image.startswith("bottle-agent-capability:")
     assert f"image: {new_image}" in quick.state.compose_file.read_text()
     (recorded,) = (quick.state.path / "capabilities").glob("*.Dockerfile")
-    assert recorded.read_text() == "ARG BOTTLE_AGENT_IMAGE\n" + dockerfile
+    assert recorded.read_text() == with_build_trust(dockerfile)
     assert new_image.endswith(recorded.stem)
     status = mcp(quick, "proposal-status", {"id": _id(answer)})
     assert "approved and applied" in status
     entry = json.loads(quick.state.audit_log.read_text().splitlines()[-1])
     assert entry["tool"] == "capability-block" and new_image in entry["diff"]
+    # apt fetched through egress: the build's requests are in its decision log.
+    fetched = [e for e in _egress_log(quick) if e["host"] == MIRROR_HOST]
+    assert fetched and {e["decision"] for e in fetched} == {"allow"}, fetched
+
+
+def _egress_log(instance) -> list[dict]:
+    """Egress's decisions so far; it writes the file at its first request."""
+    path = instance.state.egress_log
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _gateway(network: str) -> str:
+    out = subprocess.run(
+        [
+            "docker",
+            "network",
+            "inspect",
+            network,
+            "--format",
+            "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def test_capability_build_reaches_only_the_routes_of_the_bottle(quick) -> None:
+    gateway = _gateway(f"{quick.metadata.compose_project}_internal")
+    upstream_ip = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            f"{quick.metadata.compose_project}_egress",
+            quick.metadata.images["sidecar"],
+            "python",
+            "-c",
+            "import socket; print(socket.gethostbyname('upstream.test'))",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    code = "curl -s -m 10 -o /dev/null -w '%{http_code}'"
+    probe = f"""FROM ${{BOTTLE_AGENT_IMAGE}}
+# run {uuid.uuid4().hex}
+RUN test "$({code} http://upstream.test/allowed/build)" = 200
+RUN test "$({code} http://upstream.test/other/build)" = 403
+RUN test "$({code} http://{gateway}:8080/gateway)" = 403
+RUN test "$({code} http://172.17.0.1/docker0)" = 403
+RUN ! curl -s -m 5 --noproxy '*' http://upstream.test/allowed/direct
+RUN ! curl -s -m 5 --noproxy '*' http://{upstream_ip}/allowed/direct
+"""
+    answer = mcp(quick, "capability-block", {"dockerfile": probe, "justification": "probe"})
+    lines: list[str] = []
+    approve(quick, _id(answer), progress=lines.append)
+    assert any("through egress" in line for line in lines), lines
+    seen = {(e["host"], e["path"]): e["decision"] for e in _egress_log(quick)}
+    assert seen[("upstream.test", "/allowed/build")] == "allow"
+    assert seen[("upstream.test", "/other/build")] == "refuse"
+    assert seen[(gateway, "/gateway")] == "refuse"
+    assert seen[("172.17.0.1", "/docker0")] == "refuse"
+    # The direct attempts never reached egress (nor anything else: the RUN steps passed).
+    assert ("upstream.test", "/allowed/direct") not in seen
+
+
+def test_capability_build_to_an_unrouted_host_fails_and_is_logged_refused(quick) -> None:
+    before = {s.service: s.container_id for s in quick.compose.ps()}
+    fetch = "FROM ${BOTTLE_AGENT_IMAGE}\nRUN curl -fsS -m 10 http://not-routed.test/payload\n"
+    proposal_id = _id(mcp(quick, "capability-block", {"dockerfile": fetch, "justification": "j"}))
+    with pytest.raises(ApplyError) as caught:
+        approve(quick, proposal_id)
+    assert "403" in caught.value.message, caught.value.message
+    refused = [e for e in _egress_log(quick) if e["host"] == "not-routed.test"]
+    assert refused and {e["decision"] for e in refused} == {"refuse"}, refused
+    assert proposal_queue(quick).get(proposal_id).status == "pending"
+    assert {s.service: s.container_id for s in quick.compose.ps()} == before
+
+
+def test_offline_capability_build_has_no_network(quick) -> None:
+    offline = (
+        f"FROM ${{BOTTLE_AGENT_IMAGE}}\n# run {uuid.uuid4().hex}\n"
+        "RUN ! curl -s -m 5 http://upstream.test/allowed/offline\n"
+    )
+    proposal_id = _id(mcp(quick, "capability-block", {"dockerfile": offline, "justification": "j"}))
+    done = cli("approve", quick.slug, str(proposal_id), "--yes", "--offline", cwd=quick.state.path)
+    assert done.returncode == 0, done.stderr
+    assert "(offline)" in done.stderr
+    assert all(e["path"] != "/allowed/offline" for e in _egress_log(quick))
 
 
 def test_capability_build_failure_goes_to_the_operator_and_stays_pending(quick) -> None:
@@ -133,7 +238,7 @@ def test_agent_that_cannot_start_on_the_new_image_is_rolled_back(quick) -> None:
     # The image builds, but the agent's command (sleep) is gone: the container cannot start.
     broken = f"FROM ${{BOTTLE_AGENT_IMAGE}}\n# run {uuid.uuid4().hex}\nRUN rm /usr/bin/sleep\n"
     proposal_id = _id(mcp(quick, "capability-block", {"dockerfile": broken, "justification": "j"}))
-    with pytest.raises(ApplyError) as caught:
+    with pytest.raises(ApplyFailed) as caught:  # a failure (exit 1), not bad input
         approve(quick, proposal_id)
     assert "did not come up" in caught.value.message
     assert f"runs its previous image {old_image} again" in (caught.value.hint or "")
@@ -151,10 +256,16 @@ def test_agent_that_cannot_start_on_the_new_image_is_rolled_back(quick) -> None:
 
 def test_bad_proposals_are_refused_with_a_reason_and_never_queued(quick) -> None:
     cases = [
-        ("capability-block", {"dockerfile": "FROM ${BOTTLE_AGENT_IMAGE}\nENTRYPOINT [\"sh\"]\n"},
-         "ENTRYPOINT is not allowed"),
-        ("capability-block", {"dockerfile": "FROM debian:stable\nRUN true\n"},
-         "not the agent image"),
+        (
+            "capability-block",
+            {"dockerfile": 'FROM ${BOTTLE_AGENT_IMAGE}\nENTRYPOINT ["sh"]\n'},
+            "ENTRYPOINT is not allowed",
+        ),
+        (
+            "capability-block",
+            {"dockerfile": "FROM debian:stable\nRUN true\n"},
+            "not the agent image",
+        ),
         ("egress-block", {"host": "not a host"}, "host"),
         ("egress-block", {"host": "ok.test", "paths": ["^("]}, "regex"),
     ]
@@ -173,13 +284,20 @@ def _editor(directory: Path, name: str, script: str) -> str:
 
 
 def test_operator_cli_edits_before_approving_and_edits_routes(quick, tmp_path: Path) -> None:
-    answer = mcp(quick, "egress-block", {"host": "upstream.test", "paths": ["/asked/"],
-                                         "justification": "j"})
+    answer = mcp(
+        quick, "egress-block", {"host": "upstream.test", "paths": ["/asked/"], "justification": "j"}
+    )
     proposal_id = _id(answer)
     # The editor narrows the request before it is approved.
     editor = _editor(tmp_path, "narrow.sh", "sed -i -e 's|/asked/|/asked/narrow/|' \"$1\"")
-    done = cli("approve", quick.slug, str(proposal_id), "--edit", cwd=quick.state.path,
-               env_extra={"EDITOR": editor})
+    done = cli(
+        "approve",
+        quick.slug,
+        str(proposal_id),
+        "--edit",
+        cwd=quick.state.path,
+        env_extra={"EDITOR": editor},
+    )
     assert done.returncode == 0, done.stderr
     assert curl(quick, "http://upstream.test/asked/narrow/x") == "200"
     assert curl(quick, "http://upstream.test/asked/other") == "403"
@@ -190,8 +308,11 @@ def test_operator_cli_edits_before_approving_and_edits_routes(quick, tmp_path: P
 
     # routes edit: the operator's editor appends a route; it is live without a restart.
     ids = {s.service: s.container_id for s in quick.compose.ps()}
-    editor = _editor(tmp_path, "append.sh",
-                     "printf '%s\\n' '- host: upstream.test' '  paths: [/edited/]' >> \"$1\"")
+    editor = _editor(
+        tmp_path,
+        "append.sh",
+        "printf '%s\\n' '- host: upstream.test' '  paths: [/edited/]' >> \"$1\"",
+    )
     done = cli("routes", "edit", quick.slug, cwd=quick.state.path, env_extra={"EDITOR": editor})
     assert done.returncode == 0, done.stderr
     assert curl(quick, "http://upstream.test/edited/x") == "200"
@@ -200,9 +321,15 @@ def test_operator_cli_edits_before_approving_and_edits_routes(quick, tmp_path: P
 
     # A broken edit changes nothing and says why.
     before = quick.routes.current()
-    done = cli("routes", "edit", quick.slug, cwd=quick.state.path,
-               env_extra={"EDITOR": _editor(tmp_path, "bad.sh",
-                                            "echo 'routes: [{host: bad host}]' > \"$1\"")})
+    done = cli(
+        "routes",
+        "edit",
+        quick.slug,
+        cwd=quick.state.path,
+        env_extra={
+            "EDITOR": _editor(tmp_path, "bad.sh", "echo 'routes: [{host: bad host}]' > \"$1\"")
+        },
+    )
     assert done.returncode == 2 and "nothing changed" in done.stderr.lower(), done.stderr
     assert quick.routes.current() == before
 
@@ -221,14 +348,17 @@ def test_queue_reports_a_malformed_file_and_lists_the_rest(quick) -> None:
 def test_queue_watch_prints_each_new_proposal_once(quick) -> None:
     watcher = subprocess.Popen(
         [sys.executable, "-m", "bottle_cli", "queue", "--watch", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         first = _id(mcp(quick, "egress-block", {"host": "one.test", "justification": "j"}))
         second = _id(mcp(quick, "egress-block", {"host": "two.test", "justification": "j"}))
         rows = [json.loads(readline(watcher)) for _ in range(2)]
         assert [(r["id"], r["payload"]["host"]) for r in rows] == [
-            (first, "one.test"), (second, "two.test")
+            (first, "one.test"),
+            (second, "two.test"),
         ]
     finally:
         watcher.send_signal(signal.SIGINT)
@@ -244,10 +374,16 @@ def test_full_screen_view_approves_and_rejects(quick) -> None:
     from bottle_cli.view import QueueView
 
     # Agent text is never markup in the view: "[/]" would crash a markup parser.
-    allowed = _id(mcp(quick, "egress-block", {"host": "upstream.test", "paths": ["/viewed/"],
-                                              "justification": "[/] [conceal]x"}))
-    refused = _id(mcp(quick, "pipelock-block", {"url": "http://refused.test/",
-                                                "justification": "j"}))
+    allowed = _id(
+        mcp(
+            quick,
+            "egress-block",
+            {"host": "upstream.test", "paths": ["/viewed/"], "justification": "[/] [conceal]x"},
+        )
+    )
+    refused = _id(
+        mcp(quick, "pipelock-block", {"url": "http://refused.test/", "justification": "j"})
+    )
     queue = proposal_queue(quick)
 
     async def until(pilot, check, what: str) -> None:

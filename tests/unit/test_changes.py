@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bottle.changes import transaction
-from bottle.errors import ApplyError
+from bottle.errors import ApplyError, ApplyFailed
 from bottle.instance import Instance
 from bottle.policy import Routes
 from bottle.state import StateDir
@@ -35,8 +35,13 @@ def test_one_operator_change_at_a_time(instance: Instance) -> None:
     worker.start()
     try:
         assert held.wait(10)
-        with pytest.raises(ApplyError, match="still being applied"), transaction(instance, wait_s=0.2):
+        with (
+            pytest.raises(ApplyFailed, match="still being applied") as caught,
+            transaction(instance, wait_s=0.2),
+        ):
             pass
+        assert caught.value.exit_code == 1  # waiting too long is not bad input
+        assert isinstance(caught.value.__cause__, TimeoutError)
     finally:
         release.set()
         worker.join(10)

@@ -3,27 +3,42 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.conftest import run_cli, write
+from tests.conftest import CliResult, run_cli, run_cli_here, write
+
+if TYPE_CHECKING:
+    from bottle.state import StateDir
 
 
-def bottle(*args: str, home: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cwd=cwd, env={"BOTTLE_HOME": str(home), **env}, timeout=60)
+@pytest.fixture
+def bottle(monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+    """``bottle ARGS`` in this process, with BOTTLE_HOME=home and cwd as given."""
+
+    def run(*args: str, home: Path, cwd: Path, **env: str) -> CliResult:
+        return run_cli_here(
+            *args, cwd=cwd, env={"BOTTLE_HOME": str(home), **env}, monkeypatch=monkeypatch
+        )
+
+    return run
 
 
-def test_render_with_no_files(home: Path, repo: Path) -> None:
+def test_render_with_no_files(bottle: Callable[..., CliResult], home: Path, repo: Path) -> None:
     done = bottle("render", home=home, cwd=repo)
     assert done.returncode == 0, done.stderr
     assert "bottle-shell-" in done.stdout and "internal: true" in done.stdout
 
 
-def test_agents_and_bottles_json(examples_home: Path, repo: Path) -> None:
+def test_agents_and_bottles_json(
+    bottle: Callable[..., CliResult], examples_home: Path, repo: Path
+) -> None:
     write(repo / ".bottle" / "agents" / "local.md", "---\nbottle: demo\n---\nhi\n")
     agents = json.loads(bottle("agents", "--json", home=examples_home, cwd=repo).stdout)
     by_name = {a["name"]: a for a in agents}
@@ -40,14 +55,23 @@ def test_agents_and_bottles_json(examples_home: Path, repo: Path) -> None:
 @pytest.mark.parametrize(
     ("files", "args", "words"),
     [
-        ({"bottles/x.md": "---\negress: {routes: [{host: 'bad host'}]}\n---\n"}, ["bottles"], "egress.routes.0.host"),
+        (
+            {"bottles/x.md": "---\negress: {routes: [{host: 'bad host'}]}\n---\n"},
+            ["bottles"],
+            "egress.routes.0.host",
+        ),
         ({}, ["render", "ghost"], "unknown agent"),
         ({"agents/a.md": "---\nbottle: nope\n---\n"}, ["agents"], "bottle"),
         ({"bottles/a.md": "---\nextends: a\n---\n"}, ["render", "shell", "--bottle", "a"], "cycle"),
     ],
 )
 def test_bad_input_exits_2_with_message_and_no_traceback(
-    home: Path, repo: Path, files: dict[str, str], args: list[str], words: str
+    bottle: Callable[..., CliResult],
+    home: Path,
+    repo: Path,
+    files: dict[str, str],
+    args: list[str],
+    words: str,
 ) -> None:
     for name, text in files.items():
         write(home / name, text)
@@ -58,18 +82,18 @@ def test_bad_input_exits_2_with_message_and_no_traceback(
     assert words in done.stderr
 
 
-def test_repo_bottle_is_refused(home: Path, repo: Path) -> None:
+def test_repo_bottle_is_refused(bottle: Callable[..., CliResult], home: Path, repo: Path) -> None:
     write(repo / ".bottle" / "bottles" / "x.md", "---\n---\n")
     done = bottle("render", home=home, cwd=repo)
     assert done.returncode == 2 and "never bottles" in done.stderr
 
 
-def test_usage_error_exits_2(home: Path, repo: Path) -> None:
+def test_usage_error_exits_2(bottle: Callable[..., CliResult], home: Path, repo: Path) -> None:
     done = bottle("render", "--no-such-flag", home=home, cwd=repo)
     assert done.returncode == 2 and "Traceback" not in done.stderr
 
 
-def test_unknown_instance(home: Path, repo: Path) -> None:
+def test_unknown_instance(bottle: Callable[..., CliResult], home: Path, repo: Path) -> None:
     done = bottle("attach", "nothing-here", home=home, cwd=repo)
     assert done.returncode == 1
     assert "no instance" in done.stderr and "bottle ls" in done.stderr
@@ -85,24 +109,23 @@ def test_help_does_not_import_the_library() -> None:
     assert done.stdout.strip() == ""
 
 
-def test_view_without_textual_says_which_extra_to_install(home: Path, repo: Path) -> None:
-    code = (
-        "import sys; sys.modules['textual'] = None; "  # as if the extra were not installed
-        "from bottle_cli.app import main; main(['view'])"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=False,
-        env={**os.environ, "BOTTLE_HOME": str(home)},
-    )
+def test_view_without_textual_says_which_extra_to_install(
+    bottle: Callable[..., CliResult], home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "textual", None)  # as if the extra were not installed
+    monkeypatch.delitem(sys.modules, "bottle_cli.view", raising=False)
+    done = bottle("view", home=home, cwd=repo)
     assert done.returncode == 1
     assert "bot-bottle[tui]" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_git_remote_without_a_pinned_host_key_is_refused_before_anything_starts(
-    home: Path, repo: Path
+    bottle: Callable[..., CliResult], home: Path, repo: Path
 ) -> None:
-    write(home / "bottles" / "g.md",
-          "---\ngit:\n  remotes: [{name: origin, url: 'git@example.com:x.git', key_ref: K}]\n---\n")
+    write(
+        home / "bottles" / "g.md",
+        "---\ngit:\n  remotes: [{name: origin, url: 'git@example.com:x.git', key_ref: K}]\n---\n",
+    )
     write(home / "agents" / "g.md", "---\nbottle: g\n---\n")
     for command in (("render", "g"), ("run", "g", "--", "true")):
         done = bottle(*command, home=home, cwd=repo)
@@ -112,10 +135,14 @@ def test_a_git_remote_without_a_pinned_host_key_is_refused_before_anything_start
     assert not (home / "state").exists() or not list((home / "state").iterdir())
 
 
-def test_render_shows_the_git_remotes_but_no_credential(home: Path, repo: Path) -> None:
-    write(home / "bottles" / "g.md",
-          "---\ngit:\n  remotes: [{name: origin, url: 'https://example.com/x.git', "
-          "token_ref: GIT_TOKEN}]\n---\n")
+def test_render_shows_the_git_remotes_but_no_credential(
+    bottle: Callable[..., CliResult], home: Path, repo: Path
+) -> None:
+    write(
+        home / "bottles" / "g.md",
+        "---\ngit:\n  remotes: [{name: origin, url: 'https://example.com/x.git', "
+        "token_ref: GIT_TOKEN}]\n---\n",
+    )
     write(home / "agents" / "g.md", "---\nbottle: g\n---\n")
     done = bottle("render", "g", home=home, cwd=repo, GIT_TOKEN="s3cr3t-t0ken-value")
     assert done.returncode == 0, done.stderr
@@ -123,16 +150,29 @@ def test_render_shows_the_git_remotes_but_no_credential(home: Path, repo: Path) 
     assert "GIT_TOKEN" in done.stdout and "s3cr3t-t0ken-value" not in done.stdout
 
 
-def test_egress_log_skips_a_bad_line_with_a_warning(home: Path, repo: Path) -> None:
-    from bottle.state import InstanceStatus, Metadata, StateDir, now
+def test_egress_log_skips_a_bad_line_with_a_warning(
+    bottle: Callable[..., CliResult], home: Path, repo: Path
+) -> None:
+    from bottle.files import now
+    from bottle.state import InstanceStatus, Metadata, StateDir
 
     state = StateDir(home / "state" / "shell-abcde")
     state.create()
-    state.write_metadata(Metadata(
-        slug="shell-abcde", agent="shell", bottle="default", provider="shell", cwd="/",
-        compose_project="bottle-shell-abcde", images={}, services=["agent"],
-        status=InstanceStatus.FINISHED, started_at=now(), updated_at=now(),
-    ))
+    state.write_metadata(
+        Metadata(
+            slug="shell-abcde",
+            agent="shell",
+            bottle="default",
+            provider="shell",
+            cwd="/",
+            compose_project="bottle-shell-abcde",
+            images={},
+            services=["agent"],
+            status=InstanceStatus.FINISHED,
+            started_at=now(),
+            updated_at=now(),
+        )
+    )
     ok = {"time": "t", "decision": "allow", "method": "GET", "host": "a.test", "path": "/"}
     state.egress_log.parent.mkdir(parents=True, exist_ok=True)
     # a good line, garbage, a JSON non-object, and a last line egress is still writing
@@ -143,3 +183,201 @@ def test_egress_log_skips_a_bad_line_with_a_warning(home: Path, repo: Path) -> N
     assert done.stderr.count("not a JSON object") == 3 and "Traceback" not in done.stderr
     plain = bottle("egress", "log", "shell-abcde", home=home, cwd=repo)
     assert plain.returncode == 0 and "allow" in plain.stdout and "a.test/" in plain.stdout
+
+
+class _RecordingInstance:
+    """Stands in for a running instance: the CLI's argument handling is what is tested."""
+
+    def __init__(self) -> None:
+        self.argv: list[str] = []
+
+    def exec(self, argv: list[str], *, tty: bool, service: str) -> Any:
+        self.argv = list(argv)
+        return SimpleNamespace(exit_code=7)
+
+
+def test_debug_is_global_and_leaves_the_commands_own_debug_alone(
+    bottle: Callable[..., CliResult], home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = _RecordingInstance()
+    monkeypatch.setattr("bottle_cli.app._open", lambda slug: target)
+    done = bottle("--debug", "exec", "x", "--", "pytest", "--debug", "-k", "a", home=home, cwd=repo)
+    assert done.returncode == 7, done.stderr
+    assert target.argv == ["pytest", "--debug", "-k", "a"]
+
+
+def _broken(exc: BaseException) -> Callable[[str], Any]:
+    def open_instance(slug: str) -> Any:
+        raise exc
+
+    return open_instance
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_shows_an_internal_errors_traceback(
+    bottle: Callable[..., CliResult],
+    home: Path,
+    repo: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    monkeypatch.setattr("bottle_cli.app._open", _broken(RuntimeError("boom")))
+    plain = bottle("attach", "x", home=home, cwd=repo)
+    assert plain.returncode == 1
+    assert "internal error (RuntimeError: boom)" in plain.stderr
+    assert "Traceback" not in plain.stderr and "--debug" in plain.stderr
+    args, env = (["--debug"], {}) if how == "flag" else ([], {"BOTTLE_DEBUG": "1"})
+    debug = bottle(*args, "attach", "x", home=home, cwd=repo, **env)
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and "RuntimeError: boom" in debug.stderr
+
+
+def test_debug_shows_the_cause_of_a_failure(
+    bottle: Callable[..., CliResult], home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bottle.errors import StateError
+
+    def damaged(slug: str) -> Any:
+        try:
+            raise PermissionError(13, "Permission denied", "/state/x/metadata.json")
+        except OSError as exc:
+            raise StateError("cannot read x", hint="Check the state directory.") from exc
+
+    monkeypatch.setattr("bottle_cli.app._open", damaged)
+    plain = bottle("attach", "x", home=home, cwd=repo)
+    assert plain.returncode == 1 and "error: cannot read x" in plain.stderr
+    assert "hint: Check the state directory." in plain.stderr
+    assert "PermissionError" not in plain.stderr
+    debug = bottle("--debug", "attach", "x", home=home, cwd=repo)
+    assert debug.returncode == 1 and "caused by:" in debug.stderr
+    assert "PermissionError: [Errno 13] Permission denied" in debug.stderr
+
+
+def test_ctrl_c_exits_130_without_a_traceback(
+    bottle: Callable[..., CliResult], home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bottle_cli.app._open", _broken(KeyboardInterrupt()))
+    done = bottle("attach", "x", home=home, cwd=repo)
+    assert done.returncode == 130 and "Traceback" not in done.stderr
+
+
+def test_settings_are_read_once_per_run(
+    bottle: Callable[..., CliResult],
+    examples_home: Path,
+    repo: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bottle.settings import Settings
+
+    calls: list[object] = []
+    real = Settings.from_env.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[Settings], environ: Any = None) -> Settings:
+        calls.append(environ)
+        return real(cls, environ)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Settings, "from_env", classmethod(counting))
+    done = bottle("render", "reviewer", home=examples_home, cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert len(calls) == 1
+
+
+def test_the_real_entry_point_exits_with_mains_code(home: Path, repo: Path) -> None:
+    # One new interpreter: ``python -m bottle_cli`` exits with what ``main`` returns.
+    refused = run_cli("render", "ghost", cwd=repo, env={"BOTTLE_HOME": str(home)}, timeout=60)
+    assert refused.returncode == 2
+    assert "unknown agent" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def _stopped(home: Path) -> StateDir:
+    from bottle.files import now
+    from bottle.state import InstanceStatus, Metadata, StateDir
+
+    state = StateDir(home / "state" / "shell-fghij")
+    state.create()
+    state.write_metadata(
+        Metadata(
+            slug="shell-fghij",
+            agent="shell",
+            bottle="default",
+            provider="shell",
+            cwd="/",
+            compose_project="bottle-shell-fghij",
+            images={},
+            services=["agent"],
+            status=InstanceStatus.STOPPED,
+            started_at=now(),
+            updated_at=now(),
+        )
+    )
+    return state
+
+
+def test_logs_of_a_stopped_instance_come_from_its_saved_log(
+    bottle: Callable[..., CliResult], home: Path, repo: Path
+) -> None:
+    state = _stopped(home)
+    state.compose_log.write_bytes(b"agent-1 | hello \xff\n")
+    done = bottle("logs", "shell-fghij", home=home, cwd=repo)
+    assert done.returncode == 0 and "agent-1 | hello \ufffd" in done.stdout
+    state.compose_log.unlink()
+    state.compose_log.mkdir()  # unreadable: a failure with a message, not a traceback
+    broken = bottle("logs", "shell-fghij", home=home, cwd=repo)
+    assert broken.returncode == 1 and "cannot read the saved log" in broken.stderr
+    assert "Traceback" not in broken.stderr
+
+
+HOSTILE = "GET /\x1b[2K\x1b[1A\r\x1b]0;owned\x07\u202eevil\x9b2J"
+
+
+def test_agent_text_reaches_the_terminal_inert(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bottle_cli import output
+
+    monkeypatch.setattr(output, "out", output.Console(highlight=False, soft_wrap=True))
+    monkeypatch.setattr(output, "err", output.Console(stderr=True, highlight=False))
+    output.table(["what"], [[HOSTILE]])
+    output.line(HOSTILE)
+    output.block(HOSTILE + "\nsecond line\n")
+    output.error(HOSTILE, hint=HOSTILE)
+    output.warn(HOSTILE)
+    output.progress(HOSTILE)
+    output.print_json({"justification": HOSTILE})
+    seen = capsys.readouterr()
+    for stream in (seen.out, seen.err):
+        assert not any(c in stream for c in "\x1b\x07\r\x9b\u202e"), repr(stream)
+    assert "\\x1b[2K" in seen.out and "\\u202e" in seen.out and "second line" in seen.out
+    assert "\\x1b]0;owned\\x07" in seen.err
+    assert '"GET /\\u001b[2K' in seen.out  # --json: the encoder escapes every control
+
+
+def test_the_egress_log_shows_a_hostile_path_inert(
+    bottle: Callable[..., CliResult], home: Path, repo: Path
+) -> None:
+    from bottle.files import now
+    from bottle.state import InstanceStatus, Metadata, StateDir
+
+    state = StateDir(home / "state" / "shell-abcdf")
+    state.create()
+    state.write_metadata(
+        Metadata(
+            slug="shell-abcdf",
+            agent="shell",
+            bottle="default",
+            provider="shell",
+            cwd="/",
+            compose_project="bottle-shell-abcdf",
+            images={},
+            services=["agent"],
+            status=InstanceStatus.FINISHED,
+            started_at=now(),
+            updated_at=now(),
+        )
+    )
+    record = {"time": "t", "decision": "refuse", "method": "GET", "host": "a.test", "path": HOSTILE}
+    state.egress_log.parent.mkdir(parents=True, exist_ok=True)
+    state.egress_log.write_text(json.dumps(record) + "\n")
+    done = bottle("egress", "log", "shell-abcdf", home=home, cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\\x1b[2K" in done.stdout

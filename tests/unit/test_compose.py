@@ -168,3 +168,19 @@ def test_examples_render_to_valid_compose(
             check=False,
         )
         assert done.returncode == 0, (row.name, done.stderr.decode())
+
+
+def test_every_object_carries_its_home_so_cleanup_stays_in_it(
+    home: Path, repo: Path, tmp_path: Path
+) -> None:
+    from bottle.settings import home_id
+
+    write(home / "bottles" / "b.md", bottle_text(supervise=True, remotes=False, routes=True))
+    spec = render(plan_for(home, repo, "b"))
+    ours = home_id(Settings.from_env({"BOTTLE_HOME": str(home)}).state_root)
+    for name, service in spec["services"].items():
+        assert service["labels"]["bottle.home"] == ours, name
+    for name, network in spec["networks"].items():
+        assert network["labels"]["bottle.home"] == ours, name
+    other = Settings.from_env({"BOTTLE_HOME": str(tmp_path / "other")})
+    assert other.home_id != ours

@@ -41,7 +41,7 @@ def test_editor_runs_on_a_file_and_its_failure_is_reported(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
     script = tmp_path / "upper.sh"
-    script.write_text("#!/bin/sh\ntr a-z A-Z < \"$1\" > \"$1.new\" && mv \"$1.new\" \"$1\"\n")
+    script.write_text('#!/bin/sh\ntr a-z A-Z < "$1" > "$1.new" && mv "$1.new" "$1"\n')
     script.chmod(0o755)
     monkeypatch.setenv("EDITOR", str(script))
     monkeypatch.delenv("VISUAL", raising=False)

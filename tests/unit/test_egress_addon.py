@@ -38,6 +38,7 @@ from wsproto.frame_protocol import Opcode
 
 from bottle.runtime.egress import __main__ as egress_main
 from bottle.runtime.egress import addon as egress_addon
+from bottle.runtime.egress import scan as egress_scan
 from bottle.runtime.egress.addon import HOW_TO_ASK, Egress
 
 GH_SECRET = "gh-secret-" + "9f8e7d6c5b4a" * 2  # injected by egress; the agent must not hold it
@@ -505,7 +506,7 @@ def test_unexpected_failure_refuses_with_500_and_keeps_going(
     def boom(*_args: object, **_kwargs: object) -> list[object]:
         raise ValueError(f"a message quoting {EXTRA_SECRET}")
 
-    monkeypatch.setattr(egress_addon.dlp, "scan_request", boom)
+    monkeypatch.setattr(egress_scan.dlp, "scan_request", boom)
     flow = make_flow("POST", "https://upload.example.com/u", content=b"hello")
     env.fire(HttpRequestHook(flow))
     assert flow.response is not None and flow.response.status_code == 500
@@ -625,16 +626,16 @@ def test_sighup_reloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     addon = Egress(routes_path=routes, status_path=status, log_path=tmp_path / "log.jsonl")
 
     async def scenario() -> int:
-        addon.running()
+        addon.tables.running()
         # Without the handler, SIGHUP would kill the test run instead of failing this test.
-        assert addon._loop is not None
+        assert addon.tables._loop is not None
         routes.write_text("routes:\n  - host: b.example\n")
         os.kill(os.getpid(), signal.SIGHUP)
         for _ in range(100):
             await asyncio.sleep(0.01)
             if addon.current.generation == 2:
                 break
-        addon.done()
+        addon.tables.done()
         return addon.current.generation
 
     assert asyncio.run(scenario()) == 2
@@ -679,6 +680,53 @@ def test_mitmdump_argv(tmp_path: Path) -> None:
     )
 
 
-def test_addon_module_exposes_one_egress() -> None:
-    assert len(egress_addon.addons) == 1
-    assert isinstance(egress_addon.addons[0], Egress)
+def test_addon_module_exposes_egress_then_the_connect_guard() -> None:
+    from bottle.runtime.egress.connect import ConnectGuard
+
+    assert len(egress_addon.addons) == 2
+    first, second = egress_addon.addons
+    assert isinstance(first, Egress)
+    assert isinstance(second, ConnectGuard)
+    assert second.tables is first.tables and second.log is first.log
+    names = [type(a).__name__ for a in first.addons]
+    assert names == ["Reload", "DecisionLog", "Guards", "Scan", "Inject"]
+
+
+def test_every_log_line_is_one_log_record_the_host_reads_back(env: Env) -> None:
+    from bottle.runtime.egress.records import LogRecord
+
+    send(env, make_flow("GET", "https://pypi.org/simple/"))
+    send(env, make_flow("GET", "https://unlisted.example.org/x"))
+    send(env, make_flow("GET", f"https://warn.example.com/?k={EXTRA_SECRET}"))
+    lines = env.log.read_text().splitlines()
+    assert len(lines) == 3
+    records = [LogRecord.model_validate_json(line) for line in lines]
+    assert [r.decision for r in records] == ["allow", "refuse", "dlp-warn"]
+    for line, record in zip(lines, records, strict=True):
+        assert set(json.loads(line)) == set(LogRecord.model_fields)
+        assert LogRecord.model_validate_json(record.to_line()) == record
+    assert records[2].findings and EXTRA_SECRET not in lines[2]
+
+
+def test_a_log_record_keeps_undecodable_text_as_escapes() -> None:
+    from bottle.runtime.egress.records import LogRecord
+
+    record = LogRecord(decision="refuse", path="/\udcff/x")
+    assert record.path == "/\\udcff/x"
+    assert LogRecord.model_validate_json(record.to_line()) == record
+
+
+def test_paths_are_mitmproxy_options_defaulting_to_the_environment(
+    env: Env, tmp_path: Path
+) -> None:
+    opts = env.tctx.options
+    assert opts.bottle_routes == str(env.routes)
+    assert opts.bottle_status == str(env.status)
+    assert opts.bottle_log == str(env.log)
+    moved = tmp_path / "moved.jsonl"
+    env.tctx.configure(env.addon, bottle_log=str(moved))
+    send(env, make_flow("GET", "https://pypi.org/simple/"))
+    assert moved.exists() and not env.log.exists()
+    with pytest.raises(Exception, match="bottle_routes must be an absolute path"):
+        env.tctx.configure(env.addon, bottle_routes="relative.yaml")
+    assert env.addon.tables.routes_path == env.routes

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ from bottle.images import (
     dockerfile_text,
     sidecar_image,
 )
+from bottle.images.sources import runtime_sources
 from bottle.settings import Settings
 
 BUILTIN = ["sidecar.Dockerfile", *(f"agent-{p}.Dockerfile" for p in PROVIDERS)]
@@ -135,12 +139,60 @@ def test_sidecar_installs_python_packages_before_copying_bottle_source() -> None
     pip = next(i for i, s in enumerate(steps) if "pip install" in s)
     copy = next(i for i, s in enumerate(steps) if s.startswith("COPY bottle "))
     assert pip < copy == len(steps) - 1
-    for pin in ("mitmproxy==12.", "pydantic==2.", "ruamel.yaml==0.", "mcp=="):
-        assert pin in steps[pip]
+    # Only the locked requirements, hashes checked: no hand pins left in the Dockerfile.
+    assert "--require-hashes" in steps[pip]
+    assert "-r /etc/bottle/sidecar-requirements.txt" in steps[pip]
+    assert "==" not in dockerfile_text("sidecar.Dockerfile")
+    assert "COPY sidecar-requirements.txt /etc/bottle/sidecar-requirements.txt" in steps[:pip]
     env = next(s for s in steps if s.startswith("ENV PATH=/opt/venv/bin"))
     assert "PYTHONPATH=/opt/bottle" in env
     assert "PIP_CERT" not in env  # the host CA is trusted by build steps only
     assert "COPY host-ca.pem /etc/bottle/host-ca.pem" in steps
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pins(requirements: str) -> dict[str, str]:
+    pins = {}
+    for line in requirements.splitlines():
+        m = re.match(r"^([A-Za-z0-9._-]+)==([^ ;\\]+)", line)
+        if m:
+            pins[m.group(1).lower().replace("_", "-")] = m.group(2)
+    return pins
+
+
+def test_sidecar_requirements_are_the_locked_sidecar_group() -> None:
+    shipped = dockerfile_text("sidecar-requirements.txt")
+    # Regenerate with the command in the file's header when uv.lock changes.
+    exported = subprocess.run(
+        ["uv", "export", "--frozen", "--only-group", "sidecar", "--no-emit-project", "--quiet"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    strip = lambda text: [ln for ln in text.splitlines() if not ln.startswith("#")]  # noqa: E731
+    assert strip(shipped) == strip(exported)
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    locked: dict[str, list[str]] = {}
+    for package in lock["package"]:
+        locked.setdefault(package["name"], []).append(package["version"])
+    pins = _pins(shipped)
+    for name in ("mitmproxy", "mcp", "pydantic", "ruamel-yaml"):
+        assert locked[name] == [pins[name]]  # one version in the lock, the one the image gets
+    assert pins["mcp"].startswith("1.")  # supervise's FastMCP is mcp 1.x
+    entries = re.split(r"\n(?=\S)", "\n".join(strip(shipped)))
+    assert len(entries) == len(pins) > 10
+    assert all("--hash=sha256:" in entry for entry in entries)  # pip --require-hashes
+
+
+def test_the_dev_environment_runs_the_versions_the_sidecar_installs() -> None:
+    from importlib.metadata import version
+
+    pins = _pins(dockerfile_text("sidecar-requirements.txt"))
+    for name in ("mitmproxy", "mcp", "pydantic", "ruamel.yaml"):
+        assert version(name) == pins[name.replace(".", "-")], name
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -156,26 +208,84 @@ def test_agent_images_trust_only_the_bottle_ca_at_run_time(provider: str) -> Non
 # --- specs from settings ----------------------------------------------------------------
 
 
-def test_sidecar_context_holds_host_ca_and_the_bottle_package(settings: Settings) -> None:
+def test_sidecar_context_holds_host_ca_and_the_runtime_modules(settings: Settings) -> None:
     s = sidecar_image(settings)
     assert s.repo == "bottle-sidecar"
     assert s.base == settings.base_image == "python:3.13-slim"
     assert s.dockerfile == dockerfile_text("sidecar.Dockerfile")
     assert s.files["host-ca.pem"] == settings.host_ca_pem()
+    assert (
+        s.files["sidecar-requirements.txt"] == dockerfile_text("sidecar-requirements.txt").encode()
+    )
     root = Path(images.__file__).parent.parent
-    assert s.files["bottle/images/__init__.py"] == (root / "images/__init__.py").read_bytes()
-    assert "bottle/__init__.py" in s.files
-    assert "bottle/policy.py" in s.files
-    others = {n for n in s.files if n != "host-ca.pem"}
+    runtime = {
+        f"bottle/{p.relative_to(root).as_posix()}"
+        for p in (root / "runtime").rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    others = {n for n in s.files if n not in {"host-ca.pem", "sidecar-requirements.txt"}}
+    assert runtime <= others
+    for shared in ("bottle/__init__.py", "bottle/policy.py", "bottle/layout.py"):
+        assert s.files[shared] == (root / shared.removeprefix("bottle/")).read_bytes()
+    # Host-only code is not in the image, so changing it does not rebuild the image.
+    for host_only in (
+        "bottle/capability.py",
+        "bottle/operator.py",
+        "bottle/engine/compose.py",
+        "bottle/instance.py",
+    ):
+        assert host_only not in s.files
     assert all(n.startswith("bottle/") for n in others)
     assert all(n.endswith((".py", "/py.typed")) for n in others)
     assert not any("__pycache__" in n for n in s.files)
-    expected = {
-        f"bottle/{p.relative_to(root).as_posix()}"
-        for p in root.rglob("*.py")
-        if "__pycache__" not in p.parts
-    }
-    assert expected <= others
+
+
+def _copy_package(tmp_path: Path) -> Path:
+    root = Path(images.__file__).parent.parent
+    copy = tmp_path / "src" / "bottle"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def test_sidecar_tag_ignores_host_only_code_and_follows_runtime_code(
+    settings: Settings, tmp_path: Path
+) -> None:
+    copy = _copy_package(tmp_path)
+    before = runtime_sources(copy)
+    (copy / "capability.py").write_text("# edited on the host\n")
+    (copy / "engine" / "compose.py").write_text("# edited on the host\n")
+    assert runtime_sources(copy) == before
+    for shared in ("policy.py", "runtime/egress/dlp.py", "layout.py"):
+        (copy / shared).write_text((copy / shared).read_text() + "\n# edited\n")
+        after = runtime_sources(copy)
+        assert after[f"bottle/{shared}"] != before[f"bottle/{shared}"]
+        assert (
+            images.ImageSpec("r", "d", after, {}, "b").tag
+            != images.ImageSpec("r", "d", before, {}, "b").tag
+        )
+
+
+def test_the_runtime_modules_import_on_their_own(tmp_path: Path) -> None:
+    """The context is enough: the sidecars' entry points import from it alone."""
+    context = tmp_path / "context"
+    for name, data in runtime_sources(Path(images.__file__).parent.parent).items():
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        (context / name).write_bytes(data)
+    code = (
+        "import sys, bottle; assert bottle.__file__.startswith(sys.argv[1]), bottle.__file__\n"
+        "import bottle.runtime.egress.__main__, bottle.runtime.supervise.__main__\n"
+        "import bottle.runtime.supervise.server\n"
+        "import runpy; runpy.run_path(sys.argv[2], run_name='addon')\n"
+    )
+    addon = context / "bottle" / "runtime" / "egress" / "addon.py"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(context), str(addon)],
+        env={**os.environ, "PYTHONPATH": str(context)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_sidecar_tag_is_stable_and_follows_settings(settings: Settings, tmp_path: Path) -> None:
@@ -323,7 +433,9 @@ def test_custom_dockerfile_gets_the_arg_declared_when_it_lacks_it(
     (tmp_path / "Dockerfile").write_text("# escape=`\nFROM ${BOTTLE_AGENT_IMAGE}\nRUN true\n")
     s = custom_agent_image(settings, tmp_path / "Dockerfile", agent_image(settings, "shell"))
     # after the parser directive, which only counts on the first lines
-    assert s.dockerfile == "# escape=`\nARG BOTTLE_AGENT_IMAGE\nFROM ${BOTTLE_AGENT_IMAGE}\nRUN true\n"
+    assert (
+        s.dockerfile == "# escape=`\nARG BOTTLE_AGENT_IMAGE\nFROM ${BOTTLE_AGENT_IMAGE}\nRUN true\n"
+    )
 
 
 def test_a_context_file_with_a_bad_name_is_a_message_not_a_crash(

@@ -6,6 +6,7 @@ import pytest
 
 from bottle.errors import ManifestError
 from bottle.manifest import load_manifest
+from bottle.trust import trust
 from tests.conftest import write
 
 
@@ -138,7 +139,10 @@ def test_home_agent_wins_over_repo_agent_with_warning(home: Path, repo: Path) ->
 
 def test_repo_agent_may_name_a_home_bottle(home: Path, repo: Path) -> None:
     write(home / "bottles" / "web.md", "---\negress: {routes: [{host: x.com}]}\n---\n")
-    write(repo / ".bottle" / "agents" / "helper.md", "---\nbottle: web\n---\nhi\n")
+    path = write(repo / ".bottle" / "agents" / "helper.md", "---\nbottle: web\n---\nhi\n")
+    with pytest.raises(ManifestError, match="not trusted"):
+        load(home, repo).agent("helper")
+    trust(home, path)
     agent = load(home, repo).agent("helper")
     assert agent.origin == "repo"
     assert agent.spec.bottle == "web"

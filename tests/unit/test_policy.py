@@ -23,7 +23,9 @@ def test_first_match_wins_and_unmatched_is_none() -> None:
 
 
 def test_regex_paths_and_headers() -> None:
-    routes = table({"host": "h.io", "paths": ["^/repos/[^/]+/issues$"], "headers": {"X-Kind": "a|b"}})
+    routes = table(
+        {"host": "h.io", "paths": ["^/repos/[^/]+/issues$"], "headers": {"X-Kind": "a|b"}}
+    )
     assert routes.match("GET", "h.io", "/repos/me/issues", {"x-kind": "a"})
     assert not routes.match("GET", "h.io", "/repos/me/issues/1", {"x-kind": "a"})
     assert not routes.match("GET", "h.io", "/repos/me/issues", {"x-kind": "c"})

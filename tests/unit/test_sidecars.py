@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from bottle import compose
-from bottle.errors import ApplyError, ManifestError, PlanError
+from bottle.errors import ApplyError, ApplyFailed, ManifestError, PlanError
 from bottle.manifest import bottle_file_model, load_manifest
 from bottle.manifest.models import BottleSpec
 from bottle.plan import BottlePlan, PlanOptions, resolve_plan
@@ -139,7 +139,7 @@ def test_egress_reload_signals_and_waits_for_the_file_on_disk(
     assert egress.reload(host, timeout=0.2).generation == 4  # already live: no signal
     assert host.killed == []
     state.status_file("egress").write_text('{"generation": 4, "routes_sha256": "old"}')
-    with pytest.raises(ApplyError, match="did not confirm"):
+    with pytest.raises(ApplyFailed, match="did not confirm"):
         egress.reload(host, timeout=0.2)
     assert host.killed == [("egress", "SIGHUP")]
 

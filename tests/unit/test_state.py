@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from bottle.errors import StateError
-from bottle.state import InstanceStatus, Metadata, StateDir, atomic_write, now
+from bottle.files import atomic_write, now
+from bottle.state import InstanceStatus, Metadata, StateDir
 
 
 def meta(slug: str = "s-abcde") -> Metadata:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bottle.changes.transaction import Change, operator_name, transaction
-from bottle.errors import ApplyError, BottleError
+from bottle.errors import ApplyError, ApplyFailed, BottleError, Refused, StateError
 from bottle.policy import Routes
 from bottle.proposals import (
     CapabilityBlock,
@@ -24,10 +24,10 @@ from bottle.proposals import (
     Status,
     validate_payload,
 )
+from bottle.settings import Settings
 
 if TYPE_CHECKING:
     from bottle.instance import Instance
-    from bottle.settings import Settings
 
 Progress = Callable[[str], None]
 
@@ -72,15 +72,24 @@ class ProposalsControl:
         edited_payload: Mapping[str, Any] | None = None,
         settings: Settings | None = None,
         progress: Progress | None = None,
+        offline: bool = False,
     ) -> Proposal:
         """Apply an approved proposal to the live instance, then record the decision.
 
         ``edited_payload`` replaces what the agent asked for (validated like a new proposal);
-        ``progress`` gets the lines of a capability build.
+        ``progress`` gets the lines of a capability build; ``offline`` builds it with no
+        network (else through the bottle's egress).
         """
+        settings = Settings.default() if settings is None else settings
         with transaction(self.instance) as change:
             proposal = self.pending(proposal_id)
-            agent_image = self.instance.metadata.images["agent"]
+            agent_image = self.instance.metadata.images.get("agent")
+            if agent_image is None:
+                raise StateError(
+                    f"{self.instance.slug}'s metadata names no agent image",
+                    hint=f"The state directory {self.instance.state.path} is damaged; "
+                    "stop the instance.",
+                )
             payload = proposal.payload
             if edited_payload is not None:
                 try:
@@ -104,12 +113,25 @@ class ProposalsControl:
 
                     before = agent_image
                     after = replace_agent_image(
-                        self.instance, payload.dockerfile, settings=settings, progress=progress
+                        self.instance,
+                        payload.dockerfile,
+                        settings=settings,
+                        progress=progress,
+                        offline=offline,
                     )
             except BottleError as exc:
-                raise ApplyError(
+                # The kind is kept: a refused Dockerfile is bad input, a failed build is not.
+                kind = ApplyError if isinstance(exc, Refused) else ApplyFailed
+                raise kind(
                     f"proposal {proposal_id} could not be applied: {exc.message}",
-                    hint=(exc.hint or "") + " The proposal stays pending.",
+                    hint=((exc.hint or "") + " The proposal stays pending.").strip(),
+                ) from exc
+            except (OSError, KeyError) as exc:
+                # The instance's own files (compose file, live config) are damaged or gone.
+                raise ApplyFailed(
+                    f"proposal {proposal_id} could not be applied: {type(exc).__name__}: {exc}",
+                    hint=f"The state directory {self.instance.state.path} may be damaged; "
+                    "the proposal stays pending.",
                 ) from exc
             decided = self.queue.decide(
                 proposal_id,

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 from bottle import layout
 from bottle.changes.transaction import transaction
-from bottle.errors import ApplyError
+from bottle.errors import ApplyError, StateError
+from bottle.files import atomic_write
 from bottle.policy import Route, Routes, RoutesFileError, parse_routes_file
-from bottle.state import atomic_write
 
 if TYPE_CHECKING:
     from bottle.instance import Instance
@@ -51,11 +51,11 @@ class RoutesControl:
         try:
             return self.path.read_bytes()
         except OSError as exc:
-            raise ApplyError(
+            raise StateError(
                 f"cannot read the live routes {self.path}: {exc.strerror}",
-                hint="The state directory is damaged or was not made by 'bottle start'; "
-                "see 'bottle ls'.",
-            ) from None
+                hint="The instance's state directory is damaged or was not made by "
+                "'bottle start'; see 'bottle ls'.",
+            ) from exc
 
     def current(self) -> Routes:
         """The routes in force (as written in live-config), validated with the proxy's parser."""

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bottle.audit import AuditLog
-from bottle.errors import ApplyError
-from bottle.state import locked
+from bottle.errors import ApplyFailed
+from bottle.files import locked
 
 if TYPE_CHECKING:
     from bottle.instance import Instance
@@ -51,11 +51,11 @@ def transaction(instance: Instance, *, wait_s: float = LOCK_WAIT_S) -> Iterator[
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(locked(instance.state.path / ".operator.lock", wait_s=wait_s))
-        except TimeoutError:
-            raise ApplyError(
+        except TimeoutError as exc:
+            raise ApplyFailed(
                 f"another operator change to {instance.slug} is still being applied",
                 hint="A capability build can take minutes; try again when it is done.",
-            ) from None
+            ) from exc
         audit = AuditLog(instance.state.audit_log)
         audit.check_appendable()
         change = Change(instance, audit)

@@ -2,20 +2,21 @@
 
 One ``DockerClient(compose_files=…, compose_project_name=…, compose_project_directory=…)``
 per instance. Compose reads secret values from its process environment (the file names
-them only), so ``up`` runs with those values added to ``os.environ`` for the call alone.
+them only), so ``up`` hands them to that one child process: ``os.environ`` is never
+changed, so concurrent calls (the full-screen view's worker threads) cannot see or clobber
+each other's values.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
+from python_on_whales.utils import run as run_docker
 
 from bottle.engine.errors import COMPOSE_HINT, DOCKER_HINT, docker_cli, docker_errors, translate
 from bottle.errors import DockerUnavailable, EngineError, StartTimeout
@@ -35,21 +36,6 @@ class ServiceState:
     state: str  # running, exited, …
     health: str | None
     exit_code: int | None
-
-
-@contextlib.contextmanager
-def process_env(values: Mapping[str, str]) -> Iterator[None]:
-    """Add ``values`` to this process's environment for the duration of one call."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, old in saved.items():
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
 
 
 def check_docker() -> None:
@@ -85,15 +71,18 @@ class ComposeProject:
     def _cmd(self) -> list[str]:
         return [str(part) for part in self._docker.client_config.docker_compose_cmd]
 
+    def _up(self, flags: Sequence[str], env: Mapping[str, str]) -> None:
+        """``compose up`` with ``env`` in its own environment alone (python-on-whales'
+        ``compose.up`` takes no environment: it would have to be ``os.environ``)."""
+        argv = [*self._cmd(), "up", "--detach", "--wait", *flags]
+        run_docker(argv, capture_stdout=True, capture_stderr=True, env=dict(env))
+
     def up(self, *, env: Mapping[str, str], wait_timeout: int) -> None:
         """Create and start everything, waiting for healthchecks; bounded by ``wait_timeout``."""
-        with process_env(env):
-            try:
-                self._docker.compose.up(
-                    detach=True, wait=True, wait_timeout=wait_timeout, quiet=True
-                )
-            except DockerException as exc:
-                raise self._start_error(exc, f"starting {self.project}") from exc
+        try:
+            self._up(["--wait-timeout", str(wait_timeout)], env)
+        except DockerException as exc:
+            raise self._start_error(exc, f"starting {self.project}") from exc
 
     def _start_error(self, exc: DockerException, what: str) -> Exception:
         """``translate``'s error, as ``StartTimeout`` on a timeout, with why a service failed."""
@@ -119,19 +108,11 @@ class ComposeProject:
 
     def up_service(self, service: str, *, env: Mapping[str, str], wait_timeout: int) -> None:
         """Recreate one service alone (new image or config); its dependencies are left as is."""
-        with process_env(env):
-            try:
-                self._docker.compose.up(
-                    services=[service],
-                    detach=True,
-                    wait=True,
-                    wait_timeout=wait_timeout,
-                    force_recreate=True,
-                    dependencies=False,
-                    quiet=True,
-                )
-            except DockerException as exc:
-                raise self._start_error(exc, f"recreating {service} of {self.project}") from exc
+        flags = ["--wait-timeout", str(wait_timeout), "--force-recreate", "--no-deps", service]
+        try:
+            self._up(flags, env)
+        except DockerException as exc:
+            raise self._start_error(exc, f"recreating {service} of {self.project}") from exc
 
     def down(self, *, timeout: int = 5) -> None:
         """Remove every container and network of the project; a no-op when none exist."""
@@ -194,6 +175,17 @@ class ComposeProject:
         pairs = (item.partition("=") for item in containers[0].config.env or [])
         return {name: value for name, _, value in pairs}
 
+    def address(self, service: str, network: str) -> str:
+        """The IP address of ``service``'s container on the project's ``network``."""
+        full = f"{self.project}_{network}"
+        with docker_errors(f"reading the address of {service}"):
+            containers = self._docker.compose.ps(services=[service])
+        endpoints = containers[0].network_settings.networks or {} if containers else {}
+        endpoint = endpoints.get(full)
+        if endpoint is None or not endpoint.ip_address:
+            raise EngineError(f"{service} of {self.project} has no address on {full}", argv=[])
+        return str(endpoint.ip_address)
+
     def exec(
         self,
         service: str,
@@ -248,9 +240,12 @@ def compose_ls() -> dict[str, tuple[int, int]]:
     return {p.name: (p.running or 0, p.exited or 0) for p in projects if p.name}
 
 
-def labelled(label: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Containers and networks that carry ``label`` (``key`` or ``key=value``): id -> value."""
-    key = label.split("=", 1)[0]
+def labelled(label: str, *, value_of: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """Containers and networks that carry ``label`` (``key`` or ``key=value``).
+
+    Maps id -> the value of ``value_of`` (default: of the label's own key).
+    """
+    key = value_of or label.split("=", 1)[0]
     client = DockerClient()
     with docker_errors("listing labelled containers and networks"):
         containers = {

@@ -22,14 +22,15 @@ import signal
 import subprocess
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from python_on_whales import docker
 from python_on_whales.exceptions import DockerException
 
+from bottle.dockerfiles import declares_arg
 from bottle.engine.errors import docker_cli, docker_errors, raise_if_no_daemon
-from bottle.errors import BottleError, ImageBuildError
+from bottle.errors import Failed, ImageBuildError
 from bottle.images import ImageSpec
 from bottle.settings import Settings, package_version
 
@@ -70,7 +71,6 @@ _UNPULLABLE: set[str] = set()
 _TAIL = 40
 _STEP = re.compile(r"^Step \d+/\d+ : ")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_ARG_BASE = re.compile(r"^\s*ARG\s+BASE\b", re.IGNORECASE | re.MULTILINE)
 
 
 def image_exists(ref: str) -> bool:
@@ -80,19 +80,29 @@ def image_exists(ref: str) -> bool:
         return docker.image.exists(ref)
 
 
-def ensure_image(spec: ImageSpec, *, settings: Settings, progress: Progress) -> str:
+def ensure_image(
+    spec: ImageSpec,
+    *,
+    settings: Settings,
+    progress: Progress,
+    network: str | None = None,
+    proxy_args: Mapping[str, str] | None = None,
+) -> str:
     """The local ref of ``spec``'s image, built first if it does not exist yet.
 
     An existing image is returned at once (``progress`` is not called). Otherwise the base is
     made sure of (:func:`ensure_base`) and ``docker build`` runs, each output line going to
-    ``progress``. Raises :class:`ImageBuildError` naming the failing step, with the last lines
-    of output in ``.stderr``, or :class:`DockerUnavailable`.
+    ``progress``. ``network`` is the network its RUN steps join (``none``, or a named one:
+    the legacy builder can, BuildKit cannot); ``proxy_args`` are Docker's predefined proxy
+    build args (``HTTP_PROXY``...), which reach RUN steps but are neither kept in the image
+    nor part of its tag. Raises :class:`ImageBuildError` naming the failing step, with the
+    last lines of output in ``.stderr``, or :class:`DockerUnavailable`.
     """
     if image_exists(spec.ref):
         return spec.ref
     # Only the built-in Dockerfiles take BASE; an image built on another (a custom agent, a
     # capability) must not wait for a pull of a base it does not use.
-    base = ensure_base(settings, progress) if _ARG_BASE.search(spec.dockerfile) else None
+    base = ensure_base(settings, progress) if declares_arg(spec.dockerfile, "BASE") else None
     progress(f"building image {spec.ref}")
     with tempfile.TemporaryDirectory(prefix="bottle-build-") as tmp:
         context = Path(tmp) / "context"
@@ -106,6 +116,10 @@ def ensure_image(spec: ImageSpec, *, settings: Settings, progress: Progress) -> 
             argv += ["--build-arg", f"BASE={base}"]
         for key in sorted(spec.build_args):
             argv += ["--build-arg", f"{key}={spec.build_args[key]}"]
+        if network is not None:
+            argv += ["--network", network]
+        for key, value in sorted((proxy_args or {}).items()):
+            argv += ["--build-arg", f"{key}={value}"]
         argv.append(str(context))
         # python-on-whales' legacy_build captures the output and returns only at the end, so
         # the build runs here, through the docker CLI, to stream its lines as they come.
@@ -238,7 +252,7 @@ def _pull(ref: str, progress: Progress) -> bool:
 def _make_base(settings: Settings, ref: str, progress: Progress) -> None:
     mmdebstrap = shutil.which("mmdebstrap")
     if mmdebstrap is None:
-        raise BottleError(
+        raise Failed(
             f"cannot get the base image {settings.base_image}, and mmdebstrap, which makes "
             "one from a Debian mirror, is not installed",
             hint="Install mmdebstrap (Debian/Ubuntu: apt-get install mmdebstrap), or set "

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -33,8 +32,13 @@ from types import MappingProxyType
 from typing import get_args
 
 import bottle
-from bottle.dockerfiles import AGENT_IMAGE_ARG, buildable_dockerfile
-from bottle.errors import BottleError
+from bottle.dockerfiles import (
+    AGENT_IMAGE_ARG,
+    buildable_dockerfile,
+    check_custom_agent_dockerfile,
+)
+from bottle.errors import Refused
+from bottle.images.sources import runtime_sources
 from bottle.manifest.models import ProviderKind
 from bottle.settings import Settings
 
@@ -57,7 +61,8 @@ PROVIDERS: tuple[Provider, ...] = get_args(ProviderKind)
 CUSTOM_CONTEXT_LIMIT = 64 * 1024 * 1024
 
 _HOST_CA = "host-ca.pem"
-_SKIP_DIRS = frozenset({".git", "__pycache__"})
+#: Exported from uv.lock (``uv export --frozen --only-group sidecar --no-emit-project``).
+_REQUIREMENTS = "sidecar-requirements.txt"
 
 
 @dataclass(frozen=True)
@@ -129,23 +134,15 @@ def dockerfile_text(name: str) -> str:
     return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
 
 
-def _package_sources() -> dict[str, bytes]:
-    """Every ``*.py`` and ``py.typed`` of the installed ``bottle`` package, under ``bottle/``."""
-    root = Path(bottle.__file__).parent
-    out: dict[str, bytes] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
-        for fname in filenames:
-            if fname.endswith(".py") or fname == "py.typed":
-                path = Path(dirpath) / fname
-                rel = path.relative_to(root).as_posix()
-                out[f"bottle/{rel}"] = path.read_bytes()
-    return out
-
-
 def sidecar_image(settings: Settings) -> ImageSpec:
-    """The one image every sidecar runs: mitmproxy, MCP, git, and the ``bottle`` package."""
-    files = {_HOST_CA: settings.host_ca_pem(), **_package_sources()}
+    """The one image every sidecar runs: mitmproxy, MCP, git, and the ``bottle`` modules of
+    :func:`~bottle.images.sources.runtime_sources`, with the Python packages of ``uv.lock``'s
+    ``sidecar`` group at their locked versions (``sidecar-requirements.txt``, hashes checked)."""
+    files = {
+        _HOST_CA: settings.host_ca_pem(),
+        _REQUIREMENTS: dockerfile_text(_REQUIREMENTS).encode(),
+        **runtime_sources(Path(bottle.__file__).parent),
+    }
     return ImageSpec(
         repo="bottle-sidecar",
         dockerfile=dockerfile_text("sidecar.Dockerfile"),
@@ -158,7 +155,7 @@ def sidecar_image(settings: Settings) -> ImageSpec:
 def agent_image(settings: Settings, provider: Provider) -> ImageSpec:
     """The agent image of a built-in provider (``shell``, ``claude`` or ``codex``)."""
     if provider not in PROVIDERS:
-        raise BottleError(
+        raise Refused(
             f"unknown agent provider {provider!r}",
             hint=f"Use one of: {', '.join(PROVIDERS)}.",
         )
@@ -169,9 +166,6 @@ def agent_image(settings: Settings, provider: Provider) -> ImageSpec:
         build_args={},
         base=settings.base_image,
     )
-
-
-_FROM = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", re.IGNORECASE | re.MULTILINE)
 
 
 def custom_agent_image(settings: Settings, dockerfile_path: Path, parent: ImageSpec) -> ImageSpec:
@@ -186,18 +180,18 @@ def custom_agent_image(settings: Settings, dockerfile_path: Path, parent: ImageS
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
-        raise BottleError(
+        raise Refused(
             f"{path}: cannot read the agent's Dockerfile: {reason}",
             hint="Point the agent's dockerfile field at a readable Dockerfile.",
         ) from exc
-    stages = _FROM.findall(text)
-    if not stages or AGENT_IMAGE_ARG not in stages[-1]:
-        raise BottleError(
-            f"{path}: a custom agent Dockerfile must build on the provider image, "
-            f"but its last FROM does not use ${{{AGENT_IMAGE_ARG}}}",
+    try:
+        check_custom_agent_dockerfile(text)
+    except ValueError as exc:
+        raise Refused(
+            f"{path}: a custom agent Dockerfile must build on the provider image, but {exc}",
             hint=f"Start the Dockerfile (or its last stage) with 'FROM ${{{AGENT_IMAGE_ARG}}}' "
             f"('ARG {AGENT_IMAGE_ARG}' before it is added when missing).",
-        )
+        ) from None
     files, executable = _read_context(path.parent)
     return ImageSpec(
         repo="bottle-agent-custom",
@@ -221,7 +215,7 @@ def _read_context(directory: Path) -> tuple[dict[str, bytes], set[str]]:
                 continue
             total += path.stat().st_size
             if total > CUSTOM_CONTEXT_LIMIT:
-                raise BottleError(
+                raise Refused(
                     f"{directory}: the custom agent Dockerfile's directory holds more than "
                     f"{CUSTOM_CONTEXT_LIMIT // (1024 * 1024)} MiB, too much for a build context",
                     hint="Move the Dockerfile into a directory of its own that holds only "
@@ -240,8 +234,8 @@ def _read_context(directory: Path) -> tuple[dict[str, bytes], set[str]]:
     return files, executable
 
 
-def _context_error(directory: Path, problem: str) -> BottleError:
-    return BottleError(
+def _context_error(directory: Path, problem: str) -> Refused:
+    return Refused(
         f"{directory}: cannot use the custom agent Dockerfile's directory as a build context: "
         f"{problem}",
         hint="Move the Dockerfile into a directory of its own that holds only readable files "

@@ -1,5 +1,6 @@
 # The image every bottle sidecar runs (egress, git-gate, supervise).
-# Built by bottle.engine.images; the context holds host-ca.pem and the bottle package.
+# Built by bottle.engine.images; the context holds host-ca.pem, sidecar-requirements.txt and
+# the bottle modules the sidecars run (bottle.images.sources).
 ARG BASE=python:3.13-slim
 FROM ${BASE}
 
@@ -21,16 +22,15 @@ RUN set -eu; \
     fi; \
     chmod 0644 /etc/bottle/host-ca.pem
 
-# Before the bottle source, so a code change rebuilds only the last layer.
+# Before the bottle source, so a code change rebuilds only the last layer. Exactly the
+# versions (and hashes) of uv.lock's sidecar group, the ones the unit tests run against.
+COPY sidecar-requirements.txt /etc/bottle/sidecar-requirements.txt
 RUN set -eu; \
     python3 -m venv /opt/venv; \
     PIP_CERT=/etc/bottle/host-ca.pem SSL_CERT_FILE=/etc/bottle/host-ca.pem \
     PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
-    /opt/venv/bin/pip install \
-        mitmproxy==12.3.1 \
-        pydantic==2.14.4 \
-        ruamel.yaml==0.19.1 \
-        mcp==1.30.0
+    /opt/venv/bin/pip install --require-hashes --no-deps \
+        -r /etc/bottle/sidecar-requirements.txt
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/bottle \

@@ -4,13 +4,13 @@ The sections a sidecar owns (``egress:``, ``git:``, ``supervise:``) are modelled
 sidecar's module (``bottle.sidecars.<name>``); ``bottle_file_model()`` composes them.
 """
 
+from bottle.manifest.bottlefile import bottle_file_model
 from bottle.manifest.loader import AgentSource, BottleSource, Manifest, load_manifest, merge
 from bottle.manifest.models import (
     AgentOverride,
     AgentProvider,
     AgentSpec,
     BottleSpec,
-    bottle_file_model,
 )
 
 __all__ = [

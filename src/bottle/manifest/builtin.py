@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bottle.manifest.models import AgentSpec, BottleSpec, bottle_file_model
+from bottle.manifest.bottlefile import bottle_file_model
+from bottle.manifest.models import AgentSpec, BottleSpec
 
 
 def builtin_bottles() -> dict[str, BottleSpec]:

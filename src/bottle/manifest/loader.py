@@ -6,14 +6,17 @@ Where definitions come from, in order of trust:
 * ``$BOTTLE_HOME/agents/<name>.md``   agents
 * ``./.bottle/agents/<name>.md``      agents of the repository you run in; they may not
   widen anything, so they can name a bottle but never carry routes, env, remotes or a
-  Dockerfile. When a name exists both in the home and in the repository, the home file
-  wins and a warning says so: a repository must not silently replace the user's agent.
+  Dockerfile. A name that exists in the home or built in is never replaced by the
+  repository's file (ignored, with a warning), and a repository agent starts only once
+  the user trusted its exact content (``bottle trust PATH``, see ``bottle.trust``).
 * built-in ``default`` bottle and ``shell`` agent, used when no file has that name.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,18 +24,27 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer, ComposerError, MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from bottle.errors import ManifestError
+from bottle.manifest.bottlefile import bottle_file_model
 from bottle.manifest.builtin import BUILTIN_AGENTS, builtin_bottles
 from bottle.manifest.models import (
     CLAUDE_SUBAGENT_KEYS,
     AgentSpec,
     BottleSpec,
-    bottle_file_model,
     check_name,
 )
 from bottle.sidecars import registry
+from bottle.trust import MAX_AGENT_BYTES, TrustState, read_agent_file, refusal, state_of
+
+#: Bounds on a bottle or agent file: a real one is a few KiB, a few levels deep, with few
+#: aliases. Past them the file is refused before it is read whole or built.
+MAX_FILE_BYTES = MAX_AGENT_BYTES
+MAX_DEPTH = 32
+MAX_ALIASED_NODES = 10_000
 
 Origin = Literal["home", "repo", "builtin"]
 #: Keys only a bottle may set, beside every sidecar's section.
@@ -62,6 +74,7 @@ class AgentSource:
     path: Path | None
     origin: Origin
     body: str = ""
+    trust: TrustState | None = None  # repository agents only: see bottle.trust
 
 
 @dataclass(frozen=True)
@@ -74,8 +87,12 @@ class Manifest:
     skills_dirs: tuple[Path, ...] = field(default=())
 
     def agent(self, name: str) -> AgentSource:
+        """The agent to start; a repository agent only if the user trusted its content."""
         try:
-            return self.agents[name]
+            source = self.agents[name]
+            if source.origin == "repo" and source.trust != "trusted" and source.path:
+                raise refusal(source.path, source.trust or "untrusted")
+            return source
         except KeyError:
             known = ", ".join(sorted(self.agents)) or "none"
             raise ManifestError(
@@ -108,8 +125,20 @@ def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str]:
             hint="Close the YAML front matter with a line holding only '---'.",
         )
     yaml = YAML(typ="safe", pure=True)
+    yaml.max_depth = MAX_DEPTH
+    yaml.Composer = _BoundedComposer
     try:
         data = yaml.load(io.StringIO(head))
+    except MaxDepthExceededError:
+        raise ManifestError(
+            f"the front matter nests deeper than {MAX_DEPTH} levels",
+            path=path,
+            hint="Flatten it: no bottle or agent field nests that deep.",
+        ) from None
+    except _AliasBomb as exc:
+        raise ManifestError(
+            str(exc.problem), path=path, hint="Write the values out instead of using aliases."
+        ) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" (line {mark.line + 2}, column {mark.column + 1})" if mark else ""
@@ -129,6 +158,49 @@ def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str]:
             hint="Write 'key: value' lines between the '---' lines.",
         )
     return data, body
+
+
+class _AliasBomb(ComposerError):
+    pass
+
+
+class _BoundedComposer(Composer):
+    """Counts the nodes aliases stand for: a few anchors must not expand to billions."""
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader=loader)
+        self._aliased = 0
+        self._sizes: dict[int, int] = {}
+        self._done: set[int] = set()
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        node = super().compose_node(parent, index)
+        self._done.add(id(node))
+        return node
+
+    def return_alias(self, a: Any) -> Any:
+        if id(a) not in self._done:
+            # An alias inside its own anchor: a cycle no validator or merge could walk.
+            raise _AliasBomb(None, None, "an alias refers to itself", a.start_mark)
+        self._aliased += self._size(a)
+        if self._aliased > MAX_ALIASED_NODES:
+            raise _AliasBomb(
+                None, None, f"aliases expand to more than {MAX_ALIASED_NODES} values", a.start_mark
+            )
+        return a
+
+    def _size(self, node: Node) -> int:
+        """Nodes under ``node``, aliases expanded (memoised; depth is bounded by MAX_DEPTH)."""
+        key = id(node)
+        if key not in self._sizes:
+            if isinstance(node, MappingNode):
+                children = [n for pair in node.value for n in pair]
+            elif isinstance(node, SequenceNode):
+                children = list(node.value)
+            else:
+                children = []
+            self._sizes[key] = 1 + sum(self._size(c) for c in children)
+        return self._sizes[key]
 
 
 def validate(model: type[BaseModel], data: dict[str, Any], path: Path | None) -> Any:
@@ -189,12 +261,40 @@ def _name_from(path: Path) -> str:
         ) from None
 
 
+def _read_repo(path: Path, home: Path) -> tuple[dict[str, Any], str, TrustState]:
+    """A repository agent file: read once (no link, FIFO or device), parsed and trust-checked."""
+    try:
+        raw = read_agent_file(path)
+        text = io.StringIO(raw.decode("utf-8"), newline=None).read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"cannot read: {exc}", path=path, hint="Check the file.") from None
+    return (*split_front_matter(text, path), state_of(home, path, raw))
+
+
 def _read(path: Path) -> tuple[dict[str, Any], str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = io.StringIO(_read_bounded(path).decode("utf-8"), newline=None).read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"cannot read: {exc}", path=path, hint="Check the file.") from None
     return split_front_matter(text, path)
+
+
+def _read_bounded(path: Path) -> bytes:
+    """A file of your home, links followed; a FIFO, device or huge file is refused, not read."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(f"{path} is not a regular file")
+    # O_NONBLOCK: a FIFO swapped in after the stat must not hang the open.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if info.st_size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
+        raise OSError(
+            f"larger than {MAX_FILE_BYTES >> 20} MiB; a bottle or agent file is far smaller"
+        )
+    return data
 
 
 def _agent_data(data: dict[str, Any], path: Path, origin: Origin) -> dict[str, Any]:
@@ -242,21 +342,26 @@ def load_manifest(*, home: Path, cwd: Path) -> Manifest:
         for name, (spec, body) in BUILTIN_AGENTS.items()
     }
     warnings: list[str] = []
-    home_agents: set[str] = set()
     for origin, directory in (("home", home / "agents"), ("repo", repo_dir / "agents")):
         for path in _md_files(directory):
             name = _name_from(path)
-            data, body = _read(path)
-            spec = validate(AgentSpec, _agent_data(data, path, origin), path)  # type: ignore[arg-type]
-            if origin == "repo" and name in home_agents:
+            if origin == "repo" and name in agents:
+                # Never shadowed, built-in ones neither: `bottle start shell` must stay shell.
+                shadowed = agents[name]
+                wins = "your home wins" if shadowed.origin == "home" else "the built-in wins"
                 warnings.append(
-                    f"agent {name!r} is defined in {path} and in your home; "
-                    f"using {agents[name].path} (your home wins)"
+                    f"agent {name!r} is defined in {path}, which is ignored: using "
+                    f"{shadowed.path or 'the built-in one'} ({wins}; a repository never "
+                    "replaces your or bottle's agents)"
                 )
                 continue
-            if origin == "home":
-                home_agents.add(name)
-            agents[name] = AgentSource(name, spec, path, origin, body)  # type: ignore[arg-type]
+            trust_state: TrustState | None = None
+            if origin == "repo":
+                data, body, trust_state = _read_repo(path, home)
+            else:
+                data, body = _read(path)
+            spec = validate(AgentSpec, _agent_data(data, path, origin), path)  # type: ignore[arg-type]
+            agents[name] = AgentSource(name, spec, path, origin, body, trust_state)  # type: ignore[arg-type]
 
     for agent in agents.values():
         if agent.spec.bottle not in bottles:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from bottle.policy import EnvName
 
@@ -61,7 +60,7 @@ class BottleSpec(Strict):
 
     These are the fields every bottle has; each sidecar adds its own section (``egress:``,
     ``git:``, ``supervise:``) to the model :func:`bottle_file_model` composes from the
-    registry. Read a section with :meth:`section`.
+    registry (``bottle.manifest.bottlefile``). Read a section with :meth:`section`.
     """
 
     description: str = ""
@@ -77,24 +76,6 @@ class BottleSpec(Strict):
     def section(self, key: str) -> Any:
         """The (validated) section a sidecar owns; its default when the file has none."""
         return getattr(self, key)
-
-
-@functools.cache
-def bottle_file_model() -> type[BottleSpec]:
-    """``BottleSpec`` with one field per registered sidecar's section (unknown keys rejected)."""
-    from bottle.sidecars import registry
-
-    fields: dict[str, Any] = {}
-    for sidecar in registry():
-        default = sidecar.default_section()
-        if default is None:
-            fields[sidecar.section] = (sidecar.section_model | None, None)
-        else:
-            fields[sidecar.section] = (sidecar.section_model, Field(default_factory=type(default)))
-    model: type[BottleSpec] = create_model(
-        "BottleFile", __base__=BottleSpec, __module__=__name__, **fields
-    )
-    return model
 
 
 class AgentOverride(Strict):

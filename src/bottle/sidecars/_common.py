@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bottle.plan import BottlePlan
+from bottle.settings import home_id
 
 
 def escape(value: str) -> str:
@@ -24,8 +25,16 @@ def bind(source: Path, target: PurePosixPath, *, read_only: bool = False) -> dic
     }
 
 
-def labels(plan: BottlePlan, role: str) -> dict[str, str]:
-    return {"bottle.slug": plan.slug, "bottle.role": role, "bottle.version": plan.version}
+def labels(plan: BottlePlan, role: str | None = None) -> dict[str, str]:
+    """What marks an object as this instance's: cleanup finds orphans by these, per home."""
+    found = {
+        "bottle.slug": plan.slug,
+        "bottle.home": home_id(plan.state_dir.parent),
+        "bottle.version": plan.version,
+    }
+    if role is not None:
+        found["bottle.role"] = role
+    return found
 
 
 def sidecar_base(plan: BottlePlan, name: str, module: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_check
 
 from pydantic import BaseModel
 
+from bottle import safefs
 from bottle.errors import ApplyError, PlanError
 from bottle.runtime.status import SidecarStatus
 
@@ -170,7 +171,10 @@ class SidecarBase(Generic[S, P]):
     def status(self, host: SidecarHost) -> SidecarStatus:
         path = host.state.status_file(self.name)
         try:
-            return self.status_model.model_validate_json(path.read_bytes())
+            # A sidecar-written file: no link followed, bounded.
+            return self.status_model.model_validate_json(
+                safefs.read_regular(path, max_bytes=1 << 20)
+            )
         except (OSError, ValueError):
             return self.status_model(ready=False)
 

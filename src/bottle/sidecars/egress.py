@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError
 
-from bottle import layout
-from bottle.errors import ApplyError, ManifestError
+from bottle import layout, safefs
+from bottle.errors import ApplyError, ApplyFailed, ManifestError
 from bottle.manifest.models import Strict
 from bottle.policy import EnvName, Route, Routes, RoutesFileError, parse_routes_file
 from bottle.runtime.egress import EgressStatus, routes_digest
@@ -133,7 +133,8 @@ class _Egress(SidecarBase[Egress, EgressPlan]):
     def status(self, host: SidecarHost) -> EgressStatus:
         path = host.state.status_file(self.name)
         try:
-            return EgressStatus.model_validate_json(path.read_bytes())
+            # A sidecar-written file: no link followed, bounded.
+            return EgressStatus.model_validate_json(safefs.read_regular(path, max_bytes=1 << 20))
         except (OSError, ValueError):
             return EgressStatus(ready=False)
 
@@ -165,7 +166,7 @@ class _Egress(SidecarBase[Egress, EgressPlan]):
                     hint="The routes in force are unchanged; fix the file and reload again.",
                 )
             time.sleep(0.02)
-        raise ApplyError(
+        raise ApplyFailed(
             f"egress did not confirm the new routes within {timeout:.0f}s",
             hint=f"Look at 'bottle logs {host.slug} --service egress'.",
         )
@@ -175,7 +176,7 @@ def _read_routes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ApplyError(
+        raise ApplyFailed(
             f"cannot read the live routes {path}: {exc.strerror}",
             hint="The state directory is damaged or was not made by 'bottle start'; "
             "see 'bottle ls'.",
@@ -183,4 +184,3 @@ def _read_routes(path: Path) -> bytes:
 
 
 SIDECAR = EGRESS = _Egress()
-

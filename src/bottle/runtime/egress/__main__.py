@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bottle import layout
+from bottle.files import atomic_write
 from bottle.runtime import egress as paths
-from bottle.state import atomic_write
 
 CONFDIR_ENV = "BOTTLE_EGRESS_CONFDIR"
 CA_PUBLIC_ENV = "BOTTLE_EGRESS_CA_PUBLIC"

@@ -46,9 +46,9 @@ from pydantic import Field
 
 from bottle import layout
 from bottle.errors import ApplyError
+from bottle.files import atomic_write
 from bottle.policy import RoutesFileError, parse_routes_file
 from bottle.proposals import Proposal, ProposalQueue, describe
-from bottle.state import atomic_write
 
 log = logging.getLogger("bottle.supervise")
 
@@ -222,10 +222,12 @@ def build_app(config: Config) -> FastMCP[Any]:
         name="capability-block",
         description=(
             "Ask the operator to rebuild your image with more tools. Send a Dockerfile whose "
-            "first instruction is FROM ${BOTTLE_AGENT_IMAGE}, in one stage, without "
-            "ENTRYPOINT, CMD, USER, ONBUILD or heredocs. If approved, the operator builds it "
-            "and replaces your container with it (your files in /workspace and the "
-            "transcript stay; running processes do not)."
+            "first instruction is FROM ${BOTTLE_AGENT_IMAGE}, in one stage, then only ARG, "
+            "ENV, RUN, WORKDIR, LABEL, COPY, ADD (no URLs), EXPOSE: no parser directives, "
+            "heredocs, RUN or COPY flags (but --chown, --chmod). Its RUN steps reach only "
+            "the routes egress allows you. If approved, the operator builds it and replaces "
+            "your container with it (your files in /workspace and the transcript stay; "
+            "running processes do not)."
         ),
     )
     async def capability_block(

@@ -1,0 +1,104 @@
+"""The engine seam: what the rest of bottle needs from a container engine, as Protocols.
+
+``DockerEngine`` is the real one (python-on-whales and the docker CLI). ``Bottle(...,
+engine=...)`` and ``Instance(..., engine=...)`` take another, so that start's rollback and
+other paths that need an engine can be driven in unit tests by a fake (tests/fakes.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from bottle.engine.compose import ExecResult, ServiceState
+    from bottle.images import ImageSpec
+    from bottle.settings import Settings
+
+Progress = Callable[[str], None]
+
+
+class Project(Protocol):
+    """One instance's compose project (``bottle.engine.compose.ComposeProject``)."""
+
+    def up(self, *, env: Mapping[str, str], wait_timeout: int) -> None: ...
+
+    def up_service(self, service: str, *, env: Mapping[str, str], wait_timeout: int) -> None: ...
+
+    def down(self, *, timeout: int = 5) -> None: ...
+
+    def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str: ...
+
+    def follow_logs(self, services: Sequence[str] = ()) -> int: ...
+
+    def kill(self, service: str, signal: str) -> None: ...
+
+    def ps(self) -> list[ServiceState]: ...
+
+    def service_env(self, service: str) -> dict[str, str]: ...
+
+    def address(self, service: str, network: str) -> str: ...
+
+    def exec(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        tty: bool = False,
+        capture: bool = False,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
+    ) -> ExecResult: ...
+
+
+class Engine(Protocol):
+    """Checking the engine, making images, and opening compose projects."""
+
+    def check(self) -> None:
+        """``DockerUnavailable`` (naming the fix) when the engine cannot be used."""
+
+    def ensure_image(
+        self,
+        spec: ImageSpec,
+        *,
+        settings: Settings,
+        progress: Progress,
+        network: str | None = None,
+        proxy_args: Mapping[str, str] | None = None,
+    ) -> str:
+        """The local ref of ``spec``'s image, built first when missing (RUN steps on
+        ``network``, with ``proxy_args`` as the predefined proxy build args)."""
+
+    def project(self, *, compose_file: Path, project: str, project_dir: Path) -> Project:
+        """The compose project ``project`` (nothing is called until a method is)."""
+
+
+class DockerEngine:
+    """The real engine: the local Docker daemon and compose v2."""
+
+    def check(self) -> None:
+        from bottle.engine.compose import check_docker
+
+        check_docker()
+
+    def ensure_image(
+        self,
+        spec: ImageSpec,
+        *,
+        settings: Settings,
+        progress: Progress,
+        network: str | None = None,
+        proxy_args: Mapping[str, str] | None = None,
+    ) -> str:
+        from bottle.engine.images import ensure_image
+
+        return ensure_image(
+            spec, settings=settings, progress=progress, network=network, proxy_args=proxy_args
+        )
+
+    def project(self, *, compose_file: Path, project: str, project_dir: Path) -> Project:
+        from bottle.engine.compose import ComposeProject
+
+        return ComposeProject(compose_file=compose_file, project=project, project_dir=project_dir)

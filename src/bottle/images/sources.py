@@ -1,0 +1,112 @@
+"""Which ``bottle`` modules the sidecar image carries: the runtime and what it imports.
+
+The sidecar's tag is a hash of its context, so the context holds only the code the sidecars
+run: every module under ``bottle/runtime/`` and, transitively, every ``bottle`` module they
+import (and the packages above each). A change to host-only code (the CLI, the engine, the
+planner) then leaves the sidecar image as it is.
+
+Imports are found by reading the source (``ast``), not by importing it: the host need not
+have mitmproxy or mcp installed. Imports inside ``if TYPE_CHECKING:`` are not followed: they
+never run (``bottle/__init__.py`` names the whole library that way, and loads it lazily).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+__all__ = ["RUNTIME_PACKAGE", "runtime_sources"]
+
+RUNTIME_PACKAGE = "bottle.runtime"
+_SKIP_DIRS = frozenset({"__pycache__"})
+
+
+def _module_file(root: Path, module: str) -> Path | None:
+    """The file of ``bottle.x.y`` under ``root`` (the ``bottle`` directory), if it has one."""
+    parts = module.split(".")[1:]
+    base = root.joinpath(*parts)
+    for candidate in (base / "__init__.py", base.with_suffix(".py") if parts else None):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_name(root: Path, path: Path) -> str:
+    rel = path.relative_to(root).with_suffix("")
+    parts = ["bottle", *rel.parts]
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imported(root: Path, path: Path) -> set[str]:
+    """The ``bottle`` modules ``path`` may import (``from m import name`` may name a module)."""
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    package = _module_name(root, path)
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]
+    found: set[str] = set()
+    for node in _runtime_nodes(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, node.module] if node.module else anchor)
+            else:
+                base = node.module or ""
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {name for name in found if name == "bottle" or name.startswith("bottle.")}
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:``."""
+    out: list[ast.AST] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+    return out
+
+
+def runtime_sources(root: Path) -> dict[str, bytes]:
+    """The files the sidecar runs, under ``bottle/``: ``root`` is the ``bottle`` directory."""
+    pending = [p for p in sorted((root / "runtime").rglob("*.py")) if not _skipped(root, p)]
+    seen: set[Path] = set()
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        # Importing a module runs every package __init__ above it.
+        parent = path.parent
+        while parent != root.parent:
+            init = parent / "__init__.py"
+            if init.is_file() and init not in seen:
+                pending.append(init)
+            parent = parent.parent
+        for module in _imported(root, path):
+            target = _module_file(root, module)
+            if target is not None and target not in seen:
+                pending.append(target)
+    files = {f"bottle/{p.relative_to(root).as_posix()}": p.read_bytes() for p in seen}
+    typed = root / "py.typed"
+    if typed.is_file():
+        files["bottle/py.typed"] = typed.read_bytes()
+    return dict(sorted(files.items()))
+
+
+def _skipped(root: Path, path: Path) -> bool:
+    return any(part in _SKIP_DIRS for part in path.relative_to(root).parts)

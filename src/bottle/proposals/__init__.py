@@ -1,0 +1,75 @@
+"""Proposals: what the agent asks the operator for, one JSON file each.
+
+Shared by both sides of the boundary. Inside the bottle, the ``supervise`` sidecar validates
+what the agent sends and files it with :meth:`ProposalQueue.create`; on the host, the operator
+(the ``bottle`` CLI, or a test through the library) reads the same directory and records a
+decision with :meth:`ProposalQueue.decide`. The directory is the only channel between them:
+``state/<slug>/proposals/`` on the host, ``layout.PROPOSALS`` in the sidecar.
+
+A proposal file is ``<id>.json`` (ids 1, 2, 3, ...)::
+
+    {"id": 3, "tool": "egress-block", "created_at": "2025-01-01T12:00:00Z",
+     "status": "pending", "justification": "pip needs the index",
+     "payload": {"tool": "egress-block", "host": "pypi.org", "paths": ["/simple/"],
+                 "methods": ["GET"]},
+     "decision": null}
+
+and once decided, ``status`` is ``approved`` or ``rejected`` and ``decision`` is
+``{"by", "at", "reason", "applied", "error", "edited", "original_payload"}``. Every write
+goes to a temporary file in the same directory and is renamed over the target, so a reader
+sees the old file or the new one, never half of one.
+
+The package: :mod:`~bottle.proposals.payloads` (what each tool may ask, and its checks),
+:mod:`~bottle.proposals.models` (a proposal file's content and the agent-facing summary) and
+:mod:`~bottle.proposals.queue` (the directory of files). Keep it free of Docker, YAML and
+CLI imports: it runs inside the sidecar too.
+"""
+
+from __future__ import annotations
+
+from bottle.dockerfiles import check_capability_dockerfile as check_dockerfile
+from bottle.proposals.models import (
+    MAX_JUSTIFICATION_CHARS,
+    MAX_REASON_CHARS,
+    Decision,
+    Proposal,
+    Status,
+    check_justification,
+    describe,
+)
+from bottle.proposals.payloads import (
+    MAX_PAYLOAD_BYTES,
+    TOOLS,
+    CapabilityBlock,
+    EgressBlock,
+    Payload,
+    PipelockBlock,
+    ToolName,
+    host_of_url,
+    request_fields,
+    validate_payload,
+)
+from bottle.proposals.queue import Listing, ProposalQueue
+
+__all__ = [
+    "MAX_JUSTIFICATION_CHARS",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_REASON_CHARS",
+    "TOOLS",
+    "CapabilityBlock",
+    "Decision",
+    "EgressBlock",
+    "Listing",
+    "Payload",
+    "PipelockBlock",
+    "Proposal",
+    "ProposalQueue",
+    "Status",
+    "ToolName",
+    "check_dockerfile",
+    "check_justification",
+    "describe",
+    "host_of_url",
+    "request_fields",
+    "validate_payload",
+]

@@ -1,0 +1,237 @@
+"""The proposals of one instance: one JSON file per proposal, written so none ever tears.
+
+Ids are reserved with ``O_EXCL`` (two writers never share one) and every write goes to a
+temporary file renamed over the target, so a reader sees the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from bottle import safefs
+from bottle.errors import ApplyError
+from bottle.files import atomic_write, locked, now
+from bottle.proposals.models import Decision, Proposal, Status, check_justification
+from bottle.proposals.payloads import MAX_PAYLOAD_BYTES, validate_payload, validation_reasons
+
+_ID_FILE_RE = re.compile(r"^([1-9][0-9]{0,8})\.json$")
+#: A zero-byte ``<id>.json`` younger than this is a create in flight, not a problem.
+_RESERVED_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What :meth:`ProposalQueue.list` found: the proposals, and files it could not read."""
+
+    proposals: tuple[Proposal, ...]
+    problems: tuple[str, ...] = field(default=())
+
+
+class ProposalQueue:
+    """The proposals of one instance: ``<directory>/<id>.json``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def path(self, proposal_id: int) -> Path:
+        return self.directory / f"{proposal_id}.json"
+
+    def _ids(self) -> list[int]:
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        ids = []
+        for name in names:
+            match = _ID_FILE_RE.match(name)
+            if match:
+                ids.append(int(match.group(1)))
+        return sorted(ids)
+
+    def create(
+        self,
+        tool: str,
+        payload: Mapping[str, Any],
+        justification: str,
+        *,
+        base_ref: str | None = None,
+    ) -> Proposal:
+        """Validate and file a new pending proposal; ``ApplyError`` says what to fix.
+
+        Nothing is written unless the whole proposal is valid. Ids are reserved with
+        ``O_EXCL``, so two writers never share one; the content then lands atomically.
+        """
+        typed = validate_payload(tool, payload, base_ref=base_ref)
+        text = check_justification(justification)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        ids = self._ids()
+        candidate = (ids[-1] if ids else 0) + 1
+        for _ in range(1000):
+            target = self.path(candidate)
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                candidate += 1
+                continue
+            os.close(fd)
+            break
+        else:  # pragma: no cover - a thousand concurrent creates
+            raise ApplyError(f"could not reserve a proposal id in {self.directory}")
+        proposal = Proposal(
+            id=candidate,
+            tool=typed.tool,
+            created_at=now(),
+            justification=text,
+            payload=typed,
+        )
+        try:
+            atomic_write(target, proposal.to_json())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                target.unlink()
+            raise
+        return proposal
+
+    def _load(self, path: Path) -> Proposal:
+        raw = safefs.read_regular(path, max_bytes=16 * MAX_PAYLOAD_BYTES).decode("utf-8")
+        data = json.loads(raw)
+        proposal = Proposal.model_validate(data)
+        expected = int(path.name.removesuffix(".json"))
+        if proposal.id != expected:
+            raise ValueError(f"the file says id {proposal.id}")
+        return proposal
+
+    def get(self, proposal_id: int) -> Proposal:
+        """The proposal with this id; ``ApplyError`` when there is none or it is unreadable."""
+        path = self.path(proposal_id)
+        for attempt in range(20):
+            try:
+                if path.stat().st_size == 0 and attempt < 19:
+                    time.sleep(0.01)  # reserved, its content is on the way
+                    continue
+                return self._load(path)
+            except FileNotFoundError:
+                ids = self._ids()
+                known = f"ids so far: {ids[0]}..{ids[-1]}" if ids else "there are none yet"
+                raise ApplyError(
+                    f"no proposal {proposal_id} in {self.directory} ({known})"
+                ) from None
+            except (OSError, ValueError) as exc:
+                raise ApplyError(
+                    f"proposal file {path} is unreadable: {_short(exc)}",
+                    hint="Move the file aside; the other proposals are unaffected.",
+                ) from None
+        raise ApplyError(f"proposal {proposal_id} is still being written; try again")
+
+    def list(self, status: Status | None = None) -> Listing:
+        """Every readable proposal in id order (only ``status`` ones if given).
+
+        A file that does not parse is named in ``problems`` and otherwise skipped.
+        """
+        found: list[Proposal] = []
+        problems: list[str] = []
+        for proposal_id in self._ids():
+            path = self.path(proposal_id)
+            try:
+                stat = path.stat()
+                if stat.st_size == 0:
+                    if time.time() - stat.st_mtime > _RESERVED_GRACE_S:
+                        problems.append(f"{path}: empty file (an interrupted create?)")
+                    continue
+                proposal = self._load(path)
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as exc:
+                problems.append(f"{path}: {_short(exc)}")
+                continue
+            if status is None or proposal.status == status:
+                found.append(proposal)
+        return Listing(proposals=tuple(found), problems=tuple(problems))
+
+    def decide(
+        self,
+        proposal_id: int,
+        *,
+        approved: bool,
+        by: str,
+        reason: str | None = None,
+        applied: bool = False,
+        error: str | None = None,
+        edited_payload: Mapping[str, Any] | None = None,
+        base_ref: str | None = None,
+    ) -> Proposal:
+        """Record the operator's decision on a pending proposal, atomically.
+
+        Call it after trying to apply an approval: ``applied`` says whether that worked and
+        ``error`` why not. ``edited_payload`` replaces what the agent asked for (validated
+        like a new one; ``base_ref`` as in :func:`validate_payload`); the original is kept
+        in ``decision.original_payload``. A proposal that is already decided is refused
+        with ``ApplyError``.
+        """
+        if not approved and applied:
+            raise ApplyError("a rejected proposal cannot be applied")
+        with locked(self.directory / ".decide.lock"):
+            current = self.get(proposal_id)
+            if current.status != "pending":
+                assert current.decision is not None
+                raise ApplyError(
+                    f"proposal {proposal_id} was already {current.status} by "
+                    f"{current.decision.by} at {current.decision.at.isoformat()}",
+                    hint="A decision is final; the agent can file a new proposal.",
+                )
+            payload = current.payload
+            original = None
+            if edited_payload is not None:
+                edited = validate_payload(current.tool, edited_payload, base_ref=base_ref)
+                if edited != current.payload:
+                    payload, original = edited, current.payload
+            try:
+                decision = Decision(
+                    by=by,
+                    at=now(),
+                    reason=reason or None,
+                    applied=applied,
+                    error=error or None,
+                    edited=original is not None,
+                    original_payload=original,
+                )
+            except ValidationError as exc:
+                raise ApplyError(f"bad decision: {validation_reasons(exc, 'decision')}") from None
+            decided = current.model_copy(
+                update={
+                    "status": "approved" if approved else "rejected",
+                    "payload": payload,
+                    "decision": decision,
+                }
+            )
+            decided = Proposal.model_validate(decided.model_dump())  # re-check invariants
+            atomic_write(self.path(proposal_id), decided.to_json())
+            return decided
+
+    def wait(self, proposal_id: int, timeout_s: float, poll_s: float = 0.1) -> Proposal:
+        """Poll until the proposal is decided or ``timeout_s`` passes; return it either way."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            proposal = self.get(proposal_id)
+            remaining = deadline - time.monotonic()
+            if proposal.status != "pending" or remaining <= 0:
+                return proposal
+            time.sleep(min(max(poll_s, 0.001), remaining))
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        return validation_reasons(exc, "proposal")
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON ({exc.msg} at line {exc.lineno})"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,205 @@
+"""The request checks: every request is matched against the routes, after the checks that keep
+a route's meaning (Host, SNI and CONNECT agree; no dot segments; no git push).
+
+A miss is a real 403 with a JSON body telling the agent how to ask for more. Passthrough
+hosts are tunnelled without TLS interception and logged at CONNECT. Raw TCP and UDP are never
+a way out. The matched route's index and DLP mode go into the flow's record for the addons
+after this one (:mod:`.scan`, :mod:`.inject`).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from urllib.parse import unquote, unquote_plus
+
+from mitmproxy import http, tcp, tls, udp
+
+from bottle.runtime.egress import dlp
+from bottle.runtime.egress.log import DecisionLog, call, flow_record
+from bottle.runtime.egress.records import LogRecord
+from bottle.runtime.egress.reload import Reload
+
+logger = logging.getLogger("bottle.egress")
+
+HOW_TO_ASK = (
+    "call the supervise MCP tool `egress-block` with this host, path and method and a "
+    "justification (or ask the operator: bottle allow <slug> <host>)"
+)
+HOW_TO_PUSH = (
+    "push to the git remote as configured: it is rewritten to git-gate, which scans the push "
+    "and forwards it to the declared remote"
+)
+
+
+def host_of(authority: str) -> str:
+    """The host part of a Host header / :authority value (no port, no brackets), lower-case."""
+    value = authority.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    if value.count(":") == 1:
+        value = value.split(":", 1)[0]
+    return value.rstrip(".")
+
+
+def is_git_push(path: str) -> bool:
+    """A smart-HTTP push: the receive-pack endpoint, or its discovery (?service=...)."""
+    bare, _, query = path.partition("?")
+    if unquote(bare).rstrip("/").lower().endswith("/git-receive-pack"):
+        return True
+    parts = query.replace(";", "&").split("&")
+    return any(unquote_plus(part).strip().lower() == "service=git-receive-pack" for part in parts)
+
+
+def has_dot_segments(path: str) -> bool:
+    """``.`` or ``..`` segments (raw or %-encoded) would let a server resolve a path that a
+    prefix rule did not see, e.g. ``/allowed/../admin``."""
+    bare = unquote(path.split("?", 1)[0]).replace("\\", "/")
+    return any(segment in {".", ".."} for segment in bare.split("/"))
+
+
+def header_pairs(*blocks: http.Headers | None) -> list[tuple[str, str]]:
+    """Every (name, value) of the given header blocks, repeated headers included."""
+    return [
+        (name.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+        for block in blocks
+        if block is not None
+        for name, value in block.fields
+    ]
+
+
+class Guards:
+    """The addon; see the module docstring."""
+
+    def __init__(self, tables: Reload, log: DecisionLog) -> None:
+        self.tables = tables
+        self.log = log
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """CONNECT: note the route; passthrough tunnels are logged here, never seen again."""
+        try:
+            self._http_connect(flow)
+        except Exception as exc:
+            self.log.crash(flow, exc, "http_connect")
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        """Tunnel TLS untouched for passthrough hosts; intercept everything else."""
+        try:
+            address = data.context.server.address
+            host = (address[0] if address else data.client_hello.sni) or ""
+            routes = self.tables.current.routes
+            if host and routes.passthrough_for(host):
+                sni = data.client_hello.sni
+                # A different SNI inside the tunnel must itself be passthrough, or we look in.
+                if sni is None or host_of(sni) == host_of(host) or routes.passthrough_for(sni):
+                    data.ignore_connection = True
+        except Exception as exc:  # intercepting is the safe default: requests get matched
+            logger.error(
+                "egress: tls_clienthello failed (%s); intercepting\n%s",
+                type(exc).__name__,
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # stream_large_bodies streams responses; a request body is always held whole so
+        # that DLP sees it before anything leaves.
+        flow.request.stream = False
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._request(flow)
+        except Exception as exc:
+            self.log.crash(flow, exc, "request")
+
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        """Raw TCP is never a way out (non-HTTP inside a CONNECT tunnel, e.g. ssh)."""
+        self._kill_raw(flow, "raw TCP")
+
+    def udp_start(self, flow: udp.UDPFlow) -> None:
+        self._kill_raw(flow, "raw UDP")
+
+    def _kill_raw(self, flow: tcp.TCPFlow | udp.UDPFlow, what: str) -> None:
+        try:
+            address = flow.server_conn.address
+            host = self.log.safe_host(address[0] if address else "")
+            call(flow.kill)
+            self.log.write(
+                LogRecord(
+                    method=what.removeprefix("raw "),
+                    host=host,
+                    decision="refuse",
+                    reason=f"{what} is not allowed through egress",
+                    request_bytes=0,
+                )
+            )
+        except Exception as exc:
+            logger.error("egress: %s hook failed: %s", what, type(exc).__name__)
+
+    def _http_connect(self, flow: http.HTTPFlow) -> None:
+        current = self.tables.current
+        host = flow.request.host.lower().rstrip(".")
+        record = flow_record(flow)
+        record["host"] = self.log.safe_host(host)
+        record["path"] = ""
+        # A host no route names is not refused here but inside the intercepted TLS, so
+        # the agent reads the JSON refusal body (a CONNECT 403's body is never shown).
+        for index, route in enumerate(current.routes.routes):
+            if route.matches_host(host):
+                record["route"] = index
+                break
+        if current.routes.passthrough_for(host):
+            record["reason"] = "passthrough tunnel (TLS not intercepted)"
+            # The tunnel's bytes are never seen again: log the decision now.
+            self.log.log_flow(flow)
+
+    def _request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or flow.error is not None:
+            return
+        current = self.tables.current  # one read: a reload mid-request cannot mix two tables
+        req = flow.request
+        host = req.host.lower().rstrip(".")
+        method = req.method.upper()
+        path = req.path
+        record = flow_record(flow)
+        shown_host = record["host"] = self.log.safe_host(host)
+        shown_path = record["path"] = dlp.redact(path.split("?", 1)[0], current.secrets)
+
+        def refuse(reason: str, how: str = HOW_TO_ASK) -> None:
+            self.log.refuse(flow, 403, "egress_refused", reason, how)
+
+        host_header = req.host_header
+        if host_header is not None and host_of(host_header) != host:
+            return refuse(
+                f"the Host header names {self.log.safe_host(host_of(host_header))} but the "
+                f"request goes to {shown_host}; they must agree"
+            )
+        # Intercepted TLS: mitmproxy reuses the agent's SNI upstream, so it must agree too
+        # (otherwise a shared front end could route the request by SNI to another site).
+        sni = flow.client_conn.sni if flow.client_conn.tls else None
+        if sni and host_of(sni) != host:
+            return refuse(
+                f"the TLS server name (SNI) names {self.log.safe_host(host_of(sni))} but the "
+                f"request goes to {shown_host}; they must agree"
+            )
+        if has_dot_segments(path):
+            return refuse(
+                "the path has dot segments (/./ or /../, maybe %-encoded); send the normalized path"
+            )
+        if is_git_push(path):
+            return refuse(
+                "git push over HTTP(S) is refused: pushes go through git-gate", HOW_TO_PUSH
+            )
+
+        headers: dict[str, str] = {}
+        for name, value in header_pairs(req.headers):  # repeated headers joined, like mitmproxy
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        route = current.routes.match(method, host, path, headers)
+        if route is None:
+            if current.routes.allows_host(host):
+                return refuse(f"no route for {shown_host} allows {method} {shown_path}")
+            return refuse(f"no route names host {shown_host}")
+        # By identity: equal routes may repeat, and == on models is slow on this path.
+        record["route"] = next(i for i, r in enumerate(current.routes.routes) if r is route)
+        record["dlp"] = route.dlp
+        return None

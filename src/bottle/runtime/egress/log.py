@@ -1,0 +1,199 @@
+"""The decision log and the refusals: one :class:`LogRecord` JSON line per decision.
+
+Each flow carries what the addons decided about it in ``flow.metadata`` (a :class:`FlowRecord`)
+until it is logged, once: at the refusal, at the response, at an upstream error, or (for a
+passthrough tunnel) at CONNECT. A refusal is a real HTTP response with a JSON body that tells
+the agent why and how to ask for more. No headers, no query, no secrets are logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypedDict, cast
+
+from mitmproxy import http
+
+from bottle.files import now
+from bottle.runtime.egress import dlp
+from bottle.runtime.egress.records import Decision, LogRecord
+from bottle.runtime.egress.reload import Reload, absolute_option
+
+logger = logging.getLogger("bottle.egress")
+
+LOG_OPTION = "bottle_log"
+_META = "bottle_egress"  # flow.metadata key: the decision record of this flow
+
+
+class FlowRecord(TypedDict):
+    """What the addons decided about one flow; kept in ``flow.metadata`` until it is logged.
+
+    Plain JSON-friendly values only, so mitmproxy can copy or save the flow as usual.
+    """
+
+    decision: Decision
+    reason: str
+    route: int | None  # index into the route table in force
+    dlp: str  # the matched route's dlp mode
+    findings: list[str]  # "kind in where", never the matched text
+    host: str  # redacted for logs
+    path: str  # no query, redacted for logs
+    logged: bool
+
+
+def flow_record(flow: http.HTTPFlow) -> FlowRecord:
+    record = flow.metadata.get(_META)
+    if not isinstance(record, dict):
+        record = FlowRecord(
+            decision="allow",
+            reason="",
+            route=None,
+            dlp="off",
+            findings=[],
+            host="",
+            path="",
+            logged=False,
+        )
+        flow.metadata[_META] = record
+    return cast(FlowRecord, record)
+
+
+def call(method: Callable[[], object]) -> None:
+    """Call a mitmproxy method that is untyped in some versions (``kill``, ``drop``)."""
+    method()
+
+
+class DecisionLog:
+    """The addon that writes the log (``response`` and ``error`` hooks) and refuses flows."""
+
+    def __init__(self, tables: Reload, log_path: Path) -> None:
+        self.tables = tables
+        self.log_path = log_path
+
+    def load(self, loader: Any) -> None:
+        loader.add_option(LOG_OPTION, str, str(self.log_path), "the decision log (JSON lines)")
+
+    def configure(self, updated: set[str]) -> None:
+        from mitmproxy import ctx
+
+        if LOG_OPTION in updated:
+            self.log_path = absolute_option(ctx.options, LOG_OPTION)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        try:
+            self.log_flow(flow)
+        except Exception as exc:
+            logger.error("egress: response hook failed: %s", type(exc).__name__)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        try:
+            record = flow_record(flow)
+            if record["decision"] in {"allow", "dlp-warn"} and not record["logged"]:
+                before = record["reason"]
+                record["reason"] = f"{before}; upstream error" if before else "upstream error"
+            self.log_flow(flow)
+        except Exception as exc:
+            logger.error("egress: error hook failed: %s", type(exc).__name__)
+
+    def safe_host(self, host: str) -> str:
+        return dlp.redact(host.lower(), self.tables.current.secrets)
+
+    def refuse(
+        self,
+        flow: http.HTTPFlow,
+        status: int,
+        error: str,
+        reason: str,
+        how: str,
+        *,
+        decision: Decision = "refuse",
+    ) -> None:
+        record = flow_record(flow)
+        record["decision"] = decision
+        record["reason"] = reason
+        body: dict[str, Any] = {
+            "error": error,
+            "reason": reason,
+            "host": record["host"],
+            "method": flow.request.method.upper(),
+            "path": record["path"],
+        }
+        if error == "egress_refused":
+            body["how_to_ask"] = how
+        else:
+            body["how_to_fix"] = how
+        if record["findings"]:
+            body["findings"] = record["findings"]
+        flow.response = http.Response.make(
+            status,
+            json.dumps(body, indent=2) + "\n",
+            {
+                "content-type": "application/json",
+                "x-bottle-egress": "refused" if decision == "refuse" else decision,
+            },
+        )
+        self.log_flow(flow)
+
+    def crash(self, flow: http.HTTPFlow, exc: Exception, hook: str) -> None:
+        """An unexpected failure: refuse this flow with a 500, log, never propagate."""
+        # The type and the frames only: an exception message may quote request data.
+        logger.error(
+            "egress: %s hook failed on a flow (%s); refused with 500\n%s",
+            hook,
+            type(exc).__name__,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
+        try:
+            record = flow_record(flow)
+            record["logged"] = False
+            if not record["host"]:
+                record["host"] = self.safe_host(flow.request.host)
+            self.refuse(
+                flow,
+                500,
+                "egress_internal_error",
+                f"the egress proxy failed on this request ({type(exc).__name__}); it was not sent",
+                "retry; if it keeps failing, tell the operator (egress log)",
+            )
+        except Exception as inner:
+            logger.error("egress: could not refuse the flow: %s", type(inner).__name__)
+            call(flow.kill)
+
+    def log_flow(self, flow: http.HTTPFlow) -> None:
+        record = flow_record(flow)
+        if record["logged"]:
+            return
+        record["logged"] = True
+        response = flow.response
+        self.write(
+            LogRecord(
+                method=flow.request.method.upper(),
+                host=record["host"] or self.safe_host(flow.request.host),
+                path=record["path"],
+                route=record["route"],
+                decision=record["decision"],
+                reason=record["reason"],
+                findings=tuple(record["findings"]) or None,
+                request_bytes=len(flow.request.raw_content or b""),
+                response_bytes=(len(response.raw_content or b"") if response is not None else None),
+                status=response.status_code if response is not None else None,
+            )
+        )
+
+    def write(self, record: LogRecord) -> None:
+        stamped = record.model_copy(
+            update={
+                "time": now().isoformat(timespec="milliseconds"),
+                "generation": self.tables.current.generation,
+            }
+        )
+        data = stamped.to_line()
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_path.open("a", encoding="utf-8") as fh:
+                fh.write(data)
+        except OSError as exc:
+            logger.error("egress: cannot append to %s: %s", self.log_path, exc)

@@ -1,0 +1,43 @@
+"""The decision log's one record type: what egress decided about one request, tunnel or message.
+
+Egress writes one :class:`LogRecord` per decision as a JSON line of ``logs/egress.jsonl``; the
+host (``bottle egress log``) reads each line back with :meth:`LogRecord.model_validate_json`.
+Only pydantic here, so both sides import it. A record holds no headers, no query string and
+no secret: hosts and paths are redacted before they get here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+Decision = Literal["allow", "refuse", "dlp-block", "dlp-warn"]
+
+
+class LogRecord(BaseModel):
+    """One line of the decision log. Unknown fields (a newer egress) are ignored on read."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    time: str = ""  # ISO 8601, milliseconds, set when written
+    generation: int = 0  # the route table in force
+    method: str = ""  # an HTTP method, or CONNECT, WEBSOCKET, TCP, UDP
+    host: str = ""
+    path: str = ""  # no query string
+    route: int | None = None  # index into the route table in force
+    decision: Decision
+    reason: str = ""
+    findings: tuple[str, ...] | None = None  # DLP: "kind in where", never the matched text
+    request_bytes: int | None = None
+    response_bytes: int | None = None
+    status: int | None = None  # the HTTP status sent back, when there was one
+
+    @field_validator("method", "host", "path", "reason")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        # Undecodable request bytes reach us as lone surrogates, which are not JSON text.
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    def to_line(self) -> str:
+        return self.model_dump_json() + "\n"

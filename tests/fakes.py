@@ -1,0 +1,115 @@
+"""A fake engine behind ``bottle.engine.seam``: records what bottle asks of it, and fails
+on the call a test names. For paths whose logic is bottle's own (start's rollback); what
+Docker itself does is tested against a real engine in tests/integration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bottle.engine.compose import ExecResult, ServiceState
+
+if TYPE_CHECKING:
+    from bottle.engine.seam import Progress
+    from bottle.images import ImageSpec
+    from bottle.settings import Settings
+
+
+@dataclass
+class FakeEngine:
+    """``fail[call] = exc`` raises ``exc`` at the next such call (check, ensure_image, up,
+    logs, down, ``up_service agent`` …); ``fail[call] = [exc, exc]`` at the next two."""
+
+    fail: dict[str, BaseException | list[BaseException]] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    env_at_up: dict[str, str] = field(default_factory=dict)
+    log_text: str = "agent-1  | hello from the fake"  # as compose gives it: no final newline
+    states: list[ServiceState] = field(default_factory=list)  # what ``ps`` reports
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        planned = self.fail.get(name)
+        if isinstance(planned, list):
+            if planned:
+                raise planned.pop(0)
+        elif planned is not None:
+            del self.fail[name]
+            raise planned
+
+    def check(self) -> None:
+        self._call("check")
+
+    def ensure_image(
+        self,
+        spec: ImageSpec,
+        *,
+        settings: Settings,
+        progress: Progress,
+        network: str | None = None,
+        proxy_args: Mapping[str, str] | None = None,
+    ) -> str:
+        self._call("ensure_image")
+        return spec.ref
+
+    def project(self, *, compose_file: Path, project: str, project_dir: Path) -> FakeProject:
+        return FakeProject(self, compose_file)
+
+
+@dataclass
+class FakeProject:
+    engine: FakeEngine
+    compose_file: Path
+
+    def up(self, *, env: Mapping[str, str], wait_timeout: int) -> None:
+        assert self.compose_file.is_file(), "up before the compose file was written"
+        self.engine.env_at_up = dict(env)
+        self.engine._call("up")
+        # What egress does once it runs: the bottle CA (a capability build trusts it).
+        ca = self.compose_file.parent / "ca" / "ca.pem"
+        if ca.parent.is_dir():
+            ca.write_text("-----BEGIN CERTIFICATE-----\n")
+
+    def up_service(self, service: str, *, env: Mapping[str, str], wait_timeout: int) -> None:
+        self.engine._call(f"up_service {service}")
+
+    def down(self, *, timeout: int = 5) -> None:
+        self.engine._call("down")
+
+    def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str:
+        self.engine._call("logs")
+        return self.engine.log_text
+
+    def follow_logs(self, services: Sequence[str] = ()) -> int:
+        self.engine._call("follow_logs")
+        return 0
+
+    def kill(self, service: str, signal: str) -> None:
+        self.engine._call(f"kill {service} {signal}")
+
+    def ps(self) -> list[ServiceState]:
+        self.engine._call("ps")
+        return list(self.engine.states)
+
+    def service_env(self, service: str) -> dict[str, str]:
+        self.engine._call(f"service_env {service}")
+        return {}
+
+    def address(self, service: str, network: str) -> str:
+        self.engine._call(f"address {service} {network}")
+        return "192.0.2.10"
+
+    def exec(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        tty: bool = False,
+        capture: bool = False,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
+    ) -> ExecResult:
+        self.engine._call(f"exec {service}")
+        return ExecResult(0)

@@ -1,0 +1,120 @@
+"""``Bottle.start`` is all or nothing, whatever step fails (Ctrl-C included)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bottle.bottle import Bottle
+from bottle.engine.seam import Engine
+from bottle.errors import DockerUnavailable, EngineError, ImageBuildError, StartTimeout
+from bottle.settings import Settings
+from bottle.state import InstanceStatus, StateDir
+from tests.fakes import FakeEngine
+
+
+def _bottle(home: Path, repo: Path, engine: FakeEngine) -> Bottle:
+    return Bottle("shell", cwd=repo, settings=Settings(home=home), environ={}, engine=engine)
+
+
+def _state_dirs(home: Path) -> list[Path]:
+    root = home / "state"
+    return sorted(root.iterdir()) if root.exists() else []
+
+
+def test_the_fake_is_an_engine() -> None:
+    engine: Engine = FakeEngine()  # mypy checks the Protocol here
+    assert engine is not None
+
+
+def test_a_start_that_succeeds_is_running(home: Path, repo: Path) -> None:
+    engine = FakeEngine()
+    instance = _bottle(home, repo, engine).start()
+    assert instance.status == InstanceStatus.RUNNING
+    assert engine.calls == ["check", "ensure_image", "ensure_image", "up"]
+    assert instance.engine is engine
+
+
+@pytest.mark.parametrize(
+    ("step", "exc"),
+    [
+        ("check", DockerUnavailable("the Docker daemon is not running")),
+        ("ensure_image", ImageBuildError("building bottle-agent-shell failed", step="RUN x")),
+        ("ensure_image", KeyboardInterrupt()),
+    ],
+)
+def test_a_failure_before_the_state_dir_leaves_nothing(
+    home: Path, repo: Path, step: str, exc: BaseException
+) -> None:
+    engine = FakeEngine(fail={step: exc})
+    with pytest.raises(type(exc)):
+        _bottle(home, repo, engine).start()
+    assert _state_dirs(home) == []
+    assert "up" not in engine.calls and "down" not in engine.calls
+
+
+@pytest.mark.parametrize("exc", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_failure_writing_the_state_dir_removes_it(
+    home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch, exc: BaseException
+) -> None:
+    def broken(self: StateDir, *args: object, **kwargs: object) -> None:
+        raise exc
+
+    monkeypatch.setattr(StateDir, "write_metadata", broken)
+    engine = FakeEngine()
+    with pytest.raises(type(exc)):
+        _bottle(home, repo, engine).start()
+    assert _state_dirs(home) == []
+    assert "up" not in engine.calls
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (StartTimeout("starting bottle-shell-x failed: timeout"), "timeout"),
+        (EngineError("starting bottle-shell-x failed: boom"), "boom"),
+        (KeyboardInterrupt(), "interrupted"),
+        (RuntimeError("a bug"), "a bug"),
+    ],
+)
+def test_a_failed_up_keeps_the_log_takes_everything_down_and_says_failed(
+    home: Path, repo: Path, exc: BaseException, reason: str
+) -> None:
+    engine = FakeEngine(fail={"up": exc})
+    with pytest.raises(type(exc)) as caught:
+        _bottle(home, repo, engine).start()
+    assert caught.value is exc  # re-raised as it was, Ctrl-C included
+    [path] = _state_dirs(home)
+    state = StateDir(path)
+    metadata = state.read_metadata()
+    assert metadata.status == InstanceStatus.FAILED
+    assert metadata.error is not None and reason in metadata.error
+    assert state.compose_log.read_text() == engine.log_text + "\n"
+    assert engine.calls[-3:] == ["up", "logs", "down"]
+
+
+def test_a_rollback_whose_log_read_fails_still_takes_everything_down(
+    home: Path, repo: Path
+) -> None:
+    engine = FakeEngine(
+        fail={"up": StartTimeout("timeout"), "logs": EngineError("reading logs failed")}
+    )
+    with pytest.raises(StartTimeout):
+        _bottle(home, repo, engine).start()
+    [path] = _state_dirs(home)
+    assert StateDir(path).read_metadata().status == InstanceStatus.FAILED
+    assert engine.calls[-2:] == ["logs", "down"]
+
+
+def test_a_failed_down_during_rollback_leaves_the_instance_preserved(
+    home: Path, repo: Path
+) -> None:
+    engine = FakeEngine(fail={"up": StartTimeout("timeout"), "down": EngineError("down failed")})
+    with pytest.raises(StartTimeout):
+        _bottle(home, repo, engine).start()
+    [path] = _state_dirs(home)
+    metadata = StateDir(path).read_metadata()
+    # bottle ls and bottle cleanup find it: nothing is silently left running
+    assert metadata.status == InstanceStatus.PRESERVED
+    assert metadata.error is not None and "down failed" in metadata.error
