@@ -156,7 +156,7 @@ class Bottle:
                 compose_project=plan.compose_project,
                 images={"agent": plan.images.agent, "sidecar": plan.images.sidecar},
                 services=list(spec["services"]),
-                sidecars={
+                sidecar_info={
                     s.name: s.describe(plan.sidecars[s.name]) for s in enabled_sidecars(plan)
                 },
                 status=InstanceStatus.STARTING,

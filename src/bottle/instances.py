@@ -38,7 +38,7 @@ class InstanceInfo(BaseModel):
     started_at: datetime | None
     cwd: str | None
     state_dir: str | None
-    sidecars: dict[str, dict[str, Any]] = {}  # what each sidecar describes (no secrets)
+    sidecar_info: dict[str, dict[str, Any]] = {}  # what each sidecar describes (no secrets)
 
 
 #: What ``ls`` shows for a running instance one of whose sidecars is not running well.
@@ -92,7 +92,7 @@ def instances(settings: Settings | None = None) -> list[InstanceInfo]:
                 started_at=meta.started_at,
                 cwd=meta.cwd,
                 state_dir=str(state.path),
-                sidecars=meta.sidecars,
+                sidecar_info=meta.sidecar_info,
             )
         )
     ours: set[str] = set()

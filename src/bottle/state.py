@@ -115,7 +115,7 @@ class Metadata(BaseModel):
     images: dict[str, str]
     services: list[str]
     #: What each enabled sidecar says of itself (``Sidecar.describe``), by name.
-    sidecars: dict[str, dict[str, Any]] = {}
+    sidecar_info: dict[str, dict[str, Any]] = {}
     status: InstanceStatus
     started_at: datetime
     updated_at: datetime

@@ -303,7 +303,7 @@ def test_upstreams_rejection_reaches_the_agent_and_nothing_moves(gate: Gate, url
 
 
 def test_metadata_and_ls_show_the_remotes_never_the_credential(gate: Gate) -> None:
-    remotes = gate.instance.metadata.sidecars["git-gate"]["remotes"]
+    remotes = gate.instance.metadata.sidecar_info["git-gate"]["remotes"]
     assert [(r["name"], r["url"]) for r in remotes] == [
         ("origin", SSH_URL), ("wrong", "git@git2.test:repo.git"), ("web", HTTPS_URL),
     ]  # fmt: skip
@@ -311,5 +311,5 @@ def test_metadata_and_ls_show_the_remotes_never_the_credential(gate: Gate) -> No
     done = run_cli("ls", "--json", cwd=home, env={"BOTTLE_HOME": str(home)})
     assert done.returncode == 0, done.stderr
     [row] = [r for r in json.loads(done.stdout) if r["slug"] == gate.instance.slug]
-    assert row["sidecars"]["git-gate"]["remotes"] == remotes
+    assert row["sidecar_info"]["git-gate"]["remotes"] == remotes
     assert gate.token not in done.stdout and "PRIVATE KEY" not in done.stdout

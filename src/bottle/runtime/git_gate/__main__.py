@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bottle import layout
+from bottle.files import atomic_write
 from bottle.runtime import git_gate as gate
 from bottle.runtime.git_gate import server, upstream
 from bottle.runtime.status import SidecarStatus
-from bottle.state import atomic_write
 
 NSS_WRAPPER = (
     "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so",
