@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
@@ -188,7 +189,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         lock = self.gate.locks[remote.name]
         # Advertisements fetch first and pushes hold the lock, so a push is checked against
         # refs no fetch is moving; upload-pack POSTs only read the mirror.
-        with lock if rest == "info/refs" or service == "git-receive-pack" else _nolock():
+        with lock if rest == "info/refs" or service == "git-receive-pack" else nullcontext():
             if rest == "info/refs":
                 try:
                     self.gate.fetch(remote)
@@ -264,16 +265,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("Connection", "close")
         self.end_headers()
-        shutil.copyfileobj(proc.stdout, self.wfile, _CHUNK)
+        with suppress(BrokenPipeError, ConnectionResetError):  # the agent went away
+            shutil.copyfileobj(proc.stdout, self.wfile, _CHUNK)
+        proc.stdout.close()
         proc.wait()
-
-
-class _nolock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _copy(src: Any, dst: IO[bytes], size: int) -> None:
