@@ -165,6 +165,9 @@ class Bottle:
                 compose_project=plan.compose_project,
                 images={"agent": plan.images.agent, "sidecar": plan.images.sidecar},
                 services=list(spec["services"]),
+                sidecar_info={
+                    s.name: s.describe(plan.sidecars[s.name]) for s in enabled_sidecars(plan)
+                },
                 status=InstanceStatus.STARTING,
                 started_at=stamp,
                 updated_at=stamp,

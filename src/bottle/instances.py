@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -37,6 +38,7 @@ class InstanceInfo(BaseModel):
     started_at: datetime | None
     cwd: str | None
     state_dir: str | None
+    sidecar_info: dict[str, dict[str, Any]] = {}  # what each sidecar describes (no secrets)
 
 
 #: What ``ls`` shows for a running instance one of whose sidecars is not running well.
@@ -90,6 +92,7 @@ def instances(settings: Settings | None = None) -> list[InstanceInfo]:
                 started_at=meta.started_at,
                 cwd=meta.cwd,
                 state_dir=str(state.path),
+                sidecar_info=meta.sidecar_info,
             )
         )
     ours: set[str] = set()

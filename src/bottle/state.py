@@ -114,6 +114,8 @@ class Metadata(BaseModel):
     compose_project: str
     images: dict[str, str]
     services: list[str]
+    #: What each enabled sidecar says of itself (``Sidecar.describe``), by name.
+    sidecar_info: dict[str, dict[str, Any]] = {}
     status: InstanceStatus
     started_at: datetime
     updated_at: datetime

@@ -40,7 +40,8 @@ def bottle_text(*, supervise: bool, remotes: bool, routes: bool) -> str:
         lines += [
             "git:",
             "  remotes:",
-            "    - {name: origin, url: 'git@example.com:me/repo.git', key_ref: DEPLOY_KEY}",
+            "    - {name: origin, url: 'git@example.com:me/repo.git', key_ref: DEPLOY_KEY,",
+            "       host_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMWAcDWKd8LMGI26G9JH4h6os0LeNMs3oJ7aA+X71ZSo'}",
         ]
     lines += ["env:", "  LITERAL: 'costs $5'", "  COPIED: '${HOST_THING}'", "---", ""]
     return "\n".join(lines)
