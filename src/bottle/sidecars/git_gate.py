@@ -252,7 +252,7 @@ class _GitGate(SidecarBase[Git, GitGatePlan]):
             ],
             # exec: the mirrors' pre-receive hook lives there (docker's default is noexec,
             # and git skips a hook it cannot run; the gate probes it at start).
-            "tmpfs": [f"{WORK}:exec,mode=1777", f"{SECRETS}:mode=1777"],
+            "tmpfs": [*service.get("tmpfs", []), f"{WORK}:exec,mode=1777", f"{SECRETS}:mode=1777"],
             "labels": service["labels"]
             | {"bottle.git-gate.remotes": " ".join(f"{r.name}={r.url}" for r in sub.remotes)},
             "networks": ["internal", "egress"],
