@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_cli, wait_for, write
+from tests.conftest import run_cli, user_owned, wait_for, write
 from tests.integration.conftest import labelled
 
 pytestmark = pytest.mark.docker
@@ -137,6 +137,7 @@ def gate(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Itera
     write(home / "agents" / "gated.md", "---\nbottle: gated\n---\n")
     workdir = tmp / "work"
     workdir.mkdir()
+    user_owned(workdir)  # the agent runs as the workspace's owner, never root
     environ = {**os.environ, "BOTTLE_HOME": str(home), "IT_GIT_KEY": client_key,
                "IT_KNOWN_SECRET": KNOWN_SECRET, "IT_GIT_TOKEN": token,
                "BOTTLE_EXTRA_CA_CERTS": str(ca / "ca.pem")}  # fmt: skip
