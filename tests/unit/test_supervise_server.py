@@ -53,6 +53,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "BOTTLE_SUPERVISE_HOST": "127.0.0.1",
         "BOTTLE_SUPERVISE_PORT": "0",
         "BOTTLE_SUPERVISE_WAIT": str(WAIT_S),
+        # This module files many proposals fast; the bounds have tests of their own.
+        "BOTTLE_SUPERVISE_MAX_PENDING": "1000",
+        "BOTTLE_SUPERVISE_PER_MINUTE": "600",
+        "BOTTLE_SUPERVISE_BURST": "100",
         "BOTTLE_AGENT_IMAGE": AGENT_IMAGE,
         "BOTTLE_PROPOSALS_DIR": str(root / "proposals"),
         "BOTTLE_ROUTES_FILE": str(root / "live-config" / "egress" / "routes.yaml"),
