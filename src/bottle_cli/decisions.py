@@ -18,7 +18,7 @@ from bottle_cli import output
 from bottle_cli.params import JsonOpt, SlugArg, open_instance, settings
 
 if TYPE_CHECKING:
-    from bottle.operator import Pending
+    from bottle.pending import Pending
     from bottle.proposals import Proposal
     from bottle.runtime.egress.records import LogRecord
 
@@ -202,7 +202,8 @@ def queue(
     ] = False,
 ) -> None:
     """Pending proposals of every running instance."""
-    from bottle.operator import pending_proposals
+    # Not bottle.operator: it pulls in the engine, and this must answer in a blink.
+    from bottle.pending import pending_proposals
 
     found, problems = pending_proposals(settings())
     for problem in problems:
@@ -238,6 +239,22 @@ def _row(item: Pending) -> dict[str, Any]:
     return {"slug": item.slug, **item.proposal.model_dump(mode="json")}
 
 
+#: The most a table cell shows of agent text; the rest is in --json and at approve time.
+CELL_CHARS = 100
+
+
+def clip(text: str, limit: int = CELL_CHARS) -> str:
+    """The first line of ``text``, made inert, cut to ``limit`` characters with a marker."""
+    from bottle.text import inert
+
+    lines = text.splitlines() or [""]
+    shown = inert(lines[0])
+    more = len(lines) > 1
+    if len(shown) > limit:
+        shown, more = shown[: limit - 1], True
+    return shown + ("…" if more else "")
+
+
 def _table(items: list[Pending]) -> None:
     output.table(
         ["slug", "id", "tool", "what", "justification"],
@@ -246,8 +263,8 @@ def _table(items: list[Pending]) -> None:
                 i.slug,
                 str(i.proposal.id),
                 i.proposal.tool,
-                i.proposal.payload.summary(),
-                i.proposal.justification,
+                clip(i.proposal.payload.summary()),
+                clip(i.proposal.justification),
             ]
             for i in items
         ],
