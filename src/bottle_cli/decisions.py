@@ -360,19 +360,46 @@ def _confirm_build(proposal: Proposal, slug: str) -> None:
 
 
 def edited_payload(proposal: Proposal, slug: str) -> dict[str, Any] | None:
-    """The payload after the operator's editor; ``None`` when they did not save or emptied it."""
+    """The payload after the operator's editor; ``None`` when they did not save or emptied it.
+
+    The editor shows the file to a terminal, so agent text in it must be inert too: the
+    justification (a comment) is written escaped; a request field with a control or
+    invisible character cannot be, without changing what is approved, so it is refused.
+    """
+    from bottle.errors import ApplyError
     from bottle.proposals import request_fields
+    from bottle.text import inert
     from bottle_cli.editor import edit_text, parse_payload, payload_yaml
 
+    fields = request_fields(proposal.payload)
+    if any(inert(text, multiline=True) != text for text in _strings(fields)):
+        raise ApplyError(
+            f"proposal {proposal.id} contains control or invisible characters (shown "
+            "escaped in 'bottle queue'), which an editor would show as something else",
+            hint=f"Review it with 'bottle queue --json', then approve it unedited or run: "
+            f"bottle reject {slug} {proposal.id} --reason ...",
+        )
     header = (
         f"Proposal {proposal.id} of {slug}: {proposal.tool}\n"
-        f"Justification: {proposal.justification}\n"
+        f"Justification: {inert(proposal.justification)}\n"
         "Edit the request below; saving approves what the file says.\n"
         "Quitting without saving, or an empty file, leaves the proposal pending."
     )
-    text = payload_yaml(header, request_fields(proposal.payload))
+    text = payload_yaml(header, fields)
     edited = edit_text(text, extension=".yaml")
     return parse_payload(edited) if edited is not None else None
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
 
 
 def reject(
