@@ -15,14 +15,22 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bottle import safefs
-from bottle.proposals import Proposal, ProposalQueue
+from bottle.proposals.index import indexed_pending, proposal_ids
+from bottle.proposals.rows import Row, read_row
 from bottle.settings import Settings
 
+if TYPE_CHECKING:
+    from bottle.proposals import Proposal
+
 _METADATA_MAX_BYTES = 1024 * 1024
+#: A zero-byte ``<id>.json`` younger than this is a create in flight, not a problem.
+_RESERVED_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -59,25 +67,67 @@ def live(state_dir: Path) -> bool:
     return (state_dir / "status" / "supervise.json").is_file()
 
 
-def pending_proposals(settings: Settings | None = None) -> tuple[list[Pending], list[str]]:
-    """Pending proposals of every live instance, by slug, and the problems met.
-
-    A proposal file that cannot be read is named in the problems and otherwise skipped:
-    one bad file never hides the rest of the queue.
-    """
+def live_instances(settings: Settings | None = None) -> Iterator[tuple[str, Path]]:
+    """``(slug, state dir)`` of every live instance of this home, by slug."""
     settings = Settings.default() if settings is None else settings
     root = settings.state_root
     try:
         names = sorted(os.listdir(root))
     except FileNotFoundError:
-        return [], []
-    found: list[Pending] = []
-    problems: list[str] = []
+        return
     for slug in names:
         state_dir = root / slug
-        if slug.startswith(".") or not state_dir.is_dir() or not live(state_dir):
-            continue
+        if not slug.startswith(".") and state_dir.is_dir() and live(state_dir):
+            yield slug, state_dir
+
+
+def pending_proposals(settings: Settings | None = None) -> tuple[list[Pending], list[str]]:
+    """Pending proposals of every live instance, by slug, and the problems met.
+
+    Each is read with every check of the models (what ``approve`` and the view need). A
+    proposal file that cannot be read is named in the problems and otherwise skipped:
+    one bad file never hides the rest of the queue.
+    """
+    from bottle.proposals import ProposalQueue
+
+    found: list[Pending] = []
+    problems: list[str] = []
+    for slug, state_dir in live_instances(settings):
         listing = ProposalQueue(state_dir / "proposals").list("pending")
         problems += [f"{slug}: {problem}" for problem in listing.problems]
         found += [Pending(slug, proposal) for proposal in listing.proposals]
     return found, problems
+
+
+def pending_rows(settings: Settings | None = None) -> tuple[list[tuple[str, Row]], list[str]]:
+    """As :func:`pending_proposals`, as ``(slug, row)`` for ``bottle queue``, without models."""
+    import time
+
+    found: list[tuple[str, Row]] = []
+    problems: list[str] = []
+    for slug, state_dir in live_instances(settings):
+        directory = state_dir / "proposals"
+        ids = indexed_pending(directory)
+        for proposal_id in proposal_ids(directory) if ids is None else ids:
+            path = directory / f"{proposal_id}.json"
+            try:
+                stat = path.stat()
+                if stat.st_size == 0:
+                    if time.time() - stat.st_mtime > _RESERVED_GRACE_S:
+                        problems.append(f"{slug}: {path}: empty file (an interrupted create?)")
+                    continue
+                row = read_row(path, proposal_id)
+            except FileNotFoundError:
+                continue  # a marker made just before its file, or left by a crash
+            except (OSError, ValueError) as exc:
+                problems.append(f"{slug}: {path}: {_short(exc)}")
+                continue
+            if row is not None:
+                found.append((slug, row))
+    return found, problems
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON ({exc.msg} at line {exc.lineno})"
+    return str(exc) or type(exc).__name__

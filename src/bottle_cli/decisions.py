@@ -18,8 +18,8 @@ from bottle_cli import output
 from bottle_cli.params import JsonOpt, SlugArg, open_instance, settings
 
 if TYPE_CHECKING:
-    from bottle.pending import Pending
     from bottle.proposals import Proposal
+    from bottle.proposals.rows import Row
     from bottle.runtime.egress.records import LogRecord
 
 egress_app = typer.Typer(
@@ -202,15 +202,15 @@ def queue(
     ] = False,
 ) -> None:
     """Pending proposals of every running instance."""
-    # Not bottle.operator: it pulls in the engine, and this must answer in a blink.
-    from bottle.pending import pending_proposals
+    # Rows, not models: no engine, no pydantic, so this answers in a blink (--watch polls).
+    from bottle.pending import pending_rows
 
-    found, problems = pending_proposals(settings())
+    found, problems = pending_rows(settings())
     for problem in problems:
         output.warn(problem)
     if not watch:
         if json_:
-            output.print_json([_row(item) for item in found])
+            output.print_json([_row(slug, row) for slug, row in found])
         else:
             _table(found)
         return
@@ -219,15 +219,15 @@ def queue(
     warned = set(problems)
     try:
         while True:
-            fresh = [p for p in found if (p.slug, p.proposal.id) not in seen]
-            for item in fresh:
-                seen.add((item.slug, item.proposal.id))
+            fresh = [(slug, row) for slug, row in found if (slug, row.id) not in seen]
+            for slug, row in fresh:
+                seen.add((slug, row.id))
                 if json_:
-                    print(json.dumps(_row(item), sort_keys=True), flush=True)
+                    print(json.dumps(_row(slug, row), sort_keys=True), flush=True)
                 else:
-                    _table([item])
+                    _table([(slug, row)])
             time.sleep(WATCH_INTERVAL)
-            found, problems = pending_proposals(settings())
+            found, problems = pending_rows(settings())
             for problem in set(problems) - warned:
                 output.warn(problem)
             warned |= set(problems)
@@ -235,8 +235,8 @@ def queue(
         return
 
 
-def _row(item: Pending) -> dict[str, Any]:
-    return {"slug": item.slug, **item.proposal.model_dump(mode="json")}
+def _row(slug: str, row: Row) -> dict[str, Any]:
+    return {"slug": slug, **row.data}
 
 
 #: The most a table cell shows of agent text; the rest is in --json and at approve time.
@@ -255,18 +255,12 @@ def clip(text: str, limit: int = CELL_CHARS) -> str:
     return shown + ("…" if more else "")
 
 
-def _table(items: list[Pending]) -> None:
+def _table(items: list[tuple[str, Row]]) -> None:
     output.table(
         ["slug", "id", "tool", "what", "justification"],
         [
-            [
-                i.slug,
-                str(i.proposal.id),
-                i.proposal.tool,
-                clip(i.proposal.payload.summary()),
-                clip(i.proposal.justification),
-            ]
-            for i in items
+            [slug, str(row.id), row.tool, clip(row.what), clip(row.justification)]
+            for slug, row in items
         ],
     )
 

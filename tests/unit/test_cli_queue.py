@@ -208,3 +208,79 @@ def test_edit_refuses_a_request_with_invisible_characters(
     with pytest.raises(ApplyError, match="control or invisible characters") as refused:
         _edited(proposal, monkeypatch)
     assert "bottle reject shell-edits 1" in (refused.value.hint or "")
+
+
+def test_queue_imports_no_engine_proxy_or_models(home: Path) -> None:
+    """Import time is most of the queue's time: keep the heavy modules out of its path."""
+    import sys
+
+    queue = _instance(home, "shell-imprt")
+    _ask(queue, "one.example.com")
+    script = (
+        "import sys\n"
+        "from bottle_cli.app import main\n"
+        "assert main(['queue', '--json']) == 0\n"
+        "heavy = ('python_on_whales', 'mitmproxy', 'textual', 'ruamel', 'dockerfile_parse',\n"
+        "         'bottle.proposals.models', 'bottle.engine', 'bottle.instance')\n"
+        "print([m for m in sys.modules if m.startswith(heavy)], file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={"BOTTLE_HOME": str(home), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "one.example.com" in done.stdout
+    assert done.stderr.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("tool", "payload"),
+    [
+        ("egress-block", {"host": "api.example.com"}),
+        ("egress-block", {"host": "api.example.com", "paths": ["/v1/", "^/a"], "methods": ["get"]}),
+        ("pipelock-block", {"url": "https://Files.Example.com/x?y"}),
+        ("capability-block", {"dockerfile": f"FROM {AGENT}\nRUN true\nRUN \\\n  echo hi\n"}),
+    ],
+)
+def test_a_row_says_what_the_model_says(home: Path, tool: str, payload: dict[str, Any]) -> None:
+    from bottle.proposals import MAX_PAYLOAD_BYTES
+    from bottle.proposals.queue import MAX_FILE_BYTES as queue_max
+    from bottle.proposals.rows import MAX_FILE_BYTES, read_row
+
+    queue = _instance(home, "shell-rowss")
+    proposal = queue.create(tool, payload, "why", base_ref=AGENT)
+    row = read_row(queue.path(proposal.id), proposal.id)
+    assert row is not None
+    assert row.what == proposal.payload.summary()
+    assert row.data == proposal.model_dump(mode="json")
+    assert MAX_FILE_BYTES == queue_max == 16 * MAX_PAYLOAD_BYTES
+    decided = queue.decide(proposal.id, approved=False, by="op", reason="no")
+    assert read_row(queue.path(decided.id), decided.id) is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"id": 7},
+        {"status": "maybe"},
+        {"tool": "shell-block"},
+        {"payload": ["x"]},
+        {"payload": {"tool": "pipelock-block", "url": "https://a.example.com", "host": "b.com"}},
+        {"payload": {"tool": "egress-block", "host": "a.example.com", "paths": "/v1/"}},
+        {"justification": 3},
+        {"decision": {"by": "x"}},
+    ],
+)
+def test_a_row_refuses_what_it_cannot_show(home: Path, change: dict[str, Any]) -> None:
+    from bottle.proposals.rows import read_row
+
+    queue = _instance(home, "shell-rowsb")
+    proposal = queue.create("egress-block", {"host": "a.example.com"}, "why")
+    data = {**proposal.model_dump(mode="json"), **change}
+    if "payload" in change and isinstance(change["payload"], dict):
+        data["tool"] = change["payload"]["tool"]
+    queue.path(proposal.id).write_text(json.dumps(data))
+    with pytest.raises(ValueError):
+        read_row(queue.path(proposal.id), proposal.id)

@@ -16,12 +16,10 @@ everything, as before there was an index.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
-import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,24 +29,25 @@ from pydantic import ValidationError
 from bottle import safefs
 from bottle.errors import ApplyError
 from bottle.files import atomic_write, locked, now
+from bottle.proposals.index import (
+    COMPLETE,
+    INDEX,
+    MARKER_RE,
+    indexed_pending,
+    open_index,
+    proposal_ids,
+)
 from bottle.proposals.limits import too_many_pending
 from bottle.proposals.models import Decision, Proposal, Status, check_justification
 from bottle.proposals.payloads import (
-    MAX_PAYLOAD_BYTES,
     Payload,
     validate_payload,
     validation_reasons,
 )
+from bottle.proposals.rows import MAX_FILE_BYTES
 
-_ID_FILE_RE = re.compile(r"^([1-9][0-9]{0,8})\.json$")
-_MARKER_RE = re.compile(r"^[1-9][0-9]{0,8}$")
 #: The one lock of a queue: creates, decisions and index rebuilds take turns.
 _LOCK = ".decide.lock"
-_INDEX = "pending"
-_COMPLETE = ".complete"
-#: The most a proposal file may weigh: its fields are bounded well below (JSON escapes
-#: may multiply a payload's size by six), so anything bigger was not written by create.
-MAX_FILE_BYTES = 16 * MAX_PAYLOAD_BYTES
 #: A zero-byte ``<id>.json`` younger than this is a create in flight, not a problem.
 _RESERVED_GRACE_S = 5.0
 
@@ -71,54 +70,16 @@ class ProposalQueue:
         return self.directory / f"{proposal_id}.json"
 
     def _ids(self) -> list[int]:
-        try:
-            names = os.listdir(self.directory)
-        except FileNotFoundError:
-            return []
-        ids = []
-        for name in names:
-            match = _ID_FILE_RE.match(name)
-            if match:
-                ids.append(int(match.group(1)))
-        return sorted(ids)
+        return proposal_ids(self.directory)
 
     # -- the pending index ------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _index(self, *, create: bool = False) -> Iterator[int | None]:
-        """A descriptor of ``pending/`` (``None`` if absent), never through a link.
-
-        The directory is shared with the sidecar: a link planted in place of ``pending``
-        must not make the host list or unlink files elsewhere.
-        """
-        index = self.directory / _INDEX
-        if create:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(index, 0o755)
-        try:
-            fd = os.open(index, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
-            yield None
-            return
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                yield None
-                return
-            raise
-        try:
-            yield fd
-        finally:
-            os.close(fd)
+    def _index(self, *, create: bool = False) -> contextlib.AbstractContextManager[int | None]:
+        return open_index(self.directory, create=create)
 
     def indexed_pending(self) -> list[int] | None:
         """Ids the index marks pending, or ``None`` when there is no complete index."""
-        with self._index() as fd:
-            if fd is None:
-                return None
-            names = os.listdir(fd)
-        if _COMPLETE not in names:
-            return None
-        return sorted(int(name) for name in names if _MARKER_RE.match(name))
+        return indexed_pending(self.directory)
 
     def _mark(self, fd: int, name: int | str) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -145,7 +106,7 @@ class ProposalQueue:
         with self._index(create=True) as fd:
             if fd is None:
                 raise ApplyError(
-                    f"{self.directory / _INDEX} is not a directory",
+                    f"{self.directory / INDEX} is not a directory",
                     hint="Move it aside; the supervise sidecar makes a new one.",
                 )
             pending = set()
@@ -154,11 +115,11 @@ class ProposalQueue:
                     if self._load(self.path(proposal_id)).status == "pending":
                         pending.add(proposal_id)
             for name in os.listdir(fd):
-                if _MARKER_RE.match(name) and int(name) not in pending:
+                if MARKER_RE.match(name) and int(name) not in pending:
                     os.unlink(name, dir_fd=fd)
             for proposal_id in pending:
                 self._mark(fd, proposal_id)
-            self._mark(fd, _COMPLETE)
+            self._mark(fd, COMPLETE)
             return pending
 
     def _pending_now(self) -> list[int]:
@@ -210,7 +171,7 @@ class ProposalQueue:
                     raise too_many_pending(len(pending), max_pending)
             with self._index() as fd:
                 if fd is None:  # pragma: no cover - _pending_now just made it
-                    raise ApplyError(f"{self.directory / _INDEX} vanished")
+                    raise ApplyError(f"{self.directory / INDEX} vanished")
                 return self._file(fd, typed, text)
 
     def _file(self, index_fd: int, typed: Payload, text: str) -> Proposal:

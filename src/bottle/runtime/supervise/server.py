@@ -55,8 +55,9 @@ from bottle import layout
 from bottle.errors import ApplyError
 from bottle.files import atomic_write
 from bottle.policy import RoutesFileError, parse_routes_file
-from bottle.proposals import Proposal, ProposalQueue, describe
 from bottle.proposals.limits import Limits, TokenBucket
+from bottle.proposals.models import Proposal, describe
+from bottle.proposals.queue import ProposalQueue
 
 log = logging.getLogger("bottle.supervise")
 
