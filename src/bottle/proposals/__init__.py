@@ -17,11 +17,15 @@ A proposal file is ``<id>.json`` (ids 1, 2, 3, ...)::
 and once decided, ``status`` is ``approved`` or ``rejected`` and ``decision`` is
 ``{"by", "at", "reason", "applied", "error", "edited", "original_payload"}``. Every write
 goes to a temporary file in the same directory and is renamed over the target, so a reader
-sees the old file or the new one, never half of one.
+sees the old file or the new one, never half of one. ``pending/<id>`` (an empty file per
+pending proposal, :mod:`~bottle.proposals.index`) lets the operator list the pending ones
+without reading the decided ones, which stay on disk.
 
 The package: :mod:`~bottle.proposals.payloads` (what each tool may ask, and its checks),
-:mod:`~bottle.proposals.models` (a proposal file's content and the agent-facing summary) and
-:mod:`~bottle.proposals.queue` (the directory of files). Keep it free of Docker, YAML and
+:mod:`~bottle.proposals.models` (a proposal file's content and the agent-facing summary),
+:mod:`~bottle.proposals.queue` (the directory of files), :mod:`~bottle.proposals.limits`
+(how many, how fast), and the pure :mod:`~bottle.proposals.index` and
+:mod:`~bottle.proposals.rows` (the fast listing). Keep it free of Docker, YAML and
 CLI imports: it runs inside the sidecar too.
 """
 
