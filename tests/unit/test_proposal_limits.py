@@ -256,3 +256,16 @@ def test_a_malformed_or_oversized_file_is_reported_and_the_rest_listed(tmp_path:
     # An unreadable pending file still counts against the bound: the operator must see it.
     with pytest.raises(ApplyError, match="max_pending 4"):
         _create(queue, 9, max_pending=4)
+
+
+def test_the_rebuilt_index_names_an_unreadable_file_so_it_is_reported(tmp_path: Path) -> None:
+    queue = _queue(tmp_path)
+    for n in range(3):
+        _create(queue, n)
+    queue.decide(3, approved=False, by="op", reason="no")
+    queue.path(2).write_text("{not json")
+    assert queue.rebuild_index() == 2
+    assert _markers(queue) == [".complete", "1", "2"]
+    listing = queue.list("pending")
+    assert [p.id for p in listing.proposals] == [1]
+    assert len(listing.problems) == 1 and "2.json: not JSON" in listing.problems[0]

@@ -94,8 +94,8 @@ class ProposalQueue:
     def rebuild_index(self) -> int:
         """Make ``pending/`` name exactly the pending proposals; returns how many there are.
 
-        Reads every file once (the supervise sidecar does it when it starts); an unreadable
-        file is left out of the index, and so out of listings until it is repaired.
+        Reads every file once (the supervise sidecar does it when it starts). An unreadable
+        file is indexed too, so that every listing names it until the operator moves it.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         with locked(self.directory / _LOCK):
@@ -111,9 +111,14 @@ class ProposalQueue:
                 )
             pending = set()
             for proposal_id in self._ids():
-                with contextlib.suppress(OSError, ValueError):
-                    if self._load(self.path(proposal_id)).status == "pending":
-                        pending.add(proposal_id)
+                try:
+                    if self._load(self.path(proposal_id)).status != "pending":
+                        continue
+                except FileNotFoundError:
+                    continue
+                except (OSError, ValueError):
+                    pass  # unreadable: indexed, so every listing reports it to the operator
+                pending.add(proposal_id)
             for name in os.listdir(fd):
                 if MARKER_RE.match(name) and int(name) not in pending:
                     os.unlink(name, dir_fd=fd)
