@@ -269,3 +269,21 @@ def test_the_rebuilt_index_names_an_unreadable_file_so_it_is_reported(tmp_path: 
     listing = queue.list("pending")
     assert [p.id for p in listing.proposals] == [1]
     assert len(listing.problems) == 1 and "2.json: not JSON" in listing.problems[0]
+
+
+def test_an_id_taken_by_a_writer_without_the_lock_leaves_its_marker_alone(
+    tmp_path: Path,
+) -> None:
+    queue = _queue(tmp_path)
+    _create(queue, 0)
+    # An older sidecar (no lock, no index) filed id 2 while _ids() was being read.
+    real_ids = queue._ids
+    queue._ids = lambda: [1]  # type: ignore[method-assign]
+    taken = queue.create("egress-block", {"host": "taken.example.com"}, "j")
+    queue._ids = real_ids  # type: ignore[method-assign]
+    assert taken.id == 2
+    queue.decide(2, approved=False, by="op", reason="no")
+    queue._ids = lambda: [1]  # type: ignore[method-assign]
+    assert _create(queue, 9) == 3  # 2 exists: skipped, and no marker is left on it
+    queue._ids = real_ids  # type: ignore[method-assign]
+    assert _markers(queue) == [".complete", "1", "3"]

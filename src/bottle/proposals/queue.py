@@ -81,9 +81,14 @@ class ProposalQueue:
         """Ids the index marks pending, or ``None`` when there is no complete index."""
         return indexed_pending(self.directory)
 
-    def _mark(self, fd: int, name: int | str) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        os.close(os.open(str(name), flags, 0o644, dir_fd=fd))
+    def _mark(self, fd: int, name: int | str) -> bool:
+        """Make the marker ``name``; ``False`` if it was there already."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            os.close(os.open(str(name), flags, 0o644, dir_fd=fd))
+        except FileExistsError:
+            return False
+        return True
 
     def _unmark(self, proposal_id: int) -> None:
         with self._index() as fd:
@@ -175,7 +180,7 @@ class ProposalQueue:
                 if len(pending) >= max_pending:
                     raise too_many_pending(len(pending), max_pending)
             with self._index() as fd:
-                if fd is None:  # pragma: no cover - _pending_now just made it
+                if fd is None:  # pragma: no cover - made above, under the lock
                     raise ApplyError(f"{self.directory / INDEX} vanished")
                 return self._file(fd, typed, text)
 
@@ -186,10 +191,13 @@ class ProposalQueue:
             target = self.path(candidate)
             # The marker first: a crash now leaves a marker without a file, never a
             # pending proposal that the index does not name.
-            self._mark(index_fd, candidate)
+            marked = self._mark(index_fd, candidate)
             try:
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
+            except FileExistsError:  # a writer that does not take the lock (an old sidecar)
+                if marked:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(str(candidate), dir_fd=index_fd)
                 candidate += 1
                 continue
             os.close(fd)
