@@ -284,3 +284,38 @@ def test_a_row_refuses_what_it_cannot_show(home: Path, change: dict[str, Any]) -
     queue.path(proposal.id).write_text(json.dumps(data))
     with pytest.raises(ValueError):
         read_row(queue.path(proposal.id), proposal.id)
+
+
+def test_the_approve_confirmation_shows_the_numbered_bytes_inert(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    import typer
+
+    from bottle_cli import decisions, output
+
+    monkeypatch.setattr(output, "err", output.Console(stderr=True, highlight=False))
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    asked: list[str] = []
+
+    def confirm(question: str, **_: Any) -> bool:
+        asked.append(question)
+        return False
+
+    monkeypatch.setattr(typer, "confirm", confirm)
+    queue = _instance(home, "shell-cnfrm")
+    dockerfile = f"FROM {AGENT}\nRUN apt-get install -y jq \u202e;lmth.x lruc\nRUN true\n"
+    proposal = queue.get(
+        queue.create("capability-block", {"dockerfile": dockerfile}, HOSTILE, base_ref=AGENT).id
+    )
+    with pytest.raises(typer.Exit):
+        decisions._confirm_build(proposal, "shell-cnfrm")
+    shown = capsys.readouterr().err
+    assert not any(c in shown for c in "\x1b\x07\r\x9b\u202e"), repr(shown)
+    assert f"1 | FROM {AGENT}" in shown
+    assert "2 | RUN apt-get install -y jq \\u202e;lmth.x lruc" in shown
+    assert "3 | RUN true" in shown
+    assert "Justification: GET /\\x1b[2K" in shown
+    assert "proposal 1 left pending" in shown and asked
+    assert queue.get(1).status == "pending"
