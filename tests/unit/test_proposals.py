@@ -35,7 +35,8 @@ def queue(tmp_path: Path) -> ProposalQueue:
 def _files(queue: ProposalQueue) -> list[str]:
     if not queue.directory.exists():
         return []
-    return sorted(p.name for p in queue.directory.iterdir() if not p.name.startswith("."))
+    names = queue.directory.iterdir()
+    return sorted(p.name for p in names if p.is_file() and not p.name.startswith("."))
 
 
 # ----------------------------------------------------------------------------- payloads
