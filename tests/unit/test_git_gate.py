@@ -139,7 +139,12 @@ def test_files_service_and_description_carry_names_never_values(home: Path, repo
     service = GIT_GATE.compose_service(sub, plan)
     assert "KEY" in service["environment"] and "BOTTLE_DLP_SECRETS=KEY" in service["environment"]
     assert service["networks"] == ["internal", "egress"]
-    assert service["tmpfs"] == ["/var/lib/git-gate:exec,mode=1777", "/run/git-gate:mode=1777"]
+    # The hardened /tmp every sidecar has, then the gate's own (exec: the pre-receive hook).
+    assert service["tmpfs"] == [
+        "/tmp:size=64m,mode=1777",
+        "/var/lib/git-gate:exec,mode=1777",
+        "/run/git-gate:mode=1777",
+    ]
     assert service["labels"]["bottle.git-gate.remotes"] == "origin=git@h.test:r.git"
     text = json.dumps([service, GIT_GATE.describe(sub)]) + b"".join(files.values()).decode()
     assert "the key value" not in text
