@@ -1,0 +1,129 @@
+"""Responses scrubbed of secrets: what egress holds never reaches the agent from upstream.
+
+An upstream that echoes a request hands back the credential egress injected into it; one that
+was handed a ``dlp_secrets`` value may show it. Every form :mod:`.dlp` looks for (plain, URL-,
+base64-, hex-, base32-, JSON-encoded...) is replaced by :data:`MARKER` in header names and
+values and in the body, which is streamed: each piece is scrubbed together with the last
+``longest form - 1`` bytes of the one before, so a secret split across pieces is still whole.
+A compressed body is decoded (bounded steps, :mod:`.decoding`) and sent on as identity.
+Pure bytes in, bytes out; no mitmproxy import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from bottle.runtime.egress import decoding
+from bottle.runtime.egress.dlp import KnownSecret
+
+#: What a secret is replaced with in a body or a header value.
+MARKER = b"[bottle:scrubbed]"
+#: A header whose *name* held a secret is renamed to this (a name needs token characters).
+MARKER_HEADER = b"x-bottle-scrubbed"
+#: A compressed response may decode to at most this much; the rest is cut, with a note.
+MAX_RESPONSE_DECODED = 1 << 30
+
+
+@dataclass(frozen=True)
+class Needles:
+    """Every form of every secret as bytes, longest first (so a whole encoding is replaced,
+    not a piece of it). ``repr`` shows the names only."""
+
+    items: tuple[tuple[str, bytes], ...] = field(repr=False)  # (secret name, needle)
+    longest: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+def needles(secrets: Iterable[KnownSecret]) -> Needles:
+    pairs = {
+        needle.encode("utf-8"): secret.name for secret in secrets for _form, needle in secret.forms
+    }
+    items = tuple(sorted(((name, n) for n, name in pairs.items()), key=lambda p: -len(p[1])))
+    return Needles(items, max((len(n) for _, n in items), default=0))
+
+
+def scrub(data: bytes, found: Needles, marker: bytes = MARKER) -> tuple[bytes, set[str]]:
+    """``data`` with every needle replaced by ``marker``, and the names of the secrets that were."""
+    names: set[str] = set()
+    for name, needle in found.items:
+        if needle in data:
+            data = data.replace(needle, marker)
+            names.add(name)
+    return data, names
+
+
+def scrub_fields(
+    fields: Iterable[tuple[bytes, bytes]], found: Needles
+) -> tuple[tuple[tuple[bytes, bytes], ...], set[str]]:
+    """Header fields with secrets replaced in values and secret-bearing names renamed."""
+    out: list[tuple[bytes, bytes]] = []
+    names: set[str] = set()
+    for name, value in fields:
+        new_name, in_name = scrub(name, found)
+        if in_name:
+            new_name = MARKER_HEADER
+        new_value, in_value = scrub(value, found)
+        names |= in_name | in_value
+        out.append((new_name, new_value))
+    return tuple(out), names
+
+
+class StreamScrubber:
+    """A ``flow.response.stream`` callable: scrubbed (and decoded) pieces out for pieces in.
+
+    ``found`` collects the names of the secrets replaced; ``problem`` says why the body was
+    cut short ("" if it was not).
+    """
+
+    def __init__(self, secrets: Needles, encodings: Iterable[str] = ()) -> None:
+        self.secrets = secrets
+        names = list(encodings)
+        self.decoder = decoding.Decoder(names, MAX_RESPONSE_DECODED) if names else None
+        self.keep = max(secrets.longest - 1, 0)
+        self.tail = b""
+        self.found: set[str] = set()
+        self.problem = ""
+        self.done = False
+
+    def __call__(self, data: bytes) -> Iterator[bytes]:
+        if self.done:
+            return iter(())
+        return self._run(data)
+
+    def _run(self, data: bytes) -> Iterator[bytes]:
+        final = data == b""  # mitmproxy's end of body
+        try:
+            if self.decoder is None:
+                yield from self._pass([data] if data else [])
+            else:
+                yield from self._pass(self.decoder.feed(data) if data else self.decoder.flush())
+        except decoding.DecodeError as exc:
+            self.problem = str(exc)
+            yield from self._flush()
+            note = f"\n[bottle: the rest of this response was withheld: {exc}]\n"
+            yield note.encode("utf-8")
+            return
+        if final:
+            yield from self._flush()
+
+    def _pass(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
+        for piece in pieces:
+            buf, names = scrub(self.tail + piece, self.secrets)
+            self.found |= names
+            cut = len(buf) - self.keep
+            if cut > 0:
+                self.tail = buf[cut:]
+                yield buf[:cut]
+            else:
+                self.tail = buf
+
+    def _flush(self) -> Iterator[bytes]:
+        buf, names = scrub(self.tail, self.secrets)
+        self.found |= names
+        self.tail = b""
+        self.done = True
+        if buf:
+            yield buf
