@@ -418,8 +418,10 @@ def scan_request(
     secrets = tuple(secrets)
     findings = scan_text(url, "url", secrets)
     for name, value in headers:
-        where = f"header {name.lower()}"
-        findings.extend(scan_text(name, f"{where} (name)", secrets))
+        in_name = scan_text(name, "a header name", secrets)
+        findings.extend(in_name)
+        # A finding names its header, unless the name is what carries the secret.
+        where = "a header" if in_name else f"header {name.lower()}"
         findings.extend(scan_text(value, where, secrets))
     if body:
         findings.extend(_scan_pieces(decoding.chunks(body[:limit]), "body", secrets))
