@@ -28,9 +28,8 @@ def refused(flow: http.HTTPFlow) -> bool:
 def test_request_case(env: Env, case: dlp_cases.Case) -> None:  # noqa: F811
     caught = False
     for req in case.build(EXTRA_SECRET):
-        flow = make_flow(
-            "POST", f"https://{req.host}{req.path}", headers=dict(req.headers), content=req.body
-        )
+        flow = make_flow("POST", f"https://{req.host}{req.path}", headers=dict(req.headers))
+        flow.request.raw_content = req.body  # as sent: make() would encode it again
         env.fire(HttpRequestHook(flow))
         if refused(flow):
             caught = True

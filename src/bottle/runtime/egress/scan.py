@@ -28,6 +28,9 @@ from bottle.runtime.egress.reload import Reload
 
 logger = logging.getLogger("bottle.egress")
 
+#: Without secrets to scrub, responses longer than this are streamed rather than held whole.
+STREAM_ABOVE = 1 << 20
+
 HOW_TO_FIX_DLP = (
     "remove the secret from the request; you should never hold one. If this is a false "
     "positive, ask the operator (the route's dlp setting can be warn or off)"
@@ -93,8 +96,13 @@ class Scan:
 
     def _responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
+        if response is None:
+            return
         found = scrub.needles(self.tables.current.secrets)
-        if response is None or not found:
+        if not found:
+            # Nothing to scrub: big or unknown-length bodies are streamed, not held whole.
+            length = response.headers.get("content-length", "")
+            response.stream = not (length.isdigit() and int(length) <= STREAM_ABOVE)
             return
         record = flow_record(flow)
         fields, names = scrub.scrub_fields(response.headers.fields, found)
