@@ -151,7 +151,7 @@ def test_response_is_scrubbed_logged_and_reframed(env: Env) -> None:  # noqa: F8
     flow.response = http.Response.make(200)
     flow.response.headers.fields = (
         (b"Content-Encoding", b"gzip"),
-        (b"Content-Length", b"999"),
+        (b"Content-Length", b"5000000"),  # big: streamed
         (b"X-Echo", f"Bearer {GH_SECRET}".encode()),
     )
     env.fire(HttpResponseHeadersHook(flow))
@@ -180,6 +180,7 @@ def test_a_clean_response_is_streamed_unchanged_and_logged_without_scrubbed(env:
     flow = make_flow("GET", "https://pypi.org/simple/")
     env.fire(HttpRequestHook(flow))
     flow.response = http.Response.make(200, b"", {"X-A": "b"})
+    del flow.response.headers["content-length"]  # unknown length: streamed
     env.fire(HttpResponseHeadersHook(flow))
     stream = flow.response.stream
     assert callable(stream)
@@ -213,3 +214,41 @@ def test_undecodable_request_body_is_refused_only_on_a_credentialed_route(env: E
     plain.request.raw_content = b"x"
     env.fire(HttpRequestHook(plain))
     assert plain.response is None
+
+
+def small_response(env: Env, body: bytes, encoding: str) -> http.HTTPFlow:  # noqa: F811
+    flow = make_flow("GET", "https://pypi.org/simple/")
+    env.fire(HttpRequestHook(flow))
+    flow.response = http.Response.make(200)
+    flow.response.headers["Content-Encoding"] = encoding
+    flow.response.raw_content = body
+    flow.response.headers["Content-Length"] = str(len(body))
+    env.fire(HttpResponseHeadersHook(flow))
+    assert not flow.response.stream  # small: held whole
+    env.fire(HttpResponseHook(flow))
+    return flow
+
+
+def test_small_compressed_response_is_scrubbed_whole_and_logged(env: Env) -> None:  # noqa: F811
+    flow = small_response(env, gzip.compress(f"echo {EXTRA_SECRET}!".encode()), "gzip")
+    assert flow.response is not None
+    assert flow.response.raw_content == b"echo [bottle:scrubbed]!"
+    assert "content-encoding" not in flow.response.headers
+    assert flow.response.headers["content-length"] == str(len(flow.response.raw_content))
+    assert env.log_lines()[0]["scrubbed"] == ["secret:EXTRA_SECRET in body"]
+
+
+def test_small_clean_response_is_sent_on_as_it_came(env: Env) -> None:  # noqa: F811
+    blob = gzip.compress(b"nothing to see")
+    flow = small_response(env, blob, "gzip")
+    assert flow.response is not None
+    assert flow.response.raw_content == blob
+    assert flow.response.headers["content-encoding"] == "gzip"
+
+
+def test_small_bomb_response_is_withheld(env: Env) -> None:  # noqa: F811
+    flow = small_response(env, gzip.compress(bytes(80 * MIB)), "gzip")
+    assert flow.response is not None
+    assert flow.response.raw_content is not None
+    assert flow.response.raw_content.startswith(b"[bottle: this response was withheld")
+    assert "withheld" in env.log_lines()[0]["reason"]

@@ -111,6 +111,9 @@ class Scan:
             _note(record, names, "headers")
         if flow.request.method.upper() == "HEAD" or response.status_code in {204, 304}:
             return  # no body to scrub; the headers describe one that is not sent
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) <= STREAM_ABOVE:
+            return  # held whole and scrubbed at the response hook: one write, no tail held
         encodings = decoding.parse(response.headers.get("content-encoding", ""))
         known = len(encodings) <= decoding.MAX_LAYERS and all(
             e in decoding.KNOWN for e in encodings
@@ -128,6 +131,44 @@ class Scan:
         if not (flow.request.is_http2 or flow.request.is_http3):
             response.headers["transfer-encoding"] = "chunked"
         response.stream = _Recorded(scrubber, record)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._response(flow)
+        except Exception as exc:
+            logger.error("egress: response hook failed: %s", type(exc).__name__)
+            call(flow.kill)  # a response egress could not scrub must not reach the agent
+
+    def _response(self, flow: http.HTTPFlow) -> None:
+        """A small body, held whole: decoded if compressed, scrubbed, and sent on as identity
+        only if something was removed (else as it came)."""
+        response = flow.response
+        if response is None or response.stream or not response.raw_content:
+            return
+        found = scrub.needles(self.tables.current.secrets)
+        if not found:
+            return
+        record = flow_record(flow)
+        header = response.headers.get("content-encoding", "")
+        encodings = decoding.parse(header)
+        try:
+            plain = b"".join(
+                decoding.decode_stream([response.raw_content], encodings, scrub.MAX_SMALL_DECODED)
+            )
+        except decoding.DecodeError as exc:
+            note = f"[bottle: this response was withheld: {exc}]\n".encode()
+            response.headers.pop("content-encoding", None)
+            response.raw_content = note
+            response.headers["content-length"] = str(len(note))
+            record["reason"] = _joined(record["reason"], f"response body withheld: {exc}")
+            return
+        clean, names = scrub.scrub(plain, found)
+        if not names:
+            return
+        _note(record, names, "body")
+        response.headers.pop("content-encoding", None)
+        response.raw_content = clean
+        response.headers["content-length"] = str(len(clean))
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         """DLP for WebSocket messages the agent sends, with the route's mode from the handshake;

@@ -3,8 +3,9 @@
 An upstream that echoes a request hands back the credential egress injected into it; one that
 was handed a ``dlp_secrets`` value may show it. Every form :mod:`.dlp` looks for (plain, URL-,
 base64-, hex-, base32-, JSON-encoded...) is replaced by :data:`MARKER` in header names and
-values and in the body, which is streamed: each piece is scrubbed together with the last
-``longest form - 1`` bytes of the one before, so a secret split across pieces is still whole.
+values and in the body, which is streamed: each piece is scrubbed together with what was held
+back of the one before (at most ``longest form - 1`` bytes: only an end that could begin a
+form waits), so a secret split across pieces is still whole.
 A compressed body is decoded (bounded steps, :mod:`.decoding`) and sent on as identity.
 Pure bytes in, bytes out; no mitmproxy import.
 """
@@ -23,6 +24,8 @@ MARKER = b"[bottle:scrubbed]"
 MARKER_HEADER = b"x-bottle-scrubbed"
 #: A compressed response may decode to at most this much; the rest is cut, with a note.
 MAX_RESPONSE_DECODED = 1 << 30
+#: A small response (held whole) may decode to at most this much, or it is withheld.
+MAX_SMALL_DECODED = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,15 @@ class Needles:
 
     items: tuple[tuple[str, bytes], ...] = field(repr=False)  # (secret name, needle)
     longest: int = 0
+    prefixes: frozenset[bytes] = field(default=frozenset(), repr=False)  # proper, non-empty
+
+    def held(self, data: bytes) -> int:
+        """How many bytes at the end of ``data`` could begin a needle: those wait for the next
+        piece; the rest can go now (a stream of events is not held up by the overlap)."""
+        for size in range(min(self.longest - 1, len(data)), 0, -1):
+            if data[-size:] in self.prefixes:
+                return size
+        return 0
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -42,14 +54,16 @@ def needles(secrets: Iterable[KnownSecret]) -> Needles:
         needle.encode("utf-8"): secret.name for secret in secrets for _form, needle in secret.forms
     }
     items = tuple(sorted(((name, n) for n, name in pairs.items()), key=lambda p: -len(p[1])))
-    return Needles(items, max((len(n) for _, n in items), default=0))
+    prefixes = frozenset(n[:size] for _, n in items for size in range(1, len(n)))
+    return Needles(items, max((len(n) for _, n in items), default=0), prefixes)
 
 
 def scrub(data: bytes, found: Needles, marker: bytes = MARKER) -> tuple[bytes, set[str]]:
     """``data`` with every needle replaced by ``marker``, and the names of the secrets that were."""
     names: set[str] = set()
     for name, needle in found.items:
-        if needle in data:
+        # A short head first: CPython prepares a long needle anew on every search.
+        if needle[:12] in data and needle in data:
             data = data.replace(needle, marker)
             names.add(name)
     return data, names
@@ -82,7 +96,6 @@ class StreamScrubber:
         self.secrets = secrets
         names = list(encodings)
         self.decoder = decoding.Decoder(names, MAX_RESPONSE_DECODED) if names else None
-        self.keep = max(secrets.longest - 1, 0)
         self.tail = b""
         self.found: set[str] = set()
         self.problem = ""
@@ -111,14 +124,12 @@ class StreamScrubber:
 
     def _pass(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
         for piece in pieces:
-            buf, names = scrub(self.tail + piece, self.secrets)
+            buf, names = scrub(self.tail + piece if self.tail else piece, self.secrets)
             self.found |= names
-            cut = len(buf) - self.keep
-            if cut > 0:
-                self.tail = buf[cut:]
+            cut = len(buf) - self.secrets.held(buf)
+            self.tail = buf[cut:]
+            if cut:
                 yield buf[:cut]
-            else:
-                self.tail = buf
 
     def _flush(self) -> Iterator[bytes]:
         buf, names = scrub(self.tail, self.secrets)
