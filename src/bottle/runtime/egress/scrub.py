@@ -12,8 +12,11 @@ Pure bytes in, bytes out; no mitmproxy import.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+
+import ahocorasick_rs
 
 from bottle.runtime.egress import decoding
 from bottle.runtime.egress.dlp import KnownSecret
@@ -30,12 +33,16 @@ MAX_SMALL_DECODED = 64 << 20
 
 @dataclass(frozen=True)
 class Needles:
-    """Every form of every secret as bytes, longest first (so a whole encoding is replaced,
-    not a piece of it). ``repr`` shows the names only."""
+    """Every form of every secret as bytes, found in one pass (Aho-Corasick, leftmost-longest:
+    a whole encoding is replaced, not a piece of it). ``repr`` shows nothing of them."""
 
     items: tuple[tuple[str, bytes], ...] = field(repr=False)  # (secret name, needle)
     longest: int = 0
     prefixes: frozenset[bytes] = field(default=frozenset(), repr=False)  # proper, non-empty
+    automaton: ahocorasick_rs.BytesAhoCorasick | None = field(default=None, repr=False)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
 
     def held(self, data: bytes) -> int:
         """How many bytes at the end of ``data`` could begin a needle: those wait for the next
@@ -45,28 +52,39 @@ class Needles:
                 return size
         return 0
 
-    def __bool__(self) -> bool:
-        return bool(self.items)
 
-
-def needles(secrets: Iterable[KnownSecret]) -> Needles:
+@functools.lru_cache(maxsize=8)
+def needles(secrets: tuple[KnownSecret, ...]) -> Needles:
+    """The needles of a route table's secrets (cached: the table changes only on reload)."""
     pairs = {
         needle.encode("utf-8"): secret.name for secret in secrets for _form, needle in secret.forms
     }
     items = tuple(sorted(((name, n) for n, name in pairs.items()), key=lambda p: -len(p[1])))
+    if not items:
+        return Needles(())
     prefixes = frozenset(n[:size] for _, n in items for size in range(1, len(n)))
-    return Needles(items, max((len(n) for _, n in items), default=0), prefixes)
+    automaton = ahocorasick_rs.BytesAhoCorasick(
+        [n for _, n in items], matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST
+    )
+    return Needles(items, max(len(n) for _, n in items), prefixes, automaton)
 
 
 def scrub(data: bytes, found: Needles, marker: bytes = MARKER) -> tuple[bytes, set[str]]:
     """``data`` with every needle replaced by ``marker``, and the names of the secrets that were."""
+    if found.automaton is None:
+        return data, set()
+    matches = found.automaton.find_matches_as_indexes(data)
+    if not matches:
+        return data, set()
     names: set[str] = set()
-    for name, needle in found.items:
-        # A short head first: CPython prepares a long needle anew on every search.
-        if needle[:12] in data and needle in data:
-            data = data.replace(needle, marker)
-            names.add(name)
-    return data, names
+    out: list[bytes] = []
+    pos = 0
+    for index, start, end in matches:
+        out += (data[pos:start], marker)
+        names.add(found.items[index][0])
+        pos = end
+    out.append(data[pos:])
+    return b"".join(out), names
 
 
 def scrub_fields(
