@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
+
+import ahocorasick_rs
 
 from bottle.policy import check_env_name
 from bottle.runtime.egress import decoding
@@ -248,16 +251,39 @@ def _views(text: str) -> list[tuple[str, str]]:
     return views
 
 
-def _secret_form(secret: KnownSecret, views: list[tuple[str, str]]) -> str:
-    """The form ``secret`` appears in ("" if absent); a form found only in a decoded view is
-    named for the view (``line-broken base64``, ``url-encoded``)."""
-    for label, view in views:
+def _named(label: str, form: str) -> str:
+    """A form found only in a decoded view is named for the view (``line-broken base64``)."""
+    if not label:
+        return form
+    return label if form == "plain" else f"{label} {form}"
+
+
+@functools.lru_cache(maxsize=16)
+def _needles(
+    secrets: tuple[KnownSecret, ...],
+) -> tuple[ahocorasick_rs.BytesAhoCorasick | None, tuple[tuple[tuple[int, str], ...], ...]]:
+    """One automaton over every form of every secret (found in one pass per view), and for
+    each needle the (secret index, form) pairs it stands for. Bytes (views and needles both
+    as UTF-8), which the automaton searches several times faster than text."""
+    owners: dict[str, list[tuple[int, str]]] = {}
+    for index, secret in enumerate(secrets):
         for form, needle in secret.forms:
-            if needle in view:
-                if not label:
-                    return form
-                return label if form == "plain" else f"{label} {form}"
-    return ""
+            owners.setdefault(needle, []).append((index, form))
+    if not owners:
+        return None, ()
+    automaton = ahocorasick_rs.BytesAhoCorasick([_utf8(needle) for needle in owners])
+    return automaton, tuple(tuple(o) for o in owners.values())
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+#: The token shapes' prefixes in one automaton: which patterns are worth running on a text.
+_PREFIX_INDEX = tuple(i for i, prefixes in enumerate(_PREFIXES) for _ in prefixes)
+_PREFIX_AUTOMATON = ahocorasick_rs.BytesAhoCorasick(
+    [p.encode() for prefixes in _PREFIXES for p in prefixes]
+)
 
 
 def _shape_in(pattern: re.Pattern[str], text: str) -> bool:
@@ -265,19 +291,39 @@ def _shape_in(pattern: re.Pattern[str], text: str) -> bool:
 
 
 def scan_text(text: str, where: str, secrets: Iterable[KnownSecret] = ()) -> list[Finding]:
-    """Findings in one piece of text: known secrets first, then token shapes (one per kind)."""
+    """Findings in one piece of text: known secrets first, then token shapes (one per kind).
+
+    A secret is reported in the first view it shows in, in the longest form found there."""
+    secrets = tuple(secrets)
     views = _views(text)
-    findings: list[Finding] = []
-    for secret in secrets:
-        form = _secret_form(secret, views)
-        if form:
-            findings.append(Finding(f"secret:{secret.name}", where, form))
+    automaton, owners = _needles(secrets)
+    forms: dict[int, str] = {}
+    if automaton is not None:
+        for label, view in views:
+            best: dict[int, tuple[int, str]] = {}
+            raw = _utf8(view)
+            for needle, start, end in automaton.find_matches_as_indexes(raw, overlapping=True):
+                for index, form in owners[needle]:
+                    if index not in forms and end - start > best.get(index, (0, ""))[0]:
+                        best[index] = (end - start, _named(label, form))
+            for index, (_, form) in best.items():
+                forms[index] = form
+    findings = [
+        Finding(f"secret:{secret.name}", where, forms[index])
+        for index, secret in enumerate(secrets)
+        if index in forms
+    ]
+    shape_views = [view for label, view in views if label != "line-broken"]  # not split
+    wanted = {
+        _PREFIX_INDEX[i]
+        for view in shape_views
+        for i, _, _ in _PREFIX_AUTOMATON.find_matches_as_indexes(_utf8(view), overlapping=True)
+    }
     seen: set[str] = set()
-    for (kind, pattern), prefixes in zip(TOKEN_PATTERNS, _PREFIXES, strict=True):
-        if kind in seen:
+    for index, (kind, pattern) in enumerate(TOKEN_PATTERNS):
+        if kind in seen or index not in wanted:
             continue
-        shape_views = [view for label, view in views if label != "line-broken"]  # not split
-        if any(any(p in v for p in prefixes) and _shape_in(pattern, v) for v in shape_views):
+        if any(_shape_in(pattern, view) for view in shape_views):
             seen.add(kind)
             findings.append(Finding(kind, where))
     return findings
