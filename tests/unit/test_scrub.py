@@ -252,3 +252,17 @@ def test_small_bomb_response_is_withheld(env: Env) -> None:  # noqa: F811
     assert flow.response.raw_content is not None
     assert flow.response.raw_content.startswith(b"[bottle: this response was withheld")
     assert "withheld" in env.log_lines()[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("method", "status"), [("GET", 101), ("GET", 204), ("GET", 304), ("HEAD", 200)]
+)
+def test_bodiless_responses_keep_their_framing(env: Env, method: str, status: int) -> None:  # noqa: F811
+    flow = make_flow(method, "https://pypi.org/socket")
+    env.fire(HttpRequestHook(flow))
+    flow.response = http.Response.make(status)
+    flow.response.headers.fields = ((b"Upgrade", b"websocket"), (b"X-Echo", EXTRA_SECRET.encode()))
+    env.fire(HttpResponseHeadersHook(flow))
+    assert flow.response.headers["x-echo"] == "[bottle:scrubbed]"
+    assert "transfer-encoding" not in flow.response.headers
+    assert not flow.response.stream

@@ -109,8 +109,9 @@ class Scan:
         if names:
             response.headers.fields = fields
             _note(record, names, "headers")
-        if flow.request.method.upper() == "HEAD" or response.status_code in {204, 304}:
-            return  # no body to scrub; the headers describe one that is not sent
+        no_body = response.status_code < 200 or response.status_code in {204, 304}
+        if no_body or flow.request.method.upper() == "HEAD":
+            return  # no body to scrub (101 switches to WebSocket, whose messages are scrubbed)
         length = response.headers.get("content-length", "")
         if length.isdigit() and int(length) <= STREAM_ABOVE:
             return  # held whole and scrubbed at the response hook: one write, no tail held
