@@ -25,11 +25,12 @@ private key blocks, JWTs).
 **Requests.** On every route whose `dlp` is `block` (the default) or `warn`, egress scans the
 URL (host, path and query), every header name and value, and the **whole** body, a window at a
 time with an overlap, so a secret is found wherever it sits. A request body is held until it
-has been scanned: nothing of it leaves before (egress does not stream request bodies). The body is scanned as sent, then
-decoded as its `Content-Encoding` says (nested, each layer bounded: a decompression bomb ends
-the decoding, not the proxy's memory), then under any gzip, zlib or zstd layer its magic bytes
-show without a declaration. A body that cannot be scanned whole (a declared encoding that does
-not decode, a layer that decodes past 64 MiB) is refused on a route that injects a credential.
+has been scanned: nothing of it leaves before (egress does not stream request bodies). The
+body is scanned as sent, then decoded as its `Content-Encoding` says (nested, each layer
+bounded: a decompression bomb ends the decoding, not the proxy's memory), then under any gzip,
+zlib or zstd layer its magic bytes show without a declaration. A body that cannot be scanned
+whole (a declared encoding that does not decode, a layer that decodes past 64 MiB) is refused
+on a route that injects a credential.
 
 **Responses.** Whatever the route's `dlp`, egress removes every known secret it holds from
 response header names and values and from the body before the agent sees it, replacing each
