@@ -32,14 +32,18 @@ zlib or zstd layer its magic bytes show without a declaration. A body that canno
 whole (a declared encoding that does not decode, a layer that decodes past 64 MiB) is refused
 on a route that injects a credential.
 
-**Responses.** Whatever the route's `dlp`, egress removes every known secret it holds from
-response header names and values and from the body before the agent sees it, replacing each
-with `[bottle:scrubbed]` (a header *name* becomes `x-bottle-scrubbed`). The body is streamed:
-each piece is scrubbed with the end of the one before, so a secret split across pieces is
-still removed. A compressed body is decoded, scrubbed and sent on as identity (no
-`Content-Encoding`, no `Content-Length`, chunked). The decision log's `scrubbed` field says
-which secrets were removed, and where. Token shapes are not scrubbed (upstreams hand out
-tokens legitimately); passthrough routes are not intercepted, so neither scanned nor scrubbed.
+**Responses.** Whatever the route's `dlp`, egress removes every known secret it holds, in
+every form listed below as removed, from response header names and values and from the body
+before the agent sees it, replacing each with `[bottle:scrubbed]` (a header *name* becomes
+`x-bottle-scrubbed`). A body of up to 1 MiB is held whole, decoded if compressed (bounded),
+and sent on as identity when something was removed, as it came otherwise. A longer body, or
+one of unknown length, is streamed: each piece is scrubbed together with the end of the one
+before that could begin a secret, so a secret split across pieces is still removed; a
+compressed one is decoded on the way and sent on as identity (no `Content-Encoding`, no
+`Content-Length`, chunked). A body in an encoding egress cannot decode is withheld. The
+decision log's `scrubbed` field says which secrets were removed, and where. Token shapes are
+not scrubbed (upstreams hand out tokens legitimately); passthrough routes are not intercepted,
+so neither scanned nor scrubbed.
 
 **Out of reach of any DLP.** A secret split across requests (half in one, half in the next),
 encrypted or transformed by any cipher the scanner does not know, or hidden by steganography
