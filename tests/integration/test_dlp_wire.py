@@ -9,6 +9,7 @@ One instance for the whole module.
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -140,6 +141,12 @@ def test_injected_token_never_reaches_the_agent(wire: Any, path: str) -> None:
         assert f"x-echo-auth: Bearer {MARKER}" in out
     if path == "/gzip":
         assert "content-encoding" not in out.lower()
+    # The decision log says what was removed, and never the token itself.
+    log = wire.state.egress_log.read_text()
+    assert TOKEN not in log
+    lines = [json.loads(line) for line in log.splitlines()]
+    (entry,) = [e for e in lines if e["path"] == path]
+    assert "secret:DLPW_TOKEN in body" in entry["scrubbed"]
 
 
 def test_secret_after_the_first_mib_of_a_request_body_is_refused(wire: Any) -> None:
