@@ -5,14 +5,18 @@ Pure functions over text and bytes; no mitmproxy import, so the host can test an
 Two kinds of finding:
 
 - **known secrets**: the exact values of credentials the sidecar knows about (every route's
-  ``auth.token_ref`` plus the variable names listed in ``BOTTLE_DLP_SECRETS``), in plain,
-  URL-encoded and base64 form. The agent must never hold any of them, so seeing one leave is
-  a leak even when the request goes to the very host the secret belongs to.
+  ``auth.token_ref`` plus the variable names listed in ``BOTTLE_DLP_SECRETS``), in every form
+  of :func:`encoded_forms` (plain, URL-encoded once and twice, base64 and base64url once and
+  twice, hex, base32, JSON ``\\u`` escapes) and, through :func:`_views`, partly URL-encoded,
+  partly JSON-escaped or broken across lines. The agent must never hold any of them, so seeing
+  one leave is a leak even when the request goes to the very host the secret belongs to.
 - **token shapes**: well-known credential formats (AWS key ids, GitHub/GitLab/Slack/OpenAI/
   Anthropic/Google/Stripe keys, private key blocks, JWTs), from the table ``TOKEN_PATTERNS``.
 
 A :class:`Finding` names *what* was found and *where* (``url``, ``header <name>``, ``body``),
-never the matched text, so a finding can be logged and shown to the agent as it is.
+never the matched text, so a finding can be logged and shown to the agent as it is. Bodies
+are scanned whole in bounded memory (:class:`BodyScanner`) and decoded as they say or as their
+magic bytes show (:func:`scan_body`, over :mod:`.decoding`). docs/dlp.md lists what is caught.
 """
 
 from __future__ import annotations
