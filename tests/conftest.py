@@ -69,6 +69,14 @@ def run_cli_here(
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+def user_owned(path: Path) -> Path:
+    """``path`` owned by a non-root user: bottle runs the agent as the workspace's owner and
+    refuses a root-owned workspace, while the tests often run as root."""
+    if os.getuid() == 0:
+        os.chown(path, 1000, 1000)
+    return path
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -26,6 +26,7 @@ class FakeEngine:
     calls: list[str] = field(default_factory=list)
     env_at_up: dict[str, str] = field(default_factory=dict)
     log_text: str = "agent-1  | hello from the fake"  # as compose gives it: no final newline
+    states: list[ServiceState] = field(default_factory=list)  # what ``ps`` reports
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -89,7 +90,7 @@ class FakeProject:
 
     def ps(self) -> list[ServiceState]:
         self.engine._call("ps")
-        return []
+        return list(self.engine.states)
 
     def service_env(self, service: str) -> dict[str, str]:
         self.engine._call(f"service_env {service}")

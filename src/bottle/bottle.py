@@ -12,11 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bottle import compose, workspace
+from bottle import compose, hardening, workspace
 from bottle.engine.seam import DockerEngine, Engine
 from bottle.errors import BottleError, PlanError
 from bottle.files import atomic_write, now
 from bottle.instance import Instance
+from bottle.machine import host_addresses
 from bottle.manifest import Manifest, load_manifest
 from bottle.plan import BottlePlan, PlanOptions, resolve_plan
 from bottle.settings import Settings, package_version
@@ -96,6 +97,12 @@ class Bottle:
         plan = self.plan()
         _require_available(plan)
         plan.require_env()
+        plan.require_user()
+        if plan.agent_is_root:
+            say(
+                f"warning: the agent runs as root (bottle {plan.bottle!r} allows it), "
+                "without any capability"
+            )
         answers = self._answers(plan, ask)
         self.engine.check()
         say("checking images")
@@ -104,13 +111,16 @@ class Bottle:
 
         state = StateDir(plan.state_dir)
         state.create()
+        hardening.prepare_state(plan, state)
         instance = Instance(state, engine=self.engine)
         try:
             self._write_state(plan, state, owner_pid)
             say(f"starting {plan.compose_project}")
             values = {name: self.environ[name] for name in self._host_vars(plan)}
-            instance.compose.up(env={**values, **answers}, wait_timeout=wait_timeout)
-            state.transition(InstanceStatus.RUNNING)
+            machine = {"BOTTLE_HOST_ADDRESSES": ",".join(host_addresses())}
+            instance.compose.up(env={**values, **answers, **machine}, wait_timeout=wait_timeout)
+            # A detached start owned the state only while starting; nobody owns it now.
+            state.transition(InstanceStatus.RUNNING, pid=owner_pid)
         except BaseException as exc:
             _fail(instance, exc)
             raise
@@ -155,10 +165,15 @@ class Bottle:
                 compose_project=plan.compose_project,
                 images={"agent": plan.images.agent, "sidecar": plan.images.sidecar},
                 services=list(spec["services"]),
+                sidecar_info={
+                    s.name: s.describe(plan.sidecars[s.name]) for s in enabled_sidecars(plan)
+                },
                 status=InstanceStatus.STARTING,
                 started_at=stamp,
                 updated_at=stamp,
-                pid=owner_pid,
+                # Even a detached start has an owner while it starts: if this process dies
+                # mid-start, stop and cleanup can tell (bottle.state's recovery).
+                pid=os.getpid() if owner_pid is None else owner_pid,
                 version=plan.version,
             )
         )

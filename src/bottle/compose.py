@@ -17,7 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.resolver import VersionedResolver
 
-from bottle import layout, workspace
+from bottle import hardening, layout, workspace
 from bottle.plan import BottlePlan
 from bottle.providers import PROVIDERS
 from bottle.sidecars import AgentAddon, enabled_sidecars
@@ -34,7 +34,11 @@ def render(plan: BottlePlan) -> dict[str, Any]:
         "name": plan.compose_project,
         "services": services,
         "networks": {
-            "internal": {"internal": True, "labels": network_labels},
+            "internal": {
+                "internal": True,
+                "driver_opts": dict(hardening.INTERNAL_DRIVER_OPTS),
+                "labels": network_labels,
+            },
             "egress": {"labels": network_labels},
         },
     }
@@ -105,6 +109,7 @@ def _agent_service(plan: BottlePlan) -> dict[str, Any]:
         "depends_on": depends,
         "labels": labels(plan, "agent"),
         "stop_grace_period": "3s",
+        **hardening.agent_keys(plan),
     }
 
 

@@ -7,6 +7,7 @@
     │   ├── ManifestError       a bottle/agent file (or a Dockerfile it names): .path, .field
     │   ├── PlanError           files parse, but cannot be resolved into a plan
     │   ├── SettingsError       a BOTTLE_* environment variable is unusable
+    │   ├── SlugError           a slug argument that no instance could have (``../x``)
     │   └── ApplyError          a live change (routes edit, proposal) was refused as given
     └── Failed                  exit 1: something broke; the cause stays in ``__cause__``
         ├── DockerUnavailable   no docker CLI, no daemon, or no compose v2
@@ -80,6 +81,10 @@ class PlanError(Refused):
 
 class SettingsError(Refused):
     """A ``BOTTLE_*`` environment variable names something unusable."""
+
+
+class SlugError(Refused):
+    """A slug (or prefix) given to look an instance up that is not of a slug's form."""
 
 
 class DockerUnavailable(Failed):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from bottle import safefs, workspace
-from bottle.engine.compose import ExecResult
+from bottle.engine.compose import ExecResult, ServiceState
 from bottle.engine.seam import DockerEngine, Engine, Project
 from bottle.errors import BottleError, StateError
 from bottle.files import atomic_write
@@ -33,9 +32,9 @@ class Instance:
 
     @classmethod
     def open(cls, slug: str, *, settings: Settings | None = None) -> Instance:
-        """The instance with this slug; raises InstanceNotFound."""
+        """The instance with this slug; raises SlugError (not a slug) or InstanceNotFound."""
         settings = Settings.default() if settings is None else settings
-        state = StateDir(settings.state_root / slug)
+        state = StateDir.lookup(settings.state_root, slug)
         state.read_metadata()
         return cls(state)
 
@@ -77,6 +76,16 @@ class Instance:
         from bottle.changes import ProposalsControl
 
         return ProposalsControl(self)
+
+    def health(self) -> dict[str, str]:
+        """Each service's state now, from ``docker compose ps``: service -> state.
+
+        ``running`` or ``healthy`` is well; otherwise the container's health (``unhealthy``,
+        ``starting``) or state (``exited``, ``restarting``, ...), and ``missing`` for a
+        service of the instance that has no container at all.
+        """
+        found = {s.service: _state_of(s) for s in self.compose.ps()}
+        return {**dict.fromkeys(self.metadata.services, "missing"), **found}
 
     # -- using it --------------------------------------------------------------------------
 
@@ -133,7 +142,8 @@ class Instance:
         """Save ``compose.log``, take every container and network down, record ``status``.
 
         Safe to call twice, and on an instance that never fully started: the log is saved
-        before ``down``, and ``down`` of a project with nothing left is a no-op.
+        before ``down``, and ``down`` of a project with nothing left is a no-op. A start
+        whose process died (``kill -9``) ends as ``failed``; one still going is refused.
         """
         metadata = self.metadata
         if metadata.status in DOWN and metadata.status != InstanceStatus.FAILED:
@@ -149,7 +159,12 @@ class Instance:
         except BottleError as exc:
             self.state.transition(InstanceStatus.PRESERVED, error=str(exc))
             raise
-        final = InstanceStatus.FAILED if metadata.status == InstanceStatus.FAILED else status
+        final = status
+        if metadata.status == InstanceStatus.STARTING:
+            final = InstanceStatus.FAILED
+            error = error or StateError(f"its start was cut short (process {metadata.pid} died)")
+        elif metadata.status == InstanceStatus.FAILED:
+            final = InstanceStatus.FAILED
         planted = self._check_workspace(metadata)
         self.state.transition(
             final,
@@ -226,14 +241,11 @@ class Instance:
         self.stop(status=InstanceStatus.FINISHED if exc is None else InstanceStatus.STOPPED)
 
 
-def owner_alive(metadata: Metadata) -> bool:
-    """Whether the bottle process that owns this session still runs."""
-    if metadata.pid is None:
-        return True
-    try:
-        os.kill(metadata.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+#: Service states in which a service does its job.
+WELL = frozenset({"running", "healthy"})
+
+
+def _state_of(service: ServiceState) -> str:
+    if service.state == "running" and service.health:
+        return service.health
+    return service.state

@@ -7,16 +7,19 @@ compose says what is still up.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
+from typing import Any
 
 from pydantic import BaseModel
 
 from bottle.engine import compose as engine
-from bottle.errors import BottleError
-from bottle.instance import Instance, owner_alive
+from bottle.errors import BottleError, InstanceNotFound, StateError
+from bottle.instance import WELL, Instance
 from bottle.settings import Settings
-from bottle.state import DOWN, InstanceStatus, StateDir, state_dirs
+from bottle.state import DOWN, InstanceStatus, StateDir, owner_alive, state_dirs
 
 _PREFIX = "bottle-"
 
@@ -27,20 +30,37 @@ class InstanceInfo(BaseModel):
     slug: str
     agent: str | None
     bottle: str | None
-    status: str
+    status: str  # an InstanceStatus, "degraded" (running, a sidecar is not) or "orphan"
     recorded_status: str | None  # what metadata.json says, when it differs from ``status``
+    sidecars: dict[str, str] = {}  # a running instance's sidecars: name -> state (see health)
     compose_project: str
     running: int  # containers up now
     started_at: datetime | None
     cwd: str | None
     state_dir: str | None
+    sidecar_info: dict[str, dict[str, Any]] = {}  # what each sidecar describes (no secrets)
+
+
+#: What ``ls`` shows for a running instance one of whose sidecars is not running well.
+DEGRADED = "degraded"
 
 
 def _effective(status: InstanceStatus, running: int, owner_ok: bool) -> InstanceStatus:
+    if status == InstanceStatus.STARTING and owner_ok:
+        return status  # its containers may not exist yet
     live = (InstanceStatus.RUNNING, InstanceStatus.STARTING, InstanceStatus.STOPPING)
     if status in live and (not owner_ok or running == 0):
         return InstanceStatus.PRESERVED
     return status
+
+
+def _sidecars(state: StateDir) -> dict[str, str]:
+    """The sidecars' states of a running instance; none when compose cannot say."""
+    try:
+        health = Instance(state).health()
+    except BottleError:
+        return {}
+    return {name: value for name, value in sorted(health.items()) if name != "agent"}
 
 
 def instances(settings: Settings | None = None) -> list[InstanceInfo]:
@@ -57,18 +77,22 @@ def instances(settings: Settings | None = None) -> list[InstanceInfo]:
         seen.add(meta.compose_project)
         running = projects.get(meta.compose_project, (0, 0))[0]
         status = _effective(meta.status, running, owner_alive(meta))
+        sidecars = _sidecars(state) if status == InstanceStatus.RUNNING else {}
+        shown = DEGRADED if any(v not in WELL for v in sidecars.values()) else status.value
         rows.append(
             InstanceInfo(
                 slug=meta.slug,
                 agent=meta.agent,
                 bottle=meta.bottle,
-                status=status.value,
-                recorded_status=meta.status.value if status != meta.status else None,
+                status=shown,
+                recorded_status=meta.status.value if shown != meta.status else None,
+                sidecars=sidecars,
                 compose_project=meta.compose_project,
                 running=running,
                 started_at=meta.started_at,
                 cwd=meta.cwd,
                 state_dir=str(state.path),
+                sidecar_info=meta.sidecar_info,
             )
         )
     ours: set[str] = set()
@@ -131,25 +155,71 @@ def plan_cleanup(settings: Settings) -> CleanupPlan:
     return plan
 
 
-def run_cleanup(plan: CleanupPlan, settings: Settings) -> None:
-    for slug in plan.take_down:
-        state = StateDir(settings.state_root / slug)
-        if state.exists():
-            Instance(state).stop(status=InstanceStatus.STOPPED)
-        else:
-            # A project with no state directory: remove its labelled objects directly.
-            engine.remove(*engine.labelled(f"bottle.slug={slug}"))
-    engine.remove(plan.orphan_containers, plan.orphan_networks)
-    for slug in plan.remove_state:
-        shutil.rmtree(settings.state_root / slug, ignore_errors=True)
+@dataclass(frozen=True)
+class CleanupStep:
+    """One thing ``run_cleanup`` did, or tried: ``error`` says why it failed."""
+
+    action: str  # "take down", "remove dir", "remove container", "remove network"
+    target: str  # a slug, or a container or network id
+    error: BottleError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def run_cleanup(plan: CleanupPlan, settings: Settings) -> list[CleanupStep]:
+    """Do ``plan``, every item even after one fails; one step per item, in order."""
+    steps = [_step("take down", s, partial(_take_down, s, settings)) for s in plan.take_down]
+    steps += [
+        _step("remove container", c, partial(engine.remove, [c], []))
+        for c in plan.orphan_containers
+    ]
+    steps += [
+        _step("remove network", n, partial(engine.remove, [], [n])) for n in plan.orphan_networks
+    ]
+    steps += [
+        _step("remove dir", s, partial(_remove_state, s, settings)) for s in plan.remove_state
+    ]
+    return steps
+
+
+def _step(action: str, target: str, do: Callable[[], None]) -> CleanupStep:
+    try:
+        do()
+    except BottleError as exc:
+        return CleanupStep(action, target, exc)
+    return CleanupStep(action, target)
+
+
+def _take_down(slug: str, settings: Settings) -> None:
+    state = StateDir.lookup(settings.state_root, slug)
+    if state.exists():
+        Instance(state).stop(status=InstanceStatus.STOPPED)
+    else:
+        # A project with no state directory: remove its labelled objects directly.
+        engine.remove(*engine.labelled(f"bottle.slug={slug}"))
+
+
+def _remove_state(slug: str, settings: Settings) -> None:
+    path = StateDir.lookup(settings.state_root, slug).path
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StateError(
+            f"cannot remove {path}: {exc.strerror or exc}",
+            hint="Check its owner and permissions (the agent may have written files as "
+            "another user), then run 'bottle cleanup' again.",
+        ) from None
 
 
 def resolve(slug: str, settings: Settings) -> Instance:
-    """The instance named by ``slug`` or by a unique prefix of one."""
-    from bottle.errors import InstanceNotFound
-
-    if StateDir(settings.state_root / slug).exists():
-        return Instance(StateDir(settings.state_root / slug))
+    """The instance named by ``slug`` or by a unique prefix of one; ``SlugError`` if not a slug."""
+    exact = StateDir.lookup(settings.state_root, slug)
+    if exact.exists():
+        return Instance(exact)
     matches = [s for s in state_dirs(settings.state_root) if s.slug.startswith(slug) and s.exists()]
     if len(matches) == 1:
         return Instance(matches[0])

@@ -19,7 +19,7 @@ from pydantic import BaseModel, TypeAdapter
 from bottle.errors import ManifestError, PlanError, Refused
 from bottle.images import ImageSpec
 from bottle.manifest import AgentSource, Manifest
-from bottle.manifest.models import ProviderKind
+from bottle.manifest.models import Limits, ProviderKind
 from bottle.settings import Settings
 from bottle.sidecars import PlanContext, enabled_sidecars, registry
 
@@ -63,6 +63,15 @@ class Images:
         return cls(agent=specs[-1].ref, sidecar=specs[0].ref, specs=tuple(specs))
 
 
+#: Sidecars' "uid:gid" when bottle itself runs as root (no user of the host is meant).
+SIDECAR_FALLBACK_USER = "65532:65532"
+
+
+def sidecar_user() -> str:
+    uid, gid = os.getuid(), os.getgid()
+    return SIDECAR_FALLBACK_USER if uid == 0 else f"{uid}:{gid}"
+
+
 @dataclass(frozen=True)
 class BottlePlan:
     """Everything about one instance, decided before anything runs."""
@@ -86,6 +95,25 @@ class BottlePlan:
     images: Images
     version: str
     missing_env: tuple[str, ...] = field(default=())
+    limits: Limits = field(default_factory=Limits)
+    #: "uid:gid" every sidecar runs as: whoever runs bottle (owns the state dir), never root.
+    sidecar_user: str = field(default_factory=sidecar_user)
+    root_allowed: bool = False  # the bottle says ``agent: {user: root}``
+
+    @property
+    def agent_is_root(self) -> bool:
+        return self.user.split(":")[0] == "0"
+
+    def require_user(self) -> None:
+        """Raise PlanError when the agent would run as root and the bottle did not opt in."""
+        if self.agent_is_root and not self.root_allowed:
+            raise PlanError(
+                f"the workspace {self.cwd} is owned by root, and the agent runs as the "
+                "workspace's owner: bottle does not run an agent as root unless asked to",
+                hint=f"chown the workspace to a user (e.g. chown -R 1000:1000 {self.cwd}), "
+                f"or set 'agent: {{user: root}}' in the bottle {self.bottle!r} (the agent "
+                "then runs as root, still without any capability).",
+            )
 
     @property
     def compose_project(self) -> str:
@@ -219,11 +247,13 @@ def resolve_plan(
         cwd=cwd,
         state_dir=settings.state_root / slug,
         user=_owner(cwd),
+        root_allowed=bool(provider_cfg and provider_cfg.user == "root"),
         env=env,
         sidecars=sidecars,
         images=Images.of(_images(settings, provider, dockerfile, bottle_path)),
         version=version,
         missing_env=missing,
+        limits=spec.limits or Limits(),
     )
 
 
@@ -290,6 +320,7 @@ def _skills(manifest: Manifest, agent: AgentSource) -> dict[str, Path]:
 
 
 def _owner(cwd: Path) -> str:
+    """The agent runs as the workspace's owner, so what it writes is the user's."""
     try:
         stat = cwd.stat()
     except OSError as exc:

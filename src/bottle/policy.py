@@ -23,15 +23,17 @@ from pydantic import (
     model_validator,
 )
 
+from bottle import hostnames, patterns, urlpaths
+
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
 )
-_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_HOST_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 DlpMode = Literal["off", "warn", "block"]
+Scheme = Literal["https", "http"]
+DEFAULT_PORTS: dict[str, int] = {"https": 443, "http": 80}
 
 
 def check_env_name(value: str) -> str:
@@ -88,24 +90,18 @@ class Auth(_Strict):
 
 
 def _check_host(value: str) -> str:
-    host = value.strip().lower().rstrip(".")
-    if not _HOST_RE.fullmatch(host):
-        raise ValueError(
-            f"{value!r} is not a host name: use a name like api.example.com or a "
-            "leading wildcard like *.example.com (no scheme, port or path)"
-        )
-    return host
+    # Syntax only: whether the host can be meant depends on the route's ``private``.
+    return hostnames.check_syntax(value)
 
 
 def _check_path(value: str) -> str:
     if value.startswith("/"):
-        return value
+        reason = urlpaths.ambiguity(value)
+        if reason is not None:
+            raise ValueError(f"path {value!r}: {reason}")
+        return urlpaths.normalise(value)
     if value.startswith("^"):
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"bad path regex {value!r}: {exc}") from exc
-        return value
+        return patterns.check(value, "path regex")
     raise ValueError(
         f"path {value!r} must be a prefix starting with '/' or a regex starting with '^'"
     )
@@ -127,6 +123,13 @@ class Route(_Strict):
     """One allowed way out. Empty ``paths`` / ``methods`` / ``headers`` match anything."""
 
     host: Host
+    scheme: Scheme | None = Field(
+        None,
+        description="https or http; unset: https (and, for a route without auth, also http)",
+    )
+    port: int | None = Field(
+        None, ge=1, le=65535, description="the upstream port (default 443 for https, 80 for http)"
+    )
     paths: tuple[PathRule, ...] = ()
     methods: tuple[Method, ...] = ()
     headers: dict[str, str] = Field(
@@ -148,9 +151,9 @@ class Route(_Strict):
             if not _HEADER_NAME_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not a header name")
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"bad regex for header {name}: {exc}") from exc
+                patterns.check(pattern)
+            except ValueError as exc:
+                raise ValueError(f"header {name}: {exc}") from None
             out[name.lower()] = pattern
         return out
 
@@ -163,32 +166,80 @@ class Route(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _host_can_be_meant(self) -> Route:
+        reason = hostnames.refusal(self.host, private=self.private)
+        if reason is not None:
+            raise ValueError(reason)
+        return self
+
+    @model_validator(mode="after")
+    def _credentials_only_over_tls(self) -> Route:
+        if self.auth is not None and self.scheme == "http":
+            raise ValueError(
+                "a route with auth sends a credential, which never goes over plain HTTP: "
+                "drop scheme: http (auth routes are https only) or drop auth"
+            )
+        if self.passthrough and self.scheme == "http":
+            raise ValueError("a passthrough route tunnels TLS: drop scheme: http")
+        return self
+
+    @property
+    def wire(self) -> frozenset[tuple[str, int]]:
+        """The (scheme, port) pairs this route matches.
+
+        A route with ``auth`` matches only TLS to its port (443 unless set): a credential
+        never goes over plain HTTP or to another port. Without ``auth`` and ``scheme``, both
+        https and http on their default ports (or both on ``port``).
+        """
+        if self.auth is not None or self.scheme == "https" or self.passthrough:
+            return frozenset({("https", self.port or 443)})
+        if self.scheme == "http":
+            return frozenset({("http", self.port or 80)})
+        if self.port is not None:
+            return frozenset({("https", self.port), ("http", self.port)})
+        return frozenset({("https", 443), ("http", 80)})
+
+    def credential_wire(self) -> tuple[str, int] | None:
+        """Where this route's credential may go: TLS to this port, or None without auth."""
+        return ("https", self.port or 443) if self.auth is not None else None
+
     def matches_host(self, host: str) -> bool:
         host = host.lower().rstrip(".")
         if self.host.startswith("*."):
             return host.endswith(self.host[1:])
         return host == self.host
 
-    def matches(self, method: str, host: str, path: str, headers: Mapping[str, str]) -> bool:
+    def matches(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        headers: Mapping[str, str],
+        *,
+        scheme: str = "https",
+        port: int | None = None,
+    ) -> bool:
+        """``path`` as :func:`bottle.urlpaths.normalise` gives it; ``headers`` lower-cased."""
         if not self.matches_host(host):
+            return False
+        if (scheme, port or DEFAULT_PORTS.get(scheme, 0)) not in self.wire:
             return False
         if self.methods and method.upper() not in self.methods:
             return False
-        if self.paths:
-            bare = path.split("?", 1)[0]
-            if not any(_path_matches(rule, bare) for rule in self.paths):
-                return False
+        if self.paths and not any(_path_matches(rule, path) for rule in self.paths):
+            return False
         for name, pattern in self.headers.items():
             value = headers.get(name)
-            if value is None or not re.fullmatch(pattern, value):
+            if value is None or not patterns.fullmatch(pattern, value):
                 return False
         return True
 
 
 def _path_matches(rule: str, path: str) -> bool:
     if rule.startswith("^"):
-        return re.search(rule, path) is not None
-    return path.startswith(rule)
+        return patterns.search(rule, path)
+    return urlpaths.prefix_matches(rule, path)
 
 
 class Routes(_Strict):
@@ -211,19 +262,41 @@ class Routes(_Strict):
         return self
 
     def match(
-        self, method: str, host: str, path: str, headers: Mapping[str, str] | None = None
+        self,
+        method: str,
+        host: str,
+        path: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        scheme: str = "https",
+        port: int | None = None,
     ) -> Route | None:
+        """The first route allowing this request; None for none, or for a path servers may
+        read differently (:func:`bottle.urlpaths.ambiguity`: egress refuses those first)."""
+        if urlpaths.ambiguity(path) is not None:
+            return None
+        normal = urlpaths.normalise(path)
         lowered = {k.lower(): v for k, v in (headers or {}).items()}
         for route in self.routes:
-            if route.matches(method, host, path, lowered):
+            if route.matches(method, host, normal, lowered, scheme=scheme, port=port):
                 return route
         return None
 
-    def passthrough_for(self, host: str) -> bool:
-        """True when the first route naming this host says not to intercept it."""
+    def credential_wires(self, host: str) -> frozenset[tuple[str, int]]:
+        """Where this host's credential may go: the (https, port) of each route with ``auth``
+        naming it; empty when no route gives the host a credential."""
+        return frozenset(
+            wire
+            for route in self.routes
+            if route.matches_host(host) and (wire := route.credential_wire()) is not None
+        )
+
+    def passthrough_for(self, host: str, port: int | None = None) -> bool:
+        """True when the first route naming this host says not to intercept it (on ``port``,
+        when given: a passthrough route tunnels only to its own port, 443 by default)."""
         for route in self.routes:
             if route.matches_host(host):
-                return route.passthrough
+                return route.passthrough and (port is None or port == (route.port or 443))
         return False
 
     def private_for(self, host: str) -> bool:

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bottle import layout
-from bottle.errors import InstanceNotFound, StateError
+from bottle.errors import InstanceNotFound, SlugError, StateError
 from bottle.files import atomic_write, now
 from bottle.manifest.models import ProviderKind
 
@@ -67,8 +68,36 @@ _TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
     InstanceStatus.STOPPED: frozenset({InstanceStatus.STOPPING}),
 }
 
+#: What a state left behind by a dead owner may still become: a ``kill -9`` mid-start or
+#: mid-stop must never leave an instance that neither ``stop`` nor ``cleanup`` can end.
+_RECOVERY: dict[InstanceStatus, frozenset[InstanceStatus]] = {
+    InstanceStatus.STARTING: frozenset({InstanceStatus.STOPPING, InstanceStatus.FAILED}),
+    InstanceStatus.STOPPING: frozenset({InstanceStatus.STOPPING, InstanceStatus.FAILED}),
+}
+
 #: Statuses in which no container of the instance should exist.
 DOWN = frozenset({InstanceStatus.FINISHED, InstanceStatus.FAILED, InstanceStatus.STOPPED})
+
+
+#: A slug is ``<agent name>-<5 base36>``: agent names are 1-40 of ``[a-z0-9_-]``. Anything
+#: else given as a slug never names an instance, and may name a path outside the state root.
+_SLUG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,45}")
+
+
+def check_slug(value: str) -> str:
+    """``value`` if it can be a slug or a prefix of one; ``SlugError`` (exit 2) if not.
+
+    Every place that takes a slug from outside (CLI arguments, ``Instance.open``, prefix
+    lookups, compose project names) goes through here before it becomes a path.
+    """
+    if not _SLUG_RE.fullmatch(value):
+        shown = value if len(value) <= 60 else value[:60] + "..."
+        raise SlugError(
+            f"{shown!r} is not an instance slug",
+            hint="A slug is up to 46 lowercase letters, digits, '-' or '_' (like "
+            "'shell-k3x9q'); list instances with 'bottle ls'.",
+        )
+    return value
 
 
 class Metadata(BaseModel):
@@ -85,10 +114,12 @@ class Metadata(BaseModel):
     compose_project: str
     images: dict[str, str]
     services: list[str]
+    #: What each enabled sidecar says of itself (``Sidecar.describe``), by name.
+    sidecar_info: dict[str, dict[str, Any]] = {}
     status: InstanceStatus
     started_at: datetime
     updated_at: datetime
-    pid: int | None = None  # the bottle process that owns an interactive session
+    pid: int | None = None  # the bottle process starting it, or owning its session
     exit_code: int | None = None
     error: str | None = None
     version: str = "0"
@@ -111,6 +142,11 @@ class StateDir:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    @classmethod
+    def lookup(cls, root: Path, slug: str) -> StateDir:
+        """The state directory of ``slug`` under ``root``; the slug is checked first."""
+        return cls(root / check_slug(slug))
 
     @property
     def slug(self) -> str:
@@ -214,14 +250,37 @@ class StateDir:
     def transition(self, status: InstanceStatus, **changes: Any) -> Metadata:
         """Move to ``status`` (checked against the allowed transitions) and save."""
         metadata = self.read_metadata()
-        if status not in _TRANSITIONS[metadata.status] and status != metadata.status:
+        allowed = _TRANSITIONS[metadata.status]
+        if metadata.status in _RECOVERY and not owner_alive(metadata):
+            allowed |= _RECOVERY[metadata.status]
+        if status not in allowed and status != metadata.status:
+            hint = "See 'bottle ls' for its status."
+            if metadata.status == InstanceStatus.STARTING and metadata.pid is not None:
+                hint = (
+                    f"Process {metadata.pid} is still starting it: wait for the start to "
+                    "finish, or end that process and try again."
+                )
             raise StateError(
                 f"instance {self.slug} is {metadata.status.value}; it cannot become {status.value}",
-                hint="See 'bottle ls' for its status.",
+                hint=hint,
             )
         updated = metadata.model_copy(update={"status": status, "updated_at": now(), **changes})
         self.write_metadata(updated)
         return updated
+
+
+def owner_alive(metadata: Metadata) -> bool:
+    """Whether the bottle process that owns this session (or its start) still runs."""
+    if metadata.pid is None:
+        # Every start records its pid; a start without one (an older bottle's) has no owner.
+        return metadata.status != InstanceStatus.STARTING
+    try:
+        os.kill(metadata.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def state_dirs(root: Path) -> Iterator[StateDir]:

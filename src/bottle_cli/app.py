@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from bottle_cli import decisions, output
-from bottle_cli.params import JsonOpt, RunOptions, SlugArg, run_options, running
+from bottle_cli.params import JsonOpt, RunOptions, SlugArg, SlugsArg, run_options, running
 from bottle_cli.params import open_instance as _open
 from bottle_cli.params import settings as _settings
 
@@ -195,7 +195,7 @@ def exec_(
 
 @app.command()
 def stop(
-    slugs: Annotated[list[str] | None, typer.Argument(help="instances to stop")] = None,
+    slugs: SlugsArg = None,
     all_: Annotated[bool, typer.Option("--all", help="stop every running instance")] = False,
 ) -> None:
     """Save compose.log, then take the instance(s) down; the state directory stays."""
@@ -203,7 +203,8 @@ def stop(
 
     targets = list(slugs or [])
     if all_:
-        targets += [r.slug for r in instances(_settings()) if r.status in {"running", "preserved"}]
+        up = {"running", "degraded", "preserved"}
+        targets += [r.slug for r in instances(_settings()) if r.status in up]
     if not targets:
         output.error("no instance named", "Give one or more slugs (see 'bottle ls') or --all.")
         raise typer.Exit(2)
@@ -229,7 +230,7 @@ def ls(json_: JsonOpt = False) -> None:
                 r.slug,
                 r.agent or "-",
                 r.bottle or "-",
-                r.status,
+                _status(r),
                 str(r.running),
                 r.started_at.strftime("%Y-%m-%d %H:%M") if r.started_at else "-",
                 r.cwd or "-",
@@ -237,6 +238,14 @@ def ls(json_: JsonOpt = False) -> None:
             for r in rows
         ],
     )
+
+
+def _status(row: Any) -> str:
+    """``degraded (egress: exited)``: which sidecar is not well, and how."""
+    from bottle.instance import WELL
+
+    ill = [f"{name}: {state}" for name, state in row.sidecars.items() if state not in WELL]
+    return f"{row.status} ({', '.join(ill)})" if ill else str(row.status)
 
 
 @app.command()
@@ -271,6 +280,21 @@ def _saved_log(path: Path) -> str:
 
 
 @app.command()
+def check(slug: SlugArg, json_: JsonOpt = False) -> None:
+    """Try every way out of a running bottle from inside its agent; exit 1 on a leak."""
+    from bottle.checks import run_checks
+
+    results = run_checks(_open(slug))
+    if json_:
+        output.print_json([r.to_dict() for r in results])
+    else:
+        rows = [[r.where, r.check, r.expected, r.seen, "ok" if r.ok else "LEAK"] for r in results]
+        output.table(["where", "check", "expected", "seen", "ok"], rows)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
 def cleanup(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
 ) -> None:
@@ -291,7 +315,17 @@ def cleanup(
         output.err.print(f"remove network   {nid[:12]}", markup=False)
     if not yes and not typer.confirm("Go ahead?", err=True):
         raise typer.Exit(1)
-    run_cleanup(plan, _settings())
+    failed = 0
+    for step in run_cleanup(plan, _settings()):
+        target = step.target if step.action in ("take down", "remove dir") else step.target[:12]
+        if step.error is None:
+            output.progress(f"done   {step.action} {target}")
+        else:
+            failed += 1
+            output.error(f"{step.action} {target}: {step.error.message}", step.error.hint)
+    if failed:
+        output.progress(f"cleaned up, except {failed} failed (above)")
+        raise typer.Exit(1)
     output.progress("cleaned up")
 
 

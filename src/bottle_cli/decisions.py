@@ -18,8 +18,8 @@ from bottle_cli import output
 from bottle_cli.params import JsonOpt, SlugArg, open_instance, settings
 
 if TYPE_CHECKING:
-    from bottle.operator import Pending
     from bottle.proposals import Proposal
+    from bottle.proposals.rows import Row
     from bottle.runtime.egress.records import LogRecord
 
 egress_app = typer.Typer(
@@ -202,14 +202,15 @@ def queue(
     ] = False,
 ) -> None:
     """Pending proposals of every running instance."""
-    from bottle.operator import pending_proposals
+    # Rows, not models: no engine, no pydantic, so this answers in a blink (--watch polls).
+    from bottle.pending import pending_rows
 
-    found, problems = pending_proposals(settings())
+    found, problems = pending_rows(settings())
     for problem in problems:
         output.warn(problem)
     if not watch:
         if json_:
-            output.print_json([_row(item) for item in found])
+            output.print_json([_row(slug, row) for slug, row in found])
         else:
             _table(found)
         return
@@ -218,15 +219,15 @@ def queue(
     warned = set(problems)
     try:
         while True:
-            fresh = [p for p in found if (p.slug, p.proposal.id) not in seen]
-            for item in fresh:
-                seen.add((item.slug, item.proposal.id))
+            fresh = [(slug, row) for slug, row in found if (slug, row.id) not in seen]
+            for slug, row in fresh:
+                seen.add((slug, row.id))
                 if json_:
-                    print(json.dumps(_row(item), sort_keys=True), flush=True)
+                    print(json.dumps(_row(slug, row), sort_keys=True), flush=True)
                 else:
-                    _table([item])
+                    _table([(slug, row)])
             time.sleep(WATCH_INTERVAL)
-            found, problems = pending_proposals(settings())
+            found, problems = pending_rows(settings())
             for problem in set(problems) - warned:
                 output.warn(problem)
             warned |= set(problems)
@@ -234,22 +235,32 @@ def queue(
         return
 
 
-def _row(item: Pending) -> dict[str, Any]:
-    return {"slug": item.slug, **item.proposal.model_dump(mode="json")}
+def _row(slug: str, row: Row) -> dict[str, Any]:
+    return {"slug": slug, **row.data}
 
 
-def _table(items: list[Pending]) -> None:
+#: The most a table cell shows of agent text; the rest is in --json and at approve time.
+CELL_CHARS = 100
+
+
+def clip(text: str, limit: int = CELL_CHARS) -> str:
+    """The first line of ``text``, made inert, cut to ``limit`` characters with a marker."""
+    from bottle.text import inert
+
+    lines = text.splitlines() or [""]
+    shown = inert(lines[0])
+    more = len(lines) > 1
+    if len(shown) > limit:
+        shown, more = shown[: limit - 1], True
+    return shown + ("…" if more else "")
+
+
+def _table(items: list[tuple[str, Row]]) -> None:
     output.table(
         ["slug", "id", "tool", "what", "justification"],
         [
-            [
-                i.slug,
-                str(i.proposal.id),
-                i.proposal.tool,
-                i.proposal.payload.summary(),
-                i.proposal.justification,
-            ]
-            for i in items
+            [slug, str(row.id), row.tool, clip(row.what), clip(row.justification)]
+            for slug, row in items
         ],
     )
 
@@ -343,19 +354,46 @@ def _confirm_build(proposal: Proposal, slug: str) -> None:
 
 
 def edited_payload(proposal: Proposal, slug: str) -> dict[str, Any] | None:
-    """The payload after the operator's editor; ``None`` when they did not save or emptied it."""
+    """The payload after the operator's editor; ``None`` when they did not save or emptied it.
+
+    The editor shows the file to a terminal, so agent text in it must be inert too: the
+    justification (a comment) is written escaped; a request field with a control or
+    invisible character cannot be, without changing what is approved, so it is refused.
+    """
+    from bottle.errors import ApplyError
     from bottle.proposals import request_fields
+    from bottle.text import inert
     from bottle_cli.editor import edit_text, parse_payload, payload_yaml
 
+    fields = request_fields(proposal.payload)
+    if any(inert(text, multiline=True) != text for text in _strings(fields)):
+        raise ApplyError(
+            f"proposal {proposal.id} contains control or invisible characters (shown "
+            "escaped in 'bottle queue'), which an editor would show as something else",
+            hint=f"Review it with 'bottle queue --json', then approve it unedited or run: "
+            f"bottle reject {slug} {proposal.id} --reason ...",
+        )
     header = (
         f"Proposal {proposal.id} of {slug}: {proposal.tool}\n"
-        f"Justification: {proposal.justification}\n"
+        f"Justification: {inert(proposal.justification)}\n"
         "Edit the request below; saving approves what the file says.\n"
         "Quitting without saving, or an empty file, leaves the proposal pending."
     )
-    text = payload_yaml(header, request_fields(proposal.payload))
+    text = payload_yaml(header, fields)
     edited = edit_text(text, extension=".yaml")
     return parse_payload(edited) if edited is not None else None
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
 
 
 def reject(

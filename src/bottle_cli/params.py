@@ -14,8 +14,31 @@ if TYPE_CHECKING:
     from bottle.instance import Instance
     from bottle.settings import Settings
 
+
+def _check_slug(value: str) -> str:
+    """Refuse (exit 2) what cannot be a slug before any command turns it into a path."""
+    from bottle.state import check_slug
+
+    return check_slug(value)
+
+
+def _check_slugs(values: list[str] | None) -> list[str] | None:
+    for value in values or []:
+        _check_slug(value)
+    return values
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="print plain JSON on stdout")]
-SlugArg = Annotated[str, typer.Argument(help="instance slug (or a unique prefix; see 'bottle ls')")]
+SlugArg = Annotated[
+    str,
+    typer.Argument(
+        help="instance slug (or a unique prefix; see 'bottle ls')", callback=_check_slug
+    ),
+]
+SlugsArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="instance slugs (or unique prefixes)", callback=_check_slugs),
+]
 
 
 @dataclass

@@ -21,6 +21,7 @@ from bottle.errors import BottleError
 from bottle.operator import Pending, pending_proposals
 from bottle.settings import Settings
 from bottle.text import inert
+from bottle_cli.decisions import clip
 
 #: Seconds between two reads of the queue.
 REFRESH_S = 1.0
@@ -109,8 +110,8 @@ class QueueView(App[None]):
                     Text(item.slug),
                     Text(str(proposal.id)),
                     Text(proposal.tool),
-                    Text(inert(proposal.payload.summary())),
-                    Text(inert((proposal.justification.splitlines() or [""])[0][:80])),
+                    Text(clip(proposal.payload.summary(), 80)),
+                    Text(clip(proposal.justification, 80)),
                     key=key,
                 )
             self.items = fresh
@@ -149,7 +150,8 @@ class QueueView(App[None]):
         detail.update(inert(payload_yaml(header, request_fields(proposal.payload)), multiline=True))
 
     def set_status(self, text: str) -> None:
-        self.query_one("#status", Static).update(text)
+        # Problems name files and what was wrong in them: agent text, made inert.
+        self.query_one("#status", Static).update(inert(text))
 
     # -- deciding --------------------------------------------------------------------------
 

@@ -68,10 +68,19 @@ def labelled(kind: str, slug: str) -> list[str]:
     return out.split()
 
 
+#: Owner of the integration tests' workspaces: the agent runs as the workspace's owner and
+#: bottle refuses a root-owned one, while the tests themselves often run as root.
+WORKSPACE_OWNER = (1000, 1000)
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
+    import os
+
     path = tmp_path / "work"
     path.mkdir()
+    if os.getuid() == 0:
+        os.chown(path, *WORKSPACE_OWNER)
     return path
 
 

@@ -156,3 +156,72 @@ def test_docker_unavailable_is_a_clear_error(bottle_home: Path, workdir: Path) -
     assert done.returncode == 1
     assert "Docker daemon is not running" in done.stderr and "Traceback" not in done.stderr
     assert not (bottle_home / "state").exists() or not list((bottle_home / "state").iterdir())
+
+
+def test_kill_9_mid_start_is_recoverable_by_stop_and_cleanup(
+    bottle_home: Path, workdir: Path
+) -> None:
+    # A session of its own: the kill takes the compose child with it, as a terminal's
+    # kill -9 of the job does; a compose left running would race the stop below.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bottle_cli", "run", "it", "--", "sleep", "300"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    state_root = bottle_home / "state"
+
+    def starting_with_a_network() -> str | None:
+        for path in state_root.iterdir() if state_root.is_dir() else []:
+            meta = path / "metadata.json"
+            if meta.is_file() and json.loads(meta.read_text())["status"] == "starting":
+                return path.name if labelled("network", path.name) else None
+        return None
+
+    try:
+        slug = wait_for(starting_with_a_network, 300, "a network while starting", poll=0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    meta = json.loads((state_root / slug / "metadata.json").read_text())
+    assert meta["status"] == "starting"  # what the kill left behind
+    assert labelled("network", slug)
+
+    stopped = cli("stop", slug, cwd=workdir)
+    assert stopped.returncode == 0, stopped.stderr
+    meta = json.loads((state_root / slug / "metadata.json").read_text())
+    assert meta["status"] == "failed" and "cut short" in meta["error"]
+    assert labelled("container", slug) == [] and labelled("network", slug) == []
+
+    done = cli("cleanup", "--yes", cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    assert f"remove dir {slug}" in done.stderr
+    assert not (state_root / slug).exists()
+    assert labelled("container", slug) == [] and labelled("network", slug) == []
+
+
+def test_ls_says_degraded_and_names_a_dead_sidecar(bottle_home: Path, workdir: Path) -> None:
+    with Bottle("it", cwd=workdir).start() as instance:
+        rows = json.loads(cli("ls", "--json", cwd=workdir).stdout)
+        assert rows[0]["status"] == "running" and rows[0]["sidecars"] == {"egress": "healthy"}
+        egress = subprocess.run(
+            [
+                "docker", "ps", "-q",
+                "--filter", f"label=com.docker.compose.project={instance.metadata.compose_project}",
+                "--filter", "label=com.docker.compose.service=egress",
+            ],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        assert len(egress) == 1
+        subprocess.run(["docker", "kill", *egress], capture_output=True, check=True)
+
+        rows = json.loads(cli("ls", "--json", cwd=workdir).stdout)
+        assert rows[0]["status"] == "degraded", rows
+        assert rows[0]["recorded_status"] == "running"
+        assert rows[0]["sidecars"] == {"egress": "exited"}
+        assert instance.health()["egress"] == "exited"
+        table = cli("ls", cwd=workdir, env_extra={"COLUMNS": "300"}).stdout
+        assert "degraded (egress: exited)" in table

@@ -337,7 +337,9 @@ def test_operator_cli_edits_before_approving_and_edits_routes(quick, tmp_path: P
 def test_queue_reports_a_malformed_file_and_lists_the_rest(quick) -> None:
     answer = mcp(quick, "egress-block", {"host": "upstream.test", "justification": "j"})
     proposal_id = _id(answer)
+    # A pending proposal gone bad on disk (the index names it, as create made it).
     (quick.state.proposals / "77.json").write_text("{ not json")
+    (quick.state.proposals / "pending" / "77").touch()
     done = cli("queue", "--json", cwd=quick.state.path)
     assert done.returncode == 0, done.stderr
     assert "77.json" in done.stderr and "not JSON" in done.stderr

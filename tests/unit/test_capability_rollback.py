@@ -12,12 +12,14 @@ from bottle.capability import replace_agent_image
 from bottle.errors import ApplyError, ApplyFailed, EngineError, ImageBuildError
 from bottle.instance import Instance
 from bottle.settings import Settings
+from tests.conftest import user_owned
 from tests.fakes import FakeEngine
 
 
 def _running(tmp_path: Path, engine: FakeEngine) -> Instance:
     (tmp_path / "home").mkdir(exist_ok=True)
     (tmp_path / "repo").mkdir(exist_ok=True)
+    user_owned(tmp_path / "repo")
     settings = Settings(home=tmp_path / "home")
     bottle = Bottle("shell", cwd=tmp_path / "repo", settings=settings, environ={}, engine=engine)
     return bottle.start()

@@ -119,20 +119,35 @@ def test_view_without_textual_says_which_extra_to_install(
     assert "bot-bottle[tui]" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_a_bottle_with_git_remotes_is_refused_before_anything_starts(
+def test_a_git_remote_without_a_pinned_host_key_is_refused_before_anything_starts(
     bottle: Callable[..., CliResult], home: Path, repo: Path
 ) -> None:
     write(
         home / "bottles" / "g.md",
-        "---\ngit:\n  remotes: [{name: origin, url: 'https://example.com/x.git'}]\n---\n",
+        "---\ngit:\n  remotes: [{name: origin, url: 'git@example.com:x.git', key_ref: K}]\n---\n",
     )
     write(home / "agents" / "g.md", "---\nbottle: g\n---\n")
-    assert bottle("render", "g", home=home, cwd=repo).returncode == 0  # the shape stays visible
-    done = bottle("run", "g", "--", "true", home=home, cwd=repo)
-    assert done.returncode == 2
-    assert "git-gate" in done.stderr and "Remove git.remotes" in done.stderr
-    assert "Traceback" not in done.stderr
+    for command in (("render", "g"), ("run", "g", "--", "true")):
+        done = bottle(*command, home=home, cwd=repo)
+        assert done.returncode == 2, command
+        assert "g.md: git.remotes[0].host_key" in done.stderr and "ssh-keyscan" in done.stderr
+        assert "Traceback" not in done.stderr
     assert not (home / "state").exists() or not list((home / "state").iterdir())
+
+
+def test_render_shows_the_git_remotes_but_no_credential(
+    bottle: Callable[..., CliResult], home: Path, repo: Path
+) -> None:
+    write(
+        home / "bottles" / "g.md",
+        "---\ngit:\n  remotes: [{name: origin, url: 'https://example.com/x.git', "
+        "token_ref: GIT_TOKEN}]\n---\n",
+    )
+    write(home / "agents" / "g.md", "---\nbottle: g\n---\n")
+    done = bottle("render", "g", home=home, cwd=repo, GIT_TOKEN="s3cr3t-t0ken-value")
+    assert done.returncode == 0, done.stderr
+    assert "origin=https://example.com/x.git" in done.stdout
+    assert "GIT_TOKEN" in done.stdout and "s3cr3t-t0ken-value" not in done.stdout
 
 
 def test_egress_log_skips_a_bad_line_with_a_warning(

@@ -8,6 +8,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from bottle.compose import dump_yaml, render
+from bottle.errors import BottleError
 from bottle.manifest import load_manifest
 from bottle.plan import BottlePlan, PlanOptions, resolve_plan
 from bottle.settings import Settings
@@ -40,7 +41,8 @@ def bottle_text(*, supervise: bool, remotes: bool, routes: bool) -> str:
         lines += [
             "git:",
             "  remotes:",
-            "    - {name: origin, url: 'git@example.com:me/repo.git', key_ref: DEPLOY_KEY}",
+            "    - {name: origin, url: 'git@example.com:me/repo.git', key_ref: DEPLOY_KEY,",
+            "       host_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMWAcDWKd8LMGI26G9JH4h6os0LeNMs3oJ7aA+X71ZSo'}",
         ]
     lines += ["env:", "  LITERAL: 'costs $5'", "  COPIED: '${HOST_THING}'", "---", ""]
     return "\n".join(lines)
@@ -107,6 +109,20 @@ def test_supervise_wait_is_configurable_and_inherited(home: Path, repo: Path) ->
     write(home / "bottles" / "on.md", "---\nextends: base\nsupervise: true\n---\n")
     inherited = render(plan_for(home, repo, "on"))["services"]["supervise"]["environment"]
     assert "BOTTLE_SUPERVISE_WAIT=3" in inherited
+
+
+def test_supervise_queue_bounds_are_settings(home: Path, repo: Path) -> None:
+    write(home / "bottles" / "base.md", "---\nsupervise: {max_pending: 3, per_minute: 2}\n---\n")
+    write(home / "bottles" / "b.md", "---\nextends: base\nsupervise: {burst: 1}\n---\n")
+    environment = render(plan_for(home, repo, "b"))["services"]["supervise"]["environment"]
+    assert "BOTTLE_SUPERVISE_MAX_PENDING=3" in environment
+    assert "BOTTLE_SUPERVISE_PER_MINUTE=2" in environment
+    assert "BOTTLE_SUPERVISE_BURST=1" in environment
+    default = render(plan_for(home, repo, "default"))["services"]["supervise"]["environment"]
+    assert "BOTTLE_SUPERVISE_MAX_PENDING=20" in default
+    write(home / "bottles" / "bad.md", "---\nsupervise: {max_pending: 0}\n---\n")
+    with pytest.raises(BottleError, match="max_pending"):
+        plan_for(home, repo, "bad")
 
 
 def test_dump_is_stable_and_quotes_ambiguous_strings(home: Path, repo: Path) -> None:

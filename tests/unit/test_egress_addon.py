@@ -304,12 +304,27 @@ def client_hello(sni: str | None) -> Any:
     return parse_client_hello(outgoing.read())
 
 
-def hello_data(server: str, sni: str | None) -> Any:
+def hello_data(server: str, sni: str | None, port: int = 443) -> Any:
     from mitmproxy import options, tls
 
     ctx = context.Context(tflow.tclient_conn(), options.Options())
-    ctx.server.address = (server, 443)
+    ctx.server.address = (server, port)
     return tls.ClientHelloData(ctx, client_hello(sni))
+
+
+def test_passthrough_tunnels_only_to_its_port(env: Env) -> None:
+    """Another port of a passthrough host is intercepted, so its requests meet the routes
+    (which match only the route's port) and are refused with a readable reason."""
+    data = hello_data("files.passthrough.example", "files.passthrough.example", 8443)
+    env.fire(TlsClienthelloHook(data))
+    assert data.ignore_connection is False
+    flow = connect_flow("files.passthrough.example", 8443)
+    env.fire(HttpConnectHook(flow))
+    assert env.log_lines() == []  # not logged as a passthrough tunnel
+    inner = make_flow("GET", "https://files.passthrough.example:8443/x")
+    env.fire(HttpRequestHook(inner))
+    assert inner.response is not None and inner.response.status_code == 403
+    assert "port 8443" in body(inner)["reason"]
 
 
 @pytest.mark.parametrize(
@@ -364,6 +379,158 @@ def test_missing_credential_refuses_with_502_and_does_not_crash(env: Env) -> Non
     assert data["error"] == "egress_credential_missing"
     assert "NOT_SET_TOKEN" in data["reason"]
     assert env.log_lines()[-1]["decision"] == "refuse"
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("http://api.github.com/repos/o/r", ["plain HTTP", "https://api.github.com/"]),
+        ("https://api.github.com:8443/repos/o/r", ["port 8443", "port 443"]),
+        ("http://api.github.com:443/repos/o/r", ["plain HTTP"]),
+        ("https://api.github.com:80/repos/o/r", ["port 80"]),
+        # Refused for the host, whatever the path: no route may carry it elsewhere.
+        ("http://api.github.com/other", ["plain HTTP"]),
+    ],
+)
+def test_credentialed_host_only_over_tls_to_its_port(env: Env, url: str, words: list[str]) -> None:
+    flow = make_flow("GET", url, headers={"Authorization": "Bearer agent-made-this-up"})
+    send(env, flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    assert GH_SECRET not in str(flow.request.headers)
+    data = body(flow)
+    assert data["error"] == "egress_refused"
+    for word in words:
+        assert word in data["reason"]
+    assert "credential" in data["reason"]
+
+
+def test_inject_checks_the_wire_again(env: Env) -> None:
+    """Should a route table ever let plain HTTP through to a credentialed route, the
+    credential addon still refuses: the check sits where the secret is added."""
+    from bottle.runtime.egress.inject import Inject
+    from bottle.runtime.egress.log import flow_record
+
+    (inject,) = [a for a in env.addon.addons if isinstance(a, Inject)]
+    flow = make_flow("GET", "http://api.github.com/repos/o/r")
+    flow_record(flow)["route"] = 0
+    env.tctx.master.addons.invoke_addon_sync(inject, HttpRequestHook(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "only over https to port 443" in body(flow)["reason"]
+    assert GH_SECRET not in str(flow.request.headers)
+
+
+def test_no_credential_while_upstream_certificates_are_not_verified(env: Env) -> None:
+    env.tctx.options.ssl_insecure = True
+    flow = make_flow("GET", "https://api.github.com/repos/o/r")
+    send(env, flow)
+    assert flow.response is not None and flow.response.status_code == 502
+    assert body(flow)["error"] == "egress_upstream_unverified"
+    assert GH_SECRET not in str(flow.request.headers)
+    env.tctx.options.ssl_insecure = False
+    flow = make_flow("GET", "https://api.github.com/repos/o/r")
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is None
+    assert flow.request.headers["Authorization"] == f"Bearer {GH_SECRET}"
+
+
+def test_mitmdump_never_turns_upstream_verification_off(tmp_path: Path) -> None:
+    argv = egress_main.mitmdump_argv(tmp_path, tmp_path / "ca.pem")
+    assert not any("ssl_insecure" in part or part == "-k" for part in argv)
+    assert f"ssl_verify_upstream_trusted_ca={tmp_path / 'ca.pem'}" in argv
+
+
+# -- paths and methods that could mean something else ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/repos/o/..;/admin", "dot segments"),
+        ("/repos/%252e%252e/admin", "encoded twice"),
+        ("/repos/o/%252fadmin", "encoded twice"),
+        ("/repos/o%2f..%2fadmin", "dot segments"),
+        ("/repos/o%2fr", "encoded '%2f'"),
+        ("/repos\\o", "backslash"),
+        ("/repos/o%5cr", "encoded '%5c'"),
+    ],
+)
+def test_ambiguous_paths_are_refused_with_the_reason(env: Env, path: str, reason: str) -> None:
+    flow = make_flow("GET", "https://api.github.com" + path)
+    send(env, flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    assert reason in body(flow)["reason"]
+    assert GH_SECRET not in str(flow.request.headers)
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/repos/o/r", True),
+        ("/%72epos/o", True),
+        ("/repos;x=1/o", True),
+        ("//repos/o", True),
+        ("/repository", False),
+        ("/reposx/", False),
+    ],
+)
+def test_paths_are_matched_normalised(env: Env, path: str, allowed: bool) -> None:
+    flow = make_flow("GET", "https://api.github.com" + path)
+    env.fire(HttpRequestHook(flow))
+    assert (flow.response is None) is allowed
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "allowed"),
+    [
+        ({"X-HTTP-Method-Override": "DELETE"}, "", False),
+        ({"X-HTTP-Method": "put"}, "", False),
+        ({"X-Method-Override": "PATCH"}, "", False),
+        ({}, "?_method=DELETE", False),
+        ({}, "?_METHOD=delete", False),
+        ({"X-HTTP-Method-Override": "GET"}, "", True),  # the request's own method
+        ({"X-HTTP-Method-Override": "POST"}, "", True),  # another method the route allows
+        ({}, "?_method=GET", True),
+    ],
+)
+def test_method_overrides_must_name_an_allowed_method(
+    env: Env, headers: dict[str, str], query: str, allowed: bool
+) -> None:
+    flow = make_flow("GET", "https://api.github.com/repos/o/r" + query, headers=headers)
+    env.fire(HttpRequestHook(flow))
+    if allowed:
+        assert flow.response is None
+        return
+    assert flow.response is not None and flow.response.status_code == 403
+    reason = body(flow)["reason"]
+    assert "asks the server for" in reason and "send the real method" in reason
+    assert GH_SECRET not in str(flow.request.headers)
+
+
+def test_an_unknown_override_method_is_refused_without_echoing_it(env: Env) -> None:
+    flow = make_flow(
+        "GET",
+        "https://api.github.com/repos/o/r",
+        headers={"X-HTTP-Method-Override": "PURGE\x1b]0;x\x07"},
+    )
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    reason = body(flow)["reason"]
+    assert "an unknown method" in reason and "PURGE" not in reason
+
+
+def test_plain_routes_match_scheme_and_port(env: Env) -> None:
+    for url, allowed in [
+        ("https://pypi.org/simple/", True),
+        ("http://pypi.org/simple/", True),  # no scheme set and no auth: http on 80 too
+        ("https://pypi.org:8443/simple/", False),
+        ("http://pypi.org:8080/simple/", False),
+    ]:
+        flow = make_flow("GET", url)
+        env.fire(HttpRequestHook(flow))
+        assert (flow.response is None) is allowed, url
+        if not allowed:
+            assert flow.response is not None
+            assert f"port {flow.request.port}" in body(flow)["reason"]
 
 
 # -- DLP -------------------------------------------------------------------------------------

@@ -340,3 +340,14 @@ def test_own_networks_option_is_parsed_and_checked(tmp_path: Path) -> None:
         )
         with pytest.raises(Exception, match=OWN_NETWORKS_OPTION):
             tctx.configure(guard, **{OWN_NETWORKS_OPTION: "not-a-network"})
+
+
+def test_the_machine_egress_runs_on_is_never_reached_without_a_private_route() -> None:
+    from bottle.runtime.egress.addresses import HOST_ADDRESSES_ENV, host_addresses
+
+    # The host's LAN address may sit in any range, a documentation one included (this CI's).
+    own = host_addresses({HOST_ADDRESSES_ENV: "192.0.2.2, 172.17.0.1,not-an-address"})
+    assert [str(n) for n in own] == ["192.0.2.2/32", "172.17.0.1/32"]
+    why = refusal(ipaddress.ip_address("192.0.2.2"), private=False, own=own)
+    assert why is not None and "the machine it runs on" in why
+    assert refusal(ipaddress.ip_address("192.0.2.3"), private=False, own=own) is None

@@ -25,7 +25,7 @@ from bottle.operator import approve, proposal_queue, set_routes
 from bottle.policy import Routes
 from bottle.settings import Settings
 from bottle.state import StateDir
-from tests.conftest import CliResult, run_cli_here, write
+from tests.conftest import CliResult, run_cli_here, user_owned, write
 from tests.fakes import FakeEngine
 
 KINDS = [
@@ -83,6 +83,7 @@ def test_unreadable_metadata_is_a_state_error(tmp_path: Path) -> None:
 def running(tmp_path: Path) -> tuple[Instance, FakeEngine, Settings]:
     (tmp_path / "home").mkdir()
     (tmp_path / "repo").mkdir()
+    user_owned(tmp_path / "repo")
     settings = Settings(home=tmp_path / "home")
     engine = FakeEngine()
     bottle = Bottle("shell", cwd=tmp_path / "repo", settings=settings, environ={}, engine=engine)

@@ -70,3 +70,189 @@ def test_passthrough_and_token_refs() -> None:
     assert routes.token_refs == ("B",)
     assert routes.with_route(routes.routes[0]) is routes
     assert len(routes.with_route(Route(host="new.io")).routes) == 4
+
+
+# -- hosts that cannot be meant ---------------------------------------------------------------
+
+_NEVER = [
+    "169.254.169.254",
+    "[fd00:ec2::254]",
+    "::ffff:169.254.169.254",
+    "metadata.google.internal",
+    "metadata",
+    "127.0.0.1",
+    "[::1]",
+    "0.0.0.0",
+    "localhost",
+    "api.localhost",
+    "*.localhost",
+    "egress",
+    "supervise",
+    "git-gate",
+    "2130706433",
+    "0x7f.1",
+    "0x7f000001",
+    "0177.0.0.1",
+    "127.1",
+    "*.com",
+    "*.co.uk",
+    "*.github.io",
+    "*.test",
+]
+_PRIVATE_ONLY = [
+    "10.0.0.5",
+    "192.168.1.1",
+    "8.8.8.8",
+    "[fd12::1]",
+    "gitlab",
+    "git.corp.internal",
+    "printer.local",
+    "nas.home.arpa",
+]
+
+
+@pytest.mark.parametrize("host", _NEVER)
+@pytest.mark.parametrize("private", [False, True])
+def test_hosts_that_cannot_be_meant_are_refused(host: str, private: bool) -> None:
+    with pytest.raises(ValidationError, match=r"no route leads there|non-standard|wildcard"):
+        Route.model_validate({"host": host, "private": private})
+
+
+@pytest.mark.parametrize("host", _PRIVATE_ONLY)
+def test_internal_hosts_need_private(host: str) -> None:
+    with pytest.raises(ValidationError, match="private: true"):
+        Route.model_validate({"host": host})
+    route = Route.model_validate({"host": host, "private": True})
+    assert route.host == host.strip("[]")
+
+
+@pytest.mark.parametrize(
+    "host", ["api.example.com", "*.example.com", "*.s3.amazonaws.com.example", "pypi.org"]
+)
+def test_public_names_pass(host: str) -> None:
+    assert Route.model_validate({"host": host}).host == host
+
+
+def test_a_proposal_is_checked_like_a_route() -> None:
+    from bottle.errors import ApplyError
+    from bottle.proposals.payloads import validate_payload
+
+    for tool, payload in [
+        ("egress-block", {"host": "169.254.169.254"}),
+        ("egress-block", {"host": "*.com"}),
+        ("pipelock-block", {"url": "http://2130706433/x"}),
+        ("pipelock-block", {"url": "http://localhost:8080/"}),
+    ]:
+        with pytest.raises(ApplyError, match="refused"):
+            validate_payload(tool, payload)
+
+
+# -- scheme and port ------------------------------------------------------------------------------
+
+
+def test_scheme_and_port_are_matched() -> None:
+    routes = table(
+        {"host": "a.io"},
+        {"host": "b.io", "scheme": "https"},
+        {"host": "c.io", "scheme": "http", "port": 8080},
+        {"host": "d.io", "auth": {"scheme": "bearer", "token_ref": "T"}},
+        {"host": "e.io", "port": 8443, "auth": {"scheme": "bearer", "token_ref": "T"}},
+    )
+    a, _, c, d, e = routes.routes
+    assert routes.match("GET", "a.io", "/", scheme="https", port=443) is a
+    assert routes.match("GET", "a.io", "/", scheme="http", port=80) is a
+    assert routes.match("GET", "a.io", "/", scheme="https", port=8443) is None
+    assert routes.match("GET", "b.io", "/", scheme="http", port=80) is None
+    assert routes.match("GET", "c.io", "/", scheme="http", port=8080) is c
+    assert routes.match("GET", "c.io", "/", scheme="http", port=80) is None
+    assert routes.match("GET", "d.io", "/", scheme="https", port=443) is d
+    assert routes.match("GET", "d.io", "/", scheme="http", port=80) is None
+    assert routes.match("GET", "d.io", "/", scheme="https", port=8443) is None
+    assert routes.match("GET", "e.io", "/", scheme="https", port=8443) is e
+    assert routes.match("GET", "e.io", "/", scheme="https", port=443) is None
+    assert d.credential_wire() == ("https", 443) and a.credential_wire() is None
+    assert routes.credential_wires("d.io") == {("https", 443)}
+    assert routes.credential_wires("a.io") == frozenset()
+    both = table(
+        {"host": "f.io", "auth": {"scheme": "bearer", "token_ref": "T"}},
+        {"host": "f.io", "port": 8443, "auth": {"scheme": "bearer", "token_ref": "T"}},
+    )
+    assert both.credential_wires("f.io") == {("https", 443), ("https", 8443)}
+
+
+def test_a_credential_over_plain_http_is_refused() -> None:
+    with pytest.raises(ValidationError, match="never goes over plain HTTP"):
+        Route.model_validate(
+            {"host": "x.com", "scheme": "http", "auth": {"scheme": "bearer", "token_ref": "T"}}
+        )
+    with pytest.raises(ValidationError):
+        Route.model_validate({"host": "x.com", "port": 0})
+
+
+# -- paths -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "matched"),
+    [
+        ("/repos", True),
+        ("/repos/o/r", True),
+        ("/repository", False),
+        ("/reposx/y", False),
+        ("/%72epos/o", True),  # unreserved characters are decoded before matching
+        ("//repos//o", True),  # empty segments collapse
+        ("/repos;jsessionid=1/o", True),  # ;params are dropped from each segment
+        ("/repos/../admin", False),
+        ("/repos/..;/admin", False),
+        ("/repos/%2e%2e/admin", False),
+        ("/repos/%252e%252e/admin", False),
+        ("/repos%2f..%2fadmin", False),
+        ("/repos\\..\\admin", False),
+        ("/repos/%00", False),
+    ],
+)
+def test_prefix_rules_match_normalised_paths_on_segment_boundaries(
+    path: str, matched: bool
+) -> None:
+    routes = table({"host": "h.io", "paths": ["/repos"]})
+    assert (routes.match("GET", "h.io", path) is not None) is matched
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/a/../b", "dot segments"),
+        ("/a/..;/b", "dot segments"),
+        ("/a/.;x/b", "dot segments"),
+        ("/a/%2E%2e/b", "dot segments"),
+        ("/a/%252e%252e/b", "encoded twice"),
+        ("/a%2Fb", "encoded '%2F'"),
+        ("/a%5cb", "encoded '%5c'"),
+        ("/a\\b", "backslash"),
+        ("/ok/path?x=%2f", None),  # the query is not part of the path
+        ("/ok;v=1/x", None),
+    ],
+)
+def test_ambiguous_paths_say_why(path: str, reason: str | None) -> None:
+    from bottle import urlpaths
+
+    found = urlpaths.ambiguity(path)
+    assert (found is None) if reason is None else (found is not None and reason in found)
+
+
+def test_regex_rules_run_on_re2_within_bounds() -> None:
+    import time
+
+    from bottle import patterns
+
+    routes = table({"host": "h.io", "paths": ["^/(a+)+$"], "headers": {"X-K": "(b|b)*c"}})
+    evil = "/" + "a" * 5000 + "!"
+    started = time.monotonic()
+    assert routes.match("GET", "h.io", evil, {"x-k": "b" * 5000}) is None
+    assert time.monotonic() - started < 1.0  # Python's re takes ages on this
+    assert routes.match("GET", "h.io", "/aaa", {"x-k": "bbc"}) is not None
+    # Text longer than the cap never matches a regex rule.
+    assert routes.match("GET", "h.io", "/" + "a" * patterns.MAX_TEXT, {"x-k": "c"}) is None
+    for bad in ["^/(a)\\1", "^/(?=x)", "^/" + "a" * patterns.MAX_PATTERN]:
+        with pytest.raises(ValidationError, match="path regex"):
+            Route.model_validate({"host": "h.io", "paths": [bad]})

@@ -35,7 +35,8 @@ def queue(tmp_path: Path) -> ProposalQueue:
 def _files(queue: ProposalQueue) -> list[str]:
     if not queue.directory.exists():
         return []
-    return sorted(p.name for p in queue.directory.iterdir() if not p.name.startswith("."))
+    names = queue.directory.iterdir()
+    return sorted(p.name for p in names if p.is_file() and not p.name.startswith("."))
 
 
 # ----------------------------------------------------------------------------- payloads
@@ -410,3 +411,23 @@ def test_describe_tells_the_agent_what_happened(queue: ProposalQueue) -> None:
     assert text.startswith("rejected, id 2") and "use the mirror" in text
     text = describe(queue.decide(3, approved=True, by="op", applied=False, error="reload failed"))
     assert "not applied" in text and "reload failed" in text
+
+
+@pytest.mark.parametrize(
+    ("url", "wire"),
+    [
+        ("https://files.example.com/x", None),
+        ("http://files.example.com/x", None),
+        ("https://files.example.com:443/x", None),
+        ("http://files.example.com:8080/x", ("http", 8080)),
+        ("https://files.example.com:8443/x", ("https", 8443)),
+    ],
+)
+def test_pipelock_block_keeps_a_non_default_port(url: str, wire: tuple[str, int] | None) -> None:
+    payload = validate_payload("pipelock-block", {"url": url})
+    assert isinstance(payload, PipelockBlock)
+    route = payload.to_route()
+    assert (None if route.port is None else (route.scheme, route.port)) == wire
+    if wire is not None:
+        assert route.matches("GET", "files.example.com", "/x", {}, scheme=wire[0], port=wire[1])
+        assert f"port {wire[1]}" in payload.summary()

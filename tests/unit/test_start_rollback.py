@@ -11,11 +11,13 @@ from bottle.engine.seam import Engine
 from bottle.errors import DockerUnavailable, EngineError, ImageBuildError, StartTimeout
 from bottle.settings import Settings
 from bottle.state import InstanceStatus, StateDir
+from tests.conftest import user_owned
 from tests.fakes import FakeEngine
 
 
 def _bottle(home: Path, repo: Path, engine: FakeEngine) -> Bottle:
-    return Bottle("shell", cwd=repo, settings=Settings(home=home), environ={}, engine=engine)
+    cwd = user_owned(repo)
+    return Bottle("shell", cwd=cwd, settings=Settings(home=home), environ={}, engine=engine)
 
 
 def _state_dirs(home: Path) -> list[Path]:

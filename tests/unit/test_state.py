@@ -86,7 +86,8 @@ def test_plan_round_trips_through_plan_json_without_secret_values(
         "---\nsupervise: {wait: 9}\nenv: {COPIED: '${HOST_THING}', LIT: 'costs $5', Q: '?Name'}\n"
         "egress:\n  dlp_secrets: [EXTRA]\n  routes:\n"
         "    - {host: api.example.com, auth: {scheme: bearer, token_ref: API_TOKEN}}\n"
-        "git:\n  remotes:\n    - {name: origin, url: 'git@example.com:r.git', key_ref: DEPLOY_KEY}\n"
+        "git:\n  remotes:\n    - {name: origin, url: 'git@example.com:r.git', key_ref: DEPLOY_KEY,\n"
+        "       host_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMWAcDWKd8LMGI26G9JH4h6os0LeNMs3oJ7aA+X71ZSo'}\n"
         "---\n",
     )
     write(home / "skills" / "s1" / "SKILL.md", "# s1\n")

@@ -41,9 +41,9 @@ class Server:
     proc: subprocess.Popen[bytes]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("supervise")
+@contextmanager
+def serving(root: Path, **extra_env: str) -> Iterator[Server]:
+    """A supervise server process on loopback, its files under ``root``."""
     status_dir = root / "status"
     status_dir.mkdir()
     status_file = status_dir / "supervise.json"
@@ -57,6 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "BOTTLE_PROPOSALS_DIR": str(root / "proposals"),
         "BOTTLE_ROUTES_FILE": str(root / "live-config" / "egress" / "routes.yaml"),
         "BOTTLE_STATUS_DIR": str(status_dir),
+        **extra_env,
     }
     log = (root / "server.log").open("wb")
     proc = subprocess.Popen(
@@ -92,6 +93,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # This module files many proposals fast; the bounds have tests of their own.
+    with serving(
+        tmp_path_factory.mktemp("supervise"),
+        BOTTLE_SUPERVISE_MAX_PENDING="1000",
+        BOTTLE_SUPERVISE_PER_MINUTE="600",
+        BOTTLE_SUPERVISE_BURST="100",
+    ) as running:
+        yield running
 
 
 def call(server: Server, tool: str, arguments: dict[str, Any]) -> CallToolResult:
@@ -356,3 +369,20 @@ def test_status_file_goes_away_on_stop(tmp_path: Path) -> None:
         if proc.poll() is None:  # pragma: no cover
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_over_a_bound_the_tool_says_so_and_writes_nothing(tmp_path: Path) -> None:
+    """The bounds as the agent meets them: through MCP, from a server with small ones."""
+    (tmp_path / "proposals").mkdir()
+    # Filed before this server started: its index is rebuilt at start, and it counts.
+    ProposalQueue(tmp_path / "proposals").create("egress-block", {"host": "old.test"}, "j")
+    (tmp_path / "proposals" / "pending").joinpath(".complete").unlink()
+    with serving(tmp_path, BOTTLE_SUPERVISE_WAIT="0", BOTTLE_SUPERVISE_MAX_PENDING="2") as small:
+        first = call(small, "egress-block", {"host": "a.test", "justification": "j"})
+        assert not first.isError and text(first).startswith("pending, id 2")
+        files = sorted(p.name for p in small.queue.directory.rglob("*") if p.is_file())
+        over = call(small, "egress-block", {"host": "b.test", "justification": "j"})
+        assert over.isError
+        assert "you have 2 proposals waiting for the operator" in text(over)
+        assert "max_pending 2" in text(over) and "proposal-status" in text(over)
+        assert sorted(p.name for p in small.queue.directory.rglob("*") if p.is_file()) == files

@@ -14,9 +14,10 @@ audit entry is the last step inside the lock, after the live change and the deci
 
 from __future__ import annotations
 
-from bottle.changes.decisions import Pending, ProposalsControl, pending_proposals
+from bottle.changes.decisions import ProposalsControl, pending_proposals
 from bottle.changes.routes import RoutesControl
 from bottle.changes.transaction import LOCK_WAIT_S, Change, operator_name, transaction
+from bottle.pending import Pending
 
 __all__ = [
     "LOCK_WAIT_S",

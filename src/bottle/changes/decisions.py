@@ -8,11 +8,11 @@ proposal stays pending and the instance is as it was.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bottle.changes.transaction import Change, operator_name, transaction
 from bottle.errors import ApplyError, ApplyFailed, BottleError, Refused, StateError
+from bottle.pending import Pending
 from bottle.policy import Routes
 from bottle.proposals import (
     CapabilityBlock,
@@ -30,14 +30,6 @@ if TYPE_CHECKING:
     from bottle.instance import Instance
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A pending proposal and the running instance it belongs to."""
-
-    slug: str
-    proposal: Proposal
 
 
 class ProposalsControl:
@@ -177,20 +169,12 @@ def _record_decision(
 def pending_proposals(
     settings: Settings | None = None,
 ) -> tuple[list[Pending], list[str]]:
-    """Pending proposals of every running instance, oldest instance first, and the problems.
+    """Pending proposals of every running instance, and the problems met.
 
     A proposal file that cannot be read is named in the problems and otherwise skipped: one
-    bad file never hides the rest of the queue.
+    bad file never hides the rest of the queue. Liveness comes from the state directories
+    (:mod:`bottle.pending`), so this stays fast with many decided proposals on disk.
     """
-    from bottle.instance import Instance
-    from bottle.instances import instances
+    from bottle.pending import pending_proposals as from_state_dirs
 
-    found: list[Pending] = []
-    problems: list[str] = []
-    for info in instances(settings):
-        if info.status != "running":
-            continue
-        listing = Instance.open(info.slug, settings=settings).proposals.list("pending")
-        problems += [f"{info.slug}: {problem}" for problem in listing.problems]
-        found += [Pending(info.slug, proposal) for proposal in listing.proposals]
-    return found, problems
+    return from_state_dirs(settings)

@@ -11,7 +11,7 @@ COPY host-ca.pem /etc/bottle/host-ca.pem
 # Plain-HTTP Debian mirrors need no CA. Debian's python3 is "externally managed", so the
 # Python packages go into a venv; add python3-venv when the base lacks it.
 RUN set -eu; \
-    pkgs="git openssh-client ca-certificates bash"; \
+    pkgs="git openssh-client ca-certificates bash gitleaks libnss-wrapper"; \
     python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs="$pkgs python3 python3-venv"; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs; \

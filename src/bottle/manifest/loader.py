@@ -15,6 +15,8 @@ Where definitions come from, in order of trust:
 from __future__ import annotations
 
 import io
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer, ComposerError, MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from bottle.errors import ManifestError
 from bottle.manifest.bottlefile import bottle_file_model
@@ -34,7 +38,13 @@ from bottle.manifest.models import (
     check_name,
 )
 from bottle.sidecars import registry
-from bottle.trust import TrustState, read_agent_file, refusal, state_of
+from bottle.trust import MAX_AGENT_BYTES, TrustState, read_agent_file, refusal, state_of
+
+#: Bounds on a bottle or agent file: a real one is a few KiB, a few levels deep, with few
+#: aliases. Past them the file is refused before it is read whole or built.
+MAX_FILE_BYTES = MAX_AGENT_BYTES
+MAX_DEPTH = 32
+MAX_ALIASED_NODES = 10_000
 
 Origin = Literal["home", "repo", "builtin"]
 #: Keys only a bottle may set, beside every sidecar's section.
@@ -115,8 +125,20 @@ def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str]:
             hint="Close the YAML front matter with a line holding only '---'.",
         )
     yaml = YAML(typ="safe", pure=True)
+    yaml.max_depth = MAX_DEPTH
+    yaml.Composer = _BoundedComposer
     try:
         data = yaml.load(io.StringIO(head))
+    except MaxDepthExceededError:
+        raise ManifestError(
+            f"the front matter nests deeper than {MAX_DEPTH} levels",
+            path=path,
+            hint="Flatten it: no bottle or agent field nests that deep.",
+        ) from None
+    except _AliasBomb as exc:
+        raise ManifestError(
+            str(exc.problem), path=path, hint="Write the values out instead of using aliases."
+        ) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" (line {mark.line + 2}, column {mark.column + 1})" if mark else ""
@@ -136,6 +158,49 @@ def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str]:
             hint="Write 'key: value' lines between the '---' lines.",
         )
     return data, body
+
+
+class _AliasBomb(ComposerError):
+    pass
+
+
+class _BoundedComposer(Composer):
+    """Counts the nodes aliases stand for: a few anchors must not expand to billions."""
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader=loader)
+        self._aliased = 0
+        self._sizes: dict[int, int] = {}
+        self._done: set[int] = set()
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        node = super().compose_node(parent, index)
+        self._done.add(id(node))
+        return node
+
+    def return_alias(self, a: Any) -> Any:
+        if id(a) not in self._done:
+            # An alias inside its own anchor: a cycle no validator or merge could walk.
+            raise _AliasBomb(None, None, "an alias refers to itself", a.start_mark)
+        self._aliased += self._size(a)
+        if self._aliased > MAX_ALIASED_NODES:
+            raise _AliasBomb(
+                None, None, f"aliases expand to more than {MAX_ALIASED_NODES} values", a.start_mark
+            )
+        return a
+
+    def _size(self, node: Node) -> int:
+        """Nodes under ``node``, aliases expanded (memoised; depth is bounded by MAX_DEPTH)."""
+        key = id(node)
+        if key not in self._sizes:
+            if isinstance(node, MappingNode):
+                children = [n for pair in node.value for n in pair]
+            elif isinstance(node, SequenceNode):
+                children = list(node.value)
+            else:
+                children = []
+            self._sizes[key] = 1 + sum(self._size(c) for c in children)
+        return self._sizes[key]
 
 
 def validate(model: type[BaseModel], data: dict[str, Any], path: Path | None) -> Any:
@@ -208,10 +273,28 @@ def _read_repo(path: Path, home: Path) -> tuple[dict[str, Any], str, TrustState]
 
 def _read(path: Path) -> tuple[dict[str, Any], str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = io.StringIO(_read_bounded(path).decode("utf-8"), newline=None).read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"cannot read: {exc}", path=path, hint="Check the file.") from None
     return split_front_matter(text, path)
+
+
+def _read_bounded(path: Path) -> bytes:
+    """A file of your home, links followed; a FIFO, device or huge file is refused, not read."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(f"{path} is not a regular file")
+    # O_NONBLOCK: a FIFO swapped in after the stat must not hang the open.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if info.st_size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
+        raise OSError(
+            f"larger than {MAX_FILE_BYTES >> 20} MiB; a bottle or agent file is far smaller"
+        )
+    return data
 
 
 def _agent_data(data: dict[str, Any], path: Path, origin: Origin) -> dict[str, Any]:
@@ -335,5 +418,6 @@ def merge(base: BottleSpec, child: BottleSpec) -> BottleSpec:
         extends=(),
         agent=child.agent or base.agent,
         env={**base.env, **child.env},
+        limits=child.limits or base.limits,
         **sections,
     )

@@ -42,6 +42,11 @@ class AgentProvider(Strict):
     overridable: tuple[Literal["provider", "args"], ...] = Field(
         ("args",), description="which of these settings an agent file may override"
     )
+    user: Literal["workspace", "root"] = Field(
+        "workspace",
+        description="who the agent runs as: the workspace owner (never root), or 'root' to "
+        "allow a root-owned workspace (still without any capability)",
+    )
 
 
 def _check_env_value(value: str) -> str:
@@ -53,6 +58,19 @@ def _check_env_value(value: str) -> str:
 
 
 EnvValue = Annotated[str, AfterValidator(_check_env_value)]
+
+
+class Limits(Strict):
+    """Resource ceilings of the containers (compose ``pids_limit`` / ``mem_limit``)."""
+
+    agent_pids: int = Field(512, ge=16, le=1_000_000, description="processes in the agent")
+    agent_memory: str = Field(
+        "2g", pattern=r"^[1-9][0-9]*[kmg]$", description="agent memory, e.g. 2g"
+    )
+    sidecar_pids: int = Field(128, ge=16, le=1_000_000, description="processes per sidecar")
+    sidecar_memory: str = Field(
+        "512m", pattern=r"^[1-9][0-9]*[kmg]$", description="memory per sidecar, e.g. 512m"
+    )
 
 
 class BottleSpec(Strict):
@@ -67,6 +85,7 @@ class BottleSpec(Strict):
     extends: tuple[Name, ...] = ()
     agent: AgentProvider | None = None
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    limits: Limits | None = None
 
     @field_validator("extends", mode="before")
     @classmethod

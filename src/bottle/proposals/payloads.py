@@ -94,10 +94,15 @@ class PipelockBlock(StrictModel):
         return {**data, "host": derived}
 
     def to_route(self) -> Route:
-        return _route(host=self.host)
+        wire = wire_of_url(self.url)
+        if wire is None:
+            return _route(host=self.host)
+        return _route(host=self.host, scheme=wire[0], port=wire[1])
 
     def summary(self) -> str:
-        return f"{self.host} (any method; any path)"
+        wire = wire_of_url(self.url)
+        where = f"{wire[0]} port {wire[1]}; " if wire else ""
+        return f"{self.host} ({where}any method; any path)"
 
 
 class CapabilityBlock(StrictModel):
@@ -148,6 +153,21 @@ def host_of_url(url: str) -> str:
         raise ValueError(f"{url!r} names no host: send a URL like https://example.com/path")
     _route(host=hostname)  # raises with the policy's own message
     return hostname.lower().rstrip(".")
+
+
+def wire_of_url(url: str) -> tuple[str, int] | None:
+    """(scheme, port) when the URL names a port other than its scheme's default, else None:
+    a route then allows exactly that port (routes match the standard ports by default)."""
+    text = url.strip()
+    parts = urlsplit(text if "://" in text else "https://" + text)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if port is None or port == {"https": 443, "http": 80}.get(scheme):
+        return None
+    return scheme, port
 
 
 def _route(**fields: Any) -> Route:

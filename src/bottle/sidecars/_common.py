@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from bottle import hardening
+from bottle.settings import home_id
+
 if TYPE_CHECKING:
     from bottle.plan import BottlePlan
-from bottle.settings import home_id
 
 
 def escape(value: str) -> str:
@@ -54,4 +56,5 @@ def sidecar_base(plan: BottlePlan, name: str, module: str) -> dict[str, Any]:
             "timeout": "3s",
             "retries": 90,
         },
+        **hardening.sidecar_keys(plan),
     }

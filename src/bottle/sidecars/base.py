@@ -121,6 +121,10 @@ class Sidecar(Protocol[S, P]):
         """Its columns in ``bottle bottles``."""
         ...
 
+    def describe(self, sub: P) -> dict[str, Any]:
+        """What ``metadata.json`` and ``bottle ls --json`` show of it (never a secret)."""
+        ...
+
     def status(self, host: SidecarHost) -> SidecarStatus:
         """``status/<name>.json`` as it is now (``ready=False`` when there is none)."""
         ...
@@ -159,6 +163,9 @@ class SidecarBase(Generic[S, P]):
         return AgentAddon()
 
     def summary(self, section: S | None) -> dict[str, int | bool]:
+        return {}
+
+    def describe(self, sub: P) -> dict[str, Any]:
         return {}
 
     def status(self, host: SidecarHost) -> SidecarStatus:

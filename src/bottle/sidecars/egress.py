@@ -91,6 +91,9 @@ class _Egress(SidecarBase[Egress, EgressPlan]):
         state = plan.state_dir
         service = sidecar_base(plan, self.name, "bottle.runtime.egress")
         env = [f"BOTTLE_DLP_SECRETS={','.join(sub.secret_refs)}"]
+        # The host's own addresses, filled in by compose from the start's environment (machine
+        # state, never written into the file): egress refuses to connect to any of them.
+        env += ["BOTTLE_HOST_ADDRESSES=${BOTTLE_HOST_ADDRESSES:-}"]
         env += list(sub.secret_refs)  # bare names: compose passes the host's values
         service |= {
             "environment": env,

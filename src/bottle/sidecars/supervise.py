@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from bottle import layout
 from bottle.manifest.models import Strict
+from bottle.proposals.limits import DEFAULT_BURST, DEFAULT_MAX_PENDING, DEFAULT_PER_MINUTE
 from bottle.sidecars._common import bind, sidecar_base
 from bottle.sidecars.base import AgentAddon, PlanContext, SidecarBase
 
@@ -35,6 +36,18 @@ class Supervise(Strict):
         le=3600,
         description="seconds a filing tool waits for the operator before answering 'pending'",
     )
+    max_pending: int = Field(
+        DEFAULT_MAX_PENDING,
+        ge=1,
+        le=1000,
+        description="proposals that may wait for a decision at once; more are refused",
+    )
+    per_minute: int = Field(
+        DEFAULT_PER_MINUTE, ge=1, le=600, description="proposals filed per minute, on average"
+    )
+    burst: int = Field(
+        DEFAULT_BURST, ge=1, le=100, description="proposals filed at once after a quiet spell"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -50,6 +63,9 @@ class Supervise(Strict):
 
 class SupervisePlan(Strict):
     wait_seconds: int = 30
+    max_pending: int = DEFAULT_MAX_PENDING
+    per_minute: int = DEFAULT_PER_MINUTE
+    burst: int = DEFAULT_BURST
 
 
 class _Supervise(SidecarBase[Supervise, SupervisePlan]):
@@ -71,7 +87,14 @@ class _Supervise(SidecarBase[Supervise, SupervisePlan]):
 
     def plan(self, section: Supervise | None, ctx: PlanContext) -> SupervisePlan | None:
         section = section or Supervise()
-        return SupervisePlan(wait_seconds=section.wait) if section.enabled else None
+        if not section.enabled:
+            return None
+        return SupervisePlan(
+            wait_seconds=section.wait,
+            max_pending=section.max_pending,
+            per_minute=section.per_minute,
+            burst=section.burst,
+        )
 
     def summary(self, section: Supervise | None) -> dict[str, int | bool]:
         return {"supervise": (section or Supervise()).enabled}
@@ -82,6 +105,9 @@ class _Supervise(SidecarBase[Supervise, SupervisePlan]):
         service |= {
             "environment": [
                 f"BOTTLE_SUPERVISE_WAIT={sub.wait_seconds}",
+                f"BOTTLE_SUPERVISE_MAX_PENDING={sub.max_pending}",
+                f"BOTTLE_SUPERVISE_PER_MINUTE={sub.per_minute}",
+                f"BOTTLE_SUPERVISE_BURST={sub.burst}",
                 f"BOTTLE_AGENT_IMAGE={plan.images.agent}",
             ],
             "volumes": [

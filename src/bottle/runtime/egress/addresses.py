@@ -7,7 +7,8 @@ IPv4-mapped, NAT64 or 6to4 form is judged by the IPv4 address inside it.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -61,7 +62,9 @@ def classify(address: IPAddress, own: Iterable[IPNetwork] = ()) -> Verdict | Non
     if address.is_multicast:
         return Verdict("a multicast address", always=True)
     if any(address.version == net.version and address in net for net in own):
-        return Verdict("an address of the bottle's own networks", always=False)
+        return Verdict(
+            "an address of the bottle's own networks or of the machine it runs on", always=False
+        )
     if address.is_loopback:
         return Verdict("a loopback address", always=False)
     if address.is_link_local:
@@ -92,6 +95,23 @@ def refusal(address: IPAddress, private: bool, own: Iterable[IPNetwork] = ()) ->
         f"it is {verdict.kind}, and no route for this host says private: true "
         "(a public name must not lead into private networks)"
     )
+
+
+#: The host's own addresses, passed in by bottle at start (comma-separated): egress never
+#: connects to the machine it runs on, whatever a name resolves to (its LAN address may sit
+#: in any range, a documentation one included).
+HOST_ADDRESSES_ENV = "BOTTLE_HOST_ADDRESSES"
+
+
+def host_addresses(environ: Mapping[str, str] = os.environ) -> tuple[IPNetwork, ...]:
+    """The host's addresses bottle passed in ``BOTTLE_HOST_ADDRESSES``, as /32 (/128) nets."""
+    nets: list[IPNetwork] = []
+    for part in environ.get(HOST_ADDRESSES_ENV, "").split(","):
+        try:
+            nets.append(ipaddress.ip_network(part.strip()))
+        except ValueError:
+            continue
+    return tuple(nets)
 
 
 def own_networks(proc: Path = Path("/proc")) -> tuple[IPNetwork, ...]:

@@ -120,7 +120,7 @@ class ConnectGuard:
 
         value: str = getattr(ctx.options, OWN_NETWORKS_OPTION)
         if not value.strip():
-            self.own = addresses.own_networks()
+            self.own = addresses.own_networks() + addresses.host_addresses()
             return
         try:
             self.own = tuple(

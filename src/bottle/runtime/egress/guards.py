@@ -1,5 +1,6 @@
 """The request checks: every request is matched against the routes, after the checks that keep
-a route's meaning (Host, SNI and CONNECT agree; no dot segments; no git push).
+a route's meaning (Host, SNI and CONNECT agree; no path servers may read differently; no git
+push; a credentialed host only over TLS to its port; no method override a route does not allow).
 
 A miss is a real 403 with a JSON body telling the agent how to ask for more. Passthrough
 hosts are tunnelled without TLS interception and logged at CONNECT. Raw TCP and UDP are never
@@ -15,6 +16,8 @@ from urllib.parse import unquote, unquote_plus
 
 from mitmproxy import http, tcp, tls, udp
 
+from bottle import urlpaths
+from bottle.policy import DEFAULT_PORTS, HTTP_METHODS, Routes
 from bottle.runtime.egress import dlp
 from bottle.runtime.egress.log import DecisionLog, call, flow_record
 from bottle.runtime.egress.records import LogRecord
@@ -51,11 +54,46 @@ def is_git_push(path: str) -> bool:
     return any(unquote_plus(part).strip().lower() == "service=git-receive-pack" for part in parts)
 
 
-def has_dot_segments(path: str) -> bool:
-    """``.`` or ``..`` segments (raw or %-encoded) would let a server resolve a path that a
-    prefix rule did not see, e.g. ``/allowed/../admin``."""
-    bare = unquote(path.split("?", 1)[0]).replace("\\", "/")
-    return any(segment in {".", ".."} for segment in bare.split("/"))
+#: Headers (and the query parameter) by which frameworks let a request claim another method.
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+METHOD_OVERRIDE_PARAM = "_method"
+
+
+def method_overrides(req: http.Request) -> list[tuple[str, str]]:
+    """(where, method) for every method override the request carries."""
+    found = [
+        (name, value.strip().upper())
+        for name in METHOD_OVERRIDE_HEADERS
+        for value in req.headers.get_all(name)
+    ]
+    for key, value in req.query.items(multi=True):
+        if key.lower() == METHOD_OVERRIDE_PARAM:
+            found.append((f"query parameter {key}", value.strip().upper()))
+    return found
+
+
+def wire_refusal(
+    routes: Routes, host: str, scheme: str, port: int, shown: str | None = None
+) -> str | None:
+    """Why a request to a credentialed host may not go this way (None: it may); ``shown``
+    is the host as the reason may show it.
+
+    The host's credential goes only over TLS to the route's port; anything else to that host
+    is refused, whatever other route names it, so the token is never in the clear or elsewhere.
+    """
+    wires = routes.credential_wires(host)
+    if not wires or (scheme, port) in wires:
+        return None
+    ports = sorted(wire_port for _, wire_port in wires)
+    host = shown or host
+    how = "plain HTTP" if scheme != "https" else f"port {port}"
+    where = " or ".join(str(p) for p in ports)
+    first = ports[0]
+    return (
+        f"{host} gets a credential, which egress sends only over https to port {where}; "
+        f"this request uses {how} ({scheme}, port {port}), so it is refused: use "
+        f"https://{host}{'' if first == 443 else f':{first}'}/"
+    )
 
 
 def header_pairs(*blocks: http.Headers | None) -> list[tuple[str, str]]:
@@ -87,11 +125,13 @@ class Guards:
         try:
             address = data.context.server.address
             host = (address[0] if address else data.client_hello.sni) or ""
+            port = int(address[1]) if address else 443
             routes = self.tables.current.routes
-            if host and routes.passthrough_for(host):
+            if host and routes.passthrough_for(host, port):
                 sni = data.client_hello.sni
                 # A different SNI inside the tunnel must itself be passthrough, or we look in.
-                if sni is None or host_of(sni) == host_of(host) or routes.passthrough_for(sni):
+                same = sni is None or host_of(sni) == host_of(host)
+                if same or routes.passthrough_for(sni or "", port):
                     data.ignore_connection = True
         except Exception as exc:  # intercepting is the safe default: requests get matched
             logger.error(
@@ -147,7 +187,7 @@ class Guards:
             if route.matches_host(host):
                 record["route"] = index
                 break
-        if current.routes.passthrough_for(host):
+        if current.routes.passthrough_for(host, flow.request.port):
             record["reason"] = "passthrough tunnel (TLS not intercepted)"
             # The tunnel's bytes are never seen again: log the decision now.
             self.log.log_flow(flow)
@@ -181,24 +221,42 @@ class Guards:
                 f"the TLS server name (SNI) names {self.log.safe_host(host_of(sni))} but the "
                 f"request goes to {shown_host}; they must agree"
             )
-        if has_dot_segments(path):
-            return refuse(
-                "the path has dot segments (/./ or /../, maybe %-encoded); send the normalized path"
-            )
+        ambiguous = urlpaths.ambiguity(path)
+        if ambiguous is not None:  # dot segments, ..;, %2f, %252e, backslashes
+            return refuse(ambiguous)
         if is_git_push(path):
             return refuse(
                 "git push over HTTP(S) is refused: pushes go through git-gate", HOW_TO_PUSH
             )
 
+        scheme = req.scheme.lower()
+        port = req.port or DEFAULT_PORTS.get(scheme, 0)
+        wrong_wire = wire_refusal(current.routes, host, scheme, port, shown_host)
+        if wrong_wire is not None:
+            return refuse(wrong_wire)
+
         headers: dict[str, str] = {}
         for name, value in header_pairs(req.headers):  # repeated headers joined, like mitmproxy
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        route = current.routes.match(method, host, path, headers)
+        route = current.routes.match(method, host, path, headers, scheme=scheme, port=port)
         if route is None:
             if current.routes.allows_host(host):
-                return refuse(f"no route for {shown_host} allows {method} {shown_path}")
+                return refuse(
+                    f"no route for {shown_host} allows {method} {shown_path} "
+                    f"(over {scheme}, port {port})"
+                )
             return refuse(f"no route names host {shown_host}")
+        for where, claimed in method_overrides(req):
+            if claimed == method:
+                continue
+            allowed = current.routes.match(claimed, host, path, headers, scheme=scheme, port=port)
+            if allowed is None:
+                named = claimed if claimed in HTTP_METHODS else "an unknown method"
+                return refuse(
+                    f"the {where} asks the server for {named}, which no "
+                    f"route for {shown_host} allows on {shown_path}; send the real method"
+                )
         # By identity: equal routes may repeat, and == on models is slow on this path.
         record["route"] = next(i for i, r in enumerate(current.routes.routes) if r is route)
         record["dlp"] = route.dlp

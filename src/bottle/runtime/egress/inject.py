@@ -1,6 +1,10 @@
 """Credential injection: a route with ``auth`` gets its credential put in here, from this
 container's environment, after the agent's own credential headers are stripped.
 
+Only on TLS to the route's port (:mod:`.guards` refused anything else to the host already;
+this is checked again here, where the secret is added), and only while mitmproxy verifies
+the upstream's certificate: with ``ssl_insecure`` on, a credentialed request is refused.
+
 Runs after :mod:`.scan` (DLP never sees the credential) in the same synchronous pass over the
 addons, so the route it reads is the one :mod:`.guards` matched, in the same table.
 """
@@ -37,6 +41,29 @@ class Inject:
         headers = flow.request.headers
         auth = route.auth
         if auth is not None:
+            req = flow.request
+            wire = (req.scheme.lower(), req.port)
+            allowed = route.credential_wire()
+            if wire != allowed:
+                self.log.refuse(
+                    flow,
+                    403,
+                    "egress_refused",
+                    f"the credential for {route.host} goes only over https to port "
+                    f"{allowed[1] if allowed else 443}, not {wire[0]} to port {wire[1]}",
+                    f"use https://{route.host}/",
+                )
+                return
+            if _upstream_unverified():
+                self.log.refuse(
+                    flow,
+                    502,
+                    "egress_upstream_unverified",
+                    "egress does not verify upstream certificates (ssl_insecure is on), so "
+                    f"it sends no credential to {route.host}",
+                    "ask the operator: the egress sidecar must run with ssl_insecure off",
+                )
+                return
             secret = self.environ.get(auth.token_ref, "").strip()
             if not secret:
                 self.log.refuse(
@@ -54,3 +81,13 @@ class Inject:
                 headers.pop(name, None)
             headers[auth.header] = auth.header_value(secret)
         headers.pop("Proxy-Authorization", None)
+
+
+def _upstream_unverified() -> bool:
+    """True unless mitmproxy is known to verify upstream certificates."""
+    from mitmproxy import ctx
+
+    try:
+        return bool(ctx.options.ssl_insecure)
+    except AttributeError:  # no options loaded: nothing says upstream is verified
+        return True

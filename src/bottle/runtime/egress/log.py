@@ -17,10 +17,10 @@ from typing import Any, TypedDict, cast
 
 from mitmproxy import http
 
+from bottle.files import now
 from bottle.runtime.egress import dlp
 from bottle.runtime.egress.records import Decision, LogRecord
 from bottle.runtime.egress.reload import Reload, absolute_option
-from bottle.files import now
 
 logger = logging.getLogger("bottle.egress")
 

@@ -18,10 +18,10 @@ from typing import Any, NamedTuple
 
 from mitmproxy import exceptions
 
+from bottle.files import atomic_write, now
 from bottle.policy import Routes, RoutesFileError, parse_routes_file
 from bottle.runtime import egress as paths
 from bottle.runtime.egress import dlp
-from bottle.files import atomic_write, now
 
 logger = logging.getLogger("bottle.egress")
 #: mitmproxy's ALERT level (INFO + 1): shown by ``termlog_verbosity=alert``, which hides the

@@ -10,6 +10,10 @@ network path to the host; it shares two bind-mounted directories with it:
   for the operator to rewrite it as approved or rejected;
 * ``live-config/egress/`` (read-only): ``list-egress-routes`` shows the routes in force.
 
+The queue is bounded (:mod:`bottle.proposals.limits`): over a bound the tool answers with
+which one and when to try again, and writes nothing. At start it rebuilds the queue's index
+of pending proposals, so the operator's listing never has to read decided ones.
+
 Once the socket is listening it writes ``<status dir>/supervise.json``; the compose
 healthcheck waits for that file.
 
@@ -19,6 +23,9 @@ Environment (each has a default that fits the container):
 ``BOTTLE_SUPERVISE_PORT``   port (``layout.SUPERVISE_PORT``); ``0`` picks a free one, which
                             the status file names
 ``BOTTLE_SUPERVISE_WAIT``   seconds a filing tool waits for a decision (``30``)
+``BOTTLE_SUPERVISE_MAX_PENDING``  proposals that may wait for a decision at once (``20``)
+``BOTTLE_SUPERVISE_PER_MINUTE``   proposals filed per minute, on average (``10``)
+``BOTTLE_SUPERVISE_BURST``        proposals filed at once after a quiet spell (``5``)
 ``BOTTLE_AGENT_IMAGE``      the agent image ref a capability Dockerfile may name after FROM
 ``BOTTLE_PROPOSALS_DIR``    proposals directory (``layout.PROPOSALS``)
 ``BOTTLE_ROUTES_FILE``      live routes (``layout.LIVE_CONFIG/egress/routes.yaml``)
@@ -32,7 +39,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,7 +55,9 @@ from bottle import layout
 from bottle.errors import ApplyError
 from bottle.files import atomic_write
 from bottle.policy import RoutesFileError, parse_routes_file
-from bottle.proposals import Proposal, ProposalQueue, describe
+from bottle.proposals.limits import Limits, TokenBucket
+from bottle.proposals.models import Proposal, describe
+from bottle.proposals.queue import ProposalQueue
 
 log = logging.getLogger("bottle.supervise")
 
@@ -65,6 +74,7 @@ class Config:
     wait_s: float = 30.0
     poll_s: float = _POLL_S
     agent_image: str | None = None
+    limits: Limits = field(default_factory=Limits)
     proposals_dir: Path = Path(str(layout.PROPOSALS))
     routes_file: Path = Path(str(layout.LIVE_CONFIG / "egress" / layout.ROUTES_FILE))
     status_dir: Path = Path(str(layout.STATUS))
@@ -86,8 +96,20 @@ class Config:
                 raise SystemExit(f"supervise: {name} must not be negative")
             return value
 
+        def count(name: str, default: int) -> int:
+            value = number(name, default)
+            if value < 1 or value != int(value):
+                raise SystemExit(f"supervise: {name} must be a whole number of at least 1")
+            return int(value)
+
+        limits = Limits(
+            max_pending=count("BOTTLE_SUPERVISE_MAX_PENDING", defaults.limits.max_pending),
+            per_minute=count("BOTTLE_SUPERVISE_PER_MINUTE", defaults.limits.per_minute),
+            burst=count("BOTTLE_SUPERVISE_BURST", defaults.limits.burst),
+        )
         return cls(
             host=env.get("BOTTLE_SUPERVISE_HOST") or defaults.host,
+            limits=limits,
             port=int(number("BOTTLE_SUPERVISE_PORT", defaults.port)),
             wait_s=number("BOTTLE_SUPERVISE_WAIT", defaults.wait_s),
             agent_image=env.get("BOTTLE_AGENT_IMAGE") or None,
@@ -112,6 +134,7 @@ class Supervise:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.queue = ProposalQueue(config.proposals_dir)
+        self.rate = TokenBucket(config.limits.per_minute, config.limits.burst)
 
     async def _wait(self, proposal_id: int) -> Proposal:
         # In a worker thread: the queue's polling (and its file reads) never block the loop.
@@ -122,12 +145,19 @@ class Supervise:
     async def file(self, tool: str, payload: dict[str, Any], justification: str) -> str:
         """Validate, queue, wait a bounded time, and say what became of the proposal."""
         try:
+            self.rate.check()
+            # In the loop's thread, no await in between: two calls cannot both pass a bound.
             proposal = self.queue.create(
-                tool, payload, justification, base_ref=self.config.agent_image
+                tool,
+                payload,
+                justification,
+                base_ref=self.config.agent_image,
+                max_pending=self.config.limits.max_pending,
             )
         except ApplyError as exc:
             log.info("refused %s: %s", tool, exc.message)
             raise ToolError(_message(exc)) from None  # every refusal of create says so
+        self.rate.take()
         log.info("filed proposal %d (%s): %s", proposal.id, tool, proposal.payload.summary())
         try:
             final = await self._wait(proposal.id)
@@ -299,6 +329,8 @@ async def serve(config: Config) -> None:
     with contextlib.suppress(OSError):
         config.status_file.unlink()  # a file from an earlier run must not look ready
     config.proposals_dir.mkdir(parents=True, exist_ok=True)
+    pending = ProposalQueue(config.proposals_dir).rebuild_index()
+    log.info("%d proposal(s) pending", pending)
     app = build_app(config)
     server = _Server(
         uvicorn.Config(

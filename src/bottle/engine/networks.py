@@ -1,0 +1,41 @@
+"""What the engine knows about networks: the gateways a container could try to reach."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import NoSuchNetwork
+from python_on_whales.utils import run
+
+from bottle.engine.errors import docker_errors
+
+
+def network_gateways() -> dict[str, list[str]]:
+    """Every network's gateway addresses, by network name.
+
+    Networks come and go while we look (other instances start and stop): one that is gone
+    by the time it is inspected is skipped. The default bridge states only its subnet: its
+    gateway (docker0) is the subnet's first address, as the engine assigns it.
+    """
+    client = DockerClient()
+    with docker_errors("listing networks"):
+        listing = run([*client.client_config.docker_cmd, "network", "ls", "-q"])
+    found: dict[str, list[str]] = {}
+    ids: list[str] = listing.split() if isinstance(listing, str) else []
+    for network_id in ids:
+        with docker_errors("inspecting a network"):
+            try:
+                network = client.network.inspect(network_id)
+            except NoSuchNetwork:
+                continue
+        configs = (network.ipam.config if network.ipam else None) or []
+        gateways = []
+        for config in configs:
+            if config.get("Gateway"):
+                gateways.append(str(config["Gateway"]))
+            elif config.get("Subnet"):
+                gateways.append(str(next(ipaddress.ip_network(config["Subnet"]).hosts())))
+        if gateways and network.name:
+            found[network.name] = gateways
+    return found

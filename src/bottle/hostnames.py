@@ -1,0 +1,145 @@
+"""Which route hosts can be meant: a public name, or (``private: true``) an internal one.
+
+A route names a host the operator means to reach. Some names cannot mean an outside service
+whatever DNS says: IP literals (in any of the forms ``inet_aton`` accepts, like
+``2130706433`` or ``0x7f.1``), ``localhost``, single-label names (``egress``, ``supervise``:
+the bottle's own services), names under ``.internal`` or ``.local``, the cloud metadata names,
+and wildcards over a public suffix (``*.com``, ``*.github.io``). They are refused here, on
+both sides of the boundary (this module is pure and runs in the sidecars too); a route that
+says ``private: true`` may name internal names and private IP literals, never the metadata
+service, loopback or the bottle's own services.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+
+#: The bottle's own services on its networks, and their container names: never a route.
+OWN_SERVICES = frozenset({"egress", "supervise", "git-gate", "agent"})
+#: Cloud instance metadata services: the machine's credentials, never a route.
+METADATA_NAMES = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "metadata.azure.internal",
+        "metadata.tencentyun.com",
+    }
+)
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+)
+#: Suffixes that name private networks by convention (RFC 6762, RFC 8375, ICANN's .internal).
+INTERNAL_SUFFIXES = (
+    "internal",
+    "local",
+    "localdomain",
+    "home.arpa",
+    "lan",
+    "intranet",
+    "corp",
+    "private",
+)
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_NAME_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
+# A last label that is all digits or 0x-hex is an address to inet_aton, never a TLD.
+_NUMERIC_LABEL_RE = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
+
+
+def normalise(value: str) -> str:
+    """Lower case, no trailing dot, no brackets around an IPv6 literal."""
+    host = value.strip().lower().rstrip(".")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host
+
+
+def check_syntax(value: str) -> str:
+    """The normalised host, or ``ValueError`` when it is not a host name or IP literal."""
+    host = normalise(value)
+    if _ip(host) is not None or _NAME_RE.fullmatch(host):
+        return host
+    raise ValueError(
+        f"{value!r} is not a host name: use a name like api.example.com or a "
+        "leading wildcard like *.example.com (no scheme, port or path)"
+    )
+
+
+def refusal(host: str, *, private: bool) -> str | None:
+    """Why a route may not name ``host`` (already :func:`check_syntax`-ed); None: it may."""
+    address = _ip(host)
+    if address is not None:
+        return _address_refusal(host, address, private=private)
+    labels = host.split(".")
+    if _NUMERIC_LABEL_RE.fullmatch(labels[-1]):
+        return (
+            f"{host!r} is an IP address in a non-standard form (decimal, octal or hex); "
+            "name the host, or write the address as a.b.c.d with private: true"
+        )
+    bare = host.removeprefix("*.")
+    if bare == "localhost" or bare.endswith(".localhost"):
+        return f"{host!r} is this machine (localhost): no route leads there"
+    if bare in METADATA_NAMES:
+        return f"{host!r} is a cloud metadata service: no route leads there"
+    if host.startswith("*.") and _is_public_suffix(bare):
+        return (
+            f"{host!r} is a wildcard over the public suffix {bare!r}, which would allow "
+            "every site under it: name the site, like *.example.com"
+        )
+    if "." not in bare:
+        if bare in OWN_SERVICES:
+            return f"{host!r} is one of the bottle's own services: no route leads there"
+        if not private:
+            return (
+                f"{host!r} has no dot, so it names an internal host (or a bottle service); "
+                "use the full name, or add private: true if it really is internal"
+            )
+    if not private and any(bare == s or bare.endswith("." + s) for s in INTERNAL_SUFFIXES):
+        return (
+            f"{host!r} is an internal name; a route to it needs private: true "
+            "(a public route must not lead into private networks)"
+        )
+    return None
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def _address_refusal(
+    host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, private: bool
+) -> str | None:
+    inner = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    judged = inner or address
+    if judged in METADATA_ADDRESSES:
+        return f"{host!r} is the cloud metadata address: no route leads there"
+    if judged.is_loopback or judged.is_unspecified or judged.is_multicast:
+        return f"{host!r} is a loopback, unspecified or multicast address: no route leads there"
+    if "%" in host:
+        return f"{host!r} carries an interface scope: name the host instead"
+    if not private:
+        return (
+            f"{host!r} is an IP literal: name the host (a route to an address needs "
+            "private: true, and is meant for internal services)"
+        )
+    return None
+
+
+@functools.cache
+def _suffixes() -> object:
+    from publicsuffixlist import PublicSuffixList
+
+    return PublicSuffixList()
+
+
+def _is_public_suffix(name: str) -> bool:
+    psl = _suffixes()
+    # Unknown TLDs count as public too (the list's default rule "*"): "*.test" is refused.
+    return bool(psl.is_public(name))  # type: ignore[attr-defined]

@@ -1,0 +1,146 @@
+"""The git-gate sidecar: a smart-HTTP git server for the agent, in front of real remotes.
+
+``server.py`` serves each declared remote as ``http://git-gate:<port>/<name>.git`` from a
+bare mirror (``git http-backend``), fetching from upstream first; ``hook.py`` is the mirror's
+``pre-receive`` hook, which enforces the push policy, scans every new commit for secrets and
+forwards a clean push upstream; ``upstream.py`` holds the gate's credential handling.
+
+This module holds what the host and the sidecar share: the config file's format (written by
+``bottle.sidecars.git_gate`` into ``live-config/git-gate/``), the decision-log record and the
+paths. It imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bottle import layout
+
+NAME = "git-gate"
+CONFIG_FILE = "remotes.json"  # in live-config/git-gate/
+LOG_FILE = "git-gate.jsonl"  # in logs/
+ZERO = "0" * 40
+
+#: Environment overrides of the container paths (tests point them at temporary dirs).
+CONFIG_ENV = "BOTTLE_GIT_GATE_CONFIG"  # the live-config directory
+STATUS_ENV = "BOTTLE_GIT_GATE_STATUS"
+LOG_ENV = "BOTTLE_GIT_GATE_LOG"
+WORK_ENV = "BOTTLE_GIT_GATE_WORK"  # mirrors (a tmpfs in the container)
+SECRETS_ENV = "BOTTLE_GIT_GATE_SECRETS"  # the gate's own key files (a tmpfs, 0700)
+PORT_ENV = "BOTTLE_GIT_GATE_PORT"  # default layout.GIT_GATE_PORT
+PROBE_ENV = "BOTTLE_GIT_GATE_PROBE"  # the hook exits 0 at once (a start-time check)
+#: Set by the server for the hook: which remote a push is for.
+REMOTE_ENV = "BOTTLE_GIT_GATE_REMOTE"
+
+DEFAULT_WORK = Path("/var/lib/git-gate")
+DEFAULT_SECRETS = Path("/run/git-gate/keys")  # under a tmpfs the gate may not chmod
+
+
+def known_hosts_file(remote: str) -> str:
+    """The name of a remote's pinned host key file in the config directory."""
+    return f"{remote}.known_hosts"
+
+
+class PushPolicy(BaseModel):
+    """What a push to one remote may do; ref patterns are ``fnmatch`` over full ref names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    refs: tuple[str, ...] = ("refs/heads/*",)  # () : no push at all
+    force: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+
+    @staticmethod
+    def matches(ref: str, patterns: tuple[str, ...]) -> bool:
+        return any(fnmatch.fnmatchcase(ref, p) for p in patterns)
+
+
+class GateRemote(BaseModel):
+    """One remote as the gate sees it: no secret, only the name of the variable holding it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    url: str
+    key_ref: str | None = None
+    token_ref: str | None = None
+    policy: PushPolicy = PushPolicy()
+
+
+class GateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    remotes: tuple[GateRemote, ...] = ()
+
+    def remote(self, name: str) -> GateRemote | None:
+        return next((r for r in self.remotes if r.name == name), None)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(indent=2).encode() + b"\n"
+
+
+class RefUpdate(BaseModel):
+    ref: str
+    old: str
+    new: str
+
+
+class GateRecord(BaseModel):
+    """One line of ``logs/git-gate.jsonl``: a fetch or a push, and what the gate decided."""
+
+    time: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
+    op: Literal["fetch", "push"]
+    remote: str
+    decision: Literal["allow", "refuse", "error"]
+    reason: str = ""
+    refs: list[RefUpdate] = []
+    findings: list[str] = []  # "rule in file:line (commit)", never the matched text
+    scan: str | None = None  # pushes: "clean" | "findings" | "failed"
+    upstream: str | None = None  # pushes: "ok" | "rejected" | None (not sent)
+    scan_ms: int | None = None  # pushes: the policy check and secret scan alone
+    duration_ms: int = 0
+
+
+def config_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get(CONFIG_ENV) or layout.LIVE_CONFIG / NAME)
+
+
+def status_path(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get(STATUS_ENV) or layout.STATUS / f"{NAME}.json")
+
+
+def log_path(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get(LOG_ENV) or layout.LOGS / LOG_FILE)
+
+
+def work_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get(WORK_ENV) or DEFAULT_WORK)
+
+
+def secrets_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get(SECRETS_ENV) or DEFAULT_SECRETS)
+
+
+def load_config(environ: Mapping[str, str] = os.environ) -> GateConfig:
+    path = config_dir(environ) / CONFIG_FILE
+    return GateConfig.model_validate_json(path.read_bytes())
+
+
+def write_record(record: GateRecord, environ: Mapping[str, str] = os.environ) -> None:
+    """Append one line; O_APPEND keeps the server's and the hooks' lines whole."""
+    path = log_path(environ)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record.model_dump(mode="json"), separators=(",", ":")) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)

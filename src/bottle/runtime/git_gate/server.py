@@ -1,0 +1,290 @@
+"""The gate's HTTP side: ``git http-backend`` behind a small threaded server.
+
+Only the smart protocol, only ``/<remote>.git/{info/refs,git-upload-pack,git-receive-pack}``
+of declared remotes. The ref advertisement of either service is preceded by a fetch from
+upstream into the mirror, so the agent always sees upstream's refs and a push is judged
+against them. Pushes to one remote are serialised with its fetches. Request bodies are
+bounded and spooled before http-backend sees them (chunked uploads included).
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from contextlib import nullcontext, suppress
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import parse_qs, urlsplit
+
+from bottle.runtime import git_gate as gate
+from bottle.runtime.git_gate import GateConfig, GateRecord, GateRemote, upstream
+
+#: Largest request body (a push pack) the gate takes.
+MAX_BODY = int(os.environ.get("BOTTLE_GIT_GATE_MAX_BODY", str(1 << 30)))
+_PATH = re.compile(
+    r"^/(?P<name>[a-z0-9][a-z0-9_.-]*)\.git/(?P<rest>info/refs|git-upload-pack|git-receive-pack)$"
+)
+_SERVICES = ("git-upload-pack", "git-receive-pack")
+_CHUNK = 1 << 16
+_CGI_HEADERS = (
+    ("Content-Type", "CONTENT_TYPE"),
+    ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
+    ("Git-Protocol", "GIT_PROTOCOL"),
+)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class Gate:
+    """The state the handlers share: config, mirrors and one lock per remote."""
+
+    def __init__(self, config: GateConfig, work: Path, environ: Mapping[str, str]) -> None:
+        self.config = config
+        self.environ = dict(environ)
+        self.mirrors = work / "mirrors"
+        self.hooks = work / "hooks"
+        self.locks = {r.name: threading.Lock() for r in config.remotes}
+
+    def mirror(self, name: str) -> Path:
+        return self.mirrors / f"{name}.git"
+
+    def prepare(self) -> None:
+        """Bare mirrors and the hook. A mirror left by a previous run is kept (warm)."""
+        self.hooks.mkdir(parents=True, exist_ok=True)
+        hook = self.hooks / "pre-receive"
+        hook.write_text(f"#!/bin/sh\nexec {sys.executable} -m bottle.runtime.git_gate.hook\n")
+        hook.chmod(0o755)
+        # git skips a hook it cannot execute (a noexec mount) and takes the push unscanned:
+        # refuse to serve rather than fail open.
+        try:
+            probe = subprocess.run(
+                [str(hook)], env={**self.environ, gate.PROBE_ENV: "1"}, capture_output=True,
+                check=False, timeout=60,
+            )  # fmt: skip
+        except OSError as exc:
+            raise RuntimeError(f"the pre-receive hook {hook} cannot run: {exc}") from None
+        if probe.returncode != 0:
+            raise RuntimeError(f"the pre-receive hook {hook} failed its probe: {probe.stderr!r}")
+        for remote in self.config.remotes:
+            path = self.mirror(remote.name)
+            if not (path / "HEAD").is_file():
+                subprocess.run(["git", "init", "--quiet", "--bare", str(path)], check=True)
+            for key, value in (
+                ("core.hooksPath", str(self.hooks)),
+                ("http.receivepack", "true"),
+                ("receive.fsckObjects", "true"),
+                ("receive.advertisePushOptions", "false"),
+                ("gc.auto", "0"),
+            ):
+                subprocess.run(["git", "--git-dir", str(path), "config", key, value], check=True)
+
+    def fetch(self, remote: GateRemote) -> None:
+        start = time.monotonic()
+        try:
+            upstream.fetch(
+                remote,
+                self.mirror(remote.name),
+                config=gate.config_dir(self.environ),
+                secrets=gate.secrets_dir(self.environ),
+                environ=self.environ,
+            )
+        except upstream.UpstreamError as exc:
+            self.log(
+                GateRecord(op="fetch", remote=remote.name, decision="error", reason=str(exc)), start
+            )
+            raise
+        self.log(GateRecord(op="fetch", remote=remote.name, decision="allow"), start)
+
+    def log(self, record: GateRecord, start: float) -> None:
+        record = record.model_copy(update={"duration_ms": int((time.monotonic() - start) * 1000)})
+        try:
+            gate.write_record(record, self.environ)
+        except OSError as exc:
+            print(f"git-gate: cannot write the decision log: {exc}", file=sys.stderr, flush=True)
+
+    def cgi_env(
+        self, remote: GateRemote, path: str, query: str, headers: Any, length: int | None
+    ) -> dict[str, str]:
+        env = {k: v for k, v in self.environ.items()}
+        env |= {
+            "GIT_PROJECT_ROOT": str(self.mirrors),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "GIT_HTTP_MAX_REQUEST_BUFFER": str(MAX_BODY),
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "REMOTE_USER": "agent",
+            "REMOTE_ADDR": "agent",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": "/dev/null",
+            gate.REMOTE_ENV: remote.name,
+        }
+        for header, var in _CGI_HEADERS:
+            value = headers.get(header)
+            if value:
+                env[var] = value
+        if length is not None:
+            env["CONTENT_LENGTH"] = str(length)
+        return env
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    server_version = "git-gate"
+    gate: Gate  # set on the subclass made by serve()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # the decision log records what matters; no request lines with paths
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def _fail(self, code: int, message: str) -> None:
+        # git shows a text/plain body of an error answer to the user as "remote: …" lines.
+        body = (message.rstrip() + "\n").encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _handle(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        match = _PATH.match(parts.path)
+        remote = self.gate.config.remote(match["name"]) if match else None
+        if match is None or remote is None:
+            names = ", ".join(r.name for r in self.gate.config.remotes)
+            self._fail(404, f"git-gate serves only this bottle's remotes: {names}")
+            return
+        rest = match["rest"]
+        if rest == "info/refs":
+            service = (parse_qs(parts.query).get("service") or [""])[0]
+            if method != "GET" or service not in _SERVICES:
+                self._fail(403, "git-gate speaks the smart HTTP protocol only")
+                return
+        else:
+            service = rest
+            if method != "POST":
+                self._fail(405, "POST only")
+                return
+        if service == "git-receive-pack" and not remote.policy.refs:
+            self._fail(
+                403,
+                f"git-gate: remote {remote.name} takes no pushes from this bottle "
+                "(git.remotes[].push is false)",
+            )
+            return
+        lock = self.gate.locks[remote.name]
+        # Advertisements fetch first and pushes hold the lock, so a push is checked against
+        # refs no fetch is moving; upload-pack POSTs only read the mirror.
+        with lock if rest == "info/refs" or service == "git-receive-pack" else nullcontext():
+            if rest == "info/refs":
+                try:
+                    self.gate.fetch(remote)
+                except upstream.UpstreamError as exc:
+                    self._fail(502, f"git-gate: cannot fetch {remote.name}: {exc}")
+                    return
+            try:
+                body, length = self._body() if method == "POST" else (None, None)
+            except BodyTooLarge:
+                self._fail(413, f"git-gate: the request is larger than {MAX_BODY} bytes")
+                return
+            except (ValueError, OSError):
+                self._fail(400, "git-gate: malformed request body")
+                return
+            try:
+                self._backend(remote, parts.path, parts.query, body, length)
+            finally:
+                if body is not None:
+                    body.close()
+
+    def _body(self) -> tuple[IO[bytes], int]:
+        spool = tempfile.TemporaryFile(dir=self.gate.mirrors.parent)  # noqa: SIM115 - closed by caller
+        total = 0
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while True:
+                size_line = self.rfile.readline(1024)
+                size = int(size_line.split(b";", 1)[0].strip() or b"x", 16)
+                if size == 0:
+                    while self.rfile.readline(1024).strip():
+                        pass
+                    break
+                total += size
+                if total > MAX_BODY:
+                    raise BodyTooLarge
+                _copy(self.rfile, spool, size)
+                self.rfile.readline(16)
+        else:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length < 0:
+                raise ValueError("negative length")
+            if length > MAX_BODY:
+                raise BodyTooLarge
+            _copy(self.rfile, spool, length)
+            total = length
+        spool.seek(0)
+        return spool, total
+
+    def _backend(
+        self, remote: GateRemote, path: str, query: str, body: IO[bytes] | None, length: int | None
+    ) -> None:
+        env = self.gate.cgi_env(remote, path, query, self.headers, length)
+        env["REQUEST_METHOD"] = self.command
+        proc = subprocess.Popen(
+            ["git", "http-backend"],
+            stdin=body or subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=self.gate.mirror(remote.name),
+        )
+        assert proc.stdout is not None
+        status, headers = 200, []
+        while True:
+            line = proc.stdout.readline(8192).decode("latin-1").rstrip("\r\n")
+            if not line:
+                break
+            key, _, value = line.partition(":")
+            if key.lower() == "status":
+                status = int(value.split()[0])
+            else:
+                headers.append((key, value.strip()))
+        self.send_response(status)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        with suppress(BrokenPipeError, ConnectionResetError):  # the agent went away
+            shutil.copyfileobj(proc.stdout, self.wfile, _CHUNK)
+        proc.stdout.close()
+        proc.wait()
+
+
+def _copy(src: Any, dst: IO[bytes], size: int) -> None:
+    while size > 0:
+        data = src.read(min(size, _CHUNK))
+        if not data:
+            raise ValueError("body shorter than announced")
+        dst.write(data)
+        size -= len(data)
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64
+
+
+def serve(gate_state: Gate, host: str, port: int) -> Server:
+    handler = type("BoundHandler", (Handler,), {"gate": gate_state})
+    return Server((host, port), handler)

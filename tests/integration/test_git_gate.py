@@ -1,0 +1,316 @@
+"""git-gate against real SSH and HTTPS git servers: one bottle, one server container, for
+the whole module.
+
+The server is a container on the bottle's ``egress`` network (as ``git.test`` and, with the
+wrong key pinned, ``git2.test``) serving one repository over SSH and over HTTPS (``git
+http-backend``, Basic auth with the gate's token). Its host key, the gate's client key, the
+token and the TLS certificate are made per run; the test CA (given to bottle through
+``BOTTLE_EXTRA_CA_CERTS``) is kept between runs so the sidecar image is too. The agent clones
+outside /workspace, as an agent would.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import run_cli, user_owned, wait_for, write
+from tests.integration.conftest import labelled
+
+pytestmark = pytest.mark.docker
+
+SERVER_DIR = Path(__file__).resolve().parents[1] / "git_server"
+KNOWN_SECRET = "bottle-known-secret-9f8e7d6c5b4a"
+#: Token-shaped, but no bottle knows it: found by shape (and by gitleaks).
+GITHUB_SHAPED = "ghp_" + "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
+UPSTREAM_REPO = "/srv/git/repo.git"
+SSH_URL = "git@git.test:repo.git"
+HTTPS_URL = "https://git.test/repo.git"
+URLS = pytest.mark.parametrize("url", [SSH_URL, HTTPS_URL], ids=["ssh", "https"])
+IDENTITY = (
+    "export GIT_AUTHOR_NAME=agent GIT_AUTHOR_EMAIL=agent@bottle.test "
+    "GIT_COMMITTER_NAME=agent GIT_COMMITTER_EMAIL=agent@bottle.test; "
+)
+
+BOTTLE = """---
+agent: {{provider: shell}}
+supervise: false
+egress:
+  dlp_secrets: [IT_KNOWN_SECRET]
+git:
+  remotes:
+    - {{name: origin, url: 'git@git.test:repo.git', key_ref: IT_GIT_KEY, host_key: '{host_key}'}}
+    - {{name: wrong, url: 'git@git2.test:repo.git', key_ref: IT_GIT_KEY,
+       host_key: '{wrong_key}'}}
+    - {{name: web, url: 'https://git.test/repo.git', token_ref: IT_GIT_TOKEN}}
+---
+"""
+
+
+def keygen(path: Path) -> tuple[str, str]:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "it", "-f", str(path)],
+                   check=True)  # fmt: skip
+    private = path.read_text()
+    public = " ".join(Path(f"{path}.pub").read_text().split()[:2])
+    return private, public
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def cached_ca() -> Path:
+    """A CA kept between runs (a new one would mean a new sidecar image every run)."""
+    cache = (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bottle-it" / "git-ca"
+    )
+    if not (cache / "ca.pem").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+                "ca.pem", "-days", "3650", "-subj", "/CN=bottle-it-git-ca", cwd=cache)  # fmt: skip
+    return cache
+
+
+def server_cert(ca: Path, keys: Path) -> None:
+    (keys / "san.ext").write_text("subjectAltName=DNS:git.test,DNS:git2.test\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+            "server.csr", "-subj", "/CN=git.test", cwd=keys)  # fmt: skip
+    openssl("x509", "-req", "-in", "server.csr", "-CA", str(ca / "ca.pem"), "-CAkey",
+            str(ca / "ca.key"), "-CAcreateserial", "-CAserial", str(keys / "ca.srl"),
+            "-out", "server.pem", "-days", "30", "-extfile", "san.ext", cwd=keys)  # fmt: skip
+    os.chmod(keys / "server.key", 0o644)
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+
+
+class Gate:
+    """The started bottle, its server container and the secrets the tests look for."""
+
+    def __init__(self, instance: Any, server: str, client_key: str, token: str) -> None:
+        self.instance = instance
+        self.server = server
+        self.client_key = client_key
+        self.token = token
+
+    def sh(self, script: str) -> Any:
+        return self.instance.exec(["sh", "-c", IDENTITY + script], capture=True)
+
+    def upstream(self, ref: str = "refs/heads/main") -> str:
+        done = docker("exec", self.server, "git", "--git-dir", UPSTREAM_REPO, "rev-parse",
+                      "--verify", "-q", ref, check=False)  # fmt: skip
+        return done.stdout.strip()
+
+    def clone(self, name: str, url: str = SSH_URL) -> Any:
+        return self.sh(f"rm -rf ~/src/{name} && git clone -q {url} ~/src/{name}")
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[Gate]:
+    from bottle import Bottle
+    from bottle.settings import Settings
+
+    tmp = tmp_path_factory.mktemp("git-gate")
+    keys = tmp / "keys"
+    keys.mkdir()
+    _, host_pub = keygen(keys / "host_ed25519")
+    _, wrong_pub = keygen(tmp / "wrong")
+    client_key, client_pub = keygen(tmp / "client")
+    (keys / "client.pub").write_text(client_pub + "\n")
+    ca = cached_ca()
+    server_cert(ca, keys)
+    token = "it-token-" + uuid.uuid4().hex
+    os.chmod(keys / "host_ed25519", 0o644)  # read by the server's root through the bind
+
+    home = tmp / "home"
+    write(home / "bottles" / "gated.md", BOTTLE.format(host_key=host_pub, wrong_key=wrong_pub))
+    write(home / "agents" / "gated.md", "---\nbottle: gated\n---\n")
+    workdir = tmp / "work"
+    workdir.mkdir()
+    user_owned(workdir)  # the agent runs as the workspace's owner, never root
+    environ = {**os.environ, "BOTTLE_HOME": str(home), "IT_GIT_KEY": client_key,
+               "IT_KNOWN_SECRET": KNOWN_SECRET, "IT_GIT_TOKEN": token,
+               "BOTTLE_EXTRA_CA_CERTS": str(ca / "ca.pem")}  # fmt: skip
+    settings = Settings.from_env(environ)
+    server = f"bottle-it-git-{uuid.uuid4().hex[:8]}"
+    with Bottle("gated", cwd=workdir, settings=settings, environ=environ).start() as instance:
+        meta = instance.metadata
+        image = f"bottle-it-git-server:{uuid.uuid4().hex[:8]}"
+        docker("build", "-q", "-t", image, "--build-arg", f"BASE={meta.images['sidecar']}",
+               str(SERVER_DIR))  # fmt: skip
+        try:
+            docker("run", "-d", "--name", server, "--network", f"{meta.compose_project}_egress",
+                   "--network-alias", "git.test", "--network-alias", "git2.test",
+                   "--label", "bottle.test=git-server", "-v", f"{keys}:/keys:ro",
+                   "-e", f"GIT_TOKEN={token}", image)  # fmt: skip
+            ready = Gate(instance, server, client_key, token)
+            wait_for(ready.upstream, 60, "the git server's repository")
+            yield ready
+        finally:
+            docker("rm", "-f", server, check=False)
+            docker("rmi", "-f", image, check=False)
+    slug = meta.slug
+    assert not labelled("container", slug) and not labelled("network", slug)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@URLS
+def test_clone_commit_push_round_trip_lands_upstream(gate: Gate, url: str) -> None:
+    name = "web" if url == HTTPS_URL else "origin"
+    before = gate.upstream()
+    done = gate.clone(f"round-{name}", url)
+    assert done.exit_code == 0, done.stderr
+    script = (
+        f"cd ~/src/round-{name} && echo 'work from the agent over {name}' > work.txt && git add work.txt && "
+        "git commit -qm 'agent work' && git push origin main 2>&1; echo rc=$?; "
+        "git rev-parse HEAD"
+    )
+    done = gate.sh(script)
+    assert "rc=0" in done.stdout and f"git-gate: pushed to {name}" in done.stdout, done.stdout
+    head = done.stdout.split()[-1]
+    assert head != before and gate.upstream() == head
+    # The agent's clone did not go anywhere but the gate.
+    remote = gate.sh(f"cd ~/src/round-{name} && git ls-remote --get-url origin").stdout
+    assert f"git-gate:9418/{name}.git" in remote
+    log = (gate.instance.state.path / "logs" / "git-gate.jsonl").read_text()
+    assert '"op":"fetch"' in log and '"op":"push"' in log and '"upstream":"ok"' in log
+
+
+@pytest.mark.parametrize(
+    ("content", "rule"),
+    [
+        (KNOWN_SECRET, "secret:IT_KNOWN_SECRET (plain)"),
+        (
+            base64.b64encode(f"token={KNOWN_SECRET}".encode()).decode(),
+            "secret:IT_KNOWN_SECRET (base64)",
+        ),
+        (GITHUB_SHAPED, "github-token"),
+    ],
+    ids=["plain", "base64", "token-shaped"],
+)
+@URLS
+def test_a_push_with_a_secret_is_refused_and_upstream_unchanged(
+    gate: Gate, content: str, rule: str, url: str
+) -> None:
+    before = gate.upstream()
+    assert gate.clone("leak", url).exit_code == 0
+    # The secret is in the first of two commits: every new commit is scanned, not the tip.
+    script = (
+        f"cd ~/src/leak && printf 'ok\\nvalue = %s\\n' '{content}' > conf.txt && git add conf.txt && "
+        "git commit -qm one && git rm -q conf.txt && git commit -qm two && "
+        "git push origin main 2>&1; echo rc=$?"
+    )
+    done = gate.sh(script)
+    out = done.stdout
+    assert "rc=0" not in out, out
+    assert "refused" in out and "conf.txt:2" in out and rule in out, out
+    assert "supervise" in out  # how to ask
+    assert content not in out  # a finding names the rule, never the text
+    assert gate.upstream() == before
+
+
+def test_gitleaks_runs_on_every_push(gate: Gate, tmp_path: Path) -> None:
+    private, _ = keygen(tmp_path / "throwaway")
+    assert gate.clone("leaks").exit_code == 0
+    put = gate.instance.exec(["sh", "-c", "cat > ~/src/leaks/deploy_key"], stdin=private.encode())
+    assert put.exit_code == 0
+    script = "cd ~/src/leaks && git add deploy_key && git commit -qm key && git push origin main 2>&1; echo rc=$?"
+    out = gate.sh(script).stdout
+    assert "rc=0" not in out and "deploy_key:1" in out and "gitleaks:private-key" in out, out
+
+
+def test_wrong_pinned_host_key_refuses_the_clone_naming_both_keys(gate: Gate) -> None:
+    done = gate.clone("wrong", "git@git2.test:repo.git")
+    assert done.exit_code != 0
+    assert "does not match the key pinned for remote 'wrong'" in done.stderr, done.stderr
+    assert done.stderr.count("SHA256:") >= 2 and "ED25519" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("script", "why"),
+    [
+        ("git tag v1 && git push origin v1", "tags are not pushed"),
+        ("git commit -q --amend -m rewritten && git push -f origin main", "force push"),
+        ("git push origin :main", "deleting a ref is refused"),
+    ],
+    ids=["tag", "force", "delete"],
+)
+def test_default_policy_refuses_tags_force_and_delete(gate: Gate, script: str, why: str) -> None:
+    before = gate.upstream()
+    tags = docker("exec", gate.server, "git", "--git-dir", UPSTREAM_REPO, "tag").stdout
+    assert gate.clone("policy").exit_code == 0
+    out = gate.sh(f"cd ~/src/policy && {script} 2>&1; echo rc=$?").stdout
+    assert "rc=0" not in out and why in out, out
+    assert gate.upstream() == before
+    assert docker("exec", gate.server, "git", "--git-dir", UPSTREAM_REPO, "tag").stdout == tags
+
+
+def test_the_agent_cannot_reach_the_upstream_directly(gate: Gate) -> None:
+    for host in ("git.test", "git2.test"):
+        done = gate.sh(f"timeout 10 bash -c 'echo > /dev/tcp/{host}/22' 2>&1; echo rc=$?")
+        assert "rc=0" not in done.stdout, done.stdout
+    ssh = gate.sh(
+        "timeout 20 ssh -o BatchMode=yes -o StrictHostKeyChecking=no git@git.test true 2>&1; echo rc=$?"
+    )
+    assert "rc=0" not in ssh.stdout
+    # Nor through egress: no route lets git's traffic out.
+    proxied = gate.sh("curl -sS -o /dev/null -w '%{http_code}' http://git.test/ 2>&1")
+    assert proxied.stdout.strip() not in ("200", "")
+
+
+def test_the_gate_credential_is_nowhere_in_the_agent_nor_the_state_dir(gate: Gate) -> None:
+    body = [line for line in gate.client_key.splitlines() if "PRIVATE KEY" not in line]
+    # Every OpenSSH key starts with the same header bytes: look for its own key material.
+    needle = body[2][10:50]
+    assert len(needle) >= 30
+    found = gate.sh(
+        f"grep -rl --exclude-dir=proc --exclude-dir=sys -e '{needle}' / 2>/dev/null; "
+        f"cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c -e '{needle}'; env | grep -c IT_GIT_KEY"
+    )
+    lines = found.stdout.split()
+    assert lines == ["0", "0"], found.stdout
+    token = gate.sh(
+        f"grep -rl --exclude-dir=proc --exclude-dir=sys -e '{gate.token}' / 2>/dev/null; "
+        f"cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c -e '{gate.token}'"
+    )
+    assert token.stdout.split() == ["0"], token.stdout
+    for path in gate.instance.state.path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert needle.encode() not in data and gate.token.encode() not in data, path
+
+
+@URLS
+def test_upstreams_rejection_reaches_the_agent_and_nothing_moves(gate: Gate, url: str) -> None:
+    assert gate.clone("rejected", url).exit_code == 0
+    script = (
+        "cd ~/src/rejected && echo x > p.txt && git add p.txt && git commit -qm p && "
+        "git push origin HEAD:refs/heads/protected 2>&1; echo rc=$?; git ls-remote origin"
+    )
+    out = gate.sh(script).stdout
+    assert "rc=0" not in out and "upstream says no to refs/heads/protected" in out, out
+    assert "refs/heads/protected" not in out.split("rc=")[1]  # not in the gate's mirror
+    assert gate.upstream("refs/heads/protected") == ""
+
+
+def test_metadata_and_ls_show_the_remotes_never_the_credential(gate: Gate) -> None:
+    remotes = gate.instance.metadata.sidecar_info["git-gate"]["remotes"]
+    assert [(r["name"], r["url"]) for r in remotes] == [
+        ("origin", SSH_URL), ("wrong", "git@git2.test:repo.git"), ("web", HTTPS_URL),
+    ]  # fmt: skip
+    home = gate.instance.state.path.parents[1]
+    done = run_cli("ls", "--json", cwd=home, env={"BOTTLE_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    [row] = [r for r in json.loads(done.stdout) if r["slug"] == gate.instance.slug]
+    assert row["sidecar_info"]["git-gate"]["remotes"] == remotes
+    assert gate.token not in done.stdout and "PRIVATE KEY" not in done.stdout

@@ -1,0 +1,447 @@
+"""git-gate without Docker: the host module, and the runtime against real git repositories.
+
+The hook runs inside real ``git receive-pack`` (a local push to a mirror with the hook
+installed); the server runs on loopback and is reached by a real ``git clone``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bottle.errors import ManifestError
+from bottle.manifest import load_manifest
+from bottle.plan import PlanOptions, resolve_plan
+from bottle.runtime import git_gate as gate
+from bottle.runtime.egress import dlp
+from bottle.runtime.git_gate import (
+    GateConfig,
+    GateRemote,
+    PushPolicy,
+    RefUpdate,
+    policy,
+    scan,
+    upstream,
+)
+from bottle.runtime.git_gate import server as gate_server
+from bottle.settings import Settings
+from bottle.sidecars.git_gate import GIT_GATE, GitRemote, host_key_entry
+from tests.conftest import write
+
+KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIMWAcDWKd8LMGI26G9JH4h6os0LeNMs3oJ7aA+X71ZSo"
+SECRET = "known-secret-value-4242"
+IDENT = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False,
+        env={**os.environ, **IDENT, **(env or {})},
+    )  # fmt: skip
+    if check and done.returncode != 0:
+        raise AssertionError(done.stderr)
+    return done.stdout + done.stderr
+
+
+def commit(repo: Path, name: str, text: str, message: str = "c") -> str:
+    (repo / name).write_text(text)
+    git(repo, "add", name)
+    git(repo, "commit", "-qm", message)
+    return git(repo, "rev-parse", "HEAD").strip()
+
+
+# -- the host module -----------------------------------------------------------------------
+
+
+def plan_of(home: Path, repo: Path, remotes: str, environ: dict[str, str] | None = None):
+    write(home / "bottles" / "g.md", f"---\ngit:\n  remotes:\n{remotes}---\n")
+    return resolve_plan(
+        load_manifest(home=home, cwd=repo),
+        PlanOptions(bottle="g", cwd=repo, suffix="abcde"),
+        settings=Settings.from_env({"BOTTLE_HOME": str(home)}),
+        environ=environ or {},
+    )
+
+
+SSH_REMOTE = f"    - {{name: origin, url: 'git@h.test:r.git', key_ref: KEY, host_key: 'ssh-ed25519 {KEY}'}}\n"
+
+
+@pytest.mark.parametrize(
+    ("remote", "field", "words"),
+    [
+        ("{name: o, url: 'git@h.test:r.git', key_ref: K}", "host_key", "no pinned host key"),
+        ("{name: o, url: 'ssh://git@h.test/r.git', host_key: 'ssh-ed25519 AAAA'}", "host_key",
+         "not a pinned SSH host key"),
+        (f"{{name: o, url: 'git@h.test:r', token_ref: T, host_key: 'ssh-ed25519 {KEY}'}}",
+         "token_ref", "takes key_ref"),
+        ("{name: o, url: 'https://h.test/r.git', key_ref: K}", "key_ref", "https remote"),
+    ],
+)  # fmt: skip
+def test_bad_remotes_are_refused_naming_file_and_field(
+    home: Path, repo: Path, remote: str, field: str, words: str
+) -> None:
+    with pytest.raises(ManifestError, match=words) as info:
+        plan_of(home, repo, f"    - {remote}\n")
+    assert f"g.md: git.remotes[0].{field}" in str(info.value) and info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("fields", "refs", "force", "delete"),
+    [
+        ({}, ("refs/heads/*",), (), ()),
+        ({"push": False, "tags": True}, (), (), ()),
+        ({"tags": True, "force": True}, ("refs/heads/*", "refs/tags/*"), ("*",), ()),
+        ({"push": ["main", "refs/heads/f/*"], "delete": ["f/*"]},
+         ("refs/heads/main", "refs/heads/f/*"), (), ("refs/heads/f/*",)),
+    ],
+)  # fmt: skip
+def test_push_settings_become_the_gate_policy(
+    fields: dict[str, object],
+    refs: tuple[str, ...],
+    force: tuple[str, ...],
+    delete: tuple[str, ...],
+) -> None:
+    remote = GitRemote.model_validate({"name": "o", "url": "https://h.test/r.git", **fields})
+    assert remote.policy() == PushPolicy(refs=refs, force=force, delete=delete)
+
+
+def test_host_key_entry_takes_a_known_hosts_line_or_a_bare_key() -> None:
+    assert (
+        host_key_entry(f"h.test,1.2.3.4 ssh-ed25519 {KEY} comment", "o") == f"o ssh-ed25519 {KEY}"
+    )
+    assert host_key_entry(f"ssh-ed25519 {KEY}", "o") == f"o ssh-ed25519 {KEY}"
+    with pytest.raises(ValueError):  # the blob says ed25519, the line says rsa
+        host_key_entry(f"ssh-rsa {KEY}", "o")
+
+
+def test_files_service_and_description_carry_names_never_values(home: Path, repo: Path) -> None:
+    plan = plan_of(home, repo, SSH_REMOTE, environ={"KEY": "-----BEGIN the key value"})
+    sub = plan.sidecars["git-gate"]
+    files = GIT_GATE.files(sub)
+    config = GateConfig.model_validate_json(files[gate.CONFIG_FILE])
+    assert config.remotes[0].key_ref == "KEY" and config.remotes[0].policy.refs == ("refs/heads/*",)
+    assert files["origin.known_hosts"] == f"origin ssh-ed25519 {KEY}\n".encode()
+    service = GIT_GATE.compose_service(sub, plan)
+    assert "KEY" in service["environment"] and "BOTTLE_DLP_SECRETS=KEY" in service["environment"]
+    assert service["networks"] == ["internal", "egress"]
+    assert service["tmpfs"] == ["/var/lib/git-gate:exec,mode=1777", "/run/git-gate:mode=1777"]
+    assert service["labels"]["bottle.git-gate.remotes"] == "origin=git@h.test:r.git"
+    text = json.dumps([service, GIT_GATE.describe(sub)]) + b"".join(files.values()).decode()
+    assert "the key value" not in text
+    assert GIT_GATE.describe(sub) == {
+        "remotes": [{"name": "origin", "url": "git@h.test:r.git", "push": ["refs/heads/*"]}]
+    }
+    assert GIT_GATE.unavailable() is None
+
+
+# -- upstream --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme", "host", "port", "user", "path", "at"),
+    [
+        ("git@h.test:me/r.git", "ssh", "h.test", None, "git", "me/r.git", "ssh://git@10.0.0.1/~/me/r.git"),
+        ("ssh://git@h.test:2222/srv/r.git", "ssh", "h.test", 2222, "git", "/srv/r.git",
+         "ssh://git@10.0.0.1:2222/srv/r.git"),
+        ("https://h.test/me/r.git", "https", "h.test", None, None, "/me/r.git", "https://10.0.0.1/me/r.git"),
+    ],
+)  # fmt: skip
+def test_remote_urls_parse_and_point_at_the_checked_address(
+    url: str, scheme: str, host: str, port: int | None, user: str | None, path: str, at: str
+) -> None:
+    target = upstream.parse_url(url)
+    assert (target.scheme, target.host, target.port, target.user, target.path) == (
+        scheme, host, port, user, path,
+    )  # fmt: skip
+    assert target.url_for("10.0.0.1") == at
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "169.254.169.254", "0.0.0.0"])
+def test_loopback_link_local_and_metadata_addresses_are_refused(host: str) -> None:
+    with pytest.raises(upstream.UpstreamError, match="never connects to"):
+        upstream.check_address(host, 22)
+
+
+def test_private_addresses_are_allowed() -> None:
+    assert upstream.check_address("10.1.2.3", 22) == "10.1.2.3"
+
+
+def test_https_token_reaches_git_through_a_helper_not_argv_or_config(tmp_path: Path) -> None:
+    remote = GateRemote(name="o", url="https://10.9.9.9/r.git", token_ref="TOK")
+    conn = upstream.connect(
+        remote, config=tmp_path, secrets=tmp_path, environ={"TOK": "t0ken-xyz", "OTHER": "x"}
+    )
+    assert conn.env["TOK"] == "t0ken-xyz" and "OTHER" not in conn.env
+    assert "t0ken-xyz" not in json.dumps({k: v for k, v in conn.env.items() if k != "TOK"})
+    assert "t0ken-xyz" not in conn.url
+    # the helper, run as git runs it, answers with the token from the environment
+    helper = next(v for k, v in conn.env.items() if v.startswith("!f()"))
+    out = subprocess.run(
+        ["sh", "-c", helper[1:] + " get"], env=conn.env, capture_output=True, text=True, check=True
+    )
+    assert "password=t0ken-xyz" in out.stdout and "username=x-access-token" in out.stdout
+
+
+def test_ssh_keys_are_written_0600_and_dropped_from_the_environment(tmp_path: Path) -> None:
+    environ = {
+        "K": "-----BEGIN OPENSSH PRIVATE KEY-----\r\nabc\r\n-----END OPENSSH PRIVATE KEY-----"
+    }
+    remote = GateRemote(name="o", url="git@10.9.9.9:r.git", key_ref="K")
+    upstream.prepare_keys([remote], environ, tmp_path / "keys")
+    key = upstream.key_path(tmp_path / "keys", "o")
+    assert key.stat().st_mode & 0o777 == 0o600 and key.read_text().endswith("KEY-----\n")
+    assert "\r" not in key.read_text() and "K" not in environ
+    conn = upstream.connect(remote, config=tmp_path, secrets=tmp_path / "keys", environ=environ)
+    assert (
+        "StrictHostKeyChecking=yes" in conn.env["GIT_SSH_COMMAND"]
+        and str(key) in conn.env["GIT_SSH_COMMAND"]
+    )
+    assert f"UserKnownHostsFile={tmp_path / 'o.known_hosts'}" in conn.env["GIT_SSH_COMMAND"]
+
+
+def test_fingerprints_of_a_known_hosts_text() -> None:
+    [fp] = upstream.fingerprints(f"o ssh-ed25519 {KEY}\n")
+    assert fp.startswith("ED25519 SHA256:")
+
+
+# -- policy and scan over real repositories --------------------------------------------------
+
+
+@pytest.fixture
+def repo_pair(tmp_path: Path) -> tuple[Path, Path, str]:
+    """A work repository and a bare mirror that has its first commit."""
+    work, mirror = tmp_path / "work", tmp_path / "mirror.git"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    first = commit(work, "README", "hello\n")
+    git(tmp_path, "init", "-q", "--bare", str(mirror))
+    git(work, "push", "-q", str(mirror), "main")
+    return work, mirror, first
+
+
+def test_policy_refuses_tags_deletes_and_force_by_default(
+    repo_pair: tuple[Path, Path, str],
+) -> None:
+    work, mirror, first = repo_pair
+    second = commit(work, "a", "a\n")
+    git(work, "push", "-q", str(mirror), "main")  # mirror has first and second
+    git(work, "reset", "-q", "--hard", first)
+    rewritten = commit(work, "b", "b\n")
+    updates = [
+        RefUpdate(ref="refs/heads/main", old=second, new=rewritten),
+        RefUpdate(ref="refs/tags/v1", old=gate.ZERO, new=first),
+        RefUpdate(ref="refs/heads/gone", old=first, new=gate.ZERO),
+        RefUpdate(ref="refs/notes/x", old=gate.ZERO, new=first),
+        RefUpdate(ref="refs/heads/new", old=gate.ZERO, new=rewritten),
+    ]
+    git(work, "push", "-q", str(mirror), "HEAD:refs/heads/tmp")  # so the mirror has the objects
+    out = policy.refusals(PushPolicy(), updates, mirror, os.environ)
+    assert len(out) == 4
+    assert "force push" in out[0] and "tags are not pushed" in out[1]
+    assert "deleting a ref" in out[2] and "only branches" in out[3]
+    allowed = PushPolicy(refs=("refs/heads/*", "refs/tags/*"), force=("*",), delete=("*",))
+    assert policy.refusals(allowed, updates[:3], mirror, os.environ) == []
+    assert policy.refusals(PushPolicy(refs=()), updates[-1:], mirror, os.environ)[0].endswith(
+        "push is false)"
+    )
+    specs = policy.refspecs(allowed, updates[:3], mirror, os.environ)
+    assert specs == [
+        f"--force-with-lease=refs/heads/main:{second}", f"+{rewritten}:refs/heads/main",
+        f"{first}:refs/tags/v1", f"--force-with-lease=refs/heads/gone:{first}", ":refs/heads/gone",
+    ]  # fmt: skip
+
+
+def test_scan_reads_every_new_commit_with_file_and_line(repo_pair: tuple[Path, Path, str]) -> None:
+    work, mirror, _first = repo_pair
+    commit(work, "conf.txt", f"a\nb\ntoken = {SECRET}\n", message="add conf")
+    b64 = base64.b64encode(f"x:{SECRET}".encode()).decode()
+    commit(work, "other.txt", f"one\n{b64}\n", message="encoded")
+    commit(work, "conf.txt", "a\nkey = 'x' # gitleaks:allow\n", message=f"clean up {GITHUB}")
+    tip = commit(work, "last.txt", "fine\n", message="tip is clean")
+    git(work, "push", "-q", str(mirror), "HEAD:refs/heads/incoming")
+    git(mirror, "update-ref", "-d", "refs/heads/incoming")  # as if still in quarantine
+    commits = scan.new_commits(mirror, [tip], os.environ)
+    assert len(commits) == 4
+    secrets = dlp.known_secrets(["S"], {"S": SECRET})
+    found = {
+        (f.where, f.rule)
+        for f in scan.scan_known(scan.added_lines(mirror, commits, os.environ), secrets)
+    }
+    assert found == {
+        ("conf.txt:3", "secret:S (plain)"),
+        ("other.txt:2", "secret:S (base64)"),
+        ("commit message", "github-token"),
+        ("conf.txt:2", "gitleaks:allow comment (not honoured here)"),
+    }
+
+
+GITHUB = "ghp_" + "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
+
+
+# -- the hook inside a real receive-pack -----------------------------------------------------
+
+
+@pytest.fixture
+def gate_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """A gate's directories, one remote at a loopback address (never reached), a mirror with
+    the hook, and a stand-in gitleaks (the real one runs in the integration tests)."""
+    config = tmp_path / "config"
+    config.mkdir()
+    remote = GateRemote(name="origin", url="ssh://git@127.0.0.1/r.git", key_ref="K")
+    (config / gate.CONFIG_FILE).write_bytes(GateConfig(remotes=(remote,)).to_json())
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "gitleaks"
+    fake.write_text(
+        '#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = --report-path ] && echo \'[]\' > "$2"; shift; done\n'
+    )
+    fake.chmod(0o755)
+    env = {
+        gate.CONFIG_ENV: str(config),
+        gate.LOG_ENV: str(tmp_path / "logs" / "git-gate.jsonl"),
+        gate.STATUS_ENV: str(tmp_path / "status" / "git-gate.json"),
+        gate.WORK_ENV: str(tmp_path / "work"),
+        gate.SECRETS_ENV: str(tmp_path / "keys"),
+        "BOTTLE_DLP_SECRETS": "S",
+        "S": SECRET,
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "PYTHONPATH": str(Path(gate.__file__).parents[3]),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield env
+
+
+def _push_through_hook(tmp_path: Path, env: dict[str, str], text: str) -> tuple[str, str]:
+    state = gate_server.Gate(gate.load_config(env), Path(env[gate.WORK_ENV]), os.environ)
+    state.prepare()
+    mirror = state.mirror("origin")
+    work = tmp_path / "agent"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    commit(work, "f.txt", text)
+    out = git(work, "push", str(mirror), "main", check=False, env={gate.REMOTE_ENV: "origin"})
+    return out, git(mirror, "for-each-ref")
+
+
+def test_hook_refuses_a_secret_before_anything_moves(
+    tmp_path: Path, gate_env: dict[str, str]
+) -> None:
+    out, refs = _push_through_hook(tmp_path, gate_env, f"x\n{SECRET}\n")
+    assert (
+        "secret:S (plain)" in out and "f.txt:2" in out and "supervise" in out and SECRET not in out
+    )
+    assert refs == ""
+    [record] = [json.loads(line) for line in Path(gate_env[gate.LOG_ENV]).read_text().splitlines()]
+    assert (
+        record["op"] == "push" and record["decision"] == "refuse" and record["scan"] == "findings"
+    )
+    assert record["refs"][0]["ref"] == "refs/heads/main" and SECRET not in json.dumps(record)
+
+
+def test_hook_forwards_a_clean_push_and_a_refused_upstream_leaves_the_mirror(
+    tmp_path: Path, gate_env: dict[str, str]
+) -> None:
+    out, refs = _push_through_hook(tmp_path, gate_env, "clean\n")
+    # The remote is at a loopback address: the gate refuses to connect, the agent is told.
+    assert "could not push to origin" in out and "never connects to" in out, out
+    assert refs == ""
+    record = json.loads(Path(gate_env[gate.LOG_ENV]).read_text().splitlines()[-1])
+    assert record["decision"] == "error" and record["scan"] == "clean"
+
+
+def test_hook_fails_closed_without_gitleaks(
+    tmp_path: Path, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (Path(gate_env["PATH"].split(":")[0]) / "gitleaks").unlink()
+    out, refs = _push_through_hook(tmp_path, gate_env, "clean\n")
+    assert "secret scan failed" in out and "gitleaks is not installed" in out and refs == ""
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Path, gate_env: dict[str, str]) -> Iterator[str]:
+    state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
+    state.prepare()
+    httpd = gate_server.serve(state, "127.0.0.1", 0)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_clone_through_the_server_shows_why_upstream_failed(tmp_path: Path, served: str) -> None:
+    out = git(tmp_path, "clone", f"{served}/origin.git", "c", check=False)
+    assert "git-gate: cannot fetch origin" in out and "never connects to" in out, out
+    out = git(tmp_path, "clone", f"{served}/other.git", "d", check=False)
+    assert "serves only this bottle's remotes: origin" in out, out
+
+
+def test_the_server_bounds_request_bodies(served: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib.error
+    import urllib.request
+
+    monkeypatch.setattr(gate_server, "MAX_BODY", 10)
+    request = urllib.request.Request(f"{served}/origin.git/git-upload-pack", data=b"x" * 11)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 413
+
+
+def test_main_writes_status_once_listening(tmp_path: Path, gate_env: dict[str, str]) -> None:
+    from bottle.runtime.git_gate.__main__ import GateStatus
+
+    proc = subprocess.Popen([sys.executable, "-m", "bottle.runtime.git_gate"], env={**os.environ, "K": "key", gate.PORT_ENV: "0"},
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        from tests.conftest import wait_for
+
+        path = Path(gate_env[gate.STATUS_ENV])
+        wait_for(path.is_file, 20, "the status file")
+        status = GateStatus.model_validate_json(path.read_text())
+        assert status.ready and status.remotes == ("origin",)
+        assert (Path(gate_env[gate.SECRETS_ENV]) / "origin.key").stat().st_mode & 0o777 == 0o600
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_new_mirror_takes_upstreams_default_branch(repo_pair: tuple[Path, Path, str]) -> None:
+    work, upstream_repo, _first = repo_pair
+    git(upstream_repo, "symbolic-ref", "HEAD", "refs/heads/main")
+    mirror = upstream_repo.parent / "m.git"
+    git(work, "init", "-q", "--bare", "-b", "master", str(mirror))
+    conn = upstream.Connection(
+        str(upstream_repo), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
+    )
+    upstream.run_git(["fetch", "-q", conn.url, "+refs/heads/*:refs/heads/*"], conn, cwd=mirror)
+    upstream._follow_head(conn, mirror)
+    assert git(mirror, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+
+
+def test_the_gate_refuses_to_serve_when_git_could_not_run_its_hook(
+    tmp_path: Path, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a noexec mount: git would skip the hook and take pushes unscanned.
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
+    with pytest.raises(RuntimeError, match=r"pre-receive hook .* failed its probe"):
+        state.prepare()
