@@ -1,4 +1,5 @@
-"""DLP on the wire: a real egress in front of an upstream that echoes what it got.
+"""DLP on the wire: a real egress in front of an upstream (TLS, a test CA trusted through
+BOTTLE_EXTRA_CA_CERTS, as credentials go only over verified TLS) that echoes what it got.
 
 The upstream hands back every request header (so the credential egress injected) and the
 body, plainly, gzip-compressed, and split across two chunks of a chunked response; the agent
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -19,7 +21,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_for, write
-from tests.integration.conftest import UPSTREAM_HOST, _leftovers
+from tests.integration.conftest import UPSTREAM_HOST, WORKSPACE_OWNER, _leftovers
+from tests.integration.test_wire import _pem_pair
 
 pytestmark = pytest.mark.docker
 
@@ -43,7 +46,9 @@ egress:
 # Echoes the request: headers then body; /gzip compresses the answer, /chunks sends it as
 # two chunks cut in the middle of the Authorization header, with a pause between them.
 ECHO = r"""
-import gzip, http.server as h, time
+import gzip, http.server as h, os, ssl, time
+with open("/tmp/up.pem", "w") as f:
+    f.write(os.environ["UP_CERT"] + os.environ["UP_KEY"])
 class H(h.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
@@ -65,23 +70,28 @@ class H(h.BaseHTTPRequestHandler):
             self.send_header("content-encoding", "gzip")
         self.send_header("content-length", str(len(echo))); self.end_headers(); self.wfile.write(echo)
     do_POST = do_GET
-h.ThreadingHTTPServer(("", 80), H).serve_forever()
+srv = h.ThreadingHTTPServer(("", 443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("/tmp/up.pem")
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
 """
 
 
 @contextlib.contextmanager
-def echo_upstream(project: str, image: str) -> Iterator[str]:
+def echo_upstream(project: str, image: str, cert: tuple[str, str]) -> Iterator[str]:
     name = f"bottle-it-echo-{uuid.uuid4().hex[:8]}"
     subprocess.run(
         [
             *("docker", "run", "-d", "--name", name, "--network", f"{project}_egress"),
             *("--network-alias", UPSTREAM_HOST, "--label", "bottle.test=upstream"),
-            *(image, "python", "-c", ECHO),
+            *("-e", "UP_CERT", "-e", "UP_KEY", image, "python", "-c", ECHO),
         ],
         check=True,
         capture_output=True,
+        env={**os.environ, "UP_CERT": cert[0], "UP_KEY": cert[1]},
     )
-    probe = "import urllib.request as u; u.urlopen('http://127.0.0.1/ready', timeout=2)"
+    probe = "import socket; socket.create_connection(('127.0.0.1', 443), timeout=2).close()"
     try:
         wait_for(
             lambda: (
@@ -108,15 +118,21 @@ def wire(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Itera
 
     home = tmp_path_factory.mktemp("dlp-home")
     workdir = tmp_path_factory.mktemp("dlp-work")
+    if os.getuid() == 0:  # the agent runs as the workspace's owner, never as root
+        os.chown(workdir, *WORKSPACE_OWNER)
+    ca_pem, _, ca_cert, ca_key = _pem_pair("bottle dlp test CA", [], None)
+    cert, key, _, _ = _pem_pair(UPSTREAM_HOST, [UPSTREAM_HOST], (ca_cert, ca_key))
+    ca_file = write(tmp_path_factory.mktemp("dlp-ca") / "test-ca.pem", ca_pem)
     write(home / "bottles" / "dlpw.md", BOTTLE)
     write(home / "agents" / "dlpw.md", "---\nbottle: dlpw\n---\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BOTTLE_HOME", str(home))
         mp.setenv("DLPW_TOKEN", TOKEN)
         mp.setenv("DLPW_EXTRA", EXTRA)
+        mp.setenv("BOTTLE_EXTRA_CA_CERTS", str(ca_file))
         with Bottle("dlpw", cwd=workdir).start() as instance:
             meta = instance.metadata
-            with echo_upstream(meta.compose_project, meta.images["sidecar"]):
+            with echo_upstream(meta.compose_project, meta.images["sidecar"], (cert, key)):
                 yield instance
         leftovers = _leftovers(Path(home))
         assert leftovers is None, f"containers/networks left behind: {leftovers}"
@@ -131,7 +147,7 @@ def agent_curl(instance: Any, *args: str) -> str:
 
 @pytest.mark.parametrize("path", ["/plain", "/gzip", "/chunks"])
 def test_injected_token_never_reaches_the_agent(wire: Any, path: str) -> None:
-    out = agent_curl(wire, f"http://{UPSTREAM_HOST}{path}")
+    out = agent_curl(wire, f"https://{UPSTREAM_HOST}{path}")
     assert "200" in out.splitlines()[0]
     assert TOKEN not in out
     # The upstream got the real token (egress injected it) and echoed it: the agent sees the
@@ -156,7 +172,7 @@ def test_secret_after_the_first_mib_of_a_request_body_is_refused(wire: Any) -> N
             "sh",
             "-c",
             f'python3 -c "{make}" > /tmp/big && curl -sS -w " %{{http_code}}" '
-            f"--data-binary @/tmp/big http://{UPSTREAM_HOST}/post",
+            f"--data-binary @/tmp/big https://{UPSTREAM_HOST}/post",
         ],
         capture=True,
     )
@@ -168,7 +184,7 @@ def test_secret_after_the_first_mib_of_a_request_body_is_refused(wire: Any) -> N
             "sh",
             "-c",
             "head -c 2097152 /dev/zero | tr '\\0' a > /tmp/clean && curl -sS -o /dev/null "
-            f'-w "%{{http_code}}" --data-binary @/tmp/clean http://{UPSTREAM_HOST}/post',
+            f'-w "%{{http_code}}" --data-binary @/tmp/clean https://{UPSTREAM_HOST}/post',
         ],
         capture=True,
     )
