@@ -856,7 +856,7 @@ def test_addon_module_exposes_egress_then_the_connect_guard() -> None:
     assert isinstance(second, ConnectGuard)
     assert second.tables is first.tables and second.log is first.log
     names = [type(a).__name__ for a in first.addons]
-    assert names == ["Reload", "DecisionLog", "Guards", "Scan", "Inject"]
+    assert names == ["Reload", "Guards", "Scan", "Inject", "DecisionLog"]
 
 
 def test_every_log_line_is_one_log_record_the_host_reads_back(env: Env) -> None:

@@ -65,8 +65,8 @@ def mitmdump_argv(confdir: Path, host_ca: Path | None, addon: Path = ADDON) -> l
         # "alert" hides mitmproxy's per-connection info lines, shows reloads and problems.
         "--set", "flow_detail=0",
         "--set", "termlog_verbosity=alert",
-        # Responses are not scanned: stream big ones instead of buffering them whole.
-        "--set", "stream_large_bodies=1m",
+        # No stream_large_bodies: it would stream a request body past 1 MiB before DLP saw
+        # it. The scan addon streams responses itself (scrubbing them on the way).
     ]  # fmt: skip
     if host_ca is not None:
         argv += ["--set", f"ssl_verify_upstream_trusted_ca={host_ca}"]

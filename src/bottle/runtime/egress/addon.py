@@ -5,12 +5,13 @@ Like mitmproxy's own ``default_addons()``, each job is a small addon and the ord
 :data:`addons` is the order their hooks run in:
 
 1. :mod:`.reload`: the route table in force (SIGHUP swaps it; ``status/egress.json``).
-2. :mod:`.log`: the decision log (one :class:`~.records.LogRecord` line per decision) and the
-   refusals (a real HTTP response with a JSON body the agent reads).
-3. :mod:`.guards`: every request is matched against the routes, after the Host / SNI /
+2. :mod:`.guards`: every request is matched against the routes, after the Host / SNI /
    CONNECT, dot-segment and git-push checks; passthrough tunnels; no raw TCP or UDP.
-4. :mod:`.scan`: outbound DLP, before any credential goes in.
-5. :mod:`.inject`: the route's credential, after the agent's own are stripped.
+3. :mod:`.scan`: DLP, before any credential goes in; responses scrubbed of secrets.
+4. :mod:`.inject`: the route's credential, after the agent's own are stripped.
+5. :mod:`.log`: the decision log (one :class:`~.records.LogRecord` line per decision) and the
+   refusals (a real HTTP response with a JSON body the agent reads); last, so its response
+   hook logs what scan scrubbed.
 6. :mod:`.connect`: the name is resolved and the connection pinned to a public address
    (or a private one, for a route that says ``private: true``).
 
@@ -53,10 +54,10 @@ class Egress:
         self.log = DecisionLog(self.tables, log_path or paths.log_path(env))
         self.addons = [
             self.tables,
-            self.log,
             Guards(self.tables, self.log),
             Scan(self.tables, self.log),
             Inject(self.tables, self.log, env),
+            self.log,  # last: its response hook logs what scan's scrubbed
         ]
 
     @property

@@ -39,6 +39,7 @@ class FlowRecord(TypedDict):
     route: int | None  # index into the route table in force
     dlp: str  # the matched route's dlp mode
     findings: list[str]  # "kind in where", never the matched text
+    scrubbed: list[str]  # "secret:NAME in where": removed from the response
     host: str  # redacted for logs
     path: str  # no query, redacted for logs
     logged: bool
@@ -53,6 +54,7 @@ def flow_record(flow: http.HTTPFlow) -> FlowRecord:
             route=None,
             dlp="off",
             findings=[],
+            scrubbed=[],
             host="",
             path="",
             logged=False,
@@ -177,6 +179,7 @@ class DecisionLog:
                 decision=record["decision"],
                 reason=record["reason"],
                 findings=tuple(record["findings"]) or None,
+                scrubbed=tuple(record.get("scrubbed", ())) or None,
                 request_bytes=len(flow.request.raw_content or b""),
                 response_bytes=(len(response.raw_content or b"") if response is not None else None),
                 status=response.status_code if response is not None else None,

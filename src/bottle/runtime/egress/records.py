@@ -29,6 +29,7 @@ class LogRecord(BaseModel):
     decision: Decision
     reason: str = ""
     findings: tuple[str, ...] | None = None  # DLP: "kind in where", never the matched text
+    scrubbed: tuple[str, ...] | None = None  # "secret:NAME in where", removed from the response
     request_bytes: int | None = None
     response_bytes: int | None = None
     status: int | None = None  # the HTTP status sent back, when there was one

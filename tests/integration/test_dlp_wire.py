@@ -1,0 +1,191 @@
+"""DLP on the wire: a real egress in front of an upstream (TLS, a test CA trusted through
+BOTTLE_EXTRA_CA_CERTS, as credentials go only over verified TLS) that echoes what it got.
+
+The upstream hands back every request header (so the credential egress injected) and the
+body, plainly, gzip-compressed, and split across two chunks of a chunked response; the agent
+must see none of it. A known secret after the first MiB of a request body is refused.
+One instance for the whole module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_for, write
+from tests.integration.conftest import UPSTREAM_HOST, WORKSPACE_OWNER, _leftovers
+from tests.integration.test_wire import _pem_pair
+
+pytestmark = pytest.mark.docker
+
+TOKEN = "wire-tok-" + "5d1c9e7a3b" * 3  # injected by egress; the agent never holds it
+EXTRA = "wire-extra-" + "a8f2c6e0" * 3  # a dlp_secrets value the agent got hold of
+MARKER = "[bottle:scrubbed]"
+
+BOTTLE = """---
+agent: {provider: shell}
+supervise: false
+egress:
+  routes:
+    - host: upstream.test
+      methods: [GET, POST]
+      auth: {scheme: bearer, token_ref: DLPW_TOKEN}
+      private: true   # upstream.test is a container on the bottle's network
+  dlp_secrets: [DLPW_EXTRA]
+---
+"""
+
+# Echoes the request: headers then body; /gzip compresses the answer, /chunks sends it as
+# two chunks cut in the middle of the Authorization header, with a pause between them.
+ECHO = r"""
+import gzip, http.server as h, os, ssl, time
+with open("/tmp/up.pem", "w") as f:
+    f.write(os.environ["UP_CERT"] + os.environ["UP_KEY"])
+class H(h.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        n = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(n) if n else b""
+        echo = ("".join(f"{k}: {v}\n" for k, v in self.headers.items())).encode() + body
+        if self.path.startswith("/chunks"):
+            self.send_response(200); self.send_header("transfer-encoding", "chunked"); self.end_headers()
+            cut = echo.index(b"Bearer ") + 12
+            for part in (echo[:cut], echo[cut:]):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part)); self.wfile.flush(); time.sleep(0.3)
+            self.wfile.write(b"0\r\n\r\n"); return
+        if self.path.startswith("/gzip"):
+            echo = gzip.compress(echo)
+        self.send_response(200)
+        self.send_header("x-echo-auth", self.headers.get("authorization", ""))
+        if self.path.startswith("/gzip"):
+            self.send_header("content-encoding", "gzip")
+        self.send_header("content-length", str(len(echo))); self.end_headers(); self.wfile.write(echo)
+    do_POST = do_GET
+srv = h.ThreadingHTTPServer(("", 443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("/tmp/up.pem")
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"""
+
+
+@contextlib.contextmanager
+def echo_upstream(project: str, image: str, cert: tuple[str, str]) -> Iterator[str]:
+    name = f"bottle-it-echo-{uuid.uuid4().hex[:8]}"
+    subprocess.run(
+        [
+            *("docker", "run", "-d", "--name", name, "--network", f"{project}_egress"),
+            *("--network-alias", UPSTREAM_HOST, "--label", "bottle.test=upstream"),
+            *("-e", "UP_CERT", "-e", "UP_KEY", image, "python", "-c", ECHO),
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "UP_CERT": cert[0], "UP_KEY": cert[1]},
+    )
+    probe = "import socket; socket.create_connection(('127.0.0.1', 443), timeout=2).close()"
+    try:
+        wait_for(
+            lambda: (
+                subprocess.run(
+                    ["docker", "exec", name, "python", "-c", probe],
+                    capture_output=True,
+                    check=False,
+                ).returncode
+                == 0
+                or None
+            ),
+            60,
+            "the echo upstream to listen",
+            poll=0.2,
+        )
+        yield name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def wire(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[Any]:
+    from bottle import Bottle
+
+    home = tmp_path_factory.mktemp("dlp-home")
+    workdir = tmp_path_factory.mktemp("dlp-work")
+    if os.getuid() == 0:  # the agent runs as the workspace's owner, never as root
+        os.chown(workdir, *WORKSPACE_OWNER)
+    ca_pem, _, ca_cert, ca_key = _pem_pair("bottle dlp test CA", [], None)
+    cert, key, _, _ = _pem_pair(UPSTREAM_HOST, [UPSTREAM_HOST], (ca_cert, ca_key))
+    ca_file = write(tmp_path_factory.mktemp("dlp-ca") / "test-ca.pem", ca_pem)
+    write(home / "bottles" / "dlpw.md", BOTTLE)
+    write(home / "agents" / "dlpw.md", "---\nbottle: dlpw\n---\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BOTTLE_HOME", str(home))
+        mp.setenv("DLPW_TOKEN", TOKEN)
+        mp.setenv("DLPW_EXTRA", EXTRA)
+        mp.setenv("BOTTLE_EXTRA_CA_CERTS", str(ca_file))
+        with Bottle("dlpw", cwd=workdir).start() as instance:
+            meta = instance.metadata
+            with echo_upstream(meta.compose_project, meta.images["sidecar"], (cert, key)):
+                yield instance
+        leftovers = _leftovers(Path(home))
+        assert leftovers is None, f"containers/networks left behind: {leftovers}"
+
+
+def agent_curl(instance: Any, *args: str) -> str:
+    result = instance.exec(["curl", "-sS", "-i", "--compressed", *args], capture=True)
+    assert result.exit_code == 0, result.stderr
+    out: str = result.stdout
+    return out
+
+
+@pytest.mark.parametrize("path", ["/plain", "/gzip", "/chunks"])
+def test_injected_token_never_reaches_the_agent(wire: Any, path: str) -> None:
+    out = agent_curl(wire, f"https://{UPSTREAM_HOST}{path}")
+    assert "200" in out.splitlines()[0]
+    assert TOKEN not in out
+    # The upstream got the real token (egress injected it) and echoed it: the agent sees the
+    # marker where it stood, in the echoed body, and in the header for the plain answer.
+    assert f"Bearer {MARKER}" in out
+    if path != "/chunks":
+        assert f"x-echo-auth: Bearer {MARKER}" in out
+    if path == "/gzip":
+        assert "content-encoding" not in out.lower()
+    # The decision log says what was removed, and never the token itself.
+    log = wire.state.egress_log.read_text()
+    assert TOKEN not in log
+    lines = [json.loads(line) for line in log.splitlines()]
+    (entry,) = [e for e in lines if e["path"] == path]
+    assert "secret:DLPW_TOKEN in body" in entry["scrubbed"]
+
+
+def test_secret_after_the_first_mib_of_a_request_body_is_refused(wire: Any) -> None:
+    make = f"import sys; sys.stdout.write('a' * (2 << 20) + '{EXTRA}')"
+    result = wire.exec(
+        [
+            "sh",
+            "-c",
+            f'python3 -c "{make}" > /tmp/big && curl -sS -w " %{{http_code}}" '
+            f"--data-binary @/tmp/big https://{UPSTREAM_HOST}/post",
+        ],
+        capture=True,
+    )
+    assert result.stdout.endswith(" 403"), result.stdout[-300:]
+    assert "egress_dlp" in result.stdout and EXTRA not in result.stdout
+    # The same size without the secret goes through: the refusal is about the secret.
+    clean = wire.exec(
+        [
+            "sh",
+            "-c",
+            "head -c 2097152 /dev/zero | tr '\\0' a > /tmp/clean && curl -sS -o /dev/null "
+            f'-w "%{{http_code}}" --data-binary @/tmp/clean https://{UPSTREAM_HOST}/post',
+        ],
+        capture=True,
+    )
+    assert clean.stdout == "200", clean.stdout

@@ -1,0 +1,268 @@
+"""Responses scrubbed and bodies decoded in bounded memory: chunk boundaries, the 50 MB
+stream, the decompression bomb, and what the addon logs and sends on."""
+
+from __future__ import annotations
+
+import gzip
+import tracemalloc
+import zlib
+
+import pytest
+from mitmproxy import http, websocket
+from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHeadersHook, HttpResponseHook
+from mitmproxy.proxy.layers.websocket import WebsocketMessageHook
+from wsproto.frame_protocol import Opcode
+
+from bottle.runtime.egress import decoding, dlp, scrub
+from tests.unit.test_egress_addon import EXTRA_SECRET, GH_SECRET, Env, env, make_flow  # noqa: F401
+
+SECRETS = dlp.known_secrets(["T"], {"T": GH_SECRET})
+NEEDLES = scrub.needles(SECRETS)
+MIB = 1 << 20
+
+
+def run(scrubber: scrub.StreamScrubber, data: bytes, cut: int) -> bytes:
+    pieces = [piece for piece in (data[:cut], data[cut:]) if piece]  # b"" is the end
+    return b"".join(b"".join(scrubber(piece)) for piece in [*pieces, b""])
+
+
+@pytest.mark.parametrize(("form", "needle"), sorted(set(SECRETS[0].forms)))
+def test_every_form_is_scrubbed_at_every_chunk_boundary(form: str, needle: str) -> None:
+    data = b"<<" + needle.encode() + b">>"
+    for cut in range(len(data) + 1):
+        scrubber = scrub.StreamScrubber(NEEDLES)
+        out = run(scrubber, data, cut)
+        assert out == b"<<" + scrub.MARKER + b">>", (form, cut)
+        assert scrubber.found == {"T"}
+
+
+def test_request_scanner_finds_a_secret_split_at_every_boundary() -> None:
+    data = b"x" * 150 + GH_SECRET.encode() + b"y" * 150
+    for cut in range(140, 150 + len(GH_SECRET) + 10):
+        scanner = dlp.BodyScanner("body", SECRETS, window=64)
+        scanner.feed(data[:cut])
+        scanner.feed(data[cut:])
+        assert [f.kind for f in scanner.close()] == ["secret:T"], cut
+
+
+def test_a_50_mb_stream_is_scrubbed_in_bounded_memory() -> None:
+    piece = (b"a" * 65535 + b"\n") * 16  # 1 MiB
+    scrubber = scrub.StreamScrubber(NEEDLES)
+    tracemalloc.start()
+    try:
+        sent = 0
+        for index in range(50):
+            chunk = piece if index != 37 else piece[:-40] + GH_SECRET.encode()[:20]
+            if index == 38:
+                chunk = GH_SECRET.encode()[20:] + piece[len(GH_SECRET) - 20 :]
+            for out in scrubber(chunk):
+                sent += len(out)
+                assert GH_SECRET.encode()[:20] not in out or scrub.MARKER in out
+        for out in scrubber(b""):
+            sent += len(out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert scrubber.found == {"T"}
+    assert sent > 49 * MIB
+    assert peak < 8 * MIB, peak  # a few pieces, never the body
+
+
+def test_a_50_mb_request_body_is_scanned_in_bounded_memory() -> None:
+    scanner = dlp.BodyScanner("body", SECRETS)
+    piece = bytes(MIB)
+    tracemalloc.start()
+    try:
+        for index in range(50):
+            scanner.feed(piece if index != 49 else piece + GH_SECRET.encode())
+        found = scanner.close()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [f.kind for f in found] == ["secret:T"]
+    assert peak < 12 * MIB, peak
+
+
+def test_a_decompression_bomb_stops_at_the_bound_in_bounded_memory() -> None:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    bomb = b"".join(packer.compress(bytes(MIB)) for _ in range(64)) + packer.flush()
+    assert len(bomb) < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(decoding.TooLarge, match="more than 16 MiB"):
+            for _ in decoding.decode_stream(decoding.chunks(bomb, 4096), ["gzip"], 16 * MIB):
+                pass
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * MIB, peak
+
+
+def test_a_response_bomb_is_cut_with_a_note() -> None:
+    bomb = gzip.compress(bytes(4 * MIB))
+    scrubber = scrub.StreamScrubber(NEEDLES, ["gzip"])
+    scrubber.decoder = decoding.Decoder(["gzip"], MIB)
+    out = b"".join(scrubber(bomb)) + b"".join(scrubber(b""))
+    assert len(out) < 2 * MIB
+    assert out.endswith(b"decodes to more than 1 MiB]\n")
+    assert "more than 1 MiB" in scrubber.problem
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["gzip", "gzip, gzip", "x-gzip", "deflate", "br", "zstd", "identity", "IDENTITY, gzip"],
+)
+def test_decoder_undoes_each_declared_encoding(header: str) -> None:
+    from tests.unit.dlp_cases import brotli, zstd
+
+    data = b"payload " * 1000
+    encoded = data
+    for name in decoding.parse(header):
+        encoded = {
+            "gzip": gzip.compress,
+            "x-gzip": gzip.compress,
+            "deflate": zlib.compress,
+            "br": brotli.compress,
+            "zstd": zstd.compress,
+        }[name](encoded)
+    assert (
+        b"".join(decoding.decode_stream(decoding.chunks(encoded, 13), decoding.parse(header)))
+        == data
+    )
+
+
+@pytest.mark.parametrize(
+    ("blob", "names"),
+    [(b"not gzip", ["gzip"]), (gzip.compress(b"x" * 100)[:20], ["gzip"]), (b"x", ["compress"])],
+)
+def test_decoder_refuses_what_does_not_decode(blob: bytes, names: list[str]) -> None:
+    with pytest.raises(decoding.DecodeError):
+        b"".join(decoding.decode_stream([blob], names))
+
+
+# -- the addon -------------------------------------------------------------------------------
+
+
+def test_response_is_scrubbed_logged_and_reframed(env: Env) -> None:  # noqa: F811
+    flow = make_flow("GET", "https://api.github.com/repos/o/r")
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is None
+    assert flow.request.headers["Authorization"] == f"Bearer {GH_SECRET}"  # injected
+    flow.response = http.Response.make(200)
+    flow.response.headers.fields = (
+        (b"Content-Encoding", b"gzip"),
+        (b"Content-Length", b"5000000"),  # big: streamed
+        (b"X-Echo", f"Bearer {GH_SECRET}".encode()),
+    )
+    env.fire(HttpResponseHeadersHook(flow))
+    assert flow.response.headers["x-echo"] == "Bearer [bottle:scrubbed]"
+    assert "content-encoding" not in flow.response.headers
+    assert "content-length" not in flow.response.headers
+    assert flow.response.headers["transfer-encoding"] == "chunked"
+    stream = flow.response.stream
+    assert callable(stream)
+    blob = gzip.compress(f"you sent {GH_SECRET} and {EXTRA_SECRET}".encode())
+    out = b"".join(b"".join(stream(blob[i : i + 5])) for i in range(0, len(blob), 5))
+    out += b"".join(stream(b""))
+    assert out == b"you sent [bottle:scrubbed] and [bottle:scrubbed]"
+    env.fire(HttpResponseHook(flow))
+    (line,) = env.log_lines()
+    assert line["decision"] == "allow"
+    assert sorted(line["scrubbed"]) == [
+        "secret:EXTRA_SECRET in body",
+        "secret:GH_TOKEN in body",
+        "secret:GH_TOKEN in headers",
+    ]
+    assert GH_SECRET not in env.log.read_text()
+
+
+def test_a_clean_response_is_streamed_unchanged_and_logged_without_scrubbed(env: Env) -> None:  # noqa: F811
+    flow = make_flow("GET", "https://pypi.org/simple/")
+    env.fire(HttpRequestHook(flow))
+    flow.response = http.Response.make(200, b"", {"X-A": "b"})
+    del flow.response.headers["content-length"]  # unknown length: streamed
+    env.fire(HttpResponseHeadersHook(flow))
+    stream = flow.response.stream
+    assert callable(stream)
+    out = b"".join(stream(b"hello ")) + b"".join(stream(b"world")) + b"".join(stream(b""))
+    assert out == b"hello world"
+    env.fire(HttpResponseHook(flow))
+    assert env.log_lines()[0]["scrubbed"] is None
+
+
+def test_websocket_message_from_upstream_is_scrubbed(env: Env) -> None:  # noqa: F811
+    flow = make_flow("GET", "https://pypi.org/socket")
+    env.fire(HttpRequestHook(flow))
+    flow.websocket = websocket.WebSocketData()
+    echo = websocket.WebSocketMessage(Opcode.TEXT, False, f"you said {EXTRA_SECRET}".encode())
+    flow.websocket.messages.append(echo)
+    env.fire(WebsocketMessageHook(flow))
+    assert echo.content == b"you said [bottle:scrubbed]"
+    assert not echo.dropped
+    line = env.log_lines()[-1]
+    assert line["scrubbed"] == ["secret:EXTRA_SECRET in websocket message"]
+
+
+def test_undecodable_request_body_is_refused_only_on_a_credentialed_route(env: Env) -> None:  # noqa: F811
+    headers = {"Content-Encoding": "gzip"}
+    to_cred = make_flow("POST", "https://api.github.com/repos/o/r", headers=headers)
+    to_cred.request.raw_content = b"x"
+    env.fire(HttpRequestHook(to_cred))
+    assert to_cred.response is not None and to_cred.response.status_code == 403
+    assert "does not decode" in to_cred.response.get_text()
+    plain = make_flow("POST", "https://upload.example.com/u", headers=headers)
+    plain.request.raw_content = b"x"
+    env.fire(HttpRequestHook(plain))
+    assert plain.response is None
+
+
+def small_response(env: Env, body: bytes, encoding: str) -> http.HTTPFlow:  # noqa: F811
+    flow = make_flow("GET", "https://pypi.org/simple/")
+    env.fire(HttpRequestHook(flow))
+    flow.response = http.Response.make(200)
+    flow.response.headers["Content-Encoding"] = encoding
+    flow.response.raw_content = body
+    flow.response.headers["Content-Length"] = str(len(body))
+    env.fire(HttpResponseHeadersHook(flow))
+    assert not flow.response.stream  # small: held whole
+    env.fire(HttpResponseHook(flow))
+    return flow
+
+
+def test_small_compressed_response_is_scrubbed_whole_and_logged(env: Env) -> None:  # noqa: F811
+    flow = small_response(env, gzip.compress(f"echo {EXTRA_SECRET}!".encode()), "gzip")
+    assert flow.response is not None
+    assert flow.response.raw_content == b"echo [bottle:scrubbed]!"
+    assert "content-encoding" not in flow.response.headers
+    assert flow.response.headers["content-length"] == str(len(flow.response.raw_content))
+    assert env.log_lines()[0]["scrubbed"] == ["secret:EXTRA_SECRET in body"]
+
+
+def test_small_clean_response_is_sent_on_as_it_came(env: Env) -> None:  # noqa: F811
+    blob = gzip.compress(b"nothing to see")
+    flow = small_response(env, blob, "gzip")
+    assert flow.response is not None
+    assert flow.response.raw_content == blob
+    assert flow.response.headers["content-encoding"] == "gzip"
+
+
+def test_small_bomb_response_is_withheld(env: Env) -> None:  # noqa: F811
+    flow = small_response(env, gzip.compress(bytes(80 * MIB)), "gzip")
+    assert flow.response is not None
+    assert flow.response.raw_content is not None
+    assert flow.response.raw_content.startswith(b"[bottle: this response was withheld")
+    assert "withheld" in env.log_lines()[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("method", "status"), [("GET", 101), ("GET", 204), ("GET", 304), ("HEAD", 200)]
+)
+def test_bodiless_responses_keep_their_framing(env: Env, method: str, status: int) -> None:  # noqa: F811
+    flow = make_flow(method, "https://pypi.org/socket")
+    env.fire(HttpRequestHook(flow))
+    flow.response = http.Response.make(status)
+    flow.response.headers.fields = ((b"Upgrade", b"websocket"), (b"X-Echo", EXTRA_SECRET.encode()))
+    env.fire(HttpResponseHeadersHook(flow))
+    assert flow.response.headers["x-echo"] == "[bottle:scrubbed]"
+    assert "transfer-encoding" not in flow.response.headers
+    assert not flow.response.stream
