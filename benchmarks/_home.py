@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -13,4 +14,7 @@ def bench_home(agent: str, bottle_text: str) -> Path:
     (home / "agents").mkdir()
     (home / "bottles" / f"{agent}.md").write_text(bottle_text)
     (home / "agents" / f"{agent}.md").write_text(f"---\nbottle: {agent}\n---\n")
+    if os.getuid() == 0:
+        # The home is also the agent's workspace, and bottle never runs an agent as root.
+        os.chown(home, 1000, 1000)
     return home

@@ -41,7 +41,7 @@ t = time.perf_counter(); size = len(opener.open("http://upstream.test/big").read
 print(statistics.median(times) * 1000, size / big / 1e6)
 """
 
-BOTTLE = "---\nsupervise: false\negress:\n  routes: [{host: upstream.test}]\n---\n"
+BOTTLE = "---\nsupervise: false\negress:\n  routes: [{host: upstream.test, private: true}]\n---\n"
 
 
 def main() -> None:

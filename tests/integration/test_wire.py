@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_for, write
+from tests.conftest import user_owned, wait_for, write
 
 pytestmark = pytest.mark.docker
 
@@ -193,6 +193,7 @@ def wire(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Itera
     write(home / "agents" / "wire.md", "---\nbottle: wire\n---\n")
     workdir = root / "work"
     workdir.mkdir()
+    user_owned(workdir)  # the agent runs as the workspace's owner, never root
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BOTTLE_HOME", str(home))
         patch.setenv("BOTTLE_EXTRA_CA_CERTS", str(ca_file))
