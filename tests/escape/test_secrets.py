@@ -14,16 +14,26 @@ from tests.escape.conftest import SECRET, SECRET_VAR
 pytestmark = pytest.mark.docker
 
 
-def test_control_the_secret_is_real_and_injected(escaped: Instance) -> None:
-    """Without this the other tests could pass on a bottle that never had the secret."""
-    want = f"hello from upstream /allowed/who auth=Bearer {SECRET}"
+def test_control_the_secret_is_real_and_egress_holds_it(escaped: Instance) -> None:
+    """Without this the other tests could pass on a bottle that never had the secret.
 
-    def answer() -> bool:
-        # upstream.test is a container started just before; give its server a moment.
-        url = "http://upstream.test/allowed/who"
-        return escaped.exec(["curl", "-sS", url], capture=True).stdout == want
+    Egress injects it only over verified TLS to port 443 (tests/integration/test_wire.py
+    proves the injection against a TLS upstream); here it is enough to see that egress
+    knows the real value (its DLP refuses a request that carries it) and that the route
+    with the credential is in force (plain HTTP to that host is refused for it).
+    """
+    url = "http://upstream.test/allowed/who"
 
-    wait_for(answer, 30, "upstream.test to answer with the injected credential", poll=0.5)
+    def refused_for_the_credential() -> bool:
+        out = escaped.exec(["curl", "-sS", url], capture=True).stdout
+        return "sends only over https" in out
+
+    wait_for(refused_for_the_credential, 30, "egress to refuse plain HTTP to the credentialed host")
+    carried = escaped.exec(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"X-Probe: {SECRET}", url],
+        capture=True,
+    ).stdout
+    assert carried == "403"
 
 
 def test_secret_not_in_the_agents_environment(escaped: Instance) -> None:
