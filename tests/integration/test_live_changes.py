@@ -74,7 +74,7 @@ def test_a_route_without_private_does_not_reach_the_private_upstream(live) -> No
     assert refusal["error"] == "egress_refused" and refusal["host"] == "upstream.test"
     assert re.search(
         r"resolves to \d+\.\d+\.\d+\.\d+; it is an address of the bottle's own "
-        r"networks, and no route for this host says private: true",
+        r"networks or of the machine it runs on, and no route for this host says private: true",
         refusal["reason"],
     )
     log = [json.loads(line) for line in live.state.egress_log.read_text().splitlines()]
