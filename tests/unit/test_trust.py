@@ -13,7 +13,7 @@ import pytest
 from bottle import trust
 from bottle.errors import ManifestError
 from bottle.manifest import load_manifest
-from tests.conftest import run_cli, write
+from tests.conftest import run_cli_here, write
 
 AGENT = "---\ndescription: repo helper\n---\nDo what the repository asks.\n"
 
@@ -113,26 +113,44 @@ def test_concurrent_trusts_lose_nothing(home: Path, repo: Path) -> None:
     assert set(trust.trusted(home)) == {str(p) for p in paths}
 
 
-def test_cli_trust_list_untrust_and_agents_column(home: Path, repo: Path) -> None:
+def test_cli_trust_list_untrust_and_agents_column(
+    home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In process: the real entry point is proven once, in test_cli.
     path = repo_agent(repo)
     env = {"BOTTLE_HOME": str(home)}
-    listed = json.loads(run_cli("agents", "--json", cwd=repo, env=env).stdout)
+    listed = json.loads(
+        run_cli_here("agents", "--json", cwd=repo, env=env, monkeypatch=monkeypatch).stdout
+    )
     assert {a["name"]: a["trust"] for a in listed}["helper"] == "untrusted"
 
-    refused = run_cli("render", "helper", cwd=repo, env=env)
+    refused = run_cli_here("render", "helper", cwd=repo, env=env, monkeypatch=monkeypatch)
     assert refused.returncode == 2
     assert "bottle trust" in refused.stderr and "Traceback" not in refused.stderr
 
-    done = run_cli("trust", ".bottle/agents/helper.md", cwd=repo, env=env)
+    done = run_cli_here(
+        "trust", ".bottle/agents/helper.md", cwd=repo, env=env, monkeypatch=monkeypatch
+    )
     assert done.returncode == 0, done.stderr
     assert str(path) in done.stderr
-    shown = json.loads(run_cli("trust", "--list", "--json", cwd=repo, env=env).stdout)
+    shown = json.loads(
+        run_cli_here("trust", "--list", "--json", cwd=repo, env=env, monkeypatch=monkeypatch).stdout
+    )
     assert list(shown) == [str(path)]
-    assert run_cli("render", "helper", cwd=repo, env=env).returncode == 0
-    listed = json.loads(run_cli("agents", "--json", cwd=repo, env=env).stdout)
+    assert (
+        run_cli_here("render", "helper", cwd=repo, env=env, monkeypatch=monkeypatch).returncode == 0
+    )
+    listed = json.loads(
+        run_cli_here("agents", "--json", cwd=repo, env=env, monkeypatch=monkeypatch).stdout
+    )
     assert {a["name"]: a["trust"] for a in listed}["helper"] == "trusted"
 
-    assert run_cli("untrust", str(path), cwd=repo, env=env).returncode == 0
-    assert run_cli("render", "helper", cwd=repo, env=env).returncode == 2
-    bad = run_cli("trust", "nope.md", cwd=repo, env=env)
+    assert (
+        run_cli_here("untrust", str(path), cwd=repo, env=env, monkeypatch=monkeypatch).returncode
+        == 0
+    )
+    assert (
+        run_cli_here("render", "helper", cwd=repo, env=env, monkeypatch=monkeypatch).returncode == 2
+    )
+    bad = run_cli_here("trust", "nope.md", cwd=repo, env=env, monkeypatch=monkeypatch)
     assert bad.returncode == 2 and "hint:" in bad.stderr and "Traceback" not in bad.stderr
