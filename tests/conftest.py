@@ -15,9 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
+
+
+# Random inputs: a quick pass on every run, a deep one on request
+# (`pytest --hypothesis-profile=thorough`).
+hypothesis_settings.register_profile("fast", max_examples=30)
+hypothesis_settings.register_profile("thorough", max_examples=1000)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("hypothesis_profile", None) is None:
+        hypothesis_settings.load_profile("fast")
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, poll: float = 0.05) -> Any:

@@ -66,9 +66,9 @@ def _dump(data: object) -> str:
     return out.getvalue()
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+# How many examples comes from the hypothesis profile (tests/conftest.py): few by default,
+# many with --hypothesis-profile=thorough.
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(bottle=front, agent=front, raw=st.text(max_size=40))
 def test_random_manifests_never_crash(tmp_path: Path, bottle: dict, agent: dict, raw: str) -> None:
     home = tmp_path / "h"
