@@ -13,6 +13,7 @@ never run (``bottle/__init__.py`` names the whole library that way, and loads it
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 __all__ = ["RUNTIME_PACKAGE", "runtime_sources"]
@@ -41,10 +42,17 @@ def _module_name(root: Path, path: Path) -> str:
 
 def _imported(root: Path, path: Path) -> set[str]:
     """The ``bottle`` modules ``path`` may import (``from m import name`` may name a module)."""
-    tree = ast.parse(path.read_bytes(), filename=str(path))
     package = _module_name(root, path)
     if path.name != "__init__.py":
         package = package.rpartition(".")[0]
+    return set(_imports_in(package, path.read_bytes(), str(path)))
+
+
+# Every plan hashes the sidecar context, and parsing is most of that cost. Keyed by the
+# source text itself, so an edited file is parsed afresh.
+@functools.lru_cache(maxsize=1024)
+def _imports_in(package: str, source: bytes, filename: str) -> frozenset[str]:
+    tree = ast.parse(source, filename=filename)
     found: set[str] = set()
     for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
@@ -58,7 +66,7 @@ def _imported(root: Path, path: Path) -> set[str]:
                 base = node.module or ""
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
-    return {name for name in found if name == "bottle" or name.startswith("bottle.")}
+    return frozenset(name for name in found if name == "bottle" or name.startswith("bottle."))
 
 
 def _is_type_checking(test: ast.expr) -> bool:
