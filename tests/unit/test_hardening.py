@@ -28,7 +28,7 @@ from bottle.plan import (
 )
 from bottle.settings import Settings
 from bottle.state import StateDir
-from tests.conftest import run_cli, write
+from tests.conftest import run_cli_here, write
 from tests.unit.test_compose import MATRIX, bottle_text, plan_for
 
 WORKSPACE_OWNER = (1000, 1000)
@@ -287,8 +287,10 @@ def test_probe_output_is_json_the_host_parses() -> None:
     assert {r.check for r in parsed} >= {"capabilities (CapEff)", "no_new_privs", "user (euid)"}
 
 
-def test_check_of_an_unknown_instance_is_a_short_error(home: Path, repo: Path) -> None:
-    done = run_cli("check", "nope", "--json", cwd=repo)
+def test_check_of_an_unknown_instance_is_a_short_error(
+    home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = run_cli_here("check", "nope", "--json", cwd=repo, monkeypatch=monkeypatch)
     assert done.returncode != 0
     assert "nope" in done.stderr and "Traceback" not in done.stderr
     assert done.stdout == ""
