@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from bottle.operator import audit_log
 from tests.conftest import run_cli, user_owned, wait_for, write
 from tests.integration.conftest import labelled
 
@@ -184,6 +185,16 @@ def test_clone_commit_push_round_trip_lands_upstream(gate: Gate, url: str) -> No
     assert f"git-gate:9418/{name}.git" in remote
     log = (gate.instance.state.path / "logs" / "git-gate.jsonl").read_text()
     assert '"op":"fetch"' in log and '"op":"push"' in log and '"upstream":"ok"' in log
+    # Audited: `bottle audit verify` imports the push and vouches for the chain.
+    home = gate.instance.state.path.parents[1]
+    verified = run_cli("audit", "verify", gate.instance.slug, cwd=home,
+                       env={"BOTTLE_HOME": str(home)})  # fmt: skip
+    assert verified.returncode == 0 and "audit log intact" in verified.stderr + verified.stdout
+    pushes = [json.loads(e.after or "{}") for e in audit_log(gate.instance).entries()
+              if e.action == "git-push"]  # fmt: skip
+    [landed] = [p for p in pushes if any(r["new"] == head for r in p["refs"])]
+    assert (landed["remote"], landed["scan"], landed["upstream"]) == (name, "clean", "ok")
+    assert landed["refs"][0]["old"] == before
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,9 @@ def transaction(instance: Instance, *, wait_s: float = LOCK_WAIT_S) -> Iterator[
             ) from exc
         audit = AuditLog(instance.state.audit_log)
         audit.check_appendable()
+        from bottle.gate_audit import import_pushes
+
+        import_pushes(instance.state.path)  # the gate's pushes come before this change
         change = Change(instance, audit)
         yield change
         for entry in change.entries:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,8 +95,11 @@ class RefUpdate(BaseModel):
 
 
 class GateRecord(BaseModel):
-    """One line of ``logs/git-gate.jsonl``: a fetch or a push, and what the gate decided."""
+    """One line of ``logs/git-gate.jsonl``: a fetch or a push, and what the gate decided.
 
+    ``id`` is what the host imports a push into the audit log by, at most once."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=r"^[0-9a-f]{32}$")
     time: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
     op: Literal["fetch", "push"]
     remote: str
