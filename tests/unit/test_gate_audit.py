@@ -10,9 +10,15 @@ import pytest
 
 from bottle import gate_audit
 from bottle.audit import AuditLog
-from bottle.errors import StateError
+from bottle.bottle import Bottle
+from bottle.errors import ApplyError, StateError
+from bottle.instance import Instance
+from bottle.operator import approve, audit_log, proposal_queue, reject
 from bottle.runtime import git_gate as gate
 from bottle.runtime.git_gate import GateRecord, RefUpdate
+from bottle.settings import Settings
+from tests.conftest import user_owned
+from tests.fakes import FakeEngine
 
 NEW = "1" * 40
 
@@ -100,3 +106,53 @@ def test_a_damaged_audit_log_is_not_extended(tmp_path: Path) -> None:
         gate_audit.import_pushes(state)
     assert gate_audit.try_import(state) is not None
     assert len(audit.read_bytes().splitlines()) == 1
+
+
+# -- git-push-allow: the operator's approval is one allowance file, audited ----------------
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Instance:
+    (tmp_path / "home").mkdir()
+    (tmp_path / "repo").mkdir()
+    user_owned(tmp_path / "repo")
+    settings = Settings(home=tmp_path / "home")
+    bottle = Bottle("shell", cwd=tmp_path / "repo", settings=settings, environ={},
+                    engine=FakeEngine())  # fmt: skip
+    return bottle.start()
+
+
+ASK = {"remote": "origin", "ref": "refs/heads/main", "commit": NEW, "finding": "x a:1: r"}
+
+
+def test_approving_git_push_allow_writes_one_allowance_and_audits_it(running: Instance) -> None:
+    config = running.state.live_config(gate.NAME)
+    config.mkdir(parents=True, exist_ok=True)
+    remote = gate.GateRemote(name="origin", url="git@git.test:r.git", key_ref="K")
+    (config / gate.CONFIG_FILE).write_bytes(gate.GateConfig(remotes=(remote,)).to_json())
+    queue = proposal_queue(running)
+    wrong = queue.create("git-push-allow", ASK | {"remote": "other"}, "not a secret").id
+    with pytest.raises(ApplyError, match="no git remote 'other'"):
+        approve(running, wrong)
+    assert queue.get(wrong).status == "pending" and not (config / gate.ALLOW_DIR).exists()
+
+    asked = queue.create("git-push-allow", ASK, "a test fixture, not a secret").id
+    rejected = queue.create("git-push-allow", ASK | {"ref": "refs/heads/x"}, "j").id
+    reject(running, rejected, reason="no")
+    approve(running, asked)
+    [name] = [p.name for p in (config / gate.ALLOW_DIR).iterdir()]
+    assert name == gate.allowance_name("origin", "refs/heads/main", NEW)
+    allowance = gate.Allowance.model_validate_json((config / gate.ALLOW_DIR / name).read_bytes())
+    assert (allowance.commit, allowance.proposal_id) == (NEW, asked)
+    entries = audit_log(running).entries()
+    assert [(e.action, e.tool) for e in entries] == [
+        ("reject", "git-push-allow"), ("approve", "git-push-allow"),
+    ]  # fmt: skip
+    assert NEW in (entries[-1].after or "")
+
+
+def test_git_push_allow_on_a_bottle_without_git_gate_is_refused(running: Instance) -> None:
+    asked = proposal_queue(running).create("git-push-allow", ASK, "j").id
+    with pytest.raises(ApplyError, match="has no git-gate"):
+        approve(running, asked)
+    assert proposal_queue(running).get(asked).status == "pending"
