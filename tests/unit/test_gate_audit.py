@@ -17,7 +17,7 @@ from bottle.operator import approve, audit_log, proposal_queue, reject
 from bottle.runtime import git_gate as gate
 from bottle.runtime.git_gate import GateRecord, RefUpdate
 from bottle.settings import Settings
-from tests.conftest import user_owned
+from tests.conftest import run_cli_here, user_owned
 from tests.fakes import FakeEngine
 
 NEW = "1" * 40
@@ -156,3 +156,21 @@ def test_git_push_allow_on_a_bottle_without_git_gate_is_refused(running: Instanc
     with pytest.raises(ApplyError, match="has no git-gate"):
         approve(running, asked)
     assert proposal_queue(running).get(asked).status == "pending"
+
+
+def test_audit_verify_imports_pushes_and_fails_on_a_linked_gate_log(
+    running: Instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"BOTTLE_HOME": str(tmp_path / "home")}
+    logs = running.state.path / "logs"
+    logs.mkdir(exist_ok=True)
+    log_record(running.state.path, push())
+    done = run_cli_here("audit", "verify", running.slug, cwd=tmp_path, env=env,
+                        monkeypatch=monkeypatch)  # fmt: skip
+    assert done.returncode == 0 and "intact: 1 entries" in done.stderr, done.stderr
+    (logs / gate.LOG_FILE).rename(tmp_path / "moved.jsonl")
+    os.symlink(tmp_path / "moved.jsonl", logs / gate.LOG_FILE)
+    done = run_cli_here("audit", "verify", running.slug, cwd=tmp_path, env=env,
+                        monkeypatch=monkeypatch)  # fmt: skip
+    assert done.returncode == 1 and "could not be added to the audit log" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
