@@ -172,5 +172,7 @@ def test_audit_verify_imports_pushes_and_fails_on_a_linked_gate_log(
     os.symlink(tmp_path / "moved.jsonl", logs / gate.LOG_FILE)
     done = run_cli_here("audit", "verify", running.slug, cwd=tmp_path, env=env,
                         monkeypatch=monkeypatch)  # fmt: skip
-    assert done.returncode == 1 and "could not be added to the audit log" in done.stderr, done.stderr
+    assert done.returncode == 1 and "could not be added to the audit log" in done.stderr, (
+        done.stderr
+    )
     assert "Traceback" not in done.stderr
