@@ -13,6 +13,8 @@ skipped, never trusted.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from bottle import layout, safefs
 from bottle.audit import AuditLog, canonical
 from bottle.errors import StateError
 from bottle.files import locked
-from bottle.runtime.git_gate import LOG_FILE, NAME, GateRecord
+from bottle.runtime.git_gate import ALLOW_DIR, LOG_FILE, NAME, GateRecord, allowance_name
 
 ACTION = "git-push"
 LOCK = ".git-gate-import.lock"
@@ -40,8 +42,12 @@ def push_records(logs: Path) -> list[GateRecord]:
         if not line.strip():
             continue
         try:
-            record = GateRecord.model_validate_json(line)
-        except ValidationError:
+            data = json.loads(line)
+            if isinstance(data, dict) and "id" not in data:
+                # Written by a gate older than ids: the line itself names it, once.
+                data["id"] = hashlib.sha256(line).hexdigest()[:32]
+            record = GateRecord.model_validate(data)
+        except (ValueError, ValidationError):
             continue
         if record.op == "push":
             records.append(record)
@@ -91,7 +97,19 @@ def import_pushes(state_dir: Path) -> int:
             )
             done.add(record.id)
             added += 1
+            _retire_allowances(state_dir, record)
         return added
+
+
+def _retire_allowances(state_dir: Path, record: GateRecord) -> None:
+    """An allowance that let a push land upstream is gone for good, not just for this run
+    of the gate (whose record of it is on a tmpfs)."""
+    if not record.allowed_by or record.upstream != "ok":
+        return
+    allow_dir = state_dir / "live-config" / NAME / ALLOW_DIR
+    for update in record.refs:
+        with contextlib.suppress(OSError):
+            (allow_dir / allowance_name(record.remote, update.ref, update.new)).unlink()
 
 
 def try_import(state_dir: Path) -> str | None:

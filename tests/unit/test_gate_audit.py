@@ -176,3 +176,27 @@ def test_audit_verify_imports_pushes_and_fails_on_a_linked_gate_log(
         done.stderr
     )
     assert "Traceback" not in done.stderr
+
+
+def test_a_record_without_an_id_is_imported_once(tmp_path: Path) -> None:
+    state = state_dir(tmp_path)
+    old = push().model_dump(mode="json")
+    del old["id"]
+    (state / "logs" / gate.LOG_FILE).write_text(json.dumps(old) + "\n")
+    assert gate_audit.import_pushes(state) == 1
+    assert gate_audit.import_pushes(state) == 0
+
+
+def test_an_allowance_that_landed_is_retired_at_import(tmp_path: Path) -> None:
+    state = state_dir(tmp_path)
+    allow_dir = state / "live-config" / gate.NAME / gate.ALLOW_DIR
+    allow_dir.mkdir(parents=True)
+    names = [gate.allowance_name("origin", ref, NEW) for ref in ("refs/heads/main", "refs/x")]
+    for name in names:
+        (allow_dir / name).write_text("{}")
+    log_record(state, push("error", allowed_by=[4], upstream=None))  # never landed
+    gate_audit.import_pushes(state)
+    assert sorted(p.name for p in allow_dir.iterdir()) == sorted(names)
+    log_record(state, push(allowed_by=[4]))
+    gate_audit.import_pushes(state)
+    assert [p.name for p in allow_dir.iterdir()] == [names[1]]
