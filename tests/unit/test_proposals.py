@@ -478,3 +478,10 @@ def test_bad_git_push_allow_says_what_to_fix(field: str, value: str, word: str) 
 def test_git_push_allow_takes_nothing_more() -> None:
     with pytest.raises(ApplyError, match=r"payload\.refs"):
         validate_payload("git-push-allow", PUSH | {"refs": ["refs/heads/*"]})
+
+
+def test_an_approved_git_push_allow_tells_the_agent_to_push_again(queue: ProposalQueue) -> None:
+    queue.create("git-push-allow", PUSH, "a fixture")
+    text = describe(queue.decide(1, approved=True, by="op", applied=True))
+    assert "approved and applied" in text and "egress" not in text
+    assert f"once, the {'a' * 12} to origin refs/heads/main" in text and "Push exactly" in text
