@@ -350,7 +350,7 @@ def test_git_push_allow_approved_lets_that_push_through_once(gate: Gate) -> None
     assert gate.upstream() == before  # asking moved nothing
     approve(gate.instance, proposal.id, reason="a fixture, not a secret")
     answer, _ = proc.communicate(timeout=60)
-    assert "approved" in answer.lower(), answer
+    assert "approved" in answer.lower() and "Push exactly that commit again" in answer, answer
 
     out = gate.sh("cd ~/src/allow && git push origin main 2>&1; echo rc=$?").stdout
     assert "rc=0" in out and f"as the operator allowed (proposal {proposal.id})" in out, out
@@ -374,5 +374,8 @@ def test_git_push_allow_approved_lets_that_push_through_once(gate: Gate) -> None
     assert (allowed["scan"], allowed["upstream"], allowed["refs"][0]["new"]) == (
         "allowed", "ok", tip,
     )  # fmt: skip
+    # Imported, the push that landed retires its allowance for good.
+    allow_dir = gate.instance.state.live_config("git-gate") / "allow"
+    assert list(allow_dir.iterdir()) == []
     assert any(p["scan"] == "findings" and p["decision"] == "refuse" and
                p["refs"][0]["new"] != tip for p in pushes)  # fmt: skip
