@@ -159,6 +159,9 @@ class Instance:
         except BottleError as exc:
             self.state.transition(InstanceStatus.PRESERVED, error=str(exc))
             raise
+        from bottle.gate_audit import try_import
+
+        try_import(self.state.path)  # the gate is down: its last pushes are all logged
         final = status
         if metadata.status == InstanceStatus.STARTING:
             final = InstanceStatus.FAILED

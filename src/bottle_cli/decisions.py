@@ -414,13 +414,22 @@ def reject(
 @audit_app.command("verify")
 def audit_verify(slug: SlugArg) -> None:
     """Check the hash chain of an instance's audit log; exit 1 if anything was changed."""
+    from bottle.gate_audit import try_import
     from bottle.operator import audit_log
 
-    result = audit_log(open_instance(slug)).verify()
+    instance = open_instance(slug)
+    unimported = try_import(instance.state.path)
+    result = audit_log(instance).verify()
     if not result.ok:
         output.error(
             f"audit log broken at line {result.first_bad_line}: {result.problem}",
             "The log was changed after it was written; keep the file for investigation.",
+        )
+        raise typer.Exit(1)
+    if unimported:
+        output.error(
+            f"git-gate's pushes could not be added to the audit log: {unimported}",
+            f"Keep {instance.state.path / 'logs'} for investigation; the log itself verifies.",
         )
         raise typer.Exit(1)
     # The head hash, kept elsewhere, also catches a log cut short at its end.

@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
+from bottle.operator import approve, audit_log, proposal_queue
 from tests.conftest import run_cli, user_owned, wait_for, write
-from tests.integration.conftest import labelled
+from tests.integration.conftest import labelled, mcp_started
 
 pytestmark = pytest.mark.docker
 
@@ -43,7 +44,7 @@ IDENTITY = (
 
 BOTTLE = """---
 agent: {{provider: shell}}
-supervise: false
+supervise: true
 egress:
   dlp_secrets: [IT_KNOWN_SECRET]
 git:
@@ -184,6 +185,16 @@ def test_clone_commit_push_round_trip_lands_upstream(gate: Gate, url: str) -> No
     assert f"git-gate:9418/{name}.git" in remote
     log = (gate.instance.state.path / "logs" / "git-gate.jsonl").read_text()
     assert '"op":"fetch"' in log and '"op":"push"' in log and '"upstream":"ok"' in log
+    # Audited: `bottle audit verify` imports the push and vouches for the chain.
+    home = gate.instance.state.path.parents[1]
+    verified = run_cli("audit", "verify", gate.instance.slug, cwd=home,
+                       env={"BOTTLE_HOME": str(home)})  # fmt: skip
+    assert verified.returncode == 0 and "audit log intact" in verified.stderr + verified.stdout
+    pushes = [json.loads(e.after or "{}") for e in audit_log(gate.instance).entries()
+              if e.action == "git-push"]  # fmt: skip
+    [landed] = [p for p in pushes if any(r["new"] == head for r in p["refs"])]
+    assert (landed["remote"], landed["scan"], landed["upstream"]) == (name, "clean", "ok")
+    assert landed["refs"][0]["old"] == before
 
 
 @pytest.mark.parametrize(
@@ -314,3 +325,57 @@ def test_metadata_and_ls_show_the_remotes_never_the_credential(gate: Gate) -> No
     [row] = [r for r in json.loads(done.stdout) if r["slug"] == gate.instance.slug]
     assert row["sidecar_info"]["git-gate"]["remotes"] == remotes
     assert gate.token not in done.stdout and "PRIVATE KEY" not in done.stdout
+
+
+def test_git_push_allow_approved_lets_that_push_through_once(gate: Gate) -> None:
+    assert gate.clone("allow").exit_code == 0
+    leak = (
+        f"cd ~/src/allow && echo 'fixture = {GITHUB_SHAPED}' > fixture.txt && "
+        "git add fixture.txt && git commit -qm fixture && git push origin main 2>&1; "
+        "echo rc=$?; git rev-parse HEAD"
+    )
+    out = gate.sh(leak).stdout
+    tip = out.split()[-1]
+    before = gate.upstream()
+    assert "rc=0" not in out and "git-push-allow" in out, out
+    assert f"remote=origin ref=refs/heads/main commit={tip}" in out
+    findings = "\n".join(line for line in out.splitlines() if "github-token" in line)
+
+    asked = {"remote": "origin", "ref": "refs/heads/main", "commit": tip, "finding": findings,
+             "justification": "a fake token in a test fixture"}  # fmt: skip
+    proc = mcp_started(gate.instance, "git-push-allow", asked)
+    queue = proposal_queue(gate.instance)
+    (proposal,) = wait_for(lambda: queue.list(status="pending").proposals, 30, "the proposal")
+    assert proposal.tool == "git-push-allow" and proposal.payload.model_dump()["commit"] == tip
+    assert gate.upstream() == before  # asking moved nothing
+    approve(gate.instance, proposal.id, reason="a fixture, not a secret")
+    answer, _ = proc.communicate(timeout=60)
+    assert "approved" in answer.lower() and "Push exactly that commit again" in answer, answer
+
+    out = gate.sh("cd ~/src/allow && git push origin main 2>&1; echo rc=$?").stdout
+    assert "rc=0" in out and f"as the operator allowed (proposal {proposal.id})" in out, out
+    assert gate.upstream() == tip
+
+    # Once: the next secret is refused again, and upstream stays where the allowed push left it.
+    again = (
+        f"cd ~/src/allow && echo 'v = {KNOWN_SECRET}' > more.txt && git add more.txt && "
+        "git commit -qm more && git push origin main 2>&1; echo rc=$?"
+    )
+    out = gate.sh(again).stdout
+    assert "rc=0" not in out and "secret:IT_KNOWN_SECRET (plain)" in out, out
+    assert gate.upstream() == tip
+
+    entries = audit_log(gate.instance).entries()
+    assert ("approve", "git-push-allow", proposal.id) in [
+        (e.action, e.tool, e.proposal_id) for e in entries
+    ]
+    pushes = [json.loads(e.after or "{}") for e in entries if e.action == "git-push"]
+    [allowed] = [p for p in pushes if p["allowed_by"] == [proposal.id]]
+    assert (allowed["scan"], allowed["upstream"], allowed["refs"][0]["new"]) == (
+        "allowed", "ok", tip,
+    )  # fmt: skip
+    # Imported, the push that landed retires its allowance for good.
+    allow_dir = gate.instance.state.live_config("git-gate") / "allow"
+    assert list(allow_dir.iterdir()) == []
+    assert any(p["scan"] == "findings" and p["decision"] == "refuse" and
+               p["refs"][0]["new"] != tip for p in pushes)  # fmt: skip

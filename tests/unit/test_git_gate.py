@@ -27,6 +27,7 @@ from bottle.runtime.git_gate import (
     GateRemote,
     PushPolicy,
     RefUpdate,
+    hook,
     policy,
     scan,
     upstream,
@@ -357,6 +358,101 @@ def test_hook_refuses_a_secret_before_anything_moves(
         record["op"] == "push" and record["decision"] == "refuse" and record["scan"] == "findings"
     )
     assert record["refs"][0]["ref"] == "refs/heads/main" and SECRET not in json.dumps(record)
+
+
+def _leak_with_allowance(
+    tmp_path: Path, env: dict[str, str], *, allow: str | None
+) -> tuple[str, str, str]:
+    """A push of a commit holding the secret; ``allow``: the commit the operator allowed
+    ("tip" for the pushed one). (output, the mirror's refs, the tip)"""
+    state = gate_server.Gate(gate.load_config(env), Path(env[gate.WORK_ENV]), os.environ)
+    state.prepare()
+    mirror = state.mirror("origin")
+    work = tmp_path / "agent"
+    work.mkdir(exist_ok=True)
+    git(work, "init", "-q", "-b", "main")
+    tip = commit(work, "f.txt", f"x\n{SECRET}\n")
+    if allow is not None:
+        allowance = gate.Allowance(
+            remote="origin",
+            ref="refs/heads/main",
+            commit=tip if allow == "tip" else allow,
+            proposal_id=7,
+        )
+        allow_dir = Path(env[gate.CONFIG_ENV]) / gate.ALLOW_DIR
+        allow_dir.mkdir(exist_ok=True)
+        # Named for the pushed commit whatever it allows: the gate checks the content too.
+        (allow_dir / gate.allowance_name("origin", "refs/heads/main", tip)).write_bytes(
+            allowance.to_json()
+        )
+    out = git(work, "push", str(mirror), "main", check=False, env={gate.REMOTE_ENV: "origin"})
+    return out, git(mirror, "for-each-ref"), tip
+
+
+def _used(env: dict[str, str]) -> list[str]:
+    used = Path(env[gate.WORK_ENV]) / gate.USED_DIR
+    return sorted(p.name for p in used.iterdir()) if used.is_dir() else []
+
+
+def test_an_allowance_for_the_pushed_commit_lets_its_findings_through(
+    tmp_path: Path, gate_env: dict[str, str]
+) -> None:
+    out, refs, _ = _leak_with_allowance(tmp_path, gate_env, allow="tip")
+    # Past the scan: the gate went on to push upstream (a loopback address it refuses).
+    assert "pushing anyway, once, as the operator allowed (proposal 7)" in out, out
+    assert "could not push to origin" in out and refs == ""
+    record = json.loads(Path(gate_env[gate.LOG_ENV]).read_text().splitlines()[-1])
+    assert record["scan"] == "allowed" and record["allowed_by"] == [7] and record["findings"]
+    assert _used(gate_env) == []  # nothing reached upstream: the allowance is given back
+
+
+@pytest.mark.parametrize("allow", [None, "b" * 40], ids=["none", "another-commit"])
+def test_without_an_allowance_for_that_commit_the_push_is_refused(
+    tmp_path: Path, gate_env: dict[str, str], allow: str | None
+) -> None:
+    out, refs, tip = _leak_with_allowance(tmp_path, gate_env, allow=allow)
+    assert "refused" in out and "git-push-allow" in out and refs == ""
+    assert f"remote=origin ref=refs/heads/main commit={tip}" in out, out
+    assert "pushing anyway" not in out and _used(gate_env) == []
+
+
+def test_an_allowance_is_claimed_once(tmp_path: Path, gate_env: dict[str, str]) -> None:
+    allowance = gate.Allowance(remote="origin", ref="refs/heads/x", commit="c" * 40, proposal_id=1)
+    other = allowance.model_copy(update={"ref": "refs/heads/y"})
+    assert hook.claim([allowance], gate_env)
+    assert not hook.claim([other, allowance], gate_env)
+    assert _used(gate_env) == [allowance.file_name]  # the failed claim took nothing
+    hook.release([allowance], gate_env)
+    assert hook.claim([other, allowance], gate_env)
+
+
+def test_an_allowance_covers_only_the_commits_of_its_update(
+    repo_pair: tuple[Path, Path, str], gate_env: dict[str, str]
+) -> None:
+    work, mirror, _ = repo_pair
+    leak = commit(work, "a.txt", "a")
+    git(work, "checkout", "-q", "-b", "side")
+    other = commit(work, "b.txt", "b")
+    git(work, "push", "-q", str(mirror), "main", "side")  # no hook in this mirror
+    updates = [
+        RefUpdate(ref="refs/heads/main", old=gate.ZERO, new=leak),
+        RefUpdate(ref="refs/heads/side", old=gate.ZERO, new=other),
+    ]
+    allow_dir = Path(gate_env[gate.CONFIG_ENV]) / gate.ALLOW_DIR
+    allow_dir.mkdir()
+    main = gate.Allowance(remote="origin", ref="refs/heads/main", commit=leak, proposal_id=3)
+    (allow_dir / main.file_name).write_bytes(main.to_json())
+    env = {**gate_env, "GIT_DIR": str(mirror)}
+    for ref in ("refs/heads/main", "refs/heads/side"):
+        git(mirror, "update-ref", "-d", ref)  # new again, as in a receive-pack's quarantine
+
+    def finding(sha: str) -> scan.Finding:
+        return scan.Finding(commit=sha, where="a.txt:1", rule="r")
+
+    covered = hook.covering_allowances("origin", updates, [finding(leak)], mirror, env)
+    assert covered == [main]
+    assert hook.covering_allowances("origin", updates, [finding(other)], mirror, env) is None
+    assert hook.covering_allowances("web", updates, [finding(leak)], mirror, env) is None
 
 
 def test_hook_forwards_a_clean_push_and_a_refused_upstream_leaves_the_mirror(

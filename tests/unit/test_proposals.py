@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -16,11 +17,14 @@ from bottle.proposals import (
     MAX_PAYLOAD_BYTES,
     CapabilityBlock,
     EgressBlock,
+    GitPushAllow,
     PipelockBlock,
     Proposal,
     ProposalQueue,
     check_dockerfile,
     describe,
+    request_fields,
+    rows,
     validate_payload,
 )
 
@@ -431,3 +435,53 @@ def test_pipelock_block_keeps_a_non_default_port(url: str, wire: tuple[str, int]
     if wire is not None:
         assert route.matches("GET", "files.example.com", "/x", {}, scheme=wire[0], port=wire[1])
         assert f"port {wire[1]}" in payload.summary()
+
+
+# ----------------------------------------------------------------------------- git-push-allow
+
+PUSH = {
+    "remote": "origin",
+    "ref": "refs/heads/main",
+    "commit": "A" * 40,
+    "finding": "1234567890ab conf.txt:2: gitleaks:generic-api-key",
+}
+
+
+def test_git_push_allow_names_one_push() -> None:
+    payload = validate_payload("git-push-allow", PUSH)
+    assert isinstance(payload, GitPushAllow)
+    assert payload.commit == "a" * 40  # as git prints it
+    assert payload.summary() == (
+        "push aaaaaaaaaaaa to origin refs/heads/main despite the secret scan"
+    )
+    assert rows.summary("git-push-allow", request_fields(payload)) == payload.summary()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "word"),
+    [
+        ("commit", "main", "payload.commit"),
+        ("commit", "a" * 39, "payload.commit"),
+        ("ref", "main", "payload.ref"),
+        ("ref", "refs/heads/../../x", "not a ref name"),
+        ("ref", "refs/heads/*", "payload.ref"),
+        ("ref", "refs/heads/a.lock", "not a ref name"),
+        ("remote", "Origin/x", "payload.remote"),
+        ("finding", "", "payload.finding"),
+    ],
+)
+def test_bad_git_push_allow_says_what_to_fix(field: str, value: str, word: str) -> None:
+    with pytest.raises(ApplyError, match=re.escape(word)):
+        validate_payload("git-push-allow", PUSH | {field: value})
+
+
+def test_git_push_allow_takes_nothing_more() -> None:
+    with pytest.raises(ApplyError, match=r"payload\.refs"):
+        validate_payload("git-push-allow", PUSH | {"refs": ["refs/heads/*"]})
+
+
+def test_an_approved_git_push_allow_tells_the_agent_to_push_again(queue: ProposalQueue) -> None:
+    queue.create("git-push-allow", PUSH, "a fixture")
+    text = describe(queue.decide(1, approved=True, by="op", applied=True))
+    assert "approved and applied" in text and "egress" not in text
+    assert f"once, the {'a' * 12} to origin refs/heads/main" in text and "Push exactly" in text

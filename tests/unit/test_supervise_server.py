@@ -182,6 +182,7 @@ def test_ready_file_and_tools(server: Server) -> None:
     assert sorted(anyio.run(names)) == [
         "capability-block",
         "egress-block",
+        "git-push-allow",
         "list-egress-routes",
         "pipelock-block",
         "proposal-status",

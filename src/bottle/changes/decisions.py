@@ -17,6 +17,7 @@ from bottle.policy import Routes
 from bottle.proposals import (
     CapabilityBlock,
     EgressBlock,
+    GitPushAllow,
     Listing,
     PipelockBlock,
     Proposal,
@@ -111,6 +112,8 @@ class ProposalsControl:
                         progress=progress,
                         offline=offline,
                     )
+                elif isinstance(payload, GitPushAllow):
+                    after = _allow_push(self.instance, payload, proposal_id)
             except BottleError as exc:
                 # The kind is kept: a refused Dockerfile is bad input, a failed build is not.
                 kind = ApplyError if isinstance(exc, Refused) else ApplyFailed
@@ -144,6 +147,35 @@ class ProposalsControl:
             )
             _record_decision(change, decided)
         return decided
+
+
+def _allow_push(instance: Instance, payload: GitPushAllow, proposal_id: int) -> str:
+    """Write the allowance git-gate reads for this one push; its text, for the audit log."""
+    from bottle.files import atomic_write
+    from bottle.runtime import git_gate as gate
+
+    config_dir = instance.state.live_config(gate.NAME)
+    try:
+        config = gate.GateConfig.model_validate_json((config_dir / gate.CONFIG_FILE).read_bytes())
+    except FileNotFoundError:
+        raise ApplyError(
+            f"{instance.slug} has no git-gate: there is no push to let through",
+            hint="Reject the proposal.",
+        ) from None
+    if config.remote(payload.remote) is None:
+        names = ", ".join(r.name for r in config.remotes)
+        raise ApplyError(
+            f"{instance.slug} has no git remote {payload.remote!r} (it has: {names})",
+            hint="Edit the proposal to name one of them, or reject it.",
+        )
+    allowance = gate.Allowance(
+        remote=payload.remote, ref=payload.ref, commit=payload.commit, proposal_id=proposal_id
+    )
+    allow_dir = config_dir / gate.ALLOW_DIR
+    allow_dir.mkdir(exist_ok=True)
+    text = allowance.to_json()
+    atomic_write(allow_dir / allowance.file_name, text)
+    return text.decode()
 
 
 def _record_decision(

@@ -10,7 +10,13 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from bottle.errors import ApplyError
-from bottle.proposals.payloads import CapabilityBlock, Payload, StrictModel, ToolName
+from bottle.proposals.payloads import (
+    CapabilityBlock,
+    GitPushAllow,
+    Payload,
+    StrictModel,
+    ToolName,
+)
 
 Status = Literal["pending", "approved", "rejected"]
 
@@ -103,6 +109,11 @@ def describe(proposal: Proposal) -> str:
     if decision.applied:
         if isinstance(proposal.payload, CapabilityBlock):
             done = f"approved and applied, id {pid}, by {decision.by}: {what} was built."
+        elif isinstance(proposal.payload, GitPushAllow):
+            done = (
+                f"approved and applied, id {pid}, by {decision.by}: git-gate lets through, "
+                f"once, the {what.removeprefix('push ')}. Push exactly that commit again."
+            )
         else:
             done = f"approved and applied, id {pid}, by {decision.by}: egress now allows {what}."
         return done + edited + why

@@ -26,9 +26,14 @@ from bottle.dockerfiles import MAX_DOCKERFILE_BYTES, check_capability_dockerfile
 from bottle.errors import ApplyError
 from bottle.policy import Host, Method, PathRule, Route
 
-ToolName = Literal["egress-block", "pipelock-block", "capability-block"]
+ToolName = Literal["egress-block", "pipelock-block", "capability-block", "git-push-allow"]
 
-TOOLS: tuple[ToolName, ...] = ("egress-block", "pipelock-block", "capability-block")
+TOOLS: tuple[ToolName, ...] = (
+    "egress-block",
+    "pipelock-block",
+    "capability-block",
+    "git-push-allow",
+)
 #: The largest payload accepted, measured as its JSON encoding.
 MAX_PAYLOAD_BYTES = MAX_DOCKERFILE_BYTES
 
@@ -127,10 +132,42 @@ class CapabilityBlock(StrictModel):
         return f"a Dockerfile of {lines} line(s) on the agent image"
 
 
-Payload = Annotated[EgressBlock | PipelockBlock | CapabilityBlock, Field(discriminator="tool")]
+class GitPushAllow(StrictModel):
+    """Let one push git-gate's secret scan refused through, once: ``commit`` to ``ref`` of
+    ``remote``, findings and all. The operator reads ``finding`` (what the gate said) and
+    the justification; approving writes an allowance the gate consumes on that push."""
+
+    tool: Literal["git-push-allow"] = "git-push-allow"
+    remote: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    ref: str = Field(max_length=255, pattern=r"^refs/[A-Za-z0-9._/+-]+$")
+    commit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    finding: str = Field(min_length=1, max_length=4096)
+
+    @field_validator("commit", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        parts = value.split("/")
+        if ".." in value or "" in parts or any(p.startswith(".") or p.endswith(".lock")
+                                               for p in parts):  # fmt: skip
+            raise ValueError(f"{value!r} is not a ref name (git check-ref-format)")
+        return value
+
+    def summary(self) -> str:
+        return f"push {self.commit[:12]} to {self.remote} {self.ref} despite the secret scan"
 
 
-def request_fields(payload: EgressBlock | PipelockBlock | CapabilityBlock) -> dict[str, Any]:
+Payload = Annotated[
+    EgressBlock | PipelockBlock | CapabilityBlock | GitPushAllow, Field(discriminator="tool")
+]
+AnyPayload = EgressBlock | PipelockBlock | CapabilityBlock | GitPushAllow
+
+
+def request_fields(payload: AnyPayload) -> dict[str, Any]:
     """What was asked, as the agent sends it: no ``tool``, nothing derived (pipelock's host)."""
     derived = {"tool", "host"} if isinstance(payload, PipelockBlock) else {"tool"}
     fields: dict[str, Any] = payload.model_dump(mode="json", exclude=derived)
@@ -190,7 +227,7 @@ def validation_reasons(exc: ValidationError, prefix: str) -> str:
 
 def validate_payload(
     tool: str, payload: Mapping[str, Any], *, base_ref: str | None = None
-) -> EgressBlock | PipelockBlock | CapabilityBlock:
+) -> AnyPayload:
     """The typed payload for ``tool``, or ``ApplyError`` naming what to fix.
 
     ``base_ref`` is the exact agent image reference a capability Dockerfile may name after
@@ -214,10 +251,11 @@ def validate_payload(
             f"{tool}: the payload is {size} bytes, more than the {MAX_PAYLOAD_BYTES} allowed",
             hint="Ask for less at once: fewer paths, or a shorter Dockerfile; nothing was queued.",
         )
-    models: dict[str, type[EgressBlock] | type[PipelockBlock] | type[CapabilityBlock]] = {
+    models: dict[str, type[AnyPayload]] = {
         "egress-block": EgressBlock,
         "pipelock-block": PipelockBlock,
         "capability-block": CapabilityBlock,
+        "git-push-allow": GitPushAllow,
     }
     model = models[tool]
     data = {k: v for k, v in payload.items() if k != "tool"}

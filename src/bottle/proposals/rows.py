@@ -22,7 +22,7 @@ from bottle import safefs
 #: bounded well below (JSON escapes may multiply a payload by six), so anything bigger
 #: was not written by ``ProposalQueue.create``.
 MAX_FILE_BYTES = 16 * 64 * 1024
-_TOOLS = ("egress-block", "pipelock-block", "capability-block")
+_TOOLS = ("egress-block", "pipelock-block", "capability-block", "git-push-allow")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,9 @@ def summary(tool: str, payload: dict[str, Any]) -> str:
     if tool == "capability-block":
         dockerfile = _text(payload, "dockerfile")
         return f"a Dockerfile of {len(dockerfile.splitlines())} line(s) on the agent image"
+    if tool == "git-push-allow":
+        remote, ref, commit = (_text(payload, k) for k in ("remote", "ref", "commit"))
+        return f"push {commit[:12]} to {remote} {ref} despite the secret scan"
     host = _text(payload, "host")
     if tool == "pipelock-block":
         if urlsplit(_text(payload, "url")).hostname != host.lower():

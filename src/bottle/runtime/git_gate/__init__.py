@@ -13,8 +13,10 @@ paths. It imports nothing heavy.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +28,8 @@ from bottle import layout
 
 NAME = "git-gate"
 CONFIG_FILE = "remotes.json"  # in live-config/git-gate/
+ALLOW_DIR = "allow"  # in live-config/git-gate/: the operator's approved git-push-allow
+USED_DIR = "used-allowances"  # in the gate's work dir (tmpfs): allowances consumed
 LOG_FILE = "git-gate.jsonl"  # in logs/
 ZERO = "0" * 40
 
@@ -93,9 +97,38 @@ class RefUpdate(BaseModel):
     new: str
 
 
-class GateRecord(BaseModel):
-    """One line of ``logs/git-gate.jsonl``: a fetch or a push, and what the gate decided."""
+class Allowance(BaseModel):
+    """An approved ``git-push-allow``: one push of ``commit`` to ``ref`` of ``remote`` may
+    go through although the scan found something in its new commits. Written by the host,
+    read (never written) by the gate, used at most once per gate run."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    remote: str
+    ref: str
+    commit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    proposal_id: int
+
+    @property
+    def file_name(self) -> str:
+        return allowance_name(self.remote, self.ref, self.commit)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(indent=2).encode() + b"\n"
+
+
+def allowance_name(remote: str, ref: str, commit: str) -> str:
+    """The one file name an allowance for this push can have: looked up, never listed."""
+    key = hashlib.sha256(f"{remote}\0{ref}\0{commit}".encode()).hexdigest()[:32]
+    return f"{key}.json"
+
+
+class GateRecord(BaseModel):
+    """One line of ``logs/git-gate.jsonl``: a fetch or a push, and what the gate decided.
+
+    ``id`` is what the host imports a push into the audit log by, at most once."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=r"^[0-9a-f]{32}$")
     time: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
     op: Literal["fetch", "push"]
     remote: str
@@ -103,9 +136,10 @@ class GateRecord(BaseModel):
     reason: str = ""
     refs: list[RefUpdate] = []
     findings: list[str] = []  # "rule in file:line (commit)", never the matched text
-    scan: str | None = None  # pushes: "clean" | "findings" | "failed"
+    scan: str | None = None  # pushes: "clean" | "findings" | "failed" | "allowed"
     upstream: str | None = None  # pushes: "ok" | "rejected" | None (not sent)
     scan_ms: int | None = None  # pushes: the policy check and secret scan alone
+    allowed_by: list[int] = []  # pushes: the git-push-allow proposals that let findings by
     duration_ms: int = 0
 
 

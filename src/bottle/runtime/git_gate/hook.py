@@ -8,6 +8,7 @@ as ``remote:`` lines; a non-zero exit leaves both the mirror and upstream unchan
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -17,7 +18,16 @@ from typing import TextIO
 
 from bottle.runtime import git_gate as gate
 from bottle.runtime.egress import dlp
-from bottle.runtime.git_gate import ZERO, GateRecord, GateRemote, RefUpdate, policy, scan, upstream
+from bottle.runtime.git_gate import (
+    ZERO,
+    Allowance,
+    GateRecord,
+    GateRemote,
+    RefUpdate,
+    policy,
+    scan,
+    upstream,
+)
 
 #: Findings shown to the agent; the log keeps them all.
 SHOWN = 20
@@ -61,7 +71,83 @@ def check(
     return [], findings
 
 
-def refusal_text(remote: str, refused: Sequence[str], findings: Sequence[scan.Finding]) -> str:
+def allowance_for(remote: str, update: RefUpdate, environ: Mapping[str, str]) -> Allowance | None:
+    """The operator's allowance for exactly this ref update, if there is one."""
+    if update.new == ZERO:
+        return None
+    path = (
+        gate.config_dir(environ)
+        / gate.ALLOW_DIR
+        / gate.allowance_name(remote, update.ref, update.new)
+    )
+    try:
+        allowance = Allowance.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if (allowance.remote, allowance.ref, allowance.commit) != (remote, update.ref, update.new):
+        return None
+    return allowance
+
+
+def covering_allowances(
+    remote: str,
+    updates: Sequence[RefUpdate],
+    findings: Sequence[scan.Finding],
+    git_dir: Path,
+    environ: Mapping[str, str],
+) -> list[Allowance] | None:
+    """The allowances that cover every finding (each in a new commit of an allowed update),
+    or ``None`` when some finding is in a commit no allowance names."""
+    allowed: list[Allowance] = []
+    covered: set[str] = set()
+    for update in updates:
+        allowance = allowance_for(remote, update, environ)
+        if allowance is not None:
+            allowed.append(allowance)
+            covered.update(scan.new_commits(git_dir, [update.new], environ))
+    if not allowed or any(f.commit not in covered for f in findings):
+        return None
+    return allowed
+
+
+def claim(allowances: Sequence[Allowance], environ: Mapping[str, str]) -> bool:
+    """Mark each allowance used (O_EXCL in the gate's tmpfs); ``False`` if one already was,
+    and then none stays claimed. Two pushes of one allowance at once: one wins."""
+    used = gate.work_dir(environ) / gate.USED_DIR
+    used.mkdir(parents=True, exist_ok=True)
+    claimed: list[Allowance] = []
+    for allowance in allowances:
+        try:
+            os.close(os.open(used / allowance.file_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            release(claimed, environ)
+            return False
+        claimed.append(allowance)
+    return True
+
+
+def release(allowances: Sequence[Allowance], environ: Mapping[str, str]) -> None:
+    """Give allowances back: the push they were claimed for never reached upstream."""
+    for allowance in allowances:
+        with contextlib.suppress(FileNotFoundError):
+            (gate.work_dir(environ) / gate.USED_DIR / allowance.file_name).unlink()
+
+
+def how_to_ask(remote: str, updates: Sequence[RefUpdate]) -> list[str]:
+    asks = [f"  remote={remote} ref={u.ref} commit={u.new}" for u in updates if u.new != ZERO]
+    return [
+        "If it is not a secret, ask the operator through supervise to let this push through",
+        "once: the git-push-allow tool with the findings above, a justification and",
+        *asks,
+    ]
+
+
+def refusal_text(
+    remote: str,
+    refused: Sequence[str],
+    findings: Sequence[scan.Finding],
+    updates: Sequence[RefUpdate] = (),
+) -> str:
     if refused:
         lines = [f"git-gate: push to {remote} refused by the bottle's push policy:"]
         lines += [f"  {r}" for r in refused]
@@ -75,8 +161,8 @@ def refusal_text(remote: str, refused: Sequence[str], findings: Sequence[scan.Fi
         lines.append(f"  … and {len(findings) - SHOWN} more")
     lines += [
         "Nothing was pushed upstream. Remove it from every commit that has it (git rebase -i,",
-        "git commit --amend), not just the last one, then push again. If it is not a secret,",
-        "ask the operator through supervise to let this push through.",
+        "git commit --amend), not just the last one, then push again.",
+        *how_to_ask(remote, updates),
     ]
     return "\n".join(lines)
 
@@ -115,14 +201,34 @@ def run(stdin: TextIO, stderr: TextIO, environ: Mapping[str, str] = os.environ) 
         )
     if refused:
         return done(1, refusal_text(name, refused, []), reason="policy: " + "; ".join(refused))
+    allowed: list[Allowance] = []
     if findings:
-        return done(
-            1,
-            refusal_text(name, [], findings),
-            reason="secret scan",
-            scan="findings",
-            findings=[str(f) for f in findings],
+        found = {"scan": "findings", "findings": [str(f) for f in findings]}
+        try:
+            covering = covering_allowances(name, updates, findings, git_dir, environ)
+        except scan.ScanError as exc:
+            return done(1, f"git-gate: push refused: {exc}", reason=str(exc), **found)
+        if covering is None:
+            text = refusal_text(name, [], findings, updates)
+            return done(1, text, reason="secret scan", **found)
+        if not claim(covering, environ):
+            return done(
+                1,
+                f"git-gate: push to {name} refused: the operator's allowance for it was "
+                "used already (an allowance lets one push through, once). Ask again.",
+                reason="secret scan; allowance used already",
+                **found,
+            )
+        allowed = covering
+        ids = [a.proposal_id for a in allowed]
+        print(
+            f"git-gate: the scan found {len(findings)} finding(s); pushing anyway, once, as "
+            f"the operator allowed (proposal {', '.join(map(str, ids))})",
+            file=stderr,
+            flush=True,
         )
+        record = record.model_copy(update=found | {"allowed_by": ids})
+    scanned = "allowed" if allowed else "clean"
     specs = policy.refspecs(remote.policy, updates, git_dir, environ)
     try:
         ok, answer = upstream.push(
@@ -134,12 +240,13 @@ def run(stdin: TextIO, stderr: TextIO, environ: Mapping[str, str] = os.environ) 
             environ=environ,
         )
     except upstream.UpstreamError as exc:
+        release(allowed, environ)
         return done(
             1,
             f"git-gate: could not push to {name}: {exc}",
             decision="error",
             reason=str(exc),
-            scan="clean",
+            scan=scanned,
         )
     secrets = secret_values(config, environ)
     shown = dlp.redact(answer, secrets)
@@ -148,15 +255,16 @@ def run(stdin: TextIO, stderr: TextIO, environ: Mapping[str, str] = os.environ) 
             0,
             f"git-gate: pushed to {name}:\n{shown}",
             decision="allow",
-            scan="clean",
+            scan=scanned,
             upstream="ok",
         )
+    release(allowed, environ)
     return done(
         1,
         f"git-gate: {name} rejected the push:\n{shown}",
         decision="refuse",
         reason="upstream rejected",
-        scan="clean",
+        scan=scanned,
         upstream="rejected",
     )
 

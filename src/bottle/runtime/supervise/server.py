@@ -195,7 +195,7 @@ def _message(exc: ApplyError) -> str:
 
 
 def build_app(config: Config) -> FastMCP[Any]:
-    """The FastMCP app with bottle's five tools."""
+    """The FastMCP app with bottle's six tools."""
     supervise = Supervise(config)
     app: FastMCP[Any] = FastMCP(
         name="bottle-supervise",
@@ -265,6 +265,25 @@ def build_app(config: Config) -> FastMCP[Any]:
         justification: Annotated[str, _JUSTIFICATION],
     ) -> str:
         return await supervise.file("capability-block", {"dockerfile": dockerfile}, justification)
+
+    @app.tool(
+        name="git-push-allow",
+        description=(
+            "Ask the operator to let one git push through that git-gate's secret scan "
+            "refused, because what it found is not a secret. Give the remote, ref and commit "
+            "the refusal names, and its findings. If approved, push exactly that commit to "
+            "that ref again: it goes through once. Anything else is scanned as before."
+        ),
+    )
+    async def git_push_allow(
+        remote: Annotated[str, Field(description="the remote's name in the bottle (origin)")],
+        ref: Annotated[str, Field(description="the full ref pushed, e.g. refs/heads/main")],
+        commit: Annotated[str, Field(description="the 40-hex commit id pushed to that ref")],
+        finding: Annotated[str, Field(description="the findings the refusal listed")],
+        justification: Annotated[str, _JUSTIFICATION],
+    ) -> str:
+        payload = {"remote": remote, "ref": ref, "commit": commit, "finding": finding}
+        return await supervise.file("git-push-allow", payload, justification)
 
     @app.tool(
         name="list-egress-routes",

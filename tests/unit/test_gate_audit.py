@@ -1,0 +1,202 @@
+"""git-gate's pushes imported into the host's audit log: once each, chained, verifiable."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from bottle import gate_audit
+from bottle.audit import AuditLog
+from bottle.bottle import Bottle
+from bottle.errors import ApplyError, StateError
+from bottle.instance import Instance
+from bottle.operator import approve, audit_log, proposal_queue, reject
+from bottle.runtime import git_gate as gate
+from bottle.runtime.git_gate import GateRecord, RefUpdate
+from bottle.settings import Settings
+from tests.conftest import run_cli_here, user_owned
+from tests.fakes import FakeEngine
+
+NEW = "1" * 40
+
+
+def state_dir(tmp_path: Path) -> Path:
+    (tmp_path / "logs").mkdir()
+    return tmp_path
+
+
+def log_record(state: Path, record: GateRecord) -> None:
+    gate.write_record(record, {gate.LOG_ENV: str(state / "logs" / gate.LOG_FILE)})
+
+
+def push(decision: str = "allow", **fields: object) -> GateRecord:
+    return GateRecord.model_validate(
+        {
+            "op": "push",
+            "remote": "origin",
+            "decision": decision,
+            "refs": [RefUpdate(ref="refs/heads/main", old=gate.ZERO, new=NEW)],
+            "scan": "clean",
+            "upstream": "ok" if decision == "allow" else None,
+        }
+        | fields
+    )
+
+
+def test_each_push_becomes_one_verifiable_entry_once(tmp_path: Path) -> None:
+    state = state_dir(tmp_path)
+    first = push()
+    log_record(state, first)
+    log_record(state, GateRecord(op="fetch", remote="origin", decision="allow"))
+    refused = push("refuse", scan="findings", reason="secret scan", findings=["r in a:1 (c)"])
+    log_record(state, refused)
+
+    assert gate_audit.import_pushes(state) == 2
+    assert gate_audit.import_pushes(state) == 0  # idempotent by the gate's id
+
+    log = AuditLog(state / "audit.jsonl")
+    assert log.verify().ok
+    entries = log.entries()
+    assert [e.action for e in entries] == ["git-push", "git-push"]
+    assert [e.who for e in entries] == ["git-gate", "git-gate"]
+    pushed = json.loads(entries[0].after or "")
+    assert pushed["id"] == first.id
+    assert pushed["refs"] == [{"ref": "refs/heads/main", "old": gate.ZERO, "new": NEW}]
+    assert (pushed["scan"], pushed["upstream"]) == ("clean", "ok")
+    assert json.loads(entries[1].after or "")["findings"] == ["r in a:1 (c)"]
+    assert entries[1].reason == "refuse push to origin: secret scan"
+
+    later = push()
+    log_record(state, later)
+    assert gate_audit.import_pushes(state) == 1
+    assert json.loads(log.entries()[-1].after or "")["id"] == later.id
+
+
+def test_lines_that_are_not_push_records_are_skipped(tmp_path: Path) -> None:
+    state = state_dir(tmp_path)
+    path = state / "logs" / gate.LOG_FILE
+    path.write_text('not json\n{"op":"push"}\n{"id":"../x","op":"push","remote":"o",'
+                    '"decision":"allow"}\n')  # fmt: skip
+    log_record(state, push())
+    assert gate_audit.import_pushes(state) == 1
+
+
+def test_a_linked_gate_log_is_never_followed(tmp_path: Path) -> None:
+    state = state_dir(tmp_path)
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    gate.write_record(push(), {gate.LOG_ENV: str(elsewhere)})
+    os.symlink(elsewhere, state / "logs" / gate.LOG_FILE)
+    with pytest.raises(OSError):
+        gate_audit.import_pushes(state)
+    assert gate_audit.try_import(state) is not None
+    assert not (state / "audit.jsonl").exists()
+
+
+def test_a_damaged_audit_log_is_not_extended(tmp_path: Path) -> None:
+    state = state_dir(tmp_path)
+    log_record(state, push())
+    gate_audit.import_pushes(state)
+    audit = state / "audit.jsonl"
+    audit.write_bytes(audit.read_bytes().replace(b"git-push", b"git-pull"))
+    log_record(state, push())
+    with pytest.raises(StateError):
+        gate_audit.import_pushes(state)
+    assert gate_audit.try_import(state) is not None
+    assert len(audit.read_bytes().splitlines()) == 1
+
+
+# -- git-push-allow: the operator's approval is one allowance file, audited ----------------
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Instance:
+    (tmp_path / "home").mkdir()
+    (tmp_path / "repo").mkdir()
+    user_owned(tmp_path / "repo")
+    settings = Settings(home=tmp_path / "home")
+    bottle = Bottle("shell", cwd=tmp_path / "repo", settings=settings, environ={},
+                    engine=FakeEngine())  # fmt: skip
+    return bottle.start()
+
+
+ASK = {"remote": "origin", "ref": "refs/heads/main", "commit": NEW, "finding": "x a:1: r"}
+
+
+def test_approving_git_push_allow_writes_one_allowance_and_audits_it(running: Instance) -> None:
+    config = running.state.live_config(gate.NAME)
+    config.mkdir(parents=True, exist_ok=True)
+    remote = gate.GateRemote(name="origin", url="git@git.test:r.git", key_ref="K")
+    (config / gate.CONFIG_FILE).write_bytes(gate.GateConfig(remotes=(remote,)).to_json())
+    queue = proposal_queue(running)
+    wrong = queue.create("git-push-allow", ASK | {"remote": "other"}, "not a secret").id
+    with pytest.raises(ApplyError, match="no git remote 'other'"):
+        approve(running, wrong)
+    assert queue.get(wrong).status == "pending" and not (config / gate.ALLOW_DIR).exists()
+
+    asked = queue.create("git-push-allow", ASK, "a test fixture, not a secret").id
+    rejected = queue.create("git-push-allow", ASK | {"ref": "refs/heads/x"}, "j").id
+    reject(running, rejected, reason="no")
+    approve(running, asked)
+    [name] = [p.name for p in (config / gate.ALLOW_DIR).iterdir()]
+    assert name == gate.allowance_name("origin", "refs/heads/main", NEW)
+    allowance = gate.Allowance.model_validate_json((config / gate.ALLOW_DIR / name).read_bytes())
+    assert (allowance.commit, allowance.proposal_id) == (NEW, asked)
+    entries = audit_log(running).entries()
+    assert [(e.action, e.tool) for e in entries] == [
+        ("reject", "git-push-allow"), ("approve", "git-push-allow"),
+    ]  # fmt: skip
+    assert NEW in (entries[-1].after or "")
+
+
+def test_git_push_allow_on_a_bottle_without_git_gate_is_refused(running: Instance) -> None:
+    asked = proposal_queue(running).create("git-push-allow", ASK, "j").id
+    with pytest.raises(ApplyError, match="has no git-gate"):
+        approve(running, asked)
+    assert proposal_queue(running).get(asked).status == "pending"
+
+
+def test_audit_verify_imports_pushes_and_fails_on_a_linked_gate_log(
+    running: Instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"BOTTLE_HOME": str(tmp_path / "home")}
+    logs = running.state.path / "logs"
+    logs.mkdir(exist_ok=True)
+    log_record(running.state.path, push())
+    done = run_cli_here("audit", "verify", running.slug, cwd=tmp_path, env=env,
+                        monkeypatch=monkeypatch)  # fmt: skip
+    assert done.returncode == 0 and "intact: 1 entries" in done.stderr, done.stderr
+    (logs / gate.LOG_FILE).rename(tmp_path / "moved.jsonl")
+    os.symlink(tmp_path / "moved.jsonl", logs / gate.LOG_FILE)
+    done = run_cli_here("audit", "verify", running.slug, cwd=tmp_path, env=env,
+                        monkeypatch=monkeypatch)  # fmt: skip
+    assert done.returncode == 1 and "could not be added to the audit log" in done.stderr, (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_a_record_without_an_id_is_imported_once(tmp_path: Path) -> None:
+    state = state_dir(tmp_path)
+    old = push().model_dump(mode="json")
+    del old["id"]
+    (state / "logs" / gate.LOG_FILE).write_text(json.dumps(old) + "\n")
+    assert gate_audit.import_pushes(state) == 1
+    assert gate_audit.import_pushes(state) == 0
+
+
+def test_an_allowance_that_landed_is_retired_at_import(tmp_path: Path) -> None:
+    state = state_dir(tmp_path)
+    allow_dir = state / "live-config" / gate.NAME / gate.ALLOW_DIR
+    allow_dir.mkdir(parents=True)
+    names = [gate.allowance_name("origin", ref, NEW) for ref in ("refs/heads/main", "refs/x")]
+    for name in names:
+        (allow_dir / name).write_text("{}")
+    log_record(state, push("error", allowed_by=[4], upstream=None))  # never landed
+    gate_audit.import_pushes(state)
+    assert sorted(p.name for p in allow_dir.iterdir()) == sorted(names)
+    log_record(state, push(allowed_by=[4]))
+    gate_audit.import_pushes(state)
+    assert [p.name for p in allow_dir.iterdir()] == [names[1]]
