@@ -299,6 +299,30 @@ def test_scan_reads_every_new_commit_with_file_and_line(repo_pair: tuple[Path, P
 GITHUB = "ghp_" + "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
 
 
+def test_content_cannot_pose_as_a_header_end_a_message_or_hide_past_a_cut(
+    repo_pair: tuple[Path, Path, str],
+) -> None:
+    """Found by review: each of these once hid a secret from the gate's own scan."""
+    work, mirror, _first = repo_pair
+    # A content line "++ X" is "+++ X" in a -U0 diff: once taken for a file header.
+    commit(work, "a.txt", f"fine\n++ {SECRET}\n", message="a")
+    # A message line ending in \x02 once ended the message early for the parser.
+    commit(work, "b.txt", "b\n", message=f"fix\x02\nand {SECRET}")
+    # A secret after the first 64 KiB of one line was once cut off.
+    tip = commit(work, "c.min.js", "a" * 70_000 + SECRET + "\n", message="c")
+    git(work, "push", "-q", str(mirror), "HEAD:refs/heads/incoming")
+    git(mirror, "update-ref", "-d", "refs/heads/incoming")
+    commits = scan.new_commits(mirror, [tip], os.environ)
+    secrets = dlp.known_secrets(["S"], {"S": SECRET})
+    found = {
+        (f.where, f.rule)
+        for f in scan.scan_known(scan.added_lines(mirror, commits, os.environ), secrets)
+    }
+    assert ("a.txt:2", "secret:S (plain)") in found
+    assert ("commit message", "secret:S (plain)") in found
+    assert ("c.min.js:1", "secret:S (plain)") in found
+
+
 # -- the hook inside a real receive-pack -----------------------------------------------------
 
 

@@ -21,11 +21,58 @@ from bottle.runtime.egress import dlp
 
 #: A push of more commits than this is refused rather than scanned for ever.
 MAX_COMMITS = 5000
-#: Lines longer than this are scanned in their first part only.
-MAX_LINE = 1 << 16
+#: Long lines are scanned in pieces of this many characters, each overlapping the next by
+#: ``LINE_OVERLAP`` (longer than any secret form), so nothing hides past a cut.
+LINE_PIECE = 1 << 16
+LINE_OVERLAP = 1 << 13
+#: A line longer than this cannot be scanned: the push is refused (fail closed).
+MAX_LINE = 1 << 24
 SCAN_TIMEOUT = 600.0
 _ALLOW_MARK = "gitleaks:allow"
 _HUNK = re.compile(r"^(@@+) .*?\+(\d+)(?:,\d+)? @@+")
+
+
+def _pieces(text: str) -> Iterator[str]:
+    """``text`` whole, or in overlapping pieces when it is long."""
+    if len(text) <= LINE_PIECE:
+        yield text
+        return
+    step = LINE_PIECE - LINE_OVERLAP
+    for start in range(0, len(text), step):
+        yield text[start : start + LINE_PIECE]
+        if start + LINE_PIECE >= len(text):
+            return
+
+
+def commit_messages(
+    git_dir: Path, commits: Sequence[str], env: Mapping[str, str]
+) -> Iterator[tuple[str, str, str]]:
+    """(commit, "commit message", line) for each line of each commit's message."""
+    proc = subprocess.Popen(
+        ["git", "--git-dir", str(git_dir), "cat-file", "--batch"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(("\n".join(commits) + "\n").encode())
+    proc.stdin.close()
+    for _ in commits:
+        header = proc.stdout.readline().split()
+        if len(header) != 3 or header[1] != b"commit":
+            proc.kill()
+            raise ScanError(f"cannot read commit object {header[:1]!r}")
+        body = proc.stdout.read(int(header[2]))
+        proc.stdout.read(1)  # the newline after each object
+        _, _, message = body.partition(b"\n\n")
+        for line in message.decode("utf-8", "replace").split("\n"):
+            if line:
+                for piece in _pieces(line):
+                    yield header[0].decode(), "commit message", piece
+    proc.wait(timeout=SCAN_TIMEOUT)
+    if proc.returncode != 0:
+        raise ScanError("git cat-file failed")
 
 
 class ScanError(Exception):
@@ -75,9 +122,15 @@ def _git(git_dir: Path, args: Sequence[str], env: Mapping[str, str]) -> str:
 def added_lines(
     git_dir: Path, commits: Sequence[str], env: Mapping[str, str]
 ) -> Iterator[tuple[str, str, str]]:
-    """(commit, where, text) for every message line and every added line of each commit."""
+    """(commit, where, text) for every message line and every added line of each commit.
+
+    Messages come from the commit objects themselves (``cat-file --batch``, framed by
+    size), never from a text stream a message could end early; a diff line is a file header
+    only between ``diff`` and its first hunk, so content can never pose as one.
+    """
     if not commits:
         return
+    yield from commit_messages(git_dir, commits, env)
     args = [
         "log",
         "--no-walk=unsorted",
@@ -89,7 +142,7 @@ def added_lines(
         "--no-ext-diff",
         "--no-textconv",
         "--no-renames",
-        "--format=%x01%H%n%B%x02",
+        "--format=%x01%H",
         "--stdin",
     ]
     proc = subprocess.Popen(
@@ -104,31 +157,34 @@ def added_lines(
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write("\n".join(commits) + "\n")
     proc.stdin.close()
-    commit, path, lineno, width, in_message = "", "", 0, 1, False
+    commit, path, lineno, width, in_header = "", "", 0, 1, False
     for raw in proc.stdout:
-        line = raw.rstrip("\n")[:MAX_LINE]
-        if line.startswith("\x01"):
-            commit, path, in_message = line[1:41], "", True
+        line = raw.rstrip("\n")
+        if len(line) > MAX_LINE:
+            proc.kill()
+            raise ScanError(f"a line of more than {MAX_LINE} characters cannot be scanned")
+        if line.startswith("\x01"):  # no header or content line starts with it
+            commit, path, in_header = line[1:41], "", False
             continue
-        if in_message:
-            if line.endswith("\x02"):
-                line, in_message = line[:-1], False
-            if line:
-                yield commit, "commit message", line
+        if line.startswith("diff "):
+            path, in_header = "", True
             continue
-        if line.startswith("+++ "):
-            target = line[4:]
-            path = target[2:] if target.startswith("b/") else target
+        if in_header:
+            match = _HUNK.match(line)
+            if match:
+                width, lineno, in_header = len(match[1]) - 1, int(match[2]), False
+            elif line.startswith("+++ "):
+                target = line[4:]
+                path = target[2:] if target.startswith("b/") else target
             continue
         match = _HUNK.match(line)
         if match:
             width, lineno = len(match[1]) - 1, int(match[2])
             continue
-        if line.startswith(("diff ", "--- ", "index ", "new file", "deleted file", "similarity")):
-            continue
         prefix = line[:width]
         if path and prefix and "+" in prefix and "-" not in prefix:
-            yield commit, f"{path}:{lineno}", line[width:]
+            for piece in _pieces(line[width:]):
+                yield commit, f"{path}:{lineno}", piece
             lineno += 1
         elif path and prefix and "-" not in prefix:
             lineno += 1
