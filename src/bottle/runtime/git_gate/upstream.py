@@ -286,7 +286,9 @@ def push(
     conn = connect(remote, config=config, secrets=secrets, environ=environ)
     options = [s for s in refspecs if s.startswith("--")]
     specs = [s for s in refspecs if not s.startswith("--")]
-    done = run_git(["push", "--porcelain", *options, conn.url, *specs], conn, cwd=mirror)
+    # --atomic: all refs land or none do, so a "refused" record never hides a ref that landed.
+    argv = ["push", "--porcelain", "--atomic", *options, conn.url, *specs]
+    done = run_git(argv, conn, cwd=mirror)
     answer = (done.stdout + done.stderr).strip()
     if done.returncode != 0 and "Host key verification failed" in done.stderr:
         answer = _explain(remote, conn, done.stderr, config)
