@@ -4,7 +4,7 @@ Docker itself does is tested against a real engine in tests/integration."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,7 +81,9 @@ class FakeProject:
         self.engine._call("logs")
         return self.engine.log_text
 
-    def follow_logs(self, services: Sequence[str] = ()) -> int:
+    def follow_logs(
+        self, services: Sequence[str] = (), *, on_line: Callable[[str], None] | None = None
+    ) -> int:
         self.engine._call("follow_logs")
         return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -115,8 +115,11 @@ class Instance:
     def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str:
         return self.compose.logs(services=services, tail=tail)
 
-    def follow_logs(self, *, services: Sequence[str] = ()) -> int:
-        return self.compose.follow_logs(services)
+    def follow_logs(
+        self, *, services: Sequence[str] = (), on_line: Callable[[str], None] | None = None
+    ) -> int:
+        """Each log line to ``on_line`` (containers' own text: show it inert) until Ctrl-C."""
+        return self.compose.follow_logs(services, on_line=on_line)
 
     def record(self, name: str, text: str) -> None:
         """Append to a file of the transcript (a headless run's command and exit code).

@@ -262,7 +262,7 @@ def logs(
         output.block(_saved_log(instance.state.compose_log))
         return
     if follow:
-        raise typer.Exit(instance.follow_logs(services=service or ()))
+        raise typer.Exit(instance.follow_logs(services=service or (), on_line=output.line))
     output.block(instance.logs(services=service or ()) + "\n")
 
 

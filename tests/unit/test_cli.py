@@ -381,3 +381,25 @@ def test_the_egress_log_shows_a_hostile_path_inert(
     done = bottle("egress", "log", "shell-abcdf", home=home, cwd=repo)
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout and "\\x1b[2K" in done.stdout
+
+
+def test_followed_logs_reach_the_caller_line_by_line_and_the_cli_shows_them_inert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: ``logs --follow`` once handed container bytes to the terminal raw."""
+    from bottle.engine.compose import ComposeProject
+
+    project = ComposeProject(
+        compose_file=tmp_path / "docker-compose.yml", project="p", project_dir=tmp_path
+    )
+    # Stands in for `docker compose`: the real argv is appended and ignored by sh.
+    fake = ["sh", "-c", r"printf 'one\033[2J\n\033]52;c;ZWNobw==\007two\n'", "sh"]
+    monkeypatch.setattr(ComposeProject, "_cmd", lambda self: fake)
+    seen: list[str] = []
+    assert project.follow_logs(on_line=seen.append) == 0
+    assert seen == ["one\x1b[2J", "\x1b]52;c;ZWNobw==\x07two"]
+    import inspect
+
+    from bottle_cli import app
+
+    assert "on_line=output.line" in inspect.getsource(app)

@@ -10,7 +10,7 @@ each other's values.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,11 +130,23 @@ class ComposeProject:
             )
         return result if isinstance(result, str) else ""
 
-    def follow_logs(self, services: Sequence[str] = ()) -> int:
-        """Stream logs to our stdout until Ctrl-C or the project ends; the child dies with us."""
+    def follow_logs(
+        self, services: Sequence[str] = (), *, on_line: Callable[[str], None] | None = None
+    ) -> int:
+        """Hand each log line to ``on_line`` until Ctrl-C or the project ends.
+
+        The lines are the containers' own bytes (the agent's, among others): the caller shows
+        them inert. The child dies with us.
+        """
         argv = [*self._cmd(), "logs", "--follow", "--timestamps", *services]
-        child = subprocess.Popen(argv)
+        child = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, text=True, errors="replace", bufsize=1
+        )
+        assert child.stdout is not None
+        say = on_line or (lambda text: None)
         try:
+            for text in child.stdout:
+                say(text.rstrip("\n"))
             return child.wait()
         finally:
             if child.poll() is None:
