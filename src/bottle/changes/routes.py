@@ -62,10 +62,10 @@ class RoutesControl:
         return parse_routes(self.raw(), source=str(self.path))
 
     def reload(self, *, timeout: float = 10.0) -> EgressStatus:
-        """Validate the file on disk, then have egress load it (after a hand edit)."""
+        """Have egress load the file on disk (after a hand edit); the sidecar's reload
+        validates it with the same parser first, so it is not parsed twice here."""
         from bottle.sidecars.egress import EGRESS
 
-        parse_routes(self.raw(), source=str(self.path))
         return EGRESS.reload(self.instance, timeout=timeout)
 
     def allow(self, route: Route, *, by: str | None = None, reason: str = "") -> Routes:
