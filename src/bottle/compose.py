@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping
-from pathlib import PurePosixPath
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -19,7 +18,7 @@ from ruamel.yaml.resolver import VersionedResolver
 
 from bottle import hardening, layout, workspace
 from bottle.plan import BottlePlan
-from bottle.providers import PROVIDERS
+from bottle.providers import provider as agent_provider
 from bottle.sidecars import AgentAddon, enabled_sidecars
 from bottle.sidecars._common import bind, escape, labels
 
@@ -66,7 +65,7 @@ def _addons(plan: BottlePlan) -> list[AgentAddon]:
 
 def _agent_service(plan: BottlePlan) -> dict[str, Any]:
     state = plan.state_dir
-    provider = PROVIDERS[plan.provider]
+    provider = agent_provider(plan.provider)
     env: dict[str, str] = {
         "HOME": "/home/agent",
         "BOTTLE_SLUG": plan.slug,
@@ -77,7 +76,7 @@ def _agent_service(plan: BottlePlan) -> dict[str, Any]:
     }
     for addon in _addons(plan):
         env.update(addon.env)
-    env.update(dict(provider.env))
+    env.update(provider.env(plan))
     env = {k: escape(v) for k, v in env.items()}
     for entry in plan.env:
         env[entry.name] = entry.compose_ref
@@ -93,7 +92,7 @@ def _agent_service(plan: BottlePlan) -> dict[str, Any]:
     for source, target in workspace.git_mounts(plan.cwd, placeholder):
         volumes.append(bind(source, target, read_only=True))
     for name, path in sorted(plan.skills.items()):
-        volumes.append(bind(path, _skills_target(plan) / name, read_only=True))
+        volumes.append(bind(path, provider.skills_target(plan) / name, read_only=True))
     depends: dict[str, Any] = {
         s.name: {"condition": "service_healthy"} for s in enabled_sidecars(plan)
     }
@@ -111,12 +110,6 @@ def _agent_service(plan: BottlePlan) -> dict[str, Any]:
         "stop_grace_period": "3s",
         **hardening.agent_keys(plan),
     }
-
-
-def _skills_target(plan: BottlePlan) -> PurePosixPath:
-    if plan.provider == "claude":
-        return layout.TRANSCRIPT / "claude" / "skills"
-    return PurePosixPath("/home/agent/.skills")
 
 
 def _quote_ambiguous(representer: Any, value: str) -> Any:

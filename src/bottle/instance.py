@@ -14,7 +14,7 @@ from bottle.engine.compose import ExecResult, ServiceState
 from bottle.engine.seam import DockerEngine, Engine, Project
 from bottle.errors import BottleError, StateError
 from bottle.files import atomic_write
-from bottle.providers import PROVIDERS
+from bottle.providers import provider
 from bottle.settings import Settings
 from bottle.state import DOWN, InstanceStatus, Metadata, StateDir, state_dirs
 
@@ -108,8 +108,7 @@ class Instance:
     def attach(self, *, tty: bool = True) -> int:
         """Hand this terminal to the agent program (``exec -it``, never ``docker attach``)."""
         metadata = self.metadata
-        provider = PROVIDERS[metadata.provider]
-        argv = provider.interactive_command(tuple(metadata.agent_args))
+        argv = provider(metadata.provider).interactive_command(metadata.agent_args)
         return self.exec(argv, tty=tty).exit_code
 
     def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str:

@@ -1,0 +1,39 @@
+"""The Provider protocol: everything bottle knows about one agent program.
+
+A provider is one module in ``bottle/providers/`` exporting ``PROVIDER``; the registry in
+``__init__.py`` maps the manifest's ``provider:`` kind to it. Host side only: the agent
+container runs the program, this module only says how.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Protocol
+
+from bottle import layout
+
+if TYPE_CHECKING:
+    from bottle.manifest.models import ProviderKind
+    from bottle.plan import BottlePlan
+
+#: Where the agent's config files land, read-only (system prompt, MCP config, git config).
+AGENT_DIR = layout.AGENT_CONFIG
+#: The writable directory that outlives the container: the program's own state goes here.
+TRANSCRIPT = layout.TRANSCRIPT
+
+
+class Provider(Protocol):
+    kind: ProviderKind
+
+    def env(self, plan: BottlePlan) -> dict[str, str]:
+        """The agent's environment for this program: config and transcript locations."""
+        ...
+
+    def skills_target(self, plan: BottlePlan) -> PurePosixPath:
+        """Where the agent's skills are mounted, one directory per skill."""
+        ...
+
+    def interactive_command(self, args: Sequence[str]) -> list[str]:
+        """The program an attended session hands the terminal to."""
+        ...

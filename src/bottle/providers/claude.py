@@ -1,0 +1,47 @@
+"""``provider: claude``: Claude Code, its config dir (its project JSONL) in the transcript."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Literal
+
+from bottle.providers.base import AGENT_DIR, TRANSCRIPT
+
+if TYPE_CHECKING:
+    from bottle.plan import BottlePlan
+
+CONFIG_DIR = TRANSCRIPT / "claude"
+
+# The system prompt is a file (it may be long and hold any character); the shell reads it
+# so no argument of ours is ever re-parsed by a shell.
+_LAUNCH = (
+    'mcp="$1"; prompt="$2"; shift 2; exec claude --dangerously-skip-permissions '
+    '--mcp-config "$mcp" --append-system-prompt "$(cat "$prompt")" "$@"'
+)
+
+
+@dataclass(frozen=True)
+class Claude:
+    kind: Literal["claude"] = "claude"
+
+    def env(self, plan: BottlePlan) -> dict[str, str]:
+        return {"CLAUDE_CONFIG_DIR": str(CONFIG_DIR)}
+
+    def skills_target(self, plan: BottlePlan) -> PurePosixPath:
+        return CONFIG_DIR / "skills"
+
+    def interactive_command(self, args: Sequence[str]) -> list[str]:
+        return [
+            "sh",
+            "-c",
+            _LAUNCH,
+            "claude",
+            f"{AGENT_DIR}/mcp.json",
+            f"{AGENT_DIR}/system-prompt.md",
+            *args,
+        ]
+
+
+PROVIDER = Claude()

@@ -1,0 +1,30 @@
+"""``provider: shell``: a login bash, its history kept in the transcript."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Literal
+
+from bottle.providers.base import TRANSCRIPT
+
+if TYPE_CHECKING:
+    from bottle.plan import BottlePlan
+
+
+@dataclass(frozen=True)
+class Shell:
+    kind: Literal["shell"] = "shell"
+
+    def env(self, plan: BottlePlan) -> dict[str, str]:
+        return {"HISTFILE": f"{TRANSCRIPT}/bash_history", "PROMPT_COMMAND": "history -a"}
+
+    def skills_target(self, plan: BottlePlan) -> PurePosixPath:
+        return PurePosixPath("/home/agent/.skills")
+
+    def interactive_command(self, args: Sequence[str]) -> list[str]:
+        return ["bash", "-l", *args]
+
+
+PROVIDER = Shell()
