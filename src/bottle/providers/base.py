@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from bottle import layout
 
@@ -34,6 +34,18 @@ class Provider(Protocol):
         """Where the agent's skills are mounted, one directory per skill."""
         ...
 
-    def interactive_command(self, args: Sequence[str]) -> list[str]:
-        """The program an attended session hands the terminal to."""
+    def interactive_command(self, args: Sequence[str], *, resume: bool = False) -> list[str]:
+        """The program an attended session hands the terminal to; ``resume`` continues the
+        conversation the transcript holds."""
         ...
+
+    def headless_command(
+        self, prompt: str, *, output: Output = "text", resume: bool = False
+    ) -> list[str]:
+        """The program working on ``prompt`` alone: the answer on stdout, progress on stderr,
+        non-zero when it failed; ``output`` "json"/"stream-json" for the structured result."""
+        ...
+
+
+#: What a headless run prints on stdout.
+Output = Literal["text", "json", "stream-json"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
-from bottle.providers.base import AGENT_DIR, TRANSCRIPT
+from bottle.providers.base import AGENT_DIR, TRANSCRIPT, Output
 
 if TYPE_CHECKING:
     from bottle.plan import BottlePlan
@@ -32,7 +32,18 @@ class Claude:
     def skills_target(self, plan: BottlePlan) -> PurePosixPath:
         return CONFIG_DIR / "skills"
 
-    def interactive_command(self, args: Sequence[str]) -> list[str]:
+    def interactive_command(self, args: Sequence[str], *, resume: bool = False) -> list[str]:
+        return self._launch([*(["--continue"] if resume else []), *args])
+
+    def headless_command(
+        self, prompt: str, *, output: Output = "text", resume: bool = False
+    ) -> list[str]:
+        flags = ["--continue"] if resume else []
+        if output == "stream-json":
+            flags += ["--verbose"]  # claude -p refuses stream-json without it
+        return self._launch([*flags, "--output-format", output, "-p", prompt])
+
+    def _launch(self, args: Sequence[str]) -> list[str]:
         return [
             "sh",
             "-c",

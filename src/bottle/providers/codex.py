@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
-from bottle.providers.base import TRANSCRIPT
+from bottle.providers.base import TRANSCRIPT, Output
 
 if TYPE_CHECKING:
     from bottle.plan import BottlePlan
@@ -25,8 +25,16 @@ class Codex:
     def skills_target(self, plan: BottlePlan) -> PurePosixPath:
         return PurePosixPath("/home/agent/.skills")
 
-    def interactive_command(self, args: Sequence[str]) -> list[str]:
-        return ["codex", "--dangerously-bypass-approvals-and-sandbox", *args]
+    def interactive_command(self, args: Sequence[str], *, resume: bool = False) -> list[str]:
+        head = ["codex", "resume", "--last"] if resume else ["codex"]
+        return [*head, "--dangerously-bypass-approvals-and-sandbox", *args]
+
+    def headless_command(
+        self, prompt: str, *, output: Output = "text", resume: bool = False
+    ) -> list[str]:
+        head = ["codex", "exec", *(["resume", "--last"] if resume else [])]
+        json_flag = [] if output == "text" else ["--json"]
+        return [*head, "--dangerously-bypass-approvals-and-sandbox", *json_flag, prompt]
 
 
 PROVIDER = Codex()

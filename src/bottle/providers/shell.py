@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
-from bottle.providers.base import TRANSCRIPT
+from bottle.providers.base import TRANSCRIPT, Output
 
 if TYPE_CHECKING:
     from bottle.plan import BottlePlan
@@ -23,8 +23,14 @@ class Shell:
     def skills_target(self, plan: BottlePlan) -> PurePosixPath:
         return PurePosixPath("/home/agent/.skills")
 
-    def interactive_command(self, args: Sequence[str]) -> list[str]:
+    def interactive_command(self, args: Sequence[str], *, resume: bool = False) -> list[str]:
+        # A shell's "conversation" is its history file, which every new login reads.
         return ["bash", "-l", *args]
+
+    def headless_command(
+        self, prompt: str, *, output: Output = "text", resume: bool = False
+    ) -> list[str]:
+        return ["bash", "-lc", prompt]
 
 
 PROVIDER = Shell()
