@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from bottle_cli import decisions, output
+from bottle_cli import decisions, output, syntax
 from bottle_cli.params import JsonOpt, RunOptions, SlugArg, SlugsArg, run_options, running
 from bottle_cli.params import open_instance as _open
 from bottle_cli.params import settings as _settings
@@ -27,12 +28,16 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
     add_completion=False,
+    epilog=f"start, run, exec: {syntax.RULE}",
 )
 
 AgentArg = Annotated[str, typer.Argument(help="agent name (see 'bottle agents')")]
 BottleOpt = Annotated[
-    str | None, typer.Option("--bottle", "-b", help="bottle to use instead of the agent's own")
+    str | None,
+    typer.Option("--bottle", "-b", metavar="NAME", help="bottle to use instead of the agent's own"),
 ]
+#: ``start``/``run``/``exec``: options anywhere before ``--``, the agent's words after it.
+_AGENT_COMMAND: dict[str, Any] = {"cls": syntax.AgentCommand, "epilog": syntax.RULE}
 
 
 def _bottle(agent: str, bottle: str | None, args: list[str] | None = None) -> Any:
@@ -57,12 +62,19 @@ def _ask(name: str, question: str) -> str:
 
 
 def _argv(cmd: list[str] | None, *, required: bool = True) -> list[str]:
-    """The words after ``--`` (click keeps the separator when options stop early)."""
+    """The words after ``--`` (``syntax.AgentCommand`` puts them there, and only them)."""
     argv = list(cmd or [])
-    argv = argv[1:] if argv and argv[0] == "--" else argv
     if required and not argv:
         raise typer.BadParameter("give the command to run after --", param_hint="CMD")
     return argv
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        output.out.print(f"bottle {version('bot-bottle')}", markup=False)
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -73,6 +85,10 @@ def _options(
             "--debug",
             help="on an error, also print its cause and traceback (or set BOTTLE_DEBUG=1)",
         ),
+    ] = False,
+    _version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_version, help="print the version"),
     ] = False,
 ) -> None:
     """Run an AI coding agent in a bottle: a container whose only way out is its sidecars."""
@@ -88,7 +104,10 @@ def render(
     agent: Annotated[str, typer.Argument(help="agent name")] = "shell",
     bottle: BottleOpt = None,
 ) -> None:
-    """Print the docker-compose.yml an instance of AGENT would be brought up with."""
+    """Print the compose file an instance of AGENT would run.
+
+    It says which services will not start on this host, and why.
+    """
     from bottle.compose import dump_yaml
 
     target = _bottle(agent, bottle)
@@ -118,7 +137,7 @@ def agents(json_: JsonOpt = False) -> None:
 
 @app.command()
 def bottles(json_: JsonOpt = False) -> None:
-    """List the bottles agents can run in, and the file each comes from."""
+    """List the bottles agents run in, and each one's file."""
     from bottle.catalog import list_bottles
 
     rows = list_bottles(_settings(), Path.cwd())
@@ -144,14 +163,17 @@ def bottles(json_: JsonOpt = False) -> None:
 # -- instances -------------------------------------------------------------------------------
 
 
-@app.command(context_settings={"allow_interspersed_args": False})
+@app.command(**_AGENT_COMMAND)
 def start(
     agent: AgentArg = "shell",
     bottle: BottleOpt = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="leave it running")] = False,
-    args: Annotated[list[str] | None, typer.Argument(help="extra agent arguments")] = None,
+    args: Annotated[list[str] | None, typer.Argument(help="the agent's own arguments")] = None,
 ) -> None:
-    """Start AGENT in its bottle and attach to it (or leave it running with --detach)."""
+    """Start AGENT in its bottle and attach to it.
+
+    With --detach it is left running and its slug printed.
+    """
     from bottle.session import attached_session
 
     target = _bottle(agent, bottle, _argv(args, required=False))
@@ -163,13 +185,16 @@ def start(
     raise typer.Exit(attached_session(target, progress=output.progress, ask=_ask))
 
 
-@app.command(context_settings={"allow_interspersed_args": False})
+@app.command(**_AGENT_COMMAND)
 def run(
     agent: AgentArg,
-    cmd: Annotated[list[str], typer.Argument(help="command to run in the agent, after --")],
+    cmd: Annotated[list[str] | None, typer.Argument(help="command to run in the agent")] = None,
     bottle: BottleOpt = None,
 ) -> None:
-    """Start AGENT, run CMD inside it headless, stop; exits with CMD's exit code."""
+    """Run CMD in a new AGENT, headless, then stop it.
+
+    Exits with CMD's exit code.
+    """
     from bottle.session import headless_run
 
     target = _bottle(agent, bottle)
@@ -182,13 +207,17 @@ def attach(slug: SlugArg) -> None:
     raise typer.Exit(_open(slug).attach(tty=sys.stdin.isatty()))
 
 
-@app.command("exec", context_settings={"allow_interspersed_args": False})
+@app.command("exec", **_AGENT_COMMAND)
 def exec_(
     slug: SlugArg,
-    cmd: Annotated[list[str], typer.Argument(help="command, after --")],
+    cmd: Annotated[list[str] | None, typer.Argument(help="command to run")] = None,
     service: Annotated[str, typer.Option(help="service to run it in")] = "agent",
 ) -> None:
-    """Run a command inside a running instance; exits with its exit code."""
+    """Run CMD inside a running instance.
+
+    Exits with CMD's exit code; the command and its exit code are recorded in the
+    instance's transcript directory (never an environment value).
+    """
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     raise typer.Exit(_open(slug).exec(_argv(cmd), tty=tty, service=service).exit_code)
 
@@ -198,7 +227,10 @@ def stop(
     slugs: SlugsArg = None,
     all_: Annotated[bool, typer.Option("--all", help="stop every running instance")] = False,
 ) -> None:
-    """Save compose.log, then take the instance(s) down; the state directory stays."""
+    """Take instances down; their state directories stay.
+
+    compose.log is saved first.
+    """
     from bottle.instances import instances
 
     targets = list(slugs or [])
@@ -216,7 +248,7 @@ def stop(
 
 @app.command("ls")
 def ls(json_: JsonOpt = False) -> None:
-    """List instances: state directories joined with docker compose ls."""
+    """List instances: state directories joined with compose."""
     from bottle.instances import instances
 
     rows = instances(_settings())
@@ -254,7 +286,7 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
     service: Annotated[list[str] | None, typer.Option(help="only these services")] = None,
 ) -> None:
-    """Print the logs of an instance (compose.log once it has stopped)."""
+    """Print the logs of an instance (compose.log once stopped)."""
     instance = _open(slug)
     from bottle.state import DOWN
 
@@ -281,7 +313,10 @@ def _saved_log(path: Path) -> str:
 
 @app.command()
 def check(slug: SlugArg, json_: JsonOpt = False) -> None:
-    """Try every way out of a running bottle from inside its agent; exit 1 on a leak."""
+    """Probe every way out of a running bottle; exit 1 on a leak.
+
+    The probes run inside the agent's container.
+    """
     from bottle.checks import run_checks
 
     results = run_checks(_open(slug))
@@ -298,7 +333,10 @@ def check(slug: SlugArg, json_: JsonOpt = False) -> None:
 def cleanup(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
 ) -> None:
-    """Take down preserved instances and orphans; remove finished state directories."""
+    """Take down leftovers and orphans; remove finished state dirs.
+
+    Asks first, unless --yes is given.
+    """
     from bottle.instances import plan_cleanup, run_cleanup
 
     plan = plan_cleanup(_settings())
@@ -335,7 +373,10 @@ def trust_(
     list_: Annotated[bool, typer.Option("--list", help="show what is trusted")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Allow repository agent files (./.bottle/agents/NAME.md) to run, as they are now."""
+    """Let repository agent files run, as they are now.
+
+    Repository agents are ./.bottle/agents/NAME.md; a changed file needs trusting again.
+    """
     from bottle import trust
 
     home = _settings().home
@@ -361,13 +402,34 @@ def trust_(
 def untrust(
     paths: Annotated[list[Path], typer.Argument(help="repository agent files")],
 ) -> None:
-    """Forget the trust given to repository agent files; they no longer start."""
+    """Forget the trust given to repository agent files."""
     from bottle import trust
 
     home = _settings().home
     for path in paths:
         known = trust.untrust(home, path)
         output.progress(f"{'untrusted' if known else 'was not trusted:'} {trust.key(path)}")
+
+
+#: The variable a shell's completion function sets when it asks ``bottle`` for words.
+COMPLETE_VAR = "_BOTTLE_COMPLETE"
+
+
+class Shell(StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+@app.command()
+def completion(shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish")]) -> None:
+    """Print the shell completion script for SHELL.
+
+    For bash, add eval "$(bottle completion bash)" to ~/.bashrc.
+    """
+    from typer._completion_shared import get_completion_script
+
+    print(get_completion_script(prog_name="bottle", complete_var=COMPLETE_VAR, shell=shell))
 
 
 decisions.register(app)
@@ -388,16 +450,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     Words after the command are the command's: ``bottle exec x -- pytest --debug`` keeps
     the agent's ``--debug``.
     """
+    from typer._click.exceptions import UsageError
     from typer.exceptions import TyperException
 
     args = list(sys.argv[1:] if argv is None else argv)
     options = RunOptions(debug=os.environ.get("BOTTLE_DEBUG") == "1")
-    command = typer.main.get_command(app)
+    command = cli()
     try:
         # Without standalone mode, typer returns a command's typer.Exit code, and 130 after
         # Ctrl-C inside a command; what it raises is handled here.
         with running(options):
             code = command.main(args=args, prog_name="bottle", standalone_mode=False)
+    except UsageError as exc:
+        code = _usage_error(exc)
     except TyperException as exc:
         show = getattr(exc, "show", None)
         if callable(show):
@@ -414,6 +479,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         code = _report(exc, options.debug)
     return code if isinstance(code, int) else 0
+
+
+def cli() -> Any:
+    """The click command of ``bottle``, help pages in docker's style (``syntax.styled``)."""
+    if COMPLETE_VAR in os.environ:
+        # A shell asks for completions (see 'bottle completion'): typer's shell classes.
+        from typer._completion_classes import completion_init
+
+        completion_init()
+    return syntax.styled(typer.main.get_command(app))
+
+
+def _usage_error(exc: Any) -> int:
+    """``error: <what>`` and a hint naming the command's help, never a usage dump."""
+    ctx = exc.ctx
+    where = ctx.command_path if ctx is not None else "bottle"
+    hint = f"See '{where} --help'."
+    if ctx is not None and isinstance(ctx.command, syntax.AgentCommand):
+        hint = f"{syntax.RULE} {hint}"
+    message = exc.format_message()
+    output.error(message[:1].lower() + message[1:], hint)
+    return int(exc.exit_code)
 
 
 def _report(exc: Exception, debug: bool) -> int:
