@@ -127,6 +127,14 @@ class CleanupPlan:
     remove_state: list[str] = field(default_factory=list)  # finished state dirs (slugs)
     orphan_containers: list[str] = field(default_factory=list)
     orphan_networks: list[str] = field(default_factory=list)
+    #: Stopped and failed state dirs, kept unless asked for (``everything``): they hold an
+    #: audit log, proposals and capabilities someone may still need.
+    kept_state: list[str] = field(default_factory=list)
+
+    def remove_kept(self) -> None:
+        """Remove the stopped and failed state dirs too (the user said so)."""
+        self.remove_state += self.kept_state
+        self.kept_state = []
 
     @property
     def empty(self) -> bool:
@@ -135,14 +143,18 @@ class CleanupPlan:
         )
 
 
-def plan_cleanup(settings: Settings) -> CleanupPlan:
+def plan_cleanup(settings: Settings, *, everything: bool = False) -> CleanupPlan:
+    """What cleanup would do: finished state dirs go; stopped and failed ones only with
+    ``everything`` (else they are in ``kept_state``)."""
     plan = CleanupPlan()
     live_slugs: set[str] = set()
     for row in instances(settings):
         if row.status in {InstanceStatus.PRESERVED.value, "orphan"}:
             plan.take_down.append(row.slug)
-        elif row.status in {s.value for s in DOWN}:
+        elif row.status == InstanceStatus.FINISHED.value:
             plan.remove_state.append(row.slug)
+        elif row.status in {s.value for s in DOWN}:
+            (plan.remove_state if everything else plan.kept_state).append(row.slug)
         else:
             live_slugs.add(row.slug)
     keep = live_slugs | set(plan.take_down)

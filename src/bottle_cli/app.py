@@ -229,7 +229,7 @@ def stop(
 ) -> None:
     """Take instances down; their state directories stay.
 
-    compose.log is saved first.
+    compose.log is saved first. With --all and nothing running, there is nothing to do.
     """
     from bottle.instances import instances
 
@@ -237,6 +237,8 @@ def stop(
     if all_:
         up = {"running", "degraded", "preserved"}
         targets += [r.slug for r in instances(_settings()) if r.status in up]
+        if not targets:
+            return  # nothing running: the state asked for is already there
     if not targets:
         output.error("no instance named", "Give one or more slugs (see 'bottle ls') or --all.")
         raise typer.Exit(2)
@@ -247,7 +249,10 @@ def stop(
 
 
 @app.command("ls")
-def ls(json_: JsonOpt = False) -> None:
+def ls(
+    json_: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print slugs only")] = False,
+) -> None:
     """List instances: state directories joined with compose."""
     from bottle.instances import instances
 
@@ -255,9 +260,15 @@ def ls(json_: JsonOpt = False) -> None:
     if json_:
         output.print_json([row.model_dump(mode="json") for row in rows])
         return
+    if quiet:
+        for row in rows:
+            output.line(row.slug)
+        return
+    # The slug is the value users copy: never cut; the other columns give way.
     output.table(
-        ["slug", "agent", "bottle", "status", "running", "started", "cwd"],
-        [
+        keep={0},
+        headers=["slug", "agent", "bottle", "status", "running", "started", "cwd"],
+        rows=[
             [
                 r.slug,
                 r.agent or "-",
@@ -270,6 +281,20 @@ def ls(json_: JsonOpt = False) -> None:
             for r in rows
         ],
     )
+
+
+def _ask_kept(plan: Any, *, yes: bool) -> None:
+    """Stopped and failed state goes only after a yes on a terminal (or ``--all``)."""
+    names = ", ".join(plan.kept_state)
+    what = f"the state of {len(plan.kept_state)} stopped/failed instance(s) ({names})"
+    if not yes and sys.stdin.isatty():
+        question = f"Also remove {what}: audit log, proposals, capabilities?"
+        if typer.confirm(question, default=False, err=True):
+            plan.remove_kept()
+            return
+    else:
+        output.warn(f"keeping {what}")
+    output.progress("to remove them too: bottle cleanup --all")
 
 
 def _status(row: Any) -> str:
@@ -332,14 +357,20 @@ def check(slug: SlugArg, json_: JsonOpt = False) -> None:
 @app.command()
 def cleanup(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="also remove stopped and failed state directories")
+    ] = False,
 ) -> None:
-    """Take down leftovers and orphans; remove finished state dirs.
+    """Remove finished instances; take down leftovers and orphans.
 
-    Asks first, unless --yes is given.
+    Stopped and failed instances keep their state (audit log, proposals) unless --all
+    is given or you say yes on a terminal.
     """
     from bottle.instances import plan_cleanup, run_cleanup
 
-    plan = plan_cleanup(_settings())
+    plan = plan_cleanup(_settings(), everything=all_)
+    if plan.kept_state:
+        _ask_kept(plan, yes=yes)
     if plan.empty:
         output.progress("nothing to clean up")
         return

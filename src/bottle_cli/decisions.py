@@ -268,7 +268,8 @@ def clip(text: str, limit: int = CELL_CHARS) -> str:
 def _table(items: list[tuple[str, Row]]) -> None:
     output.table(
         ["slug", "id", "tool", "what", "justification"],
-        [
+        keep={0, 1},
+        rows=[
             [slug, str(row.id), row.tool, clip(row.what), clip(row.justification)]
             for slug, row in items
         ],
