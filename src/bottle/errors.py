@@ -57,7 +57,13 @@ class Failed(BottleError):
 
 
 class ManifestError(Refused):
-    """A bottle or agent file (or the built-in defaults it extends) is invalid."""
+    """A bottle or agent file (or the built-in defaults it extends) is invalid.
+
+    ``problems`` are all of a file's ``(field, message)`` errors at once (``field`` is the
+    first's); the message lists them, bounded by ``MAX_PROBLEMS``.
+    """
+
+    MAX_PROBLEMS = 20
 
     def __init__(
         self,
@@ -66,13 +72,20 @@ class ManifestError(Refused):
         path: Path | str | None = None,
         field: str | None = None,
         hint: str | None = None,
+        problems: Sequence[tuple[str | None, str]] = (),
     ) -> None:
-        where = str(path) if path is not None else "<built-in>"
-        if field:
-            where += f": {field}"
-        super().__init__(f"{where}: {message}", hint=hint)
+        parts = [str(path)] if path is not None else []
+        if len(problems) > 1:
+            shown = [f"  {f or '(file)'}: {m}" for f, m in problems[: self.MAX_PROBLEMS]]
+            if len(problems) > self.MAX_PROBLEMS:
+                shown.append(f"  … and {len(problems) - self.MAX_PROBLEMS} more")
+            message = f"{len(problems)} problems:\n" + "\n".join(shown)
+        elif field:
+            parts.append(field)
+        super().__init__(": ".join([*parts, message]), hint=hint)
         self.path = Path(path) if path is not None else None
         self.field = field
+        self.problems = list(problems) or [(field, message)]
 
 
 class PlanError(Refused):

@@ -44,8 +44,12 @@ def _bottle(agent: str, bottle: str | None, args: list[str] | None = None) -> An
     from bottle import Bottle
 
     instance = Bottle(agent, bottle=bottle, args=args or (), settings=_settings())
-    for warning in instance.manifest.warnings:
+    manifest = instance.manifest
+    for warning in manifest.warnings:
         output.warn(warning)
+    for kind, broken in (("bottle", manifest.broken_bottles), ("agent", manifest.broken_agents)):
+        for name, error in broken.items():
+            output.warn(f"{kind} {name!r} does not load ({error.path}); see 'bottle {kind}s'")
     return instance
 
 
@@ -129,10 +133,19 @@ def agents(json_: JsonOpt = False) -> None:
     output.table(
         ["agent", "bottle", "origin", "trust", "file", "description"],
         [
-            [r.name, r.bottle, r.origin, r.trust or "-", r.path or "(built-in)", r.description]
+            [
+                r.name,
+                r.bottle or "-",
+                r.origin,
+                r.trust or "-",
+                r.path or "(built-in)",
+                "BROKEN (below)" if r.error else r.description,
+            ]
             for r in rows
         ],
+        keep={0},
     )
+    _broken(rows)
 
 
 @app.command()
@@ -150,14 +163,23 @@ def bottles(json_: JsonOpt = False) -> None:
             [
                 r.name,
                 ",".join(r.extends),
-                r.provider,
-                str(r.column("routes")),
+                r.provider or "-",
+                "-" if r.error else str(r.column("routes")),
                 r.path or "(built-in)",
-                r.description,
+                "BROKEN (below)" if r.error else r.description,
             ]
             for r in rows
         ],
+        keep={0},
     )
+    _broken(rows)
+
+
+def _broken(rows: Sequence[Any]) -> None:
+    """Each file that does not load, with all its errors: the rest of the list still works."""
+    for row in rows:
+        if row.error:
+            output.error(f"{row.name} is broken: {row.error}")
 
 
 # -- instances -------------------------------------------------------------------------------
