@@ -140,6 +140,10 @@ class StartTimeout(EngineError):
     """A service did not become ready within its bound."""
 
 
+class DownIncomplete(EngineError):
+    """``compose down`` answered success but left a network behind (still in use)."""
+
+
 class ApplyError(Refused):
     """A live-config change or a proposal was refused; the old config stays in force."""
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from bottle.engine import compose as engine
 from bottle.errors import BottleError, InstanceNotFound, StateError
-from bottle.instance import WELL, Instance
+from bottle.instance import DOWN_FAILED, WELL, Instance
 from bottle.settings import Settings
 from bottle.state import DOWN, InstanceStatus, StateDir, owner_alive, state_dirs
 
@@ -39,6 +39,14 @@ class InstanceInfo(BaseModel):
     cwd: str | None
     state_dir: str | None
     sidecar_info: dict[str, dict[str, Any]] = {}  # what each sidecar describes (no secrets)
+    error: str | None = None  # what metadata.json says went wrong (e.g. "down failed: …")
+
+    @property
+    def down_failed(self) -> bool:
+        """Its ``down`` left something behind: shown until cleanup takes it down."""
+        return self.status == InstanceStatus.PRESERVED.value and (self.error or "").startswith(
+            DOWN_FAILED
+        )
 
 
 #: What ``ls`` shows for a running instance one of whose sidecars is not running well.
@@ -93,6 +101,7 @@ def instances(settings: Settings | None = None) -> list[InstanceInfo]:
                 cwd=meta.cwd,
                 state_dir=str(state.path),
                 sidecar_info=meta.sidecar_info,
+                error=meta.error,
             )
         )
     ours: set[str] = set()
@@ -207,7 +216,14 @@ def _step(action: str, target: str, do: Callable[[], None]) -> CleanupStep:
 def _take_down(slug: str, settings: Settings) -> None:
     state = StateDir.lookup(settings.state_root, slug)
     if state.exists():
-        Instance(state).stop(status=InstanceStatus.STOPPED)
+        instance = Instance(state)
+        instance.stop(status=InstanceStatus.STOPPED)
+        if instance.status == InstanceStatus.PRESERVED:
+            raise StateError(
+                instance.metadata.error or f"{slug} is still not down",
+                hint="See what holds its network ('docker network inspect'), then run "
+                "'bottle cleanup' again.",
+            )
     else:
         # A project with no state directory: remove its labelled objects directly.
         engine.remove(*engine.labelled(f"bottle.slug={slug}"))

@@ -241,7 +241,8 @@ def exec_(
     instance's transcript directory (never an environment value).
     """
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    raise typer.Exit(_open(slug).exec(_argv(cmd), tty=tty, service=service).exit_code)
+    done = _open(slug).exec(_argv(cmd), tty=tty, service=service, record=True)
+    raise typer.Exit(done.exit_code)
 
 
 @app.command()
@@ -264,10 +265,18 @@ def stop(
     if not targets:
         output.error("no instance named", "Give one or more slugs (see 'bottle ls') or --all.")
         raise typer.Exit(2)
+    from bottle.state import InstanceStatus
+
+    incomplete = 0
     for slug in targets:
         instance = _open(slug)
         instance.stop()
+        if instance.status == InstanceStatus.PRESERVED:
+            incomplete += 1  # down left something behind: the library said what
+            continue
         output.progress(f"stopped {instance.slug}; its state is in {instance.state.path}")
+    if incomplete:
+        raise typer.Exit(1)
 
 
 @app.command("ls")
@@ -286,9 +295,9 @@ def ls(
         for row in rows:
             output.line(row.slug)
         return
-    # The slug is the value users copy: never cut; the other columns give way.
+    # The slug is the value users copy, the status what they look for: never cut.
     output.table(
-        keep={0},
+        keep={0, 3},
         headers=["slug", "agent", "bottle", "status", "running", "started", "cwd"],
         rows=[
             [
@@ -323,6 +332,8 @@ def _status(row: Any) -> str:
     """``degraded (egress: exited)``: which sidecar is not well, and how."""
     from bottle.instance import WELL
 
+    if getattr(row, "down_failed", False):
+        return f"{row.status} (down failed)"
     ill = [f"{name}: {state}" for name, state in row.sidecars.items() if state not in WELL]
     return f"{row.status} ({', '.join(ill)})" if ill else str(row.status)
 

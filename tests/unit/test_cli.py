@@ -197,7 +197,7 @@ class _RecordingInstance:
     def __init__(self) -> None:
         self.argv: list[str] = []
 
-    def exec(self, argv: list[str], *, tty: bool, service: str) -> Any:
+    def exec(self, argv: list[str], *, tty: bool, service: str, record: bool = False) -> Any:
         self.argv = list(argv)
         return SimpleNamespace(exit_code=7)
 
