@@ -13,7 +13,8 @@
         ├── DockerUnavailable   no docker CLI, no daemon, or no compose v2
         ├── EngineError         a docker / compose call failed: .argv, .stderr
         │   ├── ImageBuildError an image build failed: .step
-        │   └── StartTimeout    a service did not become healthy in time
+        │   ├── StartTimeout    a service did not become healthy in time
+        │   └── DownIncomplete  down said success but left a network behind
         ├── ApplyFailed         a live change was valid but could not be applied
         ├── InstanceNotFound    no state directory for that slug
         └── StateError          a state directory is unreadable, locked, or in the wrong status
