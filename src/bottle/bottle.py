@@ -60,7 +60,9 @@ class Bottle:
     @property
     def manifest(self) -> Manifest:
         if self._manifest is None:
-            self._manifest = load_manifest(home=self.settings.home, cwd=self.options.cwd)
+            self._manifest = load_manifest(
+                home=self.settings.home, cwd=self.options.cwd, strict=False
+            )
         return self._manifest
 
     def plan(self) -> BottlePlan:

@@ -13,7 +13,8 @@
         ├── DockerUnavailable   no docker CLI, no daemon, or no compose v2
         ├── EngineError         a docker / compose call failed: .argv, .stderr
         │   ├── ImageBuildError an image build failed: .step
-        │   └── StartTimeout    a service did not become healthy in time
+        │   ├── StartTimeout    a service did not become healthy in time
+        │   └── DownIncomplete  down said success but left a network behind
         ├── ApplyFailed         a live change was valid but could not be applied
         ├── InstanceNotFound    no state directory for that slug
         └── StateError          a state directory is unreadable, locked, or in the wrong status
@@ -57,7 +58,13 @@ class Failed(BottleError):
 
 
 class ManifestError(Refused):
-    """A bottle or agent file (or the built-in defaults it extends) is invalid."""
+    """A bottle or agent file (or the built-in defaults it extends) is invalid.
+
+    ``problems`` are all of a file's ``(field, message)`` errors at once (``field`` is the
+    first's); the message lists them, bounded by ``MAX_PROBLEMS``.
+    """
+
+    MAX_PROBLEMS = 20
 
     def __init__(
         self,
@@ -66,13 +73,20 @@ class ManifestError(Refused):
         path: Path | str | None = None,
         field: str | None = None,
         hint: str | None = None,
+        problems: Sequence[tuple[str | None, str]] = (),
     ) -> None:
-        where = str(path) if path is not None else "<built-in>"
-        if field:
-            where += f": {field}"
-        super().__init__(f"{where}: {message}", hint=hint)
+        parts = [str(path)] if path is not None else []
+        if len(problems) > 1:
+            shown = [f"  {f or '(file)'}: {m}" for f, m in problems[: self.MAX_PROBLEMS]]
+            if len(problems) > self.MAX_PROBLEMS:
+                shown.append(f"  … and {len(problems) - self.MAX_PROBLEMS} more")
+            message = f"{len(problems)} problems:\n" + "\n".join(shown)
+        elif field:
+            parts.append(field)
+        super().__init__(": ".join([*parts, message]), hint=hint)
         self.path = Path(path) if path is not None else None
         self.field = field
+        self.problems = list(problems) or [(field, message)]
 
 
 class PlanError(Refused):
@@ -125,6 +139,10 @@ class ImageBuildError(EngineError):
 
 class StartTimeout(EngineError):
     """A service did not become ready within its bound."""
+
+
+class DownIncomplete(EngineError):
+    """``compose down`` answered success but left a network behind (still in use)."""
 
 
 class ApplyError(Refused):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,8 +13,8 @@ from typing import TYPE_CHECKING
 from bottle import safefs, workspace
 from bottle.engine.compose import ExecResult, ServiceState
 from bottle.engine.seam import DockerEngine, Engine, Project
-from bottle.errors import BottleError, StateError
-from bottle.files import atomic_write
+from bottle.errors import BottleError, DownIncomplete, StateError
+from bottle.files import atomic_write, now
 from bottle.providers import provider
 from bottle.settings import Settings
 from bottle.state import DOWN, InstanceStatus, Metadata, StateDir, state_dirs
@@ -98,12 +99,49 @@ class Instance:
         service: str = "agent",
         user: str | None = None,
         stdin: bytes | None = None,
+        record: bool = False,
     ) -> ExecResult:
-        """Run a command in the agent (or another service); returns its exit code."""
+        """Run a command in the agent (or another service); returns its exit code.
+
+        ``record``: the command and its exit code go to the transcript's ``exec.log``
+        (what an operator ran with ``bottle exec``; see ``recorded``).
+        """
         self._require_up()
-        return self.compose.exec(
-            service, list(argv), tty=tty, capture=capture, user=user, stdin=stdin
-        )
+        result: list[ExecResult] = []
+
+        def run() -> int:
+            result.append(
+                self.compose.exec(
+                    service, list(argv), tty=tty, capture=capture, user=user, stdin=stdin
+                )
+            )
+            return result[0].exit_code
+
+        if record:
+            self.recorded(argv, service, run)
+        else:
+            run()
+        return result[0]
+
+    def recorded(self, argv: Sequence[str], service: str, run: Callable[[], int]) -> int:
+        """``run()`` (``argv`` in ``service``), its command and exit code in ``exec.log``.
+
+        The words are recorded, never an environment value. A log the agent spoiled (a
+        link, a FIFO) is warned about and does not stop the command.
+        """
+        self._try_record(f"{now().isoformat()} [{service}] $ {shlex.join(argv)}\n")
+        code: int | str = "interrupted"
+        try:
+            code = run()
+            return code
+        finally:
+            self._try_record(f"{now().isoformat()} [{service}] exit {code}\n")
+
+    def _try_record(self, line: str) -> None:
+        try:
+            self.record(EXEC_LOG, line)
+        except StateError as exc:
+            sys.stderr.write(f"warning: {exc.message}\n")
 
     def attach(self, *, tty: bool = True) -> int:
         """Hand this terminal to the agent program (``exec -it``, never ``docker attach``)."""
@@ -156,8 +194,11 @@ class Instance:
             self.save_compose_log()
         except BottleError as exc:
             error = exc
+        left: DownIncomplete | None = None
         try:
             self.compose.down()
+        except DownIncomplete as exc:
+            left = exc  # the containers are gone: the rest of stop goes on
         except BottleError as exc:
             self.state.transition(InstanceStatus.PRESERVED, error=str(exc))
             raise
@@ -170,12 +211,16 @@ class Instance:
             error = error or StateError(f"its start was cut short (process {metadata.pid} died)")
         elif metadata.status == InstanceStatus.FAILED:
             final = InstanceStatus.FAILED
+        if left is not None:
+            # Kept visible ('preserved', 'down failed' in ls) until cleanup gets it down.
+            final, error = InstanceStatus.PRESERVED, StateError(f"{DOWN_FAILED}: {left.message}")
+            sys.stderr.write(f"warning: {error.message}\nhint: {left.hint}\n")
         planted = self._check_workspace(metadata)
         self.state.transition(
             final,
             exit_code=exit_code if exit_code is not None else metadata.exit_code,
             pid=None,
-            error=str(error) if error else metadata.error,
+            error=str(error) if error else _kept_error(metadata.error),
             planted_git=sorted({*metadata.planted_git, *planted}),
         )
 
@@ -245,6 +290,18 @@ class Instance:
     ) -> None:
         self.stop(status=InstanceStatus.FINISHED if exc is None else InstanceStatus.STOPPED)
 
+
+#: How ``metadata.error`` of an instance whose ``down`` left a network behind begins.
+DOWN_FAILED = "down failed"
+
+
+def _kept_error(error: str | None) -> str | None:
+    """The recorded error a later stop keeps: not a ``down`` failure that is now mended."""
+    return None if error and error.startswith(DOWN_FAILED) else error
+
+
+#: The transcript file of what ``bottle exec`` ran, and how it ended.
+EXEC_LOG = "exec.log"
 
 #: Service states in which a service does its job.
 WELL = frozenset({"running", "healthy"})

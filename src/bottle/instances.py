@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from bottle.engine import compose as engine
 from bottle.errors import BottleError, InstanceNotFound, StateError
-from bottle.instance import WELL, Instance
+from bottle.instance import DOWN_FAILED, WELL, Instance
 from bottle.settings import Settings
 from bottle.state import DOWN, InstanceStatus, StateDir, owner_alive, state_dirs
 
@@ -39,6 +39,14 @@ class InstanceInfo(BaseModel):
     cwd: str | None
     state_dir: str | None
     sidecar_info: dict[str, dict[str, Any]] = {}  # what each sidecar describes (no secrets)
+    error: str | None = None  # what metadata.json says went wrong (e.g. "down failed: …")
+
+    @property
+    def down_failed(self) -> bool:
+        """Its ``down`` left something behind: shown until cleanup takes it down."""
+        return self.status == InstanceStatus.PRESERVED.value and (self.error or "").startswith(
+            DOWN_FAILED
+        )
 
 
 #: What ``ls`` shows for a running instance one of whose sidecars is not running well.
@@ -93,6 +101,7 @@ def instances(settings: Settings | None = None) -> list[InstanceInfo]:
                 cwd=meta.cwd,
                 state_dir=str(state.path),
                 sidecar_info=meta.sidecar_info,
+                error=meta.error,
             )
         )
     ours: set[str] = set()
@@ -127,6 +136,14 @@ class CleanupPlan:
     remove_state: list[str] = field(default_factory=list)  # finished state dirs (slugs)
     orphan_containers: list[str] = field(default_factory=list)
     orphan_networks: list[str] = field(default_factory=list)
+    #: Stopped and failed state dirs, kept unless asked for (``everything``): they hold an
+    #: audit log, proposals and capabilities someone may still need.
+    kept_state: list[str] = field(default_factory=list)
+
+    def remove_kept(self) -> None:
+        """Remove the stopped and failed state dirs too (the user said so)."""
+        self.remove_state += self.kept_state
+        self.kept_state = []
 
     @property
     def empty(self) -> bool:
@@ -135,14 +152,18 @@ class CleanupPlan:
         )
 
 
-def plan_cleanup(settings: Settings) -> CleanupPlan:
+def plan_cleanup(settings: Settings, *, everything: bool = False) -> CleanupPlan:
+    """What cleanup would do: finished state dirs go; stopped and failed ones only with
+    ``everything`` (else they are in ``kept_state``)."""
     plan = CleanupPlan()
     live_slugs: set[str] = set()
     for row in instances(settings):
         if row.status in {InstanceStatus.PRESERVED.value, "orphan"}:
             plan.take_down.append(row.slug)
-        elif row.status in {s.value for s in DOWN}:
+        elif row.status == InstanceStatus.FINISHED.value:
             plan.remove_state.append(row.slug)
+        elif row.status in {s.value for s in DOWN}:
+            (plan.remove_state if everything else plan.kept_state).append(row.slug)
         else:
             live_slugs.add(row.slug)
     keep = live_slugs | set(plan.take_down)
@@ -195,7 +216,14 @@ def _step(action: str, target: str, do: Callable[[], None]) -> CleanupStep:
 def _take_down(slug: str, settings: Settings) -> None:
     state = StateDir.lookup(settings.state_root, slug)
     if state.exists():
-        Instance(state).stop(status=InstanceStatus.STOPPED)
+        instance = Instance(state)
+        instance.stop(status=InstanceStatus.STOPPED)
+        if instance.status == InstanceStatus.PRESERVED:
+            raise StateError(
+                instance.metadata.error or f"{slug} is still not down",
+                hint="See what holds its network ('docker network inspect'), then run "
+                "'bottle cleanup' again.",
+            )
     else:
         # A project with no state directory: remove its labelled objects directly.
         engine.remove(*engine.labelled(f"bottle.slug={slug}"))

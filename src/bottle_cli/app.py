@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from bottle_cli import decisions, output
+from bottle_cli import decisions, output, syntax
 from bottle_cli.params import JsonOpt, RunOptions, SlugArg, SlugsArg, run_options, running
 from bottle_cli.params import open_instance as _open
 from bottle_cli.params import settings as _settings
@@ -27,20 +28,28 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
     add_completion=False,
+    epilog=f"start, run, exec: {syntax.RULE}",
 )
 
 AgentArg = Annotated[str, typer.Argument(help="agent name (see 'bottle agents')")]
 BottleOpt = Annotated[
-    str | None, typer.Option("--bottle", "-b", help="bottle to use instead of the agent's own")
+    str | None,
+    typer.Option("--bottle", "-b", metavar="NAME", help="bottle to use instead of the agent's own"),
 ]
+#: ``start``/``run``/``exec``: options anywhere before ``--``, the agent's words after it.
+_AGENT_COMMAND: dict[str, Any] = {"cls": syntax.AgentCommand, "epilog": syntax.RULE}
 
 
 def _bottle(agent: str, bottle: str | None, args: list[str] | None = None) -> Any:
     from bottle import Bottle
 
     instance = Bottle(agent, bottle=bottle, args=args or (), settings=_settings())
-    for warning in instance.manifest.warnings:
+    manifest = instance.manifest
+    for warning in manifest.warnings:
         output.warn(warning)
+    for kind, broken in (("bottle", manifest.broken_bottles), ("agent", manifest.broken_agents)):
+        for name, error in broken.items():
+            output.warn(f"{kind} {name!r} does not load ({error.path}); see 'bottle {kind}s'")
     return instance
 
 
@@ -57,12 +66,19 @@ def _ask(name: str, question: str) -> str:
 
 
 def _argv(cmd: list[str] | None, *, required: bool = True) -> list[str]:
-    """The words after ``--`` (click keeps the separator when options stop early)."""
+    """The words after ``--`` (``syntax.AgentCommand`` puts them there, and only them)."""
     argv = list(cmd or [])
-    argv = argv[1:] if argv and argv[0] == "--" else argv
     if required and not argv:
         raise typer.BadParameter("give the command to run after --", param_hint="CMD")
     return argv
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        output.out.print(f"bottle {version('bot-bottle')}", markup=False)
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -73,6 +89,10 @@ def _options(
             "--debug",
             help="on an error, also print its cause and traceback (or set BOTTLE_DEBUG=1)",
         ),
+    ] = False,
+    _version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_version, help="print the version"),
     ] = False,
 ) -> None:
     """Run an AI coding agent in a bottle: a container whose only way out is its sidecars."""
@@ -88,7 +108,10 @@ def render(
     agent: Annotated[str, typer.Argument(help="agent name")] = "shell",
     bottle: BottleOpt = None,
 ) -> None:
-    """Print the docker-compose.yml an instance of AGENT would be brought up with."""
+    """Print the compose file an instance of AGENT would run.
+
+    It says which services will not start on this host, and why.
+    """
     from bottle.compose import dump_yaml
 
     target = _bottle(agent, bottle)
@@ -110,15 +133,24 @@ def agents(json_: JsonOpt = False) -> None:
     output.table(
         ["agent", "bottle", "origin", "trust", "file", "description"],
         [
-            [r.name, r.bottle, r.origin, r.trust or "-", r.path or "(built-in)", r.description]
+            [
+                r.name,
+                r.bottle or "-",
+                r.origin,
+                r.trust or "-",
+                r.path or "(built-in)",
+                "BROKEN (below)" if r.error else r.description,
+            ]
             for r in rows
         ],
+        keep={0},
     )
+    _broken(rows)
 
 
 @app.command()
 def bottles(json_: JsonOpt = False) -> None:
-    """List the bottles agents can run in, and the file each comes from."""
+    """List the bottles agents run in, and each one's file."""
     from bottle.catalog import list_bottles
 
     rows = list_bottles(_settings(), Path.cwd())
@@ -131,27 +163,39 @@ def bottles(json_: JsonOpt = False) -> None:
             [
                 r.name,
                 ",".join(r.extends),
-                r.provider,
-                str(r.column("routes")),
+                r.provider or "-",
+                "-" if r.error else str(r.column("routes")),
                 r.path or "(built-in)",
-                r.description,
+                "BROKEN (below)" if r.error else r.description,
             ]
             for r in rows
         ],
+        keep={0},
     )
+    _broken(rows)
+
+
+def _broken(rows: Sequence[Any]) -> None:
+    """Each file that does not load, with all its errors: the rest of the list still works."""
+    for row in rows:
+        if row.error:
+            output.error(f"{row.name} is broken: {row.error}")
 
 
 # -- instances -------------------------------------------------------------------------------
 
 
-@app.command(context_settings={"allow_interspersed_args": False})
+@app.command(**_AGENT_COMMAND)
 def start(
     agent: AgentArg = "shell",
     bottle: BottleOpt = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="leave it running")] = False,
-    args: Annotated[list[str] | None, typer.Argument(help="extra agent arguments")] = None,
+    args: Annotated[list[str] | None, typer.Argument(help="the agent's own arguments")] = None,
 ) -> None:
-    """Start AGENT in its bottle and attach to it (or leave it running with --detach)."""
+    """Start AGENT in its bottle and attach to it.
+
+    With --detach it is left running and its slug printed.
+    """
     from bottle.session import attached_session
 
     target = _bottle(agent, bottle, _argv(args, required=False))
@@ -163,13 +207,16 @@ def start(
     raise typer.Exit(attached_session(target, progress=output.progress, ask=_ask))
 
 
-@app.command(context_settings={"allow_interspersed_args": False})
+@app.command(**_AGENT_COMMAND)
 def run(
     agent: AgentArg,
-    cmd: Annotated[list[str], typer.Argument(help="command to run in the agent, after --")],
+    cmd: Annotated[list[str] | None, typer.Argument(help="command to run in the agent")] = None,
     bottle: BottleOpt = None,
 ) -> None:
-    """Start AGENT, run CMD inside it headless, stop; exits with CMD's exit code."""
+    """Run CMD in a new AGENT, headless, then stop it.
+
+    Exits with CMD's exit code.
+    """
     from bottle.session import headless_run
 
     target = _bottle(agent, bottle)
@@ -182,15 +229,20 @@ def attach(slug: SlugArg) -> None:
     raise typer.Exit(_open(slug).attach(tty=sys.stdin.isatty()))
 
 
-@app.command("exec", context_settings={"allow_interspersed_args": False})
+@app.command("exec", **_AGENT_COMMAND)
 def exec_(
     slug: SlugArg,
-    cmd: Annotated[list[str], typer.Argument(help="command, after --")],
+    cmd: Annotated[list[str] | None, typer.Argument(help="command to run")] = None,
     service: Annotated[str, typer.Option(help="service to run it in")] = "agent",
 ) -> None:
-    """Run a command inside a running instance; exits with its exit code."""
+    """Run CMD inside a running instance.
+
+    Exits with CMD's exit code; the command and its exit code are recorded in the
+    instance's transcript directory (never an environment value).
+    """
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    raise typer.Exit(_open(slug).exec(_argv(cmd), tty=tty, service=service).exit_code)
+    done = _open(slug).exec(_argv(cmd), tty=tty, service=service, record=True)
+    raise typer.Exit(done.exit_code)
 
 
 @app.command()
@@ -198,34 +250,56 @@ def stop(
     slugs: SlugsArg = None,
     all_: Annotated[bool, typer.Option("--all", help="stop every running instance")] = False,
 ) -> None:
-    """Save compose.log, then take the instance(s) down; the state directory stays."""
+    """Take instances down; their state directories stay.
+
+    compose.log is saved first. With --all and nothing running, there is nothing to do.
+    """
     from bottle.instances import instances
 
     targets = list(slugs or [])
     if all_:
         up = {"running", "degraded", "preserved"}
         targets += [r.slug for r in instances(_settings()) if r.status in up]
+        if not targets:
+            return  # nothing running: the state asked for is already there
     if not targets:
         output.error("no instance named", "Give one or more slugs (see 'bottle ls') or --all.")
         raise typer.Exit(2)
+    from bottle.state import InstanceStatus
+
+    incomplete = 0
     for slug in targets:
         instance = _open(slug)
         instance.stop()
+        if instance.status == InstanceStatus.PRESERVED:
+            incomplete += 1  # down left something behind: the library said what
+            continue
         output.progress(f"stopped {instance.slug}; its state is in {instance.state.path}")
+    if incomplete:
+        raise typer.Exit(1)
 
 
 @app.command("ls")
-def ls(json_: JsonOpt = False) -> None:
-    """List instances: state directories joined with docker compose ls."""
+def ls(
+    json_: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print slugs only")] = False,
+) -> None:
+    """List instances: state directories joined with compose."""
     from bottle.instances import instances
 
     rows = instances(_settings())
     if json_:
         output.print_json([row.model_dump(mode="json") for row in rows])
         return
+    if quiet:
+        for row in rows:
+            output.line(row.slug)
+        return
+    # The slug is the value users copy, the status what they look for: never cut.
     output.table(
-        ["slug", "agent", "bottle", "status", "running", "started", "cwd"],
-        [
+        keep={0, 3},
+        headers=["slug", "agent", "bottle", "status", "running", "started", "cwd"],
+        rows=[
             [
                 r.slug,
                 r.agent or "-",
@@ -240,10 +314,26 @@ def ls(json_: JsonOpt = False) -> None:
     )
 
 
+def _ask_kept(plan: Any, *, yes: bool) -> None:
+    """Stopped and failed state goes only after a yes on a terminal (or ``--all``)."""
+    names = ", ".join(plan.kept_state)
+    what = f"the state of {len(plan.kept_state)} stopped/failed instance(s) ({names})"
+    if not yes and sys.stdin.isatty():
+        question = f"Also remove {what}: audit log, proposals, capabilities?"
+        if typer.confirm(question, default=False, err=True):
+            plan.remove_kept()
+            return
+    else:
+        output.warn(f"keeping {what}")
+    output.progress("to remove them too: bottle cleanup --all")
+
+
 def _status(row: Any) -> str:
     """``degraded (egress: exited)``: which sidecar is not well, and how."""
     from bottle.instance import WELL
 
+    if getattr(row, "down_failed", False):
+        return f"{row.status} (down failed)"
     ill = [f"{name}: {state}" for name, state in row.sidecars.items() if state not in WELL]
     return f"{row.status} ({', '.join(ill)})" if ill else str(row.status)
 
@@ -254,7 +344,7 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
     service: Annotated[list[str] | None, typer.Option(help="only these services")] = None,
 ) -> None:
-    """Print the logs of an instance (compose.log once it has stopped)."""
+    """Print the logs of an instance (compose.log once stopped)."""
     instance = _open(slug)
     from bottle.state import DOWN
 
@@ -281,7 +371,10 @@ def _saved_log(path: Path) -> str:
 
 @app.command()
 def check(slug: SlugArg, json_: JsonOpt = False) -> None:
-    """Try every way out of a running bottle from inside its agent; exit 1 on a leak."""
+    """Probe every way out of a running bottle; exit 1 on a leak.
+
+    The probes run inside the agent's container.
+    """
     from bottle.checks import run_checks
 
     results = run_checks(_open(slug))
@@ -297,11 +390,20 @@ def check(slug: SlugArg, json_: JsonOpt = False) -> None:
 @app.command()
 def cleanup(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="also remove stopped and failed state directories")
+    ] = False,
 ) -> None:
-    """Take down preserved instances and orphans; remove finished state directories."""
+    """Remove finished instances; take down leftovers and orphans.
+
+    Stopped and failed instances keep their state (audit log, proposals) unless --all
+    is given or you say yes on a terminal.
+    """
     from bottle.instances import plan_cleanup, run_cleanup
 
-    plan = plan_cleanup(_settings())
+    plan = plan_cleanup(_settings(), everything=all_)
+    if plan.kept_state:
+        _ask_kept(plan, yes=yes)
     if plan.empty:
         output.progress("nothing to clean up")
         return
@@ -335,7 +437,10 @@ def trust_(
     list_: Annotated[bool, typer.Option("--list", help="show what is trusted")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Allow repository agent files (./.bottle/agents/NAME.md) to run, as they are now."""
+    """Let repository agent files run, as they are now.
+
+    Repository agents are ./.bottle/agents/NAME.md; a changed file needs trusting again.
+    """
     from bottle import trust
 
     home = _settings().home
@@ -361,13 +466,34 @@ def trust_(
 def untrust(
     paths: Annotated[list[Path], typer.Argument(help="repository agent files")],
 ) -> None:
-    """Forget the trust given to repository agent files; they no longer start."""
+    """Forget the trust given to repository agent files."""
     from bottle import trust
 
     home = _settings().home
     for path in paths:
         known = trust.untrust(home, path)
         output.progress(f"{'untrusted' if known else 'was not trusted:'} {trust.key(path)}")
+
+
+#: The variable a shell's completion function sets when it asks ``bottle`` for words.
+COMPLETE_VAR = "_BOTTLE_COMPLETE"
+
+
+class Shell(StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+@app.command()
+def completion(shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish")]) -> None:
+    """Print the shell completion script for SHELL.
+
+    For bash, add eval "$(bottle completion bash)" to ~/.bashrc.
+    """
+    from typer._completion_shared import get_completion_script
+
+    print(get_completion_script(prog_name="bottle", complete_var=COMPLETE_VAR, shell=shell))
 
 
 decisions.register(app)
@@ -388,16 +514,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     Words after the command are the command's: ``bottle exec x -- pytest --debug`` keeps
     the agent's ``--debug``.
     """
+    from typer._click.exceptions import UsageError
     from typer.exceptions import TyperException
 
     args = list(sys.argv[1:] if argv is None else argv)
     options = RunOptions(debug=os.environ.get("BOTTLE_DEBUG") == "1")
-    command = typer.main.get_command(app)
+    command = cli()
     try:
         # Without standalone mode, typer returns a command's typer.Exit code, and 130 after
         # Ctrl-C inside a command; what it raises is handled here.
         with running(options):
             code = command.main(args=args, prog_name="bottle", standalone_mode=False)
+    except UsageError as exc:
+        code = _usage_error(exc)
     except TyperException as exc:
         show = getattr(exc, "show", None)
         if callable(show):
@@ -414,6 +543,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         code = _report(exc, options.debug)
     return code if isinstance(code, int) else 0
+
+
+def cli() -> Any:
+    """The click command of ``bottle``, help pages in docker's style (``syntax.styled``)."""
+    if COMPLETE_VAR in os.environ:
+        # A shell asks for completions (see 'bottle completion'): typer's shell classes.
+        from typer._completion_classes import completion_init
+
+        completion_init()
+    return syntax.styled(typer.main.get_command(app))
+
+
+def _usage_error(exc: Any) -> int:
+    """``error: <what>`` and a hint naming the command's help, never a usage dump."""
+    ctx = exc.ctx
+    where = ctx.command_path if ctx is not None else "bottle"
+    hint = f"See '{where} --help'."
+    if ctx is not None and isinstance(ctx.command, syntax.AgentCommand):
+        hint = f"{syntax.RULE} {hint}"
+    message = exc.format_message()
+    output.error(message[:1].lower() + message[1:], hint)
+    return int(exc.exit_code)
 
 
 def _report(exc: Exception, debug: bool) -> int:

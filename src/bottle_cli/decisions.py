@@ -47,7 +47,11 @@ def register(app: typer.Typer) -> None:
 
 @egress_app.command("reload")
 def egress_reload(slug: SlugArg) -> None:
-    """Validate live-config/egress/routes.yaml, SIGHUP egress, confirm the new table is live."""
+    """Validate a hand edit of the routes, then make it live.
+
+    Checks live-config/egress/routes.yaml, sends egress SIGHUP and confirms the new
+    table is in force.
+    """
     status = open_instance(slug).routes.reload()
     output.progress(f"egress generation {status.generation} is live")
 
@@ -68,7 +72,10 @@ def routes_edit(
     slug: SlugArg,
     reason: Annotated[str, typer.Option(help="why, for the audit log")] = "",
 ) -> None:
-    """Edit the live routes in $EDITOR; they are validated, applied without a restart, audited."""
+    """Edit the live routes in $EDITOR.
+
+    The edit is validated, applied without a restart, and audited.
+    """
     from bottle.changes.routes import parse_routes
     from bottle.errors import ApplyError
     from bottle_cli.editor import edit_text
@@ -95,7 +102,10 @@ def egress_log(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """The decision log: one line per request (never a secret); -f follows until Ctrl-C."""
+    """The decision log: one line per request, never a secret.
+
+    With -f it follows until Ctrl-C.
+    """
     path = open_instance(slug).state.egress_log
     if json_ and not follow:
         output.print_json([_as_json(e) for e in _log_records(path, follow=False)])
@@ -258,7 +268,8 @@ def clip(text: str, limit: int = CELL_CHARS) -> str:
 def _table(items: list[tuple[str, Row]]) -> None:
     output.table(
         ["slug", "id", "tool", "what", "justification"],
-        [
+        keep={0, 1},
+        rows=[
             [slug, str(row.id), row.tool, clip(row.what), clip(row.justification)]
             for slug, row in items
         ],
@@ -266,7 +277,10 @@ def _table(items: list[tuple[str, Row]]) -> None:
 
 
 def view() -> None:
-    """A full-screen view of pending proposals of every instance (a approve, r reject)."""
+    """Full-screen view of every instance's pending proposals.
+
+    Keys: a approve, e edit, r reject.
+    """
     try:
         from bottle_cli.view import QueueView
     except ModuleNotFoundError as exc:
@@ -296,7 +310,7 @@ def approve(
         bool, typer.Option("--offline", help="build a capability Dockerfile with no network")
     ] = False,
 ) -> None:
-    """Apply a pending proposal to the live instance, then tell the agent.
+    """Apply a pending proposal live, then tell the agent.
 
     A capability-block's Dockerfile is shown and must be confirmed (or --yes, or --edit):
     its RUN steps reach only what the bottle's egress routes allow (or nothing, --offline).
@@ -413,7 +427,10 @@ def reject(
 
 @audit_app.command("verify")
 def audit_verify(slug: SlugArg) -> None:
-    """Check the hash chain of an instance's audit log; exit 1 if anything was changed."""
+    """Check an instance's audit log; exit 1 if it was changed.
+
+    Checks the hash chain and its anchored head (a cut tail shows).
+    """
     from bottle.gate_audit import try_import
     from bottle.operator import audit_log
 

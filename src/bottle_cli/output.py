@@ -9,6 +9,7 @@ escaped by the JSON encoder itself (``ensure_ascii``: every control is a ``\\u``
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 from rich.console import Console
@@ -53,10 +54,50 @@ def error(message: str, hint: str | None = None) -> None:
         err.print(f"[cyan]hint:[/cyan] {_shown(hint)}", markup=True)
 
 
-def table(headers: list[str], rows: list[list[str]]) -> None:
+def table(headers: list[str], rows: list[list[str]], *, keep: Collection[int] = ()) -> None:
+    """One line per row, fitting the terminal: columns in ``keep`` are never cut; others are
+    shortened with an ellipsis, and the last ones left out, when there is no room
+    (``--json`` has every value whole)."""
     from rich.table import Table
 
-    view = Table(*headers, box=None, pad_edge=False, header_style="bold")
-    for row in rows:
-        view.add_row(*(escape(inert(cell)) for cell in row))
+    cells = [[inert(cell) for cell in row] for row in rows]
+    widths = _fit(
+        [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)],
+        [len(h) for h in headers],
+        keep,
+        out.width,
+    )
+    view = Table(box=None, pad_edge=False, header_style="bold")
+    shown = [i for i, width in enumerate(widths) if width]
+    for index in shown:
+        view.add_column(headers[index], width=widths[index], no_wrap=True, overflow="ellipsis")
+    for row in cells:
+        view.add_row(*(escape(row[i]) for i in shown))
     out.print(view)
+
+
+def _fit(natural: list[int], floor: list[int], keep: Collection[int], room: int) -> list[int]:
+    """Column widths (0: left out) that fit ``room`` with two spaces between columns."""
+    widths = list(natural)
+    floors = [min(n, f) for n, f in zip(natural, floor, strict=True)]
+    shown = list(range(len(widths)))
+
+    def spare() -> int:
+        return room - 2 * (len(shown) - 1) - sum(widths[i] for i in shown)
+
+    while spare() < 0 and len(shown) > 1:
+        if (
+            room - 2 * (len(shown) - 1) - sum(widths[i] if i in keep else floors[i] for i in shown)
+            < 0
+        ):
+            drop = next((i for i in reversed(shown) if i not in keep), None)
+            if drop is None:
+                break
+            shown.remove(drop)
+            widths[drop] = 0
+            continue
+        widest = max(
+            (i for i in shown if i not in keep and widths[i] > floors[i]), key=lambda i: widths[i]
+        )
+        widths[widest] -= 1
+    return widths

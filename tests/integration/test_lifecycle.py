@@ -196,7 +196,9 @@ def test_kill_9_mid_start_is_recoverable_by_stop_and_cleanup(
     assert meta["status"] == "failed" and "cut short" in meta["error"]
     assert labelled("container", slug) == [] and labelled("network", slug) == []
 
-    done = cli("cleanup", "--yes", cwd=workdir)
+    kept = cli("cleanup", "--yes", cwd=workdir)  # a failed one's state stays by default
+    assert kept.returncode == 0 and (state_root / slug).is_dir(), kept.stderr
+    done = cli("cleanup", "--yes", "--all", cwd=workdir)
     assert done.returncode == 0, done.stderr
     assert f"remove dir {slug}" in done.stderr
     assert not (state_root / slug).exists()

@@ -57,11 +57,11 @@ def test_agents_and_bottles_json(
     [
         (
             {"bottles/x.md": "---\negress: {routes: [{host: 'bad host'}]}\n---\n"},
-            ["bottles"],
+            ["render", "--bottle", "x"],
             "egress.routes.0.host",
         ),
         ({}, ["render", "ghost"], "unknown agent"),
-        ({"agents/a.md": "---\nbottle: nope\n---\n"}, ["agents"], "bottle"),
+        ({"agents/a.md": "---\nbottle: nope\n---\n"}, ["render", "a"], "bottle"),
         ({"bottles/a.md": "---\nextends: a\n---\n"}, ["render", "shell", "--bottle", "a"], "cycle"),
     ],
 )
@@ -83,9 +83,15 @@ def test_bad_input_exits_2_with_message_and_no_traceback(
 
 
 def test_repo_bottle_is_refused(bottle: Callable[..., CliResult], home: Path, repo: Path) -> None:
+    """Ignored with a warning, never used; the rest of the repository still works."""
     write(repo / ".bottle" / "bottles" / "x.md", "---\n---\n")
     done = bottle("render", home=home, cwd=repo)
-    assert done.returncode == 2 and "never bottles" in done.stderr
+    assert done.returncode == 0 and "never bottles: ignored" in done.stderr
+    done = bottle("render", "--bottle", "x", home=home, cwd=repo)
+    assert done.returncode == 2 and "unknown bottle 'x'" in done.stderr
+    (repo / ".bottle" / "bottles" / "x.md").unlink()
+    done = bottle("render", home=home, cwd=repo)  # an empty folder is nothing at all
+    assert done.returncode == 0 and "warning" not in done.stderr
 
 
 def test_usage_error_exits_2(bottle: Callable[..., CliResult], home: Path, repo: Path) -> None:
@@ -191,7 +197,7 @@ class _RecordingInstance:
     def __init__(self) -> None:
         self.argv: list[str] = []
 
-    def exec(self, argv: list[str], *, tty: bool, service: str) -> Any:
+    def exec(self, argv: list[str], *, tty: bool, service: str, record: bool = False) -> Any:
         self.argv = list(argv)
         return SimpleNamespace(exit_code=7)
 

@@ -187,7 +187,7 @@ def test_cli_cleanup_prints_each_failure_and_exits_1(
     make_state(home, "shell-done2", InstanceStatus.FINISHED)
     plan = CleanupPlan(take_down=["shell-live2"], remove_state=["shell-done2"])
     # The plan is docker's to compute (tests/integration); what is done with it is not.
-    monkeypatch.setattr(instances, "plan_cleanup", lambda _settings: plan)
+    monkeypatch.setattr(instances, "plan_cleanup", lambda _settings, **_: plan)
     done = bottle("cleanup", "--yes", home=home, cwd=repo)
     assert done.returncode == 1
     assert "take down shell-live2: instance shell-live2 is starting" in done.stderr

@@ -19,7 +19,7 @@ from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import run as run_docker
 
 from bottle.engine.errors import COMPOSE_HINT, DOCKER_HINT, docker_cli, docker_errors, translate
-from bottle.errors import DockerUnavailable, EngineError, StartTimeout
+from bottle.errors import DockerUnavailable, DownIncomplete, EngineError, StartTimeout
 
 
 @dataclass(frozen=True)
@@ -115,10 +115,22 @@ class ComposeProject:
             raise self._start_error(exc, f"recreating {service} of {self.project}") from exc
 
     def down(self, *, timeout: int = 5) -> None:
-        """Remove every container and network of the project; a no-op when none exist."""
+        """Remove every container and network of the project; a no-op when none exist.
+
+        Compose exits 0 when a network is still in use (something else joined it): that
+        is checked, and raised as ``DownIncomplete``.
+        """
         with docker_errors(f"taking down {self.project}"):
             self._docker.compose.down(
                 remove_orphans=True, volumes=True, timeout=timeout, quiet=True
+            )
+            label = f"com.docker.compose.project={self.project}"
+            left = [n.name for n in self._docker.network.list(filters={"label": label})]
+        if left:
+            raise DownIncomplete(
+                f"could not remove network {', '.join(left)}: still in use",
+                hint=f"See what holds it ('docker network inspect {left[0]}'), remove "
+                "that, then run 'bottle cleanup'.",
             )
 
     def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str:

@@ -85,9 +85,15 @@ class Manifest:
     agents: dict[str, AgentSource]
     warnings: tuple[str, ...] = ()
     skills_dirs: tuple[Path, ...] = field(default=())
+    #: Files that did not load, by name: using one raises its error, nothing else does.
+    broken_bottles: dict[str, ManifestError] = field(default_factory=dict)
+    broken_agents: dict[str, ManifestError] = field(default_factory=dict)
+    home: Path = Path("~/.bottle")  # named in hints: where the user's own files go
 
     def agent(self, name: str) -> AgentSource:
         """The agent to start; a repository agent only if the user trusted its content."""
+        if name in self.broken_agents:
+            raise self.broken_agents[name]
         try:
             source = self.agents[name]
             if source.origin == "repo" and source.trust != "trusted" and source.path:
@@ -97,13 +103,18 @@ class Manifest:
             known = ", ".join(sorted(self.agents)) or "none"
             raise ManifestError(
                 f"unknown agent {name!r}",
-                hint=f"Known agents: {known}. Define it in ~/.bottle/agents/{name}.md "
+                hint=f"Known agents: {known}. Define it in {self.home / 'agents' / name}.md "
                 f"or ./.bottle/agents/{name}.md.",
             ) from None
 
     def resolve_bottle(self, name: str) -> BottleSpec:
         """The bottle with every ``extends`` parent merged in (child wins)."""
         return _resolve(self, name, ())
+
+    def check(self) -> None:
+        """Raise the first broken file's error (a strict load)."""
+        for error in (*self.broken_bottles.values(), *self.broken_agents.values()):
+            raise error
 
 
 def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str]:
@@ -204,24 +215,41 @@ class _BoundedComposer(Composer):
 
 
 def validate(model: type[BaseModel], data: dict[str, Any], path: Path | None) -> Any:
-    """``model(**data)``, with the first error turned into a ManifestError naming the field."""
+    """``model(**data)``, every error of the file in one ManifestError naming each field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = ".".join(str(part) for part in error["loc"] if part != "[key]")
-        if error["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(_fields_at(model, error["loc"][:-1])))
-            raise ManifestError(
-                "unknown key",
-                path=path,
-                field=loc,
-                hint=f"Remove it or fix its spelling; allowed keys here: {allowed}.",
-            ) from None
-        message = error["msg"].removeprefix("Value error, ")
-        raise ManifestError(
-            message, path=path, field=loc or None, hint=_hint_for(error["type"], loc)
-        ) from None
+        errors = exc.errors()
+    problems = [_problem(model, error) for error in errors]
+    field, message, hint = problems[0]
+    if len(problems) > 1:
+        # One hint cannot fit every line: an unknown key's line carries its own.
+        problems = [
+            (f, f"{m}; {h[:1].lower()}{h[1:]}" if m == "unknown key" else m, h)
+            for f, m, h in problems
+        ]
+        hint = "Fix each field as its line says; docs/manifest.md lists every field."
+    raise ManifestError(
+        message,
+        path=path,
+        field=field,
+        hint=hint,
+        problems=[(f, m) for f, m, _ in problems],
+    )
+
+
+def _problem(model: type[BaseModel], error: Any) -> tuple[str | None, str, str]:
+    """One pydantic error as (field path, message, hint)."""
+    loc = ".".join(str(part) for part in error["loc"] if part != "[key]")
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(sorted(_fields_at(model, error["loc"][:-1])))
+        return (
+            loc,
+            "unknown key",
+            f"Remove it or fix its spelling; allowed keys here: {allowed}.",
+        )
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return loc or None, message, _hint_for(error["type"], loc)
 
 
 def _fields_at(model: type[BaseModel], loc: Iterable[Any]) -> list[str]:
@@ -297,7 +325,7 @@ def _read_bounded(path: Path) -> bytes:
     return data
 
 
-def _agent_data(data: dict[str, Any], path: Path, origin: Origin) -> dict[str, Any]:
+def _agent_data(data: dict[str, Any], path: Path, origin: Origin, home: Path) -> dict[str, Any]:
     if origin == "repo":
         for key in _repo_forbidden():
             if key in data:
@@ -307,7 +335,7 @@ def _agent_data(data: dict[str, Any], path: Path, origin: Origin) -> dict[str, A
                     path=path,
                     field=key,
                     hint=f"Remove '{key}' here and put it in a bottle under "
-                    "~/.bottle/bottles/, then name that bottle with 'bottle:'.",
+                    f"{home / 'bottles'}/, then name that bottle with 'bottle:'.",
                 )
     ignored = CLAUDE_SUBAGENT_KEYS - {"description"}
     return {k: v for k, v in data.items() if k not in ignored}
@@ -319,61 +347,106 @@ def _md_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix == ".md" and p.is_file())
 
 
-def load_manifest(*, home: Path, cwd: Path) -> Manifest:
-    """Every bottle and agent visible from ``cwd``, validated; raises ManifestError."""
+def load_manifest(*, home: Path, cwd: Path, strict: bool = True) -> Manifest:
+    """Every bottle and agent visible from ``cwd``, validated.
+
+    ``strict``: the first bad file raises its ManifestError. Otherwise a bad file is kept
+    in ``broken_bottles``/``broken_agents`` with its error, and breaks only what uses it.
+    """
     repo_dir = cwd / ".bottle"
-    if (repo_dir / "bottles").exists():
-        raise ManifestError(
+    warnings: list[str] = []
+    repo_bottles = repo_dir / "bottles"
+    if repo_bottles.is_dir() and any(repo_bottles.iterdir()):
+        error = ManifestError(
             "a repository may define agents, never bottles",
-            path=repo_dir / "bottles",
-            hint="Move these files to ~/.bottle/bottles/ if you trust them, or delete the folder.",
+            path=repo_bottles,
+            hint=f"Move these files to {home / 'bottles'}/ if you trust them, "
+            "or delete the folder.",
         )
+        if strict:
+            raise error
+        warnings.append(f"{error.message}: ignored")
     bottles: dict[str, BottleSource] = {
         name: BottleSource(name, spec, None) for name, spec in builtin_bottles().items()
     }
+    broken_bottles: dict[str, ManifestError] = {}
     for path in _md_files(home / "bottles"):
-        data, body = _read(path)
-        bottles[_name_from(path)] = BottleSource(
-            _name_from(path), validate(bottle_file_model(), data, path), path, body
-        )
+        try:
+            name = _name_from(path)
+            data, body = _read(path)
+            bottles[name] = BottleSource(
+                name, validate(bottle_file_model(), data, path), path, body
+            )
+        except ManifestError as exc:
+            if strict:
+                raise
+            # A broken file of a built-in's name must not fall back to the built-in.
+            bottles.pop(path.stem, None)
+            broken_bottles[path.stem] = exc
 
     agents: dict[str, AgentSource] = {
         name: AgentSource(name, spec, None, "builtin", body)
         for name, (spec, body) in BUILTIN_AGENTS.items()
     }
-    warnings: list[str] = []
+    broken_agents: dict[str, ManifestError] = {}
     for origin, directory in (("home", home / "agents"), ("repo", repo_dir / "agents")):
         for path in _md_files(directory):
-            name = _name_from(path)
-            if origin == "repo" and name in agents:
-                # Never shadowed, built-in ones neither: `bottle start shell` must stay shell.
-                shadowed = agents[name]
-                wins = "your home wins" if shadowed.origin == "home" else "the built-in wins"
-                warnings.append(
-                    f"agent {name!r} is defined in {path}, which is ignored: using "
-                    f"{shadowed.path or 'the built-in one'} ({wins}; a repository never "
-                    "replaces your or bottle's agents)"
-                )
+            try:
+                found = _agent(path, origin, home, agents, warnings)  # type: ignore[arg-type]
+            except ManifestError as exc:
+                if strict:
+                    raise
+                if origin == "home":
+                    agents.pop(path.stem, None)
+                if path.stem not in agents:
+                    broken_agents[path.stem] = exc
                 continue
-            trust_state: TrustState | None = None
-            if origin == "repo":
-                data, body, trust_state = _read_repo(path, home)
-            else:
-                data, body = _read(path)
-            spec = validate(AgentSpec, _agent_data(data, path, origin), path)  # type: ignore[arg-type]
-            agents[name] = AgentSource(name, spec, path, origin, body, trust_state)  # type: ignore[arg-type]
+            if found is not None:
+                agents[found.name] = found
 
-    for agent in agents.values():
-        if agent.spec.bottle not in bottles:
-            raise ManifestError(
+    for agent in list(agents.values()):
+        if agent.spec.bottle not in bottles and agent.spec.bottle not in broken_bottles:
+            error = ManifestError(
                 f"names bottle {agent.spec.bottle!r}, which does not exist",
                 path=agent.path,
                 field="bottle",
-                hint=f"Create ~/.bottle/bottles/{agent.spec.bottle}.md or name one of: "
+                hint=f"Create {home / 'bottles' / agent.spec.bottle}.md or name one of: "
                 f"{', '.join(sorted(bottles))}.",
             )
+            if strict:
+                raise error
+            del agents[agent.name]
+            broken_agents[agent.name] = error
     skills = (home / "skills", repo_dir / "skills")
-    return Manifest(bottles, agents, tuple(warnings), skills)
+    return Manifest(bottles, agents, tuple(warnings), skills, broken_bottles, broken_agents, home)
+
+
+def _agent(
+    path: Path,
+    origin: Origin,
+    home: Path,
+    agents: dict[str, AgentSource],
+    warnings: list[str],
+) -> AgentSource | None:
+    """One agent file; None when a repository file would shadow an agent (a warning)."""
+    name = _name_from(path)
+    if origin == "repo" and name in agents:
+        # Never shadowed, built-in ones neither: `bottle start shell` must stay shell.
+        shadowed = agents[name]
+        wins = "your home wins" if shadowed.origin == "home" else "the built-in wins"
+        warnings.append(
+            f"agent {name!r} is defined in {path}, which is ignored: using "
+            f"{shadowed.path or 'the built-in one'} ({wins}; a repository never "
+            "replaces your or bottle's agents)"
+        )
+        return None
+    trust_state: TrustState | None = None
+    if origin == "repo":
+        data, body, trust_state = _read_repo(path, home)
+    else:
+        data, body = _read(path)
+    spec = validate(AgentSpec, _agent_data(data, path, origin, home), path)
+    return AgentSource(name, spec, path, origin, body, trust_state)
 
 
 def _resolve(manifest: Manifest, name: str, chain: tuple[str, ...]) -> BottleSpec:
@@ -386,19 +459,21 @@ def _resolve(manifest: Manifest, name: str, chain: tuple[str, ...]) -> BottleSpe
             field="extends",
             hint="Remove one of the extends links so the chain ends.",
         )
+    if name in manifest.broken_bottles:
+        raise manifest.broken_bottles[name]
     if name not in manifest.bottles:
         if not chain:
             raise ManifestError(
                 f"unknown bottle {name!r}",
                 hint=f"Known bottles: {', '.join(sorted(manifest.bottles))}. "
-                f"Create ~/.bottle/bottles/{name}.md to define it.",
+                f"Create {manifest.home / 'bottles' / name}.md to define it.",
             )
         child = manifest.bottles[chain[-1]]
         raise ManifestError(
             f"extends missing bottle {name!r} (chain: {' -> '.join((*chain, name))})",
             path=child.path,
             field="extends",
-            hint=f"Create ~/.bottle/bottles/{name}.md or fix the name.",
+            hint=f"Create {manifest.home / 'bottles' / name}.md or fix the name.",
         )
     spec = manifest.bottles[name].spec
     merged: BottleSpec | None = None
