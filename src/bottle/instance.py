@@ -84,8 +84,7 @@ class Instance:
         ``starting``) or state (``exited``, ``restarting``, ...), and ``missing`` for a
         service of the instance that has no container at all.
         """
-        found = {s.service: _state_of(s) for s in self.compose.ps()}
-        return {**dict.fromkeys(self.metadata.services, "missing"), **found}
+        return health_of(self.metadata.services, self.compose.ps())
 
     # -- using it --------------------------------------------------------------------------
 
@@ -249,6 +248,11 @@ class Instance:
 
 #: Service states in which a service does its job.
 WELL = frozenset({"running", "healthy"})
+
+
+def health_of(services: Sequence[str], found: Sequence[ServiceState]) -> dict[str, str]:
+    """Each of ``services``' state, from the containers ``found``: ``missing`` if it has none."""
+    return {**dict.fromkeys(services, "missing"), **{s.service: _state_of(s) for s in found}}
 
 
 def _state_of(service: ServiceState) -> str:
