@@ -14,7 +14,6 @@ from bottle.engine.compose import ExecResult, ServiceState
 from bottle.engine.seam import DockerEngine, Engine, Project
 from bottle.errors import BottleError, StateError
 from bottle.files import atomic_write
-from bottle.providers import PROVIDERS
 from bottle.settings import Settings
 from bottle.state import DOWN, InstanceStatus, Metadata, StateDir, state_dirs
 
@@ -106,6 +105,8 @@ class Instance:
 
     def attach(self, *, tty: bool = True) -> int:
         """Hand this terminal to the agent program (``exec -it``, never ``docker attach``)."""
+        from bottle.providers import PROVIDERS  # the manifest models: not for ls or exec
+
         metadata = self.metadata
         provider = PROVIDERS[metadata.provider]
         argv = provider.interactive_command(tuple(metadata.agent_args))
