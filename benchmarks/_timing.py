@@ -58,6 +58,8 @@ def spread(values: Sequence[float], unit: str = "ms") -> str:
     """``median 132 ms (118-160)``: how a figure's rounds spread."""
     scale = 1000 if unit == "ms" else 1
     lo, mid, hi = min(values) * scale, median(values) * scale, max(values) * scale
-    return f"median {mid:.0f} {unit} ({lo:.0f}-{hi:.0f})" if unit == "ms" else (
-        f"median {mid:.2f} {unit} ({lo:.2f}-{hi:.2f})"
+    return (
+        f"median {mid:.0f} {unit} ({lo:.0f}-{hi:.0f})"
+        if unit == "ms"
+        else (f"median {mid:.2f} {unit} ({lo:.2f}-{hi:.2f})")
     )

@@ -23,7 +23,9 @@ from benchmarks._table import Figure, markdown
 from benchmarks._timing import bottle_argv, cli_env, interleaved, median, ms, spread, timed
 
 FIGURES = ("P3", "P3b")
-BOTTLE = "---\nagent: {provider: shell}\nsupervise: true\negress:\n  routes: [{host: pypi.org}]\n---\n"
+BOTTLE = (
+    "---\nagent: {provider: shell}\nsupervise: true\negress:\n  routes: [{host: pypi.org}]\n---\n"
+)
 LISTED = 20
 
 
@@ -32,9 +34,16 @@ def _others(home: Path, state: Path, count: int) -> list[str]:
     meta = json.loads((state / "metadata.json").read_text())
     labels = json.loads(
         subprocess.run(
-            ["docker", "inspect", "--format", "{{json .Config.Labels}}",
-             f"{meta['compose_project']}-agent-1"],
-            capture_output=True, text=True, check=True,
+            [
+                "docker",
+                "inspect",
+                "--format",
+                "{{json .Config.Labels}}",
+                f"{meta['compose_project']}-agent-1",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     )
     image = meta["images"]["agent"]
@@ -47,12 +56,28 @@ def _others(home: Path, state: Path, count: int) -> list[str]:
         (other / "metadata.json").write_text(
             json.dumps({**meta, "slug": slug, "compose_project": project, "pid": os.getpid()})
         )
-        argv = ["docker", "run", "-d", "--rm", "--init", "--network", "none",
-                "--label", f"com.docker.compose.project={project}",
-                "--label", "com.docker.compose.service=egress",
-                "--label", "com.docker.compose.oneoff=False",
-                "--label", f"bottle.home={labels['bottle.home']}",
-                "--label", f"bottle.slug={slug}", image, "sleep", "900"]
+        argv = [
+            "docker",
+            "run",
+            "-d",
+            "--rm",
+            "--init",
+            "--network",
+            "none",
+            "--label",
+            f"com.docker.compose.project={project}",
+            "--label",
+            "com.docker.compose.service=egress",
+            "--label",
+            "com.docker.compose.oneoff=False",
+            "--label",
+            f"bottle.home={labels['bottle.home']}",
+            "--label",
+            f"bottle.slug={slug}",
+            image,
+            "sleep",
+            "900",
+        ]
         made.append(subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip())
     return made
 
@@ -67,25 +92,48 @@ def figures(rounds: int, only: set[str] | None = None) -> list[Figure]:
     settings = Settings.from_env({**os.environ, "BOTTLE_HOME": str(home)})
     timed([*bottle, "--help"], env)  # byte code written once, as an install has it
     helps = [timed([*bottle, "--help"], env) for _ in range(rounds * 2)]
-    rows.append(Figure("P3", "`bottle --help`", "<= 150 ms", ms(median(helps)),
-                       median(helps) <= 0.150, detail=f"--help {spread(helps)}, {len(helps)} runs"))
+    rows.append(
+        Figure(
+            "P3",
+            "`bottle --help`",
+            "<= 150 ms",
+            ms(median(helps)),
+            median(helps) <= 0.150,
+            detail=f"--help {spread(helps)}, {len(helps)} runs",
+        )
+    )
     instance = Bottle("bench", cwd=home, settings=settings).start()
     containers: list[str] = []
     try:
         containers = _others(home, instance.state.path, LISTED - 1)
         timed([*bottle, "ls"], env)
         listed = [timed([*bottle, "ls"], env) for _ in range(rounds * 2)]
-        rows.append(Figure("P3", f"`bottle ls`, {LISTED} instances", "<= 300 ms",
-                           ms(median(listed)), median(listed) <= 0.300,
-                           detail=f"ls {spread(listed)}, {len(listed)} runs, {LISTED} running "
-                           "instances (1 real, 19 with one labelled container each)"))
+        rows.append(
+            Figure(
+                "P3",
+                f"`bottle ls`, {LISTED} instances",
+                "<= 300 ms",
+                ms(median(listed)),
+                median(listed) <= 0.300,
+                detail=f"ls {spread(listed)}, {len(listed)} runs, {LISTED} running "
+                "instances (1 real, 19 with one labelled container each)",
+            )
+        )
         slug = instance.slug
-        allows = [timed([*bottle, "allow", slug, f"h{n}.example", "--reason", "bench"], env)
-                  for n in range(rounds * 2)]
-        rows.append(Figure("P3", "`bottle allow` (live)", "<= 500 ms", ms(median(allows)),
-                           median(allows) <= 0.500,
-                           detail=f"allow {spread(allows)}, {len(allows)} runs, each confirmed "
-                           "live by egress"))
+        allows = [
+            timed([*bottle, "allow", slug, f"h{n}.example", "--reason", "bench"], env)
+            for n in range(rounds * 2)
+        ]
+        rows.append(
+            Figure(
+                "P3",
+                "`bottle allow` (live)",
+                "<= 500 ms",
+                ms(median(allows)),
+                median(allows) <= 0.500,
+                detail=f"allow {spread(allows)}, {len(allows)} runs, each confirmed live by egress",
+            )
+        )
         container = f"{instance.metadata.compose_project}-agent-1"
         ours, peer = interleaved(
             rounds * 2,
@@ -93,11 +141,18 @@ def figures(rounds: int, only: set[str] | None = None) -> list[Figure]:
             lambda: timed(["docker", "exec", "-i", container, "true"], stdin=subprocess.DEVNULL),
         )
         added = median(ours) - median(peer)
-        rows.append(Figure("P3b", "`bottle exec SLUG -- true` vs `docker exec`",
-                           "<= docker exec + 150 ms", f"+{ms(added)}", added <= 0.150,
-                           ratio=median(ours) / median(peer),
-                           detail=f"interleaved, {len(ours)} rounds: bottle exec {spread(ours)}, "
-                           f"docker exec {spread(peer)}"))
+        rows.append(
+            Figure(
+                "P3b",
+                "`bottle exec SLUG -- true` vs `docker exec`",
+                "<= docker exec + 150 ms",
+                f"+{ms(added)}",
+                added <= 0.150,
+                ratio=median(ours) / median(peer),
+                detail=f"interleaved, {len(ours)} rounds: bottle exec {spread(ours)}, "
+                f"docker exec {spread(peer)}",
+            )
+        )
     finally:
         if containers:
             subprocess.run(["docker", "rm", "-f", *containers], capture_output=True, check=False)
