@@ -41,7 +41,7 @@ def figures(rounds: int, only: set[str] | None = None) -> list[Figure]:
     rows: list[Figure] = []
     try:
         if "P1" in want:
-            timed([*bottle, "run", "bench", "--", "true"], env)  # warm images and byte code
+            timed([*bottle, "run", "bench", "--", "true"], env, cwd=home)  # warm images, byte code
 
             def plain() -> float:
                 newest = max((home / "state").iterdir(), key=lambda p: p.stat().st_mtime)
@@ -64,7 +64,7 @@ def figures(rounds: int, only: set[str] | None = None) -> list[Figure]:
                 return time.perf_counter() - started
 
             ours, peer = interleaved(
-                rounds, lambda: timed([*bottle, "run", "bench", "--", "true"], env), plain
+                rounds, lambda: timed([*bottle, "run", "bench", "--", "true"], env, cwd=home), plain
             )
             ratio = median(ours) / median(peer)
             rows.append(
