@@ -55,23 +55,43 @@ def main() -> None:
         net = f"{meta.compose_project}_egress"
         image = meta.images["sidecar"]
         up = subprocess.run(
-            ["docker", "run", "-d", "--network", net, "--network-alias", "upstream.test",
-             image, "python", "-c", SERVER], check=True, capture_output=True, text=True,
+            [
+                "docker",
+                "run",
+                "-d",
+                "--network",
+                net,
+                "--network-alias",
+                "upstream.test",
+                image,
+                "python",
+                "-c",
+                SERVER,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         try:
             via = instance.exec(["python3", "-c", CLIENT, str(n)], capture=True)
             direct = subprocess.run(
                 ["docker", "run", "--rm", "--network", net, image, "python", "-c", CLIENT, str(n)],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             )
         finally:
             subprocess.run(["docker", "rm", "-f", up], capture_output=True, check=False)
     lat_via, tp_via = map(float, via.stdout.split())
     lat_direct, tp_direct = map(float, direct.stdout.split())
-    print(f"small request median: via egress {lat_via:.2f} ms, direct {lat_direct:.2f} ms, "
-          f"added {lat_via - lat_direct:.2f} ms")
-    print(f"100 MB download: via egress {tp_via:.0f} MB/s, direct {tp_direct:.0f} MB/s, "
-          f"ratio {tp_via / tp_direct:.2f}")
+    print(
+        f"small request median: via egress {lat_via:.2f} ms, direct {lat_direct:.2f} ms, "
+        f"added {lat_via - lat_direct:.2f} ms"
+    )
+    print(
+        f"100 MB download: via egress {tp_via:.0f} MB/s, direct {tp_direct:.0f} MB/s, "
+        f"ratio {tp_via / tp_direct:.2f}"
+    )
 
 
 if __name__ == "__main__":

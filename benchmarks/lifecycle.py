@@ -1,82 +1,126 @@
-"""bottle run vs plain compose, side by side in one run (images cached).
+"""P1, P2, P5: bottle run vs plain compose, stop, approve to route live (images cached).
 
-    uv run python benchmarks/lifecycle.py [--rounds 5]
+    uv run python -m benchmarks.lifecycle [--rounds 5]
 
-Each round times ``bottle run it -- true`` (plan, state dir, up --wait, exec, compose.log,
-down) and then plain ``docker compose up -d --wait`` + ``exec agent true`` + ``down`` of the
-very docker-compose.yml that run wrote. Also times approval-to-live of a new egress route,
-and a capability apply (a one-step build on the agent image plus the agent's recreate).
+P1, interleaved: ``bottle run bench -- true`` (plan, state dir, up --wait, exec,
+compose.log, down), then plain ``docker compose up -d --wait`` + ``exec agent true`` +
+``down`` of the very docker-compose.yml that run wrote. P2: ``bottle stop`` of a running
+instance (compose.log saved, transcript kept). P5: from the operator's ``approve`` of an
+egress-block proposal to egress confirming the new table live (its status file names the
+new routes' digest: approve returns only then).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import shutil
 import subprocess
-import sys
 import time
+from functools import partial
 
-from _home import bench_home  # benchmarks/ is on sys.path when a script in it runs
+from benchmarks._home import bench_home
+from benchmarks._table import Figure, markdown
+from benchmarks._timing import bottle_argv, cli_env, clock, interleaved, median, spread, timed
 
-BOTTLE = "---\nagent: {provider: shell}\nsupervise: true\negress:\n  routes: [{host: pypi.org}]\n---\n"
+FIGURES = ("P1", "P2", "P5")
+BOTTLE = (
+    "---\nagent: {provider: shell}\nsupervise: true\negress:\n  routes: [{host: pypi.org}]\n---\n"
+)
 
 
-def timed(argv: list[str], **kwargs: object) -> float:
-    started = time.perf_counter()
-    subprocess.run(argv, check=True, capture_output=True, **kwargs)  # type: ignore[call-overload]
-    return time.perf_counter() - started
+def figures(rounds: int, only: set[str] | None = None) -> list[Figure]:
+    from bottle import Bottle, Settings
+    from bottle.proposals import ProposalQueue
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
-    rounds = parser.parse_args().rounds
+    want = only or set(FIGURES)
     home = bench_home("bench", BOTTLE)
-    env = {**os.environ, "BOTTLE_HOME": str(home)}
-    bottle = [sys.executable, "-m", "bottle_cli"]
-    subprocess.run([*bottle, "run", "bench", "--", "true"], env=env, check=True)  # warm images
-    ours, plain = [], []
-    for _ in range(rounds):
-        ours.append(timed([*bottle, "run", "bench", "--", "true"], env=env))
-        newest = max((home / "state").iterdir(), key=lambda p: p.stat().st_mtime)
-        compose = ["docker", "compose", "-f", str(newest / "docker-compose.yml"),
-                   "-p", f"bench-plain-{newest.name}"]
-        started = time.perf_counter()
-        subprocess.run([*compose, "up", "-d", "--wait"], check=True, capture_output=True, cwd=newest)
-        subprocess.run([*compose, "exec", "-T", "agent", "true"], check=True, capture_output=True)
-        subprocess.run([*compose, "down", "-v", "-t", "5"], check=True, capture_output=True)
-        plain.append(time.perf_counter() - started)
-    m_ours, m_plain = statistics.median(ours), statistics.median(plain)
-    print(f"bottle run -- true          median {m_ours:.2f}s  {[round(x, 2) for x in ours]}")
-    print(f"compose up/exec/down        median {m_plain:.2f}s  {[round(x, 2) for x in plain]}")
-    print(f"overhead ratio              {m_ours / m_plain:.3f} ({(m_ours / m_plain - 1) * 100:+.1f}%)")
+    env = cli_env(home)
+    bottle = bottle_argv()
+    settings = Settings.from_env({**os.environ, "BOTTLE_HOME": str(home)})
+    rows: list[Figure] = []
+    try:
+        if "P1" in want:
+            timed([*bottle, "run", "bench", "--", "true"], env, cwd=home)  # warm images, byte code
 
-    from bottle import Bottle, Route, Settings
-    from bottle.capability import replace_agent_image
-    from bottle.operator import allow
+            def plain() -> float:
+                newest = max((home / "state").iterdir(), key=lambda p: p.stat().st_mtime)
+                compose = [
+                    "docker",
+                    "compose",
+                    "-f",
+                    str(newest / "docker-compose.yml"),
+                    "-p",
+                    f"bench-plain-{newest.name}",
+                ]
+                started = time.perf_counter()
+                subprocess.run(
+                    [*compose, "up", "-d", "--wait"], check=True, capture_output=True, cwd=newest
+                )
+                subprocess.run(
+                    [*compose, "exec", "-T", "agent", "true"], check=True, capture_output=True
+                )
+                subprocess.run([*compose, "down", "-v", "-t", "5"], check=True, capture_output=True)
+                return time.perf_counter() - started
 
-    os.environ["BOTTLE_HOME"] = str(home)
-    with Bottle("bench", cwd=home).start() as instance:
-        times = []
-        for index in range(rounds * 2):
-            started = time.perf_counter()
-            allow(instance, Route(host=f"h{index}.example"), reason="bench")
-            times.append(time.perf_counter() - started)
-        # capability-block apply: a one-step build on the agent image, then the agent alone
-        # recreated (new content each round, so every round really builds).
-        rebuilds = []
-        for index in range(rounds):
-            step = f"RUN echo {time.time_ns()} > /etc/b{index}"
-            dockerfile = f"FROM ${{BOTTLE_AGENT_IMAGE}}\n{step}\n"
-            started = time.perf_counter()
-            replace_agent_image(instance, dockerfile, settings=Settings.default())
-            rebuilds.append(time.perf_counter() - started)
-    print(f"approval-to-live (allow)    median {statistics.median(times) * 1000:.0f} ms "
-          f"{[round(x * 1000) for x in times]}")
-    print(f"capability apply (build+recreate) median {statistics.median(rebuilds):.2f}s "
-          f"{[round(x, 2) for x in rebuilds]}")
+            ours, peer = interleaved(
+                rounds, lambda: timed([*bottle, "run", "bench", "--", "true"], env, cwd=home), plain
+            )
+            ratio = median(ours) / median(peer)
+            rows.append(
+                Figure(
+                    "P1",
+                    "`bottle run shell -- true` vs compose up/exec/down",
+                    "<= 1.10x",
+                    f"{ratio:.2f}x",
+                    ratio <= 1.10,
+                    ratio=ratio,
+                    detail=f"interleaved, {rounds} rounds: bottle run "
+                    f"{spread(ours, 's')}, compose {spread(peer, 's')}",
+                )
+            )
+        if "P2" in want:
+            stops = []
+            for _ in range(max(1, min(rounds, 3))):
+                instance = Bottle("bench", cwd=home, settings=settings).start()
+                stops.append(timed([*bottle, "stop", instance.slug], env))
+                assert instance.state.compose_log.exists()
+            rows.append(
+                Figure(
+                    "P2",
+                    "`bottle stop` of a running instance",
+                    "<= 1.0 s",
+                    f"{median(stops):.2f} s",
+                    median(stops) <= 1.0,
+                    detail=f"stop {spread(stops, 's')}, {len(stops)} instances",
+                )
+            )
+        if "P5" in want:
+            with Bottle("bench", cwd=home, settings=settings).start() as instance:
+                queue = ProposalQueue(instance.state.path / "proposals")
+                lives = []
+                for n in range(rounds * 2):
+                    filed = queue.create(
+                        "egress-block", {"host": f"p5-{n}.example", "paths": ["/"]}, "bench"
+                    )
+                    lives.append(clock(partial(instance.proposals.approve, filed.id)))
+            rows.append(
+                Figure(
+                    "P5",
+                    "approve -> route live",
+                    "<= 100 ms",
+                    f"{median(lives) * 1000:.0f} ms",
+                    median(lives) <= 0.100,
+                    detail=f"approve {spread(lives)}, {len(lives)} proposals, each "
+                    "until egress's status file confirmed the new routes",
+                )
+            )
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    print(markdown(figures(parser.parse_args().rounds)))

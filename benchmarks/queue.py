@@ -1,6 +1,6 @@
 """``bottle queue`` over a state dir with many decided proposals and a few pending.
 
-    uv run python benchmarks/queue.py [--decided 1000] [--pending 5] [--runs 10]
+    uv run python -m benchmarks.queue [--decided 1000] [--pending 5] [--runs 10]
 
 Makes a throwaway BOTTLE_HOME with one running instance (its owner is this process, so
 it counts as alive) whose queue holds ``--decided`` decided capability proposals of about
@@ -26,6 +26,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks._table import Figure
+from benchmarks._timing import spread
 from bottle.proposals import ProposalQueue
 
 AGENT_IMAGE = "bottle-agent:bench"
@@ -116,6 +118,29 @@ def time_python(runs: int) -> list[float]:
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         times.append(time.perf_counter() - start)
     return times
+
+
+FIGURES = ("P3",)
+
+
+def figures(rounds: int) -> list[Figure]:
+    """P3: ``bottle queue`` over 1000 decided proposals (and 5 pending)."""
+    home = make_home(1000, 5)
+    try:
+        times, _size, cpu = time_cli(home, ["queue"], rounds * 2)
+    finally:
+        shutil.rmtree(home)
+    mid = statistics.median(times)
+    return [
+        Figure(
+            "P3",
+            "`bottle queue`, 1000 decided proposals",
+            "<= 300 ms",
+            f"{mid * 1000:.0f} ms",
+            mid <= 0.300,
+            detail=f"queue {spread(times)}, {len(times)} runs, CPU {cpu * 1000:.0f} ms a run",
+        )
+    ]
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ from bottle.engine.compose import ExecResult, ServiceState
 from bottle.engine.seam import DockerEngine, Engine, Project
 from bottle.errors import BottleError, DownIncomplete, StateError
 from bottle.files import atomic_write, now
-from bottle.providers import provider
 from bottle.settings import Settings
 from bottle.state import DOWN, InstanceStatus, Metadata, StateDir, state_dirs
 
@@ -85,8 +84,7 @@ class Instance:
         ``starting``) or state (``exited``, ``restarting``, ...), and ``missing`` for a
         service of the instance that has no container at all.
         """
-        found = {s.service: _state_of(s) for s in self.compose.ps()}
-        return {**dict.fromkeys(self.metadata.services, "missing"), **found}
+        return health_of(self.metadata.services, self.compose.ps())
 
     # -- using it --------------------------------------------------------------------------
 
@@ -145,6 +143,8 @@ class Instance:
 
     def attach(self, *, tty: bool = True) -> int:
         """Hand this terminal to the agent program (``exec -it``, never ``docker attach``)."""
+        from bottle.providers import provider  # the manifest models: not for ls or exec
+
         metadata = self.metadata
         argv = provider(metadata.provider).interactive_command(metadata.agent_args)
         return self.exec(argv, tty=tty).exit_code
@@ -305,6 +305,11 @@ EXEC_LOG = "exec.log"
 
 #: Service states in which a service does its job.
 WELL = frozenset({"running", "healthy"})
+
+
+def health_of(services: Sequence[str], found: Sequence[ServiceState]) -> dict[str, str]:
+    """Each of ``services``' state, from the containers ``found``: ``missing`` if it has none."""
+    return {**dict.fromkeys(services, "missing"), **{s.service: _state_of(s) for s in found}}
 
 
 def _state_of(service: ServiceState) -> str:

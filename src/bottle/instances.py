@@ -16,8 +16,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from bottle.engine import compose as engine
+from bottle.engine.compose import ServiceState
 from bottle.errors import BottleError, InstanceNotFound, StateError
-from bottle.instance import DOWN_FAILED, WELL, Instance
+from bottle.instance import DOWN_FAILED, WELL, Instance, health_of
 from bottle.settings import Settings
 from bottle.state import DOWN, InstanceStatus, StateDir, owner_alive, state_dirs
 
@@ -62,19 +63,28 @@ def _effective(status: InstanceStatus, running: int, owner_ok: bool) -> Instance
     return status
 
 
-def _sidecars(state: StateDir) -> dict[str, str]:
-    """The sidecars' states of a running instance; none when compose cannot say."""
-    try:
-        health = Instance(state).health()
-    except BottleError:
-        return {}
+def _sidecars(services: list[str], found: list[ServiceState]) -> dict[str, str]:
+    """The sidecars' states of a running instance."""
+    health = health_of(services, found)
     return {name: value for name, value in sorted(health.items()) if name != "agent"}
 
 
 def instances(settings: Settings | None = None) -> list[InstanceInfo]:
     """Every instance with a state directory, plus compose projects of ours that lack one."""
     settings = Settings.default() if settings is None else settings
-    projects = engine.compose_ls()
+    # One docker child for every instance's containers: ls answers at once with 20 running.
+    listed = engine.containers("bottle.slug")
+    states: dict[str, list[ServiceState]] = {}
+    for container in listed:
+        states.setdefault(container.project, []).append(container.state)
+    projects = {
+        name: (
+            sum(s.state == "running" for s in found),
+            sum(s.state != "running" for s in found),
+        )
+        for name, found in states.items()
+        if name
+    }
     rows: list[InstanceInfo] = []
     seen: set[str] = set()
     for state in state_dirs(settings.state_root):
@@ -85,7 +95,8 @@ def instances(settings: Settings | None = None) -> list[InstanceInfo]:
         seen.add(meta.compose_project)
         running = projects.get(meta.compose_project, (0, 0))[0]
         status = _effective(meta.status, running, owner_alive(meta))
-        sidecars = _sidecars(state) if status == InstanceStatus.RUNNING else {}
+        found = states.get(meta.compose_project, [])
+        sidecars = _sidecars(meta.services, found) if status == InstanceStatus.RUNNING else {}
         shown = DEGRADED if any(v not in WELL for v in sidecars.values()) else status.value
         rows.append(
             InstanceInfo(
@@ -104,11 +115,8 @@ def instances(settings: Settings | None = None) -> list[InstanceInfo]:
                 error=meta.error,
             )
         )
-    ours: set[str] = set()
-    if any(name.startswith(_PREFIX) and name not in seen for name in projects):
-        # A project without a state dir is an orphan only if this home started it.
-        containers, _ = engine.labelled(f"bottle.home={settings.home_id}", value_of="bottle.slug")
-        ours = {_PREFIX + slug for slug in containers.values()}
+    # A project without a state dir is an orphan only if this home started it.
+    ours = {_PREFIX + c.slug for c in listed if c.home == settings.home_id}
     for name, (running, _exited) in sorted(projects.items()):
         if name in ours and name not in seen:
             rows.append(

@@ -1,25 +1,39 @@
-"""One compose project, driven through python-on-whales' compose client.
+"""One compose project: compose itself for up, down and logs; the docker CLI for the rest.
 
-One ``DockerClient(compose_files=…, compose_project_name=…, compose_project_directory=…)``
-per instance. Compose reads secret values from its process environment (the file names
-them only), so ``up`` hands them to that one child process: ``os.environ`` is never
-changed, so concurrent calls (the full-screen view's worker threads) cannot see or clobber
-each other's values.
+``up``/``down``/``logs`` go through python-on-whales' compose client, one per instance,
+imported on first use. What a command needs at once (``exec``, ``kill``, ``ps``, the
+listing of every instance) runs one docker CLI child: ``docker exec`` of the container
+answers in a tenth of the time ``docker compose exec`` takes to load the project, and
+``bottle ls`` asks docker once for the containers of every instance.
+
+Compose reads secret values from its process environment (the file names them only), so
+``up`` hands them to that one child process: ``os.environ`` is never changed, so
+concurrent calls (the full-screen view's worker threads) cannot see or clobber each
+other's values.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from python_on_whales import DockerClient
-from python_on_whales.exceptions import DockerException
-from python_on_whales.utils import run as run_docker
-
-from bottle.engine.errors import COMPOSE_HINT, DOCKER_HINT, docker_cli, docker_errors, translate
+from bottle.engine.errors import (
+    COMPOSE_HINT,
+    DOCKER_HINT,
+    docker_cli,
+    docker_errors,
+    failure,
+    translate,
+)
 from bottle.errors import DockerUnavailable, DownIncomplete, EngineError, StartTimeout
+
+if TYPE_CHECKING:
+    from python_on_whales import DockerClient
+    from python_on_whales.exceptions import DockerException
 
 
 @dataclass(frozen=True)
@@ -36,6 +50,71 @@ class ServiceState:
     state: str  # running, exited, …
     health: str | None
     exit_code: int | None
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container as ``docker ps`` lists it, with the compose and bottle labels."""
+
+    id: str
+    project: str
+    slug: str
+    home: str  # the bottle.home label: which BOTTLE_HOME started it
+    state: ServiceState
+
+
+#: ``docker ps`` columns: id, state, status text, then the labels that place a container.
+_PS_FORMAT = (
+    '{{.ID}}\t{{.State}}\t{{.Status}}\t{{.Label "com.docker.compose.project"}}'
+    '\t{{.Label "com.docker.compose.service"}}\t{{.Label "bottle.slug"}}'
+    '\t{{.Label "bottle.home"}}\t{{.Names}}'
+)
+_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+_EXITED = re.compile(r"^Exited \((-?\d+)\)")
+
+
+def _docker_run(argv: Sequence[str], what: str, *, stdin: bytes | None = None) -> str:
+    """stdout of one docker CLI child; its failure as a bottle error."""
+    cmd = ["docker", *argv]
+    try:
+        done = subprocess.run(cmd, input=stdin, capture_output=True, check=False)
+    except FileNotFoundError as exc:
+        raise DockerUnavailable("the docker command is not installed", hint=DOCKER_HINT) from exc
+    if done.returncode != 0:
+        stderr = done.stderr.decode(errors="replace")
+        raise failure(cmd, stderr, done.returncode, what)
+    return done.stdout.decode(errors="replace")
+
+
+def containers(*labels: str) -> list[Container]:
+    """Every container (running or not) that carries all ``labels`` (``key`` or ``key=value``)."""
+    argv = ["ps", "--all", "--no-trunc", "--format", _PS_FORMAT]
+    for label in labels:
+        argv += ["--filter", f"label={label}"]
+    found = []
+    for line in _docker_run(argv, "listing containers").splitlines():
+        fields = line.split("\t")
+        if len(fields) != 8:
+            continue
+        cid, state, status, project, service, slug, home, name = fields
+        health = _HEALTH.search(status)
+        exited = _EXITED.match(status)
+        found.append(
+            Container(
+                id=cid,
+                project=project,
+                slug=slug,
+                home=home,
+                state=ServiceState(
+                    service=service or name,
+                    container_id=cid,
+                    state=state,
+                    health=health.group(1).removeprefix("health: ") if health else None,
+                    exit_code=int(exited.group(1)) if exited else None,
+                ),
+            )
+        )
+    return found
 
 
 def check_docker() -> None:
@@ -62,23 +141,49 @@ class ComposeProject:
     def __init__(self, *, compose_file: Path, project: str, project_dir: Path) -> None:
         self.project = project
         self.compose_file = compose_file
-        self._docker = DockerClient(
-            compose_files=[compose_file],
-            compose_project_name=project,
-            compose_project_directory=project_dir,
-        )
+        self.project_dir = project_dir
+        self._client: DockerClient | None = None
+
+    @property
+    def _docker(self) -> DockerClient:
+        if self._client is None:
+            from python_on_whales import DockerClient
+
+            self._client = DockerClient(
+                compose_files=[self.compose_file],
+                compose_project_name=self.project,
+                compose_project_directory=self.project_dir,
+            )
+        return self._client
 
     def _cmd(self) -> list[str]:
-        return [str(part) for part in self._docker.client_config.docker_compose_cmd]
+        return [
+            "docker",
+            "compose",
+            "--file",
+            str(self.compose_file),
+            "--project-name",
+            self.project,
+            "--project-directory",
+            str(self.project_dir),
+        ]
+
+    def container(self, service: str) -> str:
+        """The name compose gives ``service``'s one container (bottle sets no other)."""
+        return f"{self.project}-{service}-1"
 
     def _up(self, flags: Sequence[str], env: Mapping[str, str]) -> None:
         """``compose up`` with ``env`` in its own environment alone (python-on-whales'
         ``compose.up`` takes no environment: it would have to be ``os.environ``)."""
+        from python_on_whales.utils import run as run_docker
+
         argv = [*self._cmd(), "up", "--detach", "--wait", *flags]
         run_docker(argv, capture_stdout=True, capture_stderr=True, env=dict(env))
 
     def up(self, *, env: Mapping[str, str], wait_timeout: int) -> None:
         """Create and start everything, waiting for healthchecks; bounded by ``wait_timeout``."""
+        from python_on_whales.exceptions import DockerException
+
         try:
             self._up(["--wait-timeout", str(wait_timeout)], env)
         except DockerException as exc:
@@ -108,6 +213,8 @@ class ComposeProject:
 
     def up_service(self, service: str, *, env: Mapping[str, str], wait_timeout: int) -> None:
         """Recreate one service alone (new image or config); its dependencies are left as is."""
+        from python_on_whales.exceptions import DockerException
+
         flags = ["--wait-timeout", str(wait_timeout), "--force-recreate", "--no-deps", service]
         try:
             self._up(flags, env)
@@ -166,29 +273,15 @@ class ComposeProject:
                 child.wait(timeout=5)
 
     def kill(self, service: str, signal: str) -> None:
-        with docker_errors(f"sending {signal} to {service}"):
-            self._docker.compose.kill(services=[service], signal=signal)
+        # One ``docker kill``: a reload's SIGHUP must not wait for compose to load the project.
+        _docker_run(
+            ["kill", "--signal", signal, self.container(service)],
+            f"sending {signal} to {service}",
+        )
 
     def ps(self) -> list[ServiceState]:
-        with docker_errors(f"listing containers of {self.project}"):
-            containers = self._docker.compose.ps(all=True)
-        states = []
-        for container in containers:
-            state = container.state
-            health = state.health.status if state.health is not None else None
-            service = (container.config.labels or {}).get(
-                "com.docker.compose.service", container.name
-            )
-            states.append(
-                ServiceState(
-                    service=service,
-                    container_id=container.id,
-                    state=str(state.status),
-                    health=str(health) if health is not None else None,
-                    exit_code=state.exit_code,
-                )
-            )
-        return states
+        found = containers(f"com.docker.compose.project={self.project}")
+        return [c.state for c in found if c.project == self.project]
 
     def service_env(self, service: str) -> dict[str, str]:
         """The environment ``service``'s container runs with, as compose resolved it."""
@@ -226,14 +319,16 @@ class ComposeProject:
         ``tty``: hand over this terminal (interactive). ``capture``: return stdout and stderr.
         Otherwise the output streams to ours. The exit code is always returned, never raised.
         """
-        cmd = [*self._cmd(), "exec"]
-        if not tty:
-            cmd.append("-T")
+        # ``docker exec`` of the container compose made, as ``compose exec`` would run it
+        # (stdin attached, a TTY when asked), without loading the project first.
+        cmd = ["docker", "exec", "--interactive"]
+        if tty:
+            cmd.append("--tty")
         if user:
             cmd += ["--user", user]
         for name, value in (env or {}).items():
             cmd += ["--env", f"{name}={value}"]
-        cmd += [service, *argv]
+        cmd += [self.container(service), *argv]
         # python-on-whales' execute() can hand over a TTY or capture, but not stream
         # without a TTY, and it raises on a non-zero exit; one subprocess does all three.
         try:
@@ -258,10 +353,20 @@ class ComposeProject:
 
 def compose_ls() -> dict[str, tuple[int, int]]:
     """Running projects as ``name -> (running, exited)`` containers."""
-    client = DockerClient()
-    with docker_errors("listing compose projects"):
-        projects = client.compose.ls(all=True)
-    return {p.name: (p.running or 0, p.exited or 0) for p in projects if p.name}
+    import json
+
+    text = _docker_run(["compose", "ls", "--all", "--format", "json"], "listing compose projects")
+    counts: dict[str, tuple[int, int]] = {}
+    for project in json.loads(text or "[]"):
+        status = str(project.get("Status", ""))
+        running = re.search(r"running\((\d+)\)", status)
+        exited = re.search(r"exited\((\d+)\)", status)
+        if name := project.get("Name"):
+            counts[str(name)] = (
+                int(running.group(1)) if running else 0,
+                int(exited.group(1)) if exited else 0,
+            )
+    return counts
 
 
 def labelled(label: str, *, value_of: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
@@ -269,6 +374,8 @@ def labelled(label: str, *, value_of: str | None = None) -> tuple[dict[str, str]
 
     Maps id -> the value of ``value_of`` (default: of the label's own key).
     """
+    from python_on_whales import DockerClient
+
     key = value_of or label.split("=", 1)[0]
     client = DockerClient()
     with docker_errors("listing labelled containers and networks"):
@@ -284,6 +391,8 @@ def labelled(label: str, *, value_of: str | None = None) -> tuple[dict[str, str]
 
 
 def remove(containers: Iterable[str], networks: Iterable[str]) -> None:
+    from python_on_whales import DockerClient
+
     client = DockerClient()
     with docker_errors("removing containers"):
         if ids := list(containers):

@@ -1,0 +1,66 @@
+"""The quick commands import no heavy module: each costs its import time on every run."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+#: Modules that take tens to hundreds of milliseconds to import, and that ``--help`` and
+#: ``ls`` do not need: the engine client, the YAML writer, the sidecars' and TUI's stacks.
+HEAVY = ("python_on_whales", "mitmproxy", "textual", "mcp", "dockerfile_parse")
+#: ``--help`` also needs no model and no console library.
+HEAVY_FOR_HELP = (*HEAVY, "pydantic", "ruamel", "re2")
+
+PROBE = """
+import json, sys
+from bottle_cli.app import main
+code = main(sys.argv[2:])
+heavy = json.loads(sys.argv[1])
+print(json.dumps({"code": code, "heavy": sorted({m.split('.')[0] for m in sys.modules
+                                                 if m.split('.')[0] in heavy})}))
+"""
+
+
+def _imported(args: list[str], heavy: tuple[str, ...], tmp_path: Path) -> dict[str, object]:
+    # A docker that lists no container: ls is run for its imports, not for an engine.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    docker = bin_dir / "docker"
+    docker.write_text("#!/bin/sh\nexit 0\n")
+    docker.chmod(docker.stat().st_mode | stat.S_IXUSR)
+    env = {
+        **os.environ,
+        "BOTTLE_HOME": str(tmp_path / "home"),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(heavy), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_help_imports_no_heavy_module(tmp_path: Path) -> None:
+    found = _imported(["--help"], HEAVY_FOR_HELP, tmp_path)
+    assert found == {"code": 0, "heavy": []}
+
+
+def test_ls_imports_no_heavy_module(tmp_path: Path) -> None:
+    state = tmp_path / "home" / "state" / "shell-abcde"
+    state.mkdir(parents=True)
+    found = _imported(["ls"], HEAVY, tmp_path)
+    assert found == {"code": 0, "heavy": []}
+
+
+def test_the_probe_sees_a_heavy_import(tmp_path: Path) -> None:
+    """The check above would pass vacuously if the probe could not see imports at all."""
+    found = _imported(["render", "shell"], HEAVY, tmp_path)
+    assert "dockerfile_parse" in found["heavy"]  # type: ignore[operator]
