@@ -102,6 +102,8 @@ def messages(script: dict[str, Any], body: Any) -> Reply:
         )
     ]
     for index, block in enumerate(blocks):
+        start: dict[str, Any]
+        delta: dict[str, Any]
         if block["type"] == "text":
             start = {"type": "text", "text": ""}
             delta = {"type": "text_delta", "text": block["text"]}
