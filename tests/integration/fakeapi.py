@@ -111,6 +111,8 @@ class FakeAPI:
             subprocess.run(
                 [
                     *("docker", "run", "-d", "--name", name, "--network", own_net),
+                    # Its own network too: a plain `docker run` there reaches it by name.
+                    *(f"--network-alias={alias}" for alias in aliases),
                     *("--label", "bottle.test=fakeapi", "-e", "FAKEAPI_CERT", "-e", "FAKEAPI_KEY"),
                     *("-v", f"{PACKAGE}:/srv/tests/fakeapi:ro", "-v", f"{data}:/data"),
                     *("-w", "/srv", "--entrypoint", "python", image),
