@@ -90,20 +90,13 @@ def figures(rounds: int) -> list[Figure]:
     # The plain side reaches the fake by its own network's alias.
     mine, theirs = statistics.median(ours), statistics.median(plain)
     ratio = mine / theirs
-    sizes = subprocess.run(
-        [
-            "docker",
-            "image",
-            "ls",
-            "--format",
-            "{{.Repository}}:{{.Tag}} {{.Size}}",
-            "--filter",
-            "reference=bottle-agent-*",
-        ],
+    size = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Size}}", image],
         capture_output=True,
         text=True,
         check=False,
-    ).stdout.split("\n")
+    ).stdout.strip()
+    sizes = [f"{image} {int(size or 0) / 1e6:.0f} MB"]
     return [
         Figure(
             id="A1",
