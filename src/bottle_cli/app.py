@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -207,20 +207,60 @@ def start(
     raise typer.Exit(attached_session(target, progress=output.progress, ask=_ask))
 
 
+OutputFormat = Literal["text", "json", "stream-json"]
+
+
 @app.command(**_AGENT_COMMAND)
 def run(
     agent: AgentArg,
     cmd: Annotated[list[str] | None, typer.Argument(help="command to run in the agent")] = None,
+    *,
     bottle: BottleOpt = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(help="the task: the agent works on it alone, its answer on stdout"),
+    ] = None,
+    json_: Annotated[
+        bool, typer.Option("--json", help="with --prompt: the structured result on stdout")
+    ] = False,
+    output_format: Annotated[
+        OutputFormat | None,
+        typer.Option(help="with --prompt: text, json or stream-json (one event a line)"),
+    ] = None,
 ) -> None:
-    """Run CMD in a new AGENT, headless, then stop it.
+    """Run CMD, or a --prompt task, in a new AGENT, then stop.
 
-    Exits with CMD's exit code.
+    Exits with its exit code. CMD runs as given, except the agent's own program (claude),
+    which keeps the bottle's system prompt, supervise tools and permission flags.
     """
-    from bottle.session import headless_run
+    from bottle.errors import Refused
+    from bottle.session import headless_argv, headless_run
 
+    argv = _argv(cmd, required=False)
+    if prompt is not None and argv:
+        raise Refused(
+            "give either --prompt or a command after --, not both",
+            hint=f"bottle run {agent} --prompt 'the task', or bottle run {agent} -- CMD",
+        )
+    if prompt is None and not argv:
+        raise Refused(
+            "nothing to run: give the task with --prompt, or a command after --",
+            hint=f"bottle run {agent} --prompt 'the task', or bottle run {agent} -- CMD",
+        )
+    if prompt is None and (json_ or output_format):
+        raise Refused(
+            "--json and --output-format shape the agent's answer to --prompt",
+            hint="A command after -- prints what it prints.",
+        )
+    if json_ and output_format not in (None, "json"):
+        raise Refused(
+            f"--json asks for json, --output-format for {output_format}",
+            hint="Give one of them.",
+        )
+    form: OutputFormat = "json" if json_ else output_format or "text"
     target = _bottle(agent, bottle)
-    raise typer.Exit(headless_run(target, _argv(cmd), progress=output.progress, ask=_ask))
+    run_argv = headless_argv(target, prompt=prompt, cmd=argv, output=form)
+    raise typer.Exit(headless_run(target, run_argv, progress=output.progress, ask=_ask))
 
 
 @app.command()
@@ -354,6 +394,34 @@ def logs(
     if follow:
         raise typer.Exit(instance.follow_logs(services=service or (), on_line=output.line))
     output.block(instance.logs(services=service or ()) + "\n")
+
+
+@app.command()
+def transcript(slug: SlugArg, json_: JsonOpt = False) -> None:
+    """Print an instance's conversation, in order.
+
+    Turns, tool calls and results, with egress refusals and proposals between them
+    (--json: one event a line).
+    """
+    import json
+
+    from bottle.text import inert
+    from bottle.transcripts import events
+
+    instance = _open(slug)
+    found = events(instance.state, instance.metadata.provider)
+    if json_:
+        # ASCII-escaped JSON: nothing the agent wrote reaches the terminal raw.
+        for event in found:
+            print(json.dumps(event.to_json()))
+        return
+    if not found:
+        output.progress(f"{instance.slug} has no conversation in {instance.state.transcript}")
+        return
+    for event in found:
+        stamp = event.time[11:19] if len(event.time) >= 19 else "--:--:--"
+        body = inert(event.text, multiline=True).replace("\n", "\n" + " " * 21)
+        output.out.print(f"{stamp} {event.kind:<11} {body}", markup=False, highlight=False)
 
 
 def _saved_log(path: Path) -> str:

@@ -125,7 +125,8 @@ def test_options_before_dashes_are_bottles_wherever_they_are() -> None:
     ):
         path, params = syntax.parse(cli(), argv)
         assert path == ["bottle", "run"]
-        assert params == {"agent": "prober", "bottle": "demo", "cmd": ["echo", "hi"]}
+        assert params["agent"] == "prober" and params["bottle"] == "demo"
+        assert params["cmd"] == ["echo", "hi"] and params["prompt"] is None
     _, params = syntax.parse(cli(), ["exec", "x", "--", "pytest", "--debug", "--", "-k"])
     assert params["cmd"] == ["pytest", "--debug", "--", "-k"]
     _, params = syntax.parse(cli(), ["start", "shell", "--detach"])

@@ -34,6 +34,12 @@ class Provider(Protocol):
         """Where the agent's skills are mounted, one directory per skill."""
         ...
 
+    def seed_files(self, plan: BottlePlan) -> dict[str, bytes]:
+        """The program's config as a finished first start leaves it: paths relative to the
+        transcript dir (a trailing ``/``: a directory), written before the first start
+        when missing, owned by the agent's uid."""
+        ...
+
     def interactive_command(self, args: Sequence[str], *, resume: bool = False) -> list[str]:
         """The program an attended session hands the terminal to; ``resume`` continues the
         conversation the transcript holds."""
@@ -44,6 +50,12 @@ class Provider(Protocol):
     ) -> list[str]:
         """The program working on ``prompt`` alone: the answer on stdout, progress on stderr,
         non-zero when it failed; ``output`` "json"/"stream-json" for the structured result."""
+        ...
+
+    def user_command(self, argv: Sequence[str]) -> list[str]:
+        """What ``bottle run AGENT -- CMD`` runs for ``CMD``: the provider's own program
+        with the bottle's wiring (system prompt, MCP servers, flags), anything else as
+        given."""
         ...
 
 

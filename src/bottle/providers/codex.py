@@ -25,6 +25,9 @@ class Codex:
     def skills_target(self, plan: BottlePlan) -> PurePosixPath:
         return PurePosixPath("/home/agent/.skills")
 
+    def seed_files(self, plan: BottlePlan) -> dict[str, bytes]:
+        return {}
+
     def interactive_command(self, args: Sequence[str], *, resume: bool = False) -> list[str]:
         head = ["codex", "resume", "--last"] if resume else ["codex"]
         return [*head, "--dangerously-bypass-approvals-and-sandbox", *args]
@@ -35,6 +38,9 @@ class Codex:
         head = ["codex", "exec", *(["resume", "--last"] if resume else [])]
         json_flag = [] if output == "text" else ["--json"]
         return [*head, "--dangerously-bypass-approvals-and-sandbox", *json_flag, prompt]
+
+    def user_command(self, argv: Sequence[str]) -> list[str]:
+        return list(argv)
 
 
 PROVIDER = Codex()

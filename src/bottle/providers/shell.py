@@ -23,6 +23,9 @@ class Shell:
     def skills_target(self, plan: BottlePlan) -> PurePosixPath:
         return PurePosixPath("/home/agent/.skills")
 
+    def seed_files(self, plan: BottlePlan) -> dict[str, bytes]:
+        return {}
+
     def interactive_command(self, args: Sequence[str], *, resume: bool = False) -> list[str]:
         # A shell's "conversation" is its history file, which every new login reads.
         return ["bash", "-l", *args]
@@ -31,6 +34,9 @@ class Shell:
         self, prompt: str, *, output: Output = "text", resume: bool = False
     ) -> list[str]:
         return ["bash", "-lc", prompt]
+
+    def user_command(self, argv: Sequence[str]) -> list[str]:
+        return list(argv)
 
 
 PROVIDER = Shell()

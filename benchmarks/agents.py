@@ -1,0 +1,117 @@
+"""Claude Code: time to its first API request, in a bottle vs a plain ``docker run``.
+
+    uv run python -m benchmarks.agents [--rounds 3]
+
+Both sides use the same warm agent image and the fake API (tests/fakeapi) under
+``api.anthropic.com``. Ours: ``bottle run reviewer --prompt hi`` (plan, state dir, compose
+up with egress and supervise, the CLI, egress) until the fake records the first
+``/v1/messages``. Plain: ``docker run`` of the image on the fake's network, the CLI
+reaching it directly. Also reports the agent images' sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks._table import Figure, markdown
+from tests.integration.fakeapi import FakeAPI
+from tests.integration.test_claude import EXAMPLES, _bottle_for_the_fake
+
+SCRIPT = {"anthropic": {"default": "hi", "conversations": []}}
+
+
+def _first_message_after(fake: FakeAPI, started: float) -> float:
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        for request in fake.messages():
+            if request["time"] >= started:
+                return float(request["time"]) - started
+        time.sleep(0.05)
+    raise SystemExit("the fake saw no /v1/messages request within 300 s")
+
+
+def figures(rounds: int) -> list[Figure]:
+    from bottle.engine.images import ensure_image
+    from bottle.images import agent_image, sidecar_image
+    from bottle.settings import Settings
+
+    home = Path(tempfile.mkdtemp(prefix="bottle-bench-agents-"))
+    shutil.copytree(EXAMPLES / "bottles", home / "bottles")
+    shutil.copytree(EXAMPLES / "agents", home / "agents")
+    shipped = (EXAMPLES / "bottles" / "claude.md").read_text()
+    (home / "bottles" / "claude.md").write_text(_bottle_for_the_fake(shipped))
+    work = home / "work"
+    work.mkdir()
+    if os.getuid() == 0:
+        os.chown(work, 1000, 1000)
+    settings = Settings.from_env({**os.environ, "BOTTLE_HOME": str(home)})
+    sidecar = ensure_image(sidecar_image(settings), settings=settings, progress=lambda _l: None)
+    ours: list[float] = []
+    plain: list[float] = []
+    with FakeAPI.running(home, home / "fake", image=sidecar, script=SCRIPT) as fake:
+        env = {
+            **os.environ,
+            "BOTTLE_HOME": str(home),
+            "ANTHROPIC_API_KEY": "sk-bench",
+            "BOTTLE_EXTRA_CA_CERTS": str(fake.ca_file),
+        }
+        agent = agent_image(Settings.from_env(env), "claude")
+        image = ensure_image(agent, settings=Settings.from_env(env), progress=print)
+        bottle = [sys.executable, "-m", "bottle_cli", "run", "reviewer", "--prompt", "hi"]
+        subprocess.run(bottle, env=env, cwd=work, check=True, capture_output=True)  # warm
+        net = f"{fake.container}-net"
+        for _ in range(rounds):
+            started = time.time()
+            run = subprocess.Popen(
+                bottle, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            ours.append(_first_message_after(fake, started))
+            run.wait()
+            started = time.time()
+            subprocess.run(
+                [
+                    *("docker", "run", "--rm", "--network", net, "-u", "1000:1000"),
+                    *("-v", f"{fake.ca_file}:/ca.pem:ro", "-e", "NODE_EXTRA_CA_CERTS=/ca.pem"),
+                    *("-e", "ANTHROPIC_API_KEY=sk-bench", "-e", "IS_SANDBOX=1", image),
+                    *("claude", "-p", "hi"),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            plain.append(_first_message_after(fake, started))
+    # The plain side reaches the fake by its own network's alias.
+    mine, theirs = statistics.median(ours), statistics.median(plain)
+    ratio = mine / theirs
+    size = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Size}}", image],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    sizes = [f"{image} {int(size or 0) / 1e6:.0f} MB"]
+    return [
+        Figure(
+            id="A1",
+            name="bottle run --prompt to the first API request vs plain docker run",
+            goal="<= 1.5x",
+            measured=f"{ratio:.2f}x",
+            passed=ratio <= 1.5,
+            ratio=ratio,
+            detail=f"{rounds} rounds; medians {mine:.2f} s vs {theirs:.2f} s; images: "
+            + ", ".join(s for s in sizes if s),
+        )
+    ]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    print(markdown(figures(parser.parse_args().rounds)))

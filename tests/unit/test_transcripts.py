@@ -1,0 +1,148 @@
+"""Transcripts read back from a state dir: Claude's JSONL, refusals and proposals by time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bottle.state import StateDir
+from bottle.transcripts import events, reader
+from tests.conftest import write
+
+LINES = [
+    {
+        "type": "user",
+        "timestamp": "2026-01-01T10:00:00.000Z",
+        "message": {"role": "user", "content": "fix \x1b[31mthe build"},
+    },
+    {
+        "type": "assistant",
+        "timestamp": "2026-01-01T10:00:01.000Z",
+        "message": {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "looking"},
+                {
+                    "type": "tool_use",
+                    "id": "t1",
+                    "name": "Bash",
+                    "input": {"command": "curl x.test"},
+                },
+            ],
+        },
+    },
+    {
+        "type": "user",
+        "timestamp": "2026-01-01T10:00:03.000Z",
+        "message": {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "403 refused"}],
+        },
+    },
+    {"type": "summary", "summary": "not a turn"},
+]
+
+
+def _state(tmp_path: Path) -> StateDir:
+    state = StateDir(tmp_path / "state" / "s1")
+    project = state.transcript / "claude" / "projects" / "-workspace"
+    body = "\n".join(json.dumps(line) for line in LINES) + "\nnot json\n"
+    write(project / "session.jsonl", body)
+    refusal = {
+        "time": "2026-01-01T10:00:02.000+00:00",
+        "method": "GET",
+        "host": "x.test",
+        "path": "/",
+        "decision": "refuse",
+        "reason": "no route",
+    }
+    allowed = {**refusal, "decision": "allow", "time": "2026-01-01T10:00:02.500+00:00"}
+    write(state.egress_log, json.dumps(refusal) + "\n" + json.dumps(allowed) + "\n")
+    proposal = {
+        "id": 1,
+        "tool": "egress-block",
+        "created_at": "2026-01-01T10:00:04+00:00",
+        "status": "pending",
+        "justification": "needed",
+        "payload": {"host": "x.test"},
+    }
+    write(state.proposals / "1.json", json.dumps(proposal))
+    return state
+
+
+def test_events_interleave_the_conversation_with_refusals_and_proposals(tmp_path: Path) -> None:
+    found = events(_state(tmp_path), "claude")
+    assert [e.kind for e in found] == [
+        "user",
+        "assistant",
+        "tool_call",
+        "egress",
+        "tool_result",
+        "proposal",
+    ]
+    assert "curl x.test" in found[2].text
+    assert found[3].text.startswith("egress refused GET x.test/")
+    assert "egress-block" in found[5].text
+
+
+def test_a_linked_projects_dir_is_not_followed(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state" / "s1")
+    outside = tmp_path / "outside" / "-workspace"
+    write(outside / "s.jsonl", json.dumps(LINES[0]) + "\n")
+    (state.transcript / "claude").mkdir(parents=True)
+    (state.transcript / "claude" / "projects").symlink_to(outside.parent)
+    read = reader("claude")
+    assert read is not None
+    assert read(state.transcript, state.path) == []
+
+
+def test_cli_shows_the_transcript_inert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import run_cli_here
+
+    state = _state(tmp_path)
+    from bottle.files import now
+    from bottle.state import InstanceStatus, Metadata
+
+    stamp = now()
+    state.write_metadata(
+        Metadata(
+            slug="s1",
+            agent="a",
+            bottle="b",
+            provider="claude",
+            agent_args=[],
+            cwd=str(tmp_path),
+            compose_project="bottle-s1",
+            images={},
+            services=[],
+            sidecar_info={},
+            status=InstanceStatus.FINISHED,
+            started_at=stamp,
+            updated_at=stamp,
+            pid=None,
+            version="0",
+        )
+    )
+    done = run_cli_here(
+        "transcript",
+        "s1",
+        cwd=tmp_path,
+        env={"BOTTLE_HOME": str(tmp_path)},
+        monkeypatch=monkeypatch,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "fix \\x1b[31mthe build" in done.stdout.replace(
+        "\\u001b", "\\x1b"
+    )
+    lines = run_cli_here(
+        "transcript",
+        "s1",
+        "--json",
+        cwd=tmp_path,
+        env={"BOTTLE_HOME": str(tmp_path)},
+        monkeypatch=monkeypatch,
+    )
+    kinds = [json.loads(line)["kind"] for line in lines.stdout.splitlines()]
+    assert kinds[0] == "user" and "proposal" in kinds
