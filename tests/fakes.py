@@ -27,6 +27,7 @@ class FakeEngine:
     env_at_up: dict[str, str] = field(default_factory=dict)
     log_text: str = "agent-1  | hello from the fake"  # as compose gives it: no final newline
     states: list[ServiceState] = field(default_factory=list)  # what ``ps`` reports
+    missing_images: set[str] = field(default_factory=set)  # refs ``image_exists`` denies
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -52,6 +53,10 @@ class FakeEngine:
     ) -> str:
         self._call("ensure_image")
         return spec.ref
+
+    def image_exists(self, ref: str) -> bool:
+        self._call("image_exists")
+        return ref not in self.missing_images
 
     def project(self, *, compose_file: Path, project: str, project_dir: Path) -> FakeProject:
         return FakeProject(self, compose_file)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -125,13 +125,37 @@ class BottlePlan:
         refs = [ref for s in enabled_sidecars(self) for ref in s.secret_refs(self.sidecars[s.name])]
         return tuple(dict.fromkeys(refs))
 
-    def require_env(self) -> None:
-        """Raise PlanError when a variable the instance needs is not set on the host."""
-        if self.missing_env:
-            names = ", ".join(self.missing_env)
+    @property
+    def host_vars(self) -> tuple[str, ...]:
+        """Host variables compose reads at ``up``: ``${VAR}`` env values and secrets."""
+        names = [e.value for e in self.env if e.kind == "host"]
+        return tuple(dict.fromkeys([*names, *self.secret_refs]))
+
+    def answers(self, ask: Callable[[str, str], str] | None) -> dict[str, str]:
+        """The ``?question`` values, asked now; PlanError when there is no one to ask."""
+        asked = [e for e in self.env if e.kind == "ask"]
+        if asked and ask is None:
+            raise PlanError(
+                f"bottle {self.bottle!r} asks for {', '.join(e.name for e in asked)} at start",
+                hint="Start it from a terminal so bottle can ask, or set the value in the "
+                "bottle's env.",
+            )
+        return {e.process_var: ask(e.name, e.value) for e in asked} if ask else {}
+
+    def require_env(self, environ: Mapping[str, str] | None = None) -> None:
+        """Raise PlanError when a variable the instance needs is not set on the host.
+
+        With ``environ``, checked against it now (a resumed plan's ``missing_env`` is the
+        start's); else what was missing when the plan was resolved.
+        """
+        missing = self.missing_env
+        if environ is not None:
+            missing = tuple(n for n in self.host_vars if n not in environ)
+        if missing:
+            names = ", ".join(missing)
             raise PlanError(
                 f"bottle {self.bottle!r} needs host variable(s) that are not set: {names}",
-                hint=f"export {self.missing_env[0]}=... before starting, or remove the "
+                hint=f"export {missing[0]}=... before starting, or remove the "
                 "token_ref / ${VAR} that names it from the bottle.",
             )
 
