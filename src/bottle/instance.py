@@ -164,12 +164,13 @@ class Instance:
         the same ones. The audit log records the resume. On any failure what was started is
         taken down and the status it had is put back. Attach with ``attach(resume=True)``.
         """
-        from bottle.changes import transaction
+        # The package, not its ``transaction`` submodule: only this one door is allowed.
+        import bottle.changes
 
         say = progress or (lambda _msg: None)
         settings = Settings.default() if settings is None else settings
         environ = dict(os.environ if environ is None else environ)
-        with transaction(self) as change:
+        with bottle.changes.transaction(self) as change:
             prior = self._resumable()
             plan = self.state.read_plan()
             plan.require_env(environ)
