@@ -72,6 +72,14 @@ class Instance:
     def status(self) -> InstanceStatus:
         return self.metadata.status
 
+    def effective_status(self) -> InstanceStatus:
+        """The status, with a live one whose owning session died counted as PRESERVED."""
+        metadata = self.metadata
+        live = (InstanceStatus.RUNNING, InstanceStatus.STOPPING)
+        if metadata.status in live and not owner_alive(metadata):
+            return InstanceStatus.PRESERVED
+        return metadata.status
+
     @property
     def compose(self) -> Project:
         if self._compose is None:

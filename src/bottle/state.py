@@ -135,6 +135,11 @@ class Metadata(BaseModel):
     error: str | None = None
     version: str = "0"
     planted_git: list[str] = []  # git dirs the agent made in the workspace (bottle.workspace)
+    #: The image a capability approval is installing now; its container is being replaced.
+    replacing: str | None = None
+    #: How many times the agent's container was replaced (a capability, or its rollback):
+    #: a session whose agent program died sees this change and continues the conversation.
+    agent_restarts: int = 0
 
 
 class StateDir:

@@ -178,8 +178,43 @@ def run(
 
 @app.command()
 def attach(slug: SlugArg) -> None:
-    """Hand this terminal to the agent program of a running instance."""
-    raise typer.Exit(_open(slug).attach(tty=sys.stdin.isatty()))
+    """Hand this terminal to the agent program of a running instance.
+
+    A preserved one (its session died) becomes this session's: exiting cleanly finishes it.
+    One whose containers stopped is brought back with 'bottle resume'.
+    """
+    from bottle.session import attach_session
+
+    raise typer.Exit(attach_session(_open(slug), progress=output.progress))
+
+
+@app.command()
+def resume(
+    slug: SlugArg,
+    prompt: Annotated[
+        str | None,
+        typer.Option("--prompt", "-p", help="continue headless on PROMPT, then stop"),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="bring it up and leave it running")
+    ] = False,
+) -> None:
+    """Bring a preserved, finished or stopped instance up again and continue it.
+
+    Same state directory, routes in force, transcript, home and workspace; the agent
+    program starts with its resume command (claude --continue, codex resume --last)
+    and gets the terminal, as 'bottle start' does.
+    """
+    from bottle.session import resumed_session
+
+    instance = _open(slug)
+    if detach:
+        instance.resume(progress=output.progress, ask=_ask)
+        output.out.print(instance.slug, markup=False)
+        output.progress(f"attach with: bottle attach {instance.slug}")
+        return
+    code = resumed_session(instance, progress=output.progress, ask=_ask, prompt=prompt)
+    raise typer.Exit(code)
 
 
 @app.command("exec", context_settings={"allow_interspersed_args": False})
