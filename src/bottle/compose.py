@@ -57,6 +57,10 @@ def agent_files(plan: BottlePlan) -> dict[str, bytes]:
         gitconfig += addon.gitconfig
     files["mcp.json"] = json.dumps({"mcpServers": servers}, indent=2).encode() + b"\n"
     files["gitconfig"] = gitconfig.encode()
+    if plan.agent_command is not None:
+        from bottle.providers.command import COMMAND_FILE, command_file
+
+        files[COMMAND_FILE] = command_file(plan.agent_command)
     return files
 
 

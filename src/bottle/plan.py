@@ -19,7 +19,7 @@ from pydantic import BaseModel, TypeAdapter
 from bottle.errors import ManifestError, PlanError, Refused
 from bottle.images import ImageSpec
 from bottle.manifest import AgentSource, Manifest
-from bottle.manifest.models import Limits, ProviderKind
+from bottle.manifest.models import AgentCommand, Limits, ProviderKind
 from bottle.settings import Settings
 from bottle.sidecars import PlanContext, enabled_sidecars, registry
 
@@ -99,6 +99,8 @@ class BottlePlan:
     #: "uid:gid" every sidecar runs as: whoever runs bottle (owns the state dir), never root.
     sidecar_user: str = field(default_factory=sidecar_user)
     root_allowed: bool = False  # the bottle says ``agent: {user: root}``
+    #: ``provider: command``: how its program is run (the bottle's ``agent.command``).
+    agent_command: AgentCommand | None = None
 
     @property
     def agent_is_root(self) -> bool:
@@ -238,6 +240,19 @@ def resolve_plan(
                 )
         provider = override.provider or provider
         args = override.args if override.args is not None else args
+    command = provider_cfg.command if provider_cfg else None
+    if provider == "command" and command is None:
+        raise ManifestError(
+            f"the agent asks for provider 'command', but bottle {bottle_name!r} says no "
+            "command to run",
+            path=agent.path,
+            field="provider.provider",
+            hint=f"Give bottle {bottle_name!r} 'agent: {{provider: command, command: "
+            '{interactive: [...], headless: [..., "{prompt}"]}, dockerfile: ...}\', '
+            "or use another provider.",
+        )
+    if provider != "command":
+        command = None  # an agent file chose another provider than the bottle's own
 
     bottle_path = manifest.bottles[bottle_name].path
     env = tuple(_env_entry(name, value) for name, value in sorted(spec.env.items()))
@@ -272,6 +287,7 @@ def resolve_plan(
         state_dir=settings.state_root / slug,
         user=_owner(cwd),
         root_allowed=bool(provider_cfg and provider_cfg.user == "root"),
+        agent_command=command,
         env=env,
         sidecars=sidecars,
         images=Images.of(_images(settings, provider, dockerfile, bottle_path)),
