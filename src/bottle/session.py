@@ -132,7 +132,12 @@ def _interactive_resume(
 
 
 def _headless(
-    instance: Instance, argv: Sequence[str], *, prompt_run: bool, output: Output = "text"
+    instance: Instance,
+    argv: Sequence[str],
+    *,
+    prompt_run: bool,
+    output: Output = "text",
+    progress: Progress | None = None,
 ) -> int:
     """Run ``argv``, recorded in ``run.log``; a prompt run continues after a replacement
     (``headless_command(message, resume=True)``), a plain command is never re-run."""
@@ -147,7 +152,7 @@ def _headless(
         return again
 
     instance.record("run.log", f"{now().isoformat()} $ {shlex.join(argv)}\n")
-    code = follow(instance, argv, then, tty=False, progress=lambda _line: None)
+    code = follow(instance, argv, then, tty=False, progress=progress or (lambda _line: None))
     instance.record("run.log", f"{now().isoformat()} exit {code}\n")
     return code
 
@@ -182,6 +187,28 @@ def headless_run(
     return _ended(instance, lambda: _headless(instance, argv, prompt_run=False), progress)
 
 
+def headless_prompt_run(
+    bottle: Bottle,
+    prompt: str,
+    *,
+    progress: Progress,
+    ask: Ask | None = None,
+    output: Output = "text",
+) -> int:
+    """Start, let the agent work on ``prompt`` (``headless_command``), stop; its exit code.
+
+    A capability approved meanwhile replaces the agent's container: the run continues in
+    the new one (``headless_command(<what was installed>, resume=True)``).
+    """
+    instance = bottle.start(progress=progress, ask=ask, owner_pid=os.getpid())
+    argv = provider(instance.metadata.provider).headless_command(prompt, output=output)
+    return _ended(
+        instance,
+        lambda: _headless(instance, argv, prompt_run=True, output=output, progress=progress),
+        progress,
+    )
+
+
 def resumed_session(
     instance: Instance,
     *,
@@ -198,7 +225,9 @@ def resumed_session(
     agent = provider(instance.metadata.provider)
     argv = agent.headless_command(prompt, output=output, resume=True)
     return _ended(
-        instance, lambda: _headless(instance, argv, prompt_run=True, output=output), progress
+        instance,
+        lambda: _headless(instance, argv, prompt_run=True, output=output, progress=progress),
+        progress,
     )
 
 
