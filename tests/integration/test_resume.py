@@ -51,10 +51,10 @@ def test_resume_brings_a_finished_instance_back_with_its_state(
 
         cli = lambda *args: run_cli_here(*args, cwd=workdir, monkeypatch=monkeypatch)  # noqa: E731
         unknown = cli("resume", "res-zzzzz")
-        assert unknown.code != 0 and "no instance 'res-zzzzz'" in unknown.stderr
+        assert unknown.returncode != 0 and "no instance 'res-zzzzz'" in unknown.stderr
 
         resumed = cli("resume", "--detach", slug)
-        assert resumed.code == 0, resumed.stderr
+        assert resumed.returncode == 0, resumed.stderr
         assert resumed.stdout.strip() == slug
         assert instance.status == InstanceStatus.RUNNING
         # The same home (bound from the state dir), and the routes in force, not the file's.
@@ -68,17 +68,17 @@ def test_resume_brings_a_finished_instance_back_with_its_state(
         assert [e.action for e in entries][-1] == "resume"
 
         again = cli("resume", slug)
-        assert again.code == 2 and "is running" in again.stderr
+        assert again.returncode == 2 and "is running" in again.stderr
         assert f"bottle attach {slug}" in again.stderr
 
         # A preserved instance whose containers stopped: attach names resume ...
         instance.preserve("its terminal went away")
         instance.compose.kill("agent", "SIGKILL")
         attach = cli("attach", slug)
-        assert attach.code == 1 and f"bottle resume {slug}" in attach.stderr
+        assert attach.returncode == 1 and f"bottle resume {slug}" in attach.stderr
         # ... and a headless resume continues there, then finishes it.
         headless = cli("resume", slug, "--prompt", "echo resumed >> $HOME/kept.txt")
-        assert headless.code == 0, headless.stderr
+        assert headless.returncode == 0, headless.stderr
         assert (instance.state.home / "kept.txt").read_text() == "mine\nresumed\n"
         meta = instance.metadata
         assert meta.status == InstanceStatus.FINISHED and meta.exit_code == 0
@@ -170,7 +170,11 @@ def test_a_capability_approval_continues_a_headless_run_in_the_new_container(
 
     state_root = bottle_home / "state"
     state = wait_for(
-        lambda: next((StateDir(p) for p in state_root.glob("tiny-*")), None), 300, "the start"
+        lambda: next(
+            (StateDir(p) for p in state_root.glob("tiny-*") if StateDir(p).exists()), None
+        ),
+        300,
+        "the start",
     )
     from bottle.instance import Instance
 
