@@ -195,3 +195,19 @@ def test_the_launcher_passes_the_task_as_one_argument_never_through_a_shell(
     assert run(cmd.headless_command("go on", resume=True)) == ["again", "go on"]
     assert run(cmd.interactive_command(["--model", "m"])) == ["chat", "--model", "m"]
     assert run(cmd.interactive_command([], resume=True)) == ["chat"]  # falls back
+
+
+def test_the_shipped_command_example_plans(examples_home: Path, repo: Path) -> None:
+    """examples/bottles/llm.md, the worked example of docs/agents.md, stays valid."""
+    plan = _plan(examples_home, repo, "llm")
+    assert plan.provider == "command" and plan.agent_command is not None
+    assert plan.agent_command.headless_resume == ("llm", "--continue", "{prompt}")
+    assert plan.images.agent.startswith("bottle-agent-custom:")
+    assert "OPENAI_API_KEY" in plan.missing_env  # a token_ref: held by egress alone
+
+
+def test_docs_agents_md_shows_the_shipped_example() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "agents.md").read_text()
+    example = (Path(__file__).parents[2] / "examples" / "bottles" / "llm.md").read_text()
+    front = example.split("---\n")[1]
+    assert "## Any CLI agent" in docs and front in docs
