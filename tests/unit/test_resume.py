@@ -303,3 +303,39 @@ def test_attaching_to_a_detached_instance_leaves_it_running(home: Path, repo: Pa
     instance = _started(home, repo, engine)
     assert session.attach_session(instance, progress=lambda _l: None) == 0
     assert instance.status == InstanceStatus.RUNNING
+
+
+def test_home_mount_points_never_follow_a_link_the_agent_left(
+    home: Path, repo: Path, tmp_path: Path
+) -> None:
+    from pathlib import PurePosixPath
+
+    engine = FakeEngine()
+    instance = _finished(home, repo, engine)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (instance.state.home / ".skills").symlink_to(outside)
+    with pytest.raises(StateError, match="a link is never followed"):
+        instance.state.make_home_dirs([PurePosixPath(".skills/review")])
+    assert list(outside.iterdir()) == []
+
+
+def test_skills_under_the_home_get_their_mount_points_made_first(
+    home: Path, repo: Path
+) -> None:
+    write(home / "skills" / "review" / "SKILL.md", "---\nname: review\n---\nReview.\n")
+    write(home / "agents" / "sk.md", "---\nbottle: default\nskills: [review]\n---\n")
+    bottle = Bottle(
+        "sk", cwd=user_owned(repo), settings=Settings(home=home), environ={}, engine=FakeEngine()
+    )
+    instance = bottle.start()
+    assert (instance.state.home / ".skills" / "review").is_dir()
+
+
+def test_a_failed_instance_cannot_start_again_by_transition(home: Path, repo: Path) -> None:
+    engine = FakeEngine()
+    instance = _started(home, repo, engine)
+    instance.state.transition(InstanceStatus.STOPPING)
+    instance.state.transition(InstanceStatus.FAILED)
+    with pytest.raises(StateError, match="cannot become starting"):
+        instance.state.transition(InstanceStatus.STARTING)
