@@ -320,9 +320,7 @@ def test_home_mount_points_never_follow_a_link_the_agent_left(
     assert list(outside.iterdir()) == []
 
 
-def test_skills_under_the_home_get_their_mount_points_made_first(
-    home: Path, repo: Path
-) -> None:
+def test_skills_under_the_home_get_their_mount_points_made_first(home: Path, repo: Path) -> None:
     write(home / "skills" / "review" / "SKILL.md", "---\nname: review\n---\nReview.\n")
     write(home / "agents" / "sk.md", "---\nbottle: default\nskills: [review]\n---\n")
     bottle = Bottle(
