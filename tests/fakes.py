@@ -27,6 +27,10 @@ class FakeEngine:
     env_at_up: dict[str, str] = field(default_factory=dict)
     log_text: str = "agent-1  | hello from the fake"  # as compose gives it: no final newline
     states: list[ServiceState] = field(default_factory=list)  # what ``ps`` reports
+    missing_images: set[str] = field(default_factory=set)  # refs ``image_exists`` denies
+    exec_codes: list[int] = field(default_factory=list)  # what the next ``exec`` calls return
+    execs: list[list[str]] = field(default_factory=list)  # the argv of every ``exec``
+    on_exec: Callable[[list[str]], None] | None = None  # runs "in the container" at each exec
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -52,6 +56,10 @@ class FakeEngine:
     ) -> str:
         self._call("ensure_image")
         return spec.ref
+
+    def image_exists(self, ref: str) -> bool:
+        self._call("image_exists")
+        return ref not in self.missing_images
 
     def project(self, *, compose_file: Path, project: str, project_dir: Path) -> FakeProject:
         return FakeProject(self, compose_file)
@@ -114,4 +122,7 @@ class FakeProject:
         stdin: bytes | None = None,
     ) -> ExecResult:
         self.engine._call(f"exec {service}")
-        return ExecResult(0)
+        self.engine.execs.append(list(argv))
+        if self.engine.on_exec is not None:
+            self.engine.on_exec(list(argv))
+        return ExecResult(self.engine.exec_codes.pop(0) if self.engine.exec_codes else 0)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bottle.bottle import Bottle as Bottle
+    from bottle.bottle import resume as resume
     from bottle.engine.compose import ExecResult as ExecResult
     from bottle.errors import (
         ApplyError as ApplyError,
@@ -76,6 +77,7 @@ _EXPORTS = {
     "StateError": "bottle.errors",
     "instances": "bottle.instances",
     "load_manifest": "bottle.manifest",
+    "resume": "bottle.bottle",
 }
 
 __all__ = [
@@ -101,6 +103,7 @@ __all__ = [
     "StateError",
     "instances",
     "load_manifest",
+    "resume",
 ]
 
 

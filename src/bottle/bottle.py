@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,7 @@ from bottle import compose, hardening, workspace
 from bottle.engine.seam import DockerEngine, Engine
 from bottle.errors import BottleError, PlanError
 from bottle.files import atomic_write, now
-from bottle.instance import Instance
-from bottle.machine import host_addresses
+from bottle.instance import START_TIMEOUT, Ask, Instance, Progress, compose_env
 from bottle.manifest import Manifest, load_manifest
 from bottle.plan import BottlePlan, PlanOptions, resolve_plan
 from bottle.providers import seed_transcript
@@ -25,11 +24,7 @@ from bottle.settings import Settings, package_version
 from bottle.sidecars import enabled_sidecars
 from bottle.state import InstanceStatus, Metadata, StateDir
 
-Progress = Callable[[str], None]
-Ask = Callable[[str, str], str]  # (variable, question) -> answer
-
-#: How long ``up`` may wait for every healthcheck, in seconds.
-START_TIMEOUT = 120
+__all__ = ["START_TIMEOUT", "Ask", "Bottle", "Progress", "resume"]
 
 
 class Bottle:
@@ -106,7 +101,7 @@ class Bottle:
                 f"warning: the agent runs as root (bottle {plan.bottle!r} allows it), "
                 "without any capability"
             )
-        answers = self._answers(plan, ask)
+        answers = plan.answers(ask)
         self.engine.check()
         say("checking images")
         for spec in plan.images.specs:
@@ -119,9 +114,9 @@ class Bottle:
         try:
             self._write_state(plan, state, owner_pid)
             say(f"starting {plan.compose_project}")
-            values = {name: self.environ[name] for name in self._host_vars(plan)}
-            machine = {"BOTTLE_HOST_ADDRESSES": ",".join(host_addresses())}
-            instance.compose.up(env={**values, **answers, **machine}, wait_timeout=wait_timeout)
+            instance.compose.up(
+                env=compose_env(plan, self.environ, answers), wait_timeout=wait_timeout
+            )
             # A detached start owned the state only while starting; nobody owns it now.
             state.transition(InstanceStatus.RUNNING, pid=owner_pid)
         except BaseException as exc:
@@ -129,22 +124,6 @@ class Bottle:
             raise
         say(f"{plan.slug} is running")
         return instance
-
-    @staticmethod
-    def _host_vars(plan: BottlePlan) -> list[str]:
-        names = [e.value for e in plan.env if e.kind == "host"]
-        return list(dict.fromkeys([*names, *plan.secret_refs]))
-
-    @staticmethod
-    def _answers(plan: BottlePlan, ask: Ask | None) -> dict[str, str]:
-        asked = [e for e in plan.env if e.kind == "ask"]
-        if asked and ask is None:
-            raise PlanError(
-                f"bottle {plan.bottle!r} asks for {', '.join(e.name for e in asked)} at start",
-                hint="Start it from a terminal so bottle can ask, or set the value in the "
-                "bottle's env.",
-            )
-        return {e.process_var: ask(e.name, e.value) for e in asked} if ask else {}
 
     def _write_state(self, plan: BottlePlan, state: StateDir, owner_pid: int | None) -> None:
         spec = compose.render(plan)
@@ -154,6 +133,7 @@ class Bottle:
             )
         state.write_files(state.path / "agent", compose.agent_files(plan))
         seed_transcript(plan, state.transcript)
+        state.make_home_dirs(compose.home_mount_points(plan))
         workspace.record_baseline(state.path, plan.cwd)
         atomic_write(state.compose_file, compose.dump_yaml(spec))
         state.write_plan(plan)
@@ -181,6 +161,30 @@ class Bottle:
                 version=plan.version,
             )
         )
+
+
+def resume(
+    slug: str,
+    *,
+    settings: Settings | None = None,
+    environ: Mapping[str, str] | None = None,
+    engine: Engine | None = None,
+    progress: Progress | None = None,
+    ask: Ask | None = None,
+    owner_pid: int | None = None,
+    wait_timeout: int = START_TIMEOUT,
+) -> Instance:
+    """Bring instance ``slug`` (preserved, finished or stopped) up again: ``Instance.resume``."""
+    settings = Settings.default() if settings is None else settings
+    instance = Instance.open(slug, settings=settings, engine=engine)
+    return instance.resume(
+        environ=environ,
+        ask=ask,
+        progress=progress,
+        owner_pid=owner_pid,
+        settings=settings,
+        wait_timeout=wait_timeout,
+    )
 
 
 def _require_available(plan: BottlePlan) -> None:

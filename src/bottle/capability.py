@@ -6,8 +6,14 @@ egress as its proxy (so its RUN steps reach only the bottle's routes, and every 
 the egress log; or on no network at all, ``offline``), the transcript is snapshotted, the
 Dockerfile is kept in ``capabilities/``, ``docker-compose.yml`` is rendered again from
 ``plan.json`` with the new agent image, and compose recreates the agent service without
-touching its dependencies. Sidecars, networks, routes and state stay. If the new container
+touching its dependencies. Sidecars, networks, routes and state stay, and so does the
+agent's home (``state/<slug>/home/`` is bound at ``/home/agent``). If the new container
 does not come up, the old compose file is put back and the old image started again.
+
+The agent's processes die with its container. ``metadata.replacing`` says a replacement is
+under way and ``agent_restarts`` counts them, so the session attached to the agent
+(:mod:`bottle.session`) waits for the new container and continues the conversation there
+with the provider's resume command, telling it what was installed.
 """
 
 from __future__ import annotations
@@ -102,11 +108,15 @@ def replace_agent_image(
     plan = replace(plan, images=replace(plan.images, agent=ref))
     atomic_write(instance.state.compose_file, dump_yaml(render(plan)))
     say(f"recreating the agent on {ref}")
+    # Before its processes die: the session attached to it waits for the new container
+    # instead of ending, then continues the conversation there (bottle.session).
+    _mark(instance, replacing=ref)
     try:
         instance.compose.up_service("agent", env=env, wait_timeout=RECREATE_TIMEOUT)
     except BaseException as exc:
         atomic_write(instance.state.compose_file, old_compose)
         restarted = _restart_old_agent(instance, env)
+        _mark(instance, replacing=None, restarted=restarted)
         if not isinstance(exc, BottleError):
             raise
         now_runs = (
@@ -120,10 +130,25 @@ def replace_agent_image(
         ) from exc
     atomic_write(instance.state.path / "capabilities" / f"{spec.tag}.Dockerfile", dockerfile)
     instance.state.write_plan(plan)
-    instance.state.write_metadata(
-        instance.metadata.model_copy(update={"images": {**metadata.images, "agent": ref}})
-    )
+    _mark(instance, replacing=None, restarted=True, images={**metadata.images, "agent": ref})
     return ref
+
+
+def _mark(
+    instance: Instance,
+    *,
+    replacing: str | None,
+    restarted: bool = False,
+    images: Mapping[str, str] | None = None,
+) -> None:
+    """Say in the metadata that the agent is being replaced, or was (``agent_restarts``)."""
+    current = instance.metadata
+    update: dict[str, Any] = {"replacing": replacing}
+    if restarted:
+        update["agent_restarts"] = current.agent_restarts + 1
+    if images is not None:
+        update["images"] = dict(images)
+    instance.state.write_metadata(current.model_copy(update=update))
 
 
 def build_network(instance: Instance) -> tuple[str, dict[str, str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -21,6 +22,9 @@ from bottle.plan import BottlePlan
 from bottle.providers import provider as agent_provider
 from bottle.sidecars import AgentAddon, enabled_sidecars
 from bottle.sidecars._common import bind, escape, labels
+
+#: The agent's home directory, a bind of ``state/<slug>/home/``.
+AGENT_HOME = PurePosixPath("/home/agent")
 
 
 def render(plan: BottlePlan) -> dict[str, Any]:
@@ -53,7 +57,24 @@ def agent_files(plan: BottlePlan) -> dict[str, bytes]:
         gitconfig += addon.gitconfig
     files["mcp.json"] = json.dumps({"mcpServers": servers}, indent=2).encode() + b"\n"
     files["gitconfig"] = gitconfig.encode()
+    if plan.agent_command is not None:
+        from bottle.providers.command import COMMAND_FILE, command_file
+
+        files[COMMAND_FILE] = command_file(plan.agent_command)
     return files
+
+
+def home_mount_points(plan: BottlePlan) -> list[PurePosixPath]:
+    """Mount targets inside the agent's home, relative to it (its skills, for some providers).
+
+    Made in ``state/<slug>/home/`` before the start: Docker would make them as root, and a
+    root-owned directory there could not be removed by a non-root ``bottle cleanup``.
+    """
+    target = agent_provider(plan.provider).skills_target(plan)
+    if not plan.skills or not target.is_relative_to(AGENT_HOME):
+        return []
+    base = target.relative_to(AGENT_HOME)
+    return [base / name for name in sorted(plan.skills)]
 
 
 def _addons(plan: BottlePlan) -> list[AgentAddon]:
@@ -67,7 +88,7 @@ def _agent_service(plan: BottlePlan) -> dict[str, Any]:
     state = plan.state_dir
     provider = agent_provider(plan.provider)
     env: dict[str, str] = {
-        "HOME": "/home/agent",
+        "HOME": str(AGENT_HOME),
         "BOTTLE_SLUG": plan.slug,
         "BOTTLE_AGENT": plan.agent,
         "GIT_CONFIG_COUNT": "1",
@@ -85,6 +106,9 @@ def _agent_service(plan: BottlePlan) -> dict[str, Any]:
         bind(state / "ca", layout.CA_PUBLIC, read_only=True),
         bind(state / "agent", layout.AGENT_CONFIG, read_only=True),
         bind(state / "transcript", layout.TRANSCRIPT),
+        # Outlives the container: a capability swap or a resume keeps what the agent's
+        # tools put in $HOME. The host never executes anything from it.
+        bind(state / "home", AGENT_HOME),
     ]
     # Whatever git executes from (config, hooks, commondir, ...) would run on the host the
     # next time the user runs git: each git dir is ONE read-only mount point (bottle.workspace).

@@ -34,7 +34,7 @@ INTERNAL_DRIVER_OPTS = {"com.docker.network.bridge.inhibit_ipv4": "true"}
 #: Directories of the state dir that sidecars write (see each sidecar's volumes).
 SIDECAR_WRITABLE = ("ca", "ca-private", "logs", "status", "proposals")
 #: ... and the one the agent writes.
-AGENT_WRITABLE = ("transcript",)
+AGENT_WRITABLE = ("transcript", "home")
 
 _COMMON = {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
 

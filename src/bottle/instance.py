@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -13,13 +14,29 @@ from typing import TYPE_CHECKING
 from bottle import safefs, workspace
 from bottle.engine.compose import ExecResult, ServiceState
 from bottle.engine.seam import DockerEngine, Engine, Project
-from bottle.errors import BottleError, DownIncomplete, StateError
+from bottle.errors import BottleError, DownIncomplete, Refused, StateError
 from bottle.files import atomic_write, now
+from bottle.machine import host_addresses
 from bottle.settings import Settings
-from bottle.state import DOWN, InstanceStatus, Metadata, StateDir, state_dirs
+from bottle.state import (
+    DOWN,
+    RESUMABLE,
+    InstanceStatus,
+    Metadata,
+    StateDir,
+    owner_alive,
+    state_dirs,
+)
 
 if TYPE_CHECKING:
     from bottle.changes import ProposalsControl, RoutesControl
+    from bottle.plan import BottlePlan
+
+Progress = Callable[[str], None]
+Ask = Callable[[str, str], str]  # (variable, question) -> answer
+
+#: How long ``up`` may wait for every healthcheck, in seconds.
+START_TIMEOUT = 120
 
 
 class Instance:
@@ -31,12 +48,14 @@ class Instance:
         self._compose: Project | None = None
 
     @classmethod
-    def open(cls, slug: str, *, settings: Settings | None = None) -> Instance:
+    def open(
+        cls, slug: str, *, settings: Settings | None = None, engine: Engine | None = None
+    ) -> Instance:
         """The instance with this slug; raises SlugError (not a slug) or InstanceNotFound."""
         settings = Settings.default() if settings is None else settings
         state = StateDir.lookup(settings.state_root, slug)
         state.read_metadata()
-        return cls(state)
+        return cls(state, engine=engine)
 
     def __repr__(self) -> str:
         return f"<bottle.Instance {self.slug}>"
@@ -52,6 +71,14 @@ class Instance:
     @property
     def status(self) -> InstanceStatus:
         return self.metadata.status
+
+    def effective_status(self) -> InstanceStatus:
+        """The status, with a live one whose owning session died counted as PRESERVED."""
+        metadata = self.metadata
+        live = (InstanceStatus.RUNNING, InstanceStatus.STOPPING)
+        if metadata.status in live and not owner_alive(metadata):
+            return InstanceStatus.PRESERVED
+        return metadata.status
 
     @property
     def compose(self) -> Project:
@@ -141,13 +168,153 @@ class Instance:
         except StateError as exc:
             sys.stderr.write(f"warning: {exc.message}\n")
 
-    def attach(self, *, tty: bool = True) -> int:
-        """Hand this terminal to the agent program (``exec -it``, never ``docker attach``)."""
+    def attach(self, *, tty: bool = True, resume: bool = False) -> int:
+        """Hand this terminal to the agent program (``exec -it``, never ``docker attach``);
+        ``resume`` continues the conversation the transcript holds."""
         from bottle.providers import provider  # the manifest models: not for ls or exec
 
         metadata = self.metadata
-        argv = provider(metadata.provider).interactive_command(metadata.agent_args)
+        self.require_agent()
+        argv = provider(metadata.provider).interactive_command(metadata.agent_args, resume=resume)
         return self.exec(argv, tty=tty).exit_code
+
+    def require_agent(self) -> None:
+        """StateError, naming ``bottle resume``, when the agent container does not run."""
+        self._require_up()
+        state = self.health().get("agent", "missing")
+        if state not in WELL:
+            raise StateError(
+                f"the agent of {self.slug} is not running (its container is {state})",
+                hint=f"Bring it back with 'bottle resume {self.slug}'.",
+            )
+
+    # -- bringing it back ------------------------------------------------------------------
+
+    def resume(
+        self,
+        *,
+        environ: Mapping[str, str] | None = None,
+        ask: Ask | None = None,
+        progress: Progress | None = None,
+        owner_pid: int | None = None,
+        settings: Settings | None = None,
+        wait_timeout: int = START_TIMEOUT,
+    ) -> Instance:
+        """Bring a preserved, finished or stopped instance up again, as it was.
+
+        The same state dir: the compose file is rendered again from ``plan.json`` (the
+        agent image a capability approval installed included), the routes in force are
+        ``live-config/``'s, the transcript, ``home/`` and the workspace are where they were.
+        Host variables come from ``environ`` and ``?questions`` are asked again (they were
+        never written down). Missing images are rebuilt when this version of bottle makes
+        the same ones. The audit log records the resume. On any failure what was started is
+        taken down and the status it had is put back. Attach with ``attach(resume=True)``.
+        """
+        # The package, not its ``transaction`` submodule: only this one door is allowed.
+        import bottle.changes
+        from bottle import compose, hardening  # the renderer: not for ls or exec
+
+        say = progress or (lambda _msg: None)
+        settings = Settings.default() if settings is None else settings
+        environ = dict(os.environ if environ is None else environ)
+        with bottle.changes.transaction(self) as change:
+            prior = self._resumable()
+            plan = self.state.read_plan()
+            plan.require_env(environ)
+            answers = plan.answers(ask)
+            self.engine.check()
+            self._ensure_images(plan, settings, say)
+            self.state.make_agent_dirs()
+            hardening.prepare_state(plan, self.state)
+            self.state.make_home_dirs(compose.home_mount_points(plan))
+            if prior != InstanceStatus.PRESERVED:
+                # Only once stop checked the workspace: with the agent maybe still up, a
+                # new baseline would accept what it planted since.
+                workspace.record_baseline(self.state.path, plan.cwd)
+            atomic_write(self.state.compose_file, compose.dump_yaml(compose.render(plan)))
+            before = self.metadata
+            self.state.transition(
+                InstanceStatus.STARTING, pid=os.getpid(), error=None, exit_code=None
+            )
+            say(f"resuming {self.slug} (it was {prior.value})")
+            try:
+                self.compose.up(env=compose_env(plan, environ, answers), wait_timeout=wait_timeout)
+                self.state.transition(InstanceStatus.RUNNING, pid=owner_pid)
+            except BaseException as exc:
+                self._undo_resume(before, prior, exc)
+                raise
+            change.record(action="resume", reason=f"it was {prior.value}")
+        say(f"{self.slug} is running again")
+        return self
+
+    def _resumable(self) -> InstanceStatus:
+        """The status a resume starts from; Refused when it is not one to resume."""
+        metadata = self.metadata
+        status = metadata.status
+        if status == InstanceStatus.RUNNING:
+            if owner_alive(metadata) and self.health().get("agent") in WELL:
+                raise Refused(
+                    f"instance {self.slug} is running",
+                    hint=f"Attach to it with 'bottle attach {self.slug}'.",
+                )
+            # Its session's process died, or its containers stopped: what ls calls preserved.
+            self.preserve("its session ended without a stop")
+            return InstanceStatus.PRESERVED
+        if status not in RESUMABLE:
+            hint = "Wait for it, or see 'bottle ls'."
+            if status == InstanceStatus.FAILED:
+                hint = "Its start failed, so no agent ran to continue: start a new one."
+            raise Refused(f"instance {self.slug} is {status.value}; it cannot resume", hint=hint)
+        return status
+
+    def _ensure_images(self, plan: BottlePlan, settings: Settings, say: Progress) -> None:
+        """Every image the instance runs, rebuilt when gone if this bottle makes the same."""
+        from bottle.images import plan_images
+
+        refs = [plan.images.sidecar, plan.images.agent]
+        missing = [ref for ref in refs if not self.engine.image_exists(ref)]
+        if not missing:
+            return
+        try:
+            specs = plan_images(settings, plan.provider, plan.agent_dockerfile)
+        except Refused:
+            specs = []  # the custom Dockerfile is gone or changed: reported below
+        known = {spec.ref for spec in specs}
+        for ref in missing:
+            if ref not in known:
+                capability = (self.state.path / "capabilities").is_dir()
+                raise Refused(
+                    f"image {ref} of {self.slug} is gone, and this bottle cannot build it "
+                    "again (its inputs changed since, or an approved capability made it)",
+                    hint=f"Start a new instance with 'bottle start {plan.agent}'"
+                    + (
+                        f"; the capability Dockerfiles it approved are in "
+                        f"{self.state.path / 'capabilities'}."
+                        if capability
+                        else "."
+                    ),
+                )
+        say(f"rebuilding {len(missing)} image(s) of {self.slug}")
+        for spec in specs:
+            self.engine.ensure_image(spec, settings=settings, progress=say)
+
+    def _undo_resume(self, before: Metadata, prior: InstanceStatus, exc: BaseException) -> None:
+        """Take down what the failed resume started and put the status it had back.
+
+        Written directly, not as a transition: the instance is what it was before (no
+        container runs), only the error says that a resume was tried.
+        """
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        with contextlib.suppress(BottleError, OSError):
+            self.save_compose_log()
+        with contextlib.suppress(BottleError):
+            self.compose.down()
+        with contextlib.suppress(BottleError, OSError):
+            self.state.write_metadata(
+                before.model_copy(
+                    update={"status": prior, "pid": None, "error": f"resume failed: {reason}"}
+                )
+            )
 
     def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str:
         return self.compose.logs(services=services, tail=tail)
@@ -302,6 +469,19 @@ def _kept_error(error: str | None) -> str | None:
 
 #: The transcript file of what ``bottle exec`` ran, and how it ended.
 EXEC_LOG = "exec.log"
+
+
+def compose_env(
+    plan: BottlePlan, environ: Mapping[str, str], answers: Mapping[str, str]
+) -> dict[str, str]:
+    """What compose's own environment holds at ``up``: host values, answers, our addresses.
+
+    Never written anywhere: it holds the secrets egress injects.
+    """
+    values = {name: environ[name] for name in plan.host_vars}
+    machine = {"BOTTLE_HOST_ADDRESSES": ",".join(host_addresses())}
+    return {**values, **answers, **machine}
+
 
 #: Service states in which a service does its job.
 WELL = frozenset({"running", "healthy"})

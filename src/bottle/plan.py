@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +19,7 @@ from pydantic import BaseModel, TypeAdapter
 from bottle.errors import ManifestError, PlanError, Refused
 from bottle.images import ImageSpec
 from bottle.manifest import AgentSource, Manifest
-from bottle.manifest.models import Limits, ProviderKind
+from bottle.manifest.models import AgentCommand, Limits, ProviderKind
 from bottle.settings import Settings
 from bottle.sidecars import PlanContext, enabled_sidecars, registry
 
@@ -99,6 +99,8 @@ class BottlePlan:
     #: "uid:gid" every sidecar runs as: whoever runs bottle (owns the state dir), never root.
     sidecar_user: str = field(default_factory=sidecar_user)
     root_allowed: bool = False  # the bottle says ``agent: {user: root}``
+    #: ``provider: command``: how its program is run (the bottle's ``agent.command``).
+    agent_command: AgentCommand | None = None
 
     @property
     def agent_is_root(self) -> bool:
@@ -125,13 +127,37 @@ class BottlePlan:
         refs = [ref for s in enabled_sidecars(self) for ref in s.secret_refs(self.sidecars[s.name])]
         return tuple(dict.fromkeys(refs))
 
-    def require_env(self) -> None:
-        """Raise PlanError when a variable the instance needs is not set on the host."""
-        if self.missing_env:
-            names = ", ".join(self.missing_env)
+    @property
+    def host_vars(self) -> tuple[str, ...]:
+        """Host variables compose reads at ``up``: ``${VAR}`` env values and secrets."""
+        names = [e.value for e in self.env if e.kind == "host"]
+        return tuple(dict.fromkeys([*names, *self.secret_refs]))
+
+    def answers(self, ask: Callable[[str, str], str] | None) -> dict[str, str]:
+        """The ``?question`` values, asked now; PlanError when there is no one to ask."""
+        asked = [e for e in self.env if e.kind == "ask"]
+        if asked and ask is None:
+            raise PlanError(
+                f"bottle {self.bottle!r} asks for {', '.join(e.name for e in asked)} at start",
+                hint="Start it from a terminal so bottle can ask, or set the value in the "
+                "bottle's env.",
+            )
+        return {e.process_var: ask(e.name, e.value) for e in asked} if ask else {}
+
+    def require_env(self, environ: Mapping[str, str] | None = None) -> None:
+        """Raise PlanError when a variable the instance needs is not set on the host.
+
+        With ``environ``, checked against it now (a resumed plan's ``missing_env`` is the
+        start's); else what was missing when the plan was resolved.
+        """
+        missing = self.missing_env
+        if environ is not None:
+            missing = tuple(n for n in self.host_vars if n not in environ)
+        if missing:
+            names = ", ".join(missing)
             raise PlanError(
                 f"bottle {self.bottle!r} needs host variable(s) that are not set: {names}",
-                hint=f"export {self.missing_env[0]}=... before starting, or remove the "
+                hint=f"export {missing[0]}=... before starting, or remove the "
                 "token_ref / ${VAR} that names it from the bottle.",
             )
 
@@ -214,6 +240,19 @@ def resolve_plan(
                 )
         provider = override.provider or provider
         args = override.args if override.args is not None else args
+    command = provider_cfg.command if provider_cfg else None
+    if provider == "command" and command is None:
+        raise ManifestError(
+            f"the agent asks for provider 'command', but bottle {bottle_name!r} says no "
+            "command to run",
+            path=agent.path,
+            field="provider.provider",
+            hint=f"Give bottle {bottle_name!r} 'agent: {{provider: command, command: "
+            '{interactive: [...], headless: [..., "{prompt}"]}, dockerfile: ...}\', '
+            "or use another provider.",
+        )
+    if provider != "command":
+        command = None  # an agent file chose another provider than the bottle's own
 
     bottle_path = manifest.bottles[bottle_name].path
     env = tuple(_env_entry(name, value) for name, value in sorted(spec.env.items()))
@@ -248,6 +287,7 @@ def resolve_plan(
         state_dir=settings.state_root / slug,
         user=_owner(cwd),
         root_allowed=bool(provider_cfg and provider_cfg.user == "root"),
+        agent_command=command,
         env=env,
         sidecars=sidecars,
         images=Images.of(_images(settings, provider, dockerfile, bottle_path)),

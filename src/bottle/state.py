@@ -7,6 +7,7 @@
     docker-compose.yml   the exact spec that was brought up (no secret values)
     compose.log          ``docker compose logs --no-color --timestamps``, written at stop
     transcript/          the agent's conversation
+    home/                the agent's /home/agent: kept across agent replacements and resumes
     live-config/<name>/  files the sidecars read (bind-mounted directories)
     agent/               system prompt, MCP and git config for the agent (read-only there)
     ca/ ca-private/      the bottle CA: public cert for the agent, key for egress alone
@@ -18,12 +19,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -62,11 +64,18 @@ _TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
             InstanceStatus.FAILED,
         }
     ),
-    InstanceStatus.PRESERVED: frozenset({InstanceStatus.STOPPING, InstanceStatus.RUNNING}),
+    # STARTING again from PRESERVED, FINISHED or STOPPED: ``Instance.resume``.
+    InstanceStatus.PRESERVED: frozenset(
+        {InstanceStatus.STOPPING, InstanceStatus.RUNNING, InstanceStatus.STARTING}
+    ),
     InstanceStatus.FAILED: frozenset({InstanceStatus.STOPPING}),
-    InstanceStatus.FINISHED: frozenset({InstanceStatus.STOPPING}),
-    InstanceStatus.STOPPED: frozenset({InstanceStatus.STOPPING}),
+    InstanceStatus.FINISHED: frozenset({InstanceStatus.STOPPING, InstanceStatus.STARTING}),
+    InstanceStatus.STOPPED: frozenset({InstanceStatus.STOPPING, InstanceStatus.STARTING}),
 }
+
+#: Statuses ``Instance.resume`` brings up again (a RUNNING one whose owner died counts as
+#: PRESERVED); a FAILED start never ran an agent, so there is nothing to continue.
+RESUMABLE = frozenset({InstanceStatus.PRESERVED, InstanceStatus.FINISHED, InstanceStatus.STOPPED})
 
 #: What a state left behind by a dead owner may still become: a ``kill -9`` mid-start or
 #: mid-stop must never leave an instance that neither ``stop`` nor ``cleanup`` can end.
@@ -74,6 +83,8 @@ _RECOVERY: dict[InstanceStatus, frozenset[InstanceStatus]] = {
     InstanceStatus.STARTING: frozenset({InstanceStatus.STOPPING, InstanceStatus.FAILED}),
     InstanceStatus.STOPPING: frozenset({InstanceStatus.STOPPING, InstanceStatus.FAILED}),
 }
+
+_DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 #: Statuses in which no container of the instance should exist.
 DOWN = frozenset({InstanceStatus.FINISHED, InstanceStatus.FAILED, InstanceStatus.STOPPED})
@@ -124,6 +135,11 @@ class Metadata(BaseModel):
     error: str | None = None
     version: str = "0"
     planted_git: list[str] = []  # git dirs the agent made in the workspace (bottle.workspace)
+    #: The image a capability approval is installing now; its container is being replaced.
+    replacing: str | None = None
+    #: How many times the agent's container was replaced (a capability, or its rollback):
+    #: a session whose agent program died sees this change and continues the conversation.
+    agent_restarts: int = 0
 
 
 class StateDir:
@@ -131,6 +147,7 @@ class StateDir:
 
     SUBDIRS = (
         "transcript",
+        "home",
         "live-config",
         "agent",
         "ca",
@@ -172,6 +189,11 @@ class StateDir:
     def transcript(self) -> Path:
         return self.path / "transcript"
 
+    @property
+    def home(self) -> Path:
+        """The agent's ``/home/agent``: outlives its container (a capability swap, a resume)."""
+        return self.path / "home"
+
     def live_config(self, sidecar: str) -> Path:
         return self.path / "live-config" / sidecar
 
@@ -204,9 +226,44 @@ class StateDir:
             ) from None
         for sub in self.SUBDIRS:
             (self.path / sub).mkdir()
-        # The agent may run as another uid than ours: let it write its transcript.
-        os.chmod(self.transcript, 0o777)  # noqa: S103
+        self.make_agent_dirs()
         os.chmod(self.path / "ca-private", 0o700)
+
+    def make_agent_dirs(self) -> None:
+        """The directories the agent writes (again, for a state dir older than one of them).
+
+        The agent may run as another uid than ours: the directories are world-writable, and
+        the host only ever copies or deletes what is in them, never runs it.
+        """
+        for path in (self.transcript, self.home):
+            path.mkdir(exist_ok=True)
+            os.chmod(path, 0o777)  # noqa: S103
+
+    def make_home_dirs(self, points: Sequence[PurePosixPath]) -> None:
+        """Directories under ``home/`` (mount points inside the agent's home), link-safe.
+
+        On a resume the agent has written ``home/`` already: each step is made and opened
+        by descriptor with ``O_NOFOLLOW``, so a link it left there is refused, not followed.
+        """
+        for point in points:
+            fd = os.open(self.home, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                for name in point.parts:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(name, 0o755, dir_fd=fd)
+                    try:
+                        child = os.open(name, _DIR_NOFOLLOW, dir_fd=fd)
+                    except OSError as exc:
+                        raise StateError(
+                            f"{self.home / point} cannot be made: {exc.strerror} "
+                            "(a link is never followed)",
+                            hint=f"The agent left something else at that path; remove "
+                            f"{self.home / point} and try again.",
+                        ) from None
+                    os.close(fd)
+                    fd = child
+            finally:
+                os.close(fd)
 
     def write_files(self, base: Path, files: Mapping[str, bytes]) -> None:
         for name, data in files.items():

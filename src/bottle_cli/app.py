@@ -234,7 +234,7 @@ def run(
     which keeps the bottle's system prompt, supervise tools and permission flags.
     """
     from bottle.errors import Refused
-    from bottle.session import headless_argv, headless_run
+    from bottle.session import headless_argv, headless_prompt_run, headless_run
 
     argv = _argv(cmd, required=False)
     if prompt is not None and argv:
@@ -259,14 +259,54 @@ def run(
         )
     form: OutputFormat = "json" if json_ else output_format or "text"
     target = _bottle(agent, bottle)
-    run_argv = headless_argv(target, prompt=prompt, cmd=argv, output=form)
-    raise typer.Exit(headless_run(target, run_argv, progress=output.progress, ask=_ask))
+    if prompt is not None:
+        # Through the session that follows a capability swap: the agent's work goes on.
+        code = headless_prompt_run(target, prompt, output=form, progress=output.progress, ask=_ask)
+    else:
+        run_argv = headless_argv(target, cmd=argv)
+        code = headless_run(target, run_argv, progress=output.progress, ask=_ask)
+    raise typer.Exit(code)
 
 
 @app.command()
 def attach(slug: SlugArg) -> None:
-    """Hand this terminal to the agent program of a running instance."""
-    raise typer.Exit(_open(slug).attach(tty=sys.stdin.isatty()))
+    """Hand this terminal to the agent program of a running instance.
+
+    A preserved one (its session died) becomes this session's: exiting cleanly finishes it.
+    One whose containers stopped is brought back with 'bottle resume'.
+    """
+    from bottle.session import attach_session
+
+    raise typer.Exit(attach_session(_open(slug), progress=output.progress))
+
+
+@app.command()
+def resume(
+    slug: SlugArg,
+    prompt: Annotated[
+        str | None,
+        typer.Option("--prompt", "-p", help="continue headless on PROMPT, then stop"),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="bring it up and leave it running")
+    ] = False,
+) -> None:
+    """Bring an instance that ended up again and continue it.
+
+    Same state directory, routes in force, transcript, home and workspace; the agent
+    program starts with its resume command (claude --continue, codex resume --last)
+    and gets the terminal, as 'bottle start' does.
+    """
+    from bottle.session import resumed_session
+
+    instance = _open(slug)
+    if detach:
+        instance.resume(progress=output.progress, ask=_ask)
+        output.out.print(instance.slug, markup=False)
+        output.progress(f"attach with: bottle attach {instance.slug}")
+        return
+    code = resumed_session(instance, progress=output.progress, ask=_ask, prompt=prompt)
+    raise typer.Exit(code)
 
 
 @app.command("exec", **_AGENT_COMMAND)

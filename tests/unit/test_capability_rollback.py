@@ -36,6 +36,8 @@ def test_a_replaced_agent_runs_the_new_image(tmp_path: Path) -> None:
     assert ref != old and instance.metadata.images["agent"] == ref
     assert f"image: {ref}" in instance.state.compose_file.read_text()
     assert engine.calls[-1] == "up_service agent"
+    # A session attached to the agent sees the replacement, and that it is over.
+    assert instance.metadata.agent_restarts == 1 and instance.metadata.replacing is None
 
 
 def test_a_failed_build_is_refused_and_changes_nothing(tmp_path: Path) -> None:
@@ -71,6 +73,9 @@ def test_an_agent_that_does_not_come_up_is_put_back_and_it_fails(
     assert instance.state.compose_file.read_text() == compose_before
     assert instance.metadata.images["agent"] == old
     assert engine.calls.count("up_service agent") == 2  # the try, then the way back
+    # Restarted on the old image is a replacement too: the session continues there.
+    assert instance.metadata.agent_restarts == (1 if restarted else 0)
+    assert instance.metadata.replacing is None
 
 
 def test_ctrl_c_while_the_agent_is_recreated_puts_the_old_one_back(tmp_path: Path) -> None:
@@ -82,3 +87,4 @@ def test_ctrl_c_while_the_agent_is_recreated_puts_the_old_one_back(tmp_path: Pat
         replace_agent_image(instance, DOCKERFILE, settings=Settings(home=tmp_path / "home"))
     assert instance.state.compose_file.read_text() == compose_before
     assert engine.calls.count("up_service agent") == 2
+    assert instance.metadata.replacing is None

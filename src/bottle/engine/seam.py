@@ -73,6 +73,9 @@ class Engine(Protocol):
         """The local ref of ``spec``'s image, built first when missing (RUN steps on
         ``network``, with ``proxy_args`` as the predefined proxy build args)."""
 
+    def image_exists(self, ref: str) -> bool:
+        """Whether image ``ref`` is in the local store (never pulls)."""
+
     def project(self, *, compose_file: Path, project: str, project_dir: Path) -> Project:
         """The compose project ``project`` (nothing is called until a method is)."""
 
@@ -99,6 +102,11 @@ class DockerEngine:
         return ensure_image(
             spec, settings=settings, progress=progress, network=network, proxy_args=proxy_args
         )
+
+    def image_exists(self, ref: str) -> bool:
+        from bottle.engine.images import image_exists
+
+        return image_exists(ref)
 
     def project(self, *, compose_file: Path, project: str, project_dir: Path) -> Project:
         from bottle.engine.compose import ComposeProject

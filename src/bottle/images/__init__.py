@@ -55,7 +55,8 @@ __all__ = [
 ]
 
 Provider = ProviderKind
-PROVIDERS: tuple[Provider, ...] = get_args(ProviderKind)
+#: The providers with an image of their own; ``command`` builds on ``shell``'s.
+PROVIDERS: tuple[Provider, ...] = tuple(p for p in get_args(ProviderKind) if p != "command")
 
 #: The most a custom agent Dockerfile's directory may hold (the build context).
 CUSTOM_CONTEXT_LIMIT = 64 * 1024 * 1024
@@ -250,7 +251,7 @@ def plan_images(
 
     The last one is the agent's image.
     """
-    parent = agent_image(settings, provider)
+    parent = agent_image(settings, "shell" if provider == "command" else provider)
     specs = [sidecar_image(settings), parent]
     if dockerfile is not None:
         specs.append(custom_agent_image(settings, dockerfile, parent))

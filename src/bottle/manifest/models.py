@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import string
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bottle.policy import EnvName
 
@@ -22,7 +23,7 @@ def check_name(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(check_name)]
-ProviderKind = Literal["shell", "claude", "codex"]
+ProviderKind = Literal["shell", "claude", "codex", "command"]
 
 
 class Strict(BaseModel):
@@ -31,10 +32,71 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: The one placeholder of a ``provider: command`` template.
+PROMPT_FIELD = "prompt"
+
+
+def _template(words: tuple[str, ...], *, prompt: bool) -> tuple[str, ...]:
+    """An argv template: each word is one argument (no shell), ``{prompt}`` the task
+    (``{{``/``}}`` for a literal brace); headless ones must use it, the others may not."""
+    if not words or not words[0].strip():
+        raise ValueError("give the program and its arguments as a list, e.g. [aider, --yes]")
+    used = False
+    for word in words:
+        if "\0" in word:
+            raise ValueError(f"{word!r}: a NUL character cannot be in an argument")
+        try:
+            fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(word)]
+        except ValueError as exc:
+            raise ValueError(f"{word!r}: {exc} (write a literal brace as {{{{ or }}}})") from None
+        fields = [item for item in fields if item[0] is not None]
+        odd = [f for f, spec, conv in fields if f != PROMPT_FIELD or spec or conv]
+        if odd:
+            raise ValueError(
+                f"{word!r}: only {{{PROMPT_FIELD}}} may be filled in, not {{{odd[0]}}} "
+                "(write a literal brace as {{ or }})"
+            )
+        used = used or bool(fields)
+    if prompt and not used:
+        raise ValueError(f"a headless command must pass the task: put {{{PROMPT_FIELD}}} in it")
+    if not prompt and used:
+        raise ValueError(f"an interactive command gets no task: remove {{{PROMPT_FIELD}}}")
+    return words
+
+
+def _interactive(words: tuple[str, ...]) -> tuple[str, ...]:
+    return _template(words, prompt=False)
+
+
+def _headless(words: tuple[str, ...]) -> tuple[str, ...]:
+    return _template(words, prompt=True)
+
+
+class AgentCommand(Strict):
+    """How bottle runs a ``provider: command`` agent: argv templates, never a shell line."""
+
+    interactive: Annotated[tuple[str, ...], AfterValidator(_interactive)] = Field(
+        description="the attended program, e.g. [aider]; the agent's args are appended"
+    )
+    headless: Annotated[tuple[str, ...], AfterValidator(_headless)] = Field(
+        description="the program working on a task alone: {prompt} is the task"
+    )
+    resume: Annotated[tuple[str, ...], AfterValidator(_interactive)] | None = Field(
+        None, description="the attended program continuing its last conversation"
+    )
+    headless_resume: Annotated[tuple[str, ...], AfterValidator(_headless)] | None = Field(
+        None, description="the headless program continuing its last conversation"
+    )
+
+
 class AgentProvider(Strict):
     """Which agent program runs in the bottle, and how its image is made."""
 
     provider: ProviderKind = "shell"
+    command: AgentCommand | None = Field(
+        None,
+        description="provider 'command' only: how to run the agent program (argv templates)",
+    )
     dockerfile: str | None = Field(
         None, description="path (relative to the bottle file) of a Dockerfile for the agent image"
     )
@@ -47,6 +109,25 @@ class AgentProvider(Strict):
         description="who the agent runs as: the workspace owner (never root), or 'root' to "
         "allow a root-owned workspace (still without any capability)",
     )
+
+    @model_validator(mode="after")
+    def _command_fits_provider(self) -> AgentProvider:
+        if self.provider == "command":
+            if self.command is None:
+                raise ValueError(
+                    "provider 'command' needs a command: {interactive: [...], headless: "
+                    "[..., '{prompt}']}"
+                )
+            if self.dockerfile is None:
+                raise ValueError(
+                    "provider 'command' needs a dockerfile that installs the program "
+                    "(FROM ${BOTTLE_AGENT_IMAGE}, the shell agent's image)"
+                )
+        elif self.command is not None:
+            raise ValueError(
+                f"command is for provider 'command' only (this bottle's is {self.provider!r})"
+            )
+        return self
 
 
 def _check_env_value(value: str) -> str:

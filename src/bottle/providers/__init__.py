@@ -23,6 +23,7 @@ _MODULES: dict[str, str] = {
     "shell": "bottle.providers.shell",
     "claude": "bottle.providers.claude",
     "codex": "bottle.providers.codex",
+    "command": "bottle.providers.command",
 }
 
 
