@@ -150,6 +150,7 @@ class Bottle:
                 state.live_config(sidecar.name), sidecar.files(plan.sidecars[sidecar.name])
             )
         state.write_files(state.path / "agent", compose.agent_files(plan))
+        state.seed_transcript(compose.transcript_seeds(plan), owner=plan.user)
         workspace.record_baseline(state.path, plan.cwd)
         atomic_write(state.compose_file, compose.dump_yaml(spec))
         state.write_plan(plan)

@@ -7,9 +7,9 @@ container runs the program, this module only says how.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bottle import layout
 
@@ -32,6 +32,13 @@ class Provider(Protocol):
 
     def skills_target(self, plan: BottlePlan) -> PurePosixPath:
         """Where the agent's skills are mounted, one directory per skill."""
+        ...
+
+    def seed_files(
+        self, plan: BottlePlan, mcp_servers: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, bytes]:
+        """The program's own config, written into the transcript directory (paths relative
+        to it) before the first start, owned by the agent: it may change them later."""
         ...
 
     def interactive_command(self, args: Sequence[str], *, resume: bool = False) -> list[str]:

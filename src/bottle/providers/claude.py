@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bottle.providers.base import AGENT_DIR, TRANSCRIPT, Output
 
@@ -31,6 +31,11 @@ class Claude:
 
     def skills_target(self, plan: BottlePlan) -> PurePosixPath:
         return CONFIG_DIR / "skills"
+
+    def seed_files(
+        self, plan: BottlePlan, mcp_servers: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, bytes]:
+        return {}
 
     def interactive_command(self, args: Sequence[str], *, resume: bool = False) -> list[str]:
         return self._launch([*(["--continue"] if resume else []), *args])
