@@ -1,0 +1,170 @@
+"""The fake model API as a test container, joined to every bottle a test home starts.
+
+``FakeAPI.running(home, ...)`` starts ``tests/fakeapi/server.py`` (TLS with a certificate of
+a test CA, the package bind-mounted read-only, the script and the request log in a host
+directory) on a network of its own, and connects it, under the real API names as aliases,
+to the egress network of each bottle ``home`` starts: a watcher on Docker's network events
+does it as compose creates the network, before any agent runs, so ``bottle run`` from the
+CLI takes exactly the production path. The test trusts the CA through
+``BOTTLE_EXTRA_CA_CERTS`` (``FakeAPI.ca_file``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import wait_for, write
+from tests.integration.test_wire import _pem_pair
+
+PACKAGE = Path(__file__).resolve().parent.parent / "fakeapi"
+ANTHROPIC = "api.anthropic.com"
+
+
+@dataclass
+class FakeAPI:
+    container: str
+    data: Path
+    ca_file: Path
+    aliases: tuple[str, ...]
+    joined: list[str] = field(default_factory=list)
+
+    @property
+    def script_file(self) -> Path:
+        return self.data / "script.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data / "requests.jsonl"
+
+    def set_script(self, script: dict[str, Any]) -> None:
+        """Takes effect on the next request (the server re-reads it each time)."""
+        tmp = self.script_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(script))
+        tmp.chmod(0o644)
+        tmp.replace(self.script_file)
+
+    def requests(self) -> list[dict[str, Any]]:
+        if not self.log_file.exists():
+            return []
+        return [json.loads(line) for line in self.log_file.read_text().splitlines() if line]
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The Messages API requests, oldest first."""
+        return [r for r in self.requests() if r["path"].split("?")[0] == "/v1/messages"]
+
+    def join(self, network: str) -> None:
+        args = [f"--alias={a}" for a in self.aliases]
+        subprocess.run(
+            ["docker", "network", "connect", *args, network, self.container],
+            check=True,
+            capture_output=True,
+        )
+        self.joined.append(network)
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(
+        cls,
+        home: Path,
+        tmp: Path,
+        *,
+        image: str,
+        script: dict[str, Any],
+        aliases: Sequence[str] = (ANTHROPIC,),
+    ) -> Iterator[FakeAPI]:
+        from bottle.settings import home_id
+
+        ca_pem, _, ca_cert, ca_key = _pem_pair("bottle fakeapi test CA", [], None)
+        cert, key, _, _ = _pem_pair(aliases[0], list(aliases), (ca_cert, ca_key))
+        data = tmp / "fakeapi"
+        data.mkdir(parents=True, exist_ok=True)
+        data.chmod(0o777)  # the server runs as the image's user and appends the log
+        name = f"bottle-it-fakeapi-{uuid.uuid4().hex[:8]}"
+        fake = cls(name, data, write(tmp / "fakeapi-ca.pem", ca_pem), tuple(aliases))
+        fake.set_script(script)
+        own_net = f"{name}-net"
+        subprocess.run(
+            ["docker", "network", "create", "--internal", own_net], check=True, capture_output=True
+        )
+        events, stop = _watch_networks(fake, home_id(home / "state"))
+        try:
+            subprocess.run(
+                [
+                    *("docker", "run", "-d", "--name", name, "--network", own_net),
+                    *("--label", "bottle.test=fakeapi", "-e", "FAKEAPI_CERT", "-e", "FAKEAPI_KEY"),
+                    *("-v", f"{PACKAGE}:/srv/tests/fakeapi:ro", "-v", f"{data}:/data"),
+                    *("-w", "/srv", "--entrypoint", "python", image),
+                    *("-m", "tests.fakeapi.server", "/data/script.json", "/data/requests.jsonl"),
+                ],
+                check=True,
+                capture_output=True,
+                env={**os.environ, "FAKEAPI_CERT": cert, "FAKEAPI_KEY": key},
+            )
+            probe = "import socket; socket.create_connection(('127.0.0.1', 443), timeout=2).close()"
+            wait_for(
+                lambda: (
+                    subprocess.run(
+                        ["docker", "exec", name, "python", "-c", probe],
+                        capture_output=True,
+                        check=False,
+                    ).returncode
+                    == 0
+                    or None
+                ),
+                60,
+                "the fake API to listen",
+                poll=0.2,
+            )
+            yield fake
+        finally:
+            stop.set()
+            events.kill()
+            events.wait()
+            logs = subprocess.run(
+                ["docker", "logs", name], capture_output=True, text=True, check=False
+            )
+            (data / "server.log").write_text(logs.stdout + logs.stderr)
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+            subprocess.run(["docker", "network", "rm", own_net], capture_output=True, check=False)
+
+
+def _watch_networks(fake: FakeAPI, home: str) -> tuple[subprocess.Popen[str], threading.Event]:
+    """Connects ``fake`` to each egress network of the home ``home`` as it is created."""
+    events = subprocess.Popen(
+        [
+            *("docker", "events", "--filter", "type=network", "--filter", "event=create"),
+            *("--format", "{{.Actor.Attributes.name}}"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    stop = threading.Event()
+
+    def watch() -> None:
+        assert events.stdout is not None
+        for line in events.stdout:
+            network = line.strip()
+            if stop.is_set():
+                return
+            if not (network.startswith("bottle-") and network.endswith("_egress")):
+                continue
+            found = subprocess.run(
+                ["docker", "network", "inspect", "-f", '{{index .Labels "bottle.home"}}', network],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if found.stdout.strip() == home:
+                fake.join(network)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return events, stop
