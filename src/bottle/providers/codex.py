@@ -45,6 +45,9 @@ _TABLES: dict[str, dict[str, Any]] = {
     "feedback": {"enabled": False},
     "otel": {"exporter": "none"},
     "notice": {"hide_full_access_warning": True},
+    # With an API key Codex still asks chatgpt.com for its model list: a refusal on every
+    # start; the built-in list serves.
+    "features": {"api_key_model_discovery": False},
     "projects." + json.dumps(str(layout.WORKSPACE)): {"trust_level": "trusted"},
 }
 
