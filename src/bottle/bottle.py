@@ -20,6 +20,7 @@ from bottle.instance import Instance
 from bottle.machine import host_addresses
 from bottle.manifest import Manifest, load_manifest
 from bottle.plan import BottlePlan, PlanOptions, resolve_plan
+from bottle.providers import seed_transcript
 from bottle.settings import Settings, package_version
 from bottle.sidecars import enabled_sidecars
 from bottle.state import InstanceStatus, Metadata, StateDir
@@ -150,7 +151,7 @@ class Bottle:
                 state.live_config(sidecar.name), sidecar.files(plan.sidecars[sidecar.name])
             )
         state.write_files(state.path / "agent", compose.agent_files(plan))
-        state.seed_transcript(compose.transcript_seeds(plan), owner=plan.user)
+        seed_transcript(plan, state.transcript)
         workspace.record_baseline(state.path, plan.cwd)
         atomic_write(state.compose_file, compose.dump_yaml(spec))
         state.write_plan(plan)

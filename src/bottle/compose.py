@@ -56,14 +56,6 @@ def agent_files(plan: BottlePlan) -> dict[str, bytes]:
     return files
 
 
-def transcript_seeds(plan: BottlePlan) -> dict[str, bytes]:
-    """The agent program's own config for ``state/<slug>/transcript/``, before the first start."""
-    servers: dict[str, Any] = {}
-    for addon in _addons(plan):
-        servers.update(addon.mcp_servers)
-    return agent_provider(plan.provider).seed_files(plan, servers)
-
-
 def _addons(plan: BottlePlan) -> list[AgentAddon]:
     """What each enabled sidecar adds to the agent, in registry order."""
     sidecars = enabled_sidecars(plan)

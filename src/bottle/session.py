@@ -3,6 +3,9 @@
 * attended (``bottle start``): attach to the agent; a clean exit stops the instance and
   marks it finished; a crash (non-zero exit), Ctrl-C or a kill leaves it preserved.
 * headless (``bottle run``): run one command, stop, return its exit code; Ctrl-C preserves.
+  The command is the agent program on a prompt (``headless_command``), or the user's own
+  (``user_command``: the provider's program keeps the bottle's wiring, anything else runs
+  as given).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Sequence
 from bottle.bottle import Ask, Bottle, Progress
 from bottle.files import now
 from bottle.instance import Instance
+from bottle.providers import provider
+from bottle.providers.base import Output
 from bottle.state import InstanceStatus
 
 
@@ -39,6 +44,22 @@ def attached_session(bottle: Bottle, *, progress: Progress, ask: Ask | None = No
     instance.stop(status=InstanceStatus.FINISHED, exit_code=0)
     progress(f"{instance.slug} finished; its state is in {instance.state.path}")
     return 0
+
+
+def headless_argv(
+    bottle: Bottle,
+    *,
+    prompt: str | None = None,
+    cmd: Sequence[str] = (),
+    output: Output = "text",
+    resume: bool = False,
+) -> list[str]:
+    """What a headless run of ``bottle`` executes in the agent: its program on ``prompt``
+    (the answer on stdout, ``output`` its form), else ``cmd``."""
+    program = provider(bottle.plan().provider)
+    if prompt is not None:
+        return program.headless_command(prompt, output=output, resume=resume)
+    return program.user_command(cmd)
 
 
 def headless_run(

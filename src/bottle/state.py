@@ -212,29 +212,6 @@ class StateDir:
         for name, data in files.items():
             atomic_write(base / name, data)
 
-    def seed_transcript(self, files: Mapping[str, bytes], *, owner: str) -> None:
-        """Write the agent program's config into the transcript before its first start.
-
-        The agent must be able to change what it is given: as root, every file and directory
-        made here goes to ``owner`` ("uid:gid"); otherwise the directories are world-writable,
-        as the transcript itself is.
-        """
-        made: list[Path] = []
-        for name, data in files.items():
-            path = self.transcript / name
-            parent = path.parent
-            while parent != self.transcript and not parent.exists():
-                made.append(parent)
-                parent = parent.parent
-            atomic_write(path, data)
-            made.append(path)
-        uid, _, gid = owner.partition(":")
-        for path in made:
-            if os.getuid() == 0:
-                os.chown(path, int(uid), int(gid or uid), follow_symlinks=False)
-            elif path.is_dir():
-                os.chmod(path, 0o777)  # noqa: S103
-
     def write_metadata(self, metadata: Metadata) -> None:
         atomic_write(self.metadata_file, metadata.model_dump_json(indent=2) + "\n")
 

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -163,17 +163,60 @@ def start(
     raise typer.Exit(attached_session(target, progress=output.progress, ask=_ask))
 
 
-@app.command(context_settings={"allow_interspersed_args": False})
+OutputFormat = Literal["text", "json", "stream-json"]
+
+
+@app.command()
 def run(
     agent: AgentArg,
-    cmd: Annotated[list[str], typer.Argument(help="command to run in the agent, after --")],
+    cmd: Annotated[
+        list[str] | None, typer.Argument(help="command to run in the agent, after --")
+    ] = None,
+    *,
     bottle: BottleOpt = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(help="the task: the agent works on it alone, its answer on stdout"),
+    ] = None,
+    json_: Annotated[
+        bool, typer.Option("--json", help="with --prompt: the structured result on stdout")
+    ] = False,
+    output_format: Annotated[
+        OutputFormat | None,
+        typer.Option(help="with --prompt: text, json or stream-json (one event a line)"),
+    ] = None,
 ) -> None:
-    """Start AGENT, run CMD inside it headless, stop; exits with CMD's exit code."""
-    from bottle.session import headless_run
+    """Start AGENT, run CMD (or the agent on --prompt) inside it headless, stop; exits with
+    its exit code. CMD is run as given, except the agent's own program (claude), which
+    keeps the bottle's system prompt, supervise tools and permission flags."""
+    from bottle.errors import Refused
+    from bottle.session import headless_argv, headless_run
 
+    argv = _argv(cmd, required=False)
+    if prompt is not None and argv:
+        raise Refused(
+            "give either --prompt or a command after --, not both",
+            hint=f"bottle run {agent} --prompt 'the task', or bottle run {agent} -- CMD",
+        )
+    if prompt is None and not argv:
+        raise Refused(
+            "nothing to run",
+            hint=f"bottle run {agent} --prompt 'the task', or bottle run {agent} -- CMD",
+        )
+    if prompt is None and (json_ or output_format):
+        raise Refused(
+            "--json and --output-format shape the agent's answer to --prompt",
+            hint="A command after -- prints what it prints.",
+        )
+    if json_ and output_format not in (None, "json"):
+        raise Refused(
+            f"--json asks for json, --output-format for {output_format}",
+            hint="Give one of them.",
+        )
+    form: OutputFormat = "json" if json_ else output_format or "text"
     target = _bottle(agent, bottle)
-    raise typer.Exit(headless_run(target, _argv(cmd), progress=output.progress, ask=_ask))
+    run_argv = headless_argv(target, prompt=prompt, cmd=argv, output=form)
+    raise typer.Exit(headless_run(target, run_argv, progress=output.progress, ask=_ask))
 
 
 @app.command()

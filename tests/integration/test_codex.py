@@ -13,7 +13,6 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -125,7 +124,9 @@ def test_say_hi_completes_with_the_real_key_injected(codex: Codex) -> None:
 
 def test_a_shell_tool_call_runs_in_the_workspace(codex: Codex) -> None:
     result = codex.run("RUN-A-COMMAND", output="json")
-    assert result.exit_code == 0, result.stdout[-3000:] + json.dumps(codex.fake.requests()[-1])[-3000:]
+    assert result.exit_code == 0, (
+        result.stdout[-3000:] + json.dumps(codex.fake.requests()[-1])[-3000:]
+    )
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     done = [e["item"] for e in events if e.get("type") == "item.completed"]
     commands = [i for i in done if i.get("type") == "command_execution"]

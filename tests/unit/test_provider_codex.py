@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from bottle.compose import render, transcript_seeds
+from bottle.compose import render
 from bottle.manifest import load_manifest
 from bottle.plan import BottlePlan, PlanOptions, resolve_plan
-from bottle.providers import provider
+from bottle.providers import provider, seed_transcript
 from bottle.providers.codex import config_toml
 from bottle.settings import Settings
-from bottle.state import StateDir
 from tests.conftest import write
 
 BOTTLE = """---
@@ -47,7 +46,7 @@ def codex_plan(home: Path, repo: Path, bottle: str = BOTTLE) -> BottlePlan:
 
 def test_codex_home_is_seeded_with_a_config_codex_accepts(home: Path, repo: Path) -> None:
     plan = codex_plan(home, repo)
-    seeds = transcript_seeds(plan)
+    seeds = provider("codex").seed_files(plan)
     assert set(seeds) == {"codex/config.toml", "codex/AGENTS.md", "codex/auth.json"}
     config = tomllib.loads(seeds["codex/config.toml"].decode())
     assert config["approval_policy"] == "never"
@@ -63,16 +62,16 @@ def test_codex_home_is_seeded_with_a_config_codex_accepts(home: Path, repo: Path
 
 def test_the_agent_holds_a_placeholder_key_only(home: Path, repo: Path) -> None:
     plan = codex_plan(home, repo)
-    auth = json.loads(transcript_seeds(plan)["codex/auth.json"])
+    auth = json.loads(provider("codex").seed_files(plan)["codex/auth.json"])
     assert auth == {"auth_mode": "apikey", "OPENAI_API_KEY": "bottle-egress-injects-this"}
     env = render(plan)["services"]["agent"]["environment"]
     assert env["CODEX_HOME"] == "/run/bottle/transcript/codex"
-    assert "sk-real" not in json.dumps(render(plan)) + str(transcript_seeds(plan))
+    assert "sk-real" not in json.dumps(render(plan)) + str(provider("codex").seed_files(plan))
 
 
 def test_no_auth_file_without_a_route_that_injects_the_key(home: Path, repo: Path) -> None:
     plan = codex_plan(home, repo, "---\nagent: {provider: codex}\nsupervise: false\n---\n")
-    seeds = transcript_seeds(plan)
+    seeds = provider("codex").seed_files(plan)
     assert "codex/auth.json" not in seeds
     assert "mcp_servers" not in tomllib.loads(seeds["codex/config.toml"].decode())
 
@@ -88,20 +87,16 @@ def test_any_server_name_and_value_round_trip_through_toml(name: str) -> None:
     }
 
 
-def test_seeds_belong_to_the_agent(tmp_path: Path) -> None:
-    state = StateDir(tmp_path / "slug")
-    state.create()
-    files = {"codex/config.toml": b"a = 1\n", "codex/sub/x": b"x"}
-    state.seed_transcript(files, owner="1234:1234")
-    assert (state.transcript / "codex/config.toml").read_bytes() == b"a = 1\n"
-    for made in ("codex", "codex/sub"):
-        path = state.transcript / made
-        if os.getuid() == 0:
-            assert (path.stat().st_uid, path.stat().st_gid) == (1234, 1234)
-        else:
-            assert path.stat().st_mode & 0o777 == 0o777  # another uid may write into it
-    if os.getuid() == 0:
-        assert (state.transcript / "codex/sub/x").stat().st_uid == 1234
+def test_seeds_land_in_the_transcript(home: Path, repo: Path, tmp_path: Path) -> None:
+    plan = codex_plan(home, repo)
+    transcript = tmp_path / "transcript"
+    transcript.mkdir()
+    written = seed_transcript(plan, transcript)
+    assert "codex/config.toml" in written
+    config = tomllib.loads((transcript / "codex/config.toml").read_text())
+    assert config["sandbox_mode"] == "danger-full-access"
+    if os.getuid() == 0:  # handed to the agent, who must write CODEX_HOME
+        assert (transcript / "codex").stat().st_uid == int(plan.user.split(":")[0])
 
 
 def test_commands() -> None:

@@ -7,9 +7,9 @@ container runs the program, this module only says how.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from bottle import layout
 
@@ -34,11 +34,10 @@ class Provider(Protocol):
         """Where the agent's skills are mounted, one directory per skill."""
         ...
 
-    def seed_files(
-        self, plan: BottlePlan, mcp_servers: Mapping[str, Mapping[str, Any]]
-    ) -> dict[str, bytes]:
-        """The program's own config, written into the transcript directory (paths relative
-        to it) before the first start, owned by the agent: it may change them later."""
+    def seed_files(self, plan: BottlePlan) -> dict[str, bytes]:
+        """The program's config as a finished first start leaves it: paths relative to the
+        transcript dir (a trailing ``/``: a directory), written before the first start
+        when missing, owned by the agent's uid."""
         ...
 
     def interactive_command(self, args: Sequence[str], *, resume: bool = False) -> list[str]:
@@ -51,6 +50,12 @@ class Provider(Protocol):
     ) -> list[str]:
         """The program working on ``prompt`` alone: the answer on stdout, progress on stderr,
         non-zero when it failed; ``output`` "json"/"stream-json" for the structured result."""
+        ...
+
+    def user_command(self, argv: Sequence[str]) -> list[str]:
+        """What ``bottle run AGENT -- CMD`` runs for ``CMD``: the provider's own program
+        with the bottle's wiring (system prompt, MCP servers, flags), anything else as
+        given."""
         ...
 
 

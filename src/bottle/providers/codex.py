@@ -62,12 +62,10 @@ class Codex:
     def skills_target(self, plan: BottlePlan) -> PurePosixPath:
         return SKILLS
 
-    def seed_files(
-        self, plan: BottlePlan, mcp_servers: Mapping[str, Mapping[str, Any]]
-    ) -> dict[str, bytes]:
+    def seed_files(self, plan: BottlePlan) -> dict[str, bytes]:
         home = CODEX_HOME.relative_to(TRANSCRIPT)
         files = {
-            f"{home}/config.toml": config_toml(mcp_servers).encode(),
+            f"{home}/config.toml": config_toml(_mcp_servers(plan)).encode(),
             f"{home}/AGENTS.md": (plan.system_prompt + "\n").encode(),
         }
         if API_HOST in _credentialed_hosts(plan):
@@ -79,6 +77,10 @@ class Codex:
         # A headless run's session counts as the last one too: resume it interactively.
         head = ["codex", "resume", "--last", "--include-non-interactive"] if resume else ["codex"]
         return [*head, "--dangerously-bypass-approvals-and-sandbox", *args]
+
+    def user_command(self, argv: Sequence[str]) -> list[str]:
+        # Codex reads its wiring from CODEX_HOME: `codex …` as given has all of it.
+        return list(argv)
 
     def headless_command(
         self, prompt: str, *, output: Output = "text", resume: bool = False
@@ -107,6 +109,18 @@ def _mcp_server(server: Mapping[str, Any]) -> dict[str, Any]:
     if "url" in server:  # Codex speaks streamable HTTP to a url of its own accord
         return {"url": server["url"]}
     return {k: server[k] for k in ("command", "args", "env") if k in server}
+
+
+def _mcp_servers(plan: BottlePlan) -> dict[str, Mapping[str, Any]]:
+    """What the sidecars register for the agent (the entries of compose's mcp.json)."""
+    from bottle.sidecars import enabled_sidecars
+
+    sidecars = enabled_sidecars(plan)
+    direct = [s.name for s in sidecars if s.direct]
+    servers: dict[str, Mapping[str, Any]] = {}
+    for sidecar in sidecars:
+        servers.update(sidecar.agent(plan.sidecars[sidecar.name], direct=direct).mcp_servers)
+    return servers
 
 
 def _credentialed_hosts(plan: BottlePlan) -> set[str]:

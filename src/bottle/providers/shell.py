@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from bottle.providers.base import TRANSCRIPT, Output
 
@@ -23,9 +23,7 @@ class Shell:
     def skills_target(self, plan: BottlePlan) -> PurePosixPath:
         return PurePosixPath("/home/agent/.skills")
 
-    def seed_files(
-        self, plan: BottlePlan, mcp_servers: Mapping[str, Mapping[str, Any]]
-    ) -> dict[str, bytes]:
+    def seed_files(self, plan: BottlePlan) -> dict[str, bytes]:
         return {}
 
     def interactive_command(self, args: Sequence[str], *, resume: bool = False) -> list[str]:
@@ -36,6 +34,9 @@ class Shell:
         self, prompt: str, *, output: Output = "text", resume: bool = False
     ) -> list[str]:
         return ["bash", "-lc", prompt]
+
+    def user_command(self, argv: Sequence[str]) -> list[str]:
+        return list(argv)
 
 
 PROVIDER = Shell()
