@@ -309,6 +309,31 @@ def logs(
     output.block(instance.logs(services=service or ()) + "\n")
 
 
+@app.command()
+def transcript(slug: SlugArg, json_: JsonOpt = False) -> None:
+    """Print an instance's conversation: turns, tool calls and results, with egress
+    refusals and proposals, in order (--json: one event a line)."""
+    import json
+
+    from bottle.text import inert
+    from bottle.transcripts import events
+
+    instance = _open(slug)
+    found = events(instance.state, instance.metadata.provider)
+    if json_:
+        # ASCII-escaped JSON: nothing the agent wrote reaches the terminal raw.
+        for event in found:
+            print(json.dumps(event.to_json()))
+        return
+    if not found:
+        output.progress(f"{instance.slug} has no conversation in {instance.state.transcript}")
+        return
+    for event in found:
+        stamp = event.time[11:19] if len(event.time) >= 19 else "--:--:--"
+        body = inert(event.text, multiline=True).replace("\n", "\n" + " " * 21)
+        output.out.print(f"{stamp} {event.kind:<11} {body}", markup=False, highlight=False)
+
+
 def _saved_log(path: Path) -> str:
     from bottle.errors import StateError
 

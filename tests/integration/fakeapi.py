@@ -15,7 +15,9 @@ import contextlib
 import json
 import os
 import subprocess
+import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +72,15 @@ class FakeAPI:
         )
         self.joined.append(network)
 
+    def leave(self, network: str) -> None:
+        subprocess.run(
+            ["docker", "network", "disconnect", "-f", network, self.container],
+            capture_output=True,
+            check=False,
+        )
+        if network in self.joined:
+            self.joined.remove(network)
+
     @classmethod
     @contextlib.contextmanager
     def running(
@@ -83,7 +94,7 @@ class FakeAPI:
     ) -> Iterator[FakeAPI]:
         from bottle.settings import home_id
 
-        ca_pem, _, ca_cert, ca_key = _pem_pair("bottle fakeapi test CA", [], None)
+        ca_pem, ca_cert, ca_key = _test_ca()
         cert, key, _, _ = _pem_pair(aliases[0], list(aliases), (ca_cert, ca_key))
         data = tmp / "fakeapi"
         data.mkdir(parents=True, exist_ok=True)
@@ -129,6 +140,12 @@ class FakeAPI:
             stop.set()
             events.kill()
             events.wait()
+            # A network the fake held when its bottle went down outlived it: remove it.
+            for network in list(fake.joined):
+                fake.leave(network)
+                subprocess.run(
+                    ["docker", "network", "rm", network], capture_output=True, check=False
+                )
             logs = subprocess.run(
                 ["docker", "logs", name], capture_output=True, text=True, check=False
             )
@@ -137,12 +154,42 @@ class FakeAPI:
             subprocess.run(["docker", "network", "rm", own_net], capture_output=True, check=False)
 
 
+def _test_ca() -> tuple[str, Any, Any]:
+    """One test CA for every session on this machine: bottle bakes the CAs it trusts into
+    its images, so a new CA each session would rebuild the agent image (minutes of npm)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cache = Path(tempfile.gettempdir()) / "bottle-test-fakeapi-ca"
+    cert_file, key_file = cache / "ca.pem", cache / "ca.key"
+    if not (cert_file.exists() and key_file.exists()):
+        ca_pem, key_pem, _, _ = _pem_pair("bottle fakeapi test CA", [], None)
+        cache.mkdir(mode=0o700, exist_ok=True)
+        tmp = cache / f"ca.key.{os.getpid()}"
+        tmp.write_text(key_pem)
+        tmp.replace(key_file)
+        tmp = cache / f"ca.pem.{os.getpid()}"
+        tmp.write_text(ca_pem)
+        tmp.replace(cert_file)
+    ca_pem = cert_file.read_text()
+    cert = x509.load_pem_x509_certificate(ca_pem.encode())
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    if cert.not_valid_after_utc.timestamp() < time.time() + 3600:
+        cert_file.unlink()
+        return _test_ca()
+    return ca_pem, cert, key
+
+
 def _watch_networks(fake: FakeAPI, home: str) -> tuple[subprocess.Popen[str], threading.Event]:
-    """Connects ``fake`` to each egress network of the home ``home`` as it is created."""
+    """Connects ``fake`` to each egress network of the home ``home`` as it is created, and
+    disconnects it as the bottle's egress dies (compose down removes the network next, which
+    it cannot while the fake is on it)."""
     events = subprocess.Popen(
         [
-            *("docker", "events", "--filter", "type=network", "--filter", "event=create"),
-            *("--format", "{{.Actor.Attributes.name}}"),
+            *("docker", "events", "--filter", "type=network", "--filter", "type=container"),
+            *("--filter", "event=create", "--filter", "event=die", "--format"),
+            '{{.Type}} {{.Action}} {{.Actor.Attributes.name}} {{index .Actor.Attributes "bottle.role"}} '
+            '{{index .Actor.Attributes "com.docker.compose.project"}}',
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -152,19 +199,27 @@ def _watch_networks(fake: FakeAPI, home: str) -> tuple[subprocess.Popen[str], th
     def watch() -> None:
         assert events.stdout is not None
         for line in events.stdout:
-            network = line.strip()
             if stop.is_set():
                 return
-            if not (network.startswith("bottle-") and network.endswith("_egress")):
-                continue
-            found = subprocess.run(
-                ["docker", "network", "inspect", "-f", '{{index .Labels "bottle.home"}}', network],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if found.stdout.strip() == home:
-                fake.join(network)
+            kind, action, name, role, project = [*line.split(), "", "", "", "", ""][:5]
+            ours = name.startswith("bottle-") and name.endswith("_egress")
+            if kind == "network" and action == "create" and ours:
+                if _label(name, "bottle.home") == home:
+                    fake.join(name)
+            elif kind == "container" and action == "die" and role == "egress":
+                network = f"{project}_egress"
+                if network in fake.joined:
+                    fake.leave(network)
 
     threading.Thread(target=watch, daemon=True).start()
     return events, stop
+
+
+def _label(network: str, label: str) -> str:
+    found = subprocess.run(
+        ["docker", "network", "inspect", "-f", f'{{{{index .Labels "{label}"}}}}', network],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return found.stdout.strip()

@@ -44,6 +44,9 @@ ENV = {
     "DISABLE_ERROR_REPORTING": "1",
     "DISABLE_AUTOUPDATER": "1",
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    # MCP tools stay in the model's tool list instead of behind a tool search: supervise
+    # has a handful, and an agent refused by egress must see at once how to ask.
+    "ENABLE_TOOL_SEARCH": "false",
 }
 
 

@@ -1,0 +1,140 @@
+"""Transcripts: an instance's conversation, read back from its state dir, readably.
+
+A provider's reader (one module per provider, ``_READERS``) turns the CLI's own files in
+``transcript/`` into :class:`Event` s; :func:`events` interleaves them, by time, with what
+the sidecars recorded: egress refusals (the decision log) and proposals. Everything here is
+agent-written or agent-influenced: files are read with ``bottle.safefs`` (no link followed,
+bounded) and every string an event carries is shown through ``bottle.text.inert``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from bottle import safefs
+from bottle.state import StateDir
+
+Kind = Literal["user", "assistant", "tool_call", "tool_result", "egress", "proposal"]
+
+#: The most of one file read (a transcript JSONL, the decision log): a bound, not a goal.
+MAX_FILE_BYTES = 64 << 20
+#: The most of one event's text kept: a tool's whole output is in the CLI's own file.
+MAX_TEXT_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Event:
+    time: str  # ISO 8601 as the writer wrote it; "" when it gave none
+    kind: Kind
+    text: str
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+#: (transcript dir, state dir) -> the conversation's events, in the file's order.
+Reader = Callable[[Path, Path], list[Event]]
+
+_READERS: dict[str, str] = {
+    "claude": "bottle.transcripts.claude",
+}
+
+
+def reader(kind: str) -> Reader | None:
+    """The reader of provider ``kind``'s transcript, or None when it has none."""
+    module = _READERS.get(kind)
+    if module is None:
+        return None
+    found: Reader = importlib.import_module(module).read
+    return found
+
+
+def clip(text: str) -> str:
+    return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS] + " [...]"
+
+
+def jsonl(path: Path, root: Path) -> Iterator[dict[str, object]]:
+    """The JSON objects of a JSONL file; lines that are not one are skipped."""
+    try:
+        data = safefs.read_regular(path, max_bytes=MAX_FILE_BYTES, root=root)
+    except FileNotFoundError:
+        return
+    for line in data.decode("utf-8", "replace").splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            yield value
+
+
+def events(state: StateDir, kind: str) -> list[Event]:
+    """The conversation of provider ``kind`` with egress refusals and proposals, by time."""
+    read = reader(kind)
+    found = read(state.transcript, state.path) if read is not None else []
+    found += _refusals(state) + _proposals(state)
+    # A stable sort: events of one file that share a stamp keep their order.
+    return sorted(found, key=lambda e: _stamp(e.time))
+
+
+def _stamp(value: str) -> str:
+    # Claude writes "...Z", egress "+00:00": one form, so text order is time order.
+    return value.replace("+00:00", "Z")
+
+
+def _refusals(state: StateDir) -> list[Event]:
+    out = []
+    for record in jsonl(state.egress_log, state.path):
+        decision = str(record.get("decision", ""))
+        if decision in ("", "allow"):
+            continue
+        where = f"{record.get('method', '')} {record.get('host', '')}{record.get('path', '')}"
+        reason = str(record.get("reason", ""))
+        out.append(
+            Event(
+                str(record.get("time", "")), "egress", clip(f"egress {decision}d {where}: {reason}")
+            )
+        )
+    return out
+
+
+def _proposals(state: StateDir) -> list[Event]:
+    out: list[Event] = []
+    try:
+        names = list(safefs.iter_regular(state.proposals, root=state.path))
+    except OSError:
+        return out
+    for name in names:
+        if not name.endswith(".json") or not name[:-5].isdigit():
+            continue
+        try:
+            data = json.loads(safefs.read_regular(state.proposals / name, root=state.path))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        ident, tool = data.get("id"), data.get("tool")
+        payload = json.dumps(data.get("payload"), sort_keys=True)
+        justification = data.get("justification")
+        out.append(
+            Event(
+                str(data.get("created_at", "")),
+                "proposal",
+                clip(f"proposal {ident} filed: {tool} {payload} ({justification})"),
+            )
+        )
+        decision = data.get("decision")
+        if isinstance(decision, dict):
+            out.append(
+                Event(
+                    str(decision.get("at", "")),
+                    "proposal",
+                    clip(f"proposal {ident} {data.get('status')} by {decision.get('by')}"),
+                )
+            )
+    return out
