@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from bottle.providers import provider
-from tests.conftest import write
+from tests.conftest import run_cli, write
 from tests.integration.conftest import WORKSPACE_OWNER
 from tests.integration.fakeapi import FakeAPI
 
@@ -136,3 +136,26 @@ def test_a_shell_tool_call_runs_in_the_workspace(codex: Codex) -> None:
     last = codex.responses()[-1]["body"]["input"]
     outputs = [i for i in last if i.get("type") == "function_call_output"]
     assert outputs and "shell-ran" in outputs[-1]["output"]
+
+
+def test_the_transcript_holds_the_turns_after_stop(codex: Codex) -> None:
+    # Runs last: it stops the module's instance (the fixture's stop is then a no-op).
+    codex.instance.stop()
+    state = codex.instance.state
+    rollouts = list((state.transcript / "codex" / "sessions").rglob("rollout-*.jsonl"))
+    assert len(rollouts) == 2, rollouts  # one session per headless run, in Codex's format
+    done = run_cli(
+        "transcript", state.slug, cwd=state.path, env={"BOTTLE_HOME": str(state.path.parent.parent)}
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    order = [
+        "say hi",
+        "hi from the fake",
+        "RUN-A-COMMAND",
+        "exec_command",
+        "shell-ran",
+        "the command ran",
+    ]
+    positions = [out.find(text) for text in order]
+    assert -1 not in positions and positions == sorted(positions), out
