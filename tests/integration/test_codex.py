@@ -55,6 +55,7 @@ SCRIPT = {
                     {"text": "the command ran"},
                 ],
             },
+            {"match": "RESUME-CHECK", "turns": [{"text": "resumed with the history"}]},
         ],
         "default": "ok",
     }
@@ -138,12 +139,22 @@ def test_a_shell_tool_call_runs_in_the_workspace(codex: Codex) -> None:
     assert outputs and "shell-ran" in outputs[-1]["output"]
 
 
+def test_resume_continues_the_last_conversation(codex: Codex) -> None:
+    result = codex.run("RESUME-CHECK", resume=True)
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("resumed with the history"), result.stdout
+    # The model saw the earlier session's turns: the command and its answer.
+    request = json.dumps(codex.responses()[-1]["body"])
+    assert "RESUME-CHECK" in request
+    assert "RUN-A-COMMAND" in request and "the command ran" in request
+
+
 def test_the_transcript_holds_the_turns_after_stop(codex: Codex) -> None:
     # Runs last: it stops the module's instance (the fixture's stop is then a no-op).
     codex.instance.stop()
     state = codex.instance.state
     rollouts = list((state.transcript / "codex" / "sessions").rglob("rollout-*.jsonl"))
-    assert len(rollouts) == 2, rollouts  # one session per headless run, in Codex's format
+    assert rollouts, "no session file in Codex's format"
     done = run_cli(
         "transcript", state.slug, cwd=state.path, env={"BOTTLE_HOME": str(state.path.parent.parent)}
     )
@@ -156,6 +167,8 @@ def test_the_transcript_holds_the_turns_after_stop(codex: Codex) -> None:
         "exec_command",
         "shell-ran",
         "the command ran",
+        "RESUME-CHECK",
+        "resumed with the history",
     ]
     positions = [out.find(text) for text in order]
     assert -1 not in positions and positions == sorted(positions), out
