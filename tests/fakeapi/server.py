@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.fakeapi import anthropic
+from tests.fakeapi import anthropic, openai
 
 #: A dialect's answer: status, content type, and the body as chunks (each one flushed, so a
 #: list of SSE events streams).
@@ -33,6 +33,7 @@ Handler = Callable[[dict[str, Any], Any], Reply]
 #: (method, path) -> handler(script, request body). The codex engineer adds the Responses API.
 ROUTES: dict[tuple[str, str], Handler] = {
     **anthropic.ROUTES,
+    **openai.ROUTES,
 }
 
 _LOG_LOCK = threading.Lock()

@@ -1,18 +1,55 @@
-"""``provider: codex``: the Codex CLI, its home (its session files) in the transcript."""
+"""``provider: codex``: the Codex CLI, its home (its session files) in the transcript.
+
+``CODEX_HOME`` is ``transcript/codex``: Codex keeps its rollouts (``sessions/…/*.jsonl``)
+there, so the conversation outlives the container. Before the first start bottle seeds it
+(``seed_files``) with a ``config.toml`` that makes a new instance go straight to work: no
+approvals or sandbox of Codex's own (the bottle is the sandbox), /workspace trusted, the
+sidecars' MCP servers, no update check, analytics or feedback upload; the agent file's body
+as ``AGENTS.md`` (Codex's global instructions, added to its own); and an ``auth.json`` of
+placeholders when a route injects the real credential.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from bottle import layout
 from bottle.providers.base import TRANSCRIPT, Output
 
 if TYPE_CHECKING:
     from bottle.plan import BottlePlan
 
 CODEX_HOME = TRANSCRIPT / "codex"
+#: Where Codex finds a user's skills (``$HOME/.agents/skills/<name>/SKILL.md``).
+SKILLS = PurePosixPath("/home/agent/.agents/skills")
+#: The API Codex uses with an API key; the route that injects ``OPENAI_API_KEY`` names it.
+API_HOST = "api.openai.com"
+
+# What egress puts in place of a credential the agent must not hold (bottle.sidecars.egress).
+_PLACEHOLDER = "bottle-egress-injects-this"
+
+_SETTINGS = {
+    # The bottle is the sandbox: Codex's own (landlock/seccomp) cannot run unprivileged here.
+    "approval_policy": "never",
+    "sandbox_mode": "danger-full-access",
+    "check_for_update_on_startup": False,
+    # The keyring is not reachable in a container; the placeholder auth.json must be read.
+    "cli_auth_credentials_store": "file",
+}
+_TABLES: dict[str, dict[str, Any]] = {
+    "analytics": {"enabled": False},
+    "feedback": {"enabled": False},
+    "otel": {"exporter": "none"},
+    "notice": {"hide_full_access_warning": True},
+    # With an API key Codex still asks chatgpt.com for its model list: a refusal on every
+    # start; the built-in list serves.
+    "features": {"api_key_model_discovery": False},
+    "projects." + json.dumps(str(layout.WORKSPACE)): {"trust_level": "trusted"},
+}
 
 
 @dataclass(frozen=True)
@@ -23,24 +60,100 @@ class Codex:
         return {"CODEX_HOME": str(CODEX_HOME)}
 
     def skills_target(self, plan: BottlePlan) -> PurePosixPath:
-        return PurePosixPath("/home/agent/.skills")
+        return SKILLS
 
     def seed_files(self, plan: BottlePlan) -> dict[str, bytes]:
-        return {}
+        home = CODEX_HOME.relative_to(TRANSCRIPT)
+        files = {
+            f"{home}/config.toml": config_toml(_mcp_servers(plan)).encode(),
+            f"{home}/AGENTS.md": (plan.system_prompt + "\n").encode(),
+        }
+        if API_HOST in _credentialed_hosts(plan):
+            auth = {"auth_mode": "apikey", "OPENAI_API_KEY": _PLACEHOLDER}
+            files[f"{home}/auth.json"] = json.dumps(auth, indent=2).encode() + b"\n"
+        return files
 
     def interactive_command(self, args: Sequence[str], *, resume: bool = False) -> list[str]:
-        head = ["codex", "resume", "--last"] if resume else ["codex"]
+        # A headless run's session counts as the last one too: resume it interactively.
+        head = ["codex", "resume", "--last", "--include-non-interactive"] if resume else ["codex"]
         return [*head, "--dangerously-bypass-approvals-and-sandbox", *args]
+
+    def user_command(self, argv: Sequence[str]) -> list[str]:
+        # Codex reads its wiring from CODEX_HOME: `codex …` as given has all of it.
+        return list(argv)
 
     def headless_command(
         self, prompt: str, *, output: Output = "text", resume: bool = False
     ) -> list[str]:
         head = ["codex", "exec", *(["resume", "--last"] if resume else [])]
         json_flag = [] if output == "text" else ["--json"]
-        return [*head, "--dangerously-bypass-approvals-and-sandbox", *json_flag, prompt]
+        # "--" ends the options: a prompt starting with "-" is the prompt, not a flag.
+        flags = ["--dangerously-bypass-approvals-and-sandbox", "--skip-git-repo-check"]
+        return [*head, *flags, *json_flag, "--", prompt]
 
-    def user_command(self, argv: Sequence[str]) -> list[str]:
-        return list(argv)
+
+def config_toml(mcp_servers: Mapping[str, Mapping[str, Any]]) -> str:
+    """Codex's ``config.toml``: bottle's settings and one table per MCP server."""
+    lines = ["# Written by bottle before the first start; Codex may add to it.", ""]
+    lines += [f"{key} = {_value(value)}" for key, value in _SETTINGS.items()]
+    tables = dict(_TABLES)
+    for name, server in mcp_servers.items():
+        tables[f"mcp_servers.{_key(name)}"] = _mcp_server(server)
+    for header, body in tables.items():
+        lines += ["", f"[{header}]", *(f"{_key(k)} = {_value(v)}" for k, v in body.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _mcp_server(server: Mapping[str, Any]) -> dict[str, Any]:
+    """A sidecar's MCP entry (Claude Code's mcp.json form) as Codex's table."""
+    if "url" in server:  # Codex speaks streamable HTTP to a url of its own accord
+        return {"url": server["url"]}
+    return {k: server[k] for k in ("command", "args", "env") if k in server}
+
+
+def _mcp_servers(plan: BottlePlan) -> dict[str, Mapping[str, Any]]:
+    """What the sidecars register for the agent (the entries of compose's mcp.json)."""
+    from bottle.sidecars import enabled_sidecars
+
+    sidecars = enabled_sidecars(plan)
+    direct = [s.name for s in sidecars if s.direct]
+    servers: dict[str, Mapping[str, Any]] = {}
+    for sidecar in sidecars:
+        servers.update(sidecar.agent(plan.sidecars[sidecar.name], direct=direct).mcp_servers)
+    return servers
+
+
+def _credentialed_hosts(plan: BottlePlan) -> set[str]:
+    egress = plan.sidecars.get("egress")
+    routes = getattr(getattr(egress, "routes", None), "routes", ())
+    return {str(r.host) for r in routes if r.auth is not None}
+
+
+def _key(name: str) -> str:
+    """A bare TOML key when it is one, else a quoted one."""
+    bare = name and all(c.isascii() and (c.isalnum() or c in "-_") for c in name)
+    return name if bare else _string(name)
+
+
+def _string(text: str) -> str:
+    # JSON's escapes are TOML basic-string escapes; DEL and non-characters are escaped too,
+    # and JSON never writes a surrogate pair when it may keep the character.
+    out = json.dumps(text, ensure_ascii=False)
+    return out.replace("\x7f", "\\u007f")
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, Sequence):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
 
 
 PROVIDER = Codex()

@@ -42,6 +42,7 @@ Reader = Callable[[Path, Path], list[Event]]
 
 _READERS: dict[str, str] = {
     "claude": "bottle.transcripts.claude",
+    "codex": "bottle.transcripts.codex",
 }
 
 
