@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,15 @@ from bottle.instance import Instance
 from bottle.machine import host_addresses
 from bottle.manifest import Manifest, load_manifest
 from bottle.plan import BottlePlan, PlanOptions, resolve_plan
+from bottle.readiness import wait_ready
 from bottle.settings import Settings, package_version
-from bottle.sidecars import enabled_sidecars
+from bottle.sidecars import Sidecar, enabled_sidecars
 from bottle.state import InstanceStatus, Metadata, StateDir
 
 Progress = Callable[[str], None]
 Ask = Callable[[str, str], str]  # (variable, question) -> answer
 
-#: How long ``up`` may wait for every healthcheck, in seconds.
+#: How long a start may wait for every service to run and every sidecar to serve, in seconds.
 START_TIMEOUT = 120
 
 
@@ -118,7 +120,8 @@ class Bottle:
             say(f"starting {plan.compose_project}")
             values = {name: self.environ[name] for name in self._host_vars(plan)}
             machine = {"BOTTLE_HOST_ADDRESSES": ",".join(host_addresses())}
-            instance.compose.up(env={**values, **answers, **machine}, wait_timeout=wait_timeout)
+            env = {**values, **answers, **machine}
+            _up(instance, enabled_sidecars(plan), env=env, wait_timeout=wait_timeout)
             # A detached start owned the state only while starting; nobody owns it now.
             state.transition(InstanceStatus.RUNNING, pid=owner_pid)
         except BaseException as exc:
@@ -177,6 +180,27 @@ class Bottle:
                 version=plan.version,
             )
         )
+
+
+def _up(
+    instance: Instance,
+    sidecars: Sequence[Sidecar[Any, Any]],
+    *,
+    env: Mapping[str, str],
+    wait_timeout: int,
+) -> None:
+    """The sidecars first, then, once their status files say they serve, the agent.
+
+    Readiness is read from the status files rather than a compose healthcheck (an exec in
+    every sidecar every second, for the instance's whole life); the agent is started in a
+    second step so that it never runs before its sidecars serve.
+    """
+    deadline = time.monotonic() + wait_timeout
+    if sidecars:
+        instance.compose.up(env=env, wait_timeout=wait_timeout, services=[s.name for s in sidecars])
+        wait_ready(instance, sidecars, timeout=max(deadline - time.monotonic(), 1.0))
+    left = max(int(deadline - time.monotonic()), 1)
+    instance.compose.up(env=env, wait_timeout=left, services=["agent"])
 
 
 def _require_available(plan: BottlePlan) -> None:
