@@ -206,7 +206,12 @@ def figures(rounds: int, idle: int = 10, window: float = 60.0) -> list[Figure]:
             none = _window(window, [])
             daemon_none.append(none[1])
             with ThreadPoolExecutor(max_workers=5) as pool:
-                slugs = list(pool.map(lambda _: home.start(), range(idle)))
+                starts = [pool.submit(home.start) for _ in range(idle)]
+            # Every instance that did start is stopped in ``finally``, even when one failed.
+            slugs = [f.result() for f in starts if f.exception() is None]
+            failed = [f.exception() for f in starts if f.exception() is not None]
+            if failed:
+                raise SystemExit(str(failed[0]))
             time.sleep(SETTLE_S)
             containers = [c for s in slugs for c in _containers(s).values()]
             spent = _window(window, containers)
