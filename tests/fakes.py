@@ -31,6 +31,8 @@ class FakeEngine:
     exec_codes: list[int] = field(default_factory=list)  # what the next ``exec`` calls return
     execs: list[list[str]] = field(default_factory=list)  # the argv of every ``exec``
     on_exec: Callable[[list[str]], None] | None = None  # runs "in the container" at each exec
+    ups: list[list[str]] = field(default_factory=list)  # the services of each ``up``
+    serving: bool = True  # whether a sidecar writes its status file once it is up
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -70,10 +72,18 @@ class FakeProject:
     engine: FakeEngine
     compose_file: Path
 
-    def up(self, *, env: Mapping[str, str], wait_timeout: int) -> None:
+    def up(
+        self, *, env: Mapping[str, str], wait_timeout: int, services: Sequence[str] = ()
+    ) -> None:
         assert self.compose_file.is_file(), "up before the compose file was written"
         self.engine.env_at_up = dict(env)
         self.engine._call("up")
+        self.engine.ups.append(list(services))
+        # What each sidecar does once it serves: its status file.
+        status = self.compose_file.parent / "status"
+        for service in services:
+            if service != "agent" and status.is_dir() and self.engine.serving:
+                (status / f"{service}.json").write_text('{"ready": true}')
         # What egress does once it runs: the bottle CA (a capability build trusts it).
         ca = self.compose_file.parent / "ca" / "ca.pem"
         if ca.parent.is_dir():

@@ -20,6 +20,7 @@ from bottle.instance import START_TIMEOUT, Ask, Instance, Progress, compose_env
 from bottle.manifest import Manifest, load_manifest
 from bottle.plan import BottlePlan, PlanOptions, resolve_plan
 from bottle.providers import seed_transcript
+from bottle.readiness import up_in_order
 from bottle.settings import Settings, package_version
 from bottle.sidecars import enabled_sidecars
 from bottle.state import InstanceStatus, Metadata, StateDir
@@ -114,8 +115,11 @@ class Bottle:
         try:
             self._write_state(plan, state, owner_pid)
             say(f"starting {plan.compose_project}")
-            instance.compose.up(
-                env=compose_env(plan, self.environ, answers), wait_timeout=wait_timeout
+            up_in_order(
+                instance,
+                enabled_sidecars(plan),
+                env=compose_env(plan, self.environ, answers),
+                wait_timeout=wait_timeout,
             )
             # A detached start owned the state only while starting; nobody owns it now.
             state.transition(InstanceStatus.RUNNING, pid=owner_pid)

@@ -118,7 +118,7 @@ def _agent_service(plan: BottlePlan) -> dict[str, Any]:
     for name, path in sorted(plan.skills.items()):
         volumes.append(bind(path, provider.skills_target(plan) / name, read_only=True))
     depends: dict[str, Any] = {
-        s.name: {"condition": "service_healthy"} for s in enabled_sidecars(plan)
+        s.name: {"condition": "service_started"} for s in enabled_sidecars(plan)
     }
     return {
         "image": plan.images.agent,

@@ -213,6 +213,8 @@ class Instance:
         # The package, not its ``transaction`` submodule: only this one door is allowed.
         import bottle.changes
         from bottle import compose, hardening  # the renderer: not for ls or exec
+        from bottle.readiness import up_in_order
+        from bottle.sidecars import enabled_sidecars
 
         say = progress or (lambda _msg: None)
         settings = Settings.default() if settings is None else settings
@@ -238,7 +240,12 @@ class Instance:
             )
             say(f"resuming {self.slug} (it was {prior.value})")
             try:
-                self.compose.up(env=compose_env(plan, environ, answers), wait_timeout=wait_timeout)
+                up_in_order(
+                    self,
+                    enabled_sidecars(plan),
+                    env=compose_env(plan, environ, answers),
+                    wait_timeout=wait_timeout,
+                )
                 self.state.transition(InstanceStatus.RUNNING, pid=owner_pid)
             except BaseException as exc:
                 self._undo_resume(before, prior, exc)

@@ -208,7 +208,7 @@ def test_kill_9_mid_start_is_recoverable_by_stop_and_cleanup(
 def test_ls_says_degraded_and_names_a_dead_sidecar(bottle_home: Path, workdir: Path) -> None:
     with Bottle("it", cwd=workdir).start() as instance:
         rows = json.loads(cli("ls", "--json", cwd=workdir).stdout)
-        assert rows[0]["status"] == "running" and rows[0]["sidecars"] == {"egress": "healthy"}
+        assert rows[0]["status"] == "running" and rows[0]["sidecars"] == {"egress": "running"}
         egress = subprocess.run(
             [
                 "docker", "ps", "-q",

@@ -34,7 +34,8 @@ def test_a_start_that_succeeds_is_running(home: Path, repo: Path) -> None:
     engine = FakeEngine()
     instance = _bottle(home, repo, engine).start()
     assert instance.status == InstanceStatus.RUNNING
-    assert engine.calls == ["check", "ensure_image", "ensure_image", "up"]
+    assert engine.calls == ["check", "ensure_image", "ensure_image", "up", "up"]
+    assert engine.ups == [["egress", "supervise"], ["agent"]]  # the agent once they serve
     assert instance.engine is engine
 
 

@@ -180,12 +180,15 @@ class ComposeProject:
         argv = [*self._cmd(), "up", "--detach", "--wait", *flags]
         run_docker(argv, capture_stdout=True, capture_stderr=True, env=dict(env))
 
-    def up(self, *, env: Mapping[str, str], wait_timeout: int) -> None:
-        """Create and start everything, waiting for healthchecks; bounded by ``wait_timeout``."""
+    def up(
+        self, *, env: Mapping[str, str], wait_timeout: int, services: Sequence[str] = ()
+    ) -> None:
+        """Create and start ``services`` (default all) and what they depend on, waiting until
+        they run; bounded by ``wait_timeout``."""
         from python_on_whales.exceptions import DockerException
 
         try:
-            self._up(["--wait-timeout", str(wait_timeout)], env)
+            self._up(["--wait-timeout", str(wait_timeout), *services], env)
         except DockerException as exc:
             raise self._start_error(exc, f"starting {self.project}") from exc
 

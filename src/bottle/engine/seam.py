@@ -22,7 +22,9 @@ Progress = Callable[[str], None]
 class Project(Protocol):
     """One instance's compose project (``bottle.engine.compose.ComposeProject``)."""
 
-    def up(self, *, env: Mapping[str, str], wait_timeout: int) -> None: ...
+    def up(
+        self, *, env: Mapping[str, str], wait_timeout: int, services: Sequence[str] = ()
+    ) -> None: ...
 
     def up_service(self, service: str, *, env: Mapping[str, str], wait_timeout: int) -> None: ...
 

@@ -10,9 +10,14 @@ COPY host-ca.pem /etc/bottle/host-ca.pem
 
 # Plain-HTTP Debian mirrors need no CA. Debian's python3 is "externally managed", so the
 # Python packages go into a venv; add python3-venv when the base lacks it.
+# git depends on perl's modules (about 50 MB) for commands no sidecar runs (send-email, svn,
+# instaweb, cvs): dpkg leaves their files out. Nothing is built on this image, so no later
+# install can find them missing; perl-base (debconf's) stays whole.
 RUN set -eu; \
     pkgs="git openssh-client ca-certificates bash gitleaks libnss-wrapper"; \
     python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs="$pkgs python3 python3-venv"; \
+    printf '%s\n' 'path-exclude=/usr/share/perl/*' 'path-exclude=/usr/lib/*/perl/*' \
+        > /etc/dpkg/dpkg.cfg.d/bottle-no-perl-modules; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs; \
     apt-get clean; \
@@ -30,7 +35,10 @@ RUN set -eu; \
     PIP_CERT=/etc/bottle/host-ca.pem SSL_CERT_FILE=/etc/bottle/host-ca.pem \
     PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     /opt/venv/bin/pip install --require-hashes --no-deps \
-        -r /etc/bottle/sidecar-requirements.txt
+        -r /etc/bottle/sidecar-requirements.txt; \
+    # Not needed to run anything (about 28 MB with their bytecode): pip itself, and what only
+    # mitmproxy's console and web UIs import (mitmdump never does).
+    /opt/venv/bin/python -m pip uninstall --yes --quiet pip tornado urwid wcwidth
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/bottle \

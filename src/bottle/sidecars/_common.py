@@ -42,7 +42,9 @@ def labels(plan: BottlePlan, role: str | None = None) -> dict[str, str]:
 def sidecar_base(plan: BottlePlan, name: str, module: str) -> dict[str, Any]:
     """The stanza every sidecar starts from: our image, tini as PID 1, fast stop.
 
-    The one place for keys every sidecar service shares.
+    The one place for keys every sidecar service shares. No healthcheck: it would exec a
+    process in the sidecar every second for its whole life; the host reads readiness from
+    the status file instead (``bottle.readiness``).
     """
     return {
         "image": plan.images.sidecar,
@@ -50,11 +52,5 @@ def sidecar_base(plan: BottlePlan, name: str, module: str) -> dict[str, Any]:
         "command": ["python", "-m", module],
         "labels": labels(plan, name),
         "stop_grace_period": "3s",
-        "healthcheck": {
-            "test": ["CMD", "test", "-s", f"/run/bottle/status/{name}.json"],
-            "interval": "1s",
-            "timeout": "3s",
-            "retries": 90,
-        },
         **hardening.sidecar_keys(plan),
     }

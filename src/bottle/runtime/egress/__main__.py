@@ -82,8 +82,8 @@ def main(environ: Mapping[str, str] | None = None) -> None:
 
     for path in (paths.log_path(env), paths.status_path(env)):
         path.parent.mkdir(parents=True, exist_ok=True)
-    # The healthcheck tests the status file: one left by an earlier run must not pass it
-    # before this mitmdump listens (the addon writes it again from its running() hook).
+    # The host waits for the status file (bottle.readiness): one left by an earlier run must
+    # not pass before this mitmdump listens (the addon writes it again from running()).
     paths.status_path(env).unlink(missing_ok=True)
 
     cert = prepare_ca(confdir, public_dir)

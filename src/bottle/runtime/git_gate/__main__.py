@@ -66,7 +66,8 @@ def main(environ: MutableMapping[str, str] | None = None) -> None:
     secrets, work = gate.secrets_dir(env), gate.work_dir(env)
     status = gate.status_path(env)
     status.parent.mkdir(parents=True, exist_ok=True)
-    # The healthcheck tests the status file: one left by an earlier run must not pass it.
+    # The host waits for the status file (bottle.readiness): one left by an earlier run
+    # must not pass for this one.
     status.unlink(missing_ok=True)
     gate.log_path(env).parent.mkdir(parents=True, exist_ok=True)
     upstream.prepare_keys(config.remotes, env, secrets)  # type: ignore[arg-type]

@@ -14,8 +14,8 @@ The queue is bounded (:mod:`bottle.proposals.limits`): over a bound the tool ans
 which one and when to try again, and writes nothing. At start it rebuilds the queue's index
 of pending proposals, so the operator's listing never has to read decided ones.
 
-Once the socket is listening it writes ``<status dir>/supervise.json``; the compose
-healthcheck waits for that file.
+Once the socket is listening it writes ``<status dir>/supervise.json``; the host waits
+for that file before it starts the agent (``bottle.readiness``).
 
 Environment (each has a default that fits the container):
 

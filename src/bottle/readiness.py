@@ -1,0 +1,105 @@
+"""Waiting, on the host, until an instance's sidecars serve: their status files say so.
+
+Each sidecar writes ``status/<name>.json`` (bind-mounted from the state dir) once it serves,
+and removes a stale one first. The host reads those files instead of a compose healthcheck:
+a healthcheck execs a process in every sidecar every second for the instance's whole life,
+which is most of what an idle instance costs the host.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bottle.errors import StartTimeout
+from bottle.text import inert
+
+if TYPE_CHECKING:
+    from bottle.engine.seam import Project
+    from bottle.sidecars.base import HostState, Sidecar
+
+    Sidecars = Sequence[Sidecar[Any, Any]]
+
+
+class Starting(Protocol):
+    """What the wait needs of an instance being started (``bottle.instance.Instance``)."""
+
+    @property
+    def slug(self) -> str: ...
+
+    @property
+    def state(self) -> HostState: ...
+
+    @property
+    def compose(self) -> Project: ...
+
+
+#: How often the status files are read while waiting, in seconds.
+POLL_S = 0.05
+#: How often compose is asked whether a sidecar died meanwhile (a ``ps`` costs ~0.2 s).
+PS_EVERY_S = 2.0
+#: Lines of a failing sidecar's log the error shows.
+TAIL = 8
+
+
+def wait_ready(host: Starting, sidecars: Sidecars, *, timeout: float) -> None:
+    """Return once every sidecar's status file parses; StartTimeout after ``timeout`` s.
+
+    A sidecar whose container stopped meanwhile fails the wait at once. The error names the
+    sidecars not ready and shows the last lines of their logs (inert: a sidecar's output
+    may carry text an upstream chose).
+    """
+    now = time.monotonic
+    deadline = now() + timeout
+    next_ps = now() + PS_EVERY_S
+    waiting = list(sidecars)
+    while True:
+        waiting = [s for s in waiting if not s.status(host).ready]
+        if not waiting:
+            return
+        if now() >= deadline:
+            raise _not_ready(host, waiting, f"did not become ready within {timeout:g} s")
+        if now() >= next_ps:
+            stopped = _stopped(host, waiting)
+            if stopped:
+                raise _not_ready(host, stopped, "stopped before it became ready")
+            next_ps = now() + PS_EVERY_S
+        time.sleep(POLL_S)
+
+
+def _stopped(host: Starting, sidecars: Sidecars) -> Sidecars:
+    states = {s.service: s.state for s in host.compose.ps()}
+    return [s for s in sidecars if states.get(s.name, "missing") != "running"]
+
+
+def _not_ready(host: Starting, sidecars: Sidecars, why: str) -> StartTimeout:
+    names = ", ".join(s.name for s in sidecars)
+    lines = []
+    for sidecar in sidecars:
+        tail = host.compose.logs(services=[sidecar.name], tail=TAIL).strip()
+        if tail:
+            lines.append(f"{sidecar.name}, last lines:\n{inert(tail, multiline=True)}")
+    hint = "\n".join(lines) or "Look at 'bottle logs' for the failing sidecar."
+    return StartTimeout(f"{host.slug}: {names} {why}", hint=hint)
+
+
+def up_in_order(
+    instance: Starting,
+    sidecars: Sidecars,
+    *,
+    env: Mapping[str, str],
+    wait_timeout: int,
+) -> None:
+    """The sidecars first, then, once their status files say they serve, the agent.
+
+    Readiness is read from the status files rather than a compose healthcheck (an exec in
+    every sidecar every second, for the instance's whole life); the agent is started in a
+    second step so that it never runs before its sidecars serve.
+    """
+    deadline = time.monotonic() + wait_timeout
+    if sidecars:
+        instance.compose.up(env=env, wait_timeout=wait_timeout, services=[s.name for s in sidecars])
+        wait_ready(instance, sidecars, timeout=max(deadline - time.monotonic(), 1.0))
+    left = max(int(deadline - time.monotonic()), 1)
+    instance.compose.up(env=env, wait_timeout=left, services=["agent"])

@@ -1,0 +1,87 @@
+"""The host's wait on the sidecars' status files: the agent starts only once they serve."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from bottle import readiness
+from bottle.bottle import Bottle
+from bottle.engine.compose import ServiceState
+from bottle.errors import StartTimeout
+from bottle.settings import Settings
+from bottle.sidecars import sidecar
+from bottle.state import InstanceStatus, StateDir
+from tests.conftest import user_owned
+from tests.fakes import FakeEngine, FakeProject
+
+
+class _Host:
+    """An instance being started: a state dir and a fake compose project."""
+
+    def __init__(self, path: Path, engine: FakeEngine) -> None:
+        self.slug = "shell-abcde"
+        self.state = StateDir(path)
+        (path / "status").mkdir(parents=True)
+        compose_file = path / "docker-compose.yml"
+        compose_file.write_text("services: {}\n")
+        self.compose = FakeProject(engine, compose_file)
+
+
+def _running(*names: str) -> list[ServiceState]:
+    return [ServiceState(n, f"id-{n}", "running", None, None) for n in names]
+
+
+def test_it_returns_once_every_status_file_parses(tmp_path: Path) -> None:
+    host = _Host(tmp_path, FakeEngine(states=_running("egress", "supervise")))
+    egress, supervise = sidecar("egress"), sidecar("supervise")
+    later = threading.Timer(
+        0.3, lambda: host.state.status_file("supervise").write_text('{"ready": true}')
+    )
+    host.state.status_file("egress").write_text('{"generation": 1}')
+    later.start()
+    try:
+        readiness.wait_ready(host, [egress, supervise], timeout=10)
+    finally:
+        later.cancel()
+    assert host.state.status_file("supervise").is_file()
+
+
+def test_a_file_that_does_not_parse_is_not_ready(tmp_path: Path) -> None:
+    engine = FakeEngine(states=_running("egress"), log_text="egress-1  | \x1b[31mstuck")
+    host = _Host(tmp_path, engine)
+    host.state.status_file("egress").write_text("{half a")
+    with pytest.raises(StartTimeout) as caught:
+        readiness.wait_ready(host, [sidecar("egress")], timeout=0.2)
+    assert "egress did not become ready within 0.2 s" in caught.value.message
+    assert caught.value.hint is not None and "stuck" in caught.value.hint
+    assert "\x1b" not in caught.value.hint  # the log tail is shown inert
+
+
+def test_a_sidecar_that_stopped_fails_the_wait_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readiness, "PS_EVERY_S", 0.0)
+    exited = [ServiceState("egress", "id", "exited", None, 1)]
+    host = _Host(tmp_path, FakeEngine(states=exited))
+    with pytest.raises(StartTimeout) as caught:
+        readiness.wait_ready(host, [sidecar("egress")], timeout=60)
+    assert "egress stopped before it became ready" in caught.value.message
+
+
+def test_a_start_whose_sidecar_never_serves_never_starts_the_agent(
+    home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readiness, "PS_EVERY_S", 0.0)
+    engine = FakeEngine(serving=False, states=_running("egress", "supervise"))
+    bottle = Bottle(
+        "shell", cwd=user_owned(repo), settings=Settings(home=home), environ={}, engine=engine
+    )
+    with pytest.raises(StartTimeout):
+        bottle.start(wait_timeout=1)
+    assert engine.ups == [["egress", "supervise"]]  # the agent was never started
+    assert engine.calls[-2:] == ["logs", "down"]
+    [path] = (home / "state").iterdir()
+    assert StateDir(path).read_metadata().status == InstanceStatus.FAILED
