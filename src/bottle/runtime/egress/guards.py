@@ -19,7 +19,7 @@ from mitmproxy import http, tcp, tls, udp
 from bottle import urlpaths
 from bottle.policy import DEFAULT_PORTS, HTTP_METHODS, Routes
 from bottle.runtime.egress import dlp
-from bottle.runtime.egress.log import DecisionLog, call, flow_record
+from bottle.runtime.egress.log import DecisionLog, call, first_time, flow_record
 from bottle.runtime.egress.records import LogRecord
 from bottle.runtime.egress.reload import Reload
 
@@ -141,11 +141,14 @@ class Guards:
             )
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        # stream_large_bodies streams responses; a request body is always held whole so
-        # that DLP sees it before anything leaves.
-        flow.request.stream = False
+        """The route is matched on the headers, before any of the body is read: whether the
+        body streams depends on it (:mod:`.scan` decides)."""
+        flow.request.stream = False  # held unless scan says otherwise
+        self.request(flow)
 
     def request(self, flow: http.HTTPFlow) -> None:
+        if not first_time(flow, "guards"):
+            return
         try:
             self._request(flow)
         except Exception as exc:

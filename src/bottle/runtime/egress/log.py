@@ -27,6 +27,12 @@ logger = logging.getLogger("bottle.egress")
 LOG_OPTION = "bottle_log"
 _META = "bottle_egress"  # flow.metadata key: the decision record of this flow
 
+#: The most request body egress reads whole: to scan it, or to refuse a request whose body is
+#: still coming (mitmproxy reads a body to its end before it answers). A body that is longer
+#: (or whose length is not declared) is streamed when its route needs no scan, and otherwise
+#: never read: its flow is closed, with the reason in the decision log.
+MAX_HELD_BODY = 32 << 20
+
 
 class FlowRecord(TypedDict):
     """What the addons decided about one flow; kept in ``flow.metadata`` until it is logged.
@@ -43,6 +49,7 @@ class FlowRecord(TypedDict):
     host: str  # redacted for logs
     path: str  # no query, redacted for logs
     logged: bool
+    done: list[str]  # the stages run on this flow (each runs once, at requestheaders or later)
 
 
 def flow_record(flow: http.HTTPFlow) -> FlowRecord:
@@ -58,9 +65,40 @@ def flow_record(flow: http.HTTPFlow) -> FlowRecord:
             host="",
             path="",
             logged=False,
+            done=[],
         )
         flow.metadata[_META] = record
     return cast(FlowRecord, record)
+
+
+def first_time(flow: http.HTTPFlow, stage: str) -> bool:
+    """True once per flow and stage: a stage runs at ``requestheaders`` (where mitmproxy
+    decides whether the body streams) and is not run again at ``request``."""
+    done = flow_record(flow).setdefault("done", [])
+    if stage in done:
+        return False
+    done.append(stage)
+    return True
+
+
+def declared_length(req: http.Request) -> int | None:
+    """The body length the request declares: 0 for none, None when it is not known before the
+    body ends (HTTP/1 chunked). Over HTTP/2 and 3 without a length, 0: the body ends with the
+    stream, which mitmproxy reads whole (the one read that is not bounded here)."""
+    length = req.headers.get("content-length", "").strip()
+    if length:
+        return int(length) if length.isdigit() else None
+    if "chunked" in req.headers.get("transfer-encoding", "").lower():
+        return None
+    return 0
+
+
+def unbounded(req: http.Request) -> bool:
+    """True while the body is unread and longer than egress reads whole (or of unknown length)."""
+    if req.raw_content is not None:
+        return False  # read already (mitmproxy fills it at the request hook)
+    length = declared_length(req)
+    return length is None or length > MAX_HELD_BODY
 
 
 def call(method: Callable[[], object]) -> None:
@@ -137,6 +175,18 @@ class DecisionLog:
                 "x-bottle-egress": "refused" if decision == "refuse" else decision,
             },
         )
+        if unbounded(flow.request):
+            # The answer would wait for the whole body, read into memory: close instead.
+            length = declared_length(flow.request)
+            size = "of undeclared length" if length is None else f"of {length} bytes"
+            record["reason"] = f"{reason}; the connection was closed: a request body {size} is "
+            record["reason"] += f"not read (more than {MAX_HELD_BODY >> 20} MiB or undeclared)"
+            flow.response = None
+            self.log_flow(flow)
+            if flow.killable:
+                call(flow.kill)
+            return
+        flow.request.stream = False  # an answer set here is sent after the body is read
         self.log_flow(flow)
 
     def crash(self, flow: http.HTTPFlow, exc: Exception, hook: str) -> None:
