@@ -57,15 +57,18 @@ def is_git_push(path: str) -> bool:
 #: Headers (and the query parameter) by which frameworks let a request claim another method.
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 METHOD_OVERRIDE_PARAM = "_method"
+_OVERRIDE_NAMES = frozenset(name.encode() for name in METHOD_OVERRIDE_HEADERS)
 
 
 def method_overrides(req: http.Request) -> list[tuple[str, str]]:
     """(where, method) for every method override the request carries."""
     found = [
-        (name, value.strip().upper())
-        for name in METHOD_OVERRIDE_HEADERS
-        for value in req.headers.get_all(name)
+        (name.decode("latin-1").lower(), value.decode("latin-1").strip().upper())
+        for name, value in req.headers.fields
+        if name.lower() in _OVERRIDE_NAMES
     ]
+    if METHOD_OVERRIDE_PARAM not in req.path.lower():
+        return found  # parsing the query costs more than the rest of the guards
     for key, value in req.query.items(multi=True):
         if key.lower() == METHOD_OVERRIDE_PARAM:
             found.append((f"query parameter {key}", value.strip().upper()))

@@ -8,12 +8,13 @@ the agent why and how to ask for more. No headers, no query, no secrets are logg
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, TextIO, TypedDict, cast
 
 from mitmproxy import http
 
@@ -112,6 +113,8 @@ class DecisionLog:
     def __init__(self, tables: Reload, log_path: Path) -> None:
         self.tables = tables
         self.log_path = log_path
+        self._fh: TextIO | None = None
+        self._fh_path: Path | None = None
 
     def load(self, loader: Any) -> None:
         loader.add_option(LOG_OPTION, str, str(self.log_path), "the decision log (JSON lines)")
@@ -244,9 +247,27 @@ class DecisionLog:
             }
         )
         data = stamped.to_line()
-        try:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.log_path.open("a", encoding="utf-8") as fh:
-                fh.write(data)
-        except OSError as exc:
-            logger.error("egress: cannot append to %s: %s", self.log_path, exc)
+        for attempt in (1, 2):
+            try:
+                # One handle kept open (line-buffered: each line is written whole at once);
+                # opening the file for every request cost more than the rest of the log.
+                if self._fh is None or self._fh_path != self.log_path:
+                    self._close()
+                    self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                    self._fh = self.log_path.open("a", encoding="utf-8", buffering=1)
+                    self._fh_path = self.log_path
+                self._fh.write(data)
+                return
+            except OSError as exc:
+                self._close()
+                if attempt == 2:
+                    logger.error("egress: cannot append to %s: %s", self.log_path, exc)
+
+    def _close(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()
+
+    def done(self) -> None:
+        self._close()
