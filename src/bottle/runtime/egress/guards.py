@@ -132,10 +132,18 @@ class Guards:
             routes = self.tables.current.routes
             if host and routes.passthrough_for(host, port):
                 sni = data.client_hello.sni
-                # A different SNI inside the tunnel must itself be passthrough, or we look in.
-                same = sni is None or host_of(sni) == host_of(host)
-                if same or routes.passthrough_for(sni or "", port):
+                # Domain fronting: a shared front end routes by the SNI, and by the Host header
+                # inside the tunnel, which egress never sees. The SNI it can check: only the
+                # route's own host is tunnelled; no SNI or another one (even another
+                # passthrough host) is intercepted, so its requests meet the Host/SNI checks.
+                if sni is not None and host_of(sni) == host_of(host):
                     data.ignore_connection = True
+                else:
+                    logger.warning(
+                        "egress: passthrough to %s intercepted: the TLS server name is %s",
+                        self.log.safe_host(host),
+                        "missing" if sni is None else "another host",
+                    )
         except Exception as exc:  # intercepting is the safe default: requests get matched
             logger.error(
                 "egress: tls_clienthello failed (%s); intercepting\n%s",
