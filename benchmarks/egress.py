@@ -1,97 +1,396 @@
-"""Requests through egress vs straight to the same upstream, in one run.
+"""P4: what egress costs a request, side by side with plain mitmdump and with no proxy at all.
 
-    uv run python benchmarks/egress.py [--requests 200]
+    uv run python -m benchmarks.egress [--rounds 3]
 
-An upstream container on the instance's egress network serves a small body and a 100 MB
-body over plain HTTP. The agent requests through egress; a second container on the egress
-network (the sidecar side) requests directly. Reports the added median latency per small
-request and the throughput of the 100 MB download both ways.
+One bottle, one upstream container on its egress network (``upstream.test``: HTTP on 80,
+HTTPS on 443 with a certificate from a CA made for this run, a small body, a 100 MB body and
+a package index of 30 wheels). A client container on both of the bottle's networks measures,
+in interleaved rounds (the order of the three ways rotates every round, so machine noise hits
+them alike):
+
+- **direct**: straight to the upstream;
+- **mitmdump**: through a plain ``mitmdump`` with no addon (same image, same mitmproxy, TLS
+  interception on), the floor any mitmproxy-based egress pays;
+- **egress**: through the bottle's egress sidecar (its routes, DLP, scrubbing, log).
+
+Figures: added latency of a small request on a kept-alive connection, HTTP and HTTPS, egress
+over mitmdump (the addon's own cost); the added time of a new HTTPS connection, egress over
+direct; the 100 MB download's throughput, egress over direct; ``pip install`` of the 30
+wheels from the index, egress over direct.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
+import statistics
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-from _home import bench_home  # benchmarks/ is on sys.path when a script in it runs
+from benchmarks._home import bench_home
+from benchmarks._table import Figure, markdown
 
-from bottle import Bottle
+SMALL_REQUESTS = 200  # per way and round, on one kept-alive connection
+NEW_CONNECTIONS = 20  # per way and round
+PACKAGES = 30
 
 SERVER = r"""
-import http.server as h
-BIG = b"x" * (100 * 1024 * 1024)
+import base64, hashlib, http.server as h, io, os, ssl, threading, zipfile
+BIG = b"x" * (100 * 1000 * 1000)
+WHEELS = {}
+for i in range(int(os.environ["PACKAGES"])):
+    name = f"benchpkg{i:02d}"
+    files = {f"{name}/__init__.py": b"VALUE = %d\n" % i,
+             f"{name}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+             f"{name}-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},{len(d)}\n" for p, d in files.items())
+    record += f"{name}-1.0.dist-info/RECORD,,\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p, d in files.items():
+            z.writestr(p, d)
+        z.writestr(f"{name}-1.0.dist-info/RECORD", record)
+    WHEELS[f"{name}-1.0-py3-none-any.whl"] = buf.getvalue()
 class H(h.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
     def do_GET(self):
-        body = BIG if self.path.startswith("/big") else b"ok"
-        self.send_response(200); self.send_header("content-length", str(len(body))); self.end_headers()
+        p = self.path
+        ctype = "text/html"
+        if p.startswith("/big"):
+            body = BIG; ctype = "application/octet-stream"
+        elif p.startswith("/simple/benchpkg"):
+            name = p.split("/")[2]
+            wheel = f"{name}-1.0-py3-none-any.whl"
+            digest = hashlib.sha256(WHEELS[wheel]).hexdigest()
+            body = f'<html><body><a href="/files/{wheel}#sha256={digest}">{wheel}</a></body></html>'.encode()
+        elif p.startswith("/files/"):
+            body = WHEELS[p.split("/")[2]]; ctype = "application/octet-stream"
+        else:
+            body = b"ok"; ctype = "text/plain"
+        self.send_response(200)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
         self.wfile.write(body)
-h.ThreadingHTTPServer(("", 80), H).serve_forever()
+def serve(port, tls):
+    srv = h.ThreadingHTTPServer(("", port), H)
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain("/bench/upstream.pem")
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+serve(80, False); serve(443, True)
+threading.Event().wait()
 """
 
 CLIENT = r"""
-import statistics, sys, time, urllib.request
-n = int(sys.argv[1])
-opener = urllib.request.build_opener()
-times = []
-for _ in range(n):
-    t = time.perf_counter(); opener.open("http://upstream.test/small").read(); times.append(time.perf_counter() - t)
-t = time.perf_counter(); size = len(opener.open("http://upstream.test/big").read()); big = time.perf_counter() - t
-print(statistics.median(times) * 1000, size / big / 1e6)
+import http.client, json, os, ssl, statistics, subprocess, sys, time
+order, small, new, packages = sys.argv[1].split(","), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+PROXIES = {"direct": None, "mitmdump": ("plainmitm", 8080), "egress": ("egress", 8080)}
+CTX = ssl.create_default_context(cafile="/bench/all-ca.pem")
+HOST = "upstream.test"
+def conn(way, tls):
+    proxy = PROXIES[way]
+    if proxy is None:
+        return (http.client.HTTPSConnection(HOST, 443, context=CTX, timeout=60) if tls
+                else http.client.HTTPConnection(HOST, 80, timeout=60)), "/"
+    if tls:
+        c = http.client.HTTPSConnection(*proxy, context=CTX, timeout=60)
+        c.set_tunnel(HOST, 443)
+        return c, "/"
+    return http.client.HTTPConnection(*proxy, timeout=60), f"http://{HOST}/"
+def get(c, prefix, path):
+    c.request("GET", prefix + path, headers={"Host": HOST, "User-Agent": "bench"})
+    r = c.getresponse(); n = 0
+    while True:
+        piece = r.read(1 << 20)
+        if not piece:
+            return n
+        n += len(piece)
+def kept_alive(way, tls):
+    c, prefix = conn(way, tls)
+    for _ in range(5):
+        get(c, prefix, "small")
+    times = []
+    for _ in range(small):
+        t = time.perf_counter(); get(c, prefix, "small"); times.append(time.perf_counter() - t)
+    c.close()
+    return statistics.median(times) * 1000
+def new_https(way):
+    times = []
+    for _ in range(new):
+        t = time.perf_counter(); c, prefix = conn(way, True); get(c, prefix, "small"); c.close()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+def download(way):
+    c, prefix = conn(way, False)
+    t = time.perf_counter(); n = get(c, prefix, "big"); took = time.perf_counter() - t
+    c.close()
+    assert n == 100 * 1000 * 1000, n
+    return n / took / 1e6
+def pip(way):
+    target = f"/tmp/pip-{way}-{time.monotonic_ns()}"
+    argv = [sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--no-deps",
+            "--disable-pip-version-check", "--target", target, "--cert", "/bench/all-ca.pem",
+            "--index-url", f"https://{HOST}/simple/"]
+    if PROXIES[way]:
+        argv += ["--proxy", "http://%s:%d" % PROXIES[way]]
+    argv += [f"benchpkg{i:02d}" for i in range(packages)]
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    t = time.perf_counter(); subprocess.run(argv, check=True, env=env); took = time.perf_counter() - t
+    assert len([p for p in os.listdir(target) if p.startswith("benchpkg") and "." not in p]) == packages
+    return took
+out = {}
+for way in order:
+    out[way] = {"http_ms": kept_alive(way, False), "https_ms": kept_alive(way, True),
+                "new_https_ms": new_https(way), "download_mbps": download(way),
+                "pip_s": pip(way) if way != "mitmdump" else None}
+print(json.dumps(out))
 """
 
-BOTTLE = "---\nsupervise: false\negress:\n  routes: [{host: upstream.test, private: true}]\n---\n"
+BOTTLE = """---
+supervise: false
+egress:
+  routes:
+    - host: upstream.test
+      private: true   # a container on the bottle's egress network
+---
+"""
+
+
+def _pem_pair(name: str, issuer: tuple[Any, Any] | None) -> tuple[bytes, bytes, Any, Any]:
+    """(cert PEM, key PEM, cert, key): a CA when ``issuer`` is None, else a cert for ``name``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    signer_cert, signer_key = issuer if issuer is not None else (None, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(signer_cert.subject if signer_cert is not None else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()), False
+        )
+    )
+    if issuer is None:
+        usage = dict.fromkeys(
+            (
+                "digital_signature", "content_commitment", "key_encipherment",
+                "data_encipherment", "key_agreement", "encipher_only", "decipher_only",
+            ),
+            False,
+        )  # fmt: skip
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=0), True
+        ).add_extension(x509.KeyUsage(key_cert_sign=True, crl_sign=True, **usage), True)
+    else:
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=False, path_length=None), True
+        ).add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
+    cert = builder.sign(signer_key, hashes.SHA256())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem, cert, key
+
+
+def _docker(*argv: str) -> str:
+    done = subprocess.run(["docker", *argv], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"docker {argv[0]} failed ({done.returncode}): {done.stderr[-3000:]}")
+    return done.stdout.strip()
+
+
+def _wait(container: str, probe: str) -> None:
+    for _ in range(300):
+        done = subprocess.run(
+            ["docker", "exec", container, "python", "-c", probe], capture_output=True, check=False
+        )
+        if done.returncode == 0:
+            return
+        subprocess.run(["sleep", "0.2"], check=True)
+    raise RuntimeError(f"{container} did not come up")
+
+
+@contextmanager
+def _setup() -> Iterator[tuple[str, int]]:
+    """A running bottle, its upstream, a plain mitmdump and the client container's name."""
+    from bottle import Bottle
+
+    home = bench_home("eb", BOTTLE)
+    files = home / "bench-files"
+    files.mkdir()
+    ca_pem, _, ca_cert, ca_key = _pem_pair("bottle bench CA", None)
+    cert, key, _, _ = _pem_pair("upstream.test", (ca_cert, ca_key))
+    (files / "test-ca.pem").write_bytes(ca_pem)
+    (files / "upstream.pem").write_bytes(cert + key)
+    (files / "mitm").mkdir()
+    os.environ["BOTTLE_HOME"] = str(home)
+    os.environ["BOTTLE_EXTRA_CA_CERTS"] = str(files / "test-ca.pem")
+    started: list[str] = []
+    with Bottle("eb", cwd=home).start() as instance:
+        meta = instance.metadata
+        project, image = meta.compose_project, meta.images["sidecar"]
+        mount = ["-v", f"{files}:/bench", "--label", "bottle.bench=egress"]
+        try:
+            net = f"{project}_egress"
+            started.append(
+                _docker(
+                    *("run", "-d", *mount, "--network", net, "--network-alias", "upstream.test"),
+                    *("-e", f"PACKAGES={PACKAGES}", image, "python", "-c", SERVER),
+                )
+            )
+            started.append(
+                _docker(
+                    *("run", "-d", *mount, "--network", net, "--network-alias", "plainmitm"),
+                    *(image, "mitmdump", "--set", "listen_host=0.0.0.0"),
+                    *("--set", "listen_port=8080", "--set", "confdir=/bench/mitm"),
+                    *("--set", "connection_strategy=lazy", "--set", "block_global=false"),
+                    *("--set", "flow_detail=0", "--set", "termlog_verbosity=alert"),
+                    *("--set", "ssl_verify_upstream_trusted_ca=/bench/test-ca.pem"),
+                )
+            )
+            client = _docker(
+                *("run", "-d", *mount, "--network", f"{project}_internal"),
+                *(image, "sleep", "infinity"),
+            )
+            started.append(client)
+            _docker("network", "connect", net, client)
+            _wait(started[0], "import socket; socket.create_connection(('127.0.0.1', 443), 2)")
+            _wait(
+                started[1], "import os; assert os.path.exists('/bench/mitm/mitmproxy-ca-cert.pem')"
+            )
+            bottle_ca = (Path(instance.state.path) / "ca" / "ca.pem").read_bytes()
+            mitm_ca = (files / "mitm" / "mitmproxy-ca-cert.pem").read_bytes()
+            (files / "all-ca.pem").write_bytes(ca_pem + bottle_ca + mitm_ca)
+            yield client, len(started)
+        finally:
+            for container in started:
+                subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+
+
+WAYS = ("direct", "mitmdump", "egress")
+
+
+def _rounds(client: str, rounds: int) -> list[dict[str, dict[str, float]]]:
+    out = []
+    for index in range(rounds + 1):  # round 0 warms every way (certificates, caches) unseen
+        order = WAYS[index % 3 :] + WAYS[: index % 3]
+        argv = [",".join(order), str(SMALL_REQUESTS), str(NEW_CONNECTIONS), str(PACKAGES)]
+        if index == 0:
+            argv = [",".join(order), "20", "3", str(PACKAGES)]
+        line = _docker("exec", client, "python", "-c", CLIENT, *argv).splitlines()[-1]
+        if index:
+            out.append(json.loads(line))
+    return out
+
+
+def _median(results: list[dict[str, dict[str, float]]], way: str, key: str) -> float:
+    return statistics.median(r[way][key] for r in results)
+
+
+def figures(rounds: int = 3) -> list[Figure]:
+    with _setup() as (client, _):
+        results = _rounds(client, rounds)
+    m = {
+        (way, key): _median(results, way, key)
+        for way in WAYS
+        for key in results[0][way]
+        if results[0][way][key] is not None
+    }
+    rows = []
+    for proto in ("http", "https"):
+        key = f"{proto}_ms"
+        added = m[("egress", key)] - m[("mitmdump", key)]
+        rows.append(
+            Figure(
+                "P4",
+                f"egress addon per kept-alive {proto.upper()} request, over plain mitmdump",
+                "<= 0.5 ms",
+                f"{added:.2f} ms",
+                added <= 0.5,
+                detail=(
+                    f"{proto}: medians over {rounds} rounds of {SMALL_REQUESTS}: direct "
+                    f"{m[('direct', key)]:.2f} ms, mitmdump {m[('mitmdump', key)]:.2f} ms, "
+                    f"egress {m[('egress', key)]:.2f} ms"
+                ),
+            )
+        )
+    new = m[("egress", "new_https_ms")] - m[("direct", "new_https_ms")]
+    rows.append(
+        Figure(
+            "P4",
+            "added time of a new HTTPS connection (and its first request), egress over direct",
+            "<= 10 ms",
+            f"{new:.1f} ms",
+            new <= 10,
+            detail=(
+                f"new HTTPS connection + 1 request, medians over {rounds} rounds of "
+                f"{NEW_CONNECTIONS}: direct {m[('direct', 'new_https_ms')]:.1f} ms, mitmdump "
+                f"{m[('mitmdump', 'new_https_ms')]:.1f} ms, egress "
+                f"{m[('egress', 'new_https_ms')]:.1f} ms"
+            ),
+        )
+    )
+    ratio = m[("egress", "download_mbps")] / m[("direct", "download_mbps")]
+    rows.append(
+        Figure(
+            "P4",
+            "100 MB download (HTTP) throughput, egress vs direct",
+            ">= 0.85",
+            f"{m[('egress', 'download_mbps')]:.0f} MB/s",
+            ratio >= 0.85,
+            ratio=ratio,
+            detail=(
+                f"100 MB, medians over {rounds} rounds: direct "
+                f"{m[('direct', 'download_mbps')]:.0f} MB/s, mitmdump "
+                f"{m[('mitmdump', 'download_mbps')]:.0f} MB/s, egress "
+                f"{m[('egress', 'download_mbps')]:.0f} MB/s"
+            ),
+        )
+    )
+    pip = m[("egress", "pip_s")] / m[("direct", "pip_s")]
+    rows.append(
+        Figure(
+            "P4",
+            f"pip install of {PACKAGES} wheels from a local HTTPS index, egress vs direct",
+            "<= 1.2x",
+            f"{m[('egress', 'pip_s')]:.2f} s",
+            pip <= 1.2,
+            ratio=pip,
+            detail=(
+                f"pip install --no-deps of {PACKAGES} packages, medians over {rounds} rounds: "
+                f"direct {m[('direct', 'pip_s')]:.2f} s, egress {m[('egress', 'pip_s')]:.2f} s"
+            ),
+        )
+    )
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=200)
-    n = parser.parse_args().requests
-    home = bench_home("eb", BOTTLE)
-    os.environ["BOTTLE_HOME"] = str(home)
-    with Bottle("eb", cwd=home).start() as instance:
-        meta = instance.metadata
-        net = f"{meta.compose_project}_egress"
-        image = meta.images["sidecar"]
-        up = subprocess.run(
-            [
-                "docker",
-                "run",
-                "-d",
-                "--network",
-                net,
-                "--network-alias",
-                "upstream.test",
-                image,
-                "python",
-                "-c",
-                SERVER,
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        try:
-            via = instance.exec(["python3", "-c", CLIENT, str(n)], capture=True)
-            direct = subprocess.run(
-                ["docker", "run", "--rm", "--network", net, image, "python", "-c", CLIENT, str(n)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-        finally:
-            subprocess.run(["docker", "rm", "-f", up], capture_output=True, check=False)
-    lat_via, tp_via = map(float, via.stdout.split())
-    lat_direct, tp_direct = map(float, direct.stdout.split())
-    print(
-        f"small request median: via egress {lat_via:.2f} ms, direct {lat_direct:.2f} ms, "
-        f"added {lat_via - lat_direct:.2f} ms"
-    )
-    print(
-        f"100 MB download: via egress {tp_via:.0f} MB/s, direct {tp_direct:.0f} MB/s, "
-        f"ratio {tp_via / tp_direct:.2f}"
-    )
+    parser.add_argument("--rounds", type=int, default=3)
+    rounds = parser.parse_args().rounds
+    print(f"egress figures, {rounds} interleaved rounds (after one warm-up round)\n")
+    print(markdown(figures(rounds)), end="")
 
 
 if __name__ == "__main__":

@@ -24,13 +24,17 @@ private key blocks, JWTs).
 
 **Requests.** On every route whose `dlp` is `block` (the default) or `warn`, egress scans the
 URL (host, path and query), every header name and value, and the **whole** body, a window at a
-time with an overlap, so a secret is found wherever it sits. A request body is held until it
-has been scanned: nothing of it leaves before (egress does not stream request bodies). The
-body is scanned as sent, then decoded as its `Content-Encoding` says (nested, each layer
-bounded: a decompression bomb ends the decoding, not the proxy's memory), then under any gzip,
-zlib or zstd layer its magic bytes show without a declaration. A body that cannot be scanned
-whole (a declared encoding that does not decode, a layer that decodes past 64 MiB) is refused
-on a route that injects a credential.
+time with an overlap, so a secret is found wherever it sits. The route is chosen from the
+headers, before any of the body is read, and decides what happens to the body: on `block` it
+is held until it has been scanned, and nothing of it leaves before; a body longer than 32 MiB,
+or of undeclared length (chunked), is never read: the connection is closed and the decision
+log says why. On `warn` the body streams and is scanned on the way (findings logged); on `off`
+it streams untouched. The body is scanned as sent, then decoded as its `Content-Encoding` says
+(nested, each layer bounded: a decompression bomb ends the decoding, not the proxy's memory),
+then under any gzip, zlib or zstd layer its magic bytes show without a declaration. A body
+that cannot be scanned whole (a declared encoding that does not decode, a layer that decodes
+past 64 MiB) is refused on every `block` route and logged on `warn`: bytes DLP cannot read are
+bytes it cannot vouch for, whether or not the route carries a credential.
 
 **Responses.** Whatever the route's `dlp`, egress removes every known secret it holds, in
 every form listed below as removed, from response header names and values and from the body

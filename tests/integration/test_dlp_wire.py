@@ -35,6 +35,11 @@ agent: {provider: shell}
 supervise: false
 egress:
   routes:
+    - host: upstream.test   # bulk data: no scan, so its bodies stream
+      paths: ["/bulk/"]
+      methods: [POST]
+      dlp: "off"
+      private: true
     - host: upstream.test
       methods: [GET, POST]
       auth: {scheme: bearer, token_ref: DLPW_TOKEN}
@@ -189,3 +194,77 @@ def test_secret_after_the_first_mib_of_a_request_body_is_refused(wire: Any) -> N
         capture=True,
     )
     assert clean.stdout == "200", clean.stdout
+
+
+def _egress_memory(instance: Any) -> tuple[int, int]:
+    """(usage now, peak since start) of the egress container's memory cgroup, in bytes."""
+    project = instance.metadata.compose_project
+    cid = subprocess.run(
+        [
+            *("docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}"),
+            *("--filter", "label=com.docker.compose.service=egress"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[0]
+    read = (
+        "d=/sys/fs/cgroup; if [ -f $d/memory.peak ]; then cat $d/memory.current $d/memory.peak; "
+        "else cat $d/memory/memory.usage_in_bytes $d/memory/memory.max_usage_in_bytes; fi"
+    )
+    out = subprocess.run(
+        ["docker", "exec", cid, "sh", "-c", read], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+MIB = 1 << 20
+BULK = 256 * MIB
+
+
+def test_a_large_upload_and_download_stream_through_in_bounded_memory(wire: Any) -> None:
+    """256 MiB up (dlp off: streamed) and the same echoed back (scrubbed as it streams):
+    egress's memory peak grows by far less than the body, which it never holds."""
+    wire.exec(["sh", "-c", f"head -c {BULK} /dev/zero | tr '\\0' b > /tmp/bulk"])
+    before, _ = _egress_memory(wire)
+    result = wire.exec(
+        [
+            "sh",
+            "-c",
+            "curl -sS -X POST -T /tmp/bulk -H 'content-type: application/octet-stream' "
+            f"-o /tmp/back -w '%{{http_code}} ' https://{UPSTREAM_HOST}/bulk/up "
+            "&& wc -c < /tmp/back && tail -c 5 /tmp/back",
+        ],
+        capture=True,
+    )
+    assert len(result.stdout.split()) == 3, (result.stdout, result.stderr)
+    code, size, tail = result.stdout.split()
+    assert code == "200", result.stdout
+    assert int(size) > BULK and tail == "bbbbb"  # the echo: headers, then the whole body
+    _, peak = _egress_memory(wire)
+    assert peak - before < 96 * MIB, f"egress grew by {(peak - before) >> 20} MiB"
+
+
+def test_a_body_too_long_to_scan_is_never_read(wire: Any) -> None:
+    # 40 MiB to the credentialed route (dlp: block holds at most 32 MiB to scan): closed.
+    wire.exec(["sh", "-c", "head -c 41943040 /dev/zero > /tmp/long"])
+    result = wire.exec(
+        ["curl", "-sS", "-X", "POST", "-T", "/tmp/long", f"https://{UPSTREAM_HOST}/long"],
+        capture=True,
+    )
+    assert result.exit_code != 0 and TOKEN not in result.stdout
+    lines = [json.loads(line) for line in wire.state.egress_log.read_text().splitlines()]
+    (entry,) = [e for e in lines if e["path"] == "/long"]
+    assert entry["decision"] == "dlp-block"
+    assert "cannot be scanned before it is sent" in entry["reason"]
+    # Within the bound, the same route holds and scans the body, then sends it.
+    ok = wire.exec(
+        [
+            "sh",
+            "-c",
+            "head -c 8388608 /dev/zero > /tmp/mid && curl -sS -o /dev/null -w '%{http_code}' "
+            f"-X POST -T /tmp/mid https://{UPSTREAM_HOST}/mid",
+        ],
+        capture=True,
+    )
+    assert ok.stdout == "200", ok.stdout

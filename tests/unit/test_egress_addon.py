@@ -331,9 +331,12 @@ def test_passthrough_tunnels_only_to_its_port(env: Env) -> None:
     ("server", "sni", "ignored"),
     [
         ("files.passthrough.example", "files.passthrough.example", True),
-        ("files.passthrough.example", None, True),
-        ("files.passthrough.example", "other.passthrough.example", True),
-        ("files.passthrough.example", "pypi.org", False),  # a different SNI is looked into
+        # Only the route's own host is tunnelled: no SNI, or another one (even one that is
+        # passthrough too: a shared front end would route by it), is looked into.
+        ("files.passthrough.example", None, False),
+        ("files.passthrough.example", "other.passthrough.example", False),
+        ("files.passthrough.example", "pypi.org", False),
+        ("pypi.org", "files.passthrough.example", False),
         ("pypi.org", "pypi.org", False),
         ("api.github.com", "api.github.com", False),
     ],
@@ -344,6 +347,19 @@ def test_tls_clienthello_tunnels_only_passthrough_hosts(
     data = hello_data(server, sni)
     env.fire(TlsClienthelloHook(data))
     assert data.ignore_connection is ignored
+
+
+def test_a_fronted_request_in_an_intercepted_passthrough_tunnel_is_refused(env: Env) -> None:
+    """The CONNECT names the passthrough host, the SNI another: intercepted, and the request
+    inside (Host of the SNI's site) is refused as a Host / target mismatch."""
+    data = hello_data("files.passthrough.example", "pypi.org")
+    env.fire(TlsClienthelloHook(data))
+    assert data.ignore_connection is False
+    inner = make_flow("GET", "https://files.passthrough.example/x")
+    inner.request.headers["Host"] = "pypi.org"
+    env.fire(HttpRequestHook(inner))
+    assert inner.response is not None and inner.response.status_code == 403
+    assert "Host header names pypi.org" in body(inner)["reason"]
 
 
 def test_raw_tcp_is_killed(env: Env) -> None:

@@ -203,17 +203,36 @@ def test_websocket_message_from_upstream_is_scrubbed(env: Env) -> None:  # noqa:
     assert line["scrubbed"] == ["secret:EXTRA_SECRET in websocket message"]
 
 
-def test_undecodable_request_body_is_refused_only_on_a_credentialed_route(env: Env) -> None:  # noqa: F811
-    headers = {"Content-Encoding": "gzip"}
-    to_cred = make_flow("POST", "https://api.github.com/repos/o/r", headers=headers)
-    to_cred.request.raw_content = b"x"
-    env.fire(HttpRequestHook(to_cred))
-    assert to_cred.response is not None and to_cred.response.status_code == 403
-    assert "does not decode" in to_cred.response.get_text()
-    plain = make_flow("POST", "https://upload.example.com/u", headers=headers)
-    plain.request.raw_content = b"x"
-    env.fire(HttpRequestHook(plain))
-    assert plain.response is None
+@pytest.mark.parametrize(
+    ("url", "refused", "decision"),
+    [
+        ("https://api.github.com/repos/o/r", True, "dlp-block"),  # credentialed, dlp: block
+        ("https://upload.example.com/u", True, "dlp-block"),  # no credential, dlp: block
+        ("https://warn.example.com/u", False, "allow"),  # dlp: warn: sent, logged as unscanned
+        ("https://off.example.com/u", False, "allow"),  # dlp: off: not looked at
+    ],
+)
+def test_undecodable_request_body_is_refused_wherever_dlp_blocks(
+    env: Env,  # noqa: F811
+    url: str,
+    refused: bool,
+    decision: str,
+) -> None:
+    # A declared encoding that does not decode hides the body from DLP, credential or not.
+    flow = make_flow("POST", url, headers={"Content-Encoding": "gzip"})
+    flow.request.raw_content = b"x"
+    env.fire(HttpRequestHook(flow))
+    if refused:
+        assert flow.response is not None and flow.response.status_code == 403
+        assert "does not decode" in flow.response.get_text()
+    else:
+        assert flow.response is None
+        flow.response = http.Response.make(200, b"ok")
+        env.fire(HttpResponseHook(flow))
+    line = env.log_lines()[-1]
+    assert line["decision"] == decision
+    if "warn" in url:
+        assert "body not scanned whole" in line["reason"]
 
 
 def small_response(env: Env, body: bytes, encoding: str) -> http.HTTPFlow:  # noqa: F811

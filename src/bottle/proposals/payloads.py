@@ -16,15 +16,18 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from bottle.dockerfiles import MAX_DOCKERFILE_BYTES, check_capability_dockerfile
 from bottle.errors import ApplyError
 from bottle.policy import Host, Method, PathRule, Route
+from bottle.proposals.rows import wire_note
 
 ToolName = Literal["egress-block", "pipelock-block", "capability-block", "git-push-allow"]
 
@@ -56,6 +59,10 @@ class EgressBlock(StrictModel):
     host: Host
     paths: tuple[PathRule, ...] = ()
     methods: tuple[Method, ...] = ()
+    # What is asked for on the wire: https to 443 unless the agent says otherwise, and then
+    # the operator sees it (summary), since plain HTTP or another port is a wider door.
+    scheme: Literal["https", "http"] = "https"
+    port: int | None = Field(None, ge=1, le=65535)
 
     @model_validator(mode="before")
     @classmethod
@@ -64,18 +71,35 @@ class EgressBlock(StrictModel):
             return {k: v for k, v in data.items() if k != "auth"}
         return data
 
+    @model_serializer(mode="wrap")
+    def _wire_if_asked(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # https to 443 is what every proposal asked before scheme and port existed: the file
+        # says scheme and port only when the agent asked for something else.
+        data: dict[str, Any] = handler(self)
+        if data.get("scheme") == "https":
+            data.pop("scheme")
+        if data.get("port") is None:
+            data.pop("port", None)
+        return data
+
     @model_validator(mode="after")
     def _is_a_route(self) -> EgressBlock:
         self.to_route()  # the very checks egress applies to its routes
         return self
 
     def to_route(self) -> Route:
-        return _route(host=self.host, paths=self.paths, methods=self.methods)
+        return _route(
+            host=self.host,
+            paths=self.paths,
+            methods=self.methods,
+            scheme=self.scheme,
+            port=self.port,
+        )
 
     def summary(self) -> str:
         paths = ", ".join(self.paths) if self.paths else "any path"
         methods = ", ".join(self.methods) if self.methods else "any method"
-        return f"{self.host} ({methods}; {paths})"
+        return f"{self.host} ({methods}; {paths}){wire_note(self.scheme, self.port)}"
 
 
 class PipelockBlock(StrictModel):

@@ -74,7 +74,21 @@ def summary(tool: str, payload: dict[str, Any]) -> str:
     paths, methods = _texts(payload, "paths"), _texts(payload, "methods")
     shown_paths = ", ".join(paths) if paths else "any path"
     shown_methods = ", ".join(methods) if methods else "any method"
-    return f"{host} ({shown_methods}; {shown_paths})"
+    scheme, port = payload.get("scheme", "https"), payload.get("port")
+    if scheme not in {"https", "http"} or not (port is None or type(port) is int):
+        raise ValueError("payload.scheme or payload.port has the wrong shape")
+    return f"{host} ({shown_methods}; {shown_paths}){wire_note(scheme, port)}"
+
+
+def wire_note(scheme: str, port: int | None) -> str:
+    """What an egress-block asks for on the wire, when it is not https to 443: shown to the
+    operator next to the host, so plain HTTP or another port is never approved unseen."""
+    default = 80 if scheme == "http" else 443
+    if scheme == "http":
+        return f" [plain HTTP, unencrypted, port {port or default}]"
+    if port is not None and port != default:
+        return f" [https, port {port}]"
+    return ""
 
 
 def _text(payload: dict[str, Any], key: str) -> str:

@@ -16,7 +16,10 @@ Like mitmproxy's own ``default_addons()``, each job is a small addon and the ord
    (or a private one, for a route that says ``private: true``).
 
 2-5 are children of :class:`Egress`, whose request hooks run in one synchronous pass (so they
-see one route table); the connect guard's ``request`` hook is async (it resolves the name).
+see one route table); the connect guard's hooks are async (it resolves the name). Every
+decision is taken at ``requestheaders``, before any of the body is read, because a streamed
+body leaves before the ``request`` hook; each stage runs once per flow (``request`` runs
+what ``requestheaders`` did not, and the body scan of a held body).
 A hook that fails refuses its flow with a 500; it never takes the proxy down.
 """
 

@@ -33,7 +33,7 @@ from mitmproxy.proxy import server_hooks
 
 from bottle.runtime.egress import addresses
 from bottle.runtime.egress.addresses import IPAddress, IPNetwork
-from bottle.runtime.egress.log import DecisionLog
+from bottle.runtime.egress.log import DecisionLog, first_time
 from bottle.runtime.egress.records import LogRecord
 from bottle.runtime.egress.reload import Reload
 
@@ -140,7 +140,13 @@ class ConnectGuard:
         private = self.tables.current.routes.private_for(host)
         return pick(found, private, self.own)
 
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Judged on the headers: a streamed body goes out before the ``request`` hook."""
+        await self.request(flow)
+
     async def request(self, flow: http.HTTPFlow) -> None:
+        if not first_time(flow, "connect"):
+            return
         try:
             await self._request(flow)
         except Exception as exc:

@@ -210,6 +210,8 @@ def known_secrets(names: Iterable[str], environ: Mapping[str, str]) -> tuple[Kno
     return tuple(out)
 
 
+#: Text this long is URL-decoded byte for byte (:func:`_unquote`), shorter text by ``unquote``.
+_BIG_TEXT = 4096
 _JSON_U = re.compile(r"\\u([0-9a-fA-F]{4})")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 
@@ -235,7 +237,7 @@ def _views(text: str) -> list[tuple[str, str]]:
     if "%" in text or "+" in text:
         for once in (
             (unquote(text), unquote_plus(text))
-            if len(text) < 4096
+            if len(text) < _BIG_TEXT
             else (
                 _unquote(text, False),
                 _unquote(text, True),
@@ -347,6 +349,17 @@ def overlap(secrets: Iterable[KnownSecret]) -> int:
     return max(2 * longest, MIN_OVERLAP)
 
 
+@functools.lru_cache(maxsize=16)
+def _as_latin1(secrets: tuple[KnownSecret, ...]) -> tuple[KnownSecret, ...]:
+    """Bodies are read as Latin-1 (one character a byte, so no piece boundary splits one and
+    binary stays cheap); needles are their UTF-8 bytes read the same way. Cached: the table
+    changes only on reload, and this ran for every request."""
+    return tuple(
+        KnownSecret(s.name, tuple((f, n.encode("utf-8").decode("latin-1")) for f, n in s.forms))
+        for s in secrets
+    )
+
+
 class BodyScanner:
     """Findings in a body fed in pieces, in bounded memory.
 
@@ -359,12 +372,7 @@ class BodyScanner:
         self, where: str, secrets: Iterable[KnownSecret] = (), *, window: int = SCAN_WINDOW
     ) -> None:
         self.where = where
-        # Bytes are read as Latin-1 (one character each, so no piece boundary splits one and
-        # binary stays cheap); needles are their UTF-8 bytes read the same way.
-        self.secrets = tuple(
-            KnownSecret(s.name, tuple((f, n.encode("utf-8").decode("latin-1")) for f, n in s.forms))
-            for s in secrets
-        )
+        self.secrets = _as_latin1(tuple(secrets))
         self.window = window
         self.overlap = overlap(self.secrets)
         self._pending: list[str] = []
@@ -425,6 +433,8 @@ def scan_body(
     under any compression its magic bytes show but no header declared (up to
     :data:`~.decoding.MAX_LAYERS` layers in all). Also a problem ("" if none): the declared
     encoding did not decode, or some layer decoded too large to scan whole."""
+    if not body:
+        return [], ""
     secrets = tuple(secrets)
     found = {f.kind: f for f in _scan_pieces(decoding.chunks(body), where, secrets)}
     layers = decoding.parse(content_encoding)
@@ -455,6 +465,19 @@ def scan_body(
     return list(found.values()), problem
 
 
+def _scan_parts(
+    url: str, headers: list[tuple[str, str]], secrets: tuple[KnownSecret, ...]
+) -> list[Finding]:
+    findings = scan_text(url, "url", secrets)
+    for name, value in headers:
+        in_name = scan_text(name, "a header name", secrets)
+        findings.extend(in_name)
+        # A finding names its header, unless the name is what carries the secret.
+        where = "a header" if in_name else f"header {name.lower()}"
+        findings.extend(scan_text(value, where, secrets))
+    return findings
+
+
 def scan_request(
     url: str,
     headers: Iterable[tuple[str, str]],
@@ -466,13 +489,16 @@ def scan_request(
     """Scan a request's URL (path and query), every header name and value, and its body as
     sent (the first ``limit`` bytes, if given). :func:`scan_body` also decodes the body."""
     secrets = tuple(secrets)
-    findings = scan_text(url, "url", secrets)
-    for name, value in headers:
-        in_name = scan_text(name, "a header name", secrets)
-        findings.extend(in_name)
-        # A finding names its header, unless the name is what carries the secret.
-        where = "a header" if in_name else f"header {name.lower()}"
-        findings.extend(scan_text(value, where, secrets))
+    headers = list(headers)
+    # Nearly every request carries nothing: one scan over all of its text says so, and only
+    # then is each place scanned on its own to say where. A line break ends every part, as
+    # no header and no URL holds one, so no finding is made of two parts. (Short text only:
+    # past _BIG_TEXT the URL-decoded view is made another way, which must not hide a part.)
+    joined = "\n".join([url, *(f"{name}\n{value}" for name, value in headers)])
+    if len(joined) < _BIG_TEXT and not scan_text(joined, "", secrets):
+        findings: list[Finding] = []
+    else:
+        findings = _scan_parts(url, headers, secrets)
     if body:
         findings.extend(_scan_pieces(decoding.chunks(body[:limit]), "body", secrets))
     return findings
@@ -483,7 +509,12 @@ def redact(text: str, secrets: Iterable[KnownSecret] = ()) -> str:
 
     For fields that must go into logs or refusal bodies (host, path).
     """
-    secrets = tuple(secrets)
+    return _redact(text, tuple(secrets))
+
+
+@functools.lru_cache(maxsize=1024)
+def _redact(text: str, secrets: tuple[KnownSecret, ...]) -> str:
+    # Cached: the same hosts and paths come by again and again, on every request.
     if not scan_text(text, "", secrets):
         return text  # the common case, on every request: nothing to replace
     out = text

@@ -19,7 +19,7 @@ from mitmproxy import http, tcp, tls, udp
 from bottle import urlpaths
 from bottle.policy import DEFAULT_PORTS, HTTP_METHODS, Routes
 from bottle.runtime.egress import dlp
-from bottle.runtime.egress.log import DecisionLog, call, flow_record
+from bottle.runtime.egress.log import DecisionLog, call, first_time, flow_record
 from bottle.runtime.egress.records import LogRecord
 from bottle.runtime.egress.reload import Reload
 
@@ -57,15 +57,18 @@ def is_git_push(path: str) -> bool:
 #: Headers (and the query parameter) by which frameworks let a request claim another method.
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 METHOD_OVERRIDE_PARAM = "_method"
+_OVERRIDE_NAMES = frozenset(name.encode() for name in METHOD_OVERRIDE_HEADERS)
 
 
 def method_overrides(req: http.Request) -> list[tuple[str, str]]:
     """(where, method) for every method override the request carries."""
     found = [
-        (name, value.strip().upper())
-        for name in METHOD_OVERRIDE_HEADERS
-        for value in req.headers.get_all(name)
+        (name.decode("latin-1").lower(), value.decode("latin-1").strip().upper())
+        for name, value in req.headers.fields
+        if name.lower() in _OVERRIDE_NAMES
     ]
+    if METHOD_OVERRIDE_PARAM not in req.path.lower():
+        return found  # parsing the query costs more than the rest of the guards
     for key, value in req.query.items(multi=True):
         if key.lower() == METHOD_OVERRIDE_PARAM:
             found.append((f"query parameter {key}", value.strip().upper()))
@@ -129,10 +132,18 @@ class Guards:
             routes = self.tables.current.routes
             if host and routes.passthrough_for(host, port):
                 sni = data.client_hello.sni
-                # A different SNI inside the tunnel must itself be passthrough, or we look in.
-                same = sni is None or host_of(sni) == host_of(host)
-                if same or routes.passthrough_for(sni or "", port):
+                # Domain fronting: a shared front end routes by the SNI, and by the Host header
+                # inside the tunnel, which egress never sees. The SNI it can check: only the
+                # route's own host is tunnelled; no SNI or another one (even another
+                # passthrough host) is intercepted, so its requests meet the Host/SNI checks.
+                if sni is not None and host_of(sni) == host_of(host):
                     data.ignore_connection = True
+                else:
+                    logger.warning(
+                        "egress: passthrough to %s intercepted: the TLS server name is %s",
+                        self.log.safe_host(host),
+                        "missing" if sni is None else "another host",
+                    )
         except Exception as exc:  # intercepting is the safe default: requests get matched
             logger.error(
                 "egress: tls_clienthello failed (%s); intercepting\n%s",
@@ -141,11 +152,14 @@ class Guards:
             )
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        # stream_large_bodies streams responses; a request body is always held whole so
-        # that DLP sees it before anything leaves.
-        flow.request.stream = False
+        """The route is matched on the headers, before any of the body is read: whether the
+        body streams depends on it (:mod:`.scan` decides)."""
+        flow.request.stream = False  # held unless scan says otherwise
+        self.request(flow)
 
     def request(self, flow: http.HTTPFlow) -> None:
+        if not first_time(flow, "guards"):
+            return
         try:
             self._request(flow)
         except Exception as exc:

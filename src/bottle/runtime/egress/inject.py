@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from mitmproxy import http
 
-from bottle.runtime.egress.log import DecisionLog, flow_record
+from bottle.runtime.egress.log import DecisionLog, first_time, flow_record
 from bottle.runtime.egress.reload import Reload
 
 
@@ -27,7 +27,13 @@ class Inject:
         self.log = log
         self.environ = environ
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Headers only: the credential is in place before a streamed body starts to go out."""
+        self.request(flow)
+
     def request(self, flow: http.HTTPFlow) -> None:
+        if not first_time(flow, "inject"):
+            return
         try:
             self._request(flow)
         except Exception as exc:

@@ -8,12 +8,13 @@ the agent why and how to ask for more. No headers, no query, no secrets are logg
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, TextIO, TypedDict, cast
 
 from mitmproxy import http
 
@@ -26,6 +27,12 @@ logger = logging.getLogger("bottle.egress")
 
 LOG_OPTION = "bottle_log"
 _META = "bottle_egress"  # flow.metadata key: the decision record of this flow
+
+#: The most request body egress reads whole: to scan it, or to refuse a request whose body is
+#: still coming (mitmproxy reads a body to its end before it answers). A body that is longer
+#: (or whose length is not declared) is streamed when its route needs no scan, and otherwise
+#: never read: its flow is closed, with the reason in the decision log.
+MAX_HELD_BODY = 32 << 20
 
 
 class FlowRecord(TypedDict):
@@ -43,6 +50,7 @@ class FlowRecord(TypedDict):
     host: str  # redacted for logs
     path: str  # no query, redacted for logs
     logged: bool
+    done: list[str]  # the stages run on this flow (each runs once, at requestheaders or later)
 
 
 def flow_record(flow: http.HTTPFlow) -> FlowRecord:
@@ -58,9 +66,40 @@ def flow_record(flow: http.HTTPFlow) -> FlowRecord:
             host="",
             path="",
             logged=False,
+            done=[],
         )
         flow.metadata[_META] = record
     return cast(FlowRecord, record)
+
+
+def first_time(flow: http.HTTPFlow, stage: str) -> bool:
+    """True once per flow and stage: a stage runs at ``requestheaders`` (where mitmproxy
+    decides whether the body streams) and is not run again at ``request``."""
+    done = flow_record(flow).setdefault("done", [])
+    if stage in done:
+        return False
+    done.append(stage)
+    return True
+
+
+def declared_length(req: http.Request) -> int | None:
+    """The body length the request declares: 0 for none, None when it is not known before the
+    body ends (HTTP/1 chunked). Over HTTP/2 and 3 without a length, 0: the body ends with the
+    stream, which mitmproxy reads whole (the one read that is not bounded here)."""
+    length = req.headers.get("content-length", "").strip()
+    if length:
+        return int(length) if length.isdigit() else None
+    if "chunked" in req.headers.get("transfer-encoding", "").lower():
+        return None
+    return 0
+
+
+def unbounded(req: http.Request) -> bool:
+    """True while the body is unread and longer than egress reads whole (or of unknown length)."""
+    if req.raw_content is not None:
+        return False  # read already (mitmproxy fills it at the request hook)
+    length = declared_length(req)
+    return length is None or length > MAX_HELD_BODY
 
 
 def call(method: Callable[[], object]) -> None:
@@ -74,6 +113,8 @@ class DecisionLog:
     def __init__(self, tables: Reload, log_path: Path) -> None:
         self.tables = tables
         self.log_path = log_path
+        self._fh: TextIO | None = None
+        self._fh_path: Path | None = None
 
     def load(self, loader: Any) -> None:
         loader.add_option(LOG_OPTION, str, str(self.log_path), "the decision log (JSON lines)")
@@ -137,6 +178,18 @@ class DecisionLog:
                 "x-bottle-egress": "refused" if decision == "refuse" else decision,
             },
         )
+        if unbounded(flow.request):
+            # The answer would wait for the whole body, read into memory: close instead.
+            length = declared_length(flow.request)
+            size = "of undeclared length" if length is None else f"of {length} bytes"
+            record["reason"] = f"{reason}; the connection was closed: a request body {size} is "
+            record["reason"] += f"not read (more than {MAX_HELD_BODY >> 20} MiB or undeclared)"
+            flow.response = None
+            self.log_flow(flow)
+            if flow.killable:
+                call(flow.kill)
+            return
+        flow.request.stream = False  # an answer set here is sent after the body is read
         self.log_flow(flow)
 
     def crash(self, flow: http.HTTPFlow, exc: Exception, hook: str) -> None:
@@ -194,9 +247,27 @@ class DecisionLog:
             }
         )
         data = stamped.to_line()
-        try:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.log_path.open("a", encoding="utf-8") as fh:
-                fh.write(data)
-        except OSError as exc:
-            logger.error("egress: cannot append to %s: %s", self.log_path, exc)
+        for attempt in (1, 2):
+            try:
+                # One handle kept open (line-buffered: each line is written whole at once);
+                # opening the file for every request cost more than the rest of the log.
+                if self._fh is None or self._fh_path != self.log_path:
+                    self._close()
+                    self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                    self._fh = self.log_path.open("a", encoding="utf-8", buffering=1)
+                    self._fh_path = self.log_path
+                self._fh.write(data)
+                return
+            except OSError as exc:
+                self._close()
+                if attempt == 2:
+                    logger.error("egress: cannot append to %s: %s", self.log_path, exc)
+
+    def _close(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()
+
+    def done(self) -> None:
+        self._close()

@@ -3,10 +3,13 @@ and what comes back is scrubbed (:mod:`.scrub`) of every secret egress holds.
 
 Requests: runs after :mod:`.guards` matched the request's route (its ``dlp`` mode is in the
 flow's record): ``block`` refuses, ``warn`` lets through and logs, ``off`` does not scan. The
-URL (path and query), every header name and value, and the whole body are scanned, the body
-also decoded as its Content-Encoding says (a declared encoding that does not decode is refused
-on a route that injects a credential) and under compression it does not declare. WebSocket
-messages from the agent are scanned with the mode of their handshake's route.
+URL (path and query) and every header name and value are scanned at ``requestheaders``, where
+the body's way is chosen too (mitmproxy sends a streamed body before the ``request`` hook):
+``off`` streams it, ``warn`` streams it through a scanner, ``block`` holds it whole (at most
+:data:`~.log.MAX_HELD_BODY`; longer or undeclared, the request is closed unread) and scans it
+at ``request``, also decoded as its Content-Encoding says (one that does not decode is refused)
+and under compression it does not declare. WebSocket messages from the agent are scanned with
+the mode of their handshake's route.
 
 Responses: whatever the route's ``dlp`` mode, header names and values are scrubbed and the
 body is streamed through a :class:`~.scrub.StreamScrubber` (decoded first when compressed, and
@@ -22,7 +25,15 @@ from mitmproxy import http, websocket
 
 from bottle.runtime.egress import decoding, dlp, scrub
 from bottle.runtime.egress.guards import header_pairs
-from bottle.runtime.egress.log import DecisionLog, FlowRecord, call, flow_record
+from bottle.runtime.egress.log import (
+    MAX_HELD_BODY,
+    DecisionLog,
+    FlowRecord,
+    call,
+    declared_length,
+    first_time,
+    flow_record,
+)
 from bottle.runtime.egress.records import LogRecord
 from bottle.runtime.egress.reload import Reload
 
@@ -44,48 +55,127 @@ class Scan:
         self.tables = tables
         self.log = log
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """The URL and headers are scanned before the credential goes in (:mod:`.inject` runs
+        next), and the body's way is chosen: see :meth:`_choose_body`."""
+        self._head(flow)
         try:
-            self._request(flow)
+            if flow.response is None and flow.error is None:
+                self._choose_body(flow)
+        except Exception as exc:
+            self.log.crash(flow, exc, "requestheaders")
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        self._head(flow)  # when requestheaders did not run (a replayed or injected flow)
+        if not first_time(flow, "scan-body"):
+            return
+        try:
+            self._body(flow)
         except Exception as exc:
             self.log.crash(flow, exc, "request")
 
-    def _request(self, flow: http.HTTPFlow) -> None:
+    def _head(self, flow: http.HTTPFlow) -> None:
+        if not first_time(flow, "scan-head"):
+            return
+        try:
+            record = flow_record(flow)
+            if flow.response is not None or flow.error is not None or record["route"] is None:
+                return
+            if record["dlp"] == "off":
+                return
+            req = flow.request
+            # The URL's text as DLP needs it (host, port, path and query), without building
+            # mitmproxy's url, which re-encodes the host and costs more than the scan.
+            url = f"{req.scheme}://{req.host}:{req.port}{req.path}"
+            found = dlp.scan_request(url, header_pairs(req.headers), None, self._secrets())
+            self._found(flow, found)
+        except Exception as exc:
+            self.log.crash(flow, exc, "requestheaders")
+
+    def _secrets(self) -> tuple[dlp.KnownSecret, ...]:
+        return self.tables.current.secrets
+
+    def _choose_body(self, flow: http.HTTPFlow) -> None:
+        """A route with ``dlp: off`` streams its body untouched; ``warn`` streams it through a
+        scanner (findings logged, nothing held); ``block`` holds it whole to scan it before any
+        of it leaves, up to :data:`~.log.MAX_HELD_BODY` (longer, or of undeclared length: the
+        request is refused and its body never read)."""
+        record = flow_record(flow)
+        if record["route"] is None:
+            return
+        req = flow.request
+        length = declared_length(req)
+        if record["dlp"] == "off":
+            req.stream = length != 0
+            return
+        if record["dlp"] == "warn":
+            if length != 0:
+                encodings = decoding.parse(req.headers.get("content-encoding", ""))
+                req.stream = _Watched(self, flow, encodings)
+            return
+        if length is None or length > MAX_HELD_BODY:
+            size = "of undeclared length (chunked)" if length is None else f"of {length} bytes"
+            self.log.refuse(
+                flow,
+                403,
+                "egress_dlp",
+                f"the request body {size} cannot be scanned before it is sent: egress holds "
+                f"at most {MAX_HELD_BODY >> 20} MiB to scan",
+                "send a smaller body with a Content-Length, or ask the operator for dlp: warn "
+                "(scanned as it streams) or off on this route",
+                decision="dlp-block",
+            )
+
+    def _body(self, flow: http.HTTPFlow) -> None:
         record = flow_record(flow)
         if flow.response is not None or flow.error is not None or record["route"] is None:
             return
         if record["dlp"] == "off":
             return
         req = flow.request
-        secrets = self.tables.current.secrets
-        findings = dlp.scan_request(req.url, header_pairs(req.headers, req.trailers), None, secrets)
+        secrets = self._secrets()
+        findings = dlp.scan_request("", header_pairs(req.trailers), None, secrets)
+        if req.stream:
+            # Streamed (dlp: warn): its body was scanned on the way; only trailers are left.
+            self._found(flow, findings)
+            return
         body, problem = dlp.scan_body(
             req.raw_content or b"", req.headers.get("content-encoding", ""), secrets
         )
         findings.extend(body)
+        if problem and record["dlp"] == "block":
+            # Bytes DLP cannot read are bytes it cannot vouch for, whatever the route.
+            self.log.refuse(
+                flow,
+                403,
+                "egress_dlp",
+                f"the request body cannot be scanned whole: {problem}",
+                "send the body uncompressed, or with a Content-Encoding it really has "
+                "(gzip, deflate, br, zstd)",
+                decision="dlp-block",
+            )
+            return
         if problem:
-            route = self.tables.current.routes.routes[record["route"]]
-            if route.auth is not None:
-                self.log.refuse(
-                    flow,
-                    403,
-                    "egress_dlp",
-                    f"the request body cannot be scanned whole: {problem}",
-                    "send the body uncompressed, or with a Content-Encoding it really has "
-                    "(gzip, deflate, br, zstd)",
-                    decision="dlp-block",
-                )
-                return
+            record["reason"] = _joined(record["reason"], f"body not scanned whole: {problem}")
+        self._found(flow, findings)
+
+    def _found(self, flow: http.HTTPFlow, findings: list[dlp.Finding]) -> None:
         if not findings:
             return
-        record["findings"] = [str(f) for f in findings]
+        record = flow_record(flow)
+        for finding in findings:
+            if str(finding) not in record["findings"]:
+                record["findings"].append(str(finding))
         reason = f"request carries {findings[0]}"
         if record["dlp"] == "block":
             self.log.refuse(flow, 403, "egress_dlp", reason, HOW_TO_FIX_DLP, decision="dlp-block")
             return
-        record["decision"] = "dlp-warn"
-        record["reason"] = reason
-        logger.warning("egress: dlp-warn %s %s: %s", req.method.upper(), record["host"], reason)
+        if record["decision"] != "dlp-warn":
+            record["decision"] = "dlp-warn"
+            record["reason"] = _joined(record["reason"], reason)
+            logger.warning(
+                "egress: dlp-warn %s %s: %s", flow.request.method.upper(), record["host"], reason
+            )
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         try:
@@ -237,6 +327,54 @@ def _note(record: FlowRecord, names: set[str], where: str) -> None:
         entry = f"secret:{name} in {where}"
         if entry not in record["scrubbed"]:
             record["scrubbed"].append(entry)
+
+
+class _Watched:
+    """A ``flow.request.stream`` callable for ``dlp: warn``: every piece goes on at once and
+    is scanned on the way (also decoded as its Content-Encoding says); findings are noted in
+    the flow's record, logged when the response comes."""
+
+    def __init__(self, scan: Scan, flow: http.HTTPFlow, encodings: list[str]) -> None:
+        self.scan = scan
+        self.flow = flow
+        secrets = scan._secrets()
+        self.raw = dlp.BodyScanner("body", secrets)
+        self.decoded = dlp.BodyScanner("body", secrets) if encodings else None
+        self.decoder: decoding.Decoder | None = None
+        self.problem = ""
+        if encodings:
+            try:
+                self.decoder = decoding.Decoder(encodings)
+            except decoding.DecodeError as exc:
+                self.problem = str(exc)
+
+    def __call__(self, data: bytes) -> bytes:
+        try:
+            self._feed(data)
+        except Exception as exc:  # the body is on its way: a scan failure is only logged
+            logger.error("egress: warn scan failed: %s", type(exc).__name__)
+            self.problem = self.problem or "scan failed"
+        return data
+
+    def _feed(self, data: bytes) -> None:
+        self.raw.feed(data)
+        if self.decoder is not None and self.decoded is not None and not self.problem:
+            try:
+                for piece in self.decoder.feed(data) if data else self.decoder.flush():
+                    self.decoded.feed(piece)
+            except decoding.DecodeError as exc:
+                self.problem = str(exc)
+        if data:
+            return
+        findings = self.raw.close()
+        if self.decoded is not None:
+            findings += [
+                f for f in self.decoded.close() if f.kind not in {x.kind for x in findings}
+            ]
+        record = flow_record(self.flow)
+        if self.problem:
+            record["reason"] = _joined(record["reason"], f"body not scanned whole: {self.problem}")
+        self.scan._found(self.flow, findings)
 
 
 class _Recorded:

@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import uvicorn
@@ -220,8 +220,10 @@ def build_app(config: Config) -> FastMCP[Any]:
         description=(
             "Ask the operator to allow HTTP(S) requests that egress refused. Give the host "
             "(api.example.com or *.example.com), optionally the paths (prefixes starting "
-            "with '/' or regexes starting with '^') and methods to allow. Credentials are "
-            "never part of the request: the operator decides whether a route gets one."
+            "with '/' or regexes starting with '^') and methods to allow. The route is for "
+            "https to port 443 unless you give scheme 'http' or another port (the operator "
+            "sees which). Credentials are never part of the request: the operator decides "
+            "whether a route gets one."
         ),
     )
     async def egress_block(
@@ -231,8 +233,19 @@ def build_app(config: Config) -> FastMCP[Any]:
             list[str] | None, Field(description="path prefixes ('/v1/') or regexes ('^/a')")
         ] = None,
         methods: Annotated[list[str] | None, Field(description="GET, POST, ...")] = None,
+        *,
+        scheme: Annotated[
+            Literal["https", "http"], Field(description="https (default) or http (plain)")
+        ] = "https",
+        port: Annotated[
+            int | None, Field(description="the upstream port (default 443, or 80 for http)")
+        ] = None,
     ) -> str:
         payload: dict[str, Any] = {"host": host, "paths": paths or [], "methods": methods or []}
+        if scheme != "https":
+            payload["scheme"] = scheme
+        if port is not None:
+            payload["port"] = port
         return await supervise.file("egress-block", payload, justification)
 
     @app.tool(
