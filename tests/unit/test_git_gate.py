@@ -570,3 +570,80 @@ def test_the_gate_refuses_to_serve_when_git_could_not_run_its_hook(
     state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
     with pytest.raises(RuntimeError, match=r"pre-receive hook .* failed its probe"):
         state.prepare()
+
+
+# -- what no commit brings: tags, tag targets, names -------------------------------------
+
+
+def _scan_pushed(work: Path, mirror: Path, *refs: str) -> set[tuple[str, str, str]]:
+    """Push ``refs`` from ``work`` as a receive-pack would see them (objects in, refs not
+    yet moved), scan them with the real scan; {(owner, where, rule)}."""
+    ids = [git(work, "rev-parse", ref).strip() for ref in refs]
+    specs = [f"{ref}:refs/incoming/{n}" for n, ref in enumerate(refs)]
+    git(work, "push", "-q", str(mirror), *specs)
+    for n in range(len(refs)):
+        git(mirror, "update-ref", "-d", f"refs/incoming/{n}")
+    names = [ref if ref.startswith("refs/") else f"refs/tags/{ref}" for ref in refs]
+    updates = [RefUpdate(ref=r, old=gate.ZERO, new=i) for r, i in zip(names, ids, strict=True)]
+    secrets = dlp.known_secrets(["S"], {"S": SECRET})
+    return {
+        (f.commit, f.where, f.rule) for f in scan.scan_push(mirror, updates, secrets, os.environ)
+    }
+
+
+def test_scan_reads_every_form_of_tag(
+    repo_pair: tuple[Path, Path, str], gate_env: dict[str, str]
+) -> None:
+    work, mirror, first = repo_pair
+    blob = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=work, input=f"a\n{SECRET}\n",
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    git(work, "tag", "blob-tag", blob)
+    (work / "deep").mkdir()
+    commit(work, "deep/k.txt", f"x\n{GITHUB}\n")
+    tree = git(work, "rev-parse", "HEAD^{tree}").strip()
+    git(work, "reset", "-q", "--hard", first)  # the tree is reachable from no branch
+    git(work, "tag", "tree-tag", tree)
+    git(work, "tag", "-a", "-m", f"release\n\nnotes {SECRET}", "annotated", first)
+    git(work, "tag", "-a", "-m", "wrapper", "tag-of-tag", "annotated", env={"GIT_ADVICE": "0"})
+    git(work, "tag", "-a", "-m", "clean", "clean", first)
+    ids = {t: git(work, "rev-parse", t).strip() for t in ("blob-tag", "tree-tag", "annotated",
+                                                         "tag-of-tag", "clean")}  # fmt: skip
+    found = _scan_pushed(work, mirror, "blob-tag", "tree-tag", "annotated", "tag-of-tag", "clean")
+    assert (ids["blob-tag"], f"blob {blob[:12]}:2", "secret:S (plain)") in found
+    assert (ids["tree-tag"], "deep/k.txt:2", "github-token") in found
+    assert (ids["annotated"], "tag annotated:8", "secret:S (plain)") in found
+    # A tag of a tag: the outer one is followed to the inner one's message.
+    assert (ids["tag-of-tag"], "tag annotated:8", "secret:S (plain)") in found
+    assert not {f for f in found if f[0] == ids["clean"]}
+
+
+def test_scan_reads_ref_and_file_names(
+    repo_pair: tuple[Path, Path, str], gate_env: dict[str, str]
+) -> None:
+    work, mirror, _ = repo_pair
+    (work / "dir").mkdir()
+    tip = commit(work, f"dir/{GITHUB}.txt", "fine\n")
+    git(work, "branch", f"leak-{SECRET}")
+    found = _scan_pushed(work, mirror, f"refs/heads/leak-{SECRET}")
+    assert (tip, "ref name", "secret:S (plain)") in found
+    assert (tip, "a file name", "github-token") in found
+
+
+def test_a_finding_shows_the_match_redacted_never_whole() -> None:
+    [found] = scan.scan_known([("c" * 40, "a.txt:1", f"token {GITHUB}")], ())
+    assert found.match == f"ghp_… ({len(GITHUB)} chars)" and GITHUB not in str(found)
+    assert str(found).endswith(f"github-token [ghp_… ({len(GITHUB)} chars)]")
+    secrets = dlp.known_secrets(["S"], {"S": SECRET})
+    [known] = scan.scan_known([("c" * 40, "a.txt:1", SECRET)], secrets)
+    assert known.match == "" and SECRET[:4] not in str(known)
+
+
+def test_scan_refuses_a_tag_chain_it_will_not_follow(
+    repo_pair: tuple[Path, Path, str], gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work, mirror, first = repo_pair
+    git(work, "tag", "-a", "-m", "one", "t1", first)
+    git(work, "tag", "-a", "-m", "two", "t2", "t1", env={"GIT_ADVICE": "0"})
+    monkeypatch.setattr(scan, "MAX_TAG_DEPTH", 1)
+    with pytest.raises(scan.ScanError, match="chain of more than 1 tags"):
+        _scan_pushed(work, mirror, "t2")

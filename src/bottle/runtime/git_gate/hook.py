@@ -62,13 +62,7 @@ def check(
     refused = policy.refusals(remote.policy, updates, git_dir, environ)
     if refused:
         return refused, []
-    tips = [u.new for u in updates if u.new != ZERO]
-    commits = scan.new_commits(git_dir, tips, environ)
-    findings = scan.scan_known(
-        scan.added_lines(git_dir, commits, environ), secret_values(config, environ)
-    )
-    findings += scan.scan_gitleaks(git_dir, commits, environ)
-    return [], findings
+    return [], scan.scan_push(git_dir, updates, secret_values(config, environ), environ)
 
 
 def allowance_for(remote: str, update: RefUpdate, environ: Mapping[str, str]) -> Allowance | None:
@@ -104,7 +98,11 @@ def covering_allowances(
         allowance = allowance_for(remote, update, environ)
         if allowance is not None:
             allowed.append(allowance)
-            covered.update(scan.new_commits(git_dir, [update.new], environ))
+            # What no commit brings (a tag, a blob under it, the ref name) is found under
+            # the pushed id itself.
+            covered.add(update.new)
+            content = scan.read_push(git_dir, [update], environ)
+            covered.update(content.commits)
     if not allowed or any(f.commit not in covered for f in findings):
         return None
     return allowed
