@@ -36,6 +36,8 @@ GITHUB_SHAPED = "ghp_" + "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
 UPSTREAM_REPO = "/srv/git/repo.git"
 SSH_URL = "git@git.test:repo.git"
 HTTPS_URL = "https://git.test/repo.git"
+#: The same repository under a policy that takes tags and notes.
+OPEN_URL = "ssh://git@git.test/srv/git/repo.git"
 URLS = pytest.mark.parametrize("url", [SSH_URL, HTTPS_URL], ids=["ssh", "https"])
 IDENTITY = (
     "export GIT_AUTHOR_NAME=agent GIT_AUTHOR_EMAIL=agent@bottle.test "
@@ -53,6 +55,8 @@ git:
     - {{name: wrong, url: 'git@git2.test:repo.git', key_ref: IT_GIT_KEY,
        host_key: '{wrong_key}'}}
     - {{name: web, url: 'https://git.test/repo.git', token_ref: IT_GIT_TOKEN}}
+    - {{name: open, url: 'ssh://git@git.test/srv/git/repo.git', key_ref: IT_GIT_KEY,
+       host_key: '{host_key}', push: ['refs/heads/*', 'refs/notes/*'], tags: true}}
 ---
 """
 
@@ -318,6 +322,7 @@ def test_metadata_and_ls_show_the_remotes_never_the_credential(gate: Gate) -> No
     remotes = gate.instance.metadata.sidecar_info["git-gate"]["remotes"]
     assert [(r["name"], r["url"]) for r in remotes] == [
         ("origin", SSH_URL), ("wrong", "git@git2.test:repo.git"), ("web", HTTPS_URL),
+        ("open", OPEN_URL),
     ]  # fmt: skip
     home = gate.instance.state.path.parents[1]
     done = run_cli("ls", "--json", cwd=home, env={"BOTTLE_HOME": str(home)})
@@ -379,3 +384,54 @@ def test_git_push_allow_approved_lets_that_push_through_once(gate: Gate) -> None
     assert list(allow_dir.iterdir()) == []
     assert any(p["scan"] == "findings" and p["decision"] == "refuse" and
                p["refs"][0]["new"] != tip for p in pushes)  # fmt: skip
+
+
+CLEAN = "nothing-secret-here"
+#: Each form of content no commit brings, made with "$V" in it and pushed as refs/tags/t-$N.
+TAG_FORMS = {
+    "blob": "b=$(printf 'x\\n%s\\n' \"$V\" | git hash-object -w --stdin) && git tag t-$N $b",
+    "tree": (
+        "mkdir -p d && printf 'x\\n%s\\n' \"$V\" > d/f && git add d && t=$(git write-tree) && "
+        "git reset -q && rm -rf d && git tag t-$N $t"
+    ),
+    "annotated": 'git tag -a -m "release notes $V" t-$N',
+    # Only the outer tag is pushed; the inner one, holding the value, comes with it.
+    "tag-of-tag": 'git tag -a -m "inner $V" i-$N && git tag -a -m outer t-$N i-$N',
+}
+
+
+def upstream_tags(gate: Gate) -> list[str]:
+    return docker("exec", gate.server, "git", "--git-dir", UPSTREAM_REPO, "tag").stdout.split()
+
+
+@pytest.mark.parametrize("form", list(TAG_FORMS))
+def test_a_secret_a_tag_brings_is_refused(gate: Gate, form: str) -> None:
+    """Under a policy that takes tags: the clean tag lands, the same tag with the secret is
+    refused, so the secret (not the tag) is what the gate refuses."""
+    assert gate.clone(f"tags-{form}", OPEN_URL).exit_code == 0
+    make = TAG_FORMS[form]
+    clean = gate.sh(
+        f"cd ~/src/tags-{form} && export V={CLEAN} N={form}-clean && {make} && "
+        "git push origin refs/tags/t-$N 2>&1; echo rc=$?"
+    ).stdout
+    assert "rc=0" in clean and "git-gate: pushed to open" in clean, clean
+    assert f"t-{form}-clean" in upstream_tags(gate)
+    tags = upstream_tags(gate)
+    leak = gate.sh(
+        f"cd ~/src/tags-{form} && export V={KNOWN_SECRET} N={form}-leak && {make} && "
+        "git push origin refs/tags/t-$N 2>&1; echo rc=$?"
+    ).stdout
+    assert "rc=0" not in leak and "secret:IT_KNOWN_SECRET (plain)" in leak, leak
+    assert KNOWN_SECRET not in leak
+    assert upstream_tags(gate) == tags
+
+
+def test_a_token_in_a_tag_message_is_found_by_gitleaks_too(gate: Gate) -> None:
+    assert gate.clone("tags-gitleaks", OPEN_URL).exit_code == 0
+    script = (
+        f"cd ~/src/tags-gitleaks && git tag -a -m 'fixture {GITHUB_SHAPED}' t-gl && "
+        "git push origin refs/tags/t-gl 2>&1; echo rc=$?"
+    )
+    out = gate.sh(script).stdout
+    assert "rc=0" not in out and "github-token [ghp_… (40 chars)]" in out, out
+    assert "gitleaks:github-pat" in out and GITHUB_SHAPED not in out, out

@@ -124,9 +124,9 @@ def new_commits(git_dir: Path, tips: Sequence[str], env: Mapping[str, str]) -> l
     """Commits reachable from ``tips`` and from no ref the mirror has (upstream's)."""
     if not tips:
         return []
-    done = _git(
-        git_dir, ["rev-list", f"--max-count={MAX_COMMITS + 1}", *tips, "--not", "--all"], env
-    )
+    # The tips on stdin: a push of thousands of refs must not outgrow argv.
+    args = ["rev-list", f"--max-count={MAX_COMMITS + 1}", "--stdin", "--not", "--all"]
+    done = _git(git_dir, args, env, stdin="\n".join(tips) + "\n")
     commits = done.split()
     if len(commits) > MAX_COMMITS:
         raise ScanError(
@@ -135,9 +135,10 @@ def new_commits(git_dir: Path, tips: Sequence[str], env: Mapping[str, str]) -> l
     return commits
 
 
-def _git(git_dir: Path, args: Sequence[str], env: Mapping[str, str]) -> str:
+def _git(git_dir: Path, args: Sequence[str], env: Mapping[str, str], stdin: str = "") -> str:
     done = subprocess.run(
         ["git", "--git-dir", str(git_dir), *args],
+        input=stdin,
         capture_output=True,
         text=True,
         errors="replace",
