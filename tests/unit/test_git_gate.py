@@ -402,6 +402,7 @@ def _leak_with_allowance(
             ref="refs/heads/main",
             commit=tip if allow == "tip" else allow,
             proposal_id=7,
+            findings=(f"{tip[:12]} f.txt:2: secret:S (plain)",),
         )
         allow_dir = Path(env[gate.CONFIG_ENV]) / gate.ALLOW_DIR
         allow_dir.mkdir(exist_ok=True)
@@ -464,19 +465,29 @@ def test_an_allowance_covers_only_the_commits_of_its_update(
     ]
     allow_dir = Path(gate_env[gate.CONFIG_ENV]) / gate.ALLOW_DIR
     allow_dir.mkdir()
-    main = gate.Allowance(remote="origin", ref="refs/heads/main", commit=leak, proposal_id=3)
+
+    def finding(sha: str, rule: str = "r") -> scan.Finding:
+        return scan.Finding(commit=sha, where="a.txt:1", rule=rule)
+
+    main = gate.Allowance(
+        remote="origin",
+        ref="refs/heads/main",
+        commit=leak,
+        proposal_id=3,
+        findings=(str(finding(leak)), str(finding(other))),
+    )
     (allow_dir / main.file_name).write_bytes(main.to_json())
     env = {**gate_env, "GIT_DIR": str(mirror)}
     for ref in ("refs/heads/main", "refs/heads/side"):
         git(mirror, "update-ref", "-d", ref)  # new again, as in a receive-pack's quarantine
 
-    def finding(sha: str) -> scan.Finding:
-        return scan.Finding(commit=sha, where="a.txt:1", rule="r")
-
     covered = hook.covering_allowances("origin", updates, [finding(leak)], mirror, env)
     assert covered == [main]
     assert hook.covering_allowances("origin", updates, [finding(other)], mirror, env) is None
     assert hook.covering_allowances("web", updates, [finding(leak)], mirror, env) is None
+    # Only the findings the operator allowed: another one in the same commit is not.
+    unseen = [finding(leak), finding(leak, rule="github-token")]
+    assert hook.covering_allowances("origin", updates, unseen, mirror, env) is None
 
 
 def test_hook_forwards_a_clean_push_and_a_refused_upstream_leaves_the_mirror(

@@ -90,22 +90,26 @@ def covering_allowances(
     git_dir: Path,
     environ: Mapping[str, str],
 ) -> list[Allowance] | None:
-    """The allowances that cover every finding (each in a new commit of an allowed update),
-    or ``None`` when some finding is in a commit no allowance names."""
-    allowed: list[Allowance] = []
-    covered: set[str] = set()
+    """The allowances that cover every finding (each one the operator allowed, in what an
+    allowed update brings), or ``None`` when some finding is covered by none."""
+    allowed: list[tuple[Allowance, set[str]]] = []
     for update in updates:
         allowance = allowance_for(remote, update, environ)
         if allowance is not None:
-            allowed.append(allowance)
             # What no commit brings (a tag, a blob under it, the ref name) is found under
             # the pushed id itself.
-            covered.add(update.new)
             content = scan.read_push(git_dir, [update], environ)
-            covered.update(content.commits)
-    if not allowed or any(f.commit not in covered for f in findings):
+            allowed.append((allowance, {update.new, *content.commits}))
+
+    def covered(finding: scan.Finding) -> bool:
+        return any(
+            finding.commit in brought and str(finding) in allowance.findings
+            for allowance, brought in allowed
+        )
+
+    if not allowed or not all(covered(f) for f in findings):
         return None
-    return allowed
+    return [allowance for allowance, _ in allowed]
 
 
 def claim(allowances: Sequence[Allowance], environ: Mapping[str, str]) -> bool:
