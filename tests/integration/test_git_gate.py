@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from bottle.operator import approve, audit_log, proposal_queue
+from bottle.operator import audit_log, proposal_queue
 from tests.conftest import run_cli, user_owned, wait_for, write
 from tests.integration.conftest import labelled, mcp_started
 
@@ -332,6 +332,11 @@ def test_metadata_and_ls_show_the_remotes_never_the_credential(gate: Gate) -> No
     assert gate.token not in done.stdout and "PRIVATE KEY" not in done.stdout
 
 
+def cli(gate: Gate, *args: str) -> subprocess.CompletedProcess[str]:
+    home = gate.instance.state.path.parents[1]
+    return run_cli(*args, cwd=home, env={"BOTTLE_HOME": str(home)})
+
+
 def test_git_push_allow_approved_lets_that_push_through_once(gate: Gate) -> None:
     assert gate.clone("allow").exit_code == 0
     leak = (
@@ -344,16 +349,40 @@ def test_git_push_allow_approved_lets_that_push_through_once(gate: Gate) -> None
     before = gate.upstream()
     assert "rc=0" not in out and "git-push-allow" in out, out
     assert f"remote=origin ref=refs/heads/main commit={tip}" in out
-    findings = "\n".join(line for line in out.splitlines() if "github-token" in line)
-
-    asked = {"remote": "origin", "ref": "refs/heads/main", "commit": tip, "finding": findings,
-             "justification": "a fake token in a test fixture"}  # fmt: skip
-    proc = mcp_started(gate.instance, "git-push-allow", asked)
     queue = proposal_queue(gate.instance)
+
+    # A push the gate never refused (the commit before): nothing to let through.
+    parent = gate.sh("cd ~/src/allow && git rev-parse HEAD~").stdout.strip()
+    never = {"remote": "origin", "ref": "refs/heads/main", "commit": parent,
+             "finding": "nothing", "justification": "j"}  # fmt: skip
+    proc = mcp_started(gate.instance, "git-push-allow", never)
+    (bogus,) = wait_for(lambda: queue.list(status="pending").proposals, 30, "the proposal")
+    done = cli(gate, "approve", gate.instance.slug, str(bogus.id), "--yes")
+    assert done.returncode == 2, done.stderr
+    assert f"git-gate never refused a push of {parent[:12]} to origin refs/heads/main" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr and queue.get(bogus.id).status == "pending"
+    assert cli(gate, "reject", gate.instance.slug, str(bogus.id), "--reason", "no").returncode == 0
+    proc.communicate(timeout=60)
+
+    # The agent's own account of the findings is a lie: the operator is shown the gate's.
+    asked = {"remote": "origin", "ref": "refs/heads/main", "commit": tip,
+             "finding": "only a harmless test string", "justification": "a fake token"}  # fmt: skip
+    proc = mcp_started(gate.instance, "git-push-allow", asked)
     (proposal,) = wait_for(lambda: queue.list(status="pending").proposals, 30, "the proposal")
     assert proposal.tool == "git-push-allow" and proposal.payload.model_dump()["commit"] == tip
     assert gate.upstream() == before  # asking moved nothing
-    approve(gate.instance, proposal.id, reason="a fixture, not a secret")
+    unconfirmed = cli(gate, "approve", gate.instance.slug, str(proposal.id))
+    assert unconfirmed.returncode == 2 and "no terminal to confirm it" in unconfirmed.stderr
+    assert queue.get(proposal.id).status == "pending"
+    done = cli(gate, "approve", gate.instance.slug, str(proposal.id), "--yes",
+               "--reason", "a fixture, not a secret")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = done.stderr
+    assert f"{tip[:12]} fixture.txt:1: github-token [ghp_… (40 chars)]" in shown, shown
+    assert "gitleaks:github-pat" in shown and "only a harmless test string" not in shown
+    assert GITHUB_SHAPED not in shown
     answer, _ = proc.communicate(timeout=60)
     assert "approved" in answer.lower() and "Push exactly that commit again" in answer, answer
 
