@@ -658,3 +658,28 @@ def test_scan_refuses_a_tag_chain_it_will_not_follow(
     monkeypatch.setattr(scan, "MAX_TAG_DEPTH", 1)
     with pytest.raises(scan.ScanError, match="chain of more than 1 tags"):
         _scan_pushed(work, mirror, "t2")
+
+
+def test_a_mirror_keeps_what_a_fetch_brings_packed_and_merges_many_packs(
+    repo_pair: tuple[Path, Path, str], gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served again, a kept pack is copied as it is; loose objects would be packed anew."""
+    work, upstream_repo, _first = repo_pair
+    state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
+    state.prepare()
+    mirror = state.mirror("origin")
+    conn = upstream.Connection(
+        str(upstream_repo), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
+    )
+    monkeypatch.setattr(upstream, "MAX_PACKS", 3)
+    packs = mirror / "objects" / "pack"
+    for n in range(4):
+        commit(work, "n.txt", f"{n}\n")
+        git(work, "push", "-q", str(upstream_repo), "main")
+        upstream.run_git(["fetch", "-q", conn.url, "+refs/heads/*:refs/heads/*"], conn, cwd=mirror)
+        assert len(list(packs.glob("*.pack"))) == n + 1
+    loose = [p for p in (mirror / "objects").glob("??/*")]
+    assert loose == []  # three objects a fetch, each time in a pack
+    upstream._tidy(conn, mirror)
+    assert len(list(packs.glob("*.pack"))) < 4
+    assert git(mirror, "rev-parse", "main").strip() == git(work, "rev-parse", "main").strip()
