@@ -178,7 +178,10 @@ def run(stdin: TextIO, stderr: TextIO, environ: Mapping[str, str] = os.environ) 
     remote = config.remote(name)
     git_dir = Path(environ.get("GIT_DIR", ".")).resolve()
     updates = parse_updates(stdin.read().splitlines())
-    record = GateRecord(op="push", remote=name, decision="refuse", refs=updates)
+    # A ref's name is the agent's text too: a secret in it goes to no log and no message.
+    known = secret_values(config, environ)
+    shown_refs = [u.model_copy(update={"ref": dlp.redact(u.ref, known)}) for u in updates]
+    record = GateRecord(op="push", remote=name, decision="refuse", refs=shown_refs)
 
     def done(code: int, message: str, **fields: object) -> int:
         if message:
@@ -202,6 +205,7 @@ def run(stdin: TextIO, stderr: TextIO, environ: Mapping[str, str] = os.environ) 
             scan="failed",
         )
     if refused:
+        refused = [dlp.redact(r, known) for r in refused]
         return done(1, refusal_text(name, refused, []), reason="policy: " + "; ".join(refused))
     allowed: list[Allowance] = []
     if findings:
@@ -211,7 +215,7 @@ def run(stdin: TextIO, stderr: TextIO, environ: Mapping[str, str] = os.environ) 
         except scan.ScanError as exc:
             return done(1, f"git-gate: push refused: {exc}", reason=str(exc), **found)
         if covering is None:
-            text = refusal_text(name, [], findings, updates)
+            text = refusal_text(name, [], findings, shown_refs)
             return done(1, text, reason="secret scan", **found)
         if not claim(covering, environ):
             return done(
