@@ -464,3 +464,98 @@ def test_a_token_in_a_tag_message_is_found_by_gitleaks_too(gate: Gate) -> None:
     out = gate.sh(script).stdout
     assert "rc=0" not in out and "github-token [ghp_… (40 chars)]" in out, out
     assert "gitleaks:github-pat" in out and GITHUB_SHAPED not in out, out
+
+
+# -- the neighbours, as an attacker tries them ---------------------------------------------
+
+#: Each: a script run in a fresh clone of the open remote with "$V" as the value to leak;
+#: it pushes. Run with a clean value it lands, with the secret it is refused.
+NEIGHBOURS = {
+    "notes": 'git notes --ref=$N add -m "reviewed $V" HEAD && git push origin refs/notes/$N',
+    "ref-name": "git push origin HEAD:refs/heads/topic-$V",
+    "shallow": (
+        "cd .. && rm -rf shallow-$N && git clone -q --depth 1 " + OPEN_URL + " shallow-$N && "
+        'cd shallow-$N && echo "v = $V" > s.txt && git add s.txt && git commit -qm s && '
+        "git push origin HEAD:refs/heads/shallow-$N"
+    ),
+    # Many refs in one push; the value is on one branch only, and then none lands.
+    "many-refs": (
+        "for i in $(seq 150); do git branch many-$N-$i; done && git checkout -q -b many-$N-x && "
+        'echo "v = $V" > m.txt && git add m.txt && git commit -qm m && '
+        "git push origin 'refs/heads/many-*:refs/heads/many-*'"
+    ),
+}
+
+
+def upstream_refs(gate: Gate) -> str:
+    return docker("exec", gate.server, "git", "--git-dir", UPSTREAM_REPO, "for-each-ref").stdout
+
+
+@pytest.mark.parametrize("form", list(NEIGHBOURS))
+def test_a_neighbour_ref_or_push_form_is_scanned_too(gate: Gate, form: str) -> None:
+    script = NEIGHBOURS[form]
+    for value, lands in ((CLEAN, True), (KNOWN_SECRET, False)):
+        name = f"nb-{form}-{'clean' if lands else 'leak'}"
+        assert gate.clone(name, OPEN_URL).exit_code == 0
+        before = upstream_refs(gate)
+        out = gate.sh(
+            f"cd ~/src/{name} && export V={value} N={name} && ({script}) 2>&1; echo rc=$?"
+        ).stdout
+        if lands:
+            assert "rc=0" in out and "refused" not in out, out
+            assert upstream_refs(gate) != before
+        else:
+            assert "secret:IT_KNOWN_SECRET (plain)" in out, out
+            # (The agent's own git names the refs it pushed; the gate never says the value.)
+            gates = [line for line in out.splitlines() if line.startswith("remote:")]
+            assert not [line for line in gates if KNOWN_SECRET in line], out
+            assert upstream_refs(gate) == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "why"),
+    [("-o ci.skip", "does not support push options"), ("--signed", "does not support --signed")],
+    ids=["push-option", "signed"],
+)
+def test_push_options_and_signed_pushes_are_refused(gate: Gate, flags: str, why: str) -> None:
+    assert gate.clone("flags").exit_code == 0
+    before = gate.upstream()
+    out = gate.sh(
+        f"cd ~/src/flags && echo f > f.txt && git add f.txt && git commit -qm f && "
+        f"git push {flags} origin main 2>&1; echo rc=$?"
+    ).stdout
+    assert "rc=0" not in out and why in out, out
+    assert gate.upstream() == before
+
+
+#: A thin pack by hand: commit B's objects as deltas against commit A's, which the agent
+#: never pushed, sent straight to the gate's receive-pack with B for refs/heads/thin.
+THIN_PUSH = r"""
+import subprocess, sys, urllib.request
+a, b = sys.argv[1], sys.argv[2]
+pack = subprocess.run(["git", "pack-objects", "--thin", "--stdout", "--revs", "-q"],
+                      input=f"{b}\n^{a}\n".encode(), capture_output=True, check=True).stdout
+line = f"{'0' * 40} {b} refs/heads/thin\0report-status\n".encode()
+body = b"%04x" % (len(line) + 4) + line + b"0000" + pack
+req = urllib.request.Request("http://git-gate:9418/origin.git/git-receive-pack", data=body,
+    headers={"Content-Type": "application/x-git-receive-pack-request"})
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+try:
+    print(opener.open(req, timeout=60).read().decode("latin-1"))
+except Exception as exc:
+    print("failed:", exc)
+"""
+
+
+def test_a_thin_pack_against_bases_the_gate_lacks_lands_nothing(gate: Gate) -> None:
+    assert gate.clone("thin").exit_code == 0
+    put = gate.instance.exec(["sh", "-c", "cat > /tmp/thin.py"], stdin=THIN_PUSH.encode())
+    assert put.exit_code == 0
+    script = (
+        "cd ~/src/thin && seq 3000 > big.txt && git add big.txt && git commit -qm a && "
+        "a=$(git rev-parse HEAD) && sed -i 's/^1500$/changed/' big.txt && git commit -qam b && "
+        "python3 /tmp/thin.py $a $(git rev-parse HEAD)"
+    )
+    out = gate.sh(script).stdout
+    assert "unpack ok" not in out and "ok refs/heads/thin" not in out, out
+    assert gate.upstream("refs/heads/thin") == ""
