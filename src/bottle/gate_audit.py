@@ -54,6 +54,23 @@ def push_records(logs: Path) -> list[GateRecord]:
     return records
 
 
+def refused_push(state_dir: Path, remote: str, ref: str, commit: str) -> GateRecord | None:
+    """The gate's own record of its latest refusal, for what the scan found, of a push of
+    ``commit`` to ``ref`` of ``remote``: what a ``git-push-allow`` is decided on (never the
+    agent's account of it). ``None`` when the gate never refused such a push."""
+    found = None
+    for record in push_records(state_dir / layout.LOGS.name):
+        if (
+            record.remote == remote
+            and record.decision == "refuse"
+            and record.scan == "findings"
+            and record.findings
+            and any(u.ref == ref and u.new == commit for u in record.refs)
+        ):
+            found = record
+    return found
+
+
 def imported_ids(log: AuditLog) -> set[str]:
     ids = set()
     for entry in log.entries():

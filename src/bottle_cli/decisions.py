@@ -18,6 +18,7 @@ from bottle_cli import output
 from bottle_cli.params import JsonOpt, SlugArg, open_instance, settings
 
 if TYPE_CHECKING:
+    from bottle.instance import Instance
     from bottle.proposals import Proposal
     from bottle.proposals.rows import Row
     from bottle.runtime.egress.records import LogRecord
@@ -303,7 +304,10 @@ def approve(
         bool, typer.Option("--edit", help="edit the request in $EDITOR before approving it")
     ] = False,
     yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="build a capability Dockerfile without asking")
+        bool,
+        typer.Option(
+            "--yes", "-y", help="build a capability Dockerfile, or let a git push by, unasked"
+        ),
     ] = False,
     *,
     offline: Annotated[
@@ -328,6 +332,8 @@ def approve(
             raise typer.Exit(1)
     elif proposal.tool == "capability-block" and not yes:
         _confirm_build(proposal, instance.slug)
+    elif proposal.tool == "git-push-allow":
+        _confirm_push(proposal, instance, yes=yes)
     decided = approve_proposal(
         instance,
         proposal_id,
@@ -339,6 +345,41 @@ def approve(
     )
     what = " (as edited)" if decided.decision and decided.decision.edited else ""
     output.progress(f"proposal {decided.id} approved and applied{what}")
+
+
+def _confirm_push(proposal: Proposal, instance: Instance, *, yes: bool) -> None:
+    """Show what git-gate itself found in the refused push (never the agent's account of
+    it), then ask. With no refusal on record the approval refuses, naming why."""
+    from bottle.errors import ApplyError
+    from bottle.gate_audit import refused_push
+    from bottle.proposals import GitPushAllow
+    from bottle.text import inert
+
+    payload = proposal.payload
+    assert isinstance(payload, GitPushAllow)
+    refusal = refused_push(instance.state.path, payload.remote, payload.ref, payload.commit)
+    if refusal is None:
+        return
+    found = "\n".join(f"  {inert(f)}" for f in refusal.findings)
+    output.err.print(
+        f"Proposal {proposal.id} of {instance.slug} asks to push {payload.commit} to "
+        f"{payload.remote} {inert(payload.ref)} once, although git-gate's scan found "
+        f"(its own record of {refusal.time}):\n{found}\n"
+        f"Justification: {inert(proposal.justification)}",
+        markup=False,
+    )
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ApplyError(
+            f"proposal {proposal.id} lets a push git-gate refused through, and there is no "
+            "terminal to confirm it",
+            hint=f"Review the findings above, then run: bottle approve {instance.slug} "
+            f"{proposal.id} --yes",
+        )
+    if not typer.confirm("Let this push through, once?", err=True):
+        output.progress(f"proposal {proposal.id} left pending")
+        raise typer.Exit(1)
 
 
 def _confirm_build(proposal: Proposal, slug: str) -> None:

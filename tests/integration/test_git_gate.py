@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from bottle.operator import approve, audit_log, proposal_queue
+from bottle.operator import audit_log, proposal_queue
 from tests.conftest import run_cli, user_owned, wait_for, write
 from tests.integration.conftest import labelled, mcp_started
 
@@ -36,6 +36,8 @@ GITHUB_SHAPED = "ghp_" + "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
 UPSTREAM_REPO = "/srv/git/repo.git"
 SSH_URL = "git@git.test:repo.git"
 HTTPS_URL = "https://git.test/repo.git"
+#: The same repository under a policy that takes tags and notes.
+OPEN_URL = "ssh://git@git.test/srv/git/repo.git"
 URLS = pytest.mark.parametrize("url", [SSH_URL, HTTPS_URL], ids=["ssh", "https"])
 IDENTITY = (
     "export GIT_AUTHOR_NAME=agent GIT_AUTHOR_EMAIL=agent@bottle.test "
@@ -53,6 +55,8 @@ git:
     - {{name: wrong, url: 'git@git2.test:repo.git', key_ref: IT_GIT_KEY,
        host_key: '{wrong_key}'}}
     - {{name: web, url: 'https://git.test/repo.git', token_ref: IT_GIT_TOKEN}}
+    - {{name: open, url: 'ssh://git@git.test/srv/git/repo.git', key_ref: IT_GIT_KEY,
+       host_key: '{host_key}', push: ['refs/heads/*', 'refs/notes/*'], tags: true}}
 ---
 """
 
@@ -318,6 +322,7 @@ def test_metadata_and_ls_show_the_remotes_never_the_credential(gate: Gate) -> No
     remotes = gate.instance.metadata.sidecar_info["git-gate"]["remotes"]
     assert [(r["name"], r["url"]) for r in remotes] == [
         ("origin", SSH_URL), ("wrong", "git@git2.test:repo.git"), ("web", HTTPS_URL),
+        ("open", OPEN_URL),
     ]  # fmt: skip
     home = gate.instance.state.path.parents[1]
     done = run_cli("ls", "--json", cwd=home, env={"BOTTLE_HOME": str(home)})
@@ -325,6 +330,11 @@ def test_metadata_and_ls_show_the_remotes_never_the_credential(gate: Gate) -> No
     [row] = [r for r in json.loads(done.stdout) if r["slug"] == gate.instance.slug]
     assert row["sidecar_info"]["git-gate"]["remotes"] == remotes
     assert gate.token not in done.stdout and "PRIVATE KEY" not in done.stdout
+
+
+def cli(gate: Gate, *args: str) -> subprocess.CompletedProcess[str]:
+    home = gate.instance.state.path.parents[1]
+    return run_cli(*args, cwd=home, env={"BOTTLE_HOME": str(home)})
 
 
 def test_git_push_allow_approved_lets_that_push_through_once(gate: Gate) -> None:
@@ -339,16 +349,40 @@ def test_git_push_allow_approved_lets_that_push_through_once(gate: Gate) -> None
     before = gate.upstream()
     assert "rc=0" not in out and "git-push-allow" in out, out
     assert f"remote=origin ref=refs/heads/main commit={tip}" in out
-    findings = "\n".join(line for line in out.splitlines() if "github-token" in line)
-
-    asked = {"remote": "origin", "ref": "refs/heads/main", "commit": tip, "finding": findings,
-             "justification": "a fake token in a test fixture"}  # fmt: skip
-    proc = mcp_started(gate.instance, "git-push-allow", asked)
     queue = proposal_queue(gate.instance)
+
+    # A push the gate never refused (the commit before): nothing to let through.
+    parent = gate.sh("cd ~/src/allow && git rev-parse HEAD~").stdout.strip()
+    never = {"remote": "origin", "ref": "refs/heads/main", "commit": parent,
+             "finding": "nothing", "justification": "j"}  # fmt: skip
+    proc = mcp_started(gate.instance, "git-push-allow", never)
+    (bogus,) = wait_for(lambda: queue.list(status="pending").proposals, 30, "the proposal")
+    done = cli(gate, "approve", gate.instance.slug, str(bogus.id), "--yes")
+    assert done.returncode == 2, done.stderr
+    assert f"git-gate never refused a push of {parent[:12]} to origin refs/heads/main" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr and queue.get(bogus.id).status == "pending"
+    assert cli(gate, "reject", gate.instance.slug, str(bogus.id), "--reason", "no").returncode == 0
+    proc.communicate(timeout=60)
+
+    # The agent's own account of the findings is a lie: the operator is shown the gate's.
+    asked = {"remote": "origin", "ref": "refs/heads/main", "commit": tip,
+             "finding": "only a harmless test string", "justification": "a fake token"}  # fmt: skip
+    proc = mcp_started(gate.instance, "git-push-allow", asked)
     (proposal,) = wait_for(lambda: queue.list(status="pending").proposals, 30, "the proposal")
     assert proposal.tool == "git-push-allow" and proposal.payload.model_dump()["commit"] == tip
     assert gate.upstream() == before  # asking moved nothing
-    approve(gate.instance, proposal.id, reason="a fixture, not a secret")
+    unconfirmed = cli(gate, "approve", gate.instance.slug, str(proposal.id))
+    assert unconfirmed.returncode == 2 and "no terminal to confirm it" in unconfirmed.stderr
+    assert queue.get(proposal.id).status == "pending"
+    done = cli(gate, "approve", gate.instance.slug, str(proposal.id), "--yes",
+               "--reason", "a fixture, not a secret")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = done.stderr
+    assert f"{tip[:12]} fixture.txt:1: github-token [ghp_… (40 chars)]" in shown, shown
+    assert "gitleaks:github-pat" in shown and "only a harmless test string" not in shown
+    assert GITHUB_SHAPED not in shown
     answer, _ = proc.communicate(timeout=60)
     assert "approved" in answer.lower() and "Push exactly that commit again" in answer, answer
 
@@ -379,3 +413,149 @@ def test_git_push_allow_approved_lets_that_push_through_once(gate: Gate) -> None
     assert list(allow_dir.iterdir()) == []
     assert any(p["scan"] == "findings" and p["decision"] == "refuse" and
                p["refs"][0]["new"] != tip for p in pushes)  # fmt: skip
+
+
+CLEAN = "nothing-secret-here"
+#: Each form of content no commit brings, made with "$V" in it and pushed as refs/tags/t-$N.
+TAG_FORMS = {
+    "blob": "b=$(printf 'x\\n%s\\n' \"$V\" | git hash-object -w --stdin) && git tag t-$N $b",
+    "tree": (
+        "mkdir -p d && printf 'x\\n%s\\n' \"$V\" > d/f && git add d && t=$(git write-tree) && "
+        "git reset -q && rm -rf d && git tag t-$N $t"
+    ),
+    "annotated": 'git tag -a -m "release notes $V" t-$N',
+    # Only the outer tag is pushed; the inner one, holding the value, comes with it.
+    "tag-of-tag": 'git tag -a -m "inner $V" i-$N && git tag -a -m outer t-$N i-$N',
+}
+
+
+def upstream_tags(gate: Gate) -> list[str]:
+    return docker("exec", gate.server, "git", "--git-dir", UPSTREAM_REPO, "tag").stdout.split()
+
+
+@pytest.mark.parametrize("form", list(TAG_FORMS))
+def test_a_secret_a_tag_brings_is_refused(gate: Gate, form: str) -> None:
+    """Under a policy that takes tags: the clean tag lands, the same tag with the secret is
+    refused, so the secret (not the tag) is what the gate refuses."""
+    assert gate.clone(f"tags-{form}", OPEN_URL).exit_code == 0
+    make = TAG_FORMS[form]
+    clean = gate.sh(
+        f"cd ~/src/tags-{form} && export V={CLEAN} N={form}-clean && {make} && "
+        "git push origin refs/tags/t-$N 2>&1; echo rc=$?"
+    ).stdout
+    assert "rc=0" in clean and "git-gate: pushed to open" in clean, clean
+    assert f"t-{form}-clean" in upstream_tags(gate)
+    tags = upstream_tags(gate)
+    leak = gate.sh(
+        f"cd ~/src/tags-{form} && export V={KNOWN_SECRET} N={form}-leak && {make} && "
+        "git push origin refs/tags/t-$N 2>&1; echo rc=$?"
+    ).stdout
+    assert "rc=0" not in leak and "secret:IT_KNOWN_SECRET (plain)" in leak, leak
+    assert KNOWN_SECRET not in leak
+    assert upstream_tags(gate) == tags
+
+
+def test_a_token_in_a_tag_message_is_found_by_gitleaks_too(gate: Gate) -> None:
+    assert gate.clone("tags-gitleaks", OPEN_URL).exit_code == 0
+    script = (
+        f"cd ~/src/tags-gitleaks && git tag -a -m 'fixture {GITHUB_SHAPED}' t-gl && "
+        "git push origin refs/tags/t-gl 2>&1; echo rc=$?"
+    )
+    out = gate.sh(script).stdout
+    assert "rc=0" not in out and "github-token [ghp_… (40 chars)]" in out, out
+    assert "gitleaks:github-pat" in out and GITHUB_SHAPED not in out, out
+
+
+# -- the neighbours, as an attacker tries them ---------------------------------------------
+
+#: Each: a script run in a fresh clone of the open remote with "$V" as the value to leak;
+#: it pushes. Run with a clean value it lands, with the secret it is refused.
+NEIGHBOURS = {
+    "notes": 'git notes --ref=$N add -m "reviewed $V" HEAD && git push origin refs/notes/$N',
+    "ref-name": "git push origin HEAD:refs/heads/topic-$V",
+    "shallow": (
+        "cd .. && rm -rf shallow-$N && git clone -q --depth 1 " + OPEN_URL + " shallow-$N && "
+        'cd shallow-$N && echo "v = $V" > s.txt && git add s.txt && git commit -qm s && '
+        "git push origin HEAD:refs/heads/shallow-$N"
+    ),
+    # Many refs in one push; the value is on one branch only, and then none lands.
+    "many-refs": (
+        "for i in $(seq 150); do git branch many-$N-$i; done && git checkout -q -b many-$N-x && "
+        'echo "v = $V" > m.txt && git add m.txt && git commit -qm m && '
+        "git push origin 'refs/heads/many-*:refs/heads/many-*'"
+    ),
+}
+
+
+def upstream_refs(gate: Gate) -> str:
+    return docker("exec", gate.server, "git", "--git-dir", UPSTREAM_REPO, "for-each-ref").stdout
+
+
+@pytest.mark.parametrize("form", list(NEIGHBOURS))
+def test_a_neighbour_ref_or_push_form_is_scanned_too(gate: Gate, form: str) -> None:
+    script = NEIGHBOURS[form]
+    for value, lands in ((CLEAN, True), (KNOWN_SECRET, False)):
+        name = f"nb-{form}-{'clean' if lands else 'leak'}"
+        assert gate.clone(name, OPEN_URL).exit_code == 0
+        before = upstream_refs(gate)
+        out = gate.sh(
+            f"cd ~/src/{name} && export V={value} N={name} && ({script}) 2>&1; echo rc=$?"
+        ).stdout
+        if lands:
+            assert "rc=0" in out and "refused" not in out, out
+            assert upstream_refs(gate) != before
+        else:
+            assert "secret:IT_KNOWN_SECRET (plain)" in out, out
+            # (The agent's own git names the refs it pushed; the gate never says the value.)
+            gates = [line for line in out.splitlines() if line.startswith("remote:")]
+            assert not [line for line in gates if KNOWN_SECRET in line], out
+            assert upstream_refs(gate) == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "why"),
+    [("-o ci.skip", "does not support push options"), ("--signed", "does not support --signed")],
+    ids=["push-option", "signed"],
+)
+def test_push_options_and_signed_pushes_are_refused(gate: Gate, flags: str, why: str) -> None:
+    assert gate.clone("flags").exit_code == 0
+    before = gate.upstream()
+    out = gate.sh(
+        f"cd ~/src/flags && echo f > f.txt && git add f.txt && git commit -qm f && "
+        f"git push {flags} origin main 2>&1; echo rc=$?"
+    ).stdout
+    assert "rc=0" not in out and why in out, out
+    assert gate.upstream() == before
+
+
+#: A thin pack by hand: commit B's objects as deltas against commit A's, which the agent
+#: never pushed, sent straight to the gate's receive-pack with B for refs/heads/thin.
+THIN_PUSH = r"""
+import subprocess, sys, urllib.request
+a, b = sys.argv[1], sys.argv[2]
+pack = subprocess.run(["git", "pack-objects", "--thin", "--stdout", "--revs", "-q"],
+                      input=f"{b}\n^{a}\n".encode(), capture_output=True, check=True).stdout
+line = f"{'0' * 40} {b} refs/heads/thin\0report-status\n".encode()
+body = b"%04x" % (len(line) + 4) + line + b"0000" + pack
+req = urllib.request.Request("http://git-gate:9418/origin.git/git-receive-pack", data=body,
+    headers={"Content-Type": "application/x-git-receive-pack-request"})
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+try:
+    print(opener.open(req, timeout=60).read().decode("latin-1"))
+except Exception as exc:
+    print("failed:", exc)
+"""
+
+
+def test_a_thin_pack_against_bases_the_gate_lacks_lands_nothing(gate: Gate) -> None:
+    assert gate.clone("thin").exit_code == 0
+    put = gate.instance.exec(["sh", "-c", "cat > /tmp/thin.py"], stdin=THIN_PUSH.encode())
+    assert put.exit_code == 0
+    script = (
+        "cd ~/src/thin && seq 3000 > big.txt && git add big.txt && git commit -qm a && "
+        "a=$(git rev-parse HEAD) && sed -i 's/^1500$/changed/' big.txt && git commit -qam b && "
+        "python3 /tmp/thin.py $a $(git rev-parse HEAD)"
+    )
+    out = gate.sh(script).stdout
+    assert "unpack ok" not in out and "ok refs/heads/thin" not in out, out
+    assert gate.upstream("refs/heads/thin") == ""

@@ -137,6 +137,20 @@ def test_approving_git_push_allow_writes_one_allowance_and_audits_it(running: In
     assert queue.get(wrong).status == "pending" and not (config / gate.ALLOW_DIR).exists()
 
     asked = queue.create("git-push-allow", ASK, "a test fixture, not a secret").id
+    # The gate never refused this push: nothing to let through, whatever the agent says.
+    with pytest.raises(ApplyError, match="git-gate never refused a push of 111111111111 to"):
+        approve(running, asked)
+    assert queue.get(asked).status == "pending" and not (config / gate.ALLOW_DIR).exists()
+    # Refused for a policy reason, or to another ref: still nothing the scan refused.
+    log_record(running.state.path, push("refuse", scan=None, reason="policy: tags"))
+    other_ref = push("refuse", scan="findings", findings=["c a:1: r"])
+    other_ref.refs[0].ref = "refs/heads/x"
+    log_record(running.state.path, other_ref)
+    with pytest.raises(ApplyError, match="never refused"):
+        approve(running, asked)
+
+    gates_own = ["111111111111 conf.txt:2: github-token [ghp_… (40 chars)]"]
+    log_record(running.state.path, push("refuse", scan="findings", findings=gates_own))
     rejected = queue.create("git-push-allow", ASK | {"ref": "refs/heads/x"}, "j").id
     reject(running, rejected, reason="no")
     approve(running, asked)
@@ -144,11 +158,13 @@ def test_approving_git_push_allow_writes_one_allowance_and_audits_it(running: In
     assert name == gate.allowance_name("origin", "refs/heads/main", NEW)
     allowance = gate.Allowance.model_validate_json((config / gate.ALLOW_DIR / name).read_bytes())
     assert (allowance.commit, allowance.proposal_id) == (NEW, asked)
-    entries = audit_log(running).entries()
+    # The gate's findings, not the agent's "x a:1: r", are what is allowed and audited.
+    assert allowance.findings == tuple(gates_own)
+    entries = [e for e in audit_log(running).entries() if e.tool == "git-push-allow"]
     assert [(e.action, e.tool) for e in entries] == [
         ("reject", "git-push-allow"), ("approve", "git-push-allow"),
     ]  # fmt: skip
-    assert NEW in (entries[-1].after or "")
+    assert NEW in (entries[-1].after or "") and "github-token" in (entries[-1].after or "")
 
 
 def test_git_push_allow_on_a_bottle_without_git_gate_is_refused(running: Instance) -> None:

@@ -402,6 +402,7 @@ def _leak_with_allowance(
             ref="refs/heads/main",
             commit=tip if allow == "tip" else allow,
             proposal_id=7,
+            findings=(f"{tip[:12]} f.txt:2: secret:S (plain)",),
         )
         allow_dir = Path(env[gate.CONFIG_ENV]) / gate.ALLOW_DIR
         allow_dir.mkdir(exist_ok=True)
@@ -464,19 +465,29 @@ def test_an_allowance_covers_only_the_commits_of_its_update(
     ]
     allow_dir = Path(gate_env[gate.CONFIG_ENV]) / gate.ALLOW_DIR
     allow_dir.mkdir()
-    main = gate.Allowance(remote="origin", ref="refs/heads/main", commit=leak, proposal_id=3)
+
+    def finding(sha: str, rule: str = "r") -> scan.Finding:
+        return scan.Finding(commit=sha, where="a.txt:1", rule=rule)
+
+    main = gate.Allowance(
+        remote="origin",
+        ref="refs/heads/main",
+        commit=leak,
+        proposal_id=3,
+        findings=(str(finding(leak)), str(finding(other))),
+    )
     (allow_dir / main.file_name).write_bytes(main.to_json())
     env = {**gate_env, "GIT_DIR": str(mirror)}
     for ref in ("refs/heads/main", "refs/heads/side"):
         git(mirror, "update-ref", "-d", ref)  # new again, as in a receive-pack's quarantine
 
-    def finding(sha: str) -> scan.Finding:
-        return scan.Finding(commit=sha, where="a.txt:1", rule="r")
-
     covered = hook.covering_allowances("origin", updates, [finding(leak)], mirror, env)
     assert covered == [main]
     assert hook.covering_allowances("origin", updates, [finding(other)], mirror, env) is None
     assert hook.covering_allowances("web", updates, [finding(leak)], mirror, env) is None
+    # Only the findings the operator allowed: another one in the same commit is not.
+    unseen = [finding(leak), finding(leak, rule="github-token")]
+    assert hook.covering_allowances("origin", updates, unseen, mirror, env) is None
 
 
 def test_hook_forwards_a_clean_push_and_a_refused_upstream_leaves_the_mirror(
@@ -570,3 +581,105 @@ def test_the_gate_refuses_to_serve_when_git_could_not_run_its_hook(
     state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
     with pytest.raises(RuntimeError, match=r"pre-receive hook .* failed its probe"):
         state.prepare()
+
+
+# -- what no commit brings: tags, tag targets, names -------------------------------------
+
+
+def _scan_pushed(work: Path, mirror: Path, *refs: str) -> set[tuple[str, str, str]]:
+    """Push ``refs`` from ``work`` as a receive-pack would see them (objects in, refs not
+    yet moved), scan them with the real scan; {(owner, where, rule)}."""
+    ids = [git(work, "rev-parse", ref).strip() for ref in refs]
+    specs = [f"{ref}:refs/incoming/{n}" for n, ref in enumerate(refs)]
+    git(work, "push", "-q", str(mirror), *specs)
+    for n in range(len(refs)):
+        git(mirror, "update-ref", "-d", f"refs/incoming/{n}")
+    names = [ref if ref.startswith("refs/") else f"refs/tags/{ref}" for ref in refs]
+    updates = [RefUpdate(ref=r, old=gate.ZERO, new=i) for r, i in zip(names, ids, strict=True)]
+    secrets = dlp.known_secrets(["S"], {"S": SECRET})
+    return {
+        (f.commit, f.where, f.rule) for f in scan.scan_push(mirror, updates, secrets, os.environ)
+    }
+
+
+def test_scan_reads_every_form_of_tag(
+    repo_pair: tuple[Path, Path, str], gate_env: dict[str, str]
+) -> None:
+    work, mirror, first = repo_pair
+    blob = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=work, input=f"a\n{SECRET}\n",
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    git(work, "tag", "blob-tag", blob)
+    (work / "deep").mkdir()
+    commit(work, "deep/k.txt", f"x\n{GITHUB}\n")
+    tree = git(work, "rev-parse", "HEAD^{tree}").strip()
+    git(work, "reset", "-q", "--hard", first)  # the tree is reachable from no branch
+    git(work, "tag", "tree-tag", tree)
+    git(work, "tag", "-a", "-m", f"release\n\nnotes {SECRET}", "annotated", first)
+    git(work, "tag", "-a", "-m", "wrapper", "tag-of-tag", "annotated", env={"GIT_ADVICE": "0"})
+    git(work, "tag", "-a", "-m", "clean", "clean", first)
+    ids = {t: git(work, "rev-parse", t).strip() for t in ("blob-tag", "tree-tag", "annotated",
+                                                         "tag-of-tag", "clean")}  # fmt: skip
+    found = _scan_pushed(work, mirror, "blob-tag", "tree-tag", "annotated", "tag-of-tag", "clean")
+    assert (ids["blob-tag"], f"blob {blob[:12]}:2", "secret:S (plain)") in found
+    assert (ids["tree-tag"], "deep/k.txt:2", "github-token") in found
+    assert (ids["annotated"], "tag annotated:8", "secret:S (plain)") in found
+    # A tag of a tag: the outer one is followed to the inner one's message.
+    assert (ids["tag-of-tag"], "tag annotated:8", "secret:S (plain)") in found
+    assert not {f for f in found if f[0] == ids["clean"]}
+
+
+def test_scan_reads_ref_and_file_names(
+    repo_pair: tuple[Path, Path, str], gate_env: dict[str, str]
+) -> None:
+    work, mirror, _ = repo_pair
+    (work / "dir").mkdir()
+    tip = commit(work, f"dir/{GITHUB}.txt", "fine\n")
+    git(work, "branch", f"leak-{SECRET}")
+    found = _scan_pushed(work, mirror, f"refs/heads/leak-{SECRET}")
+    assert (tip, "ref name", "secret:S (plain)") in found
+    assert (tip, "a file name", "github-token") in found
+
+
+def test_a_finding_shows_the_match_redacted_never_whole() -> None:
+    [found] = scan.scan_known([("c" * 40, "a.txt:1", f"token {GITHUB}")], ())
+    assert found.match == f"ghp_… ({len(GITHUB)} chars)" and GITHUB not in str(found)
+    assert str(found).endswith(f"github-token [ghp_… ({len(GITHUB)} chars)]")
+    secrets = dlp.known_secrets(["S"], {"S": SECRET})
+    [known] = scan.scan_known([("c" * 40, "a.txt:1", SECRET)], secrets)
+    assert known.match == "" and SECRET[:4] not in str(known)
+
+
+def test_scan_refuses_a_tag_chain_it_will_not_follow(
+    repo_pair: tuple[Path, Path, str], gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work, mirror, first = repo_pair
+    git(work, "tag", "-a", "-m", "one", "t1", first)
+    git(work, "tag", "-a", "-m", "two", "t2", "t1", env={"GIT_ADVICE": "0"})
+    monkeypatch.setattr(scan, "MAX_TAG_DEPTH", 1)
+    with pytest.raises(scan.ScanError, match="chain of more than 1 tags"):
+        _scan_pushed(work, mirror, "t2")
+
+
+def test_a_mirror_keeps_what_a_fetch_brings_packed_and_merges_many_packs(
+    repo_pair: tuple[Path, Path, str], gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served again, a kept pack is copied as it is; loose objects would be packed anew."""
+    work, upstream_repo, _first = repo_pair
+    state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
+    state.prepare()
+    mirror = state.mirror("origin")
+    conn = upstream.Connection(
+        str(upstream_repo), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
+    )
+    monkeypatch.setattr(upstream, "MAX_PACKS", 3)
+    packs = mirror / "objects" / "pack"
+    for n in range(4):
+        commit(work, "n.txt", f"{n}\n")
+        git(work, "push", "-q", str(upstream_repo), "main")
+        upstream.run_git(["fetch", "-q", conn.url, "+refs/heads/*:refs/heads/*"], conn, cwd=mirror)
+        assert len(list(packs.glob("*.pack"))) == n + 1
+    loose = [p for p in (mirror / "objects").glob("??/*")]
+    assert loose == []  # three objects a fetch, each time in a pack
+    upstream._tidy(conn, mirror)
+    assert len(list(packs.glob("*.pack"))) < 4
+    assert git(mirror, "rev-parse", "main").strip() == git(work, "rev-parse", "main").strip()

@@ -168,8 +168,23 @@ def _allow_push(instance: Instance, payload: GitPushAllow, proposal_id: int) -> 
             f"{instance.slug} has no git remote {payload.remote!r} (it has: {names})",
             hint="Edit the proposal to name one of them, or reject it.",
         )
+    from bottle.gate_audit import refused_push
+
+    # Decided on the gate's own record of the refusal, never on the agent's `finding`.
+    refusal = refused_push(instance.state.path, payload.remote, payload.ref, payload.commit)
+    if refusal is None:
+        raise ApplyError(
+            f"git-gate never refused a push of {payload.commit[:12]} to {payload.remote} "
+            f"{payload.ref} for what its scan found: there is no such push to let through",
+            hint="Reject the proposal; the agent must push that commit first and ask with "
+            "the remote, ref and commit the refusal named.",
+        )
     allowance = gate.Allowance(
-        remote=payload.remote, ref=payload.ref, commit=payload.commit, proposal_id=proposal_id
+        remote=payload.remote,
+        ref=payload.ref,
+        commit=payload.commit,
+        proposal_id=proposal_id,
+        findings=tuple(refusal.findings),
     )
     allow_dir = config_dir / gate.ALLOW_DIR
     allow_dir.mkdir(exist_ok=True)

@@ -99,8 +99,8 @@ class RefUpdate(BaseModel):
 
 class Allowance(BaseModel):
     """An approved ``git-push-allow``: one push of ``commit`` to ``ref`` of ``remote`` may
-    go through although the scan found something in its new commits. Written by the host,
-    read (never written) by the gate, used at most once per gate run."""
+    go through although the scan found ``findings`` (and nothing else) in what it brings.
+    Written by the host, read (never written) by the gate, used at most once per gate run."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -108,6 +108,9 @@ class Allowance(BaseModel):
     ref: str
     commit: str = Field(pattern=r"^[0-9a-f]{40}$")
     proposal_id: int
+    #: The gate's own findings the operator saw and allowed, as its refusal recorded them:
+    #: a push that finds anything else is refused again.
+    findings: tuple[str, ...] = ()
 
     @property
     def file_name(self) -> str:

@@ -62,13 +62,7 @@ def check(
     refused = policy.refusals(remote.policy, updates, git_dir, environ)
     if refused:
         return refused, []
-    tips = [u.new for u in updates if u.new != ZERO]
-    commits = scan.new_commits(git_dir, tips, environ)
-    findings = scan.scan_known(
-        scan.added_lines(git_dir, commits, environ), secret_values(config, environ)
-    )
-    findings += scan.scan_gitleaks(git_dir, commits, environ)
-    return [], findings
+    return [], scan.scan_push(git_dir, updates, secret_values(config, environ), environ)
 
 
 def allowance_for(remote: str, update: RefUpdate, environ: Mapping[str, str]) -> Allowance | None:
@@ -96,18 +90,26 @@ def covering_allowances(
     git_dir: Path,
     environ: Mapping[str, str],
 ) -> list[Allowance] | None:
-    """The allowances that cover every finding (each in a new commit of an allowed update),
-    or ``None`` when some finding is in a commit no allowance names."""
-    allowed: list[Allowance] = []
-    covered: set[str] = set()
+    """The allowances that cover every finding (each one the operator allowed, in what an
+    allowed update brings), or ``None`` when some finding is covered by none."""
+    allowed: list[tuple[Allowance, set[str]]] = []
     for update in updates:
         allowance = allowance_for(remote, update, environ)
         if allowance is not None:
-            allowed.append(allowance)
-            covered.update(scan.new_commits(git_dir, [update.new], environ))
-    if not allowed or any(f.commit not in covered for f in findings):
+            # What no commit brings (a tag, a blob under it, the ref name) is found under
+            # the pushed id itself.
+            content = scan.read_push(git_dir, [update], environ)
+            allowed.append((allowance, {update.new, *content.commits}))
+
+    def covered(finding: scan.Finding) -> bool:
+        return any(
+            finding.commit in brought and str(finding) in allowance.findings
+            for allowance, brought in allowed
+        )
+
+    if not allowed or not all(covered(f) for f in findings):
         return None
-    return allowed
+    return [allowance for allowance, _ in allowed]
 
 
 def claim(allowances: Sequence[Allowance], environ: Mapping[str, str]) -> bool:
@@ -176,7 +178,10 @@ def run(stdin: TextIO, stderr: TextIO, environ: Mapping[str, str] = os.environ) 
     remote = config.remote(name)
     git_dir = Path(environ.get("GIT_DIR", ".")).resolve()
     updates = parse_updates(stdin.read().splitlines())
-    record = GateRecord(op="push", remote=name, decision="refuse", refs=updates)
+    # A ref's name is the agent's text too: a secret in it goes to no log and no message.
+    known = secret_values(config, environ)
+    shown_refs = [u.model_copy(update={"ref": dlp.redact(u.ref, known)}) for u in updates]
+    record = GateRecord(op="push", remote=name, decision="refuse", refs=shown_refs)
 
     def done(code: int, message: str, **fields: object) -> int:
         if message:
@@ -200,6 +205,7 @@ def run(stdin: TextIO, stderr: TextIO, environ: Mapping[str, str] = os.environ) 
             scan="failed",
         )
     if refused:
+        refused = [dlp.redact(r, known) for r in refused]
         return done(1, refusal_text(name, refused, []), reason="policy: " + "; ".join(refused))
     allowed: list[Allowance] = []
     if findings:
@@ -209,7 +215,7 @@ def run(stdin: TextIO, stderr: TextIO, environ: Mapping[str, str] = os.environ) 
         except scan.ScanError as exc:
             return done(1, f"git-gate: push refused: {exc}", reason=str(exc), **found)
         if covering is None:
-            text = refusal_text(name, [], findings, updates)
+            text = refusal_text(name, [], findings, shown_refs)
             return done(1, text, reason="secret scan", **found)
         if not claim(covering, environ):
             return done(

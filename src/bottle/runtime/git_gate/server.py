@@ -85,6 +85,10 @@ class Gate:
                 ("receive.fsckObjects", "true"),
                 ("receive.advertisePushOptions", "false"),
                 ("gc.auto", "0"),
+                # Keep what a fetch brings as the pack it came in, however few its objects:
+                # served again, it is copied as it is, never inflated, deflated or
+                # delta-searched again (a clone through a cold mirror packed twice).
+                ("fetch.unpackLimit", "1"),
             ):
                 subprocess.run(["git", "--git-dir", str(path), "config", key, value], check=True)
 

@@ -24,6 +24,8 @@ from bottle import layout
 from bottle.runtime.git_gate import GateRemote, known_hosts_file
 
 FETCH_TIMEOUT = 600.0
+#: Packs a mirror may hold before a fetch merges them (see _tidy).
+MAX_PACKS = 32
 #: Variables git and ssh may see; everything else (other secrets above all) is left out.
 #: (The object-directory ones let a push from the hook read the pushed, quarantined objects.)
 _PASS_ENV = (
@@ -259,6 +261,15 @@ def fetch(
     if done.returncode != 0:
         raise UpstreamError(_explain(remote, conn, done.stderr, config))
     _follow_head(conn, mirror)
+    _tidy(conn, mirror)
+
+
+def _tidy(conn: Connection, mirror: Path) -> None:
+    """Every fetch that brings something keeps it as a pack of its own: past ``MAX_PACKS``
+    they are merged geometrically (big packs stay as they are, so it stays cheap)."""
+    packs = list((mirror / "objects" / "pack").glob("*.pack"))
+    if len(packs) > MAX_PACKS:
+        run_git(["repack", "-d", "-q", "--geometric=2"], conn, cwd=mirror)
 
 
 def _follow_head(conn: Connection, mirror: Path) -> None:
