@@ -403,20 +403,9 @@ def _tag_fields(body: bytes) -> tuple[str, str]:
 
 def _new_objects(git_dir: Path, root: str, env: Mapping[str, str]) -> list[tuple[str, str]]:
     """(id, path) of every object under ``root`` (a tree or blob) the mirror lacks."""
-    done = subprocess.run(
-        ["git", "--git-dir", str(git_dir), "rev-list", "--objects", "--stdin", "--not", "--all"],
-        input=root + "\n",
-        capture_output=True,
-        text=True,
-        errors="replace",
-        env=dict(env),
-        timeout=SCAN_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise ScanError(f"git rev-list failed: {done.stderr.strip()[-300:]}")
+    listed = _git(git_dir, ["rev-list", "--objects", "--stdin", "--not", "--all"], env, root + "\n")
     objects = []
-    for line in done.stdout.splitlines():
+    for line in listed.splitlines():
         oid, _, path = line.partition(" ")
         objects.append((oid, path))
         if len(objects) > MAX_OBJECTS:
