@@ -419,9 +419,10 @@ CLEAN = "nothing-secret-here"
 #: Each form of content no commit brings, made with "$V" in it and pushed as refs/tags/t-$N.
 TAG_FORMS = {
     "blob": "b=$(printf 'x\\n%s\\n' \"$V\" | git hash-object -w --stdin) && git tag t-$N $b",
+    # A tree of its own (mktree), not the index: what the clone holds is not this test's.
     "tree": (
-        "mkdir -p d && printf 'x\\n%s\\n' \"$V\" > d/f && git add d && t=$(git write-tree) && "
-        "git reset -q && rm -rf d && git tag t-$N $t"
+        "b=$(printf 'x\\n%s\\n' \"$V\" | git hash-object -w --stdin) && "
+        "t=$(printf '100644 blob %s\\tf\\n' $b | git mktree) && git tag t-$N $t"
     ),
     "annotated": 'git tag -a -m "release notes $V" t-$N',
     # Only the outer tag is pushed; the inner one, holding the value, comes with it.

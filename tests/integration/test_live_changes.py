@@ -93,6 +93,8 @@ def test_egress_block_proposal_approved_then_audit_verifies(live) -> None:
         {
             "host": "upstream.test",
             "paths": ["/asked/"],
+            # The test upstream speaks plain HTTP: asked for explicitly, shown to the operator.
+            "scheme": "http",
             "justification": "the tests need it",
             "auth": {"scheme": "bearer", "token_ref": "EVIL"},
         },
@@ -100,6 +102,7 @@ def test_egress_block_proposal_approved_then_audit_verifies(live) -> None:
     queue = proposal_queue(live)
     (proposal,) = wait_for(lambda: queue.list(status="pending").proposals, 30, "the proposal")
     assert "auth" not in proposal.payload.model_dump()
+    assert "plain HTTP" in proposal.payload.summary()
     approve(live, proposal.id, reason="fine")
     answer, _ = proc.communicate(timeout=60)
     assert "approved" in answer.lower()

@@ -285,7 +285,9 @@ def _editor(directory: Path, name: str, script: str) -> str:
 
 def test_operator_cli_edits_before_approving_and_edits_routes(quick, tmp_path: Path) -> None:
     answer = mcp(
-        quick, "egress-block", {"host": "upstream.test", "paths": ["/asked/"], "justification": "j"}
+        quick,
+        "egress-block",
+        {"host": "upstream.test", "paths": ["/asked/"], "scheme": "http", "justification": "j"},
     )
     proposal_id = _id(answer)
     # The editor narrows the request before it is approved.
@@ -380,7 +382,12 @@ def test_full_screen_view_approves_and_rejects(quick) -> None:
         mcp(
             quick,
             "egress-block",
-            {"host": "upstream.test", "paths": ["/viewed/"], "justification": "[/] [conceal]x"},
+            {
+                "host": "upstream.test",
+                "paths": ["/viewed/"],
+                "scheme": "http",
+                "justification": "[/] [conceal]x",
+            },
         )
     )
     refused = _id(
