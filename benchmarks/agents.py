@@ -38,6 +38,9 @@ def _first_message_after(fake: FakeAPI, started: float) -> float:
     raise SystemExit("the fake saw no /v1/messages request within 300 s")
 
 
+FIGURES = ("A1",)
+
+
 def figures(rounds: int) -> list[Figure]:
     from bottle.engine.images import ensure_image
     from bottle.images import agent_image, sidecar_image

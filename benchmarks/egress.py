@@ -307,6 +307,9 @@ def _median(results: list[dict[str, dict[str, float]]], way: str, key: str) -> f
     return statistics.median(r[way][key] for r in results)
 
 
+FIGURES = ("P4",)
+
+
 def figures(rounds: int = 3) -> list[Figure]:
     with _setup() as (client, _):
         results = _rounds(client, rounds)

@@ -152,6 +152,14 @@ def measure(rounds: int, size_mb: int, commits: int) -> dict[str, list[float]]:
     return out
 
 
+FIGURES = (
+    "G1",
+    "G2",
+    "G3",
+    "G4",
+)
+
+
 def figures(rounds: int, size_mb: int = 50, commits: int = 100) -> list[Figure]:
     runs = measure(rounds, size_mb, commits)
     med = {key: statistics.median(values) for key, values in runs.items()}

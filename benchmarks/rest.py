@@ -189,6 +189,12 @@ def image_mb(ref: str) -> float:
     return int(size) / 1e6
 
 
+FIGURES = (
+    "P6",
+    "P8",
+)
+
+
 def figures(rounds: int, idle: int = 10, window: float = 60.0) -> list[Figure]:
     home = Home()
     slugs: list[str] = []

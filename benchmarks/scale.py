@@ -140,6 +140,9 @@ def _sidecar_image(home: Path) -> str:
     raise SystemExit("the warm-up left no metadata")
 
 
+FIGURES = ("P7",)
+
+
 def figures(rounds: int, bottles: int = 20) -> list[Figure]:
     rows = []
     for index in range(rounds):
