@@ -683,3 +683,43 @@ def test_a_mirror_keeps_what_a_fetch_brings_packed_and_merges_many_packs(
     upstream._tidy(conn, mirror)
     assert len(list(packs.glob("*.pack"))) < 4
     assert git(mirror, "rev-parse", "main").strip() == git(work, "rev-parse", "main").strip()
+
+
+def test_a_secret_in_a_path_is_redacted_in_every_finding(
+    tmp_path: Path, repo_pair: tuple[Path, Path, str], gate_env: dict[str, str]
+) -> None:
+    """A directory, a file and a submodule named after the secret: the findings about what
+    is in them (or about their names) never carry the name itself."""
+    work, mirror, _ = repo_pair
+    (work / SECRET).mkdir()
+    commit(work, f"{SECRET}/conf.txt", f"token {GITHUB}\n")
+    commit(work, f"{SECRET}.txt", f"token {GITHUB}\n")
+    git(work, "update-index", "--add", "--cacheinfo", f"160000,{'ab' * 20},sub-{SECRET}")
+    git(work, "commit", "-qm", "submodule")
+    tip = git(work, "rev-parse", "HEAD").strip()
+    found = _scan_pushed(work, mirror, "refs/heads/main")
+    wheres = {where for _owner, where, _rule in found}
+    assert "[secret:S]/conf.txt:1" in wheres and "[secret:S].txt:1" in wheres
+    assert not any(SECRET in where for where in wheres)
+    # The same through the hook: its message, its log line.
+    state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
+    state.prepare()
+    out = git(work, "push", str(state.mirror("origin")), "main", check=False,
+              env={gate.REMOTE_ENV: "origin"})  # fmt: skip
+    assert "[secret:S]/conf.txt:1: github-token" in out and tip[:12] in out
+    assert SECRET not in out
+    log = Path(gate_env[gate.LOG_ENV]).read_text()
+    assert "[secret:S].txt:1" in log and SECRET not in log
+
+
+def test_gitleaks_findings_have_their_path_redacted(
+    tmp_path: Path, repo_pair: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work, mirror, _ = repo_pair
+    (work / SECRET).mkdir()
+    commit(work, f"{SECRET}/a.txt", "x\n")
+    item = {"Commit": "c" * 40, "File": f"{SECRET}/a.txt", "StartLine": 1, "RuleID": "r"}
+    monkeypatch.setattr(scan, "_gitleaks", lambda args, env: [item])
+    found = _scan_pushed(work, mirror, "refs/heads/main")
+    assert ("c" * 40, "[secret:S]/a.txt:1", "gitleaks:r") in found
+    assert not any(SECRET in where for _o, where, _r in found)

@@ -104,6 +104,13 @@ class Finding:
         shown = f" [{self.match}]" if self.match else ""
         return f"{self.commit[:12]} {self.where}: {self.rule}{shown}"
 
+    def redacted(self, secrets: Sequence[dlp.KnownSecret]) -> Finding:
+        """The finding with its place redacted: a path, a tag or ref name is the agent's
+        text, and a secret in it (a directory, a file, a submodule named after it) must
+        not ride out in the very finding that reports it (message, gate log, audit log)."""
+        where = dlp.redact(self.where, secrets)
+        return self if where == self.where else Finding(self.commit, where, self.rule, self.match)
+
 
 def redact(text: str) -> str:
     """What a finding may show of a matched text: its first characters and its length."""
@@ -473,4 +480,4 @@ def scan_push(
     findings = scan_known(lines, secrets)
     findings += scan_gitleaks(git_dir, content.commits, env)
     findings += scan_gitleaks_texts(content.texts, env)
-    return findings
+    return [finding.redacted(secrets) for finding in findings]
