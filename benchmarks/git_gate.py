@@ -53,7 +53,10 @@ def keygen(path: Path) -> tuple[str, str]:
 
 
 def docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"docker {args[0]} failed: {done.stderr.strip()[-500:]}")
+    return done.stdout
 
 
 def seconds(out: str) -> float:
@@ -128,7 +131,7 @@ def populate(server: str, size_mb: int) -> None:
         "git push -q origin main; cd /; rm -rf $t; "
         "git -C /srv/git/repo.git repack -q -a -d -b; "
         "test $(ls /srv/git/repo.git/objects/pack/*.pack | wc -l) = 1; "
-        "test -z \"$(find /srv/git/repo.git/objects -path '*/pack' -prune -o -type f -print)\"; "
+        "git -C /srv/git/repo.git count-objects -v | grep -qx 'count: 0'; "
         "chown -R git:git /srv/git/repo.git",
     )  # fmt: skip
 
