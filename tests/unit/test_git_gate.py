@@ -561,17 +561,29 @@ def test_main_writes_status_once_listening(tmp_path: Path, gate_env: dict[str, s
         proc.wait(10)
 
 
-def test_a_new_mirror_takes_upstreams_default_branch(repo_pair: tuple[Path, Path, str]) -> None:
+def test_a_new_mirror_takes_upstreams_default_branch(
+    repo_pair: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     work, upstream_repo, _first = repo_pair
     git(upstream_repo, "symbolic-ref", "HEAD", "refs/heads/main")
+    git(work, "push", "-q", str(upstream_repo), "main:trunk")
     mirror = upstream_repo.parent / "m.git"
     git(work, "init", "-q", "--bare", "-b", "master", str(mirror))
     conn = upstream.Connection(
         str(upstream_repo), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
     )
-    upstream.run_git(["fetch", "-q", conn.url, "+refs/heads/*:refs/heads/*"], conn, cwd=mirror)
-    upstream._follow_head(conn, mirror)
-    assert git(mirror, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    monkeypatch.setattr(upstream, "connect", lambda *a, **k: conn)
+    remote = GateRemote(name="origin", url="git@h:r")
+
+    def fetch() -> str:
+        upstream.fetch(remote, mirror, config=mirror, secrets=mirror, environ=os.environ)
+        return git(mirror, "symbolic-ref", "HEAD").strip()
+
+    assert fetch() == "refs/heads/main"  # asked beside the first fetch
+    git(upstream_repo, "symbolic-ref", "HEAD", "refs/heads/trunk")
+    assert fetch() == "refs/heads/main"  # the mirror has main: not asked again
+    git(upstream_repo, "update-ref", "-d", "refs/heads/main")
+    assert fetch() == "refs/heads/trunk"  # the fetch pruned main: asked again
 
 
 def test_the_gate_refuses_to_serve_when_git_could_not_run_its_hook(
