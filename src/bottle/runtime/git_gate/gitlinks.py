@@ -65,7 +65,10 @@ def in_commits(
         path = fields[index].decode("utf-8", "replace") if index < len(fields) else ""
         index += 1
         # ":old-mode new-mode old-id new-id status", then the path (no renames: one).
-        _old_mode, new_mode, _old, new, _status = field[1:].decode().split(" ")
+        try:
+            _old_mode, new_mode, _old, new, _status = field[1:].decode().split(" ")
+        except ValueError:
+            raise scan.ScanError("git diff-tree wrote an entry that cannot be read") from None
         if new_mode == GITLINK:
             key = (commit, path, new)
             seen[key] = seen.get(key, 0) + 1
