@@ -11,6 +11,7 @@ mirror emptied first (cold), a second one (warm mirror), and a clone straight fr
 server by a container on the egress network with the same credential and transport. Every
 clone is timed inside its container, around ``git clone`` alone; the gate's fetch of a cold
 clone is read from its decision log (the rest of a cold clone is serving from the mirror).
+A figure is the median over the rounds of each round's gate / direct ratio.
 Then a push of ``--commits`` commits through the gate: total and the gate's scan time.
 """
 
@@ -232,9 +233,15 @@ def figures(rounds: int, size_mb: int = 50, commits: int = 100) -> list[Figure]:
             ("G1", "cold", "<= 1.3x", 1.3),
             ("G2", "warm", "<= 1.0x", 1.0),
         ):
-            ratio = med[f"{side}_{transport}"] / direct
             key = f"{side}_{transport}"
-            detail = f"{sides}; gate {med[key]:.1f} s ({_each(runs[key])})"
+            # Each round's gate clone against that round's direct one (run next to it): a
+            # drift of the machine's load between rounds cancels out.
+            paired = [g / d for g, d in zip(runs[key], runs[f"direct_{transport}"], strict=True)]
+            ratio = statistics.median(paired)
+            detail = (
+                f"{sides}; gate {med[key]:.1f} s ({_each(runs[key])}); "
+                f"per round {', '.join(f'{r:.2f}x' for r in paired)}"
+            )
             if side == "cold":
                 detail += f"; of which the gate's fetch {med[f'fetch_{transport}']:.1f} s"
             rows.append(Figure(
