@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -209,6 +210,9 @@ def measure(rounds: int, size_mb: int, commits: int) -> dict[str, list[float]]:
             for container in (server, direct):
                 subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
             subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
+    # The keys, and the agent's clones (hundreds of MB a run).
+    for path in (tmp, home):
+        shutil.rmtree(path, ignore_errors=True)
     return out
 
 
