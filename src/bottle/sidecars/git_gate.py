@@ -76,6 +76,9 @@ class GitRemote(Strict):
     force: bool | RefList = Field(False, description="refs that may be force-pushed")
     tags: bool = Field(False, description="may push tags (refs/tags/*)")
     delete: bool | RefList = Field(False, description="refs that may be deleted")
+    submodules: bool = Field(
+        False, description="may push submodule entries naming commits of other repositories"
+    )
 
     @field_validator("url")
     @classmethod
@@ -108,6 +111,7 @@ class GitRemote(Strict):
             refs=refs,
             force=_ref_patterns(self.force, every="*"),
             delete=_ref_patterns(self.delete, every="*"),
+            submodules=self.submodules,
         )
 
     def public(self) -> dict[str, Any]:
