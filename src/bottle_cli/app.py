@@ -321,8 +321,25 @@ def exec_(
     instance's transcript directory (never an environment value).
     """
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    done = _open(slug).exec(_argv(cmd), tty=tty, service=service, record=True)
+    instance = _open(slug)
+    done = instance.exec(_argv(cmd), tty=tty, service=service, record=True)
+    if done.exit_code != 0:
+        # Only a failed exec pays for a look: docker's own "is not running" names no fix.
+        _require_running(instance, service)
     raise typer.Exit(done.exit_code)
+
+
+def _require_running(instance: Any, service: str) -> None:
+    """StateError naming ``bottle resume`` when ``service``'s container does not run."""
+    from bottle.errors import StateError
+    from bottle.instance import WELL
+
+    state = instance.health().get(service, "missing")
+    if state not in WELL:
+        raise StateError(
+            f"{service} of {instance.slug} is not running (its container is {state})",
+            hint=f"Bring it back with 'bottle resume {instance.slug}'.",
+        )
 
 
 @app.command()
