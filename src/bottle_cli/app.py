@@ -107,18 +107,59 @@ def _options(
 def render(
     agent: Annotated[str, typer.Argument(help="agent name")] = "shell",
     bottle: BottleOpt = None,
+    json_: Annotated[
+        bool,
+        typer.Option("--json", help="the compose spec and each service's notes as JSON"),
+    ] = False,
 ) -> None:
     """Print the compose file an instance of AGENT would run.
 
-    It says which services will not start on this host, and why.
+    Each service that will not start on this host as it is (an unset variable, an image
+    still to build, a remote with no credential) is named on stderr, with the fix; the
+    YAML on stdout stays usable with 'docker compose -f -'.
     """
     from bottle.compose import dump_yaml
 
     target = _bottle(agent, bottle)
+    spec = target.render()
+    found = _render_notes(target)
+    if json_:
+        services = {
+            name: {
+                "starts": all(n.starts for n in found if n.service == name),
+                "notes": [
+                    {"kind": n.kind, "problem": n.problem, "fix": n.fix}
+                    for n in found
+                    if n.service == name
+                ],
+            }
+            for name in spec["services"]
+        }
+        starts = all(n.starts for n in found)
+        output.print_json({"compose": spec, "starts": starts, "services": services})
+        return
+    for note in found:
+        if note.kind == "refused":
+            output.warn(f"{note.service} will not start: {note.problem}")
+        elif note.kind == "limited":
+            output.warn(f"{note.service} starts, but {note.problem}")
+        else:
+            output.progress(f"{note.service}: {note.problem}")
+        output.hint(note.fix)
+    output.out.print(dump_yaml(spec), end="", markup=False)
+
+
+def _render_notes(target: Any) -> list[Any]:
+    """The plan's notes, with the images checked when the engine answers."""
+    from bottle.compose import notes
+    from bottle.errors import Failed
+
     plan = target.plan()
-    if plan.missing_env:
-        output.warn(f"not set on this host (needed at start): {', '.join(plan.missing_env)}")
-    output.out.print(dump_yaml(target.render()), end="", markup=False)
+    try:
+        return notes(plan, image_present=target.engine.image_exists)
+    except Failed as exc:
+        output.warn(f"cannot tell which images are built: {exc.message}")
+        return notes(plan)
 
 
 @app.command()

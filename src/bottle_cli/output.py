@@ -48,6 +48,10 @@ def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/yellow] {_shown(message)}", markup=True)
 
 
+def hint(message: str) -> None:
+    err.print(f"[cyan]hint:[/cyan] {_shown(message)}", markup=True)
+
+
 def error(message: str, hint: str | None = None) -> None:
     err.print(f"[red]error:[/red] {_shown(message)}", markup=True)
     if hint:
