@@ -302,7 +302,9 @@ def run(
     target = _bottle(agent, bottle)
     if prompt is not None:
         # Through the session that follows a capability swap: the agent's work goes on.
-        code = headless_prompt_run(target, prompt, output=form, progress=output.progress, ask=_ask)
+        # JSON on stdout is read by a program: no build view on stderr either.
+        quiet = output.progress if form == "text" else output.quiet_progress
+        code = headless_prompt_run(target, prompt, output=form, progress=quiet, ask=_ask)
     else:
         run_argv = headless_argv(target, cmd=argv)
         code = headless_run(target, run_argv, progress=output.progress, ask=_ask)
@@ -690,7 +692,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Without standalone mode, typer returns a command's typer.Exit code, and 130 after
         # Ctrl-C inside a command; what it raises is handled here.
         with running(options):
-            code = command.main(args=args, prog_name="bottle", standalone_mode=False)
+            try:
+                code = command.main(args=args, prog_name="bottle", standalone_mode=False)
+            finally:
+                # A build cut short leaves its live view: end it before any message.
+                output.progress.close()
     except UsageError as exc:
         code = _usage_error(exc)
     except TyperException as exc:
