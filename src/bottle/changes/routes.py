@@ -7,6 +7,7 @@ back, so what is on disk is always what is in force.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -89,7 +90,6 @@ class RoutesControl:
         is taken for what runs (as before egress kept a copy); if it does not parse either,
         ``ApplyError``.
         """
-        from bottle.runtime.egress import routes_digest
         from bottle.sidecars.egress import EGRESS as SIDECAR
 
         raw: bytes | None = None
@@ -187,11 +187,14 @@ class RoutesControl:
             raise
 
 
+def routes_digest(data: bytes) -> str:
+    """The digest egress publishes of the file it loaded (its ``routes_sha256``)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def _egress_copy(text: str | None, digest: str | None) -> Routes | None:
     """egress's copy of the file it runs, if it is the one its digest names (None: no
     routes file was ever loaded, so none is in force: deny all)."""
-    from bottle.runtime.egress import routes_digest
-
     if digest is None:
         return Routes() if text is None else None
     if text is None or routes_digest(text.encode()) != digest:
