@@ -33,6 +33,8 @@ class Decision(StrictModel):
     applied: bool = False
     error: str | None = Field(None, max_length=MAX_REASON_CHARS)
     edited: bool = False
+    #: The agent image an applied capability-block put in force.
+    image: str | None = Field(None, max_length=300)
     original_payload: Payload | None = Field(
         None, description="what the agent asked for, when the operator edited the payload"
     )
@@ -109,6 +111,8 @@ def describe(proposal: Proposal) -> str:
     if decision.applied:
         if isinstance(proposal.payload, CapabilityBlock):
             done = f"approved and applied, id {pid}, by {decision.by}: {what} was built."
+            if decision.image:
+                done = done.removesuffix(".") + f"; your container now runs {decision.image}."
         elif isinstance(proposal.payload, GitPushAllow):
             done = (
                 f"approved and applied, id {pid}, by {decision.by}: git-gate lets through, "
