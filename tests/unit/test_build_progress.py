@@ -217,3 +217,21 @@ def test_the_cli_progress_draws_builds_unless_quiet(monkeypatch: pytest.MonkeyPa
 )
 def test_durations_read_short(seconds: float, shown: str) -> None:
     assert duration(seconds) == shown
+
+
+def test_markup_in_build_output_is_shown_as_written() -> None:
+    """A Dockerfile (the agent's, for a capability) or a package may print rich markup."""
+    stream = io.StringIO()
+    console = Console(
+        file=stream, width=200, force_terminal=True, color_system="truecolor", highlight=False
+    )
+    clock = Clock()
+    view = BuildView(console, clock=clock)
+    tracker = BuildTracker("img:[bold]x[/bold]", view.build, clock=clock)
+    tracker.feed("Step 1/1 : RUN echo '[link=http://evil.example]click[/link]'")
+    tracker.feed("[red]not red[/red]")
+    assert "[red]not red[/red]" in view.current().plain
+    tracker.end(ok=True)
+    text = stream.getvalue()
+    assert "[link=http://evil.example]click[/link]" in text and "\x1b]8;" not in text
+    assert "built img:[bold]x[/bold] in" in text
