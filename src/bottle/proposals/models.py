@@ -71,7 +71,13 @@ class Proposal(StrictModel):
         return self
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+        data = self.model_dump(mode="json")
+        decision = data.get("decision")
+        if decision is not None and decision.get("image") is None:
+            # Left out unless set: a supervise of an older bottle (still running in an
+            # instance started before an upgrade) refuses keys it does not know.
+            del decision["image"]
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 def check_justification(justification: str) -> str:
