@@ -235,3 +235,26 @@ def test_markup_in_build_output_is_shown_as_written() -> None:
     text = stream.getvalue()
     assert "[link=http://evil.example]click[/link]" in text and "\x1b]8;" not in text
     assert "built img:[bold]x[/bold] in" in text
+
+
+def test_a_build_cut_short_has_its_live_view_ended_by_the_cli(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C or an error mid-build sends no ``end``: ``main`` ends the view itself."""
+    from bottle_cli.app import main
+
+    stream = io.StringIO()
+    monkeypatch.setattr(output, "err", Console(file=stream, width=80, force_terminal=True))
+    clock = Clock()
+
+    def cut_short(_slug: str) -> None:
+        tracker = BuildTracker("img:1", output.progress.build, clock=clock)
+        tracker.feed("Step 1/2 : RUN sleep 600")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("bottle_cli.app._open", cut_short)
+    assert main(["attach", "x"]) == 130
+    assert output.progress._view is None  # the live view was stopped
+    shown = stream.getvalue()
+    assert "Step 1/2 : RUN sleep 600" in shown
+    assert shown.rindex("\x1b[?25h") > shown.index("RUN sleep 600")  # the cursor is back
