@@ -131,6 +131,8 @@ def replace_agent_image(
     atomic_write(instance.state.path / "capabilities" / f"{spec.tag}.Dockerfile", dockerfile)
     instance.state.write_plan(plan)
     _mark(instance, replacing=None, restarted=True, images={**metadata.images, "agent": ref})
+    # supervise reads it at each request: its checks and answers name the image in force.
+    atomic_write(instance.state.proposals / layout.AGENT_IMAGE_FILE, ref + "\n")
     return ref
 
 

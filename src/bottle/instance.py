@@ -239,6 +239,12 @@ class Instance:
                 InstanceStatus.STARTING, pid=os.getpid(), error=None, exit_code=None
             )
             say(f"resuming {self.slug} (it was {prior.value})")
+            states = self.health()
+            for sidecar in enabled_sidecars(plan):
+                if states.get(sidecar.name) not in WELL:
+                    # Its last run's status file would count as ready before the new
+                    # container removes it: the agent would start before egress listens.
+                    self.state.status_file(sidecar.name).unlink(missing_ok=True)
             try:
                 up_in_order(
                     self,

@@ -107,18 +107,59 @@ def _options(
 def render(
     agent: Annotated[str, typer.Argument(help="agent name")] = "shell",
     bottle: BottleOpt = None,
+    json_: Annotated[
+        bool,
+        typer.Option("--json", help="the compose spec and each service's notes as JSON"),
+    ] = False,
 ) -> None:
     """Print the compose file an instance of AGENT would run.
 
-    It says which services will not start on this host, and why.
+    Each service that will not start on this host as it is (an unset variable, an image
+    still to build, a remote with no credential) is named on stderr, with the fix; the
+    YAML on stdout stays usable with 'docker compose -f -'.
     """
     from bottle.compose import dump_yaml
 
     target = _bottle(agent, bottle)
+    spec = target.render()
+    found = _render_notes(target)
+    if json_:
+        services = {
+            name: {
+                "starts": all(n.starts for n in found if n.service == name),
+                "notes": [
+                    {"kind": n.kind, "problem": n.problem, "fix": n.fix}
+                    for n in found
+                    if n.service == name
+                ],
+            }
+            for name in spec["services"]
+        }
+        starts = all(n.starts for n in found)
+        output.print_json({"compose": spec, "starts": starts, "services": services})
+        return
+    for note in found:
+        if note.kind == "refused":
+            output.warn(f"{note.service} will not start: {note.problem}")
+        elif note.kind == "limited":
+            output.warn(f"{note.service} starts, but {note.problem}")
+        else:
+            output.progress(f"{note.service}: {note.problem}")
+        output.hint(note.fix)
+    output.out.print(dump_yaml(spec), end="", markup=False)
+
+
+def _render_notes(target: Any) -> list[Any]:
+    """The plan's notes, with the images checked when the engine answers."""
+    from bottle.compose import notes
+    from bottle.errors import Failed
+
     plan = target.plan()
-    if plan.missing_env:
-        output.warn(f"not set on this host (needed at start): {', '.join(plan.missing_env)}")
-    output.out.print(dump_yaml(target.render()), end="", markup=False)
+    try:
+        return notes(plan, image_present=target.engine.image_exists)
+    except Failed as exc:
+        output.warn(f"cannot tell which images are built: {exc.message}")
+        return notes(plan)
 
 
 @app.command()
@@ -261,7 +302,9 @@ def run(
     target = _bottle(agent, bottle)
     if prompt is not None:
         # Through the session that follows a capability swap: the agent's work goes on.
-        code = headless_prompt_run(target, prompt, output=form, progress=output.progress, ask=_ask)
+        # JSON on stdout is read by a program: no build view on stderr either.
+        quiet = output.progress if form == "text" else output.quiet_progress
+        code = headless_prompt_run(target, prompt, output=form, progress=quiet, ask=_ask)
     else:
         run_argv = headless_argv(target, cmd=argv)
         code = headless_run(target, run_argv, progress=output.progress, ask=_ask)
@@ -321,8 +364,25 @@ def exec_(
     instance's transcript directory (never an environment value).
     """
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    done = _open(slug).exec(_argv(cmd), tty=tty, service=service, record=True)
+    instance = _open(slug)
+    done = instance.exec(_argv(cmd), tty=tty, service=service, record=True)
+    if done.exit_code != 0:
+        # Only a failed exec pays for a look: docker's own "is not running" names no fix.
+        _require_running(instance, service)
     raise typer.Exit(done.exit_code)
+
+
+def _require_running(instance: Any, service: str) -> None:
+    """StateError naming ``bottle resume`` when ``service``'s container does not run."""
+    from bottle.errors import StateError
+    from bottle.instance import WELL
+
+    state = instance.health().get(service, "missing")
+    if state not in WELL:
+        raise StateError(
+            f"{service} of {instance.slug} is not running (its container is {state})",
+            hint=f"Bring it back with 'bottle resume {instance.slug}'.",
+        )
 
 
 @app.command()
@@ -632,7 +692,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Without standalone mode, typer returns a command's typer.Exit code, and 130 after
         # Ctrl-C inside a command; what it raises is handled here.
         with running(options):
-            code = command.main(args=args, prog_name="bottle", standalone_mode=False)
+            try:
+                code = command.main(args=args, prog_name="bottle", standalone_mode=False)
+            finally:
+                # A build cut short leaves its live view: end it before any message.
+                output.progress.close()
     except UsageError as exc:
         code = _usage_error(exc)
     except TyperException as exc:

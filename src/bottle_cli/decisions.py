@@ -60,12 +60,42 @@ def egress_reload(slug: SlugArg) -> None:
 @egress_app.command("routes")
 @routes_app.command("show")
 def routes_show(slug: SlugArg, json_: JsonOpt = False) -> None:
-    """Show the routes in force."""
-    routes = open_instance(slug).routes.current()
+    """Show the routes in force.
+
+    Those egress runs: after a hand edit of the live file that does not parse (or is not
+    reloaded yet), egress's own copy of what it loaded, with a warning naming the file.
+    """
+    instance = open_instance(slug)
+    shown = instance.routes.in_force()
     if json_:
-        output.print_json(routes.model_dump(mode="json")["routes"])
+        output.print_json(
+            {
+                "routes": shown.routes.model_dump(mode="json")["routes"],
+                "generation": shown.generation,
+                "routes_sha256": shown.routes_sha256,
+                "source": shown.source,
+                "file": str(shown.file),
+                "file_error": shown.file_error,
+                "file_pending": shown.file_pending,
+            }
+        )
         return
-    output.block(routes.to_yaml().decode())
+    runs = f"egress runs generation {shown.generation}"
+    if shown.file_error is not None:
+        output.warn(f"the live routes file {shown.file} does not load: {shown.file_error}")
+        output.warn(f"it is not in force; {runs}, shown below")
+        output.hint(
+            f"Fix the file, then 'bottle egress reload {instance.slug}' (or start over with "
+            f"'bottle routes edit {instance.slug}'); until then these routes stay in force."
+        )
+    elif shown.file_pending:
+        output.warn(f"the live routes file {shown.file} was changed and not reloaded")
+        if shown.source == "egress":
+            output.warn(f"it is not in force yet; {runs}, shown below")
+        else:
+            output.warn(f"what egress runs (generation {shown.generation}) may differ from it")
+        output.hint(f"Make it live with 'bottle egress reload {instance.slug}'.")
+    output.block(shown.routes.to_yaml().decode())
 
 
 @routes_app.command("edit")

@@ -76,6 +76,9 @@ def test_resume_brings_a_finished_instance_back_with_its_state(
         instance.compose.kill("agent", "SIGKILL")
         attach = cli("attach", slug)
         assert attach.returncode == 1 and f"bottle resume {slug}" in attach.stderr
+        # ... and so does exec, after docker's own "is not running".
+        execd = cli("exec", slug, "--", "true")
+        assert execd.returncode == 1 and f"bottle resume {slug}" in execd.stderr
         # ... and a headless resume continues there, then finishes it.
         headless = cli("resume", slug, "--prompt", "echo resumed >> $HOME/kept.txt")
         assert headless.returncode == 0, headless.stderr

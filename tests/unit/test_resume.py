@@ -17,7 +17,7 @@ from bottle import session
 from bottle.audit import AuditLog
 from bottle.bottle import Bottle, resume
 from bottle.engine.compose import ServiceState
-from bottle.errors import EngineError, PlanError, Refused, StateError
+from bottle.errors import EngineError, PlanError, Refused, StartTimeout, StateError
 from bottle.instance import Instance
 from bottle.settings import Settings
 from bottle.state import InstanceStatus
@@ -60,12 +60,27 @@ def test_an_ended_instance_comes_up_again_in_the_same_state_dir(
     assert resumed is instance
     assert instance.status == InstanceStatus.RUNNING
     assert instance.metadata.pid == os.getpid() and instance.metadata.error is None
-    # Sidecars first, then the agent once they serve (bottle.readiness).
-    assert engine.calls == ["check", "image_exists", "image_exists", "up", "up"]
+    # Which sidecars still run (their status files stay), the sidecars, then the agent
+    # once they serve (bottle.readiness).
+    assert engine.calls == ["check", "image_exists", "image_exists", "ps", "up", "up"]
     assert (instance.state.transcript / "notes").read_text() == "kept"
     assert "BOTTLE_HOST_ADDRESSES" in engine.env_at_up
     (entry,) = AuditLog(instance.state.audit_log).entries()
     assert entry.action == "resume" and entry.reason == f"it was {ended.value}"
+
+
+def test_a_stopped_sidecars_old_status_never_counts_as_ready(home: Path, repo: Path) -> None:
+    """The last run's status file must not let the agent start before egress listens."""
+    engine = FakeEngine()
+    instance = _finished(home, repo, engine)
+    stale = instance.state.status_file("egress")
+    stale.write_text('{"ready": true, "generation": 1}')
+    engine.serving = False  # the new egress never gets to write its own
+    engine.ups.clear()
+    with pytest.raises(StartTimeout):
+        _resume(instance, home, wait_timeout=1)
+    assert not stale.exists() and "up" in engine.calls
+    assert engine.ups == [["egress", "supervise"]]  # the agent was never started
 
 
 def test_the_library_door_opens_by_slug(home: Path, repo: Path) -> None:
