@@ -146,3 +146,39 @@ def test_cli_shows_the_transcript_inert(tmp_path: Path, monkeypatch: pytest.Monk
     )
     kinds = [json.loads(line)["kind"] for line in lines.stdout.splitlines()]
     assert kinds[0] == "user" and "proposal" in kinds
+
+
+def test_a_line_nested_past_the_parser_is_skipped_not_fatal(tmp_path: Path) -> None:
+    # The agent writes its own transcript: one line json.loads cannot nest into
+    # (RecursionError, not a ValueError) made `bottle transcript` fail, hiding every turn.
+    state = StateDir(tmp_path / "state" / "s1")
+    deep = "[" * 100_000 + "]" * 100_000
+    body = "\n".join([json.dumps(LINES[0]), deep, json.dumps(LINES[2])]) + "\n"
+    write(state.transcript / "claude" / "projects" / "-workspace" / "s.jsonl", body)
+    rollout = state.transcript / "codex" / "sessions" / "2026" / "01" / "01" / "rollout-1.jsonl"
+    item = {
+        "timestamp": "2026-01-01T10:00:00Z",
+        "type": "response_item",
+        "payload": {"type": "message", "role": "user", "content": "hi codex"},
+    }
+    write(rollout, deep + "\n" + json.dumps(item) + "\n")
+    write(state.proposals / "2.json", deep)
+    assert [e.kind for e in events(state, "claude")] == ["user", "tool_result"]
+    assert [e.text for e in events(state, "codex")] == ["hi codex"]
+
+
+def test_the_events_of_one_transcript_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Files are bounded one by one, but 200 sessions of tiny lines would be hundreds of
+    # millions of events on the host: the reader stops at a bound and says so.
+    import bottle.transcripts
+
+    monkeypatch.setattr(bottle.transcripts, "MAX_EVENTS", 5)
+    state = StateDir(tmp_path / "state" / "s1")
+    line = json.dumps(LINES[0]) + "\n"
+    for n in range(3):
+        write(state.transcript / "claude" / "projects" / "-w" / f"{n}.jsonl", line * 4)
+    found = events(state, "claude")
+    assert [e.kind for e in found] == ["user"] * 5 + ["note"]
+    assert "only the first 5 events" in found[-1].text

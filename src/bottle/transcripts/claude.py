@@ -14,19 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from bottle import safefs
-from bottle.transcripts import Event, clip, jsonl
+from bottle.transcripts import Event, clip, read_files
 
 #: The most session files read from one project directory.
 MAX_SESSIONS = 200
 
 
 def read(transcript: Path, root: Path) -> list[Event]:
-    projects = transcript / "claude" / "projects"
-    out: list[Event] = []
-    for path in _sessions(projects, root):
-        for entry in jsonl(path, root):
-            out += _entry(entry)
-    return out
+    return read_files(_sessions(transcript / "claude" / "projects", root), root, _entry)
 
 
 def _sessions(projects: Path, root: Path) -> list[Path]:

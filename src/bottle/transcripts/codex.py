@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bottle import safefs
-from bottle.transcripts import Event, clip, jsonl
+from bottle.transcripts import Event, clip, read_files
 
 #: The most session files read.
 MAX_SESSIONS = 200
@@ -25,13 +25,14 @@ _HARNESS = ("<environment_context>", "# AGENTS.md instructions")
 
 
 def read(transcript: Path, root: Path) -> list[Event]:
-    out: list[Event] = []
-    for path in _rollouts(transcript / "codex" / "sessions", root):
-        for record in jsonl(path, root):
-            payload = record.get("payload")
-            if record.get("type") == "response_item" and isinstance(payload, dict):
-                out += _item(str(record.get("timestamp", "")), payload)
-    return out
+    return read_files(_rollouts(transcript / "codex" / "sessions", root), root, _record)
+
+
+def _record(record: dict[str, Any]) -> list[Event]:
+    payload = record.get("payload")
+    if record.get("type") == "response_item" and isinstance(payload, dict):
+        return _item(str(record.get("timestamp", "")), payload)
+    return []
 
 
 def _rollouts(sessions: Path, root: Path) -> list[Path]:
