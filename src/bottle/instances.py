@@ -6,11 +6,15 @@ compose says what is still up.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -240,7 +244,12 @@ def _take_down(slug: str, settings: Settings) -> None:
 def _remove_state(slug: str, settings: Settings) -> None:
     path = StateDir.lookup(settings.state_root, slug).path
     try:
-        shutil.rmtree(path)
+        try:
+            shutil.rmtree(path)
+        except PermissionError:
+            # The agent runs as this user and may have locked what it made (chmod 000).
+            _open_dirs(path)
+            shutil.rmtree(path)
     except FileNotFoundError:
         pass
     except OSError as exc:
@@ -249,6 +258,21 @@ def _remove_state(slug: str, settings: Settings) -> None:
             hint="Check its owner and permissions (the agent may have written files as "
             "another user), then run 'bottle cleanup' again.",
         ) from None
+
+
+def _open_dirs(top: Path) -> None:
+    """Give this user rwx on every directory below ``top`` again, following no link.
+
+    Each child is chmodded before the walk enters it; a name that is not a directory (a
+    link included) is left alone. Only for a state dir no container runs on any more.
+    """
+    os.chmod(top, 0o700)
+    for parent, dirs, _files in os.walk(top):
+        for name in dirs:
+            child = os.path.join(parent, name)
+            with contextlib.suppress(OSError):
+                if stat.S_ISDIR(os.lstat(child).st_mode):
+                    os.chmod(child, 0o700)
 
 
 def resolve(slug: str, settings: Settings) -> Instance:

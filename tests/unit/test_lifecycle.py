@@ -315,3 +315,64 @@ def test_an_alias_inside_its_own_anchor_is_refused() -> None:
 def test_ordinary_aliases_still_work() -> None:
     data, _ = split_front_matter(_front("x: &v [1, 2]\ny: *v\nz: [*v, *v]\n"), Path("ok.md"))
     assert data == {"x": [1, 2], "y": [1, 2], "z": [[1, 2], [1, 2]]}
+
+
+def _as_user(uid: int, do: Callable[[], None]) -> None:
+    """``do()`` as ``uid`` (a forked child when the tests run as root): modes bind it."""
+    if os.getuid() != 0:
+        do()
+        return
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            do()
+            code = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_cleanup_removes_what_the_agent_locked_in_its_home() -> None:
+    # The agent runs as the user and owns what it makes in home/ and transcript/: a
+    # directory it chmods 000 (or 500) made every 'bottle cleanup' fail with "cannot remove".
+    import shutil
+    import tempfile
+
+    uid = os.getuid() or 1000
+    top = Path(tempfile.mkdtemp(prefix="bottle-lock-"))
+    home = top / "home"
+    state = make_state(home, "shell-lock1", InstanceStatus.FINISHED).path
+    locked = state / "home" / "a" / "b"
+    locked.mkdir(parents=True)
+    (locked / "f").write_text("x")
+    (state / "transcript" / "ro").mkdir(parents=True)
+    (state / "transcript" / "ro" / "g").write_text("x")
+    outside = top / "outside"
+    outside.mkdir()
+    (state / "home" / "link").symlink_to(outside)
+    for path in (top, *top.rglob("*")):
+        os.chown(path, uid, uid, follow_symlinks=False)
+    os.chmod(outside, 0o500)
+    os.chmod(state / "transcript" / "ro", 0o500)
+    os.chmod(locked, 0)
+    os.chmod(state / "home" / "a", 0)
+
+    def clean() -> None:
+        steps = run_cleanup(CleanupPlan(remove_state=["shell-lock1"]), Settings(home=home))
+        assert [(s.action, s.ok) for s in steps] == [("remove dir", True)], steps[0].error
+
+    try:
+        _as_user(uid, clean)
+        assert not state.exists()
+        assert outside.stat().st_mode & 0o777 == 0o500  # a link is never followed
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
