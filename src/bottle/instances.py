@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from bottle.engine import compose as engine
 from bottle.engine.compose import ServiceState
 from bottle.errors import BottleError, InstanceNotFound, StateError
+from bottle.files import locked
 from bottle.instance import DOWN_FAILED, WELL, Instance, health_of
 from bottle.settings import Settings
 from bottle.state import DOWN, InstanceStatus, StateDir, owner_alive, state_dirs
@@ -242,14 +243,24 @@ def _take_down(slug: str, settings: Settings) -> None:
 
 
 def _remove_state(slug: str, settings: Settings) -> None:
-    path = StateDir.lookup(settings.state_root, slug).path
+    state = StateDir.lookup(settings.state_root, slug)
+    path = state.path
     try:
-        try:
-            shutil.rmtree(path)
-        except PermissionError:
-            # The agent runs as this user and may have locked what it made (chmod 000).
-            _open_dirs(path)
-            shutil.rmtree(path)
+        # Under the operator lock, and only if still down: cleanup asks before it acts, and
+        # a 'bottle resume' meanwhile must keep its state dir.
+        with locked(path / ".operator.lock", wait_s=0):
+            _require_down(state)
+            try:
+                shutil.rmtree(path)
+            except PermissionError:
+                # The agent runs as this user and may have locked what it made (chmod 000).
+                _open_dirs(path)
+                shutil.rmtree(path)
+    except TimeoutError:
+        raise StateError(
+            f"{slug} is being changed (a resume or an approval): not removed",
+            hint="Run 'bottle cleanup' again once it is done.",
+        ) from None
     except FileNotFoundError:
         pass
     except OSError as exc:
@@ -258,6 +269,19 @@ def _remove_state(slug: str, settings: Settings) -> None:
             hint="Check its owner and permissions (the agent may have written files as "
             "another user), then run 'bottle cleanup' again.",
         ) from None
+
+
+def _require_down(state: StateDir) -> None:
+    """StateError when the instance came back up since cleanup planned to remove it."""
+    try:
+        status = state.read_metadata().status
+    except (StateError, InstanceNotFound):
+        return  # no or unreadable metadata: nothing runs that bottle could resume
+    if status not in DOWN:
+        raise StateError(
+            f"{state.slug} is {status.value} now: not removed",
+            hint="See 'bottle ls'; stop it first if it should go.",
+        )
 
 
 def _open_dirs(top: Path) -> None:

@@ -376,3 +376,23 @@ def test_cleanup_removes_what_the_agent_locked_in_its_home() -> None:
         assert outside.stat().st_mode & 0o777 == 0o500  # a link is never followed
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_cleanup_keeps_a_dir_resumed_since_it_was_planned(home: Path) -> None:
+    # 'bottle cleanup' shows its plan and asks first: a 'bottle resume' meanwhile must not
+    # lose its state dir (audit log, proposals, the running agent's home) under it.
+    from bottle.files import locked
+
+    state = make_state(home, "shell-back1", InstanceStatus.FINISHED)
+    plan = CleanupPlan(remove_state=["shell-back1"])
+    state.transition(InstanceStatus.STARTING, pid=os.getpid())
+    (step,) = run_cleanup(plan, Settings(home=home))
+    assert not step.ok and isinstance(step.error, StateError)
+    assert "starting" in step.error.message
+    assert state.path.is_dir()
+
+    make_state(home, "shell-back2", InstanceStatus.FINISHED)
+    lock = home / "state" / "shell-back2" / ".operator.lock"
+    with locked(lock):  # a resume (or an approval) is under way
+        (step,) = run_cleanup(CleanupPlan(remove_state=["shell-back2"]), Settings(home=home))
+    assert not step.ok and (home / "state" / "shell-back2").is_dir()
