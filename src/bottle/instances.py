@@ -230,7 +230,15 @@ def _take_down(slug: str, settings: Settings) -> None:
     state = StateDir.lookup(settings.state_root, slug)
     if state.exists():
         instance = Instance(state)
-        instance.stop(status=InstanceStatus.STOPPED)
+        try:
+            with locked(state.path / ".operator.lock", wait_s=0):
+                _require_still_preserved(instance)
+                instance.stop(status=InstanceStatus.STOPPED)
+        except TimeoutError:
+            raise StateError(
+                f"{slug} is being changed (a resume or an approval): not taken down",
+                hint="Run 'bottle cleanup' again once it is done.",
+            ) from None
         if instance.status == InstanceStatus.PRESERVED:
             raise StateError(
                 instance.metadata.error or f"{slug} is still not down",
@@ -269,6 +277,17 @@ def _remove_state(slug: str, settings: Settings) -> None:
             hint="Check its owner and permissions (the agent may have written files as "
             "another user), then run 'bottle cleanup' again.",
         ) from None
+
+
+def _require_still_preserved(instance: Instance) -> None:
+    """StateError when a 'bottle resume' brought it back since cleanup planned to stop it."""
+    metadata = instance.metadata
+    live = metadata.status == InstanceStatus.RUNNING and owner_alive(metadata)
+    if live and instance.health().get("agent") in WELL:
+        raise StateError(
+            f"{instance.slug} is running again: not taken down",
+            hint=f"Stop it with 'bottle stop {instance.slug}' if it should go.",
+        )
 
 
 def _require_down(state: StateDir) -> None:

@@ -396,3 +396,22 @@ def test_cleanup_keeps_a_dir_resumed_since_it_was_planned(home: Path) -> None:
     with locked(lock):  # a resume (or an approval) is under way
         (step,) = run_cleanup(CleanupPlan(remove_state=["shell-back2"]), Settings(home=home))
     assert not step.ok and (home / "state" / "shell-back2").is_dir()
+
+
+def test_cleanup_does_not_stop_an_instance_resumed_since_it_was_planned(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = make_state(home, "shell-back3", InstanceStatus.PRESERVED)
+    plan = CleanupPlan(take_down=["shell-back3"])
+    state.transition(InstanceStatus.STARTING, pid=os.getpid())
+    state.transition(InstanceStatus.RUNNING, pid=None)  # a detached resume finished
+    monkeypatch.setattr(Instance, "health", lambda self: {"agent": "running"})
+    monkeypatch.setattr(Instance, "stop", lambda self, **kw: pytest.fail("stopped"))
+    (step,) = run_cleanup(plan, Settings(home=home))
+    assert not step.ok and isinstance(step.error, StateError)
+    assert "running again" in step.error.message
+    from bottle.files import locked
+
+    with locked(state.path / ".operator.lock"):  # a resume is under way
+        (step,) = run_cleanup(plan, Settings(home=home))
+    assert not step.ok and step.error is not None and "being changed" in step.error.message
