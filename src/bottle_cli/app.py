@@ -297,8 +297,14 @@ def resume(
     program starts with its resume command (claude --continue, codex resume --last)
     and gets the terminal, as 'bottle start' does.
     """
+    from bottle.errors import Refused
     from bottle.session import resumed_session
 
+    if detach and prompt is not None:
+        raise Refused(
+            "--prompt runs the agent on a task until it ends; --detach leaves it idle",
+            hint=f"bottle resume {slug} --prompt 'the task', or bottle resume {slug} --detach",
+        )
     instance = _open(slug)
     if detach:
         instance.resume(progress=output.progress, ask=_ask)
