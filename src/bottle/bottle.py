@@ -110,9 +110,9 @@ class Bottle:
 
         state = StateDir(plan.state_dir)
         state.create()
-        hardening.prepare_state(plan, state)
         instance = Instance(state, engine=self.engine)
         try:
+            hardening.prepare_state(plan, state)
             self._write_state(plan, state, owner_pid)
             say(f"starting {plan.compose_project}")
             up_in_order(
