@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,6 +76,20 @@ def jsonl(path: Path, root: Path) -> Iterator[dict[str, object]]:
             continue
         if isinstance(value, dict):
             yield value
+
+
+def subdirs(directory: Path, root: Path) -> list[str]:
+    """The names of the directories directly in ``directory``, sorted; none when it is not
+    a directory reached without following a link."""
+    try:
+        fd = safefs.open_dir(root, list(directory.relative_to(root).parts))
+    except (OSError, ValueError):
+        return []
+    try:
+        with os.scandir(fd) as entries:
+            return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+    finally:
+        os.close(fd)
 
 
 def read_files(
