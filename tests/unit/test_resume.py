@@ -214,6 +214,20 @@ def test_a_resumed_headless_run_continues_on_the_prompt(home: Path, repo: Path) 
     assert "$ bash -lc 'echo again'" in log and "exit 3" in log
 
 
+def test_a_run_log_the_agent_spoiled_is_warned_about_not_fatal(home: Path, repo: Path) -> None:
+    # The agent writes transcript/: a run.log it turned into a FIFO (or a link) made every
+    # 'bottle resume --prompt' fail, and one it spoiled mid-run lost the run's exit code.
+    engine = FakeEngine(states=UP, exec_codes=[3])
+    instance = _finished(home, repo, engine)
+    os.mkfifo(instance.state.transcript / "run.log")
+    lines: list[str] = []
+    code = session.resumed_session(instance, progress=lines.append, prompt="echo again")
+    assert code == 3 and engine.execs == [["bash", "-lc", "echo again"]]
+    assert instance.metadata.status == InstanceStatus.FINISHED
+    assert instance.metadata.exit_code == 3
+    assert any("run.log" in line and line.startswith("warning:") for line in lines), lines
+
+
 def _replace_during_first_exec(instance: Instance, engine: FakeEngine, image: str) -> None:
     """What capability.replace_agent_image does to the metadata while the agent runs."""
 
