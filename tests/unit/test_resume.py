@@ -228,6 +228,17 @@ def test_a_run_log_the_agent_spoiled_is_warned_about_not_fatal(home: Path, repo:
     assert any("run.log" in line and line.startswith("warning:") for line in lines), lines
 
 
+def test_a_resume_clears_a_replacement_its_approver_never_finished(home: Path, repo: Path) -> None:
+    # An approval killed mid-recreate left `replacing` set: every later non-zero exit of a
+    # session waited REPLACE_WAIT_S for a container nobody was making. A resume holds the
+    # operator lock, so no replacement can be under way: what is recorded is stale.
+    engine = FakeEngine(states=UP)
+    instance = _finished(home, repo, engine)
+    instance.state.write_metadata(instance.metadata.model_copy(update={"replacing": "img:x"}))
+    _resume(instance, home)
+    assert instance.metadata.replacing is None
+
+
 def _replace_during_first_exec(instance: Instance, engine: FakeEngine, image: str) -> None:
     """What capability.replace_agent_image does to the metadata while the agent runs."""
 
