@@ -97,6 +97,7 @@ class Bottle:
         _require_available(plan)
         plan.require_env()
         plan.require_user()
+        plan.require_workspace()
         if plan.agent_is_root:
             say(
                 f"warning: the agent runs as root (bottle {plan.bottle!r} allows it), "

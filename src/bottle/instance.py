@@ -222,6 +222,7 @@ class Instance:
         with bottle.changes.transaction(self) as change:
             prior = self._resumable()
             plan = self.state.read_plan()
+            plan.require_workspace()
             plan.require_env(environ)
             answers = plan.answers(ask)
             self.engine.check()

@@ -117,6 +117,20 @@ class BottlePlan:
                 "then runs as root, still without any capability).",
             )
 
+    def require_workspace(self) -> None:
+        """PlanError when the workspace holds bottle's home or lies inside it: the agent
+        writes its workspace, and there it could rewrite its own routes, its ``plan.json``
+        (what a resume mounts and runs) and the bottles' definitions."""
+        home = self.state_dir.parent.parent.resolve()
+        cwd = self.cwd.resolve()
+        if home.is_relative_to(cwd) or cwd.is_relative_to(home):
+            raise PlanError(
+                f"the workspace {cwd} {'holds' if home.is_relative_to(cwd) else 'is inside'} "
+                f"BOTTLE_HOME ({home}), which the agent must never write",
+                hint="Start the agent from a project directory of its own, or set BOTTLE_HOME "
+                "to a directory outside the workspace.",
+            )
+
     @property
     def compose_project(self) -> str:
         return f"bottle-{self.slug}"

@@ -13,7 +13,7 @@ import pytest
 
 from bottle import Bottle
 from bottle.engine.compose import ServiceState
-from bottle.errors import ManifestError, SlugError, StateError
+from bottle.errors import ManifestError, PlanError, SlugError, StateError
 from bottle.files import now
 from bottle.instance import Instance
 from bottle.instances import CleanupPlan, resolve, run_cleanup
@@ -415,3 +415,19 @@ def test_cleanup_does_not_stop_an_instance_resumed_since_it_was_planned(
     with locked(state.path / ".operator.lock"):  # a resume is under way
         (step,) = run_cleanup(plan, Settings(home=home))
     assert not step.ok and step.error is not None and "being changed" in step.error.message
+
+
+@pytest.mark.parametrize("where", ["above", "inside"])
+def test_a_workspace_holding_or_inside_bottles_home_is_refused(
+    home: Path, tmp_path: Path, where: str
+) -> None:
+    # The agent writes its workspace: with BOTTLE_HOME in it (cd ~ && bottle start), it
+    # could rewrite its own routes.yaml, plan.json (what a resume mounts and runs) and the
+    # bottles' definitions.
+    cwd = user_owned(tmp_path if where == "above" else home)
+    engine = FakeEngine()
+    bottle = Bottle("shell", cwd=cwd, settings=Settings(home=home), environ={}, engine=engine)
+    with pytest.raises(PlanError) as caught:
+        bottle.start()
+    assert "BOTTLE_HOME" in caught.value.message and caught.value.hint
+    assert engine.calls == [] and not (home / "state").exists()
