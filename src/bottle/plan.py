@@ -118,15 +118,17 @@ class BottlePlan:
             )
 
     def require_workspace(self) -> None:
-        """PlanError when the workspace holds bottle's home or lies inside it: the agent
-        writes its workspace, and there it could rewrite its own routes, its ``plan.json``
-        (what a resume mounts and runs) and the bottles' definitions."""
+        """PlanError when the workspace holds bottle's home, or lies in one of the dirs of
+        it bottle reads: the agent writes its workspace, and there it could rewrite its own
+        routes, its ``plan.json`` (what a resume mounts and runs) and the bottles."""
         home = self.state_dir.parent.parent.resolve()
         cwd = self.cwd.resolve()
-        if home.is_relative_to(cwd) or cwd.is_relative_to(home):
+        read = [home / name for name in ("state", "bottles", "agents", "skills")]
+        inside = next((d for d in read if cwd.is_relative_to(d)), None)
+        if home.is_relative_to(cwd) or inside is not None:
+            where = f"holds BOTTLE_HOME ({home})" if inside is None else f"is inside {inside}"
             raise PlanError(
-                f"the workspace {cwd} {'holds' if home.is_relative_to(cwd) else 'is inside'} "
-                f"BOTTLE_HOME ({home}), which the agent must never write",
+                f"the workspace {cwd} {where}, which the agent must never write",
                 hint="Start the agent from a project directory of its own, or set BOTTLE_HOME "
                 "to a directory outside the workspace.",
             )

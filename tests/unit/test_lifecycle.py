@@ -417,17 +417,28 @@ def test_cleanup_does_not_stop_an_instance_resumed_since_it_was_planned(
     assert not step.ok and step.error is not None and "being changed" in step.error.message
 
 
-@pytest.mark.parametrize("where", ["above", "inside"])
+@pytest.mark.parametrize("where", [".", "home", "home/bottles", "home/state/x"])
 def test_a_workspace_holding_or_inside_bottles_home_is_refused(
     home: Path, tmp_path: Path, where: str
 ) -> None:
     # The agent writes its workspace: with BOTTLE_HOME in it (cd ~ && bottle start), it
     # could rewrite its own routes.yaml, plan.json (what a resume mounts and runs) and the
     # bottles' definitions.
-    cwd = user_owned(tmp_path if where == "above" else home)
+    cwd = tmp_path / where
+    cwd.mkdir(parents=True, exist_ok=True)
     engine = FakeEngine()
-    bottle = Bottle("shell", cwd=cwd, settings=Settings(home=home), environ={}, engine=engine)
+    bottle = Bottle(
+        "shell", cwd=user_owned(cwd), settings=Settings(home=home), environ={}, engine=engine
+    )
     with pytest.raises(PlanError) as caught:
         bottle.start()
-    assert "BOTTLE_HOME" in caught.value.message and caught.value.hint
-    assert engine.calls == [] and not (home / "state").exists()
+    assert "which the agent must never write" in caught.value.message and caught.value.hint
+    assert engine.calls == []
+    assert not (home / "state").exists() or [p.name for p in (home / "state").iterdir()] == ["x"]
+
+
+def test_a_workspace_of_its_own_inside_bottles_home_is_fine(home: Path) -> None:
+    (home / "work").mkdir()
+    cwd = user_owned(home / "work")  # what the benchmarks use: a sibling of state/
+    engine = FakeEngine()
+    Bottle("shell", cwd=cwd, settings=Settings(home=home), environ={}, engine=engine).start()
