@@ -465,7 +465,9 @@ def transcript(slug: SlugArg, json_: JsonOpt = False) -> None:
         output.progress(f"{instance.slug} has no conversation in {instance.state.transcript}")
         return
     for event in found:
-        stamp = event.time[11:19] if len(event.time) >= 19 else "--:--:--"
+        # The writer's timestamp, agent text like the rest: eight raw characters can clear
+        # the screen or set the window title.
+        stamp = inert(event.time[11:19]) if len(event.time) >= 19 else "--:--:--"
         body = inert(event.text, multiline=True).replace("\n", "\n" + " " * 21)
         output.out.print(f"{stamp} {event.kind:<11} {body}", markup=False, highlight=False)
 

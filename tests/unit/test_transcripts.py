@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bottle.state import StateDir
+from bottle.state import InstanceStatus, StateDir
 from bottle.transcripts import events, reader
 from tests.conftest import write
 
@@ -182,3 +182,42 @@ def test_the_events_of_one_transcript_are_bounded(
     found = events(state, "claude")
     assert [e.kind for e in found] == ["user"] * 5 + ["note"]
     assert "only the first 5 events" in found[-1].text
+
+
+def test_cli_shows_a_hostile_timestamp_inert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The clock column is the writer's timestamp cut to 8 characters: room enough for a
+    # screen clear or a window title, printed raw before.
+    from bottle.files import now
+    from bottle.state import Metadata
+    from tests.conftest import run_cli_here
+
+    state = StateDir(tmp_path / "state" / "s2")
+    line = {**LINES[0], "timestamp": "2026-01-01T\x1b[2J\x1b]0;\x07ZZZ"}
+    write(state.transcript / "claude" / "projects" / "-w" / "s.jsonl", json.dumps(line) + "\n")
+    stamp = now()
+    state.write_metadata(
+        Metadata(
+            slug="s2",
+            agent="a",
+            bottle="b",
+            provider="claude",
+            cwd=str(tmp_path),
+            compose_project="bottle-s2",
+            images={},
+            services=[],
+            status=InstanceStatus.FINISHED,
+            started_at=stamp,
+            updated_at=stamp,
+        )
+    )
+    done = run_cli_here(
+        "transcript",
+        "s2",
+        cwd=tmp_path,
+        env={"BOTTLE_HOME": str(tmp_path)},
+        monkeypatch=monkeypatch,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout
