@@ -98,33 +98,33 @@ def test_a_linked_projects_dir_is_not_followed(tmp_path: Path) -> None:
     assert read(state.transcript, state.path) == []
 
 
-def test_cli_shows_the_transcript_inert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import run_cli_here
-
-    state = _state(tmp_path)
+def _finished_claude(state: StateDir) -> None:
+    """The metadata of a finished claude instance for ``state``."""
     from bottle.files import now
-    from bottle.state import InstanceStatus, Metadata
+    from bottle.state import Metadata
 
     stamp = now()
     state.write_metadata(
         Metadata(
-            slug="s1",
+            slug=state.slug,
             agent="a",
             bottle="b",
             provider="claude",
-            agent_args=[],
-            cwd=str(tmp_path),
-            compose_project="bottle-s1",
+            cwd=str(state.path),
+            compose_project=f"bottle-{state.slug}",
             images={},
             services=[],
-            sidecar_info={},
             status=InstanceStatus.FINISHED,
             started_at=stamp,
             updated_at=stamp,
-            pid=None,
-            version="0",
         )
     )
+
+
+def test_cli_shows_the_transcript_inert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import run_cli_here
+
+    _finished_claude(_state(tmp_path))
     done = run_cli_here(
         "transcript",
         "s1",
@@ -189,29 +189,12 @@ def test_cli_shows_a_hostile_timestamp_inert(
 ) -> None:
     # The clock column is the writer's timestamp cut to 8 characters: room enough for a
     # screen clear or a window title, printed raw before.
-    from bottle.files import now
-    from bottle.state import Metadata
     from tests.conftest import run_cli_here
 
     state = StateDir(tmp_path / "state" / "s2")
     line = {**LINES[0], "timestamp": "2026-01-01T\x1b[2J\x1b]0;\x07ZZZ"}
     write(state.transcript / "claude" / "projects" / "-w" / "s.jsonl", json.dumps(line) + "\n")
-    stamp = now()
-    state.write_metadata(
-        Metadata(
-            slug="s2",
-            agent="a",
-            bottle="b",
-            provider="claude",
-            cwd=str(tmp_path),
-            compose_project="bottle-s2",
-            images={},
-            services=[],
-            status=InstanceStatus.FINISHED,
-            started_at=stamp,
-            updated_at=stamp,
-        )
-    )
+    _finished_claude(state)
     done = run_cli_here(
         "transcript",
         "s2",
