@@ -237,6 +237,7 @@ def run(
     from bottle.session import headless_argv, headless_prompt_run, headless_run
 
     argv = _argv(cmd, required=False)
+    _require_task(prompt)
     if prompt is not None and argv:
         raise Refused(
             "give either --prompt or a command after --, not both",
@@ -266,6 +267,13 @@ def run(
         run_argv = headless_argv(target, cmd=argv)
         code = headless_run(target, run_argv, progress=output.progress, ask=_ask)
     raise typer.Exit(code)
+
+
+def _require_task(prompt: str | None) -> None:
+    from bottle.errors import Refused
+
+    if prompt is not None and not prompt.strip():
+        raise Refused("the task is empty", hint="Give it with --prompt 'what to do'.")
 
 
 @app.command()
@@ -300,6 +308,7 @@ def resume(
     from bottle.errors import Refused
     from bottle.session import resumed_session
 
+    _require_task(prompt)
     if detach and prompt is not None:
         raise Refused(
             "--prompt runs the agent on a task until it ends; --detach leaves it idle",
