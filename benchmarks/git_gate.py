@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tests.integration.test_git_gate import cached_ca, server_cert
 
-from benchmarks._home import bench_home
+from benchmarks._home import bench_home, bench_work
 from benchmarks._table import Figure, markdown
 from bottle import Bottle
 from bottle.instance import Instance
@@ -164,7 +164,8 @@ def measure(rounds: int, size_mb: int, commits: int) -> dict[str, list[float]]:
         for side in ("cold", "warm", "direct", "fetch"):
             out[f"{side}_{transport}"] = []
     settings = Settings.from_env(environ)
-    with Bottle("gb", cwd=home, settings=settings, environ=environ).start() as instance:
+    work = bench_work(home)  # the agent's workspace: never the home itself
+    with Bottle("gb", cwd=work, settings=settings, environ=environ).start() as instance:
         meta = instance.metadata
         net = f"{meta.compose_project}_egress"
         image = f"bottle-bench-git-server:{meta.slug}"
@@ -211,7 +212,7 @@ def measure(rounds: int, size_mb: int, commits: int) -> dict[str, list[float]]:
                 subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
             subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
     # The keys, and the agent's clones (hundreds of MB a run).
-    for path in (tmp, home):
+    for path in (tmp, home, work):
         shutil.rmtree(path, ignore_errors=True)
     return out
 

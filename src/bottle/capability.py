@@ -185,6 +185,11 @@ def _bottle_ca(instance: Instance) -> bytes:
         ) from None
 
 
+#: The most a transcript snapshot copies: the agent writes that directory, and a sparse
+#: file costs it nothing while the host would write it out whole at every approval.
+SNAPSHOT_MAX_BYTES = 512 << 20
+
+
 def snapshot_transcript(instance: Instance, say: Progress) -> Path:
     """Copy ``transcript/`` to ``snapshots/transcript-<time>/`` before the agent is replaced.
 
@@ -198,7 +203,12 @@ def snapshot_transcript(instance: Instance, say: Progress) -> Path:
     skipped: list[str] = []
     try:
         # Links are copied as links and never followed; only regular files are opened.
-        skipped = safefs.copy_tree(instance.state.transcript, target, root=instance.state.path)
+        skipped = safefs.copy_tree(
+            instance.state.transcript,
+            target,
+            root=instance.state.path,
+            max_bytes=SNAPSHOT_MAX_BYTES,
+        )
     except OSError as exc:
         say(f"snapshot incomplete: {exc}")
     if skipped:

@@ -222,6 +222,7 @@ class Instance:
         with bottle.changes.transaction(self) as change:
             prior = self._resumable()
             plan = self.state.read_plan()
+            plan.require_workspace()
             plan.require_env(environ)
             answers = plan.answers(ask)
             self.engine.check()
@@ -235,8 +236,10 @@ class Instance:
                 workspace.record_baseline(self.state.path, plan.cwd)
             atomic_write(self.state.compose_file, compose.dump_yaml(compose.render(plan)))
             before = self.metadata
+            # ``replacing`` too: under the operator lock no replacement is under way, so one
+            # recorded is an approver's that died (a session would wait for it in vain).
             self.state.transition(
-                InstanceStatus.STARTING, pid=os.getpid(), error=None, exit_code=None
+                InstanceStatus.STARTING, pid=os.getpid(), error=None, exit_code=None, replacing=None
             )
             say(f"resuming {self.slug} (it was {prior.value})")
             states = self.health()

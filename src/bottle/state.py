@@ -224,6 +224,9 @@ class StateDir:
                 f"state directory {self.path} already exists",
                 hint="Start again: a new slug is drawn every time.",
             ) from None
+        # Its owner's alone: transcript/ and home/ are world-writable (the agent may be
+        # another uid), and no container needs the parents (dockerd binds each dir itself).
+        os.chmod(self.path, 0o700)
         for sub in self.SUBDIRS:
             (self.path / sub).mkdir()
         self.make_agent_dirs()

@@ -278,6 +278,7 @@ def run(
     from bottle.session import headless_argv, headless_prompt_run, headless_run
 
     argv = _argv(cmd, required=False)
+    _require_task(prompt)
     if prompt is not None and argv:
         raise Refused(
             "give either --prompt or a command after --, not both",
@@ -311,6 +312,13 @@ def run(
     raise typer.Exit(code)
 
 
+def _require_task(prompt: str | None) -> None:
+    from bottle.errors import Refused
+
+    if prompt is not None and not prompt.strip():
+        raise Refused("the task is empty", hint="Give it with --prompt 'what to do'.")
+
+
 @app.command()
 def attach(slug: SlugArg) -> None:
     """Hand this terminal to the agent program of a running instance.
@@ -340,8 +348,15 @@ def resume(
     program starts with its resume command (claude --continue, codex resume --last)
     and gets the terminal, as 'bottle start' does.
     """
+    from bottle.errors import Refused
     from bottle.session import resumed_session
 
+    _require_task(prompt)
+    if detach and prompt is not None:
+        raise Refused(
+            "--prompt runs the agent on a task until it ends; --detach leaves it idle",
+            hint=f"bottle resume {slug} --prompt 'the task', or bottle resume {slug} --detach",
+        )
     instance = _open(slug)
     if detach:
         instance.resume(progress=output.progress, ask=_ask)
@@ -519,7 +534,9 @@ def transcript(slug: SlugArg, json_: JsonOpt = False) -> None:
         output.progress(f"{instance.slug} has no conversation in {instance.state.transcript}")
         return
     for event in found:
-        stamp = event.time[11:19] if len(event.time) >= 19 else "--:--:--"
+        # The writer's timestamp, agent text like the rest: eight raw characters can clear
+        # the screen or set the window title.
+        stamp = inert(event.time[11:19]) if len(event.time) >= 19 else "--:--:--"
         body = inert(event.text, multiline=True).replace("\n", "\n" + " " * 21)
         output.out.print(f"{stamp} {event.kind:<11} {body}", markup=False, highlight=False)
 
