@@ -362,8 +362,9 @@ def approve(
             raise typer.Exit(1)
     elif proposal.tool == "capability-block" and not yes:
         _confirm_build(proposal, instance.slug)
-    elif proposal.tool == "git-push-allow":
-        _confirm_push(proposal, instance, yes=yes)
+    if proposal.tool == "git-push-allow":
+        # Edited or not, the operator sees the gate's findings for the push that will go.
+        _confirm_push(proposal, instance, yes=yes, edited=edited)
     decided = approve_proposal(
         instance,
         proposal_id,
@@ -377,15 +378,24 @@ def approve(
     output.progress(f"proposal {decided.id} approved and applied{what}")
 
 
-def _confirm_push(proposal: Proposal, instance: Instance, *, yes: bool) -> None:
+def _confirm_push(
+    proposal: Proposal, instance: Instance, *, yes: bool, edited: dict[str, Any] | None = None
+) -> None:
     """Show what git-gate itself found in the refused push (never the agent's account of
     it), then ask. With no refusal on record the approval refuses, naming why."""
+    from pydantic import ValidationError
+
     from bottle.errors import ApplyError
     from bottle.gate_audit import refused_push
     from bottle.proposals import GitPushAllow
     from bottle.text import inert
 
     payload = proposal.payload
+    if edited is not None:
+        try:
+            payload = GitPushAllow.model_validate(edited)
+        except ValidationError:
+            return  # the approval itself refuses the edit, naming the field
     assert isinstance(payload, GitPushAllow)
     refusal = refused_push(instance.state.path, payload.remote, payload.ref, payload.commit)
     if refusal is None:
