@@ -64,3 +64,13 @@ def test_the_probe_sees_a_heavy_import(tmp_path: Path) -> None:
     """The check above would pass vacuously if the probe could not see imports at all."""
     found = _imported(["render", "shell"], HEAVY, tmp_path)
     assert "dockerfile_parse" in found["heavy"]  # type: ignore[operator]
+
+
+def test_state_spells_the_manifest_provider_kinds() -> None:
+    """``bottle.state`` spells the providers out so as not to import the manifest package."""
+    from typing import get_args
+
+    from bottle.manifest.models import ProviderKind as manifest_kinds
+    from bottle.state import ProviderKind as state_kinds
+
+    assert get_args(state_kinds) == get_args(manifest_kinds)
