@@ -1,13 +1,14 @@
-"""The ``bottle`` entry point: ``bottle exec`` answers without loading the command line.
+"""The ``bottle`` entry point: ``exec`` and ``ls`` answer without loading the command line.
 
 typer builds a pydantic adapter for every parameter of the command it runs, and the
 library's models load pydantic again: some 200 ms before ``docker exec`` even starts. A
 plain ``bottle exec [--service NAME] SLUG -- CMD...`` of a running instance is read here,
 and recorded and run by the same library code the full command uses (``bottle.execlog``,
-``ComposeProject.exec``). Everything else, and anything here that is not exactly that (an
-unknown word, no ``--``, a slug that does not name one running instance), goes to
-``bottle_cli.app.main``, which says what is wrong in its own words: the quick path only
-ever decides to run, never to refuse.
+``ComposeProject.exec``); a plain ``bottle ls [--json | -q]`` lists through
+``bottle.instances`` and ``bottle_cli.listing``, as the full command does. Everything
+else, and anything here that is not exactly that (an unknown word, no ``--``, a slug that
+does not name one running instance), goes to ``bottle_cli.app.main``, which says what is
+wrong in its own words: the quick path only ever decides to run, never to refuse.
 """
 
 from __future__ import annotations
@@ -28,13 +29,46 @@ _SERVICE = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``bottle ARGS``; returns the exit code (the console script exits with it)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["exec"] and _COMPLETE_VAR not in os.environ:
-        code = quick_exec(args[1:])
+    quick = _QUICK.get(args[0]) if args and _COMPLETE_VAR not in os.environ else None
+    if quick is not None:
+        code = quick(args[1:])
         if code is not None:
             return code
     from bottle_cli.app import main as full
 
     return full(args)
+
+
+#: ``ls``'s words the quick path knows: each option alone (several go to the full command).
+_LS = {(): (False, False), ("--json",): (True, False), ("-q",): (False, True)}
+_LS[("--quiet",)] = _LS[("-q",)]
+
+
+def quick_ls(words: Sequence[str]) -> int | None:
+    """``bottle ls``'s exit code, or ``None`` when the full command must run instead."""
+    shape = _LS.get(tuple(words))
+    if shape is None:
+        return None
+    from bottle.errors import BottleError
+    from bottle.instances import instances
+    from bottle.settings import Settings
+    from bottle_cli import listing
+
+    try:
+        listing.show(instances(Settings.from_env()), json_=shape[0], quiet=shape[1])
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return INTERRUPTED
+    except BottleError as exc:
+        return _report(exc)
+    return 0
+
+
+def _report(exc: Exception) -> int:
+    """The full command's error boundary: a message and a hint, never a traceback."""
+    from bottle_cli.app import _report as report
+
+    return report(exc, os.environ.get("BOTTLE_DEBUG") == "1")
 
 
 def parse_exec(words: Sequence[str]) -> tuple[str, str, list[str]] | None:
@@ -91,6 +125,7 @@ def quick_exec(words: Sequence[str]) -> int | None:
         sys.stderr.write("interrupted\n")
         return INTERRUPTED
     except BottleError as exc:
-        from bottle_cli.app import _report
+        return _report(exc)
 
-        return _report(exc, os.environ.get("BOTTLE_DEBUG") == "1")
+
+_QUICK = {"exec": quick_exec, "ls": quick_ls}

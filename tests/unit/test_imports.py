@@ -12,12 +12,13 @@ from pathlib import Path
 #: Modules that take tens to hundreds of milliseconds to import, and that ``--help`` and
 #: ``ls`` do not need: the engine client, the YAML writer, the sidecars' and TUI's stacks.
 HEAVY = ("python_on_whales", "mitmproxy", "textual", "mcp", "dockerfile_parse")
-#: ``ls`` reads state directories: no YAML, no pattern engine (``bottle.manifest``'s stacks).
-HEAVY_FOR_LS = (*HEAVY, "ruamel", "re2")
-#: ``--help`` also needs no model library.
-HEAVY_FOR_HELP = (*HEAVY_FOR_LS, "pydantic")
-#: ``exec`` of a running instance loads not even the command line (``bottle_cli.quick``).
-HEAVY_FOR_EXEC = (*HEAVY_FOR_HELP, "typer", "rich", "click")
+#: ``ls`` reads state directories: no YAML, no pattern engine (``bottle.manifest``'s stacks),
+#: and runs without the command line (``bottle_cli.quick``).
+HEAVY_FOR_LS = (*HEAVY, "ruamel", "re2", "typer", "click")
+#: ``--help`` needs the command line, but no model library.
+HEAVY_FOR_HELP = (*HEAVY, "ruamel", "re2", "pydantic")
+#: ``exec`` of a running instance loads neither (``bottle_cli.quick``), nor a console library.
+HEAVY_FOR_EXEC = (*HEAVY_FOR_LS, "pydantic", "rich")
 
 PROBE = """
 import json, sys

@@ -211,3 +211,35 @@ def test_the_quick_path_agrees_with_the_full_command() -> None:
 
     assert quick.INTERRUPTED == app.INTERRUPTED
     assert quick._COMPLETE_VAR == app.COMPLETE_VAR
+
+
+@pytest.mark.parametrize("shape", [[], ["--json"], ["-q"], ["--quiet"]])
+def test_quick_ls_prints_what_the_full_command_prints(
+    home: Path,
+    running: StateDir,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+    tmp_path: Path,
+    shape: list[str],
+) -> None:
+    from bottle_cli import app, quick
+
+    make_state(home, "shell-stop1", InstanceStatus.STOPPED)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("COLUMNS", "200")
+    assert quick.quick_ls(shape) == 0
+    ours = capsys.readouterr().out
+    assert app.main(["ls", *shape]) == 0
+    assert ours == capsys.readouterr().out
+    assert "shell-stop1" in ours and "shell-run111" in ours
+
+
+@pytest.mark.parametrize("words", [["--json", "-q"], ["-x"], ["shell"], ["--help"]])
+def test_other_ls_words_go_to_the_full_command(words: list[str]) -> None:
+    from bottle_cli import quick
+
+    assert quick.quick_ls(words) is None
