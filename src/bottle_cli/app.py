@@ -441,32 +441,9 @@ def ls(
 ) -> None:
     """List instances: state directories joined with compose."""
     from bottle.instances import instances
+    from bottle_cli import listing
 
-    rows = instances(_settings())
-    if json_:
-        output.print_json([row.model_dump(mode="json") for row in rows])
-        return
-    if quiet:
-        for row in rows:
-            output.line(row.slug)
-        return
-    # The slug is the value users copy, the status what they look for: never cut.
-    output.table(
-        keep={0, 3},
-        headers=["slug", "agent", "bottle", "status", "running", "started", "cwd"],
-        rows=[
-            [
-                r.slug,
-                r.agent or "-",
-                r.bottle or "-",
-                _status(r),
-                str(r.running),
-                r.started_at.strftime("%Y-%m-%d %H:%M") if r.started_at else "-",
-                r.cwd or "-",
-            ]
-            for r in rows
-        ],
-    )
+    listing.show(instances(_settings()), json_=json_, quiet=quiet)
 
 
 def _ask_kept(plan: Any, *, yes: bool) -> None:
@@ -481,16 +458,6 @@ def _ask_kept(plan: Any, *, yes: bool) -> None:
     else:
         output.warn(f"keeping {what}")
     output.progress("to remove them too: bottle cleanup --all")
-
-
-def _status(row: Any) -> str:
-    """``degraded (egress: exited)``: which sidecar is not well, and how."""
-    from bottle.instance import WELL
-
-    if getattr(row, "down_failed", False):
-        return f"{row.status} (down failed)"
-    ill = [f"{name}: {state}" for name, state in row.sidecars.items() if state not in WELL]
-    return f"{row.status} ({', '.join(ill)})" if ill else str(row.status)
 
 
 @app.command()

@@ -228,7 +228,7 @@ def test_health_names_each_service_and_the_missing_ones(home: Path) -> None:
 def test_ls_shows_which_sidecar_is_not_well() -> None:
     from types import SimpleNamespace
 
-    from bottle_cli.app import _status
+    from bottle_cli.listing import status as _status
 
     row = SimpleNamespace(status="degraded", sidecars={"egress": "exited", "supervise": "healthy"})
     assert _status(row) == "degraded (egress: exited)"
