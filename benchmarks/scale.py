@@ -71,7 +71,13 @@ def one_bottle(home: Path, workdir: Path, upstream: str) -> dict[str, object]:
             ["docker", "network", "connect", "--alias", "upstream.test", network, upstream]
         )
         if joined.returncode != 0:
-            found["error"] = f"connect upstream: {joined.stderr.strip()}"
+            # What the start said and what the engine has of it, to tell a lost network
+            # from a start that reported success too early.
+            nets = _run(["docker", "network", "ls", "--filter", f"label=bottle.slug={slug}"])
+            found["error"] = (
+                f"connect upstream: {joined.stderr.strip()}; start said: "
+                f"{(up.stderr or up.stdout).strip()[-300:]}; networks: {nets.stdout.split()}"
+            )
             return found
         asked = _run(
             [*bottle, "exec", slug, "--", "curl", "-sS", "--max-time", "20",
