@@ -1,11 +1,11 @@
-"""``python -m bottle.runtime.egress``: prepare the CA and directories, then exec mitmdump.
+"""``python -m bottle.runtime.egress``: prepare the CA and directories, then run mitmdump.
 
 1. mitmproxy's confdir (``CA_PRIVATE``) gets its CA on first start; the key never leaves it.
 2. The public certificate is copied atomically to ``CA_PUBLIC/ca.pem``, the directory that is
    mounted read-only into the agent (the agent trusts only this CA).
 3. The log and status directories are created.
-4. ``mitmdump`` replaces this process, with the addon loaded by path. It trusts the host's
-   CA bundle upstream when the image carries one (``HOST_CA``).
+4. mitmdump runs in this process, the addons registered directly (:mod:`.master`). It
+   trusts the host's CA bundle upstream when the image carries one (``HOST_CA``).
 
 Paths can be overridden by environment variables (for tests and debugging):
 ``BOTTLE_EGRESS_CONFDIR``, ``BOTTLE_EGRESS_CA_PUBLIC`` (a directory), ``BOTTLE_EGRESS_HOST_CA``,
@@ -30,7 +30,6 @@ HOST_CA_ENV = "BOTTLE_EGRESS_HOST_CA"
 #: mitmproxy's file names inside its confdir.
 CA_BASENAME = "mitmproxy"
 CA_KEY_SIZE = 2048
-ADDON = Path(__file__).with_name("addon.py")
 
 
 def prepare_ca(confdir: Path, public_dir: Path) -> Path:
@@ -48,8 +47,9 @@ def prepare_ca(confdir: Path, public_dir: Path) -> Path:
     return target
 
 
-def mitmdump_argv(confdir: Path, host_ca: Path | None, addon: Path = ADDON) -> list[str]:
-    """The mitmdump command line. Option names exist in mitmproxy 11 and 12."""
+def mitmdump_argv(confdir: Path, host_ca: Path | None) -> list[str]:
+    """The mitmdump command line. Option names exist in mitmproxy 11 and 12. The addons
+    are registered by :mod:`.master`, not passed as a ``-s`` script (watched every second)."""
     argv = [
         "mitmdump",
         "--set", "listen_host=0.0.0.0",
@@ -70,7 +70,6 @@ def mitmdump_argv(confdir: Path, host_ca: Path | None, addon: Path = ADDON) -> l
     ]  # fmt: skip
     if host_ca is not None:
         argv += ["--set", f"ssl_verify_upstream_trusted_ca={host_ca}"]
-    argv += ["-s", str(addon)]
     return argv
 
 
@@ -89,7 +88,9 @@ def main(environ: Mapping[str, str] | None = None) -> None:
     cert = prepare_ca(confdir, public_dir)
     print(f"egress: CA certificate published at {cert}", file=sys.stderr, flush=True)
     argv = mitmdump_argv(confdir, host_ca if host_ca.is_file() else None)
-    os.execvp(argv[0], argv)  # noqa: S606 - become mitmdump; argv holds no secret
+    from bottle.runtime.egress import master
+
+    master.run(argv[1:])  # in this process, as the exec of mitmdump was
 
 
 if __name__ == "__main__":
