@@ -153,3 +153,43 @@ def test_render_gives_each_network_its_leased_subnet(home: Path, repo: Path) -> 
     assert networks["egress"]["ipam"] == {"config": [{"subnet": "10.213.4.16/28"}]}
     assert networks["internal"]["internal"] is True
     assert networks["internal"]["driver_opts"] == {"com.docker.network.bridge.inhibit_ipv4": "true"}
+
+
+def _fake_docker(tmp_path: Path, inspect_err: str, code: int) -> Path:
+    script = tmp_path / "docker"
+    script.write_text(
+        "#!/bin/sh\n"
+        'if [ "$2" = ls ]; then echo aaa; echo bbb; exit 0; fi\n'
+        "echo 10.213.0.0/28\n"
+        f"echo '{inspect_err}' >&2\n"
+        f"exit {code}\n"
+    )
+    script.chmod(0o755)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "gone",
+    [
+        "Error response from daemon: network bbb not found",
+        "Error: No such network: bbb",
+    ],
+)
+def test_a_network_removed_while_listing_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gone: str
+) -> None:
+    from bottle.engine.networks import subnets_in_use
+
+    monkeypatch.setenv("PATH", str(_fake_docker(tmp_path, gone, 1)))
+    assert subnets_in_use() == ["10.213.0.0/28"]
+
+
+def test_another_inspect_failure_is_an_engine_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bottle.engine.networks import subnets_in_use
+    from bottle.errors import EngineError
+
+    monkeypatch.setenv("PATH", str(_fake_docker(tmp_path, "permission denied", 1)))
+    with pytest.raises(EngineError, match="inspecting networks failed: permission denied"):
+        subnets_in_use()

@@ -45,7 +45,7 @@ def subnets_in_use() -> list[str]:
     """The subnet of every network the engine has, in two docker calls (no python-on-whales).
 
     A network removed between the listing and the inspect is skipped: docker then exits 1
-    naming it, and prints the others.
+    naming it, and prints the others. Other instances start and stop all the time.
     """
     import subprocess
 
@@ -62,10 +62,14 @@ def subnets_in_use() -> list[str]:
         return []
     argv = [docker, "network", "inspect", "--format", _SUBNETS_FORMAT, *ids]
     inspect = subprocess.run(argv, capture_output=True, text=True, check=False)
-    gone = all("No such network" in line for line in inspect.stderr.strip().splitlines())
-    if inspect.returncode != 0 and not gone:
+    if inspect.returncode != 0 and not all(map(_gone, inspect.stderr.strip().splitlines())):
         raise failure(argv, inspect.stderr, inspect.returncode, "inspecting networks")
     return inspect.stdout.split()
 
 
 _SUBNETS_FORMAT = "{{range .IPAM.Config}}{{.Subnet}} {{end}}"
+
+
+def _gone(line: str) -> bool:
+    """Docker's word for a network removed meanwhile (it has used both)."""
+    return "No such network" in line or (line.startswith("Error") and line.endswith("not found"))
