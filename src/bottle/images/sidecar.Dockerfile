@@ -60,10 +60,11 @@ RUN set -eu; \
         /var/cache/debconf /var/log/* /var/lib/dpkg /usr/bin/dpkg* /usr/share/dpkg \
         /etc/dpkg /usr/share/bash-completion /usr/share/lintian /usr/share/info \
         /usr/bin/scalar /usr/bin/git-shell /usr/bin/sqv /usr/bin/localedef /usr/bin/zipdetails; \
-    # Third-party Python without its sources: the bytecode beside each module instead of
-    # the source plus __pycache__ (about 20 MB). Tracebacks then show file and line only;
-    # bottle's own modules keep their source.
-    for dir in /opt/venv/lib/python3*/site-packages; do \
+    # Python's standard library and the third-party packages without their sources: the
+    # bytecode beside each module instead of the source plus __pycache__ (about 30 MB).
+    # Tracebacks then show file and line only; bottle's own modules keep their source.
+    for dir in /opt/venv/lib/python3*/site-packages /usr/lib/python3.* /usr/local/lib/python3.*; do \
+        [ -d "$dir" ] || continue; \
         /opt/venv/bin/python -m compileall -q -b -j 0 "$dir" >/dev/null || true; \
         find "$dir" -name '*.py' -exec sh -c \
             'for f; do if [ -f "${f}c" ]; then rm "$f"; fi; done' sh {} +; \
