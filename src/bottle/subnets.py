@@ -70,19 +70,21 @@ def lease(
 ) -> dict[str, str]:
     """The subnet of each of ``slug``'s networks (the ones it holds, else new ones).
 
-    ``in_use``: the subnets of the engine's networks, read under the lock. Refused when
-    the pool has no room left.
+    ``in_use``: the subnets of the engine's networks. Read before the lock is taken: under
+    it, twenty concurrent starts would wait for each other's docker calls. What another
+    start of this home makes meanwhile it holds a lease for first, so it is seen anyway.
+    Refused when the pool has no room left.
     """
     network = parse_pool(pool)
     state_root.mkdir(parents=True, exist_ok=True)
+    seen = [*in_use(), *(host_routes() if routes is None else routes())]
     with locked(state_root.parent / LOCK):
         leases = {s: n for s, n in _read(state_root).items() if (state_root / s).is_dir()}
         held = leases.get(slug)
         if held is not None and _fits(held, network):
             return held
         leases.pop(slug, None)
-        taken = [*in_use(), *(host_routes() if routes is None else routes())]
-        taken += [cidr for nets in leases.values() for cidr in nets.values()]
+        taken = [*seen, *(cidr for nets in leases.values() for cidr in nets.values())]
         picked = _pick(network, taken, len(NETWORKS))
         if picked is None:
             raise Refused(
