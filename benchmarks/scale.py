@@ -127,7 +127,13 @@ def one_round(count: int) -> tuple[float, list[dict[str, object]]]:
         workdirs.append(workdir)
     bottle, env = _bottle(home)
     # Warm: images built and cached, so the round measures starting, not building.
-    warm = _run([*bottle, "run", AGENT, "--", "true"], cwd=workdirs[0], env=env, timeout=1800)
+    # From a directory of its own: its finished instance must not be taken (by cwd) for
+    # the round's bottle of that directory, which would then be left running.
+    warmdir = home / "warm"
+    warmdir.mkdir()
+    if os.getuid() == 0:
+        os.chown(warmdir, 1000, 1000)
+    warm = _run([*bottle, "run", AGENT, "--", "true"], cwd=warmdir, env=env, timeout=1800)
     if warm.returncode != 0:
         raise SystemExit(f"warm-up failed: {warm.stderr.strip()[-800:]}")
     image = _sidecar_image(home)
