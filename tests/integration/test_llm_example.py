@@ -77,3 +77,9 @@ def test_the_llm_example_builds_and_answers_headless(
         # The real key on the wire, put in by egress; the agent held the placeholder.
         assert request["headers"]["authorization"] == f"Bearer {REAL_KEY}"
         assert "LLM-EXAMPLE say hi" in json.dumps(request["body"])
+        # The build pointed the system store at the host's bundle for a while: it is the
+        # bottle's CA again, the one thing the agent trusts.
+        store = "/etc/ssl/certs/ca-certificates.crt"
+        done = cli("run", "llm", "--", "readlink", store, cwd=workdir, env_extra=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip() == "/run/bottle/ca/ca.pem"
