@@ -1,4 +1,4 @@
-"""The host's wait on the sidecars' status files: the agent starts only once they serve."""
+"""The host's wait on the sidecars' status files: the agent runs only once they serve."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_a_sidecar_that_stopped_fails_the_wait_at_once(
     assert "egress stopped before it became ready" in caught.value.message
 
 
-def test_a_start_whose_sidecar_never_serves_never_starts_the_agent(
+def test_a_start_whose_sidecar_never_serves_never_runs_the_agent(
     home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(readiness, "PS_EVERY_S", 0.0)
@@ -82,7 +82,12 @@ def test_a_start_whose_sidecar_never_serves_never_starts_the_agent(
     )
     with pytest.raises(StartTimeout):
         bottle.start(wait_timeout=1)
-    assert engine.ups == [["egress", "supervise"]]  # the agent was never started
+    # One compose call starts every container; the agent's container holds nothing but
+    # `sleep infinity` (bottle.readiness), and its program was never executed.
+    assert engine.ups == [["egress", "supervise", "agent"]]
+    assert engine.execs == []
+    agent = bottle.render()["services"]["agent"]
+    assert agent["command"] == ["sleep", "infinity"] and "entrypoint" not in agent
     assert engine.calls[-2:] == ["logs", "down"]
     [path] = (home / "state").iterdir()
     assert StateDir(path).read_metadata().status == InstanceStatus.FAILED
