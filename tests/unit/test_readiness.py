@@ -118,7 +118,9 @@ def test_a_status_file_from_an_earlier_run_does_not_start_the_agent(
     engine.ups.clear()
     with pytest.raises(StartTimeout):
         instance.resume(settings=Settings(home=home), environ={}, wait_timeout=1)
-    assert engine.ups == [["egress", "supervise"]]  # the agent was never started
+    # One up starts every container; the agent's program was never executed.
+    assert engine.ups == [["egress", "supervise", "agent"]]
+    assert engine.execs == []
 
 
 def test_a_sidecar_left_running_keeps_its_status_file(tmp_path: Path) -> None:
@@ -127,7 +129,7 @@ def test_a_sidecar_left_running_keeps_its_status_file(tmp_path: Path) -> None:
     host = _Host(tmp_path, FakeEngine(serving=False, states=_running("egress")))
     _stale(host, "egress")
     readiness.up_in_order(host, [sidecar("egress")], env={}, wait_timeout=5)
-    assert host.compose.engine.ups == [["egress"], ["agent"]]
+    assert host.compose.engine.ups == [["egress", "agent"]]
 
 
 def test_a_sidecar_recreated_by_up_must_write_its_file_again(tmp_path: Path) -> None:
@@ -144,4 +146,4 @@ def test_a_sidecar_recreated_by_up_must_write_its_file_again(tmp_path: Path) -> 
     host.compose.up = up  # type: ignore[method-assign]
     with pytest.raises(StartTimeout):
         readiness.up_in_order(host, [sidecar("egress")], env={}, wait_timeout=1)
-    assert engine.ups == [["egress"]]
+    assert engine.ups == [["egress", "agent"]] and engine.execs == []
