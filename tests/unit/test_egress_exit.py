@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -34,6 +35,17 @@ def test_a_refused_option_still_fails() -> None:
 
 
 def test_sigterm_ends_it_cleanly_with_code_0(tmp_path: Path) -> None:
+    # The addons are registered in place (bottle.runtime.egress.master): give them the
+    # files the sidecar has, or their first error ends mitmdump at start.
+    (tmp_path / "routes.yaml").write_text("routes: []\n")
+    (tmp_path / "status").mkdir()
+    (tmp_path / "logs").mkdir()
+    env = {
+        **os.environ,
+        "BOTTLE_EGRESS_ROUTES": str(tmp_path / "routes.yaml"),
+        "BOTTLE_EGRESS_STATUS": str(tmp_path / "status" / "egress.json"),
+        "BOTTLE_EGRESS_LOG": str(tmp_path / "logs" / "egress.jsonl"),
+    }
     child = subprocess.Popen(
         [
             sys.executable,
@@ -45,13 +57,14 @@ def test_sigterm_ends_it_cleanly_with_code_0(tmp_path: Path) -> None:
             "--set",
             "listen_port=0",
             "--set",
-            f"confdir={tmp_path}",
+            f"confdir={tmp_path / 'conf'}",
             "--set",
             "termlog_verbosity=info",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=env,
     )
     try:
         assert child.stdout is not None

@@ -80,7 +80,8 @@ def test_a_stopped_sidecars_old_status_never_counts_as_ready(home: Path, repo: P
     with pytest.raises(StartTimeout):
         _resume(instance, home, wait_timeout=1)
     assert not stale.exists() and "up" in engine.calls
-    assert engine.ups == [["egress", "supervise"]]  # the agent was never started
+    # One up starts every container; the agent's program was never executed.
+    assert engine.ups == [["egress", "supervise", "agent"]] and engine.execs == []
 
 
 def test_the_library_door_opens_by_slug(home: Path, repo: Path) -> None:
