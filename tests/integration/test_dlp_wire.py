@@ -29,6 +29,7 @@ pytestmark = pytest.mark.docker
 TOKEN = "wire-tok-" + "5d1c9e7a3b" * 3  # injected by egress; the agent never holds it
 EXTRA = "wire-extra-" + "a8f2c6e0" * 3  # a dlp_secrets value the agent got hold of
 MARKER = "[bottle:scrubbed]"
+ECHO_NAME: dict[str, str] = {}  # compose project -> its echo upstream's container
 
 BOTTLE = """---
 agent: {provider: shell}
@@ -57,9 +58,19 @@ with open("/tmp/up.pem", "w") as f:
 class H(h.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
+    def body(self):
+        if "chunked" not in self.headers.get("transfer-encoding", "").lower():
+            n = int(self.headers.get("content-length") or 0)
+            return self.rfile.read(n) if n else b""
+        parts = []
+        while True:
+            size = int(self.rfile.readline().split(b";")[0], 16)
+            parts.append(self.rfile.read(size)); self.rfile.readline()
+            if not size:
+                return b"".join(parts)
     def do_GET(self):
-        n = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(n) if n else b""
+        body = self.body()
+        print("GOT", self.path, len(body), flush=True)  # what reached upstream, for the tests
         echo = ("".join(f"{k}: {v}\n" for k, v in self.headers.items())).encode() + body
         if self.path.startswith("/chunks"):
             self.send_response(200); self.send_header("transfer-encoding", "chunked"); self.end_headers()
@@ -137,7 +148,8 @@ def wire(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Itera
         mp.setenv("BOTTLE_EXTRA_CA_CERTS", str(ca_file))
         with Bottle("dlpw", cwd=workdir).start() as instance:
             meta = instance.metadata
-            with echo_upstream(meta.compose_project, meta.images["sidecar"], (cert, key)):
+            with echo_upstream(meta.compose_project, meta.images["sidecar"], (cert, key)) as name:
+                ECHO_NAME[instance.metadata.compose_project] = name  # for _upstream_got
                 yield instance
         leftovers = _leftovers(Path(home))
         assert leftovers is None, f"containers/networks left behind: {leftovers}"
@@ -245,18 +257,33 @@ def test_a_large_upload_and_download_stream_through_in_bounded_memory(wire: Any)
     assert peak - before < 96 * MIB, f"egress grew by {(peak - before) >> 20} MiB"
 
 
-def test_a_body_too_long_to_scan_is_never_read(wire: Any) -> None:
-    # 40 MiB to the credentialed route (dlp: block holds at most 32 MiB to scan): closed.
+def _upstream_got(wire: Any) -> str:
+    """What the echo upstream printed: one ``GOT <path> <body length>`` line per request."""
+    name = ECHO_NAME[wire.metadata.compose_project]
+    return subprocess.run(
+        ["docker", "logs", name], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _refusal(out: str) -> dict[str, Any]:
+    head, _, body = out.partition("\r\n\r\n")
+    assert " 403" in head.splitlines()[0], out[:500]
+    data: dict[str, Any] = json.loads(body)
+    return data
+
+
+def test_a_declared_body_too_long_to_scan_is_refused_before_it_is_read(wire: Any) -> None:
+    # 40 MiB to the credentialed route (dlp: block holds at most 32 MiB to scan): a 403 with
+    # the JSON reason, answered before the body is read; upstream never sees the request.
     wire.exec(["sh", "-c", "head -c 41943040 /dev/zero > /tmp/long"])
-    result = wire.exec(
-        ["curl", "-sS", "-X", "POST", "-T", "/tmp/long", f"https://{UPSTREAM_HOST}/long"],
-        capture=True,
-    )
-    assert result.exit_code != 0 and TOKEN not in result.stdout
+    out = agent_curl(wire, "-X", "POST", "-T", "/tmp/long", f"https://{UPSTREAM_HOST}/long")
+    refusal = _refusal(out)
+    assert refusal["error"] == "egress_dlp" and TOKEN not in out
+    assert "cannot be scanned before it is sent" in refusal["reason"]
     lines = [json.loads(line) for line in wire.state.egress_log.read_text().splitlines()]
     (entry,) = [e for e in lines if e["path"] == "/long"]
-    assert entry["decision"] == "dlp-block"
-    assert "cannot be scanned before it is sent" in entry["reason"]
+    assert entry["decision"] == "dlp-block" and "was not read" in entry["reason"]
+    assert "GOT /long " not in _upstream_got(wire)
     # Within the bound, the same route holds and scans the body, then sends it.
     ok = wire.exec(
         [
@@ -268,3 +295,45 @@ def test_a_body_too_long_to_scan_is_never_read(wire: Any) -> None:
         capture=True,
     )
     assert ok.stdout == "200", ok.stdout
+    assert "GOT /mid 8388608" in _upstream_got(wire)
+
+
+def _chunked(wire: Any, source: str, path: str, *flags: str) -> str:
+    """POST of ``source``'s output with no length declared (curl -T -: chunked on HTTP/1,
+    DATA frames with no content-length on HTTP/2)."""
+    result = wire.exec(
+        [
+            "sh",
+            "-c",
+            f"{source} | curl -sS -i {' '.join(flags)} -X POST -T - https://{UPSTREAM_HOST}{path}",
+        ],
+        capture=True,
+    )
+    out: str = result.stdout
+    return out
+
+
+@pytest.mark.parametrize("flags", [(), ("--http2",)], ids=["http1-chunked", "http2"])
+def test_a_body_of_undeclared_length_is_held_bounded_and_refused_unsent(
+    wire: Any, flags: tuple[str, ...]
+) -> None:
+    tag = "h2" if flags else "h1"
+    # Clean and within the bound: held, scanned, then sent whole.
+    out = _chunked(wire, "head -c 3000000 /dev/zero", f"/held-{tag}", *flags)
+    assert out.startswith("HTTP/2 200" if flags else "HTTP/1.1 200"), out[:300]
+    assert f"GOT /held-{tag} 3000000" in _upstream_got(wire)
+    # A secret after 2 MiB: refused, and upstream got nothing (not even the headers).
+    make = f"python3 -c \"import sys; sys.stdout.write('a' * (2 << 20) + '{EXTRA}')\""
+    refusal = _refusal(_chunked(wire, make, f"/secret-{tag}", *flags))
+    assert refusal["error"] == "egress_dlp" and "secret:DLPW_EXTRA" in refusal["reason"]
+    # Past the bound (48 MiB, no length): refused as the held part passes 32 MiB, egress's
+    # memory stays bounded, and nothing of it reached upstream.
+    before, _ = _egress_memory(wire)
+    refusal = _refusal(_chunked(wire, f"head -c {48 * MIB} /dev/zero", f"/over-{tag}", *flags))
+    assert "of undeclared length cannot be scanned" in refusal["reason"]
+    _, peak = _egress_memory(wire)
+    assert peak - before < 96 * MIB, f"egress grew by {(peak - before) >> 20} MiB"
+    got = _upstream_got(wire)
+    assert f"GOT /secret-{tag}" not in got and f"GOT /over-{tag}" not in got
+    # The connection and egress are still fine for the next request.
+    assert "200" in agent_curl(wire, f"https://{UPSTREAM_HOST}/plain").splitlines()[0]
