@@ -65,7 +65,8 @@ def test_a_50_mb_stream_is_scrubbed_in_bounded_memory() -> None:
         tracemalloc.stop()
     assert scrubber.found == {"T"}
     assert sent > 49 * MIB
-    assert peak < 8 * MIB, peak  # a few pieces, never the body
+    # A few copies of one 1 MiB piece (the run stage masks and decodes it), never the body.
+    assert peak < 12 * MIB, peak
 
 
 def test_a_50_mb_request_body_is_scanned_in_bounded_memory() -> None:

@@ -264,8 +264,13 @@ class Scan:
             response.headers["content-length"] = str(len(note))
             record["reason"] = _joined(record["reason"], f"response body withheld: {exc}")
             return
-        clean, names = scrub.scrub(plain, found)
-        if not names:
+        # Forms, decoded views and compression no header declares, as a stream would be.
+        scrubber = scrub.StreamScrubber(found)
+        clean = b"".join(scrubber(plain)) + b"".join(scrubber(b""))
+        names = scrubber.found
+        if scrubber.problem:
+            record["reason"] = _joined(record["reason"], f"response body cut: {scrubber.problem}")
+        elif not names:
             return
         _note(record, names, "body")
         response.headers.pop("content-encoding", None)

@@ -13,13 +13,15 @@ Pure bytes in, bytes out; no mitmproxy import.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import ahocorasick_rs
 
-from bottle.runtime.egress import decoding
+from bottle.runtime.egress import decoding, dlp
 from bottle.runtime.egress.dlp import KnownSecret
+from bottle.runtime.egress.undeclared import Undeclared
 
 #: What a secret is replaced with in a body or a header value.
 MARKER = b"[bottle:scrubbed]"
@@ -40,6 +42,13 @@ class Needles:
     longest: int = 0
     prefixes: frozenset[bytes] = field(default=frozenset(), repr=False)  # proper, non-empty
     automaton: ahocorasick_rs.BytesAhoCorasick | None = field(default=None, repr=False)
+    secrets: tuple[KnownSecret, ...] = field(default=(), repr=False)
+    #: ``bytes.translate`` table: a byte any form of a secret may hold -> b"a", others b" ".
+    runs: bytes = field(default=bytes(256), repr=False)
+    #: Bytes that make a run worth decoding (escapes and line breaks): see :func:`scrub_runs`.
+    triggers: bytes = field(default=b"", repr=False)
+    #: The longest a decoded view's source may be: how much of a long run waits.
+    overlap: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -66,7 +75,80 @@ def needles(secrets: tuple[KnownSecret, ...]) -> Needles:
     automaton = ahocorasick_rs.BytesAhoCorasick(
         [n for _, n in items], matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST
     )
-    return Needles(items, max(len(n) for _, n in items), prefixes, automaton)
+    own = {b for secret in secrets for _f, needle in secret.forms for b in needle.encode("utf-8")}
+    alphabet = set(_ALPHABET) | own
+    table = bytes(ord("a") if b in alphabet else ord(" ") for b in range(256))
+    triggers = b"%\\\r\n" + (b"+" if ord(" ") in own else b"")
+    return Needles(
+        items,
+        max(len(n) for _, n in items),
+        prefixes,
+        automaton,
+        secrets,
+        table,
+        triggers,
+        # The longest source of a decoded view: every character escaped (as the longest
+        # needle, JSON's 6 for 1), with line breaks.
+        2 * max(len(n) for _, n in items) + 64,
+    )
+
+
+#: Bytes of the encodings :mod:`.dlp` decodes (base64/url, hex, base32, %- and \\u-escapes,
+#: line breaks); a secret's own characters are added. A run of them may hide a secret.
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789" + b"%+/=-_\\\r\n"
+#: A run longer than this is scanned and sent on but for its last ``overlap`` bytes.
+MAX_RUN = 64 << 10
+#: Found by :func:`scrub_runs`: runs of at least this many bytes (no form is shorter).
+_RUN = re.compile(rb"a{8,}")
+
+
+def _mask(data: bytes, found: Needles) -> bytes:
+    """``data`` as b"a" (may be part of a form) and b" " (may not), the same length. A blank
+    line ends a run: MIME never breaks a line twice, and an event stream's events end so."""
+    return data.replace(b"\r\n\r\n", b"\r\n \n").replace(b"\n\n", b"\n ").translate(found.runs)
+
+
+def trailing_run(data: bytes, found: Needles) -> int:
+    """How many bytes at the end of ``data`` could begin or continue a run (they wait)."""
+    window = data[-(MAX_RUN + 1) :]
+    return len(window) - 1 - _mask(window, found).rfind(b" ")
+
+
+def scrub_runs(data: bytes, found: Needles, marker: bytes = MARKER) -> tuple[bytes, set[str]]:
+    """``data`` with every run (bytes any encoding may hold) that hides a secret in a decoded
+    view (partly %- or \\u-escaped, broken across lines: what :func:`scrub` cannot see) replaced
+    whole by ``marker``, and the names of those secrets."""
+    if not found or not any(t in data for t in found.triggers):
+        return data, set()
+    trigger = set(found.triggers)
+    runs = [
+        (m.start(), m.end())
+        for m in _RUN.finditer(_mask(data, found))
+        if not trigger.isdisjoint(data[m.start() : m.end()])
+    ]
+    if not runs:
+        return data, set()
+    # Nearly always nothing: one look at the whole (its views hold every run's) says so.
+    if not dlp.secrets_in(data, found.secrets):
+        return data, set()
+    names: set[str] = set()
+    out: list[bytes] = []
+    pos = 0
+    for start, end in runs:
+        here = dlp.secrets_in(data[start:end], found.secrets)
+        if here:
+            names |= here
+            out += (data[pos:start], marker)
+            pos = end
+    out.append(data[pos:])
+    return b"".join(out), names
+
+
+def scrub_all(data: bytes, found: Needles) -> tuple[bytes, set[str]]:
+    """A whole body scrubbed: every form (:func:`scrub`), then every decoded view (runs)."""
+    out, names = scrub(data, found)
+    out, more = scrub_runs(out, found)
+    return out, names | more
 
 
 def scrub(data: bytes, found: Needles, marker: bytes = MARKER) -> tuple[bytes, set[str]]:
@@ -106,15 +188,26 @@ def scrub_fields(
 class StreamScrubber:
     """A ``flow.response.stream`` callable: scrubbed (and decoded) pieces out for pieces in.
 
-    ``found`` collects the names of the secrets replaced; ``problem`` says why the body was
-    cut short ("" if it was not).
+    Two stages, each holding back only what it must: :func:`scrub` replaces every form and
+    keeps an end that could begin one; :func:`scrub_runs` replaces a run that hides a secret
+    in a decoded view and keeps a trailing run (at most :data:`MAX_RUN`, then ``overlap``).
+    Before them, compression no header declares is decoded on the side (:mod:`.undeclared`).
+    ``found`` collects the names of the secrets replaced; ``problem`` says why the body was cut
+    short ("" if it was not).
     """
 
-    def __init__(self, secrets: Needles, encodings: Iterable[str] = ()) -> None:
+    def __init__(self, secrets: Needles, encodings: Iterable[str] = (), *, depth: int = 0) -> None:
         self.secrets = secrets
         names = list(encodings)
         self.decoder = decoding.Decoder(names, MAX_RESPONSE_DECODED) if names else None
+        self.undeclared: Undeclared | None = None
+        if depth + len(names) < decoding.MAX_LAYERS:
+            self.undeclared = Undeclared(
+                lambda: StreamScrubber(secrets, depth=depth + len(names) + 1),
+                MAX_RESPONSE_DECODED,
+            )
         self.tail = b""
+        self.run_tail = b""
         self.found: set[str] = set()
         self.problem = ""
         self.done = False
@@ -128,31 +221,61 @@ class StreamScrubber:
         final = data == b""  # mitmproxy's end of body
         try:
             if self.decoder is None:
-                yield from self._pass([data] if data else [])
+                pieces: Iterable[bytes] = [data] if data else []
             else:
-                yield from self._pass(self.decoder.feed(data) if data else self.decoder.flush())
+                pieces = self.decoder.feed(data) if data else self.decoder.flush()
+            for piece in [*pieces, b""] if final else pieces:
+                yield from self._raw(piece)
+                if self.problem:
+                    return
         except decoding.DecodeError as exc:
-            self.problem = str(exc)
-            yield from self._flush()
-            note = f"\n[bottle: the rest of this response was withheld: {exc}]\n"
-            yield note.encode("utf-8")
+            yield from self._cut(str(exc))
             return
         if final:
             yield from self._flush()
 
-    def _pass(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
-        for piece in pieces:
-            buf, names = scrub(self.tail + piece if self.tail else piece, self.secrets)
-            self.found |= names
-            cut = len(buf) - self.secrets.held(buf)
-            self.tail = buf[cut:]
-            if cut:
-                yield buf[:cut]
+    def _raw(self, piece: bytes) -> Iterator[bytes]:
+        if self.undeclared is None:
+            if piece:
+                yield from self._pass(piece)
+            return
+        for released in self.undeclared.feed(piece):
+            yield from self._pass(released)
+        if self.undeclared.problem:
+            self.found |= self.undeclared.found
+            yield from self._cut(self.undeclared.problem)
+
+    def _pass(self, piece: bytes) -> Iterator[bytes]:
+        buf, names = scrub(self.tail + piece if self.tail else piece, self.secrets)
+        self.found |= names
+        cut = len(buf) - self.secrets.held(buf)
+        self.tail = buf[cut:]
+        if cut:
+            out = self._runs(buf[:cut], final=False)
+            if out:
+                yield out
+
+    def _runs(self, data: bytes, final: bool) -> bytes:
+        buf = self.run_tail + data if self.run_tail else data
+        buf, names = scrub_runs(buf, self.secrets)
+        self.found |= names
+        held = 0 if final else trailing_run(buf, self.secrets)
+        if held > MAX_RUN:
+            held = self.secrets.overlap  # a long run: all of it scanned, its end waits
+        cut = len(buf) - held
+        self.run_tail = buf[cut:]
+        return buf[:cut]
+
+    def _cut(self, problem: str) -> Iterator[bytes]:
+        self.problem = problem
+        yield from self._flush()
+        yield f"\n[bottle: the rest of this response was withheld: {problem}]\n".encode()
 
     def _flush(self) -> Iterator[bytes]:
         buf, names = scrub(self.tail, self.secrets)
         self.found |= names
         self.tail = b""
+        out = self._runs(buf, final=True)
         self.done = True
-        if buf:
-            yield buf
+        if out:
+            yield out
