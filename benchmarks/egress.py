@@ -4,7 +4,8 @@
 
 One bottle, one upstream container on its egress network (``upstream.test``: HTTP on 80,
 HTTPS on 443 with a certificate from a CA made for this run, a small body, a 100 MB body and
-a package index of 30 wheels). A client container on both of the bottle's networks measures,
+a package index of 30 wheels). A client container (the sidecar image plus a venv with pip:
+:data:`CLIENT_DOCKERFILE`) on both of the bottle's networks measures,
 in interleaved rounds (the order of the three ways rotates every round, so machine noise hits
 them alike):
 
@@ -136,7 +137,8 @@ def download(way):
     return n / took / 1e6
 def pip(way):
     target = f"/tmp/pip-{way}-{time.monotonic_ns()}"
-    argv = [sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--no-deps",
+    argv = ["/opt/client/bin/python", "-m", "pip", "install", "--quiet", "--no-cache-dir",
+            "--no-deps",
             "--disable-pip-version-check", "--target", target, "--cert", "/bench/all-ca.pem",
             "--index-url", f"https://{HOST}/simple/"]
     if PROXIES[way]:
@@ -230,6 +232,30 @@ def _wait(container: str, probe: str) -> None:
     raise RuntimeError(f"{container} did not come up")
 
 
+#: The client: the sidecar image (built locally from the base) plus a venv with pip, made
+#: offline by the interpreter's own ensurepip (the sidecar image itself carries no pip).
+CLIENT_DOCKERFILE = """\
+FROM {image}
+RUN python3 -m venv /opt/client && /opt/client/bin/python -m pip --version
+"""
+
+
+def _client_image(sidecar: str) -> str:
+    tag = f"bottle-bench-client:{sidecar.rsplit(':', 1)[-1]}"
+    inspect = ["docker", "image", "inspect", tag]
+    if subprocess.run(inspect, capture_output=True, check=False).returncode:
+        done = subprocess.run(
+            ["docker", "build", "-q", "--label", "bottle.bench=egress", "-t", tag, "-"],
+            input=CLIENT_DOCKERFILE.format(image=sidecar),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"building {tag} failed: {done.stderr[-3000:]}")
+    return tag
+
+
 @contextmanager
 def _setup() -> Iterator[tuple[str, int]]:
     """A running bottle, its upstream, a plain mitmdump and the client container's name."""
@@ -270,7 +296,7 @@ def _setup() -> Iterator[tuple[str, int]]:
             )
             client = _docker(
                 *("run", "-d", *mount, "--network", f"{project}_internal"),
-                *(image, "sleep", "infinity"),
+                *(_client_image(image), "sleep", "infinity"),
             )
             started.append(client)
             _docker("network", "connect", net, client)
