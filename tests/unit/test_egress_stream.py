@@ -90,10 +90,12 @@ def over() -> str:
 
 def test_a_refusal_is_answered_whatever_the_body_length(env: Env) -> None:  # noqa: F811
     for length in ("10", over()):
-        flow = headers_only("POST", "https://nowhere.example.net/x", {"content-length": length})
+        headers = {"content-length": length, "expect": "100-continue"}
+        flow = headers_only("POST", "https://nowhere.example.net/x", headers)
         env.fire(HttpRequestHeadersHook(flow))
         assert flow.response is not None and flow.response.status_code == 403
         assert not killed(flow) and flow.request.stream is False
+        assert "expect" not in flow.request.headers  # no 100 Continue: the body stays home
         line = env.log_lines()[-1]
         assert line["decision"] == "refuse" and "no route names host" in line["reason"]
 

@@ -184,6 +184,8 @@ class DecisionLog:
             size = "of undeclared length" if length is None else f"of {length} bytes"
             record["reason"] = f"{reason}; the request body ({size}) was not read"
         flow.request.stream = False  # answered at once by holdback, the body never kept
+        # No "100 Continue" for an answer that is already final: the client keeps its body.
+        flow.request.headers.pop("expect", None)
         self.log_flow(flow)
 
     def crash(self, flow: http.HTTPFlow, exc: Exception, hook: str) -> None:
