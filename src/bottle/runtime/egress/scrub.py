@@ -49,6 +49,8 @@ class Needles:
     triggers: bytes = field(default=b"", repr=False)
     #: The longest a decoded view's source may be: how much of a long run waits.
     overlap: int = 0
+    #: The bytes a run is made of (those ``runs`` maps to b"a").
+    alphabet: bytes = field(default=b"", repr=False)
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -90,6 +92,7 @@ def needles(secrets: tuple[KnownSecret, ...]) -> Needles:
         # The longest source of a decoded view: every character escaped (as the longest
         # needle, JSON's 6 for 1), with line breaks.
         2 * max(len(n) for _, n in items) + 64,
+        bytes(sorted(alphabet)),
     )
 
 
@@ -109,16 +112,26 @@ def _mask(data: bytes, found: Needles) -> bytes:
 
 
 def trailing_run(data: bytes, found: Needles) -> int:
-    """How many bytes at the end of ``data`` could begin or continue a run (they wait)."""
+    """How many bytes at the end of ``data`` could begin or continue a run (they wait): at
+    most ``MAX_RUN + 1``, and never past a blank line (see :func:`_mask`)."""
     window = data[-(MAX_RUN + 1) :]
-    return len(window) - 1 - _mask(window, found).rfind(b" ")
+    tail = window[len(window.rstrip(found.alphabet)) :]
+    for mark in (b"\n\n", b"\n\r\n"):
+        at = tail.rfind(mark)
+        if at >= 0:
+            tail = tail[at + len(mark) :]
+    return len(tail)
 
 
 def scrub_runs(data: bytes, found: Needles, marker: bytes = MARKER) -> tuple[bytes, set[str]]:
     """``data`` with every run (bytes any encoding may hold) that hides a secret in a decoded
     view (partly %- or \\u-escaped, broken across lines: what :func:`scrub` cannot see) replaced
     whole by ``marker``, and the names of those secrets."""
-    if not found or not any(t in data for t in found.triggers):
+    if found.automaton is None or not any(t in data for t in found.triggers):
+        return data, set()
+    # Nearly always nothing: one look at the whole's views (they hold every run's) says so.
+    plus = b"+" in found.triggers
+    if not any(found.automaton.find_matches_as_indexes(v) for v in _views(data, plus)):
         return data, set()
     trigger = set(found.triggers)
     runs = [
@@ -126,11 +139,6 @@ def scrub_runs(data: bytes, found: Needles, marker: bytes = MARKER) -> tuple[byt
         for m in _RUN.finditer(_mask(data, found))
         if not trigger.isdisjoint(data[m.start() : m.end()])
     ]
-    if not runs:
-        return data, set()
-    # Nearly always nothing: one look at the whole (its views hold every run's) says so.
-    if not dlp.secrets_in(data, found.secrets):
-        return data, set()
     names: set[str] = set()
     out: list[bytes] = []
     pos = 0
@@ -142,6 +150,36 @@ def scrub_runs(data: bytes, found: Needles, marker: bytes = MARKER) -> tuple[byt
             pos = end
     out.append(data[pos:])
     return b"".join(out), names
+
+
+_JSON_U = re.compile(rb"\\u([0-9a-fA-F]{4})")
+_PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
+
+
+def _unquote(data: bytes) -> bytes:
+    """%-escapes undone (``unquote_to_bytes`` splits at every ``%``: slow on binary bytes)."""
+    return _PERCENT.sub(lambda m: bytes((int(m.group(1), 16),)), data) if b"%" in data else data
+
+
+def _views(data: bytes, plus: bool) -> Iterator[bytes]:
+    """The decoded views :func:`.dlp.secrets_in` looks at, as bytes and at C speed where it
+    can: line breaks removed, %-escapes undone once and twice (``+`` also as a space when a
+    secret has one: ``plus``), JSON ``\\u`` escapes undone. The plain view is :func:`scrub`'s."""
+    if b"\n" in data or b"\r" in data:
+        yield data.replace(b"\r", b"").replace(b"\n", b"")
+    if b"%" in data or (plus and b"+" in data):
+        for once in (
+            (_unquote(data), _unquote(data.replace(b"+", b" "))) if plus else [_unquote(data)]
+        ):
+            yield once
+            if b"%" in once:
+                yield _unquote(once)
+                if plus:
+                    yield _unquote(once.replace(b"+", b" "))
+    if b"\\u" in data or b"\\/" in data:
+        yield _JSON_U.sub(
+            lambda m: chr(int(m.group(1), 16)).encode("utf-8", "surrogatepass"), data
+        ).replace(b"\\/", b"/")
 
 
 def scrub_all(data: bytes, found: Needles) -> tuple[bytes, set[str]]:
