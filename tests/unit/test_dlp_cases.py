@@ -12,7 +12,7 @@ from pathlib import Path
 import brotli  # type: ignore[import-untyped]
 import pytest
 from mitmproxy import http
-from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHeadersHook
+from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHeadersHook, HttpResponseHook
 
 from bottle.runtime.egress import dlp
 from tests.unit import dlp_cases
@@ -72,6 +72,30 @@ def test_response_case(env: Env, case: dlp_cases.ResponseCase) -> None:  # noqa:
         visible += dlp.scan_body(seen, "", secrets)[0]
     assert (not visible) is case.scrubbed, visible
     assert "content-encoding" not in flow.response.headers
+
+
+@pytest.mark.parametrize("case", dlp_cases.RESPONSE_CASES, ids=lambda c: c.form)
+def test_response_case_held_whole(env: Env, case: dlp_cases.ResponseCase) -> None:  # noqa: F811
+    """The same cases as a small response with a length: held whole, scrubbed in one go."""
+    resp = case.build(EXTRA_SECRET)
+    flow = make_flow("GET", "https://pypi.org/simple/")
+    env.fire(HttpRequestHook(flow))
+    flow.response = http.Response.make(200)
+    fields = [(k, v) for k, v in resp.headers if k.lower() != "transfer-encoding"]
+    fields.append(("Content-Length", str(len(resp.body))))
+    flow.response.headers.fields = tuple((k.encode(), v.encode()) for k, v in fields)
+    env.fire(HttpResponseHeadersHook(flow))
+    assert not flow.response.stream
+    flow.response.raw_content = resp.body
+    env.fire(HttpResponseHook(flow))
+    out = flow.response.raw_content or b""
+    secrets = env.addon.current.secrets
+    headers = b"\n".join(k + b": " + v for k, v in flow.response.headers.fields)
+    visible = dlp.scan_body(headers, "", secrets)[0]
+    for seen in (out, *partly_decoded(out)):
+        visible += dlp.scan_body(seen, "", secrets)[0]
+    assert (not visible) is case.scrubbed, visible
+    assert EXTRA_SECRET not in (env.log.read_text() if env.log.exists() else "")
 
 
 def partly_decoded(data: bytes) -> list[bytes]:

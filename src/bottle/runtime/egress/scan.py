@@ -265,11 +265,9 @@ class Scan:
             record["reason"] = _joined(record["reason"], f"response body withheld: {exc}")
             return
         # Forms, decoded views and compression no header declares, as a stream would be.
-        scrubber = scrub.StreamScrubber(found)
-        clean = b"".join(scrubber(plain)) + b"".join(scrubber(b""))
-        names = scrubber.found
-        if scrubber.problem:
-            record["reason"] = _joined(record["reason"], f"response body cut: {scrubber.problem}")
+        clean, names, problem = scrub.scrub_whole(plain, found)
+        if problem:
+            record["reason"] = _joined(record["reason"], f"response body withheld: {problem}")
         elif not names:
             return
         _note(record, names, "body")

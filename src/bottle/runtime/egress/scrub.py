@@ -21,7 +21,7 @@ import ahocorasick_rs
 
 from bottle.runtime.egress import decoding, dlp
 from bottle.runtime.egress.dlp import KnownSecret
-from bottle.runtime.egress.undeclared import Undeclared
+from bottle.runtime.egress.undeclared import NO_MAGIC, Undeclared
 
 #: What a secret is replaced with in a body or a header value.
 MARKER = b"[bottle:scrubbed]"
@@ -180,6 +180,47 @@ def _views(data: bytes, plus: bool) -> Iterator[bytes]:
         yield _JSON_U.sub(
             lambda m: chr(int(m.group(1), 16)).encode("utf-8", "surrogatepass"), data
         ).replace(b"\\/", b"/")
+
+
+def scrub_whole(
+    data: bytes, found: Needles, limit: int = MAX_SMALL_DECODED, depth: int = 0
+) -> tuple[bytes, set[str], str]:
+    """A body held whole, scrubbed as :class:`StreamScrubber` would (for one write, without its
+    per-piece machinery): (what to send, the secrets removed, why it was withheld or "").
+    Compression no header declares is decoded (as far as it goes) and scrubbed on the side: a
+    secret in it withholds the body."""
+    out, names = scrub_all(data, found)
+    if depth < decoding.MAX_LAYERS:
+        sniffed = decoding.sniff(data[:4])
+        for name in [sniffed] if sniffed else NO_MAGIC:
+            try:
+                plain = _decoded(data, name, limit)
+            except decoding.TooLarge as exc:
+                return _withheld(f"it holds {name} data that {exc}"), names, str(exc)
+            if plain:
+                _, hidden, problem = scrub_whole(plain, found, limit, depth + 1)
+                if hidden or problem:
+                    why = problem or f"a secret was found in its {name} data"
+                    return _withheld(why), names | hidden, why
+    return out, names, ""
+
+
+def _decoded(data: bytes, name: str, limit: int) -> bytes:
+    """``data`` decoded as ``name`` as far as it decodes (b"" if not at all)."""
+    out: list[bytes] = []
+    decoder = decoding.Decoder([name], limit)
+    try:
+        out.extend(decoder.feed(data))
+        out.extend(decoder.flush())
+    except decoding.TooLarge:
+        raise
+    except decoding.DecodeError:
+        pass  # corrupt or cut short: what decoded before is kept
+    return b"".join(out)
+
+
+def _withheld(problem: str) -> bytes:
+    return f"[bottle: this response was withheld: {problem}]\n".encode()
 
 
 def scrub_all(data: bytes, found: Needles) -> tuple[bytes, set[str]]:

@@ -14,6 +14,7 @@ Pure bytes in, bytes out; no mitmproxy import.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -63,6 +64,10 @@ class _Candidate:
         # it may have begun a block (zstd) whose output only that later piece brought.
         while self.outputs and self.outputs[0][1] <= self.passed:
             self.settled = self.outputs.popleft()[0] - 1
+
+    def close(self) -> None:
+        """The detector's end: what it held back is scanned too."""
+        self._detect(b"")
 
     def _detect(self, piece: bytes) -> None:
         for out in self.detector(piece):
@@ -126,8 +131,12 @@ class Undeclared:
                 self._cut(f"it holds {candidate.encoding} data that {exc}")
                 return
             except decoding.DecodeError:
-                candidate.settled = index  # not that encoding after all
-                candidate.encoding = ""
+                # Not that encoding after all, or cut short: what did decode is scanned whole
+                # (a truncated body still hands its first part to whoever decodes it).
+                with contextlib.suppress(decoding.DecodeError):
+                    candidate.close()
+                candidate.settled = index
+                candidate.encoding = candidate.encoding if candidate.detector.found else ""
             if candidate.detector.found:
                 self.found |= candidate.detector.found
                 self._cut(f"a secret was found in its {candidate.encoding} data")
