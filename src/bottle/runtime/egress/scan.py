@@ -14,7 +14,9 @@ the mode of their handshake's route.
 
 Responses: whatever the route's ``dlp`` mode, header names and values are scrubbed and the
 body is streamed through a :class:`~.scrub.StreamScrubber` (decoded first when compressed, and
-sent on as identity); the log record of the flow says which secrets were removed.
+sent on as identity; checked on the side when compressed undeclared) or, up to
+:data:`STREAM_ABOVE`, held and scrubbed whole (:func:`~.scrub.scrub_whole`); the log record of
+the flow says which secrets were removed, and why a body was cut or withheld.
 """
 
 from __future__ import annotations

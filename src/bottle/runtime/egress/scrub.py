@@ -3,11 +3,13 @@
 An upstream that echoes a request hands back the credential egress injected into it; one that
 was handed a ``dlp_secrets`` value may show it. Every form :mod:`.dlp` looks for (plain, URL-,
 base64-, hex-, base32-, JSON-encoded...) is replaced by :data:`MARKER` in header names and
-values and in the body, which is streamed: each piece is scrubbed together with what was held
-back of the one before (at most ``longest form - 1`` bytes: only an end that could begin a
-form waits), so a secret split across pieces is still whole.
-A compressed body is decoded (bounded steps, :mod:`.decoding`) and sent on as identity.
-Pure bytes in, bytes out; no mitmproxy import.
+values and in the body (:func:`scrub`); a secret only a decoded view shows (partly %- or
+``\\u``-escaped, broken across lines) takes its whole *run* with it, the stretch of bytes any
+encoding is made of (:func:`scrub_runs`). The body is streamed: each piece is scrubbed together
+with what was held back of the one before (an end that could begin a form; a trailing run),
+so a secret split across pieces is still whole. A compressed body is decoded (bounded steps,
+:mod:`.decoding`) and sent on as identity; one whose compression no header declares goes on as
+it came, checked on the side (:mod:`.undeclared`). Pure bytes in, bytes out; no mitmproxy.
 """
 
 from __future__ import annotations
