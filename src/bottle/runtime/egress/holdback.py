@@ -17,10 +17,16 @@ So egress changes the one state of mitmproxy's ``HttpStream`` that reads a held 
 
 Nothing of a held body goes upstream before the ``request`` hook has scanned all of it
 (mitmproxy opens the upstream connection only then), so a refused body never leaves.
+
+And one fix on the way out: mitmproxy turns an HTTP/2 or 3 request into HTTP/1 for an HTTP/1
+upstream without framing a body that declares no length, so the upstream read no body and took
+the body's bytes for the next request on its connection (a request egress never saw). Such a
+body now goes chunked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -30,9 +36,11 @@ from mitmproxy.proxy.layers.http import DropStream, HttpStream, SendHttp
 from mitmproxy.proxy.layers.http._events import (
     RequestData,
     RequestEndOfMessage,
+    RequestHeaders,
     ResponseEndOfMessage,
 )
 from mitmproxy.proxy.layers.http._hooks import HttpResponseHeadersHook
+from mitmproxy.proxy.layers.http._http1 import Http1Client
 
 from bottle.runtime.egress.log import MAX_HELD_BODY, declared_length
 
@@ -50,9 +58,13 @@ def install(on_overflow: Callable[[http.HTTPFlow], None], limit: int = MAX_HELD_
         originals = (
             HttpStream.state_wait_for_request_headers,
             HttpStream.state_consume_request_body,
+            Http1Client.send,
         )
         setattr(HttpStream, _ORIGINAL, originals)
-    wait_for_headers, consume_body = originals
+    wait_for_headers, consume_body, send_upstream = originals
+
+    def send(self: Http1Client, event: Any) -> _Commands:
+        yield from send_upstream(self, framed(event))
 
     def state_wait_for_request_headers(self: HttpStream, event: Any) -> _Commands:
         yield from wait_for_headers(self, event)
@@ -75,6 +87,21 @@ def install(on_overflow: Callable[[http.HTTPFlow], None], limit: int = MAX_HELD_
 
     HttpStream.state_wait_for_request_headers = state_wait_for_request_headers  # type: ignore[method-assign]
     HttpStream.state_consume_request_body = state_consume_request_body  # type: ignore[method-assign]
+    Http1Client.send = send  # type: ignore[method-assign]
+
+
+def framed(event: Any) -> Any:
+    """``event`` as an HTTP/1 upstream must get it: the headers of an HTTP/2 or 3 request with
+    a body of no declared length say ``Transfer-Encoding: chunked`` (the HTTP/1 client then
+    frames each piece). Anything else is returned as it is."""
+    if not isinstance(event, RequestHeaders) or event.end_stream:
+        return event
+    request = event.request
+    if not (request.is_http2 or request.is_http3) or "content-length" in request.headers:
+        return event
+    request = request.copy()
+    request.headers["transfer-encoding"] = "chunked"
+    return dataclasses.replace(event, request=request)
 
 
 def uninstall() -> None:
@@ -83,6 +110,7 @@ def uninstall() -> None:
     if originals is not None:
         HttpStream.state_wait_for_request_headers = originals[0]  # type: ignore[method-assign]
         HttpStream.state_consume_request_body = originals[1]  # type: ignore[method-assign]
+        Http1Client.send = originals[2]  # type: ignore[method-assign]
         delattr(HttpStream, _ORIGINAL)
 
 
