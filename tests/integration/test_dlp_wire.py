@@ -396,5 +396,13 @@ def test_a_body_of_undeclared_length_is_held_bounded_and_refused_unsent(
     assert peak - before < 96 * MIB, f"egress grew by {(peak - before) >> 20} MiB"
     got = _upstream_got(wire)
     assert f"GOT /secret-{tag}" not in got and f"GOT /over-{tag}" not in got
+    # A body that holds a whole request reaches upstream as a body, never as a request of
+    # its own (HTTP/2 to an HTTP/1 upstream: framed, streamed on dlp: off as well as held).
+    smuggle = "printf 'GET /smuggled HTTP/1.1\\r\\nHost: upstream.test\\r\\n\\r\\n'"
+    for path in (f"/bulk/{tag}", f"/smuggle-{tag}"):
+        assert "200" in _final(_chunked(wire, smuggle, path, *flags))[0]
+    got = _upstream_got(wire)
+    assert f"GOT /bulk/{tag} 47" in got and f"GOT /smuggle-{tag} 47" in got, got
+    assert "GOT /smuggled" not in got
     # The connection and egress are still fine for the next request.
     assert "200" in agent_curl(wire, f"https://{UPSTREAM_HOST}/plain").splitlines()[0]
