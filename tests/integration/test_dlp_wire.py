@@ -387,10 +387,11 @@ def test_a_body_of_undeclared_length_is_held_bounded_and_refused_unsent(
     make = f"python3 -c \"import sys; sys.stdout.write('a' * (2 << 20) + '{EXTRA}')\""
     refusal = _refusal(_chunked(wire, make, f"/secret-{tag}", *flags))
     assert refusal["error"] == "egress_dlp" and "secret:DLPW_EXTRA" in refusal["reason"]
-    # Past the bound (48 MiB, no length): refused as the held part passes 32 MiB, egress's
-    # memory stays bounded, and nothing of it reached upstream.
+    # Past the bound (160 MiB, no length): refused as the held part passes 32 MiB; egress's
+    # memory grows by far less than the body (read whole, it would grow by 160 MiB), and
+    # nothing of it reached upstream.
     before, _ = _egress_memory(wire)
-    refusal = _refusal(_chunked(wire, f"head -c {48 * MIB} /dev/zero", f"/over-{tag}", *flags))
+    refusal = _refusal(_chunked(wire, f"head -c {160 * MIB} /dev/zero", f"/over-{tag}", *flags))
     assert "of undeclared length cannot be scanned" in refusal["reason"]
     _, peak = _egress_memory(wire)
     assert peak - before < 96 * MIB, f"egress grew by {(peak - before) >> 20} MiB"
