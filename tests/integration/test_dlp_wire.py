@@ -407,3 +407,17 @@ def test_a_body_of_undeclared_length_is_held_bounded_and_refused_unsent(
     assert "GOT /smuggled" not in got
     # The connection and egress are still fine for the next request.
     assert "200" in agent_curl(wire, f"https://{UPSTREAM_HOST}/plain").splitlines()[0]
+
+
+def test_a_kept_alive_connection_carries_many_requests(wire: Any) -> None:
+    # One curl, one connection: each request after the first reuses egress's upstream
+    # connection (num_connects 0). Before, every one opened another, and the sixth waited
+    # forever on mitmproxy's limit of 5 connections per address.
+    urls = [f"https://{UPSTREAM_HOST}/keep/{i}" for i in range(10)]
+    result = wire.exec(
+        ["curl", "-sS", "--max-time", "60", "-o", "/dev/null", "-w", "%{http_code}\\n", *urls],
+        capture=True,
+    )
+    assert result.stdout.split() == ["200"] * 10, (result.stdout, result.stderr)
+    got = _upstream_got(wire)
+    assert all(f"GOT /keep/{i} 0" in got for i in range(10)), got
