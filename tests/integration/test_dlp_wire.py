@@ -410,12 +410,23 @@ def test_a_body_of_undeclared_length_is_held_bounded_and_refused_unsent(
 
 
 def test_a_kept_alive_connection_carries_many_requests(wire: Any) -> None:
-    # One curl, one connection: each request after the first reuses egress's upstream
+    # One curl, one HTTP/1.1 connection: each request after the first reuses egress's upstream
     # connection (num_connects 0). Before, every one opened another, and the sixth waited
     # forever on mitmproxy's limit of 5 connections per address.
     urls = [f"https://{UPSTREAM_HOST}/keep/{i}" for i in range(10)]
     result = wire.exec(
-        ["curl", "-sS", "--max-time", "60", "-o", "/dev/null", "-w", "%{http_code}\\n", *urls],
+        [
+            "curl",
+            "-sS",
+            "--http1.1",
+            "--max-time",
+            "60",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}\\n",
+            *urls,
+        ],
         capture=True,
     )
     assert result.stdout.split() == ["200"] * 10, (result.stdout, result.stderr)
