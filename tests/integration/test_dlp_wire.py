@@ -414,19 +414,9 @@ def test_a_kept_alive_connection_carries_many_requests(wire: Any) -> None:
     # connection (num_connects 0). Before, every one opened another, and the sixth waited
     # forever on mitmproxy's limit of 5 connections per address.
     urls = [f"https://{UPSTREAM_HOST}/keep/{i}" for i in range(10)]
+    outputs = [arg for url in urls for arg in ("-o", "/dev/null", url)]  # -o is per URL
     result = wire.exec(
-        [
-            "curl",
-            "-sS",
-            "--http1.1",
-            "--max-time",
-            "60",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}\\n",
-            *urls,
-        ],
+        ["curl", "-sS", "--http1.1", "--max-time", "60", "-w", "%{http_code}\n", *outputs],
         capture=True,
     )
     assert result.stdout.split() == ["200"] * 10, (result.stdout, result.stderr)
