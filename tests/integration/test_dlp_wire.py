@@ -411,8 +411,8 @@ def test_a_body_of_undeclared_length_is_held_bounded_and_refused_unsent(
 
 def test_a_kept_alive_connection_carries_many_requests(wire: Any) -> None:
     # One curl, one HTTP/1.1 connection: each request after the first reuses egress's upstream
-    # connection (num_connects 0). Before, every one opened another, and the sixth waited
-    # forever on mitmproxy's limit of 5 connections per address.
+    # connection. Before, every one opened another, and the sixth waited forever on
+    # mitmproxy's limit of 5 connections per address.
     urls = [f"https://{UPSTREAM_HOST}/keep/{i}" for i in range(10)]
     outputs = [arg for url in urls for arg in ("-o", "/dev/null", url)]  # -o is per URL
     result = wire.exec(
