@@ -26,10 +26,13 @@ private key blocks, JWTs).
 URL (host, path and query), every header name and value, and the **whole** body, a window at a
 time with an overlap, so a secret is found wherever it sits. The route is chosen from the
 headers, before any of the body is read, and decides what happens to the body: on `block` it
-is held until it has been scanned, and nothing of it leaves before; a body longer than 32 MiB,
-or of undeclared length (chunked), is never read: the connection is closed and the decision
-log says why. On `warn` the body streams and is scanned on the way (findings logged); on `off`
-it streams untouched. The body is scanned as sent, then decoded as its `Content-Encoding` says
+is held until it has been scanned, and nothing of it leaves before (the upstream connection is
+opened only then). A body that declares more than 32 MiB is refused with a 403 and its JSON
+reason before any of it is read; one of undeclared length (HTTP/1 chunked, HTTP/2 without
+`Content-Length`) is held up to 32 MiB and refused the same way as it grows past that: in
+both cases the rest is read and dropped, never kept, and upstream receives nothing. On
+`warn` the body streams and is scanned on the way (findings logged); on `off` it streams
+untouched. The body is scanned as sent, then decoded as its `Content-Encoding` says
 (nested, each layer bounded: a decompression bomb ends the decoding, not the proxy's memory),
 then under any gzip, zlib or zstd layer its magic bytes show without a declaration. A body
 that cannot be scanned whole (a declared encoding that does not decode, a layer that decodes
@@ -44,7 +47,15 @@ and sent on as identity when something was removed, as it came otherwise. A long
 one of unknown length, is streamed: each piece is scrubbed together with the end of the one
 before that could begin a secret, so a secret split across pieces is still removed; a
 compressed one is decoded on the way and sent on as identity (no `Content-Encoding`, no
-`Content-Length`, chunked). A body in an encoding egress cannot decode is withheld. The
+`Content-Length`, chunked). A secret hidden in a decoded view (partly %- or `\\u`-escaped,
+base64 or hex broken across lines) is found in its *run*, the stretch of bytes any encoding
+may be made of, and the whole run is replaced; only a trailing run waits for the next piece
+(a blank line ends one, so an event stream is not held up). A body with no `Content-Encoding`
+that is compressed all the same (gzip, zlib or zstd by their magic bytes, raw deflate and
+brotli because they decode) is passed on as it came, byte for byte, while a copy is decoded
+and scrubbed on the side; a raw piece goes on only once what it decodes to has been scanned,
+and when a secret turns up the rest of the body is withheld (a note ends it, the decision log
+says why). A body in an encoding egress cannot decode is withheld. The
 decision log's `scrubbed` field says which secrets were removed, and where. Token shapes are
 not scrubbed (upstreams hand out tokens legitimately); passthrough routes are not intercepted,
 so neither scanned nor scrubbed.

@@ -271,16 +271,112 @@ RESPONSE_CASES: tuple[ResponseCase, ...] = (
         lambda s: Response(headers=(("Content-Encoding", "x-custom"),), body=s.encode()),
     ),
     ResponseCase(
-        "URL-encoded in part",
-        False,
+        "URL-encoded in part (`%41BC…` mixed)",
+        True,
         lambda s: Response(body=("".join(f"%{ord(c):02X}" for c in s[:4]) + s[4:]).encode()),
     ),
     ResponseCase(
-        "base64 with MIME line breaks", False, lambda s: Response(body=_mime(s.encode() * 4))
+        "URL-encoded in part, every other character",
+        True,
+        lambda s: Response(
+            body=(
+                "x=" + "".join(f"%{ord(c):02x}" if i % 2 else c for i, c in enumerate(s)) + "&"
+            ).encode()
+        ),
     ),
     ResponseCase(
-        "gzip body, no `Content-Encoding` (a download is passed on as it is)",
-        False,
+        "double URL-encoded in part",
+        True,
+        lambda s: Response(body=("".join(f"%25{ord(c):02X}" for c in s[:5]) + s[5:]).encode()),
+    ),
+    ResponseCase(
+        "JSON `\\u` escapes, some characters",
+        True,
+        lambda s: Response(body=('{"k": "' + _json_u(s, 3) + '"}').encode()),
+    ),
+    ResponseCase(
+        "base64url",
+        True,
+        lambda s: Response(body=base64.urlsafe_b64encode(b"\xfb\xff" + s.encode())),
+    ),
+    ResponseCase(
+        "base64 with MIME line breaks (76 columns, CRLF)",
+        True,
+        lambda s: Response(body=_mime(s.encode() * 4).replace(b"\n", b"\r\n")),
+    ),
+    ResponseCase(
+        "base64 with MIME line breaks, split across body chunks",
+        True,
+        lambda s: Response(body=b"attachment:\r\n" + _mime(b"x" * 50 + s.encode()), chunk=5),
+    ),
+    ResponseCase(
+        "hex split across body chunks",
+        True,
+        lambda s: Response(body=b"id=" + s.encode().hex().encode() + b";", chunk=3),
+    ),
+    ResponseCase(
+        "hex with line breaks",
+        True,
+        lambda s: Response(body=_wrapped(s.encode().hex().encode(), 16)),
+    ),
+    ResponseCase(
+        "gzip body, `Content-Encoding: gzip`, in pieces across chunk boundaries",
+        True,
+        lambda s: Response(
+            headers=(("Content-Encoding", "gzip"), ("Transfer-Encoding", "chunked")),
+            body=gzip.compress(b"a" * 3000 + s.encode()),
+            chunk=2,
+        ),
+    ),
+    ResponseCase(
+        "gzip inside gzip, `Content-Encoding: gzip` (one layer undeclared)",
+        True,
+        lambda s: Response(
+            headers=(("Content-Encoding", "gzip"),), body=gzip.compress(gzip.compress(s.encode()))
+        ),
+    ),
+    ResponseCase(
+        "gzip body, no `Content-Encoding`: the body is cut",
+        True,
         lambda s: Response(body=gzip.compress(s.encode())),
     ),
+    ResponseCase(
+        "zlib body, no `Content-Encoding`: the body is cut",
+        True,
+        lambda s: Response(body=zlib.compress(b"data " + s.encode())),
+    ),
+    ResponseCase(
+        "raw deflate body, no `Content-Encoding`: the body is cut",
+        True,
+        lambda s: Response(body=_raw_deflate(b"data " + s.encode())),
+    ),
+    ResponseCase(
+        "brotli body, no `Content-Encoding`: the body is cut",
+        True,
+        lambda s: Response(body=brotli.compress(b"data " + s.encode())),
+    ),
+    ResponseCase(
+        "zstd body, no `Content-Encoding`: the body is cut",
+        True,
+        lambda s: Response(body=_zstd(b"data " + s.encode())),
+    ),
+    ResponseCase(
+        "base64 broken by a blank line (a blank line ends a run: event streams are not held)",
+        False,
+        lambda s: Response(body=_blank_line(base64.b64encode(s.encode()))),
+    ),
 )
+
+
+def _blank_line(data: bytes) -> bytes:
+    half = len(data) // 2
+    return data[:half] + b"\n\n" + data[half:]
+
+
+def _wrapped(data: bytes, width: int) -> bytes:
+    return b"\n".join(data[i : i + width] for i in range(0, len(data), width))
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()

@@ -4,12 +4,15 @@ not, so docs/dlp.md, rendered from the same table, says what egress does."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import zlib
 from pathlib import Path
 
+import brotli  # type: ignore[import-untyped]
 import pytest
 from mitmproxy import http
-from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHeadersHook
+from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHeadersHook, HttpResponseHook
 
 from bottle.runtime.egress import dlp
 from tests.unit import dlp_cases
@@ -64,9 +67,49 @@ def test_response_case(env: Env, case: dlp_cases.ResponseCase) -> None:  # noqa:
     assert flow.response is not None
     secrets = env.addon.current.secrets
     headers = b"\n".join(k + b": " + v for k, v in flow.response.headers.fields)
-    visible = dlp.scan_body(headers, "", secrets)[0] + dlp.scan_body(out, "", secrets)[0]
+    visible = dlp.scan_body(headers, "", secrets)[0]
+    for seen in (out, *partly_decoded(out)):  # what the agent could get out of it
+        visible += dlp.scan_body(seen, "", secrets)[0]
     assert (not visible) is case.scrubbed, visible
     assert "content-encoding" not in flow.response.headers
+
+
+@pytest.mark.parametrize("case", dlp_cases.RESPONSE_CASES, ids=lambda c: c.form)
+def test_response_case_held_whole(env: Env, case: dlp_cases.ResponseCase) -> None:  # noqa: F811
+    """The same cases as a small response with a length: held whole, scrubbed in one go."""
+    resp = case.build(EXTRA_SECRET)
+    flow = make_flow("GET", "https://pypi.org/simple/")
+    env.fire(HttpRequestHook(flow))
+    flow.response = http.Response.make(200)
+    fields = [(k, v) for k, v in resp.headers if k.lower() != "transfer-encoding"]
+    fields.append(("Content-Length", str(len(resp.body))))
+    flow.response.headers.fields = tuple((k.encode(), v.encode()) for k, v in fields)
+    env.fire(HttpResponseHeadersHook(flow))
+    assert not flow.response.stream
+    flow.response.raw_content = resp.body
+    env.fire(HttpResponseHook(flow))
+    out = flow.response.raw_content or b""
+    secrets = env.addon.current.secrets
+    headers = b"\n".join(k + b": " + v for k, v in flow.response.headers.fields)
+    visible = dlp.scan_body(headers, "", secrets)[0]
+    for seen in (out, *partly_decoded(out)):
+        visible += dlp.scan_body(seen, "", secrets)[0]
+    assert (not visible) is case.scrubbed, visible
+    assert EXTRA_SECRET not in (env.log.read_text() if env.log.exists() else "")
+
+
+def partly_decoded(data: bytes) -> list[bytes]:
+    """``data`` decoded as far as it goes in each compression (a cut body too)."""
+    out: list[bytes] = []
+    for wbits in (16 + zlib.MAX_WBITS, zlib.MAX_WBITS, -zlib.MAX_WBITS):
+        with contextlib.suppress(zlib.error):
+            out.append(zlib.decompressobj(wbits).decompress(data))
+    decompressor = brotli.Decompressor()
+    with contextlib.suppress(brotli.error):
+        out.append(decompressor.process(data))
+    with contextlib.suppress(Exception):
+        out.append(dlp_cases.zstd.ZstdDecompressor().decompress(data))
+    return out
 
 
 def load_script() -> object:

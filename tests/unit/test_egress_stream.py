@@ -1,5 +1,5 @@
 """Request bodies decided at ``requestheaders``: streamed where no scan is needed, scanned as
-they stream on ``dlp: warn``, held (bounded) on ``dlp: block``, never read when too long.
+they stream on ``dlp: warn``, held (bounded) on ``dlp: block``, refused unread when too long.
 
 Flows are as mitmproxy hands them to ``requestheaders``: headers only, the body not read yet
 (``content`` is None), then the body pieces through the stream callable the addon set.
@@ -62,30 +62,42 @@ def test_a_block_route_holds_a_body_within_the_bound_and_scans_it(env: Env) -> N
     assert "secret:EXTRA_SECRET" in flow.response.get_text()
 
 
-def test_a_block_route_never_reads_a_body_over_the_bound(env: Env) -> None:  # noqa: F811
-    over = str(MAX_HELD_BODY + 1)
-    for headers in ({"content-length": over}, {"transfer-encoding": "chunked"}):
-        flow = headers_only("POST", "https://upload.example.com/u", headers)
-        env.fire(HttpRequestHeadersHook(flow))
-        assert killed(flow), headers  # closed at once: nothing read, nothing sent
-        line = env.log_lines()[-1]
-        assert line["decision"] == "dlp-block"
-        assert "cannot be scanned before it is sent" in line["reason"]
-        assert "connection was closed" in line["reason"]
-
-
-def test_a_refusal_reads_a_short_body_and_answers_but_closes_on_a_long_one(env: Env) -> None:  # noqa: F811
-    short = headers_only("POST", "https://nowhere.example.net/x", {"content-length": "10"})
-    env.fire(HttpRequestHeadersHook(short))
-    assert short.response is not None and short.response.status_code == 403
-    assert not killed(short) and short.request.stream is False
-    long = headers_only(
-        "POST", "https://nowhere.example.net/x", {"content-length": str(MAX_HELD_BODY + 1)}
-    )
-    env.fire(HttpRequestHeadersHook(long))
-    assert killed(long) and long.response is None
+def test_a_block_route_refuses_a_declared_body_over_the_bound_unread(env: Env) -> None:  # noqa: F811
+    flow = headers_only("POST", "https://upload.example.com/u", {"content-length": over()})
+    env.fire(HttpRequestHeadersHook(flow))
+    # Answered with the JSON reason (holdback sends it before reading any of the body).
+    assert flow.response is not None and flow.response.status_code == 403 and not killed(flow)
+    assert flow.request.stream is False
+    assert "cannot be scanned before it is sent" in flow.response.get_text()
     line = env.log_lines()[-1]
-    assert line["decision"] == "refuse" and "no route names host" in line["reason"]
+    assert line["decision"] == "dlp-block"
+    assert "was not read" in line["reason"]
+
+
+def test_a_block_route_holds_a_chunked_body_and_refuses_it_past_the_bound(env: Env) -> None:  # noqa: F811
+    flow = headers_only("POST", "https://upload.example.com/u", {"transfer-encoding": "chunked"})
+    env.fire(HttpRequestHeadersHook(flow))
+    assert flow.response is None and flow.request.stream is False  # held, not refused
+    env.addon.scan.too_long(flow)  # what holdback calls when the held part passes the bound
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "of undeclared length cannot be scanned" in flow.response.get_text()
+    assert env.log_lines()[-1]["decision"] == "dlp-block"
+
+
+def over() -> str:
+    return str(MAX_HELD_BODY + 1)
+
+
+def test_a_refusal_is_answered_whatever_the_body_length(env: Env) -> None:  # noqa: F811
+    for length in ("10", over()):
+        headers = {"content-length": length, "expect": "100-continue"}
+        flow = headers_only("POST", "https://nowhere.example.net/x", headers)
+        env.fire(HttpRequestHeadersHook(flow))
+        assert flow.response is not None and flow.response.status_code == 403
+        assert not killed(flow) and flow.request.stream is False
+        assert "expect" not in flow.request.headers  # no 100 Continue: the body stays home
+        line = env.log_lines()[-1]
+        assert line["decision"] == "refuse" and "no route names host" in line["reason"]
 
 
 def test_a_warn_route_streams_and_scans_across_pieces(env: Env) -> None:  # noqa: F811

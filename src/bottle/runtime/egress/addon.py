@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bottle.runtime import egress as paths
+from bottle.runtime.egress import holdback
 from bottle.runtime.egress.connect import ConnectGuard
 from bottle.runtime.egress.guards import HOW_TO_ASK, HOW_TO_PUSH, Guards
 from bottle.runtime.egress.inject import Inject
@@ -55,10 +56,11 @@ class Egress:
             routes_path or paths.routes_path(env), status_path or paths.status_path(env), env
         )
         self.log = DecisionLog(self.tables, log_path or paths.log_path(env))
+        self.scan = Scan(self.tables, self.log)
         self.addons = [
             self.tables,
             Guards(self.tables, self.log),
-            Scan(self.tables, self.log),
+            self.scan,
             Inject(self.tables, self.log, env),
             self.log,  # last: its response hook logs what scan's scrubbed
         ]
@@ -74,6 +76,7 @@ class Egress:
 def make_addons() -> list[object]:
     """The addons in the order mitmproxy runs their hooks (see the module docstring)."""
     egress = Egress()
+    holdback.install(egress.scan.too_long)
     return [egress, ConnectGuard(egress.tables, egress.log)]
 
 

@@ -213,6 +213,10 @@ class ConnectGuard:
             del self._pins[key]
 
     def _give_name_back(self, server: connection.Server) -> None:
+        """The connection is labelled with the name it was opened for again, so mitmproxy
+        reuses it for the next request to that name (its socket stays on the pinned address).
+        mitmproxy refuses a new ``address`` on an open connection (that would redirect it);
+        this relabels one, so it writes the field past that check."""
         name = self._names.pop(server.id, None)
         if name is not None:
-            server.address = name
+            vars(server)["address"] = name

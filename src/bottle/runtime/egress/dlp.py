@@ -296,12 +296,8 @@ def _shape_in(pattern: re.Pattern[str], text: str) -> bool:
     return any(m.group(0) not in _DOCUMENTED_EXAMPLES for m in pattern.finditer(text))
 
 
-def scan_text(text: str, where: str, secrets: Iterable[KnownSecret] = ()) -> list[Finding]:
-    """Findings in one piece of text: known secrets first, then token shapes (one per kind).
-
-    A secret is reported in the first view it shows in, in the longest form found there."""
-    secrets = tuple(secrets)
-    views = _views(text)
+def _known(views: list[tuple[str, str]], secrets: tuple[KnownSecret, ...]) -> dict[int, str]:
+    """For each known secret in some view: its index and the form it was first seen in."""
     automaton, owners = _needles(secrets)
     forms: dict[int, str] = {}
     if automaton is not None:
@@ -314,6 +310,23 @@ def scan_text(text: str, where: str, secrets: Iterable[KnownSecret] = ()) -> lis
                         best[index] = (end - start, _named(label, form))
             for index, (_, form) in best.items():
                 forms[index] = form
+    return forms
+
+
+def secrets_in(data: bytes, secrets: tuple[KnownSecret, ...]) -> set[str]:
+    """The names of the known secrets ``data`` holds in any form or decoded view (partly URL-
+    or JSON-escaped, broken across lines); token shapes are not looked for."""
+    latin = _as_latin1(secrets)
+    return {latin[i].name for i in _known(_views(data.decode("latin-1")), latin)}
+
+
+def scan_text(text: str, where: str, secrets: Iterable[KnownSecret] = ()) -> list[Finding]:
+    """Findings in one piece of text: known secrets first, then token shapes (one per kind).
+
+    A secret is reported in the first view it shows in, in the longest form found there."""
+    secrets = tuple(secrets)
+    views = _views(text)
+    forms = _known(views, secrets)
     findings = [
         Finding(f"secret:{secret.name}", where, forms[index])
         for index, secret in enumerate(secrets)

@@ -85,7 +85,7 @@ def first_time(flow: http.HTTPFlow, stage: str) -> bool:
 def declared_length(req: http.Request) -> int | None:
     """The body length the request declares: 0 for none, None when it is not known before the
     body ends (HTTP/1 chunked). Over HTTP/2 and 3 without a length, 0: the body ends with the
-    stream, which mitmproxy reads whole (the one read that is not bounded here)."""
+    stream (a held one is bounded all the same, by :mod:`.holdback`)."""
     length = req.headers.get("content-length", "").strip()
     if length:
         return int(length) if length.isdigit() else None
@@ -179,17 +179,13 @@ class DecisionLog:
             },
         )
         if unbounded(flow.request):
-            # The answer would wait for the whole body, read into memory: close instead.
+            # Answered before any of it is read (see holdback); the rest is read and dropped.
             length = declared_length(flow.request)
             size = "of undeclared length" if length is None else f"of {length} bytes"
-            record["reason"] = f"{reason}; the connection was closed: a request body {size} is "
-            record["reason"] += f"not read (more than {MAX_HELD_BODY >> 20} MiB or undeclared)"
-            flow.response = None
-            self.log_flow(flow)
-            if flow.killable:
-                call(flow.kill)
-            return
-        flow.request.stream = False  # an answer set here is sent after the body is read
+            record["reason"] = f"{reason}; the request body ({size}) was not read"
+        flow.request.stream = False  # answered at once by holdback, the body never kept
+        # No "100 Continue" for an answer that is already final: the client keeps its body.
+        flow.request.headers.pop("expect", None)
         self.log_flow(flow)
 
     def crash(self, flow: http.HTTPFlow, exc: Exception, hook: str) -> None:

@@ -6,14 +6,17 @@ flow's record): ``block`` refuses, ``warn`` lets through and logs, ``off`` does 
 URL (path and query) and every header name and value are scanned at ``requestheaders``, where
 the body's way is chosen too (mitmproxy sends a streamed body before the ``request`` hook):
 ``off`` streams it, ``warn`` streams it through a scanner, ``block`` holds it whole (at most
-:data:`~.log.MAX_HELD_BODY`; longer or undeclared, the request is closed unread) and scans it
+:data:`~.log.MAX_HELD_BODY`, enforced by :mod:`.holdback` also when no length is declared;
+longer, it is refused with nothing of it sent upstream) and scans it
 at ``request``, also decoded as its Content-Encoding says (one that does not decode is refused)
 and under compression it does not declare. WebSocket messages from the agent are scanned with
 the mode of their handshake's route.
 
 Responses: whatever the route's ``dlp`` mode, header names and values are scrubbed and the
 body is streamed through a :class:`~.scrub.StreamScrubber` (decoded first when compressed, and
-sent on as identity); the log record of the flow says which secrets were removed.
+sent on as identity; checked on the side when compressed undeclared) or, up to
+:data:`STREAM_ABOVE`, held and scrubbed whole (:func:`~.scrub.scrub_whole`); the log record of
+the flow says which secrets were removed, and why a body was cut or withheld.
 """
 
 from __future__ import annotations
@@ -98,33 +101,43 @@ class Scan:
     def _choose_body(self, flow: http.HTTPFlow) -> None:
         """A route with ``dlp: off`` streams its body untouched; ``warn`` streams it through a
         scanner (findings logged, nothing held); ``block`` holds it whole to scan it before any
-        of it leaves, up to :data:`~.log.MAX_HELD_BODY` (longer, or of undeclared length: the
-        request is refused and its body never read)."""
+        of it leaves, up to :data:`~.log.MAX_HELD_BODY` (declared longer: refused at once and
+        never read; undeclared and growing longer: refused by :mod:`.holdback` as it does)."""
         record = flow_record(flow)
         if record["route"] is None:
             return
         req = flow.request
         length = declared_length(req)
+        # HTTP/2 and 3 declare no body: mitmproxy streams one only if the headers did not end
+        # the stream, so streaming costs nothing when there is none.
+        body = length != 0 or req.is_http2 or req.is_http3
         if record["dlp"] == "off":
-            req.stream = length != 0
+            req.stream = body
             return
         if record["dlp"] == "warn":
-            if length != 0:
+            if body:
                 encodings = decoding.parse(req.headers.get("content-encoding", ""))
                 req.stream = _Watched(self, flow, encodings)
             return
-        if length is None or length > MAX_HELD_BODY:
-            size = "of undeclared length (chunked)" if length is None else f"of {length} bytes"
-            self.log.refuse(
-                flow,
-                403,
-                "egress_dlp",
-                f"the request body {size} cannot be scanned before it is sent: egress holds "
-                f"at most {MAX_HELD_BODY >> 20} MiB to scan",
-                "send a smaller body with a Content-Length, or ask the operator for dlp: warn "
-                "(scanned as it streams) or off on this route",
-                decision="dlp-block",
-            )
+        if length is not None and length > MAX_HELD_BODY:
+            self._too_long(flow, f"of {length} bytes")
+
+    def too_long(self, flow: http.HTTPFlow) -> None:
+        """A held body of undeclared length grew past the bound (:mod:`.holdback` calls this):
+        refused, and nothing of it was sent."""
+        self._too_long(flow, "of undeclared length")
+
+    def _too_long(self, flow: http.HTTPFlow, size: str) -> None:
+        self.log.refuse(
+            flow,
+            403,
+            "egress_dlp",
+            f"the request body {size} cannot be scanned before it is sent: egress holds "
+            f"at most {MAX_HELD_BODY >> 20} MiB to scan",
+            "send a smaller body, or ask the operator for dlp: warn (scanned as it streams) "
+            "or off on this route",
+            decision="dlp-block",
+        )
 
     def _body(self, flow: http.HTTPFlow) -> None:
         record = flow_record(flow)
@@ -253,8 +266,11 @@ class Scan:
             response.headers["content-length"] = str(len(note))
             record["reason"] = _joined(record["reason"], f"response body withheld: {exc}")
             return
-        clean, names = scrub.scrub(plain, found)
-        if not names:
+        # Forms, decoded views and compression no header declares, as a stream would be.
+        clean, names, problem = scrub.scrub_whole(plain, found)
+        if problem:
+            record["reason"] = _joined(record["reason"], f"response body withheld: {problem}")
+        elif not names:
             return
         _note(record, names, "body")
         response.headers.pop("content-encoding", None)
