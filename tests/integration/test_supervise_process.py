@@ -1,0 +1,100 @@
+"""The supervise server as the sidecar runs it: ``python -m bottle.runtime.supervise``.
+
+What only a process shows (no Docker needed): the environment it is configured by, the
+status file it writes once its socket listens (its pid and the port it got), MCP over a real
+socket, and a SIGTERM that takes the status file away. The tools themselves are
+tests/unit/test_supervise_server.py, in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import TextContent
+
+from bottle.proposals import ProposalQueue
+from tests.conftest import wait_for
+
+
+def test_the_process_listens_reports_serves_bounds_and_stops(tmp_path: Path) -> None:
+    status_dir = tmp_path / "status"
+    status_dir.mkdir()
+    status_file = status_dir / "supervise.json"
+    status_file.write_text('{"stale": true}')  # from an "earlier run": must not count
+    (tmp_path / "proposals").mkdir()
+    # Filed before this server started: its index is rebuilt at start, and it counts.
+    ProposalQueue(tmp_path / "proposals").create("egress-block", {"host": "old.test"}, "j")
+    (tmp_path / "proposals" / "pending").joinpath(".complete").unlink()
+    env = {
+        **os.environ,
+        "BOTTLE_SUPERVISE_HOST": "127.0.0.1",
+        "BOTTLE_SUPERVISE_PORT": "0",
+        "BOTTLE_SUPERVISE_WAIT": "0",
+        "BOTTLE_SUPERVISE_MAX_PENDING": "2",
+        "BOTTLE_PROPOSALS_DIR": str(tmp_path / "proposals"),
+        "BOTTLE_STATUS_DIR": str(status_dir),
+    }
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bottle.runtime.supervise"], env=env, stdout=log, stderr=log
+    )
+    try:
+
+        def ready() -> dict[str, Any] | None:
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"supervise exited {proc.returncode}:\n{(tmp_path / 'server.log').read_text()}"
+                )
+            try:
+                data = json.loads(status_file.read_text())
+            except (OSError, ValueError):
+                return None
+            return data if data.get("pid") == proc.pid else None
+
+        status = wait_for(ready, 30, "supervise.json from the new server")
+        assert status["service"] == "supervise" and status["path"] == "/mcp"
+        assert status["port"] > 0 and status["wait_s"] == 0
+        url = f"http://127.0.0.1:{status['port']}/mcp"
+
+        async def session() -> tuple[list[str], str, str]:
+            with anyio.fail_after(30):
+                async with (
+                    streamable_http_client(url) as (read, write, _),
+                    ClientSession(read, write) as client,
+                ):
+                    await client.initialize()
+                    names = [t.name for t in (await client.list_tools()).tools]
+                    first = await client.call_tool(
+                        "egress-block", {"host": "a.test", "justification": "j"}
+                    )
+                    over = await client.call_tool(
+                        "egress-block", {"host": "b.test", "justification": "j"}
+                    )
+            assert not first.isError and over.isError
+            said = [r.content[0] for r in (first, over)]
+            assert isinstance(said[0], TextContent) and isinstance(said[1], TextContent)
+            return names, said[0].text, said[1].text
+
+        names, first, over = anyio.run(session)
+        assert len(names) == 6 and "egress-block" in names
+        assert first.startswith("pending, id 2")  # BOTTLE_SUPERVISE_WAIT=0: no wait
+        assert "max_pending 2" in over  # BOTTLE_SUPERVISE_MAX_PENDING, and the old one counted
+
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the signal once it has shut down cleanly
+        assert proc.wait(timeout=10) in (0, -signal.SIGTERM)
+        assert not status_file.exists()
+    finally:
+        if proc.poll() is None:  # pragma: no cover
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
