@@ -1,0 +1,56 @@
+"""What the unit tests share beyond tests/conftest.py: their temporary files in memory."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+MEMORY = Path("/dev/shm")
+
+
+def memory_dir() -> Path | None:
+    """A writable tmpfs that runs programs (the git-gate tests run hooks from their
+    temporary directories), or None."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    for line in mounts:
+        fields = line.split()
+        if len(fields) >= 4 and fields[1] == str(MEMORY) and fields[2] == "tmpfs":
+            options = fields[3].split(",")
+            if "noexec" not in options and "ro" not in options:
+                return MEMORY
+    return None
+
+
+@pytest.fixture(scope="session")
+def tmp_path_factory(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[pytest.TempPathFactory]:
+    """``tmp_path`` and ``tmp_path_factory`` of the unit tests, on a tmpfs when there is one.
+
+    Bottle syncs every state write to disk (``bottle.files.atomic_write``): on a disk that
+    costs milliseconds a write, over a thousand times a run; in memory it costs nothing. The
+    directory goes when the session ends; ``--basetemp DIR`` keeps pytest's own (on disk,
+    kept after the run) for a look at what a test left.
+    """
+    memory = memory_dir()
+    if request.config.option.basetemp is not None or memory is None:
+        yield tmp_path_factory
+        return
+    root = Path(tempfile.mkdtemp(prefix="bottle-unit-", dir=memory))
+    try:
+        yield pytest.TempPathFactory(
+            root,
+            retention_count=0,
+            retention_policy="all",
+            trace=request.config.trace.get("tmpdir"),
+            _ispytest=True,
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
