@@ -1,11 +1,13 @@
-"""What the unit tests share beyond tests/conftest.py: their temporary files in memory."""
+"""What the unit tests share beyond tests/conftest.py: temporary files in memory, one CLI."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,3 +56,25 @@ def tmp_path_factory(
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_click_command() -> Iterator[None]:
+    """``bottle``'s click command, built once for the session.
+
+    ``main`` has typer build it from every command's signature on each call (milliseconds,
+    and the unit tests call ``main`` hundreds of times); a process calls it once. What the
+    command does with a command line is unchanged: it holds no state between calls. A
+    shell's completion request (``COMPLETE_VAR`` set) still gets a command of its own.
+    """
+    from bottle_cli import app
+
+    build = app.cli
+    built = build()
+
+    def cli() -> Any:
+        return build() if app.COMPLETE_VAR in os.environ else built
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(app, "cli", cli)
+        yield
