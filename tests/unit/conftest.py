@@ -1,4 +1,5 @@
-"""What the unit tests share beyond tests/conftest.py: temporary files in memory, one CLI."""
+"""What the unit tests share beyond tests/conftest.py: temporary files in memory, and
+what is the same for every test built once (the CLI, the sidecar's sources)."""
 
 from __future__ import annotations
 
@@ -77,4 +78,28 @@ def one_click_command() -> Iterator[None]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(app, "cli", cli)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_sidecar_source_walk() -> Iterator[None]:
+    """The sidecar's sources read once per session for the package itself.
+
+    Every plan hashes the sidecar image's context, and finding its files walks the imports
+    of every runtime module (milliseconds; unit tests resolve plans a few hundred times),
+    while the package does not change under a test run. A walk of any other tree (the
+    tests that edit a copy) is done afresh each time.
+    """
+    import bottle
+    from bottle import images
+
+    walk = images.runtime_sources
+    package = Path(bottle.__file__).parent
+    walked = walk(package)
+
+    def runtime_sources(root: Path) -> dict[str, bytes]:
+        return dict(walked) if root == package else walk(root)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(images, "runtime_sources", runtime_sources)
         yield
