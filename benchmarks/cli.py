@@ -18,7 +18,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from benchmarks._home import bench_home
+from benchmarks._home import bench_home, bench_work
 from benchmarks._table import Figure, markdown
 from benchmarks._timing import bottle_argv, cli_env, interleaved, median, ms, spread, timed
 
@@ -102,7 +102,7 @@ def figures(rounds: int, only: set[str] | None = None) -> list[Figure]:
             detail=f"--help {spread(helps)}, {len(helps)} runs",
         )
     )
-    instance = Bottle("bench", cwd=home, settings=settings).start()
+    instance = Bottle("bench", cwd=bench_work(home), settings=settings).start()
     containers: list[str] = []
     try:
         containers = _others(home, instance.state.path, LISTED - 1)
@@ -158,6 +158,7 @@ def figures(rounds: int, only: set[str] | None = None) -> list[Figure]:
             subprocess.run(["docker", "rm", "-f", *containers], capture_output=True, check=False)
         instance.stop()
         shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(bench_work(home), ignore_errors=True)
     return [row for row in rows if not only or row.id in only]
 
 

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks._home import bench_home
+from benchmarks._home import bench_home, bench_work
 from benchmarks._table import Figure, markdown
 
 SMALL_REQUESTS = 200  # per way and round, on one kept-alive connection
@@ -246,7 +246,7 @@ def _setup() -> Iterator[tuple[str, int]]:
     os.environ["BOTTLE_HOME"] = str(home)
     os.environ["BOTTLE_EXTRA_CA_CERTS"] = str(files / "test-ca.pem")
     started: list[str] = []
-    with Bottle("eb", cwd=home).start() as instance:
+    with Bottle("eb", cwd=bench_work(home)).start() as instance:
         meta = instance.metadata
         project, image = meta.compose_project, meta.images["sidecar"]
         mount = ["-v", f"{files}:/bench", "--label", "bottle.bench=egress"]

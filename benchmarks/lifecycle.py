@@ -19,7 +19,7 @@ import subprocess
 import time
 from functools import partial
 
-from benchmarks._home import bench_home
+from benchmarks._home import bench_home, bench_work
 from benchmarks._table import Figure, markdown
 from benchmarks._timing import bottle_argv, cli_env, clock, interleaved, median, spread, timed
 
@@ -35,13 +35,14 @@ def figures(rounds: int, only: set[str] | None = None) -> list[Figure]:
 
     want = only or set(FIGURES)
     home = bench_home("bench", BOTTLE)
+    work = bench_work(home)  # the agent's workspace: never the home itself
     env = cli_env(home)
     bottle = bottle_argv()
     settings = Settings.from_env({**os.environ, "BOTTLE_HOME": str(home)})
     rows: list[Figure] = []
     try:
         if "P1" in want:
-            timed([*bottle, "run", "bench", "--", "true"], env, cwd=home)  # warm images, byte code
+            timed([*bottle, "run", "bench", "--", "true"], env, cwd=work)  # warm images, byte code
 
             def plain() -> float:
                 newest = max((home / "state").iterdir(), key=lambda p: p.stat().st_mtime)
@@ -64,7 +65,7 @@ def figures(rounds: int, only: set[str] | None = None) -> list[Figure]:
                 return time.perf_counter() - started
 
             ours, peer = interleaved(
-                rounds, lambda: timed([*bottle, "run", "bench", "--", "true"], env, cwd=home), plain
+                rounds, lambda: timed([*bottle, "run", "bench", "--", "true"], env, cwd=work), plain
             )
             ratio = median(ours) / median(peer)
             rows.append(
@@ -82,7 +83,7 @@ def figures(rounds: int, only: set[str] | None = None) -> list[Figure]:
         if "P2" in want:
             stops = []
             for _ in range(max(1, min(rounds, 3))):
-                instance = Bottle("bench", cwd=home, settings=settings).start()
+                instance = Bottle("bench", cwd=work, settings=settings).start()
                 stops.append(timed([*bottle, "stop", instance.slug], env))
                 assert instance.state.compose_log.exists()
             rows.append(
@@ -96,7 +97,7 @@ def figures(rounds: int, only: set[str] | None = None) -> list[Figure]:
                 )
             )
         if "P5" in want:
-            with Bottle("bench", cwd=home, settings=settings).start() as instance:
+            with Bottle("bench", cwd=work, settings=settings).start() as instance:
                 queue = ProposalQueue(instance.state.path / "proposals")
                 lives = []
                 for n in range(rounds * 2):
@@ -117,6 +118,7 @@ def figures(rounds: int, only: set[str] | None = None) -> list[Figure]:
             )
     finally:
         shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     return rows
 
 

@@ -97,6 +97,7 @@ class Bottle:
         _require_available(plan)
         plan.require_env()
         plan.require_user()
+        plan.require_workspace()
         if plan.agent_is_root:
             say(
                 f"warning: the agent runs as root (bottle {plan.bottle!r} allows it), "
@@ -110,9 +111,9 @@ class Bottle:
 
         state = StateDir(plan.state_dir)
         state.create()
-        hardening.prepare_state(plan, state)
         instance = Instance(state, engine=self.engine)
         try:
+            hardening.prepare_state(plan, state)
             self._write_state(plan, state, owner_pid)
             say(f"starting {plan.compose_project}")
             up_in_order(

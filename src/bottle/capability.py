@@ -131,6 +131,8 @@ def replace_agent_image(
     atomic_write(instance.state.path / "capabilities" / f"{spec.tag}.Dockerfile", dockerfile)
     instance.state.write_plan(plan)
     _mark(instance, replacing=None, restarted=True, images={**metadata.images, "agent": ref})
+    # supervise reads it at each request: its checks and answers name the image in force.
+    atomic_write(instance.state.proposals / layout.AGENT_IMAGE_FILE, ref + "\n")
     return ref
 
 
@@ -183,6 +185,11 @@ def _bottle_ca(instance: Instance) -> bytes:
         ) from None
 
 
+#: The most a transcript snapshot copies: the agent writes that directory, and a sparse
+#: file costs it nothing while the host would write it out whole at every approval.
+SNAPSHOT_MAX_BYTES = 512 << 20
+
+
 def snapshot_transcript(instance: Instance, say: Progress) -> Path:
     """Copy ``transcript/`` to ``snapshots/transcript-<time>/`` before the agent is replaced.
 
@@ -196,7 +203,12 @@ def snapshot_transcript(instance: Instance, say: Progress) -> Path:
     skipped: list[str] = []
     try:
         # Links are copied as links and never followed; only regular files are opened.
-        skipped = safefs.copy_tree(instance.state.transcript, target, root=instance.state.path)
+        skipped = safefs.copy_tree(
+            instance.state.transcript,
+            target,
+            root=instance.state.path,
+            max_bytes=SNAPSHOT_MAX_BYTES,
+        )
     except OSError as exc:
         say(f"snapshot incomplete: {exc}")
     if skipped:

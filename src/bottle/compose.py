@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from ruamel.yaml import YAML
 from ruamel.yaml.nodes import ScalarNode
@@ -19,12 +20,17 @@ from ruamel.yaml.resolver import VersionedResolver
 
 from bottle import hardening, layout, workspace
 from bottle.plan import BottlePlan
+from bottle.policy import Routes
 from bottle.providers import provider as agent_provider
 from bottle.sidecars import AgentAddon, enabled_sidecars
 from bottle.sidecars._common import bind, escape, labels
 
 #: The agent's home directory, a bind of ``state/<slug>/home/``.
 AGENT_HOME = PurePosixPath("/home/agent")
+
+#: The API each provider's program logs in to: a bottle must route it with a credential.
+#: (Kept here, not in the providers: only the render notes need it.)
+PROVIDER_API_HOSTS: Mapping[str, str] = {"claude": "api.anthropic.com", "codex": "api.openai.com"}
 
 
 def render(plan: BottlePlan) -> dict[str, Any]:
@@ -45,6 +51,137 @@ def render(plan: BottlePlan) -> dict[str, Any]:
             "egress": {"labels": network_labels},
         },
     }
+
+
+#: What a note means for its service: ``refused`` (start refuses, nothing comes up),
+#: ``build`` (start builds its image first: minutes), ``ask`` (start asks on a terminal),
+#: ``limited`` (it starts, but part of it cannot work).
+NoteKind = Literal["refused", "build", "ask", "limited"]
+
+
+@dataclass(frozen=True)
+class Note:
+    """Why one service of a rendered instance would not start (or not fully work) now."""
+
+    service: str
+    kind: NoteKind
+    problem: str
+    fix: str
+
+    @property
+    def starts(self) -> bool:
+        return self.kind != "refused"
+
+
+def notes(plan: BottlePlan, *, image_present: Callable[[str], bool] | None = None) -> list[Note]:
+    """What would stop each service of ``plan`` from starting on this host as it is now.
+
+    Pure but for ``image_present`` (the engine's look-up; None: images are not checked).
+    A start checks the same things: a host variable the plan needs and this environment
+    lacks, a sidecar this version cannot run, an agent that would run as root unasked.
+    """
+    found: list[Note] = []
+    missing = set(plan.missing_env)
+    sidecars = enabled_sidecars(plan)
+    agent_vars = [e.value for e in plan.env if e.kind == "host" and e.value in missing]
+    if agent_vars:
+        found.append(_unset("agent", agent_vars, "its env names"))
+    if plan.agent_is_root and not plan.root_allowed:
+        found.append(
+            Note(
+                "agent",
+                "refused",
+                f"it would run as root (the workspace {plan.cwd} is root's)",
+                f"chown the workspace to a user, or set 'agent: {{user: root}}' in the "
+                f"bottle {plan.bottle!r}",
+            )
+        )
+    for entry in plan.env:
+        if entry.kind == "ask":
+            found.append(
+                Note(
+                    "agent",
+                    "ask",
+                    f"{entry.name} is asked at start ({entry.value!r})",
+                    "start it from a terminal",
+                )
+            )
+    found += _provider_notes(plan, missing)
+    for sidecar in sidecars:
+        sub = plan.sidecars[sidecar.name]
+        refusal = sidecar.unavailable()
+        if refusal is not None:
+            found.append(Note(sidecar.name, "refused", refusal.message, refusal.hint or ""))
+        unset = [ref for ref in sidecar.secret_refs(sub) if ref in missing]
+        if unset:
+            found.append(_unset(sidecar.name, unset, "it holds"))
+        found += [Note(sidecar.name, "limited", p, f) for p, f in sidecar.cautions(sub)]
+    if image_present is not None:
+        for spec in plan.images.specs:
+            if image_present(spec.ref):
+                continue
+            users = [s.name for s in sidecars] if spec.ref == plan.images.sidecar else ["agent"]
+            for service in users:
+                found.append(
+                    Note(
+                        service,
+                        "build",
+                        f"its image {spec.ref} is not built yet",
+                        "start builds it first, which can take minutes",
+                    )
+                )
+    return found
+
+
+def _credentials(plan: BottlePlan) -> dict[str, list[str]]:
+    """Host -> the variables of its credentialed routes, from every sub-plan with routes."""
+    found: dict[str, list[str]] = {}
+    for sub in plan.sidecars.values():
+        routes = getattr(sub, "routes", None)
+        if isinstance(routes, Routes):
+            for route in routes.routes:
+                if route.auth is not None:
+                    found.setdefault(str(route.host), []).append(route.auth.token_ref)
+    return found
+
+
+def _unset(service: str, names: list[str], whose: str) -> Note:
+    listed = ", ".join(names)
+    return Note(
+        service,
+        "refused",
+        f"host variable(s) {whose} not set: {listed}",
+        f"export {names[0]}=... before starting (start refuses until then)",
+    )
+
+
+def _provider_notes(plan: BottlePlan, missing: set[str]) -> list[Note]:
+    """The agent's program needs its API routed with a credential whose variable is set."""
+    host = PROVIDER_API_HOSTS.get(plan.provider)
+    if host is None:
+        return []
+    refs = list(dict.fromkeys(_credentials(plan).get(host, ())))
+    if not refs:
+        return [
+            Note(
+                "agent",
+                "limited",
+                f"no route gives {plan.provider} a credential for {host}: it cannot log in",
+                f"route {host} with auth: {{..., token_ref: VAR}} (see the shipped "
+                f"{plan.provider} bottle)",
+            )
+        ]
+    unset = [ref for ref in refs if ref in missing]
+    if unset:
+        return [
+            Note(
+                "agent",
+                "refused",
+                f"{plan.provider}'s API key for {host} ({', '.join(unset)}) is not set",
+                f"export {unset[0]}=... before starting",
+            )
+        ]
+    return []
 
 
 def agent_files(plan: BottlePlan) -> dict[str, bytes]:

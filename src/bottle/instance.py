@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from bottle import safefs, workspace
+from bottle import execlog, workspace
 from bottle.engine.compose import ExecResult, ServiceState
 from bottle.engine.seam import DockerEngine, Engine, Project
 from bottle.errors import BottleError, DownIncomplete, Refused, StateError
-from bottle.files import atomic_write, now
+from bottle.files import atomic_write
 from bottle.machine import host_addresses
 from bottle.settings import Settings
 from bottle.state import (
@@ -149,24 +148,9 @@ class Instance:
         return result[0]
 
     def recorded(self, argv: Sequence[str], service: str, run: Callable[[], int]) -> int:
-        """``run()`` (``argv`` in ``service``), its command and exit code in ``exec.log``.
-
-        The words are recorded, never an environment value. A log the agent spoiled (a
-        link, a FIFO) is warned about and does not stop the command.
-        """
-        self._try_record(f"{now().isoformat()} [{service}] $ {shlex.join(argv)}\n")
-        code: int | str = "interrupted"
-        try:
-            code = run()
-            return code
-        finally:
-            self._try_record(f"{now().isoformat()} [{service}] exit {code}\n")
-
-    def _try_record(self, line: str) -> None:
-        try:
-            self.record(EXEC_LOG, line)
-        except StateError as exc:
-            sys.stderr.write(f"warning: {exc.message}\n")
+        """``run()`` (``argv`` in ``service``), its command and exit code in ``exec.log``
+        (``bottle.execlog.recorded``)."""
+        return execlog.recorded(self.state.path, argv, service, run)
 
     def attach(self, *, tty: bool = True, resume: bool = False) -> int:
         """Hand this terminal to the agent program (``exec -it``, never ``docker attach``);
@@ -222,6 +206,7 @@ class Instance:
         with bottle.changes.transaction(self) as change:
             prior = self._resumable()
             plan = self.state.read_plan()
+            plan.require_workspace()
             plan.require_env(environ)
             answers = plan.answers(ask)
             self.engine.check()
@@ -235,10 +220,18 @@ class Instance:
                 workspace.record_baseline(self.state.path, plan.cwd)
             atomic_write(self.state.compose_file, compose.dump_yaml(compose.render(plan)))
             before = self.metadata
+            # ``replacing`` too: under the operator lock no replacement is under way, so one
+            # recorded is an approver's that died (a session would wait for it in vain).
             self.state.transition(
-                InstanceStatus.STARTING, pid=os.getpid(), error=None, exit_code=None
+                InstanceStatus.STARTING, pid=os.getpid(), error=None, exit_code=None, replacing=None
             )
             say(f"resuming {self.slug} (it was {prior.value})")
+            states = self.health()
+            for sidecar in enabled_sidecars(plan):
+                if states.get(sidecar.name) not in WELL:
+                    # Its last run's status file would count as ready before the new
+                    # container removes it: the agent would start before egress listens.
+                    self.state.status_file(sidecar.name).unlink(missing_ok=True)
             try:
                 up_in_order(
                     self,
@@ -333,20 +326,9 @@ class Instance:
         return self.compose.follow_logs(services, on_line=on_line)
 
     def record(self, name: str, text: str) -> None:
-        """Append to a file of the transcript (a headless run's command and exit code).
-
-        The agent writes that directory: a link or FIFO it left there is refused, never
-        followed (the host may run as root) and never waited on.
-        """
-        path = self.state.transcript / name
-        try:
-            with safefs.open_append_regular(path, root=self.state.path) as handle:
-                handle.write(text.encode("utf-8"))
-        except OSError as exc:
-            raise StateError(
-                f"not written to {path}: {exc.strerror or exc}",
-                hint="The agent replaced a transcript file; look at what it put there.",
-            ) from None
+        """Append to a file of the transcript (a headless run's command and exit code),
+        never through a link or FIFO the agent left there (``bottle.execlog.append``)."""
+        execlog.append(self.state.path, name, text)
 
     # -- ending it -------------------------------------------------------------------------
 
@@ -472,10 +454,6 @@ DOWN_FAILED = "down failed"
 def _kept_error(error: str | None) -> str | None:
     """The recorded error a later stop keeps: not a ``down`` failure that is now mended."""
     return None if error and error.startswith(DOWN_FAILED) else error
-
-
-#: The transcript file of what ``bottle exec`` ran, and how it ended.
-EXEC_LOG = "exec.log"
 
 
 def compose_env(

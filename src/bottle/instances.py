@@ -6,11 +6,15 @@ compose says what is still up.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -18,6 +22,7 @@ from pydantic import BaseModel
 from bottle.engine import compose as engine
 from bottle.engine.compose import ServiceState
 from bottle.errors import BottleError, InstanceNotFound, StateError
+from bottle.files import locked
 from bottle.instance import DOWN_FAILED, WELL, Instance, health_of
 from bottle.settings import Settings
 from bottle.state import DOWN, InstanceStatus, StateDir, owner_alive, state_dirs
@@ -225,7 +230,15 @@ def _take_down(slug: str, settings: Settings) -> None:
     state = StateDir.lookup(settings.state_root, slug)
     if state.exists():
         instance = Instance(state)
-        instance.stop(status=InstanceStatus.STOPPED)
+        try:
+            with locked(state.path / ".operator.lock", wait_s=0):
+                _require_still_preserved(instance)
+                instance.stop(status=InstanceStatus.STOPPED)
+        except TimeoutError:
+            raise StateError(
+                f"{slug} is being changed (a resume or an approval): not taken down",
+                hint="Run 'bottle cleanup' again once it is done.",
+            ) from None
         if instance.status == InstanceStatus.PRESERVED:
             raise StateError(
                 instance.metadata.error or f"{slug} is still not down",
@@ -238,9 +251,24 @@ def _take_down(slug: str, settings: Settings) -> None:
 
 
 def _remove_state(slug: str, settings: Settings) -> None:
-    path = StateDir.lookup(settings.state_root, slug).path
+    state = StateDir.lookup(settings.state_root, slug)
+    path = state.path
     try:
-        shutil.rmtree(path)
+        # Under the operator lock, and only if still down: cleanup asks before it acts, and
+        # a 'bottle resume' meanwhile must keep its state dir.
+        with locked(path / ".operator.lock", wait_s=0):
+            _require_down(state)
+            try:
+                shutil.rmtree(path)
+            except PermissionError:
+                # The agent runs as this user and may have locked what it made (chmod 000).
+                _open_dirs(path)
+                shutil.rmtree(path)
+    except TimeoutError:
+        raise StateError(
+            f"{slug} is being changed (a resume or an approval): not removed",
+            hint="Run 'bottle cleanup' again once it is done.",
+        ) from None
     except FileNotFoundError:
         pass
     except OSError as exc:
@@ -249,6 +277,45 @@ def _remove_state(slug: str, settings: Settings) -> None:
             hint="Check its owner and permissions (the agent may have written files as "
             "another user), then run 'bottle cleanup' again.",
         ) from None
+
+
+def _require_still_preserved(instance: Instance) -> None:
+    """StateError when a 'bottle resume' brought it back since cleanup planned to stop it."""
+    metadata = instance.metadata
+    live = metadata.status == InstanceStatus.RUNNING and owner_alive(metadata)
+    if live and instance.health().get("agent") in WELL:
+        raise StateError(
+            f"{instance.slug} is running again: not taken down",
+            hint=f"Stop it with 'bottle stop {instance.slug}' if it should go.",
+        )
+
+
+def _require_down(state: StateDir) -> None:
+    """StateError when the instance came back up since cleanup planned to remove it."""
+    try:
+        status = state.read_metadata().status
+    except (StateError, InstanceNotFound):
+        return  # no or unreadable metadata: nothing runs that bottle could resume
+    if status not in DOWN:
+        raise StateError(
+            f"{state.slug} is {status.value} now: not removed",
+            hint="See 'bottle ls'; stop it first if it should go.",
+        )
+
+
+def _open_dirs(top: Path) -> None:
+    """Give this user rwx on every directory below ``top`` again, following no link.
+
+    Each child is chmodded before the walk enters it; a name that is not a directory (a
+    link included) is left alone. Only for a state dir no container runs on any more.
+    """
+    os.chmod(top, 0o700)
+    for parent, dirs, _files in os.walk(top):
+        for name in dirs:
+            child = os.path.join(parent, name)
+            with contextlib.suppress(OSError):
+                if stat.S_ISDIR(os.lstat(child).st_mode):
+                    os.chmod(child, 0o700)
 
 
 def resolve(slug: str, settings: Settings) -> Instance:

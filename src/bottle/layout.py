@@ -31,5 +31,8 @@ PLAN_FILE = "plan.json"
 COMPOSE_FILE = "docker-compose.yml"
 COMPOSE_LOG = "compose.log"
 ROUTES_FILE = "routes.yaml"  # in live-config/egress/
+#: In proposals/: the agent image in force, rewritten by the host when a capability swaps
+#: it, so supervise checks and names the image the agent runs now (not its start's).
+AGENT_IMAGE_FILE = "agent-image"
 EGRESS_LOG = "egress.jsonl"  # in logs/
 CA_CERT = "ca.pem"  # in ca/

@@ -117,6 +117,22 @@ class BottlePlan:
                 "then runs as root, still without any capability).",
             )
 
+    def require_workspace(self) -> None:
+        """PlanError when the workspace holds bottle's home, or lies in one of the dirs of
+        it bottle reads: the agent writes its workspace, and there it could rewrite its own
+        routes, its ``plan.json`` (what a resume mounts and runs) and the bottles."""
+        home = self.state_dir.parent.parent.resolve()
+        cwd = self.cwd.resolve()
+        read = [home / name for name in ("state", "bottles", "agents", "skills")]
+        inside = next((d for d in read if cwd.is_relative_to(d)), None)
+        if home.is_relative_to(cwd) or inside is not None:
+            where = f"holds BOTTLE_HOME ({home})" if inside is None else f"is inside {inside}"
+            raise PlanError(
+                f"the workspace {cwd} {where}, which the agent must never write",
+                hint="Start the agent from a project directory of its own, or set BOTTLE_HOME "
+                "to a directory outside the workspace.",
+            )
+
     @property
     def compose_project(self) -> str:
         return f"bottle-{self.slug}"

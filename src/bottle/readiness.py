@@ -8,6 +8,7 @@ which is most of what an idle instance costs the host.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,19 +44,28 @@ PS_EVERY_S = 2.0
 TAIL = 8
 
 
-def wait_ready(host: Starting, sidecars: Sidecars, *, timeout: float) -> None:
+def wait_ready(
+    host: Starting,
+    sidecars: Sidecars,
+    *,
+    timeout: float,
+    fresh_since: Mapping[str, float] | None = None,
+) -> None:
     """Return once every sidecar's status file parses; StartTimeout after ``timeout`` s.
 
-    A sidecar whose container stopped meanwhile fails the wait at once. The error names the
-    sidecars not ready and shows the last lines of their logs (inert: a sidecar's output
-    may carry text an upstream chose).
+    ``fresh_since[name]``: that sidecar's file counts only if written at or after that
+    ``time.time()`` (one an earlier run left is no sign of this one). A sidecar whose
+    container stopped meanwhile fails the wait at once. The error names the sidecars not
+    ready and shows the last lines of their logs (inert: a sidecar's output may carry text
+    an upstream chose).
     """
     now = time.monotonic
     deadline = now() + timeout
     next_ps = now() + PS_EVERY_S
     waiting = list(sidecars)
+    since = fresh_since or {}
     while True:
-        waiting = [s for s in waiting if not s.status(host).ready]
+        waiting = [s for s in waiting if not _ready(host, s, since.get(s.name))]
         if not waiting:
             return
         if now() >= deadline:
@@ -66,6 +76,21 @@ def wait_ready(host: Starting, sidecars: Sidecars, *, timeout: float) -> None:
                 raise _not_ready(host, stopped, "stopped before it became ready")
             next_ps = now() + PS_EVERY_S
         time.sleep(POLL_S)
+
+
+def _ready(host: Starting, sidecar: Sidecar[Any, Any], since: float | None) -> bool:
+    if since is not None:
+        try:
+            if host.state.status_file(sidecar.name).lstat().st_mtime < since:
+                return False
+        except OSError:
+            return False
+    return sidecar.status(host).ready
+
+
+def _running(host: Starting) -> dict[str, str]:
+    """Each running service's container id."""
+    return {s.service: s.container_id for s in host.compose.ps() if s.state == "running"}
 
 
 def _stopped(host: Starting, sidecars: Sidecars) -> Sidecars:
@@ -99,7 +124,21 @@ def up_in_order(
     """
     deadline = time.monotonic() + wait_timeout
     if sidecars:
+        # A resume finds the last run's status files (egress and git-gate leave theirs): only
+        # a sidecar whose same container runs before and after ``up`` may keep its file; any
+        # other must write one anew, or the agent could start before egress listens again.
+        found = [s for s in sidecars if os.path.lexists(instance.state.status_file(s.name))]
+        before = _running(instance) if found else {}
+        began = time.time()
         instance.compose.up(env=env, wait_timeout=wait_timeout, services=[s.name for s in sidecars])
-        wait_ready(instance, sidecars, timeout=max(deadline - time.monotonic(), 1.0))
+        after = _running(instance) if before else {}
+        fresh = {
+            s.name: began
+            for s in found
+            if s.name not in before or before[s.name] != after.get(s.name)
+        }
+        wait_ready(
+            instance, sidecars, timeout=max(deadline - time.monotonic(), 1.0), fresh_since=fresh
+        )
     left = max(int(deadline - time.monotonic()), 1)
     instance.compose.up(env=env, wait_timeout=left, services=["agent"])

@@ -155,39 +155,59 @@ def iter_regular(directory: Path, *, root: Path | None = None) -> Iterator[str]:
     yield from names
 
 
-def copy_tree(source: Path, target: Path, *, root: Path | None = None) -> list[str]:
+#: Directories below a copied tree's top that ``copy_tree`` enters at the most.
+COPY_MAX_DEPTH = 64
+
+
+def copy_tree(
+    source: Path, target: Path, *, root: Path | None = None, max_bytes: int | None = None
+) -> list[str]:
     """Copy ``source`` to a new ``target``: directories, regular files, links as links.
 
     Nothing is followed and nothing but regular files is opened; FIFOs, sockets and
-    devices are left out. Returns what was left out or could not be read.
+    devices are left out, and so are directories deeper than ``COPY_MAX_DEPTH`` and files
+    that would take the copy past ``max_bytes`` (by their size: a sparse file counts
+    whole). Returns what was left out or could not be read.
     """
     base, dirs, name = _parts(source, root)
     src_fd = open_dir(base, [*dirs, name])
     skipped: list[str] = []
+    budget = [max_bytes if max_bytes is not None else -1]
     try:
-        _copy_dir(src_fd, Path(source), Path(target), skipped)
+        _copy_dir(src_fd, Path(source), Path(target), skipped, budget=budget, depth=0)
     finally:
         os.close(src_fd)
     return skipped
 
 
-def _copy_dir(src_fd: int, source: Path, target: Path, skipped: list[str]) -> None:
+def _copy_dir(
+    src_fd: int, source: Path, target: Path, skipped: list[str], *, budget: list[int], depth: int
+) -> None:
     target.mkdir(mode=0o755)
     with os.scandir(src_fd) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
         where = source / entry.name
         try:
-            mode = entry.stat(follow_symlinks=False).st_mode
+            info = entry.stat(follow_symlinks=False)
+            mode = info.st_mode
             if stat.S_ISLNK(mode):
                 os.symlink(os.readlink(entry.name, dir_fd=src_fd), target / entry.name)
+            elif stat.S_ISDIR(mode) and depth >= COPY_MAX_DEPTH:
+                skipped.append(f"{where} (deeper than {COPY_MAX_DEPTH} directories)")
             elif stat.S_ISDIR(mode):
                 child = os.open(entry.name, _DIR_FLAGS, dir_fd=src_fd)
                 try:
-                    _copy_dir(child, where, target / entry.name, skipped)
+                    _copy_dir(
+                        child, where, target / entry.name, skipped, budget=budget, depth=depth + 1
+                    )
                 finally:
                     os.close(child)
+            elif stat.S_ISREG(mode) and budget[0] >= 0 and info.st_size > budget[0]:
+                skipped.append(f"{where} ({info.st_size} bytes: past the copy's bound)")
             elif stat.S_ISREG(mode):
+                if budget[0] >= 0:
+                    budget[0] -= info.st_size
                 _copy_file(src_fd, entry.name, target / entry.name)
             else:
                 skipped.append(f"{where} ({_kind(mode)})")

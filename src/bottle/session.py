@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from bottle.bottle import Ask, Bottle, Progress
+from bottle.errors import StateError
 from bottle.files import now
 from bottle.instance import Instance
 from bottle.providers import Provider, provider
@@ -146,17 +147,26 @@ def _headless(
     (``headless_command(message, resume=True)``), a plain command is never re-run."""
     metadata = instance.metadata
     agent = provider(metadata.provider)
+    say = progress or (lambda _line: None)
+
+    def log(line: str) -> None:
+        # The agent writes transcript/: a run.log it spoiled (a FIFO, a link) is warned
+        # about, and never ends the run or loses its exit code.
+        try:
+            instance.record("run.log", f"{now().isoformat()} {line}\n")
+        except StateError as exc:
+            say(f"warning: {exc.message}")
 
     def then(message: str) -> list[str] | None:
         if not prompt_run:
             return None
         again = agent.headless_command(message, output=output, resume=True)
-        instance.record("run.log", f"{now().isoformat()} $ {shlex.join(again)}\n")
+        log(f"$ {shlex.join(again)}")
         return again
 
-    instance.record("run.log", f"{now().isoformat()} $ {shlex.join(argv)}\n")
-    code = follow(instance, argv, then, tty=False, progress=progress or (lambda _line: None))
-    instance.record("run.log", f"{now().isoformat()} exit {code}\n")
+    log(f"$ {shlex.join(argv)}")
+    code = follow(instance, argv, then, tty=False, progress=say)
+    log(f"exit {code}")
     return code
 
 

@@ -21,32 +21,34 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bottle import layout
-from bottle.errors import InstanceNotFound, SlugError, StateError
+from bottle.errors import InstanceNotFound, StateError
 from bottle.files import atomic_write, now
-from bottle.manifest.models import ProviderKind
+from bottle.quickstate import DOWN, InstanceStatus, check_slug
 
 if TYPE_CHECKING:
     from bottle.plan import BottlePlan
 
-
-class InstanceStatus(StrEnum):
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    FINISHED = "finished"  # the agent exited cleanly; everything was taken down
-    PRESERVED = "preserved"  # interrupted (crash, Ctrl-C, kill): containers may remain
-    FAILED = "failed"  # start failed; what was started was taken down
-    STOPPED = "stopped"  # stopped by the operator
+# The slug rule and the statuses live in ``bottle.quickstate`` (the quick commands read
+# them without pydantic); this stays the module everyone imports them from.
+__all__ = [
+    "DOWN",
+    "RESUMABLE",
+    "InstanceStatus",
+    "Metadata",
+    "ProviderKind",
+    "StateDir",
+    "check_slug",
+    "owner_alive",
+    "state_dirs",
+]
 
 
 _TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
@@ -86,29 +88,9 @@ _RECOVERY: dict[InstanceStatus, frozenset[InstanceStatus]] = {
 
 _DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-#: Statuses in which no container of the instance should exist.
-DOWN = frozenset({InstanceStatus.FINISHED, InstanceStatus.FAILED, InstanceStatus.STOPPED})
-
-
-#: A slug is ``<agent name>-<5 base36>``: agent names are 1-40 of ``[a-z0-9_-]``. Anything
-#: else given as a slug never names an instance, and may name a path outside the state root.
-_SLUG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,45}")
-
-
-def check_slug(value: str) -> str:
-    """``value`` if it can be a slug or a prefix of one; ``SlugError`` (exit 2) if not.
-
-    Every place that takes a slug from outside (CLI arguments, ``Instance.open``, prefix
-    lookups, compose project names) goes through here before it becomes a path.
-    """
-    if not _SLUG_RE.fullmatch(value):
-        shown = value if len(value) <= 60 else value[:60] + "..."
-        raise SlugError(
-            f"{shown!r} is not an instance slug",
-            hint="A slug is up to 46 lowercase letters, digits, '-' or '_' (like "
-            "'shell-k3x9q'); list instances with 'bottle ls'.",
-        )
-    return value
+#: ``bottle.manifest.models.ProviderKind``, spelled out: importing the manifest package here
+#: would load its YAML and regex stacks into ``ls`` and ``exec`` (a unit test keeps them equal).
+ProviderKind = Literal["shell", "claude", "codex", "command"]
 
 
 class Metadata(BaseModel):
@@ -224,6 +206,9 @@ class StateDir:
                 f"state directory {self.path} already exists",
                 hint="Start again: a new slug is drawn every time.",
             ) from None
+        # Its owner's alone: transcript/ and home/ are world-writable (the agent may be
+        # another uid), and no container needs the parents (dockerd binds each dir itself).
+        os.chmod(self.path, 0o700)
         for sub in self.SUBDIRS:
             (self.path / sub).mkdir()
         self.make_agent_dirs()

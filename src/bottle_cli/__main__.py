@@ -1,3 +1,3 @@
-from bottle_cli.app import main
+from bottle_cli.quick import main
 
 raise SystemExit(main())

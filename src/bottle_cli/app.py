@@ -107,18 +107,59 @@ def _options(
 def render(
     agent: Annotated[str, typer.Argument(help="agent name")] = "shell",
     bottle: BottleOpt = None,
+    json_: Annotated[
+        bool,
+        typer.Option("--json", help="the compose spec and each service's notes as JSON"),
+    ] = False,
 ) -> None:
     """Print the compose file an instance of AGENT would run.
 
-    It says which services will not start on this host, and why.
+    Each service that will not start on this host as it is (an unset variable, an image
+    still to build, a remote with no credential) is named on stderr, with the fix; the
+    YAML on stdout stays usable with 'docker compose -f -'.
     """
     from bottle.compose import dump_yaml
 
     target = _bottle(agent, bottle)
+    spec = target.render()
+    found = _render_notes(target)
+    if json_:
+        services = {
+            name: {
+                "starts": all(n.starts for n in found if n.service == name),
+                "notes": [
+                    {"kind": n.kind, "problem": n.problem, "fix": n.fix}
+                    for n in found
+                    if n.service == name
+                ],
+            }
+            for name in spec["services"]
+        }
+        starts = all(n.starts for n in found)
+        output.print_json({"compose": spec, "starts": starts, "services": services})
+        return
+    for note in found:
+        if note.kind == "refused":
+            output.warn(f"{note.service} will not start: {note.problem}")
+        elif note.kind == "limited":
+            output.warn(f"{note.service} starts, but {note.problem}")
+        else:
+            output.progress(f"{note.service}: {note.problem}")
+        output.hint(note.fix)
+    output.out.print(dump_yaml(spec), end="", markup=False)
+
+
+def _render_notes(target: Any) -> list[Any]:
+    """The plan's notes, with the images checked when the engine answers."""
+    from bottle.compose import notes
+    from bottle.errors import Failed
+
     plan = target.plan()
-    if plan.missing_env:
-        output.warn(f"not set on this host (needed at start): {', '.join(plan.missing_env)}")
-    output.out.print(dump_yaml(target.render()), end="", markup=False)
+    try:
+        return notes(plan, image_present=target.engine.image_exists)
+    except Failed as exc:
+        output.warn(f"cannot tell which images are built: {exc.message}")
+        return notes(plan)
 
 
 @app.command()
@@ -237,6 +278,7 @@ def run(
     from bottle.session import headless_argv, headless_prompt_run, headless_run
 
     argv = _argv(cmd, required=False)
+    _require_task(prompt)
     if prompt is not None and argv:
         raise Refused(
             "give either --prompt or a command after --, not both",
@@ -261,11 +303,20 @@ def run(
     target = _bottle(agent, bottle)
     if prompt is not None:
         # Through the session that follows a capability swap: the agent's work goes on.
-        code = headless_prompt_run(target, prompt, output=form, progress=output.progress, ask=_ask)
+        # JSON on stdout is read by a program: no build view on stderr either.
+        quiet = output.progress if form == "text" else output.quiet_progress
+        code = headless_prompt_run(target, prompt, output=form, progress=quiet, ask=_ask)
     else:
         run_argv = headless_argv(target, cmd=argv)
         code = headless_run(target, run_argv, progress=output.progress, ask=_ask)
     raise typer.Exit(code)
+
+
+def _require_task(prompt: str | None) -> None:
+    from bottle.errors import Refused
+
+    if prompt is not None and not prompt.strip():
+        raise Refused("the task is empty", hint="Give it with --prompt 'what to do'.")
 
 
 @app.command()
@@ -297,8 +348,15 @@ def resume(
     program starts with its resume command (claude --continue, codex resume --last)
     and gets the terminal, as 'bottle start' does.
     """
+    from bottle.errors import Refused
     from bottle.session import resumed_session
 
+    _require_task(prompt)
+    if detach and prompt is not None:
+        raise Refused(
+            "--prompt runs the agent on a task until it ends; --detach leaves it idle",
+            hint=f"bottle resume {slug} --prompt 'the task', or bottle resume {slug} --detach",
+        )
     instance = _open(slug)
     if detach:
         instance.resume(progress=output.progress, ask=_ask)
@@ -321,8 +379,25 @@ def exec_(
     instance's transcript directory (never an environment value).
     """
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    done = _open(slug).exec(_argv(cmd), tty=tty, service=service, record=True)
+    instance = _open(slug)
+    done = instance.exec(_argv(cmd), tty=tty, service=service, record=True)
+    if done.exit_code != 0:
+        # Only a failed exec pays for a look: docker's own "is not running" names no fix.
+        _require_running(instance, service)
     raise typer.Exit(done.exit_code)
+
+
+def _require_running(instance: Any, service: str) -> None:
+    """StateError naming ``bottle resume`` when ``service``'s container does not run."""
+    from bottle.errors import StateError
+    from bottle.instance import WELL
+
+    state = instance.health().get(service, "missing")
+    if state not in WELL:
+        raise StateError(
+            f"{service} of {instance.slug} is not running (its container is {state})",
+            hint=f"Bring it back with 'bottle resume {instance.slug}'.",
+        )
 
 
 @app.command()
@@ -366,32 +441,9 @@ def ls(
 ) -> None:
     """List instances: state directories joined with compose."""
     from bottle.instances import instances
+    from bottle_cli import listing
 
-    rows = instances(_settings())
-    if json_:
-        output.print_json([row.model_dump(mode="json") for row in rows])
-        return
-    if quiet:
-        for row in rows:
-            output.line(row.slug)
-        return
-    # The slug is the value users copy, the status what they look for: never cut.
-    output.table(
-        keep={0, 3},
-        headers=["slug", "agent", "bottle", "status", "running", "started", "cwd"],
-        rows=[
-            [
-                r.slug,
-                r.agent or "-",
-                r.bottle or "-",
-                _status(r),
-                str(r.running),
-                r.started_at.strftime("%Y-%m-%d %H:%M") if r.started_at else "-",
-                r.cwd or "-",
-            ]
-            for r in rows
-        ],
-    )
+    listing.show(instances(_settings()), json_=json_, quiet=quiet)
 
 
 def _ask_kept(plan: Any, *, yes: bool) -> None:
@@ -406,16 +458,6 @@ def _ask_kept(plan: Any, *, yes: bool) -> None:
     else:
         output.warn(f"keeping {what}")
     output.progress("to remove them too: bottle cleanup --all")
-
-
-def _status(row: Any) -> str:
-    """``degraded (egress: exited)``: which sidecar is not well, and how."""
-    from bottle.instance import WELL
-
-    if getattr(row, "down_failed", False):
-        return f"{row.status} (down failed)"
-    ill = [f"{name}: {state}" for name, state in row.sidecars.items() if state not in WELL]
-    return f"{row.status} ({', '.join(ill)})" if ill else str(row.status)
 
 
 @app.command()
@@ -459,7 +501,9 @@ def transcript(slug: SlugArg, json_: JsonOpt = False) -> None:
         output.progress(f"{instance.slug} has no conversation in {instance.state.transcript}")
         return
     for event in found:
-        stamp = event.time[11:19] if len(event.time) >= 19 else "--:--:--"
+        # The writer's timestamp, agent text like the rest: eight raw characters can clear
+        # the screen or set the window title.
+        stamp = inert(event.time[11:19]) if len(event.time) >= 19 else "--:--:--"
         body = inert(event.text, multiline=True).replace("\n", "\n" + " " * 21)
         output.out.print(f"{stamp} {event.kind:<11} {body}", markup=False, highlight=False)
 
@@ -632,7 +676,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Without standalone mode, typer returns a command's typer.Exit code, and 130 after
         # Ctrl-C inside a command; what it raises is handled here.
         with running(options):
-            code = command.main(args=args, prog_name="bottle", standalone_mode=False)
+            try:
+                code = command.main(args=args, prog_name="bottle", standalone_mode=False)
+            finally:
+                # A build cut short leaves its live view: end it before any message.
+                output.progress.close()
     except UsageError as exc:
         code = _usage_error(exc)
     except TyperException as exc:

@@ -60,12 +60,42 @@ def egress_reload(slug: SlugArg) -> None:
 @egress_app.command("routes")
 @routes_app.command("show")
 def routes_show(slug: SlugArg, json_: JsonOpt = False) -> None:
-    """Show the routes in force."""
-    routes = open_instance(slug).routes.current()
+    """Show the routes in force.
+
+    Those egress runs: after a hand edit of the live file that does not parse (or is not
+    reloaded yet), egress's own copy of what it loaded, with a warning naming the file.
+    """
+    instance = open_instance(slug)
+    shown = instance.routes.in_force()
     if json_:
-        output.print_json(routes.model_dump(mode="json")["routes"])
+        output.print_json(
+            {
+                "routes": shown.routes.model_dump(mode="json")["routes"],
+                "generation": shown.generation,
+                "routes_sha256": shown.routes_sha256,
+                "source": shown.source,
+                "file": str(shown.file),
+                "file_error": shown.file_error,
+                "file_pending": shown.file_pending,
+            }
+        )
         return
-    output.block(routes.to_yaml().decode())
+    runs = f"egress runs generation {shown.generation}"
+    if shown.file_error is not None:
+        output.warn(f"the live routes file {shown.file} does not load: {shown.file_error}")
+        output.warn(f"it is not in force; {runs}, shown below")
+        output.hint(
+            f"Fix the file, then 'bottle egress reload {instance.slug}' (or start over with "
+            f"'bottle routes edit {instance.slug}'); until then these routes stay in force."
+        )
+    elif shown.file_pending:
+        output.warn(f"the live routes file {shown.file} was changed and not reloaded")
+        if shown.source == "egress":
+            output.warn(f"it is not in force yet; {runs}, shown below")
+        else:
+            output.warn(f"what egress runs (generation {shown.generation}) may differ from it")
+        output.hint(f"Make it live with 'bottle egress reload {instance.slug}'.")
+    output.block(shown.routes.to_yaml().decode())
 
 
 @routes_app.command("edit")
@@ -332,8 +362,9 @@ def approve(
             raise typer.Exit(1)
     elif proposal.tool == "capability-block" and not yes:
         _confirm_build(proposal, instance.slug)
-    elif proposal.tool == "git-push-allow":
-        _confirm_push(proposal, instance, yes=yes)
+    if proposal.tool == "git-push-allow":
+        # Edited or not, the operator sees the gate's findings for the push that will go.
+        _confirm_push(proposal, instance, yes=yes, edited=edited)
     decided = approve_proposal(
         instance,
         proposal_id,
@@ -347,15 +378,24 @@ def approve(
     output.progress(f"proposal {decided.id} approved and applied{what}")
 
 
-def _confirm_push(proposal: Proposal, instance: Instance, *, yes: bool) -> None:
+def _confirm_push(
+    proposal: Proposal, instance: Instance, *, yes: bool, edited: dict[str, Any] | None = None
+) -> None:
     """Show what git-gate itself found in the refused push (never the agent's account of
     it), then ask. With no refusal on record the approval refuses, naming why."""
+    from pydantic import ValidationError
+
     from bottle.errors import ApplyError
     from bottle.gate_audit import refused_push
     from bottle.proposals import GitPushAllow
     from bottle.text import inert
 
     payload = proposal.payload
+    if edited is not None:
+        try:
+            payload = GitPushAllow.model_validate(edited)
+        except ValidationError:
+            return  # the approval itself refuses the edit, naming the field
     assert isinstance(payload, GitPushAllow)
     refusal = refused_push(instance.state.path, payload.remote, payload.ref, payload.commit)
     if refusal is None:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from bottle.text import inert
+
+if TYPE_CHECKING:
+    from bottle.engine.progress import BuildUpdate
+    from bottle_cli.buildview import BuildView
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -40,12 +44,47 @@ def _shown(message: str) -> str:
     return escape(inert(message, multiline=True))
 
 
-def progress(message: str) -> None:
-    err.print(f"[dim]·[/dim] {_shown(message)}", markup=True)
+class Progress:
+    """``progress(message)``: one dim line on stderr. ``progress.build(update)``: an image
+    build as it goes (``bottle_cli.buildview``); ``builds=False`` keeps builds silent
+    (the paths whose stdout is JSON)."""
+
+    def __init__(self, *, builds: bool = True) -> None:
+        self.builds = builds
+        self._view: BuildView | None = None
+
+    def __call__(self, message: str) -> None:
+        err.print(f"[dim]·[/dim] {_shown(message)}", markup=True)
+
+    def build(self, update: BuildUpdate) -> None:
+        if not self.builds:
+            return
+        if self._view is None:
+            from bottle_cli.buildview import BuildView
+
+            self._view = BuildView(err)
+        self._view.build(update)
+        if update.kind == "end":
+            self.close()
+
+    def close(self) -> None:
+        """End a build view an error or Ctrl-C cut short (the terminal gets its cursor)."""
+        if self._view is not None:
+            self._view.close()
+            self._view = None
+
+
+progress = Progress()
+#: For ``--json`` and other machine-read output: messages, but no build view.
+quiet_progress = Progress(builds=False)
 
 
 def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/yellow] {_shown(message)}", markup=True)
+
+
+def hint(message: str) -> None:
+    err.print(f"[cyan]hint:[/cyan] {_shown(message)}", markup=True)
 
 
 def error(message: str, hint: str | None = None) -> None:

@@ -48,6 +48,49 @@ class ReasonScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
+class ConfirmScreen(ModalScreen[bool]):
+    """What an approval lets through, shown before it is given: y gives it, n or Esc not."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No, leave it pending"),
+    ]
+
+    def __init__(self, text: str, question: str) -> None:
+        super().__init__()
+        self.text = text
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm"):
+            yield Static(self.text, markup=False)
+            yield Static(f"{self.question} [y/N]", markup=False)
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+def push_allow_text(item: Pending, fields: dict[str, Any], settings: Settings) -> str | None:
+    """What ``bottle approve`` shows of a git-push-allow: git-gate's own findings in the
+    push it refused (``gate_audit.refused_push``), never the agent's account of them; None
+    when the gate refused no such push (the approval itself then refuses, saying why)."""
+    from bottle.gate_audit import refused_push
+    from bottle.instance import Instance
+
+    remote, ref, commit = (str(fields.get(k, "")) for k in ("remote", "ref", "commit"))
+    state = Instance.open(item.slug, settings=settings).state.path
+    refusal = refused_push(state, remote, ref, commit)
+    if refusal is None:
+        return None
+    found = "\n".join(f"  {inert(f)}" for f in refusal.findings)
+    return (
+        f"Proposal {item.proposal.id} of {item.slug} asks to push {inert(commit)} to "
+        f"{inert(remote)} {inert(ref)} once, although git-gate's scan found (its own record "
+        f"of {inert(refusal.time)}):\n{found}\n"
+        f"Justification: {inert(item.proposal.justification)}"
+    )
+
+
 class QueueView(App[None]):
     """Pending proposals; a approves, e edits then approves, r rejects, q quits."""
 
@@ -57,7 +100,8 @@ class QueueView(App[None]):
     #detail { height: auto; max-height: 50%; border-top: solid $accent; padding: 0 1; }
     #status { height: 1; padding: 0 1; color: $text-muted; }
     #reason { width: 80%; height: auto; border: solid $accent; padding: 1 2; }
-    ReasonScreen { align: center middle; }
+    #confirm { width: 90%; height: auto; max-height: 90%; border: solid $warning; padding: 1 2; }
+    ReasonScreen, ConfirmScreen { align: center middle; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "approve", "Approve"),
@@ -157,8 +201,32 @@ class QueueView(App[None]):
 
     def action_approve(self) -> None:
         if (item := self.selected()) is not None and not self.busy:
-            self.busy = True  # before the worker starts: a second key press must not apply twice
-            self.decide(item, approved=True)
+            self.approve(item)
+
+    def approve(self, item: Pending, edited: dict[str, Any] | None = None) -> None:
+        """Approve, after the confirmation ``bottle approve`` asks for a git-push-allow."""
+        if item.proposal.tool == "git-push-allow":
+            from bottle.proposals import request_fields
+
+            fields = edited if edited is not None else request_fields(item.proposal.payload)
+            try:
+                text = push_allow_text(item, fields, self.settings)
+            except BottleError as exc:
+                self.notify(inert(exc.message), severity="error", timeout=10, markup=False)
+                return
+            if text is not None:
+
+                def answered(yes: bool | None) -> None:
+                    if yes and not self.busy:
+                        self.busy = True
+                        self.decide(item, approved=True, edited=edited)
+                    elif not yes:
+                        self.set_status(f"{item.slug} #{item.proposal.id} left pending")
+
+                self.push_screen(ConfirmScreen(text, "Let this push through, once?"), answered)
+                return
+        self.busy = True  # before the worker starts: a second key press must not apply twice
+        self.decide(item, approved=True, edited=edited)
 
     def action_edit(self) -> None:
         from bottle_cli.decisions import edited_payload
@@ -178,8 +246,7 @@ class QueueView(App[None]):
         if edited is None:
             self.notify("not saved, or emptied: the proposal stays pending")
             return
-        self.busy = True
-        self.decide(item, approved=True, edited=edited)
+        self.approve(item, edited)
 
     def action_reject(self) -> None:
         item = self.selected()

@@ -207,6 +207,17 @@ def test_run_prompt_json_is_the_structured_result(
     assert result["result"] == "hi from the fake"
 
 
+def test_a_prompt_that_looks_like_an_option_is_the_task(
+    workdir: Path, fake: FakeAPI, env: dict[str, str]
+) -> None:
+    # Without "--" before it, claude took a word starting with "-" for one of its options
+    # ("--help" alone printed its help with rc 0, "--model=x" chose the model).
+    done = cli("run", "reviewer", "--prompt", "--help HELLO dash", cwd=workdir, env_extra=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "hi from the fake", done.stdout
+    assert _conversation(fake, "--help HELLO dash")
+
+
 def _pending(env: dict[str, str], workdir: Path) -> list[dict[str, Any]] | None:
     done = cli("queue", "--json", cwd=workdir, env_extra=env)
     assert done.returncode == 0, done.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write
 from tests.integration.conftest import cli, labelled
 
 pytestmark = pytest.mark.docker
@@ -48,3 +49,45 @@ def test_exec_is_recorded_and_a_held_network_keeps_the_instance_visible(
     assert labelled("network", slug) == []
     nothing = cli("stop", "--all", cwd=workdir)
     assert (nothing.returncode, nothing.stderr) == (0, "")
+
+
+TINY_BOTTLE = """---
+agent: {provider: shell, dockerfile: tiny/Dockerfile}
+supervise: false
+---
+"""
+
+
+def test_a_real_build_shows_each_step_with_its_time(bottle_home: Path, workdir: Path) -> None:
+    """A tiny image of its own (a nonce in it, so it really builds) through ``bottle run``."""
+    import re
+    import uuid
+
+    nonce = uuid.uuid4().hex
+    write(bottle_home / "bottles" / "tiny.md", TINY_BOTTLE)
+    write(
+        bottle_home / "bottles" / "tiny" / "Dockerfile",
+        f"FROM ${{BOTTLE_AGENT_IMAGE}}\nRUN echo built-{nonce} && sleep 2\n",
+    )
+    done = cli("run", "it", "--bottle", "tiny", "--", "true", cwd=workdir)
+    built = re.findall(r"built (bottle-agent-\S+) in ", done.stderr)
+    try:
+        assert done.returncode == 0, done.stderr
+        lines = done.stderr.splitlines()
+        stamp = r"\d\d:\d\d:\d\d "
+        # Not a terminal: plain lines, each with the time of day; each step's time.
+        steps = [
+            i for i, line in enumerate(lines) if re.fullmatch(stamp + r"Step \d+/\d+ : .+", line)
+        ]
+        assert any(lines[i].endswith("FROM ${BOTTLE_AGENT_IMAGE}") for i in steps), lines
+        run = next(i for i in steps if lines[i].endswith(f"RUN echo built-{nonce} && sleep 2"))
+        ended = next(line for line in lines[run + 1 :] if " done in " in line)
+        assert re.fullmatch(stamp + r"  done in \d+\.\ds", ended), lines
+        assert float(ended.split()[-1].rstrip("s")) >= 2.0, lines
+        # Every step ends with its time, before the next begins.
+        assert len(re.findall(stamp + r"  done in ", done.stderr)) == len(steps), lines
+        assert built, done.stderr
+        assert "\x1b" not in done.stderr
+    finally:
+        for ref in built:
+            subprocess.run(["docker", "image", "rm", ref], capture_output=True, check=False)

@@ -560,3 +560,62 @@ def test_a_thin_pack_against_bases_the_gate_lacks_lands_nothing(gate: Gate) -> N
     out = gate.sh(script).stdout
     assert "unpack ok" not in out and "ok refs/heads/thin" not in out, out
     assert gate.upstream("refs/heads/thin") == ""
+
+
+# -- session 4: the neighbours again, on the final tree ----------------------------------
+
+#: Pushes that reach past what a branch push may change: each refused whole by the policy.
+POLICY_NEIGHBOURS = {
+    "replace": ("git replace $(git rev-parse HEAD) $(git rev-parse HEAD~1) && "
+                "git push origin 'refs/replace/*'", "only branches"),
+    # --mirror sends every local ref (remote-tracking ones too) and deletes upstream's others.
+    "mirror": ("git push --mirror origin", "only branches"),
+    "gitlink": ("git update-index --add --cacheinfo 160000,$(printf 'ab%.0s' $(seq 20)),vendor/x "
+                "&& git commit -qm sub && git push origin HEAD:refs/heads/gitlink",
+                "a submodule entry naming commit abababababab"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("form", list(POLICY_NEIGHBOURS))
+def test_a_push_past_branches_is_refused_whole(gate: Gate, form: str) -> None:
+    script, why = POLICY_NEIGHBOURS[form]
+    name = f"pn-{form}"
+    assert gate.clone(name, OPEN_URL).exit_code == 0
+    before = upstream_refs(gate)
+    out = gate.sh(
+        f"cd ~/src/{name} && echo {form} > f.txt && git add f.txt && git commit -qm f && "
+        f"({script}) 2>&1; echo rc=$?"
+    ).stdout
+    assert "rc=0" not in out and why in out and "refused by the bottle's push policy" in out, out
+    assert upstream_refs(gate) == before
+
+
+#: URLs of the declared remotes that git's insteadOf (a plain prefix match) does not rewrite,
+#: and ways for the agent's git to pick its own transport: none may reach upstream.
+URL_VARIANTS = {
+    "upper-case": ("", "git@GIT.test:repo.git"),
+    "trailing-slash": ("", "git@git.test:repo.git/"),
+    "no-dot-git": ("", "git@git.test:repo"),
+    "ssh-form": ("", "ssh://git@git.test/~/repo.git"),
+    "ssh-port": ("", "ssh://git@git.test:22/srv/git/repo.git"),
+    "https-no-dot-git": ("", "https://git.test/repo"),
+    "https-upper-case": ("", "https://GIT.TEST/repo.git"),
+    "ext": ("-c protocol.ext.allow=always", "'ext::ssh -o BatchMode=yes git@git.test %S repo.git'"),
+    "ssh-command": ("-c core.sshCommand='ssh -o BatchMode=yes -o StrictHostKeyChecking=no' "
+                    "-c protocol.allow=always", "git@GIT.test:repo.git"),
+    "file": ("-c protocol.file.allow=always", f"file://{UPSTREAM_REPO}"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", list(URL_VARIANTS))
+def test_a_remote_url_variant_reaches_no_upstream(gate: Gate, variant: str) -> None:
+    opts, target = URL_VARIANTS[variant]
+    assert gate.clone(f"uv-{variant}").exit_code == 0
+    before = upstream_refs(gate)
+    out = gate.sh(
+        f"cd ~/src/uv-{variant} && echo 'v = {KNOWN_SECRET}' > v.txt && git add v.txt && "
+        f"git commit -qm v && GIT_SSH_COMMAND='ssh -o ConnectTimeout=10' timeout 60 "
+        f"git {opts} push {target} HEAD:refs/heads/variant 2>&1; echo rc=$?"
+    ).stdout
+    assert "rc=0" not in out, out
+    assert upstream_refs(gate) == before and gate.upstream("refs/heads/variant") == ""

@@ -52,6 +52,12 @@ def test_reload_adds_route_without_restart_and_keeps_old_on_bad_file(live) -> No
     path.write_text("routes: [{host: 'bad host'}]\n")
     done = cli("egress", "reload", live.slug, cwd=live.state.path)
     assert done.returncode == 2 and "invalid routes" in done.stderr
+    # The routes egress runs are still shown, from its own copy, with the bad file named.
+    shown = cli("egress", "routes", live.slug, "--json", cwd=live.state.path)
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["source"] == "egress" and "routes.0.host" in data["file_error"]
+    assert any(r["host"] == "upstream.test" and r["paths"] == ["/new/"] for r in data["routes"])
     path.write_bytes(good)
     assert curl(live, "http://upstream.test/new/x") == "200"
     assert {s.service: s.container_id for s in live.compose.ps()} == ids

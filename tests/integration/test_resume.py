@@ -48,6 +48,11 @@ def test_resume_brings_a_finished_instance_back_with_its_state(
         live = Route(host="upstream.test", paths=("/later/",), methods=("GET",), private=True)
         instance.routes.allow(live, reason="added while it ran")
         instance.stop(status=InstanceStatus.FINISHED, exit_code=0)
+        # egress leaves its status file at stop: the resume must not take it for the new
+        # container's word (bottle.readiness), and the one it waits for is written anew.
+        stale = instance.state.status_file("egress")
+        assert stale.is_file()
+        left_at = stale.stat().st_mtime
 
         cli = lambda *args: run_cli_here(*args, cwd=workdir, monkeypatch=monkeypatch)  # noqa: E731
         unknown = cli("resume", "res-zzzzz")
@@ -57,6 +62,7 @@ def test_resume_brings_a_finished_instance_back_with_its_state(
         assert resumed.returncode == 0, resumed.stderr
         assert resumed.stdout.strip() == slug
         assert instance.status == InstanceStatus.RUNNING
+        assert instance.state.status_file("egress").stat().st_mtime > left_at
         # The same home (bound from the state dir), and the routes in force, not the file's.
         home = instance.exec(["cat", "/home/agent/kept.txt"], capture=True)
         assert home.stdout == "mine\n"
@@ -76,6 +82,9 @@ def test_resume_brings_a_finished_instance_back_with_its_state(
         instance.compose.kill("agent", "SIGKILL")
         attach = cli("attach", slug)
         assert attach.returncode == 1 and f"bottle resume {slug}" in attach.stderr
+        # ... and so does exec, after docker's own "is not running".
+        execd = cli("exec", slug, "--", "true")
+        assert execd.returncode == 1 and f"bottle resume {slug}" in execd.stderr
         # ... and a headless resume continues there, then finishes it.
         headless = cli("resume", slug, "--prompt", "echo resumed >> $HOME/kept.txt")
         assert headless.returncode == 0, headless.stderr

@@ -119,6 +119,15 @@ def test_capability_block_replaces_the_agent_alone(quick) -> None:
     assert new_image.endswith(recorded.stem)
     status = mcp(quick, "proposal-status", {"id": _id(answer)})
     assert "approved and applied" in status
+    # supervise, never restarted, names and checks against the image in force now.
+    assert f"your container now runs {new_image}." in status
+    stale = mcp(
+        quick,
+        "capability-block",
+        {"dockerfile": f"FROM {old_image}\nRUN true\n", "justification": "the old one"},
+    )
+    assert f"or FROM {new_image}" in stale and f"or FROM {old_image}" not in stale, stale
+    assert after["supervise"] == before["supervise"]
     entry = json.loads(quick.state.audit_log.read_text().splitlines()[-1])
     assert entry["tool"] == "capability-block" and new_image in entry["diff"]
     # apt fetched through egress: the build's requests are in its decision log.

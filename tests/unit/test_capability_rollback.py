@@ -38,6 +38,8 @@ def test_a_replaced_agent_runs_the_new_image(tmp_path: Path) -> None:
     assert engine.calls[-1] == "up_service agent"
     # A session attached to the agent sees the replacement, and that it is over.
     assert instance.metadata.agent_restarts == 1 and instance.metadata.replacing is None
+    # supervise (which keeps running) learns the image in force from this file.
+    assert (instance.state.proposals / "agent-image").read_text() == ref + "\n"
 
 
 def test_a_failed_build_is_refused_and_changes_nothing(tmp_path: Path) -> None:
@@ -72,6 +74,7 @@ def test_an_agent_that_does_not_come_up_is_put_back_and_it_fails(
     assert ("runs its previous image" in (caught.value.hint or "")) is restarted
     assert instance.state.compose_file.read_text() == compose_before
     assert instance.metadata.images["agent"] == old
+    assert not (instance.state.proposals / "agent-image").exists()  # still the start's
     assert engine.calls.count("up_service agent") == 2  # the try, then the way back
     # Restarted on the old image is a replacement too: the session continues there.
     assert instance.metadata.agent_restarts == (1 if restarted else 0)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.conftest import CliResult, run_cli, run_cli_here, write
+from tests.conftest import CliResult, run_cli, run_cli_here, user_owned, write
 
 if TYPE_CHECKING:
     from bottle.state import StateDir
@@ -84,6 +84,7 @@ def test_bad_input_exits_2_with_message_and_no_traceback(
 
 def test_repo_bottle_is_refused(bottle: Callable[..., CliResult], home: Path, repo: Path) -> None:
     """Ignored with a warning, never used; the rest of the repository still works."""
+    user_owned(repo)  # a root-owned workspace is a warning of its own
     write(repo / ".bottle" / "bottles" / "x.md", "---\n---\n")
     done = bottle("render", home=home, cwd=repo)
     assert done.returncode == 0 and "never bottles: ignored" in done.stderr
@@ -200,6 +201,9 @@ class _RecordingInstance:
     def exec(self, argv: list[str], *, tty: bool, service: str, record: bool = False) -> Any:
         self.argv = list(argv)
         return SimpleNamespace(exit_code=7)
+
+    def health(self) -> dict[str, str]:
+        return {"agent": "running"}
 
 
 def test_debug_is_global_and_leaves_the_commands_own_debug_alone(

@@ -197,3 +197,20 @@ def test_completion_answers_the_shell(
 def test_an_unknown_shell_is_refused(bottle: Callable[..., CliResult]) -> None:
     done = bottle("completion", "tcsh")
     assert done.returncode == 2 and "tcsh" in done.stderr
+
+
+def test_resume_refuses_a_prompt_with_detach(bottle: Callable[..., CliResult]) -> None:
+    # --detach leaves the agent idle: the prompt was silently dropped.
+    done = bottle("resume", "shell-abcde", "--prompt", "go on", "--detach")
+    assert done.returncode == 2, done.stderr
+    assert "--prompt" in done.stderr and "--detach" in done.stderr
+    assert "no instance" not in done.stderr  # refused before any instance is looked up
+
+
+@pytest.mark.parametrize("command", [["run", "shell"], ["resume", "shell-abcde"]])
+def test_an_empty_prompt_is_refused_before_anything_starts(
+    bottle: Callable[..., CliResult], command: list[str]
+) -> None:
+    done = bottle(*command, "--prompt", "  ")
+    assert done.returncode == 2, done.stderr
+    assert "the task is empty" in done.stderr

@@ -45,8 +45,14 @@ def bottle(
 
 
 @pytest.fixture
-def running(home: Path) -> StateDir:
+def running(home: Path, fake: FakeEngine) -> StateDir:
+    from bottle.engine.compose import ServiceState
+
     state = make_state(home, "shell-run111", InstanceStatus.RUNNING)
+    fake.states = [
+        ServiceState(name, f"{name}1", "running", None, None)
+        for name in state.read_metadata().services
+    ]
     state.transcript.mkdir(parents=True, exist_ok=True)
     return state
 
@@ -71,6 +77,31 @@ def test_exec_records_the_command_and_its_exit_code(
     again = bottle("exec", "--service", "egress", "shell-run111", "--", "true")
     assert again.returncode == 0
     assert (running.transcript / "exec.log").read_text().splitlines()[2].endswith("[egress] $ true")
+
+
+def test_exec_in_a_stopped_agent_names_resume(
+    bottle: Callable[..., CliResult], running: StateDir, fake: FakeEngine
+) -> None:
+    from bottle.engine.compose import ServiceState
+
+    fake.states = [
+        ServiceState("agent", "a1", "exited", None, 137),
+        ServiceState("egress", "e1", "running", None, None),
+    ]
+    fake.exec_codes = [1]  # docker exec: "container ... is not running"
+    done = bottle("exec", "shell-run111", "--", "true")
+    assert done.returncode == 1
+    assert "agent of shell-run111 is not running (its container is exited)" in done.stderr
+    assert "hint: Bring it back with 'bottle resume shell-run111'." in done.stderr
+    assert "Traceback" not in done.stderr
+    # A command that fails in a running service keeps its own exit code, and no hint.
+    fake.exec_codes = [1]
+    again = bottle("exec", "--service", "egress", "shell-run111", "--", "false")
+    assert again.returncode == 1 and "resume" not in again.stderr
+    # A service with no container at all is named as missing.
+    fake.exec_codes = [1]
+    gone = bottle("exec", "--service", "supervise", "shell-run111", "--", "true")
+    assert gone.returncode == 1 and "(its container is missing)" in gone.stderr
 
 
 def test_exec_records_an_interrupted_command(

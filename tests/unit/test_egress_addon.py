@@ -724,6 +724,7 @@ def test_status_after_start(env: Env) -> None:
     status = env.status_data()
     assert status["generation"] == 1
     assert status["routes_sha256"] == sha(env.routes)
+    assert status["routes_yaml"] == env.routes.read_text()
     assert status["error"] is None
     assert status["error_sha256"] is None
     assert status["loaded_at"]
@@ -761,6 +762,8 @@ def test_reload_with_invalid_file_keeps_old_routes(env: Env, text: str, message:
     assert status["generation"] == 1
     assert status["routes_sha256"] == good_sha
     assert message in status["error"]
+    # egress's copy of what it runs: the host shows it while the file on disk is bad.
+    assert hashlib.sha256(status["routes_yaml"].encode()).hexdigest() == good_sha
     assert status["error_sha256"] == sha(env.routes)
     flow = make_flow("GET", "https://pypi.org/simple/")
     env.fire(HttpRequestHook(flow))
@@ -797,6 +800,7 @@ def test_missing_routes_file_at_start_means_deny_all(
         assert data["generation"] == 1
         assert data["routes_sha256"] is None
         assert "cannot read routes file" in data["error"]
+        assert data["routes_yaml"] is None  # no file is in force
         flow = make_flow("GET", "https://pypi.org/simple/")
         tctx.master.addons.invoke_addon_sync(addon, HttpRequestHook(flow))
         assert flow.response is not None and flow.response.status_code == 403

@@ -216,3 +216,27 @@ def test_an_allowance_that_landed_is_retired_at_import(tmp_path: Path) -> None:
     log_record(state, push(allowed_by=[4]))
     gate_audit.import_pushes(state)
     assert [p.name for p in allow_dir.iterdir()] == [names[1]]
+
+
+def test_approve_edit_of_a_push_still_shows_the_gates_findings_and_asks(
+    running: Instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bottle_cli import editor
+
+    config = running.state.live_config(gate.NAME)
+    config.mkdir(parents=True, exist_ok=True)
+    remote = gate.GateRemote(name="origin", url="git@git.test:r.git", key_ref="K")
+    (config / gate.CONFIG_FILE).write_bytes(gate.GateConfig(remotes=(remote,)).to_json())
+    gates_own = ["111111111111 conf.txt:2: github-token [ghp_… (40 chars)] \x1b[2J"]
+    log_record(running.state.path, push("refuse", scan="findings", findings=gates_own))
+    asked = proposal_queue(running).create("git-push-allow", ASK, "harmless").id
+    monkeypatch.setattr(editor, "edit_text", lambda text, *, extension: text)
+    env = {"BOTTLE_HOME": str(tmp_path / "home")}
+    done = run_cli_here("approve", running.slug, str(asked), "--edit", cwd=tmp_path, env=env,
+                        monkeypatch=monkeypatch)  # fmt: skip
+    # --edit is no way around the confirmation: no terminal, nothing approved.
+    assert done.returncode == 2, done.stderr
+    assert "github-token" in done.stderr and "\x1b" not in done.stderr
+    assert "no terminal to confirm" in done.stderr
+    assert proposal_queue(running).get(asked).status == "pending"
+    assert not (config / gate.ALLOW_DIR).exists()

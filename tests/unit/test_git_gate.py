@@ -28,6 +28,7 @@ from bottle.runtime.git_gate import (
     GateRemote,
     PushPolicy,
     RefUpdate,
+    gitlinks,
     hook,
     policy,
     scan,
@@ -600,17 +601,29 @@ def test_main_writes_status_once_listening(
         proc.wait(10)
 
 
-def test_a_new_mirror_takes_upstreams_default_branch(repo_pair: tuple[Path, Path, str]) -> None:
+def test_a_new_mirror_takes_upstreams_default_branch(
+    repo_pair: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     work, upstream_repo, _first = repo_pair
     git(upstream_repo, "symbolic-ref", "HEAD", "refs/heads/main")
+    git(work, "push", "-q", str(upstream_repo), "main:trunk")
     mirror = upstream_repo.parent / "m.git"
     git(work, "init", "-q", "--bare", "-b", "master", str(mirror))
     conn = upstream.Connection(
         str(upstream_repo), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
     )
-    upstream.run_git(["fetch", "-q", conn.url, "+refs/heads/*:refs/heads/*"], conn, cwd=mirror)
-    upstream._follow_head(conn, mirror)
-    assert git(mirror, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    monkeypatch.setattr(upstream, "connect", lambda *a, **k: conn)
+    remote = GateRemote(name="origin", url="git@h:r")
+
+    def fetch() -> str:
+        upstream.fetch(remote, mirror, config=mirror, secrets=mirror, environ=os.environ)
+        return git(mirror, "symbolic-ref", "HEAD").strip()
+
+    assert fetch() == "refs/heads/main"  # asked beside the first fetch
+    git(upstream_repo, "symbolic-ref", "HEAD", "refs/heads/trunk")
+    assert fetch() == "refs/heads/main"  # the mirror has main: not asked again
+    git(upstream_repo, "update-ref", "-d", "refs/heads/main")
+    assert fetch() == "refs/heads/trunk"  # the fetch pruned main: asked again
 
 
 def test_the_gate_refuses_to_serve_when_git_could_not_run_its_hook(
@@ -725,3 +738,132 @@ def test_a_mirror_keeps_what_a_fetch_brings_packed_and_merges_many_packs(
     upstream._tidy(conn, mirror)
     assert len(list(packs.glob("*.pack"))) < 4
     assert git(mirror, "rev-parse", "main").strip() == git(work, "rev-parse", "main").strip()
+
+
+def test_a_secret_in_a_path_is_redacted_in_every_finding(
+    tmp_path: Path, repo_pair: tuple[Path, Path, str], gate_env: dict[str, str]
+) -> None:
+    """A directory, a file and a submodule named after the secret: the findings about what
+    is in them (or about their names) never carry the name itself."""
+    work, mirror, first = repo_pair
+    (work / SECRET).mkdir()
+    commit(work, f"{SECRET}/conf.txt", f"token {GITHUB}\n")
+    commit(work, f"{SECRET}.txt", f"token {GITHUB}\n")
+    # (to a commit upstream has: the gitlink check lets it by, the scan reads its name)
+    git(work, "update-index", "--add", "--cacheinfo", f"160000,{first},sub-{SECRET}")
+    git(work, "commit", "-qm", "submodule")
+    tip = git(work, "rev-parse", "HEAD").strip()
+    found = _scan_pushed(work, mirror, "refs/heads/main")
+    wheres = {where for _owner, where, _rule in found}
+    assert "[secret:S]/conf.txt:1" in wheres and "[secret:S].txt:1" in wheres
+    assert (tip, "a file name", "secret:S (plain)") in found
+    assert not any(SECRET in where for where in wheres)
+    # The same through the hook: its message, its log line.
+    state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
+    state.prepare()
+    out = git(work, "push", str(state.mirror("origin")), "main", check=False,
+              env={gate.REMOTE_ENV: "origin"})  # fmt: skip
+    assert "[secret:S]/conf.txt:1: github-token" in out and tip[:12] in out
+    assert SECRET not in out
+    log = Path(gate_env[gate.LOG_ENV]).read_text()
+    assert "[secret:S].txt:1" in log and SECRET not in log
+
+
+def test_gitleaks_findings_have_their_path_redacted(
+    tmp_path: Path, repo_pair: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work, mirror, _ = repo_pair
+    (work / SECRET).mkdir()
+    commit(work, f"{SECRET}/a.txt", "x\n")
+    item = {"Commit": "c" * 40, "File": f"{SECRET}/a.txt", "StartLine": 1, "RuleID": "r"}
+    monkeypatch.setattr(scan, "_gitleaks", lambda args, env: [item])
+    found = _scan_pushed(work, mirror, "refs/heads/main")
+    assert ("c" * 40, "[secret:S]/a.txt:1", "gitleaks:r") in found
+    assert not any(SECRET in where for _o, where, _r in found)
+
+
+# -- submodule entries (gitlinks) -------------------------------------------------------
+
+
+def _gitlink(work: Path, path: str, target: str, message: str = "link") -> str:
+    git(work, "update-index", "--add", "--cacheinfo", f"160000,{target},{path}")
+    git(work, "commit", "-qm", message)
+    return git(work, "rev-parse", "HEAD").strip()
+
+
+def _gitlink_refusals(
+    work: Path, mirror: Path, ref: str, policy_: PushPolicy | None = None
+) -> list[str]:
+    """What the gate's gitlink check says of pushing ``ref``, as a receive-pack sees it."""
+    new = git(work, "rev-parse", ref).strip()
+    git(work, "push", "-q", str(mirror), f"{ref}:refs/incoming/x")
+    git(mirror, "update-ref", "-d", "refs/incoming/x")
+    name = ref if ref.startswith("refs/") else f"refs/tags/{ref}"
+    content = scan.read_push(mirror, [RefUpdate(ref=name, old=gate.ZERO, new=new)], os.environ)
+    return gitlinks.refusals(policy_ or PushPolicy(), mirror, content, os.environ)
+
+
+def test_a_gitlink_to_a_commit_nobody_has_is_refused(repo_pair: tuple[Path, Path, str]) -> None:
+    work, mirror, first = repo_pair
+    arbitrary = "c0ffee" + "11" * 17  # 20 bytes of the agent's choosing
+    tip = _gitlink(work, "vendor/lib", arbitrary)
+    [refusal] = _gitlink_refusals(work, mirror, "refs/heads/main")
+    assert refusal.startswith(f"vendor/lib (in {tip[:12]}): a submodule entry naming commit")
+    assert "git.remotes[].submodules" in refusal
+    assert _gitlink_refusals(work, mirror, "refs/heads/main", PushPolicy(submodules=True)) == []
+    # One to a commit upstream has carries nothing new: let by.
+    git(work, "reset", "-q", "--hard", first)
+    _gitlink(work, "self", first)
+    assert _gitlink_refusals(work, mirror, "refs/heads/main") == []
+
+
+def test_a_gitlink_is_found_in_a_merge_a_root_commit_and_a_tagged_tree(
+    repo_pair: tuple[Path, Path, str],
+) -> None:
+    work, mirror, first = repo_pair
+    # A merge that brings a gitlink neither parent has (made by hand: a merge "evil" twin).
+    commit(work, "a.txt", "a\n")
+    side = git(work, "rev-parse", "HEAD").strip()
+    git(work, "reset", "-q", "--hard", first)
+    commit(work, "b.txt", "b\n")
+    git(work, "merge", "-q", "--no-commit", side)
+    git(work, "update-index", "--add", "--cacheinfo", f"160000,{'ab' * 20},evil")
+    git(work, "commit", "-qm", "merge")
+    assert [r.split(" ")[0] for r in _gitlink_refusals(work, mirror, "refs/heads/main")] == ["evil"]
+    # A merge of a side that already brought its gitlink is judged on that side alone.
+    git(work, "reset", "-q", "--hard", first)
+    _gitlink(work, "side-link", "cd" * 20)
+    linked = git(work, "rev-parse", "HEAD").strip()
+    git(work, "reset", "-q", "--hard", first)
+    commit(work, "c.txt", "c\n")
+    git(work, "merge", "-q", "--no-edit", linked)
+    assert [r.split(" ")[:3] for r in _gitlink_refusals(work, mirror, "refs/heads/main")] == [
+        ["side-link", "(in", f"{linked[:12]}):"]
+    ]
+    # A new history of its own (a root commit), and a tag naming a tree.
+    git(work, "checkout", "-q", "--orphan", "fresh")
+    git(work, "rm", "-rq", "--cached", ".")
+    _gitlink(work, "rootlink", "ef" * 20)
+    assert len(_gitlink_refusals(work, mirror, "refs/heads/fresh")) == 1
+    git(work, "tag", "treetag", "fresh^{tree}")
+    [tagged] = _gitlink_refusals(work, mirror, "treetag")
+    assert tagged.startswith("rootlink (in")
+
+
+def test_the_hook_refuses_a_gitlink_as_policy_redacted_and_unallowable(
+    tmp_path: Path, gate_env: dict[str, str]
+) -> None:
+    state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
+    state.prepare()
+    work = tmp_path / "agent"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    commit(work, "f.txt", "fine\n")
+    _gitlink(work, f"mod-{SECRET}", "ab" * 20)
+    out = git(work, "push", str(state.mirror("origin")), "main", check=False,
+              env={gate.REMOTE_ENV: "origin"})  # fmt: skip
+    assert "refused by the bottle's push policy" in out and "mod-[secret:S]" in out
+    assert SECRET not in out and git(state.mirror("origin"), "for-each-ref") == ""
+    [record] = [json.loads(line) for line in Path(gate_env[gate.LOG_ENV]).read_text().splitlines()]
+    assert record["decision"] == "refuse" and record["reason"].startswith("policy: mod-[secret:S]")
+    assert SECRET not in json.dumps(record)

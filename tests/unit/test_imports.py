@@ -12,12 +12,17 @@ from pathlib import Path
 #: Modules that take tens to hundreds of milliseconds to import, and that ``--help`` and
 #: ``ls`` do not need: the engine client, the YAML writer, the sidecars' and TUI's stacks.
 HEAVY = ("python_on_whales", "mitmproxy", "textual", "mcp", "dockerfile_parse")
-#: ``--help`` also needs no model and no console library.
-HEAVY_FOR_HELP = (*HEAVY, "pydantic", "ruamel", "re2")
+#: ``ls`` reads state directories: no YAML, no pattern engine (``bottle.manifest``'s stacks),
+#: and runs without the command line (``bottle_cli.quick``).
+HEAVY_FOR_LS = (*HEAVY, "ruamel", "re2", "typer", "click")
+#: ``--help`` needs the command line, but no model library.
+HEAVY_FOR_HELP = (*HEAVY, "ruamel", "re2", "pydantic")
+#: ``exec`` of a running instance loads neither (``bottle_cli.quick``), nor a console library.
+HEAVY_FOR_EXEC = (*HEAVY_FOR_LS, "pydantic", "rich")
 
 PROBE = """
 import json, sys
-from bottle_cli.app import main
+from bottle_cli.quick import main
 code = main(sys.argv[2:])
 heavy = json.loads(sys.argv[1])
 print(json.dumps({"code": code, "heavy": sorted({m.split('.')[0] for m in sys.modules
@@ -56,11 +61,41 @@ def test_help_imports_no_heavy_module(tmp_path: Path) -> None:
 def test_ls_imports_no_heavy_module(tmp_path: Path) -> None:
     state = tmp_path / "home" / "state" / "shell-abcde"
     state.mkdir(parents=True)
-    found = _imported(["ls"], HEAVY, tmp_path)
+    found = _imported(["ls"], HEAVY_FOR_LS, tmp_path)
     assert found == {"code": 0, "heavy": []}
+
+
+def test_exec_imports_no_command_line_and_no_model(tmp_path: Path) -> None:
+    from bottle.state import InstanceStatus
+    from tests.unit.test_lifecycle import make_state
+
+    state = make_state(tmp_path / "home", "shell-abcde", InstanceStatus.RUNNING, pid=os.getpid())
+    found = _imported(["exec", "shell-abcde", "--", "true"], HEAVY_FOR_EXEC, tmp_path)
+    assert found == {"code": 0, "heavy": []}
+    assert (state.transcript / "exec.log").read_text().splitlines()[1].endswith("exit 0")
+
+
+def test_exec_of_a_stopped_instance_takes_the_full_command(tmp_path: Path) -> None:
+    """The quick path only ever runs: what it refuses, the full command explains."""
+    from bottle.state import InstanceStatus
+    from tests.unit.test_lifecycle import make_state
+
+    make_state(tmp_path / "home", "shell-abcde", InstanceStatus.STOPPED)
+    found = _imported(["exec", "shell-abcde", "--", "true"], ("typer",), tmp_path)
+    assert found == {"code": 1, "heavy": ["typer"]}
 
 
 def test_the_probe_sees_a_heavy_import(tmp_path: Path) -> None:
     """The check above would pass vacuously if the probe could not see imports at all."""
     found = _imported(["render", "shell"], HEAVY, tmp_path)
     assert "dockerfile_parse" in found["heavy"]  # type: ignore[operator]
+
+
+def test_state_spells_the_manifest_provider_kinds() -> None:
+    """``bottle.state`` spells the providers out so as not to import the manifest package."""
+    from typing import get_args
+
+    from bottle.manifest.models import ProviderKind as manifest_kinds
+    from bottle.state import ProviderKind as state_kinds
+
+    assert get_args(state_kinds) == get_args(manifest_kinds)

@@ -13,7 +13,7 @@ import pytest
 
 from bottle import Bottle
 from bottle.engine.compose import ServiceState
-from bottle.errors import ManifestError, SlugError, StateError
+from bottle.errors import ManifestError, PlanError, SlugError, StateError
 from bottle.files import now
 from bottle.instance import Instance
 from bottle.instances import CleanupPlan, resolve, run_cleanup
@@ -228,7 +228,7 @@ def test_health_names_each_service_and_the_missing_ones(home: Path) -> None:
 def test_ls_shows_which_sidecar_is_not_well() -> None:
     from types import SimpleNamespace
 
-    from bottle_cli.app import _status
+    from bottle_cli.listing import status as _status
 
     row = SimpleNamespace(status="degraded", sidecars={"egress": "exited", "supervise": "healthy"})
     assert _status(row) == "degraded (egress: exited)"
@@ -315,3 +315,130 @@ def test_an_alias_inside_its_own_anchor_is_refused() -> None:
 def test_ordinary_aliases_still_work() -> None:
     data, _ = split_front_matter(_front("x: &v [1, 2]\ny: *v\nz: [*v, *v]\n"), Path("ok.md"))
     assert data == {"x": [1, 2], "y": [1, 2], "z": [[1, 2], [1, 2]]}
+
+
+def _as_user(uid: int, do: Callable[[], None]) -> None:
+    """``do()`` as ``uid`` (a forked child when the tests run as root): modes bind it."""
+    if os.getuid() != 0:
+        do()
+        return
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            do()
+            code = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_cleanup_removes_what_the_agent_locked_in_its_home() -> None:
+    # The agent runs as the user and owns what it makes in home/ and transcript/: a
+    # directory it chmods 000 (or 500) made every 'bottle cleanup' fail with "cannot remove".
+    import shutil
+    import tempfile
+
+    uid = os.getuid() or 1000
+    top = Path(tempfile.mkdtemp(prefix="bottle-lock-"))
+    home = top / "home"
+    state = make_state(home, "shell-lock1", InstanceStatus.FINISHED).path
+    locked = state / "home" / "a" / "b"
+    locked.mkdir(parents=True)
+    (locked / "f").write_text("x")
+    (state / "transcript" / "ro").mkdir(parents=True)
+    (state / "transcript" / "ro" / "g").write_text("x")
+    outside = top / "outside"
+    outside.mkdir()
+    (state / "home" / "link").symlink_to(outside)
+    for path in (top, *top.rglob("*")):
+        os.chown(path, uid, uid, follow_symlinks=False)
+    os.chmod(outside, 0o500)
+    os.chmod(state / "transcript" / "ro", 0o500)
+    os.chmod(locked, 0)
+    os.chmod(state / "home" / "a", 0)
+
+    def clean() -> None:
+        steps = run_cleanup(CleanupPlan(remove_state=["shell-lock1"]), Settings(home=home))
+        assert [(s.action, s.ok) for s in steps] == [("remove dir", True)], steps[0].error
+
+    try:
+        _as_user(uid, clean)
+        assert not state.exists()
+        assert outside.stat().st_mode & 0o777 == 0o500  # a link is never followed
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_cleanup_keeps_a_dir_resumed_since_it_was_planned(home: Path) -> None:
+    # 'bottle cleanup' shows its plan and asks first: a 'bottle resume' meanwhile must not
+    # lose its state dir (audit log, proposals, the running agent's home) under it.
+    from bottle.files import locked
+
+    state = make_state(home, "shell-back1", InstanceStatus.FINISHED)
+    plan = CleanupPlan(remove_state=["shell-back1"])
+    state.transition(InstanceStatus.STARTING, pid=os.getpid())
+    (step,) = run_cleanup(plan, Settings(home=home))
+    assert not step.ok and isinstance(step.error, StateError)
+    assert "starting" in step.error.message
+    assert state.path.is_dir()
+
+    make_state(home, "shell-back2", InstanceStatus.FINISHED)
+    lock = home / "state" / "shell-back2" / ".operator.lock"
+    with locked(lock):  # a resume (or an approval) is under way
+        (step,) = run_cleanup(CleanupPlan(remove_state=["shell-back2"]), Settings(home=home))
+    assert not step.ok and (home / "state" / "shell-back2").is_dir()
+
+
+def test_cleanup_does_not_stop_an_instance_resumed_since_it_was_planned(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = make_state(home, "shell-back3", InstanceStatus.PRESERVED)
+    plan = CleanupPlan(take_down=["shell-back3"])
+    state.transition(InstanceStatus.STARTING, pid=os.getpid())
+    state.transition(InstanceStatus.RUNNING, pid=None)  # a detached resume finished
+    monkeypatch.setattr(Instance, "health", lambda self: {"agent": "running"})
+    monkeypatch.setattr(Instance, "stop", lambda self, **kw: pytest.fail("stopped"))
+    (step,) = run_cleanup(plan, Settings(home=home))
+    assert not step.ok and isinstance(step.error, StateError)
+    assert "running again" in step.error.message
+    from bottle.files import locked
+
+    with locked(state.path / ".operator.lock"):  # a resume is under way
+        (step,) = run_cleanup(plan, Settings(home=home))
+    assert not step.ok and step.error is not None and "being changed" in step.error.message
+
+
+@pytest.mark.parametrize("where", [".", "home", "home/bottles", "home/state/x"])
+def test_a_workspace_holding_or_inside_bottles_home_is_refused(
+    home: Path, tmp_path: Path, where: str
+) -> None:
+    # The agent writes its workspace: with BOTTLE_HOME in it (cd ~ && bottle start), it
+    # could rewrite its own routes.yaml, plan.json (what a resume mounts and runs) and the
+    # bottles' definitions.
+    cwd = tmp_path / where
+    cwd.mkdir(parents=True, exist_ok=True)
+    engine = FakeEngine()
+    bottle = Bottle(
+        "shell", cwd=user_owned(cwd), settings=Settings(home=home), environ={}, engine=engine
+    )
+    with pytest.raises(PlanError) as caught:
+        bottle.start()
+    assert "which the agent must never write" in caught.value.message and caught.value.hint
+    assert engine.calls == []
+    assert not (home / "state").exists() or [p.name for p in (home / "state").iterdir()] == ["x"]
+
+
+def test_a_workspace_of_its_own_inside_bottles_home_is_fine(home: Path) -> None:
+    (home / "work").mkdir()
+    cwd = user_owned(home / "work")  # what the benchmarks use: a sibling of state/
+    engine = FakeEngine()
+    Bottle("shell", cwd=cwd, settings=Settings(home=home), environ={}, engine=engine).start()

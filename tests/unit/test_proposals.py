@@ -318,6 +318,20 @@ def test_decide_approve_and_reject(queue: ProposalQueue) -> None:
     assert data["decision"]["at"].endswith("Z")
 
 
+def test_a_decision_names_the_new_image_only_when_there_is_one(queue: ProposalQueue) -> None:
+    from bottle.proposals.models import describe
+
+    queue.create("egress-block", {"host": "a.com"}, "j")
+    queue.create("capability-block", {"dockerfile": "FROM ${BOTTLE_AGENT_IMAGE}\n"}, "j")
+    queue.decide(1, approved=True, by="op", applied=True)
+    # An older supervise, still running, reads this file: no key it does not know.
+    assert "image" not in json.loads(queue.path(1).read_text())["decision"]
+    swapped = queue.decide(2, approved=True, by="op", applied=True, image="bottle-cap:1")
+    assert json.loads(queue.path(2).read_text())["decision"]["image"] == "bottle-cap:1"
+    assert queue.get(2) == swapped
+    assert describe(swapped).endswith("was built; your container now runs bottle-cap:1.")
+
+
 def test_decide_refuses_a_decided_proposal(queue: ProposalQueue) -> None:
     queue.create("egress-block", {"host": "a.com"}, "j")
     queue.decide(1, approved=False, by="op")

@@ -99,9 +99,18 @@ def test_headless_command_takes_the_bottle_wiring_and_the_output_form() -> None:
     argv = claude.headless_command("say hi", output="json")
     assert argv[:2] == ["sh", "-c"]
     assert "--mcp-config" in argv[2] and "--append-system-prompt" in argv[2]
-    assert argv[-4:] == ["--output-format", "json", "-p", "say hi"]
+    assert argv[-5:] == ["--output-format", "json", "-p", "--", "say hi"]
     assert "--continue" in claude.headless_command("go on", resume=True)
     assert "--verbose" in claude.headless_command("x", output="stream-json")
+
+
+def test_a_prompt_that_looks_like_an_option_stays_the_prompt() -> None:
+    # claude's -p is a flag, the prompt a positional: without "--", a task such as "--help"
+    # printed claude's help (rc 0) and "--model=x ..." chose the model.
+    for prompt in ("--help", "-x", "--model=opus do it", "- fix the bug"):
+        argv = provider("claude").headless_command(prompt, resume=True)
+        assert argv[-2:] == ["--", prompt]
+        assert argv.index("--") > argv.index("-p") > argv.index("--continue")
 
 
 def test_user_command_wires_only_the_program_itself() -> None:

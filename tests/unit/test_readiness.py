@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -88,3 +89,57 @@ def test_a_start_whose_sidecar_never_serves_never_starts_the_agent(
     assert engine.calls[-2:] == ["logs", "down"]
     [path] = (home / "state").iterdir()
     assert StateDir(path).read_metadata().status == InstanceStatus.FAILED
+
+
+def _stale(host: _Host, *names: str) -> None:
+    """Status files an earlier run of the instance left (egress and git-gate keep theirs)."""
+    for name in names:
+        path = host.state.status_file(name)
+        path.write_text('{"ready": true}')
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+
+
+def test_a_status_file_from_an_earlier_run_does_not_start_the_agent(
+    home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A resume: the sidecars' containers are new, their files are the last run's. Trusting
+    # them would start the agent before egress listens again.
+    engine = FakeEngine()
+    bottle = Bottle(
+        "shell", cwd=user_owned(repo), settings=Settings(home=home), environ={}, engine=engine
+    )
+    instance = bottle.start()
+    instance.stop(status=InstanceStatus.FINISHED, exit_code=0)
+    for name in ("egress", "supervise"):
+        os.utime(instance.state.status_file(name), (1_000_000_000, 1_000_000_000))
+    engine.serving = False
+    engine.ups.clear()
+    with pytest.raises(StartTimeout):
+        instance.resume(settings=Settings(home=home), environ={}, wait_timeout=1)
+    assert engine.ups == [["egress", "supervise"]]  # the agent was never started
+
+
+def test_a_sidecar_left_running_keeps_its_status_file(tmp_path: Path) -> None:
+    # A preserved instance whose sidecars still run: up leaves them be, and they never
+    # write their file again.
+    host = _Host(tmp_path, FakeEngine(serving=False, states=_running("egress")))
+    _stale(host, "egress")
+    readiness.up_in_order(host, [sidecar("egress")], env={}, wait_timeout=5)
+    assert host.compose.engine.ups == [["egress"], ["agent"]]
+
+
+def test_a_sidecar_recreated_by_up_must_write_its_file_again(tmp_path: Path) -> None:
+    engine = FakeEngine(serving=False, states=_running("egress"))
+    host = _Host(tmp_path, engine)
+    _stale(host, "egress")
+    replaced = [ServiceState("egress", "id-new", "running", None, None)]
+    original_up = host.compose.up
+
+    def up(**kw: object) -> None:
+        original_up(**kw)  # type: ignore[arg-type]
+        engine.states = replaced  # compose recreated it (its configuration changed)
+
+    host.compose.up = up  # type: ignore[method-assign]
+    with pytest.raises(StartTimeout):
+        readiness.up_in_order(host, [sidecar("egress")], env={}, wait_timeout=1)
+    assert engine.ups == [["egress"]]

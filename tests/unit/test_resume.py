@@ -17,7 +17,7 @@ from bottle import session
 from bottle.audit import AuditLog
 from bottle.bottle import Bottle, resume
 from bottle.engine.compose import ServiceState
-from bottle.errors import EngineError, PlanError, Refused, StateError
+from bottle.errors import EngineError, PlanError, Refused, StartTimeout, StateError
 from bottle.instance import Instance
 from bottle.settings import Settings
 from bottle.state import InstanceStatus
@@ -60,12 +60,27 @@ def test_an_ended_instance_comes_up_again_in_the_same_state_dir(
     assert resumed is instance
     assert instance.status == InstanceStatus.RUNNING
     assert instance.metadata.pid == os.getpid() and instance.metadata.error is None
-    # Sidecars first, then the agent once they serve (bottle.readiness).
-    assert engine.calls == ["check", "image_exists", "image_exists", "up", "up"]
+    # Sidecars first, then the agent once they serve (bottle.readiness); the last run's
+    # status files are there, so ps tells whether their sidecars still run.
+    assert engine.calls == ["check", "image_exists", "image_exists", "ps", "up", "up"]
     assert (instance.state.transcript / "notes").read_text() == "kept"
     assert "BOTTLE_HOST_ADDRESSES" in engine.env_at_up
     (entry,) = AuditLog(instance.state.audit_log).entries()
     assert entry.action == "resume" and entry.reason == f"it was {ended.value}"
+
+
+def test_a_stopped_sidecars_old_status_never_counts_as_ready(home: Path, repo: Path) -> None:
+    """The last run's status file must not let the agent start before egress listens."""
+    engine = FakeEngine()
+    instance = _finished(home, repo, engine)
+    stale = instance.state.status_file("egress")
+    stale.write_text('{"ready": true, "generation": 1}')
+    engine.serving = False  # the new egress never gets to write its own
+    engine.ups.clear()
+    with pytest.raises(StartTimeout):
+        _resume(instance, home, wait_timeout=1)
+    assert not stale.exists() and "up" in engine.calls
+    assert engine.ups == [["egress", "supervise"]]  # the agent was never started
 
 
 def test_the_library_door_opens_by_slug(home: Path, repo: Path) -> None:
@@ -211,6 +226,31 @@ def test_a_resumed_headless_run_continues_on_the_prompt(home: Path, repo: Path) 
     assert instance.metadata.exit_code == 3
     log = (instance.state.transcript / "run.log").read_text()
     assert "$ bash -lc 'echo again'" in log and "exit 3" in log
+
+
+def test_a_run_log_the_agent_spoiled_is_warned_about_not_fatal(home: Path, repo: Path) -> None:
+    # The agent writes transcript/: a run.log it turned into a FIFO (or a link) made every
+    # 'bottle resume --prompt' fail, and one it spoiled mid-run lost the run's exit code.
+    engine = FakeEngine(states=UP, exec_codes=[3])
+    instance = _finished(home, repo, engine)
+    os.mkfifo(instance.state.transcript / "run.log")
+    lines: list[str] = []
+    code = session.resumed_session(instance, progress=lines.append, prompt="echo again")
+    assert code == 3 and engine.execs == [["bash", "-lc", "echo again"]]
+    assert instance.metadata.status == InstanceStatus.FINISHED
+    assert instance.metadata.exit_code == 3
+    assert any("run.log" in line and line.startswith("warning:") for line in lines), lines
+
+
+def test_a_resume_clears_a_replacement_its_approver_never_finished(home: Path, repo: Path) -> None:
+    # An approval killed mid-recreate left `replacing` set: every later non-zero exit of a
+    # session waited REPLACE_WAIT_S for a container nobody was making. A resume holds the
+    # operator lock, so no replacement can be under way: what is recorded is stale.
+    engine = FakeEngine(states=UP)
+    instance = _finished(home, repo, engine)
+    instance.state.write_metadata(instance.metadata.model_copy(update={"replacing": "img:x"}))
+    _resume(instance, home)
+    assert instance.metadata.replacing is None
 
 
 def _replace_during_first_exec(instance: Instance, engine: FakeEngine, image: str) -> None:

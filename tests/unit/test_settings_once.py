@@ -8,8 +8,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 #: The only modules that may read settings from the environment: the factory itself, and
-#: the CLI's one read per run.
-READERS = {"bottle/settings.py", "bottle_cli/params.py"}
+#: the CLI's one read per run (``quick.py`` for the commands it runs without typer).
+READERS = {"bottle/settings.py", "bottle_cli/params.py", "bottle_cli/quick.py"}
 
 
 def _sources() -> dict[str, str]:

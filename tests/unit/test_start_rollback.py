@@ -72,6 +72,23 @@ def test_a_failure_writing_the_state_dir_removes_it(
     assert "up" not in engine.calls
 
 
+@pytest.mark.parametrize("exc", [PermissionError(1, "chown"), KeyboardInterrupt()])
+def test_a_failure_handing_the_state_dir_to_the_containers_removes_it(
+    home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch, exc: BaseException
+) -> None:
+    # hardening.prepare_state (the chown when bottle runs as root) ran outside the rollback:
+    # a failure there left a state dir without metadata behind.
+    from bottle import hardening
+
+    def broken(*args: object) -> None:
+        raise exc
+
+    monkeypatch.setattr(hardening, "prepare_state", broken)
+    with pytest.raises(type(exc)):
+        _bottle(home, repo, FakeEngine()).start()
+    assert _state_dirs(home) == []
+
+
 @pytest.mark.parametrize(
     ("exc", "reason"),
     [

@@ -53,6 +53,21 @@ def test_create_is_exclusive_and_makes_tree(tmp_path: Path) -> None:
         state.create()
 
 
+def test_the_state_dir_is_its_owners_alone(tmp_path: Path) -> None:
+    # transcript/ and home/ are world-writable (the agent may be another uid): under a
+    # 0755 state dir any local user could plant a ~/.bashrc or Claude hooks in someone's
+    # sandbox and use the credentials egress injects there. The mounts do not need the
+    # parents: dockerd binds each directory itself.
+    old = os.umask(0o022)
+    try:
+        state = StateDir(tmp_path / "state" / "s1")
+        state.create()
+    finally:
+        os.umask(old)
+    assert state.path.stat().st_mode & 0o777 == 0o700
+    assert state.transcript.stat().st_mode & 0o777 == 0o777
+
+
 def test_transitions_are_checked(tmp_path: Path) -> None:
     state = StateDir(tmp_path / "s-abcde")
     state.create()

@@ -357,3 +357,57 @@ def test_over_a_bound_the_tool_says_so_and_writes_nothing(tmp_path: Path) -> Non
         assert "you have 2 proposals waiting for the operator" in text(over)
         assert "max_pending 2" in text(over) and "proposal-status" in text(over)
         assert sorted(p.name for p in small.queue.directory.rglob("*") if p.is_file()) == files
+
+
+def test_after_a_capability_swap_supervise_names_the_image_in_force(tmp_path: Path) -> None:
+    """The host rewrites ``proposals/agent-image`` when a capability replaces the agent;
+    supervise, still the same process, checks and answers against that image."""
+    new = "bottle-capability:0123456789ab"
+    with serving(tmp_path) as server:
+        refused = call(
+            server, "capability-block", {"dockerfile": f"FROM {new}\n", "justification": "x"}
+        )
+        assert refused.isError and f"FROM {AGENT_IMAGE}" in text(refused)
+
+        first = "FROM ${BOTTLE_AGENT_IMAGE}\nRUN echo jq\n"
+
+        def swap(p: Proposal) -> bool:
+            if getattr(p.payload, "dockerfile", None) != first:
+                return False
+            # What the host's capability apply does once the new agent runs.
+            (tmp_path / "proposals" / "agent-image").write_text(new + "\n")
+            return True
+
+        with operator(server.queue, swap, approved=True, by="op", applied=True, image=new):
+            answer = call(server, "capability-block", {"dockerfile": first, "justification": "x"})
+        assert not answer.isError
+        assert "approved and applied, id" in text(answer)
+        assert f"your container now runs {new}." in text(answer)
+        applied_id = next(p.id for p in server.queue.list().proposals if p.status == "approved")
+        status = call(server, "proposal-status", {"id": applied_id})
+        assert f"your container now runs {new}." in text(status)
+
+        # The start's image is no longer the one a Dockerfile may name; the new one is.
+        old = call(
+            server,
+            "capability-block",
+            {"dockerfile": f"FROM {AGENT_IMAGE}\n", "justification": "x"},
+        )
+        assert (
+            old.isError and f"FROM {new}" in text(old) and f"or FROM {AGENT_IMAGE}" not in text(old)
+        )
+        ok = call(server, "capability-block", {"dockerfile": f"FROM {new}\n", "justification": "x"})
+        assert not ok.isError and "pending, id" in text(ok)
+
+        # A file that is not an image reference (or not a file) is not believed.
+        image_file = tmp_path / "proposals" / "agent-image"
+        for spoil in ("not an image\n\x1b[2J", None):
+            image_file.unlink()
+            if spoil is None:
+                image_file.symlink_to(tmp_path / "server.log")
+            else:
+                image_file.write_text(spoil)
+            back = call(
+                server, "capability-block", {"dockerfile": f"FROM {new}\n", "justification": "x"}
+            )
+            assert back.isError and f"FROM {AGENT_IMAGE}" in text(back)

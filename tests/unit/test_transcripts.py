@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bottle.state import StateDir
+from bottle.state import InstanceStatus, StateDir
 from bottle.transcripts import events, reader
 from tests.conftest import write
 
@@ -98,33 +98,33 @@ def test_a_linked_projects_dir_is_not_followed(tmp_path: Path) -> None:
     assert read(state.transcript, state.path) == []
 
 
-def test_cli_shows_the_transcript_inert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import run_cli_here
-
-    state = _state(tmp_path)
+def _finished_claude(state: StateDir) -> None:
+    """The metadata of a finished claude instance for ``state``."""
     from bottle.files import now
-    from bottle.state import InstanceStatus, Metadata
+    from bottle.state import Metadata
 
     stamp = now()
     state.write_metadata(
         Metadata(
-            slug="s1",
+            slug=state.slug,
             agent="a",
             bottle="b",
             provider="claude",
-            agent_args=[],
-            cwd=str(tmp_path),
-            compose_project="bottle-s1",
+            cwd=str(state.path),
+            compose_project=f"bottle-{state.slug}",
             images={},
             services=[],
-            sidecar_info={},
             status=InstanceStatus.FINISHED,
             started_at=stamp,
             updated_at=stamp,
-            pid=None,
-            version="0",
         )
     )
+
+
+def test_cli_shows_the_transcript_inert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import run_cli_here
+
+    _finished_claude(_state(tmp_path))
     done = run_cli_here(
         "transcript",
         "s1",
@@ -146,3 +146,61 @@ def test_cli_shows_the_transcript_inert(tmp_path: Path, monkeypatch: pytest.Monk
     )
     kinds = [json.loads(line)["kind"] for line in lines.stdout.splitlines()]
     assert kinds[0] == "user" and "proposal" in kinds
+
+
+def test_a_line_nested_past_the_parser_is_skipped_not_fatal(tmp_path: Path) -> None:
+    # The agent writes its own transcript: one line json.loads cannot nest into
+    # (RecursionError, not a ValueError) made `bottle transcript` fail, hiding every turn.
+    state = StateDir(tmp_path / "state" / "s1")
+    deep = "[" * 100_000 + "]" * 100_000
+    body = "\n".join([json.dumps(LINES[0]), deep, json.dumps(LINES[2])]) + "\n"
+    write(state.transcript / "claude" / "projects" / "-workspace" / "s.jsonl", body)
+    rollout = state.transcript / "codex" / "sessions" / "2026" / "01" / "01" / "rollout-1.jsonl"
+    item = {
+        "timestamp": "2026-01-01T10:00:00Z",
+        "type": "response_item",
+        "payload": {"type": "message", "role": "user", "content": "hi codex"},
+    }
+    write(rollout, deep + "\n" + json.dumps(item) + "\n")
+    write(state.proposals / "2.json", deep)
+    assert [e.kind for e in events(state, "claude")] == ["user", "tool_result"]
+    assert [e.text for e in events(state, "codex")] == ["hi codex"]
+
+
+def test_the_events_of_one_transcript_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Files are bounded one by one, but 200 sessions of tiny lines would be hundreds of
+    # millions of events on the host: the reader stops at a bound and says so.
+    import bottle.transcripts
+
+    monkeypatch.setattr(bottle.transcripts, "MAX_EVENTS", 5)
+    state = StateDir(tmp_path / "state" / "s1")
+    line = json.dumps(LINES[0]) + "\n"
+    for n in range(3):
+        write(state.transcript / "claude" / "projects" / "-w" / f"{n}.jsonl", line * 4)
+    found = events(state, "claude")
+    assert [e.kind for e in found] == ["user"] * 5 + ["note"]
+    assert "only the first 5 events" in found[-1].text
+
+
+def test_cli_shows_a_hostile_timestamp_inert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The clock column is the writer's timestamp cut to 8 characters: room enough for a
+    # screen clear or a window title, printed raw before.
+    from tests.conftest import run_cli_here
+
+    state = StateDir(tmp_path / "state" / "s2")
+    line = {**LINES[0], "timestamp": "2026-01-01T\x1b[2J\x1b]0;\x07ZZZ"}
+    write(state.transcript / "claude" / "projects" / "-w" / "s.jsonl", json.dumps(line) + "\n")
+    _finished_claude(state)
+    done = run_cli_here(
+        "transcript",
+        "s2",
+        cwd=tmp_path,
+        env={"BOTTLE_HOME": str(tmp_path)},
+        monkeypatch=monkeypatch,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout

@@ -96,6 +96,7 @@ class ProposalsControl:
                     ) from None
             before: str | Routes | None = None
             after: str | Routes | None = None
+            new_image: str | None = None
             try:
                 if isinstance(payload, EgressBlock | PipelockBlock):
                     before = self.instance.routes.current()
@@ -105,7 +106,7 @@ class ProposalsControl:
                     from bottle.capability import replace_agent_image
 
                     before = agent_image
-                    after = replace_agent_image(
+                    after = new_image = replace_agent_image(
                         self.instance,
                         payload.dockerfile,
                         settings=settings,
@@ -136,6 +137,7 @@ class ProposalsControl:
                 applied=True,
                 edited_payload=dict(edited_payload) if edited_payload is not None else None,
                 base_ref=agent_image,
+                image=new_image,
             )
             _record_decision(change, decided, before=before, after=after)
         return decided

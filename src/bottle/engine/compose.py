@@ -1,8 +1,8 @@
-"""One compose project: compose itself for up, down and logs; the docker CLI for the rest.
+"""One compose project: compose itself to bring it up; the docker CLI for the rest.
 
-``up``/``down``/``logs`` go through python-on-whales' compose client, one per instance,
-imported on first use. What a command needs at once (``exec``, ``kill``, ``ps``, the
-listing of every instance) runs one docker CLI child: ``docker exec`` of the container
+``up`` goes through compose (python-on-whales' client, imported on first use). What a
+command needs at once (``exec``, ``kill``, ``ps``, ``logs``, ``down``, the listing of
+every instance) runs docker CLI children: ``docker exec`` of the container
 answers in a tenth of the time ``docker compose exec`` takes to load the project, and
 ``bottle ls`` asks docker once for the containers of every instance.
 
@@ -14,9 +14,11 @@ other's values.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,6 +86,33 @@ def _docker_run(argv: Sequence[str], what: str, *, stdin: bytes | None = None) -
         stderr = done.stderr.decode(errors="replace")
         raise failure(cmd, stderr, done.returncode, what)
     return done.stdout.decode(errors="replace")
+
+
+def _container_log(container: str, tail: int | None) -> list[str]:
+    """``docker logs --timestamps`` of one container, its stdout and stderr lines together;
+    none when it went away since it was listed."""
+    argv = ["docker", "logs", "--timestamps", *(["--tail", str(tail)] if tail is not None else [])]
+    try:
+        done = subprocess.run([*argv, container], capture_output=True, check=False)
+    except FileNotFoundError as exc:
+        raise DockerUnavailable("the docker command is not installed", hint=DOCKER_HINT) from exc
+    if done.returncode != 0:
+        return []
+    # Split at newlines alone: docker stamps each, and a bare ``\r`` must stay in its line.
+    return [
+        line
+        for stream in (done.stdout, done.stderr)
+        for line in stream.decode(errors="replace").removesuffix("\n").split("\n")
+        if line
+    ]
+
+
+def _networks(label: str, what: str) -> dict[str, str]:
+    """The networks that carry ``label``: id -> name."""
+    argv = ["network", "ls", "--no-trunc", "--filter", f"label={label}"]
+    text = _docker_run([*argv, "--format", "{{.ID}}\t{{.Name}}"], what)
+    pairs = (line.split("\t", 1) for line in text.splitlines() if "\t" in line)
+    return {nid: name for nid, name in pairs}
 
 
 def containers(*labels: str) -> list[Container]:
@@ -227,15 +256,25 @@ class ComposeProject:
     def down(self, *, timeout: int = 5) -> None:
         """Remove every container and network of the project; a no-op when none exist.
 
-        Compose exits 0 when a network is still in use (something else joined it): that
-        is checked, and raised as ``DownIncomplete``.
+        What ``compose down --remove-orphans --volumes`` does, in docker CLI calls found by
+        the project's label: compose would load the project and import its client first
+        (over a second of a ``bottle stop``). Every container gets its stop signal at once
+        and ``timeout`` seconds to end. A network still in use (something else joined it)
+        is raised as ``DownIncomplete``, once the rest is gone.
         """
-        with docker_errors(f"taking down {self.project}"):
-            self._docker.compose.down(
-                remove_orphans=True, volumes=True, timeout=timeout, quiet=True
-            )
-            label = f"com.docker.compose.project={self.project}"
-            left = [n.name for n in self._docker.network.list(filters={"label": label})]
+        what = f"taking down {self.project}"
+        label = f"com.docker.compose.project={self.project}"
+        found = [c for c in containers(label) if c.project == self.project]
+        running = [c.id for c in found if c.state.state in {"running", "restarting", "paused"}]
+        if running:
+            _docker_run(["stop", "--time", str(timeout), *running], what)
+        if found:
+            _docker_run(["rm", "--force", "--volumes", *(c.id for c in found)], what)
+        networks = _networks(label, what)
+        if networks:
+            with contextlib.suppress(EngineError):  # what stays is said below
+                _docker_run(["network", "rm", *networks], what)
+        left = sorted(_networks(label, what).values())
         if left:
             raise DownIncomplete(
                 f"could not remove network {', '.join(left)}: still in use",
@@ -244,13 +283,32 @@ class ComposeProject:
             )
 
     def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str:
-        with docker_errors(f"reading logs of {self.project}"):
-            result = self._docker.compose.logs(
-                services=list(services),
-                timestamps=True,
-                tail=str(tail) if tail is not None else None,
-            )
-        return result if isinstance(result, str) else ""
+        """The containers' logs as ``docker compose logs --timestamps`` shows them
+        (``agent-1  | <time> <line>``), every line in time order.
+
+        One ``docker logs`` per container, all at once: ``compose logs`` would load the
+        project first, which took most of a ``bottle stop``. The lines are the containers'
+        own bytes (the agent's, among others): shown inert by whoever prints them.
+        """
+        found = [
+            c.state
+            for c in containers(f"com.docker.compose.project={self.project}")
+            if c.project == self.project and (not services or c.state.service in services)
+        ]
+        if not found:
+            return ""
+        with ThreadPoolExecutor(max_workers=len(found)) as pool:
+            read = pool.map(lambda state: _container_log(state.container_id, tail), found)
+            texts = list(read)
+        width = max(len(state.service) for state in found) + len("-1")
+        rows = [
+            (line, f"{state.service + '-1':<{width}}  | {line}")
+            for state, lines in zip(found, texts, strict=True)
+            for line in lines
+        ]
+        # The timestamp leads every line, fixed-width: sorting the text sorts the times.
+        rows.sort(key=lambda row: row[0])
+        return "\n".join(text for _, text in rows)
 
     def follow_logs(
         self, services: Sequence[str] = (), *, on_line: Callable[[str], None] | None = None

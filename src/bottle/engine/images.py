@@ -2,8 +2,9 @@
 
 :func:`ensure_image` turns an :class:`~bottle.images.ImageSpec` into a local image whose tag is
 the hash of its inputs: an image that exists is used as it is, never rebuilt. Builds use the
-legacy builder (``docker build``, which prints ``Step N/M : …`` lines) and stream every line
-of output to a ``progress`` callback.
+legacy builder (``docker build``, which prints ``Step N/M : …`` lines) and stream them to a
+``progress`` callback; one that is a :class:`~bottle.engine.progress.BuildProgress` follows
+every step and line with the time spent.
 
 :func:`ensure_base` picks the image every Dockerfile starts from: ``Settings.base_image`` when
 it is local or can be pulled, else ``bottle-base:trixie-<hash>`` made with ``mmdebstrap`` from
@@ -30,6 +31,7 @@ from python_on_whales.exceptions import DockerException
 
 from bottle.dockerfiles import declares_arg
 from bottle.engine.errors import docker_cli, docker_errors, raise_if_no_daemon
+from bottle.engine.progress import STEP, BuildProgress, BuildTracker
 from bottle.errors import Failed, ImageBuildError
 from bottle.images import ImageSpec
 from bottle.settings import Settings, package_version
@@ -69,7 +71,6 @@ _UNPULLABLE: set[str] = set()
 
 #: Lines of build output an ImageBuildError keeps.
 _TAIL = 40
-_STEP = re.compile(r"^Step \d+/\d+ : ")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -124,7 +125,7 @@ def ensure_image(
         # python-on-whales' legacy_build captures the output and returns only at the end, so
         # the build runs here, through the docker CLI, to stream its lines as they come.
         # DOCKER_BUILDKIT=0 keeps the legacy builder (and its Step lines) on newer CLIs.
-        code, tail, step = _stream(argv, progress, env={"DOCKER_BUILDKIT": "0"})
+        code, tail, step = _stream(argv, progress, image=spec.ref, env={"DOCKER_BUILDKIT": "0"})
     if code != 0:
         raise_if_no_daemon(tail)
         where = f" at {step}" if step else ""
@@ -150,17 +151,29 @@ def _write_context(spec: ImageSpec, context: Path) -> None:
 
 
 def _stream(
-    argv: Sequence[str], progress: Progress, *, env: dict[str, str] | None = None
+    argv: Sequence[str],
+    progress: Progress,
+    *,
+    image: str = "",
+    env: dict[str, str] | None = None,
+    first_step: str = "",
 ) -> tuple[int, list[str], str | None]:
-    """Run ``argv``, passing each ``Step N/M`` line to ``progress``.
+    """Run ``argv`` (the making of ``image``), passing each ``Step N/M`` line to ``progress``.
 
-    The other lines (apt, pip, npm chatter) are kept only in the tail an error carries.
+    A :class:`BuildProgress` gets every line as a ``BuildUpdate`` instead (``first_step``
+    names the work when the output has no steps); a plain callback sees the other lines
+    (apt, pip, npm chatter) nowhere but in the tail an error carries.
 
     Returns the exit code, the last output lines and the last ``Step N/M : …`` line seen.
     Ctrl-C (or any error in ``progress``) stops the child before it propagates.
     """
     tail: deque[str] = deque(maxlen=_TAIL)
     step: str | None = None
+    tracker = (
+        BuildTracker(image, progress.build, first_step=first_step)
+        if isinstance(progress, BuildProgress)
+        else None
+    )
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
@@ -177,10 +190,15 @@ def _stream(
         for raw in proc.stdout:
             line = _ANSI.sub("", raw.rstrip("\r\n"))
             tail.append(line)
-            if _STEP.match(line):
+            if STEP.match(line):
                 step = line
-                progress(line)
+                if tracker is None:
+                    progress(line)
+            if tracker is not None:
+                tracker.feed(line)
         code = proc.wait()
+    if tracker is not None:
+        tracker.end(ok=code == 0)
     return code, list(tail), step
 
 
@@ -271,7 +289,7 @@ def _make_base(settings: Settings, ref: str, progress: Progress) -> None:
             str(tar),
             settings.debian_mirror,
         ]
-        code, tail, _ = _stream(argv, progress)
+        code, tail, _ = _stream(argv, progress, image=ref, first_step=f"mmdebstrap {_SUITE}")
         if code != 0:
             raise ImageBuildError(
                 f"making base image {ref} with mmdebstrap failed (exit code {code})",

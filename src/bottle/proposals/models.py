@@ -33,6 +33,8 @@ class Decision(StrictModel):
     applied: bool = False
     error: str | None = Field(None, max_length=MAX_REASON_CHARS)
     edited: bool = False
+    #: The agent image an applied capability-block put in force.
+    image: str | None = Field(None, max_length=300)
     original_payload: Payload | None = Field(
         None, description="what the agent asked for, when the operator edited the payload"
     )
@@ -69,7 +71,13 @@ class Proposal(StrictModel):
         return self
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+        data = self.model_dump(mode="json")
+        decision = data.get("decision")
+        if decision is not None and decision.get("image") is None:
+            # Left out unless set: a supervise of an older bottle (still running in an
+            # instance started before an upgrade) refuses keys it does not know.
+            del decision["image"]
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 def check_justification(justification: str) -> str:
@@ -109,6 +117,8 @@ def describe(proposal: Proposal) -> str:
     if decision.applied:
         if isinstance(proposal.payload, CapabilityBlock):
             done = f"approved and applied, id {pid}, by {decision.by}: {what} was built."
+            if decision.image:
+                done = done.removesuffix(".") + f"; your container now runs {decision.image}."
         elif isinstance(proposal.payload, GitPushAllow):
             done = (
                 f"approved and applied, id {pid}, by {decision.by}: git-gate lets through, "

@@ -290,6 +290,7 @@ class ProposalQueue:
         error: str | None = None,
         edited_payload: Mapping[str, Any] | None = None,
         base_ref: str | None = None,
+        image: str | None = None,
     ) -> Proposal:
         """Record the operator's decision on a pending proposal, atomically.
 
@@ -324,6 +325,7 @@ class ProposalQueue:
                     applied=applied,
                     error=error or None,
                     edited=original is not None,
+                    image=image,
                     original_payload=original,
                 )
             except ValidationError as exc:

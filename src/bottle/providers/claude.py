@@ -115,7 +115,8 @@ class Claude:
         flags = ["--continue"] if resume else []
         if output == "stream-json":
             flags += ["--verbose"]  # claude -p refuses stream-json without it
-        return self._launch([*flags, "--output-format", output, "-p", prompt])
+        # "--" ends the options: -p is a flag, and a prompt such as "--help" is the task.
+        return self._launch([*flags, "--output-format", output, "-p", "--", prompt])
 
     def user_command(self, argv: Sequence[str]) -> list[str]:
         # `bottle run AGENT -- claude ...` is the bottle's Claude: its system prompt, the

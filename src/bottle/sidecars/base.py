@@ -89,6 +89,11 @@ class Sidecar(Protocol[S, P]):
         """The error that refuses to start an instance enabling it (None: it can run)."""
         ...
 
+    def cautions(self, sub: P) -> Sequence[tuple[str, str]]:
+        """What of its sub-plan cannot work though it starts: (problem, fix) pairs, for
+        ``bottle render`` (e.g. a git remote with no credential)."""
+        ...
+
     def default_section(self) -> S | None:
         """The section of a bottle file that does not mention it."""
         ...
@@ -146,6 +151,9 @@ class SidecarBase(Generic[S, P]):
 
     def unavailable(self) -> PlanError | None:
         return None
+
+    def cautions(self, sub: P) -> Sequence[tuple[str, str]]:
+        return ()
 
     def default_section(self) -> S | None:
         return None

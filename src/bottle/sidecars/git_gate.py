@@ -76,6 +76,9 @@ class GitRemote(Strict):
     force: bool | RefList = Field(False, description="refs that may be force-pushed")
     tags: bool = Field(False, description="may push tags (refs/tags/*)")
     delete: bool | RefList = Field(False, description="refs that may be deleted")
+    submodules: bool = Field(
+        False, description="may push submodule entries naming commits of other repositories"
+    )
 
     @field_validator("url")
     @classmethod
@@ -108,6 +111,7 @@ class GitRemote(Strict):
             refs=refs,
             force=_ref_patterns(self.force, every="*"),
             delete=_ref_patterns(self.delete, every="*"),
+            submodules=self.submodules,
         )
 
     def public(self) -> dict[str, Any]:
@@ -206,6 +210,27 @@ class _GitGate(SidecarBase[Git, GitGatePlan]):
 
     def secret_refs(self, sub: GitGatePlan) -> tuple[str, ...]:
         return sub.secret_refs
+
+    def cautions(self, sub: GitGatePlan) -> Sequence[tuple[str, str]]:
+        found = []
+        for remote in sub.remotes:
+            if remote.ssh and not remote.key_ref:
+                found.append(
+                    (
+                        f"ssh remote {remote.name!r} has no key_ref: fetches and pushes to it "
+                        "fail to authenticate",
+                        "add key_ref: the host variable holding its private key",
+                    )
+                )
+            elif not remote.ssh and not remote.token_ref:
+                found.append(
+                    (
+                        f"https remote {remote.name!r} has no token_ref: only anonymous "
+                        "fetches work, pushes fail",
+                        "add token_ref: the host variable holding its token",
+                    )
+                )
+        return found
 
     def summary(self, section: Git | None) -> dict[str, int | bool]:
         return {"remotes": len(section.remotes) if section else 0}

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,12 +20,15 @@ from typing import Literal
 from bottle import safefs
 from bottle.state import StateDir
 
-Kind = Literal["user", "assistant", "tool_call", "tool_result", "egress", "proposal"]
+Kind = Literal["user", "assistant", "tool_call", "tool_result", "egress", "proposal", "note"]
 
 #: The most of one file read (a transcript JSONL, the decision log): a bound, not a goal.
 MAX_FILE_BYTES = 64 << 20
 #: The most of one event's text kept: a tool's whole output is in the CLI's own file.
 MAX_TEXT_CHARS = 4000
+#: The most events read from a CLI's files: each file is bounded, but hundreds of files of
+#: tiny lines would be hundreds of millions of events in the host's memory.
+MAX_EVENTS = 200_000
 
 
 @dataclass(frozen=True)
@@ -68,10 +72,42 @@ def jsonl(path: Path, root: Path) -> Iterator[dict[str, object]]:
     for line in data.decode("utf-8", "replace").splitlines():
         try:
             value = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser
             continue
         if isinstance(value, dict):
             yield value
+
+
+def subdirs(directory: Path, root: Path) -> list[str]:
+    """The names of the directories directly in ``directory``, sorted; none when it is not
+    a directory reached without following a link."""
+    try:
+        fd = safefs.open_dir(root, list(directory.relative_to(root).parts))
+    except (OSError, ValueError):
+        return []
+    try:
+        with os.scandir(fd) as entries:
+            return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+    finally:
+        os.close(fd)
+
+
+def read_files(
+    paths: Iterable[Path], root: Path, parse: Callable[[dict[str, object]], list[Event]]
+) -> list[Event]:
+    """The events ``parse`` makes of each JSONL object of ``paths``, in order, at most
+    :data:`MAX_EVENTS` (then a ``note`` saying the rest was left out)."""
+    out: list[Event] = []
+    for path in paths:
+        for record in jsonl(path, root):
+            try:
+                out += parse(record)
+            except RecursionError:  # a value nested too deep to show
+                continue
+            if len(out) >= MAX_EVENTS:
+                note = f"only the first {MAX_EVENTS} events are shown; the rest is in {path.parent}"
+                return [*out[:MAX_EVENTS], Event(out[MAX_EVENTS - 1].time, "note", note)]
+    return out
 
 
 def events(state: StateDir, kind: str) -> list[Event]:
@@ -115,7 +151,7 @@ def _proposals(state: StateDir) -> list[Event]:
             continue
         try:
             data = json.loads(safefs.read_regular(state.proposals / name, root=state.path))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
         if not isinstance(data, dict):
             continue

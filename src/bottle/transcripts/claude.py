@@ -9,38 +9,23 @@ types (summaries, snapshots, system notes) are not the conversation and are skip
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from bottle import safefs
-from bottle.transcripts import Event, clip, jsonl
+from bottle.transcripts import Event, clip, read_files, subdirs
 
 #: The most session files read from one project directory.
 MAX_SESSIONS = 200
 
 
 def read(transcript: Path, root: Path) -> list[Event]:
-    projects = transcript / "claude" / "projects"
-    out: list[Event] = []
-    for path in _sessions(projects, root):
-        for entry in jsonl(path, root):
-            out += _entry(entry)
-    return out
+    return read_files(_sessions(transcript / "claude" / "projects", root), root, _entry)
 
 
 def _sessions(projects: Path, root: Path) -> list[Path]:
-    try:
-        fd = safefs.open_dir(root, list(projects.relative_to(root).parts))
-    except (OSError, ValueError):
-        return []
-    try:
-        with os.scandir(fd) as entries:
-            dirs = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
-    finally:
-        os.close(fd)
     found: list[tuple[float, Path]] = []
-    for name in dirs:
+    for name in subdirs(projects, root):
         try:
             files = [
                 f for f in safefs.iter_regular(projects / name, root=root) if f.endswith(".jsonl")

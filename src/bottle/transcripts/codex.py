@@ -10,12 +10,11 @@ skipped. Read through :mod:`bottle.safefs` (no link followed, bounded).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from bottle import safefs
-from bottle.transcripts import Event, clip, jsonl
+from bottle.transcripts import Event, clip, read_files, subdirs
 
 #: The most session files read.
 MAX_SESSIONS = 200
@@ -25,20 +24,21 @@ _HARNESS = ("<environment_context>", "# AGENTS.md instructions")
 
 
 def read(transcript: Path, root: Path) -> list[Event]:
-    out: list[Event] = []
-    for path in _rollouts(transcript / "codex" / "sessions", root):
-        for record in jsonl(path, root):
-            payload = record.get("payload")
-            if record.get("type") == "response_item" and isinstance(payload, dict):
-                out += _item(str(record.get("timestamp", "")), payload)
-    return out
+    return read_files(_rollouts(transcript / "codex" / "sessions", root), root, _record)
+
+
+def _record(record: dict[str, Any]) -> list[Event]:
+    payload = record.get("payload")
+    if record.get("type") == "response_item" and isinstance(payload, dict):
+        return _item(str(record.get("timestamp", "")), payload)
+    return []
 
 
 def _rollouts(sessions: Path, root: Path) -> list[Path]:
     found: list[Path] = []
     level = [sessions]
     for _ in range(_DEPTH):
-        level = [d / name for d in level for name in _subdirs(d, root)]
+        level = [d / name for d in level for name in subdirs(d, root)]
     for directory in level:
         try:
             names = list(safefs.iter_regular(directory, root=root))
@@ -46,18 +46,6 @@ def _rollouts(sessions: Path, root: Path) -> list[Path]:
             continue
         found += [directory / n for n in names if n.startswith("rollout-") and n.endswith(".jsonl")]
     return sorted(found, key=lambda p: p.name)[:MAX_SESSIONS]
-
-
-def _subdirs(directory: Path, root: Path) -> list[str]:
-    try:
-        fd = safefs.open_dir(root, list(directory.relative_to(root).parts))
-    except (OSError, ValueError):
-        return []
-    try:
-        with os.scandir(fd) as entries:
-            return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
-    finally:
-        os.close(fd)
 
 
 def _item(time: str, item: dict[str, Any]) -> list[Event]:

@@ -48,6 +48,9 @@ class EgressStatus(SidecarStatus):
     routes_sha256: str | None = None
     routes: int = 0
     error_sha256: str | None = None
+    #: The routes file in force as egress read it (names, never a secret value), so the
+    #: host can show what runs when the file on disk was since spoiled by a hand edit.
+    routes_yaml: str | None = None
 
 
 def routes_digest(data: bytes) -> str:

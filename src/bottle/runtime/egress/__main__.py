@@ -1,10 +1,10 @@
-"""``python -m bottle.runtime.egress``: prepare the CA and directories, then exec mitmdump.
+"""``python -m bottle.runtime.egress``: prepare the CA and directories, then run mitmdump.
 
 1. mitmproxy's confdir (``CA_PRIVATE``) gets its CA on first start; the key never leaves it.
 2. The public certificate is copied atomically to ``CA_PUBLIC/ca.pem``, the directory that is
    mounted read-only into the agent (the agent trusts only this CA).
 3. The log and status directories are created.
-4. ``mitmdump`` replaces this process, with the addon loaded by path. It trusts the host's
+4. ``mitmdump`` runs in this process, with the addon loaded by path. It trusts the host's
    CA bundle upstream when the image carries one (``HOST_CA``).
 
 Paths can be overridden by environment variables (for tests and debugging):
@@ -89,7 +89,30 @@ def main(environ: Mapping[str, str] | None = None) -> None:
     cert = prepare_ca(confdir, public_dir)
     print(f"egress: CA certificate published at {cert}", file=sys.stderr, flush=True)
     argv = mitmdump_argv(confdir, host_ca if host_ca.is_file() else None)
-    os.execvp(argv[0], argv)  # noqa: S606 - become mitmdump; argv holds no secret
+    run_mitmdump(argv)
+
+
+def run_mitmdump(argv: list[str]) -> None:
+    """mitmdump in this process; its exit code, without Python's teardown.
+
+    On SIGTERM mitmdump leaves its loop and runs every addon's ``done`` (the decision log
+    is closed) within 0.1 s, then the interpreter's teardown of mitmproxy's objects took
+    3-10 s under load: ``docker stop`` waited it out and killed egress anyway, and every
+    ``bottle stop`` with it. Nothing is left to write by then.
+    """
+    import logging
+
+    from mitmproxy.tools.main import mitmdump
+
+    code = 0
+    try:
+        mitmdump(argv[1:])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

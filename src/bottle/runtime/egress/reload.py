@@ -54,6 +54,7 @@ class Loaded(NamedTuple):
     routes_sha256: str | None
     loaded_at: str
     secrets: tuple[dlp.KnownSecret, ...] = ()
+    text: str | None = None  # the file as loaded, for the status (None: no file is)
 
 
 class Reload:
@@ -150,6 +151,7 @@ class Reload:
             routes_sha256=paths.routes_digest(data),
             loaded_at=now().isoformat(timespec="milliseconds"),
             secrets=self._secrets(routes),
+            text=data.decode("utf-8", "replace"),
         )
         self.last_error = None
         self.last_error_sha256 = None
@@ -175,6 +177,7 @@ class Reload:
             loaded_at=current.loaded_at,
             error=self.last_error,
             error_sha256=self.last_error_sha256,
+            routes_yaml=current.text,
         )
 
     def write_status(self) -> None:

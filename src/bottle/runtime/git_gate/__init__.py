@@ -61,6 +61,8 @@ class PushPolicy(BaseModel):
     refs: tuple[str, ...] = ("refs/heads/*",)  # () : no push at all
     force: tuple[str, ...] = ()
     delete: tuple[str, ...] = ()
+    #: May a push add or change submodule entries naming commits the gate does not have.
+    submodules: bool = False
 
     @staticmethod
     def matches(ref: str, patterns: tuple[str, ...]) -> bool:

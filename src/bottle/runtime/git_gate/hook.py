@@ -24,6 +24,7 @@ from bottle.runtime.git_gate import (
     GateRecord,
     GateRemote,
     RefUpdate,
+    gitlinks,
     policy,
     scan,
     upstream,
@@ -58,11 +59,16 @@ def check(
     config: gate.GateConfig,
     environ: Mapping[str, str],
 ) -> tuple[list[str], list[scan.Finding]]:
-    """(policy refusals, scan findings); ScanError when the scan could not run."""
+    """(policy refusals, scan findings); ScanError when the scan could not run. Submodule
+    entries are policy: an allowance through supervise never lets one by."""
     refused = policy.refusals(remote.policy, updates, git_dir, environ)
     if refused:
         return refused, []
-    return [], scan.scan_push(git_dir, updates, secret_values(config, environ), environ)
+    content = scan.read_push(git_dir, updates, environ)
+    refused = gitlinks.refusals(remote.policy, git_dir, content, environ)
+    if refused:
+        return refused, []
+    return [], scan.scan_content(git_dir, content, secret_values(config, environ), environ)
 
 
 def allowance_for(remote: str, update: RefUpdate, environ: Mapping[str, str]) -> Allowance | None:

@@ -19,7 +19,7 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bottle.runtime.egress import dlp
@@ -103,6 +103,13 @@ class Finding:
     def __str__(self) -> str:
         shown = f" [{self.match}]" if self.match else ""
         return f"{self.commit[:12]} {self.where}: {self.rule}{shown}"
+
+    def redacted(self, secrets: Sequence[dlp.KnownSecret]) -> Finding:
+        """The finding with its place redacted: a path, a tag or ref name is the agent's
+        text, and a secret in it (a directory, a file, a submodule named after it) must
+        not ride out in the very finding that reports it (message, gate log, audit log)."""
+        where = dlp.redact(self.where, secrets)
+        return self if where == self.where else Finding(self.commit, where, self.rule, self.match)
 
 
 def redact(text: str) -> str:
@@ -356,6 +363,7 @@ class Text:
 class PushContent:
     commits: list[str]  # every new commit, as :func:`new_commits`
     texts: list[Text]
+    trees: list[tuple[str, str]] = field(default_factory=list)  # (pushed id, tree) via a tag
 
 
 class _Objects:
@@ -420,6 +428,7 @@ def read_push(git_dir: Path, updates: Sequence[RefUpdate], env: Mapping[str, str
     tips = list(dict.fromkeys(u.new for u in updates if u.new != ZERO))
     texts = [Text(u.new, "ref name", u.ref, numbered=False) for u in updates if u.new != ZERO]
     commit_tips: list[str] = []
+    trees: list[tuple[str, str]] = []
     objects = _Objects(git_dir, env)
     try:
         for tip in tips:
@@ -435,6 +444,8 @@ def read_push(git_dir: Path, updates: Sequence[RefUpdate], env: Mapping[str, str
             if kind == "commit":
                 commit_tips.append(oid)
                 continue
+            if kind == "tree":
+                trees.append((tip, oid))
             for new, path in _new_objects(git_dir, oid, env):
                 kind, body = objects.read(new)
                 label = path or f"{kind} {new[:12]}"
@@ -444,7 +455,7 @@ def read_push(git_dir: Path, updates: Sequence[RefUpdate], env: Mapping[str, str
                     texts.append(Text(tip, label, body.decode("utf-8", "replace")))
     finally:
         objects.close()
-    return PushContent(new_commits(git_dir, commit_tips, env), texts)
+    return PushContent(new_commits(git_dir, commit_tips, env), texts, trees)
 
 
 def text_lines(texts: Iterable[Text]) -> Iterator[tuple[str, str, str]]:
@@ -468,9 +479,18 @@ def scan_push(
     env: Mapping[str, str],
 ) -> list[Finding]:
     """Every finding in what the push would publish; ``ScanError`` if it cannot be scanned."""
-    content = read_push(git_dir, updates, env)
+    return scan_content(git_dir, read_push(git_dir, updates, env), secrets, env)
+
+
+def scan_content(
+    git_dir: Path,
+    content: PushContent,
+    secrets: Sequence[dlp.KnownSecret],
+    env: Mapping[str, str],
+) -> list[Finding]:
+    """Every finding in ``content`` (as :func:`read_push` read it)."""
     lines = itertools.chain(text_lines(content.texts), added_lines(git_dir, content.commits, env))
     findings = scan_known(lines, secrets)
     findings += scan_gitleaks(git_dir, content.commits, env)
     findings += scan_gitleaks_texts(content.texts, env)
-    return findings
+    return [finding.redacted(secrets) for finding in findings]

@@ -16,6 +16,7 @@ import shlex
 import socket
 import subprocess
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -245,22 +246,30 @@ def fetch(
 ) -> None:
     """Bring the mirror's branches and tags to upstream's; UpstreamError says why not."""
     conn = connect(remote, config=config, secrets=secrets, environ=environ)
-    done = run_git(
-        [
-            "fetch",
-            "--quiet",
-            "--prune",
-            "--no-write-fetch-head",
-            conn.url,
-            "+refs/heads/*:refs/heads/*",
-            "+refs/tags/*:refs/tags/*",
-        ],
-        conn,
-        cwd=mirror,
-    )
-    if done.returncode != 0:
-        raise UpstreamError(_explain(remote, conn, done.stderr, config))
-    _follow_head(conn, mirror)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # A new mirror asks upstream for its default branch too: over a connection of its
+        # own, beside the fetch rather than after it (a cold clone waits for both).
+        head = None if _has_head(conn, mirror) else pool.submit(_upstream_head, conn, mirror)
+        done = run_git(
+            [
+                "fetch",
+                "--quiet",
+                "--prune",
+                "--no-write-fetch-head",
+                conn.url,
+                "+refs/heads/*:refs/heads/*",
+                "+refs/tags/*:refs/tags/*",
+            ],
+            conn,
+            cwd=mirror,
+        )
+        if done.returncode != 0:
+            raise UpstreamError(_explain(remote, conn, done.stderr, config))
+        branch = head.result() if head is not None else None
+    if head is None and not _has_head(conn, mirror):  # the fetch pruned HEAD's branch
+        branch = _upstream_head(conn, mirror)
+    if branch:
+        run_git(["symbolic-ref", "HEAD", branch], conn, cwd=mirror)
     _tidy(conn, mirror)
 
 
@@ -272,16 +281,20 @@ def _tidy(conn: Connection, mirror: Path) -> None:
         run_git(["repack", "-d", "-q", "--geometric=2"], conn, cwd=mirror)
 
 
-def _follow_head(conn: Connection, mirror: Path) -> None:
-    """Point the mirror's HEAD at upstream's default branch, so a clone checks it out; asked
-    of upstream only while HEAD names a branch the mirror does not have."""
+def _has_head(conn: Connection, mirror: Path) -> bool:
+    """Whether the mirror's HEAD names a branch it has (so a clone checks it out)."""
     head = run_git(["symbolic-ref", "-q", "HEAD"], conn, cwd=mirror).stdout.strip()
-    if head and run_git(["rev-parse", "-q", "--verify", head], conn, cwd=mirror).returncode == 0:
-        return
+    return (
+        bool(head)
+        and run_git(["rev-parse", "-q", "--verify", head], conn, cwd=mirror).returncode == 0
+    )
+
+
+def _upstream_head(conn: Connection, mirror: Path) -> str | None:
+    """Upstream's default branch (``refs/heads/…``), or None if it names none."""
     listed = run_git(["ls-remote", "--symref", conn.url, "HEAD"], conn, cwd=mirror).stdout
     match = re.search(r"^ref: (refs/heads/\S+)\tHEAD$", listed, flags=re.MULTILINE)
-    if match:
-        run_git(["symbolic-ref", "HEAD", match[1]], conn, cwd=mirror)
+    return match[1] if match else None
 
 
 def push(

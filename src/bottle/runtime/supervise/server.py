@@ -26,7 +26,9 @@ Environment (each has a default that fits the container):
 ``BOTTLE_SUPERVISE_MAX_PENDING``  proposals that may wait for a decision at once (``20``)
 ``BOTTLE_SUPERVISE_PER_MINUTE``   proposals filed per minute, on average (``10``)
 ``BOTTLE_SUPERVISE_BURST``        proposals filed at once after a quiet spell (``5``)
-``BOTTLE_AGENT_IMAGE``      the agent image ref a capability Dockerfile may name after FROM
+``BOTTLE_AGENT_IMAGE``      the agent image ref a capability Dockerfile may name after FROM,
+                            until the host writes ``<proposals>/agent-image`` (a capability
+                            replaced the agent): that file, read at each request, wins
 ``BOTTLE_PROPOSALS_DIR``    proposals directory (``layout.PROPOSALS``)
 ``BOTTLE_ROUTES_FILE``      live routes (``layout.LIVE_CONFIG/egress/routes.yaml``)
 ``BOTTLE_STATUS_DIR``       where ``supervise.json`` goes (``layout.STATUS``)
@@ -38,6 +40,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,7 +54,7 @@ from mcp.server.fastmcp.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import Field
 
-from bottle import layout
+from bottle import layout, safefs
 from bottle.errors import ApplyError
 from bottle.files import atomic_write
 from bottle.policy import RoutesFileError, parse_routes_file
@@ -63,6 +66,9 @@ log = logging.getLogger("bottle.supervise")
 
 STATUS_NAME = "supervise.json"
 _POLL_S = 0.2
+_IMAGE_MAX_BYTES = 512
+#: An image reference as bottle writes them (``repo:tag``, maybe a registry and digest).
+_IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,299}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,7 +157,7 @@ class Supervise:
                 tool,
                 payload,
                 justification,
-                base_ref=self.config.agent_image,
+                base_ref=self.agent_image(),
                 max_pending=self.config.limits.max_pending,
             )
         except ApplyError as exc:
@@ -166,6 +172,16 @@ class Supervise:
         if final.status != "pending":
             log.info("proposal %d %s", final.id, final.status)
         return describe(final)
+
+    def agent_image(self) -> str | None:
+        """The agent image in force: the host's file after a capability swap, else the
+        start's. Read each time: the swap happens while this process runs."""
+        path = self.config.proposals_dir / layout.AGENT_IMAGE_FILE
+        try:
+            text = safefs.read_regular(path, max_bytes=_IMAGE_MAX_BYTES).decode().strip()
+        except (OSError, UnicodeDecodeError):
+            return self.config.agent_image
+        return text if _IMAGE_RE.fullmatch(text) else self.config.agent_image
 
     def status(self, proposal_id: int) -> str:
         try:

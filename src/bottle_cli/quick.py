@@ -1,0 +1,131 @@
+"""The ``bottle`` entry point: ``exec`` and ``ls`` answer without loading the command line.
+
+typer builds a pydantic adapter for every parameter of the command it runs, and the
+library's models load pydantic again: some 200 ms before ``docker exec`` even starts. A
+plain ``bottle exec [--service NAME] SLUG -- CMD...`` of a running instance is read here,
+and recorded and run by the same library code the full command uses (``bottle.execlog``,
+``ComposeProject.exec``); a plain ``bottle ls [--json | -q]`` lists through
+``bottle.instances`` and ``bottle_cli.listing``, as the full command does. Everything
+else, and anything here that is not exactly that (an unknown word, no ``--``, a slug that
+does not name one running instance), goes to ``bottle_cli.app.main``, which says what is
+wrong in its own words: the quick path only ever decides to run, never to refuse.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Sequence
+
+#: Exit code after Ctrl-C (``bottle_cli.app.INTERRUPTED``).
+INTERRUPTED = 130
+#: ``bottle_cli.app.COMPLETE_VAR``: a shell asking for completions gets the full command.
+_COMPLETE_VAR = "_BOTTLE_COMPLETE"
+#: A compose service name as bottle names its services; anything else is typer's to judge.
+_SERVICE = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``bottle ARGS``; returns the exit code (the console script exits with it)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    quick = _QUICK.get(args[0]) if args and _COMPLETE_VAR not in os.environ else None
+    if quick is not None:
+        code = quick(args[1:])
+        if code is not None:
+            return code
+    from bottle_cli.app import main as full
+
+    return full(args)
+
+
+#: ``ls``'s words the quick path knows: each option alone (several go to the full command).
+_LS = {(): (False, False), ("--json",): (True, False), ("-q",): (False, True)}
+_LS[("--quiet",)] = _LS[("-q",)]
+
+
+def quick_ls(words: Sequence[str]) -> int | None:
+    """``bottle ls``'s exit code, or ``None`` when the full command must run instead."""
+    shape = _LS.get(tuple(words))
+    if shape is None:
+        return None
+    from bottle.errors import BottleError
+    from bottle.instances import instances
+    from bottle.settings import Settings
+    from bottle_cli import listing
+
+    try:
+        listing.show(instances(Settings.from_env()), json_=shape[0], quiet=shape[1])
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return INTERRUPTED
+    except BottleError as exc:
+        return _report(exc)
+    return 0
+
+
+def _report(exc: Exception) -> int:
+    """The full command's error boundary: a message and a hint, never a traceback."""
+    from bottle_cli.app import _report as report
+
+    return report(exc, os.environ.get("BOTTLE_DEBUG") == "1")
+
+
+def parse_exec(words: Sequence[str]) -> tuple[str, str, list[str]] | None:
+    """``(slug, service, cmd)`` of ``exec``'s words, or ``None`` unless they are plain."""
+    if "--" not in words:
+        return None
+    cut = list(words).index("--")
+    head, cmd = list(words[:cut]), list(words[cut + 1 :])
+    slug: str | None = None
+    service = "agent"
+    while head:
+        word = head.pop(0)
+        if word == "--service" and head:
+            service = head.pop(0)
+        elif word.startswith("--service="):
+            service = word.partition("=")[2]
+        elif word.startswith("-") or slug is not None:
+            return None
+        else:
+            slug = word
+    if slug is None or not cmd or not _SERVICE.fullmatch(service):
+        return None
+    return slug, service, cmd
+
+
+def quick_exec(words: Sequence[str]) -> int | None:
+    """``bottle exec``'s exit code, or ``None`` when the full command must run instead."""
+    parsed = parse_exec(words)
+    if parsed is None:
+        return None
+    slug, service, cmd = parsed
+    from bottle.quickstate import DOWN, glance
+    from bottle.settings import Settings
+
+    found = glance(Settings.from_env().state_root, slug)
+    if found is None or found.status in DOWN:
+        return None  # the full command finds the instance, or says why not
+    from bottle import execlog
+    from bottle.engine.seam import DockerEngine
+    from bottle.errors import BottleError
+    from bottle.layout import COMPOSE_FILE
+
+    project = DockerEngine().project(
+        compose_file=found.path / COMPOSE_FILE,
+        project=found.compose_project,
+        project_dir=found.path,
+    )
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    try:
+        return execlog.recorded(
+            found.path, cmd, service, lambda: project.exec(service, cmd, tty=tty).exit_code
+        )
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return INTERRUPTED
+    except BottleError as exc:
+        return _report(exc)
+
+
+_QUICK = {"exec": quick_exec, "ls": quick_ls}

@@ -1,0 +1,89 @@
+"""``ComposeProject.down`` in docker CLI calls: what it stops, removes, and what it reports.
+
+A ``docker`` on PATH records each call and answers as the CLI does; a network it is told
+is held stays after ``network rm`` (the real engine's case is in test_cli_real).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from bottle.engine.compose import ComposeProject
+from bottle.errors import DownIncomplete
+
+FAKE = r"""#!/bin/sh
+echo "$*" >> "$CALLS"
+case "$1 $2" in
+  "ps --all")
+    [ -f "$GONE" ] && exit 0
+    printf 'aaa\trunning\tUp 1 second\tbottle-x\tagent\tx\th\tbottle-x-agent-1\n'
+    printf 'bbb\texited\tExited (0) 1 second ago\tbottle-x\tegress\tx\th\tbottle-x-egress-1\n'
+    printf 'ccc\trunning\tUp 1 second\tbottle-x-2\tagent\tx2\th\tbottle-x-2-agent-1\n' ;;
+  "rm --force") touch "$GONE" ;;
+  "network ls")
+    if [ -f "$NETS_LEFT" ]; then cat "$NETS_LEFT"
+    elif [ ! -f "$NETS_GONE" ]; then printf 'n1\tbottle-x_internal\nn2\tbottle-x_egress\n'; fi ;;
+  "network rm")
+    if [ -n "$HELD" ]; then printf 'n2\tbottle-x_egress\n' > "$NETS_LEFT"; echo "Error: has active endpoints" >&2; exit 1; fi
+    touch "$NETS_GONE" ;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ComposeProject:
+    docker = tmp_path / "docker"
+    docker.write_text(FAKE)
+    docker.chmod(docker.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    for name in ("CALLS", "GONE", "NETS_GONE", "NETS_LEFT"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    return ComposeProject(compose_file=tmp_path / "c.yml", project="bottle-x", project_dir=tmp_path)
+
+
+def _calls(tmp_path: Path) -> list[str]:
+    return (tmp_path / "calls").read_text().splitlines()
+
+
+def test_down_stops_and_removes_the_project_and_nothing_else(
+    project: ComposeProject, tmp_path: Path
+) -> None:
+    project.down(timeout=5)
+    calls = _calls(tmp_path)
+    assert (
+        calls[0].startswith("ps --all") and "label=com.docker.compose.project=bottle-x" in calls[0]
+    )
+    assert calls[1:3] == ["stop --time 5 aaa", "rm --force --volumes aaa bbb"]
+    assert (
+        calls[3].startswith("network ls")
+        and "label=com.docker.compose.project=bottle-x" in calls[3]
+    )
+    assert calls[4] == "network rm n1 n2"
+    assert not any("ccc" in call for call in calls)  # another project's, with a like name
+
+
+def test_down_of_nothing_is_a_no_op(project: ComposeProject, tmp_path: Path) -> None:
+    (tmp_path / "gone").touch()
+    (tmp_path / "nets_gone").touch()
+    project.down()
+    assert [c.split()[0:2] for c in _calls(tmp_path)] == [
+        ["ps", "--all"],
+        ["network", "ls"],
+        ["network", "ls"],
+    ]
+
+
+def test_a_held_network_is_down_incomplete(
+    project: ComposeProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HELD", "1")
+    with pytest.raises(DownIncomplete) as caught:
+        project.down()
+    assert "bottle-x_egress" in caught.value.message and "still in use" in caught.value.message
+    assert "docker network inspect bottle-x_egress" in (caught.value.hint or "")
+    assert "rm --force --volumes aaa bbb" in _calls(tmp_path)  # the containers went first

@@ -1,0 +1,67 @@
+"""egress's mitmdump ends with its own exit code and skips the interpreter's teardown."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RUN = "import sys; from bottle.runtime.egress.__main__ import run_mitmdump; run_mitmdump(sys.argv[1:])"
+
+
+def test_a_refused_option_still_fails() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RUN,
+            "mitmdump",
+            "--set",
+            "listen_host=127.0.0.1",
+            "--set",
+            "listen_port=notanumber",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert done.returncode == 1
+    assert "listen_port" in done.stderr + done.stdout
+
+
+def test_sigterm_ends_it_cleanly_with_code_0(tmp_path: Path) -> None:
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            RUN,
+            "mitmdump",
+            "--set",
+            "listen_host=127.0.0.1",
+            "--set",
+            "listen_port=0",
+            "--set",
+            f"confdir={tmp_path}",
+            "--set",
+            "termlog_verbosity=info",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        deadline = time.monotonic() + 120
+        for line in child.stdout:
+            if "listening" in line.lower() or time.monotonic() > deadline:
+                break
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

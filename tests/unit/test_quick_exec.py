@@ -1,0 +1,245 @@
+"""``bottle exec``'s quick path: the real entry point, a ``docker`` that records its argv.
+
+The quick path runs the docker CLI itself (no ``Engine`` seam), so these tests put a
+``docker`` on PATH that writes down how it was called. Whatever the quick path does not
+run must reach the full command and read exactly as it did before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bottle.state import InstanceStatus, StateDir
+from tests.unit.test_lifecycle import make_state
+
+FAKE_DOCKER = """#!/bin/sh
+printf '%s\\n' "$@" > "$DOCKER_ARGV_LOG"
+exit "${DOCKER_EXIT:-0}"
+"""
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def calls(tmp_path: Path) -> Path:
+    return tmp_path / "docker-argv"
+
+
+@pytest.fixture
+def bottle(home: Path, tmp_path: Path, calls: Path) -> Run:
+    """``python -m bottle_cli ARGS`` (what the console script runs), the fake docker first."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(FAKE_DOCKER)
+    docker.chmod(docker.stat().st_mode | stat.S_IXUSR)
+
+    def run(*args: str, path: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bottle_cli", *args],
+            env={
+                **os.environ,
+                "BOTTLE_HOME": str(home),
+                "DOCKER_ARGV_LOG": str(calls),
+                "PATH": path if path is not None else f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                **env,
+            },
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    return run
+
+
+@pytest.fixture
+def running(home: Path) -> StateDir:
+    return make_state(home, "shell-run111", InstanceStatus.RUNNING, pid=os.getpid())
+
+
+def _log(state: StateDir) -> list[str]:
+    return (state.transcript / "exec.log").read_text().splitlines()
+
+
+def test_exec_runs_docker_exec_and_records_the_command(
+    bottle: Run, running: StateDir, calls: Path
+) -> None:
+    done = bottle("exec", "shell-run", "--", "sh", "-c", "exit 3; echo 'a b'", DOCKER_EXIT="3")
+    assert done.returncode == 3, done.stderr
+    assert calls.read_text().splitlines() == [
+        "exec",
+        "--interactive",
+        "bottle-shell-run111-agent-1",
+        "sh",
+        "-c",
+        "exit 3; echo 'a b'",
+    ]
+    log = _log(running)
+    assert len(log) == 2
+    assert log[0].endswith("[agent] $ sh -c 'exit 3; echo '\"'\"'a b'\"'\"''")
+    assert log[1].endswith("[agent] exit 3")
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["--service", "egress", "shell-run111"],
+        ["shell-run111", "--service", "egress"],
+        ["--service=egress", "shell-run111"],
+    ],
+)
+def test_exec_in_another_service(
+    bottle: Run, running: StateDir, calls: Path, words: list[str]
+) -> None:
+    done = bottle("exec", *words, "--", "true", "--service", "x")
+    assert done.returncode == 0, done.stderr
+    assert calls.read_text().splitlines()[2:] == [
+        "bottle-shell-run111-egress-1",
+        "true",
+        "--service",
+        "x",
+    ]
+    assert _log(running)[0].endswith("[egress] $ true --service x")
+
+
+def test_a_spoiled_log_is_warned_about_and_the_command_runs(
+    bottle: Run, running: StateDir, calls: Path
+) -> None:
+    (running.transcript / "exec.log").symlink_to("/etc/passwd")
+    done = bottle("exec", "shell-run111", "--", "true")
+    assert done.returncode == 0
+    assert "warning: not written to" in done.stderr
+    assert calls.exists() and (running.transcript / "exec.log").is_symlink()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["exec", "shell-stop1", "--", "true"], 1, "instance shell-stop1 is stopped"),
+        (["exec", "shell-nope", "--", "true"], 1, "no instance 'shell-nope'"),
+        (["exec", "shell-", "--", "true"], 1, "matches several instances"),
+        (["exec", "../state/shell-run111", "--", "true"], 2, "is not an instance slug"),
+        (["exec", "shell-run111", "true"], 2, "unexpected argument 'true' before --"),
+        (["exec", "shell-run111", "--"], 2, "give the command to run after --"),
+        (["exec", "shell-run111", "extra", "--", "true"], 2, "unexpected"),
+        (["exec", "--tty", "shell-run111", "--", "true"], 2, "no such option"),
+    ],
+)
+def test_what_the_quick_path_does_not_run_reads_as_before(
+    bottle: Run,
+    home: Path,
+    running: StateDir,
+    calls: Path,
+    args: list[str],
+    code: int,
+    said: str,
+) -> None:
+    make_state(home, "shell-stop1", InstanceStatus.STOPPED)
+    done = bottle(*args)
+    assert done.returncode == code, done.stderr
+    assert said in done.stderr.lower() or said in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "hint:" in done.stderr
+    assert not calls.exists()
+    assert not (running.transcript / "exec.log").exists()
+
+
+def test_a_service_word_never_becomes_a_docker_option(
+    bottle: Run, running: StateDir, calls: Path
+) -> None:
+    """Left to the full command (not a plain name), and even there only a container name."""
+    done = bottle("exec", "--service", "--privileged", "shell-run111", "--", "true")
+    assert done.returncode == 0, done.stderr
+    argv = calls.read_text().splitlines()
+    assert argv[:3] == ["exec", "--interactive", "bottle-shell-run111---privileged-1"]
+    assert "--privileged" not in argv
+
+
+def test_damaged_metadata_goes_to_the_full_command(
+    bottle: Run, running: StateDir, calls: Path
+) -> None:
+    running.metadata_file.write_text(json.dumps({"status": "running"}))
+    done = bottle("exec", "shell-run111", "--", "true")
+    assert done.returncode == 1
+    assert "is not valid metadata" in done.stderr and "hint:" in done.stderr
+    assert not calls.exists()
+
+
+def test_no_docker_is_an_error_with_a_hint(bottle: Run, running: StateDir, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "bottle_cli", "exec", "shell-run111", "--", "true"],
+        env={**os.environ, "PATH": str(empty), "BOTTLE_HOME": str(running.path.parent.parent)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "docker command is not installed" in done.stderr and "hint:" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _log(running)[1].endswith("exit interrupted")
+
+
+def test_ctrl_c_is_recorded_and_exits_130(
+    running: StateDir, home: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from bottle.engine.compose import ComposeProject
+    from bottle_cli import quick
+
+    def interrupted(self: ComposeProject, *_a: Any, **_k: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ComposeProject, "exec", interrupted)
+    assert quick.main(["exec", "shell-run111", "--", "sleep", "9"]) == quick.INTERRUPTED
+    assert capsys.readouterr().err == "interrupted\n"
+    assert _log(running)[1].endswith("[agent] exit interrupted")
+
+
+def test_the_quick_path_agrees_with_the_full_command() -> None:
+    from bottle_cli import app, quick
+
+    assert quick.INTERRUPTED == app.INTERRUPTED
+    assert quick._COMPLETE_VAR == app.COMPLETE_VAR
+
+
+@pytest.mark.parametrize("shape", [[], ["--json"], ["-q"], ["--quiet"]])
+def test_quick_ls_prints_what_the_full_command_prints(
+    home: Path,
+    running: StateDir,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+    tmp_path: Path,
+    shape: list[str],
+) -> None:
+    from bottle_cli import app, quick
+
+    make_state(home, "shell-stop1", InstanceStatus.STOPPED)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("COLUMNS", "200")
+    assert quick.quick_ls(shape) == 0
+    ours = capsys.readouterr().out
+    assert app.main(["ls", *shape]) == 0
+    assert ours == capsys.readouterr().out
+    assert "shell-stop1" in ours and "shell-run111" in ours
+
+
+@pytest.mark.parametrize("words", [["--json", "-q"], ["-x"], ["shell"], ["--help"]])
+def test_other_ls_words_go_to_the_full_command(words: list[str]) -> None:
+    from bottle_cli import quick
+
+    assert quick.quick_ls(words) is None

@@ -1,0 +1,138 @@
+"""``bottle view`` approving a git-push-allow: the gate's own findings first, then y/N.
+
+In process (textual's pilot) over an instance on the fake engine with git-gate's config and
+its decision log written as the gate writes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bottle.bottle import Bottle
+from bottle.instance import Instance
+from bottle.operator import proposal_queue
+from bottle.runtime import git_gate as gate
+from bottle.runtime.git_gate import GateRecord, RefUpdate
+from bottle.settings import Settings
+from bottle_cli.view import ConfirmScreen, QueueView
+from tests.conftest import user_owned
+from tests.fakes import FakeEngine
+
+REFUSED = "1" * 40
+NEVER = "2" * 40
+#: The gate's finding, with what a terminal or a markup parser would act on.
+GATES_OWN = "111111111111 conf.txt:2: github-token [ghp_… (40 chars)] \x1b[2J[/]"
+AGENTS_CLAIM = "only a test fixture, says the agent"
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> tuple[Instance, Settings]:
+    (tmp_path / "home").mkdir()
+    (tmp_path / "repo").mkdir()
+    user_owned(tmp_path / "repo")
+    settings = Settings(home=tmp_path / "home")
+    bottle = Bottle("shell", cwd=tmp_path / "repo", settings=settings, environ={},
+                    engine=FakeEngine())  # fmt: skip
+    instance = bottle.start()
+    state = instance.state.path
+    (state / "status").mkdir(exist_ok=True)
+    (state / "status" / "supervise.json").write_text("{}")  # as a live instance's
+    config = instance.state.live_config(gate.NAME)
+    config.mkdir(parents=True, exist_ok=True)
+    remote = gate.GateRemote(name="origin", url="git@git.test:r.git", key_ref="K")
+    (config / gate.CONFIG_FILE).write_bytes(gate.GateConfig(remotes=(remote,)).to_json())
+    refusal = GateRecord(
+        op="push", remote="origin", decision="refuse", scan="findings", reason="secret scan",
+        refs=[RefUpdate(ref="refs/heads/main", old=gate.ZERO, new=REFUSED)], findings=[GATES_OWN],
+    )  # fmt: skip
+    gate.write_record(refusal, {gate.LOG_ENV: str(state / "logs" / gate.LOG_FILE)})
+    return instance, settings
+
+
+def ask(instance: Instance, commit: str) -> int:
+    fields = {"remote": "origin", "ref": "refs/heads/main", "commit": commit,
+              "finding": AGENTS_CLAIM}  # fmt: skip
+    return proposal_queue(instance).create("git-push-allow", fields, AGENTS_CLAIM).id
+
+
+def allowances(instance: Instance) -> list[str]:
+    allow = instance.state.live_config(gate.NAME) / gate.ALLOW_DIR
+    return sorted(p.name for p in allow.iterdir()) if allow.is_dir() else []
+
+
+async def until(pilot: object, check: Callable[[], bool], what: str) -> None:
+    for _ in range(200):
+        if check():
+            return
+        await pilot.pause(0.05)  # type: ignore[attr-defined]
+    raise AssertionError(f"the view never showed {what}")
+
+
+def test_the_view_shows_the_gates_findings_and_asks_before_a_push_goes_through(
+    running: tuple[Instance, Settings],
+) -> None:
+    instance, settings = running
+    asked = ask(instance, REFUSED)
+    queue = proposal_queue(instance)
+    shown: list[str] = []
+
+    async def drive() -> None:
+        app = QueueView(settings)
+        async with app.run_test(size=(160, 50)) as pilot:
+            await until(pilot, lambda: len(app.items) == 1, "the proposal")
+            await pilot.press("a")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            assert isinstance(app.screen, ConfirmScreen)
+            shown.append(app.screen.text)
+            await pilot.press("n")  # no: nothing is let through
+            await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen), "it closed")
+            await pilot.pause(0.3)
+            assert queue.get(asked).status == "pending" and allowances(instance) == []
+            await pilot.press("a")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            await pilot.press("escape")  # nor is Esc a yes
+            await pilot.pause(0.3)
+            assert queue.get(asked).status == "pending" and allowances(instance) == []
+            await pilot.press("a")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            await pilot.press("y")
+            await until(pilot, lambda: queue.get(asked).status == "approved", "the approval")
+
+    asyncio.run(drive())
+    [text] = shown
+    # The gate's finding, inert (no escape, no markup acted on); never the agent's claim as
+    # a finding (its justification is shown, labelled so).
+    assert "github-token [ghp_… (40 chars)]" in text and "\x1b" not in text
+    assert "\\x1b[2J[/]" in text and f"Justification: {AGENTS_CLAIM}" in text
+    assert text.count(AGENTS_CLAIM) == 1 and REFUSED in text
+    assert allowances(instance) == [gate.allowance_name("origin", "refs/heads/main", REFUSED)]
+    allowance = gate.Allowance.model_validate_json(
+        (
+            instance.state.live_config(gate.NAME) / gate.ALLOW_DIR / allowances(instance)[0]
+        ).read_bytes()
+    )
+    assert allowance.findings == (GATES_OWN,)
+
+
+def test_the_view_lets_no_push_through_that_the_gate_never_refused(
+    running: tuple[Instance, Settings],
+) -> None:
+    instance, settings = running
+    asked = ask(instance, NEVER)
+    queue = proposal_queue(instance)
+
+    async def drive() -> None:
+        app = QueueView(settings)
+        async with app.run_test(size=(160, 50)) as pilot:
+            await until(pilot, lambda: len(app.items) == 1, "the proposal")
+            await pilot.press("a")
+            await until(pilot, lambda: not app.busy and "not applied" in str(
+                app.query_one("#status").render()), "the refusal")  # fmt: skip
+            assert not isinstance(app.screen, ConfirmScreen)
+
+    asyncio.run(drive())
+    assert queue.get(asked).status == "pending" and allowances(instance) == []
