@@ -759,9 +759,7 @@ def test_a_secret_in_a_path_is_redacted_in_every_finding(
     assert (tip, "a file name", "secret:S (plain)") in found
     assert not any(SECRET in where for where in wheres)
     # The same through the hook: its message, its log line.
-    state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
-    state.prepare()
-    out = git(work, "push", str(state.mirror("origin")), "main", check=False,
+    out = git(work, "push", str(_gate(gate_env).mirror("origin")), "main", check=False,
               env={gate.REMOTE_ENV: "origin"})  # fmt: skip
     assert "[secret:S]/conf.txt:1: github-token" in out and tip[:12] in out
     assert SECRET not in out
@@ -853,8 +851,7 @@ def test_a_gitlink_is_found_in_a_merge_a_root_commit_and_a_tagged_tree(
 def test_the_hook_refuses_a_gitlink_as_policy_redacted_and_unallowable(
     tmp_path: Path, gate_env: dict[str, str]
 ) -> None:
-    state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
-    state.prepare()
+    state = _gate(gate_env)
     work = tmp_path / "agent"
     work.mkdir()
     git(work, "init", "-q", "-b", "main")

@@ -363,7 +363,7 @@ def test_after_a_capability_swap_supervise_names_the_image_in_force(tmp_path: Pa
     """The host rewrites ``proposals/agent-image`` when a capability replaces the agent;
     supervise, still the same process, checks and answers against that image."""
     new = "bottle-capability:0123456789ab"
-    with serving(tmp_path) as server:
+    with serving(tmp_path, wait_s=2.0) as server:
         refused = call(
             server, "capability-block", {"dockerfile": f"FROM {new}\n", "justification": "x"}
         )
@@ -404,7 +404,9 @@ def test_after_a_capability_swap_supervise_names_the_image_in_force(tmp_path: Pa
         for spoil in ("not an image\n\x1b[2J", None):
             image_file.unlink()
             if spoil is None:
-                image_file.symlink_to(tmp_path / "server.log")
+                # A link to a file that names an image: still not believed.
+                (tmp_path / "elsewhere").write_text("bottle-capability:fedcba987654\n")
+                image_file.symlink_to(tmp_path / "elsewhere")
             else:
                 image_file.write_text(spoil)
             back = call(
