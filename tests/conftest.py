@@ -45,7 +45,10 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, poll: float = 
 
 class FakeClock:
     """``time`` for code that waits until a deadline: ``sleep`` moves ``monotonic`` on at
-    once, so a wait that runs out does so without the wall-clock wait."""
+    once, so a wait that runs out does so without the wall-clock wait. ``time`` stays the
+    real clock: it is compared with files' times."""
+
+    time = staticmethod(time.time)
 
     def __init__(self) -> None:
         self.now = 1000.0
