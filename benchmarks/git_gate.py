@@ -32,6 +32,7 @@ from tests.integration.test_git_gate import cached_ca, server_cert
 from benchmarks._home import bench_home, bench_work
 from benchmarks._table import Figure, markdown
 from bottle import Bottle
+from bottle.engine.images import ensure_base
 from bottle.instance import Instance
 from bottle.settings import Settings
 
@@ -169,7 +170,8 @@ def measure(rounds: int, size_mb: int, commits: int) -> dict[str, list[float]]:
         meta = instance.metadata
         net = f"{meta.compose_project}_egress"
         image = f"bottle-bench-git-server:{meta.slug}"
-        docker("build", "-q", "-t", image, "--build-arg", f"BASE={meta.images['sidecar']}",
+        base = ensure_base(Settings.from_env(), lambda _line: None)  # the sidecar has no apt
+        docker("build", "-q", "-t", image, "--build-arg", f"BASE={base}",
                str(SERVER_DIR))  # fmt: skip
         server = docker("run", "-d", "--network", net, "--network-alias", "git.test",
                         "-v", f"{keys}:/keys:ro", "-e", f"GIT_TOKEN={token}",

@@ -60,18 +60,24 @@ def one_bottle(home: Path, workdir: Path, upstream: str) -> dict[str, object]:
     found["start_s"] = time.perf_counter() - started
     slug = _slug(home, workdir)
     if slug is None:
-        found["error"] = f"start: {(up.stderr or up.stdout).strip()[-400:]}"
+        found["error"] = f"start: {_said(up)}"
         return found
     network = f"bottle-{slug}_egress"
     try:
         if up.returncode != 0:
-            found["error"] = f"start: {(up.stderr or up.stdout).strip()[-400:]}"
+            found["error"] = f"start: {_said(up)}"
             return found
         joined = _run(
             ["docker", "network", "connect", "--alias", "upstream.test", network, upstream]
         )
         if joined.returncode != 0:
-            found["error"] = f"connect upstream: {joined.stderr.strip()}"
+            # What the start said and what the engine has of it, to tell a lost network
+            # from a start that reported success too early.
+            nets = _run(["docker", "network", "ls", "--filter", f"label=bottle.slug={slug}"])
+            found["error"] = (
+                f"connect upstream: {joined.stderr.strip()}; start said: "
+                f"{_said(up)}; networks: {nets.stdout.split()}"
+            )
             return found
         asked = _run(
             [*bottle, "exec", slug, "--", "curl", "-sS", "--max-time", "20",
@@ -80,7 +86,7 @@ def one_bottle(home: Path, workdir: Path, upstream: str) -> dict[str, object]:
         )  # fmt: skip
         found["request_ok"] = asked.returncode == 0 and "hello from upstream" in asked.stdout
         if not found["request_ok"]:
-            found["error"] = f"request: {(asked.stderr or asked.stdout).strip()[-400:]}"
+            found["error"] = f"request: {_said(asked)}"
     finally:
         _run(["docker", "network", "disconnect", "--force", network, upstream])
         stopping = time.perf_counter()
@@ -89,9 +95,16 @@ def one_bottle(home: Path, workdir: Path, upstream: str) -> dict[str, object]:
         left = _run(["docker", "ps", "-aq", "--filter", f"label=bottle.slug={slug}"])
         found["stopped"] = down.returncode == 0 and not left.stdout.strip()
         if not found["stopped"]:
-            found.setdefault("error", f"stop: {(down.stderr or down.stdout).strip()[-400:]}")
+            found.setdefault("error", f"stop: {_said(down)}")
     found["ok"] = bool(found.get("request_ok")) and bool(found["stopped"])
     return found
+
+
+def _said(done: subprocess.CompletedProcess[str]) -> str:
+    """The CLI's error line (and what follows it, briefly), else the output's tail."""
+    text = (done.stderr or done.stdout).strip()
+    at = text.find("error:")
+    return text[at : at + 400] if at >= 0 else text[-400:]
 
 
 def _slug(home: Path, workdir: Path) -> str | None:
@@ -114,7 +127,13 @@ def one_round(count: int) -> tuple[float, list[dict[str, object]]]:
         workdirs.append(workdir)
     bottle, env = _bottle(home)
     # Warm: images built and cached, so the round measures starting, not building.
-    warm = _run([*bottle, "run", AGENT, "--", "true"], cwd=workdirs[0], env=env, timeout=1800)
+    # From a directory of its own: its finished instance must not be taken (by cwd) for
+    # the round's bottle of that directory, which would then be left running.
+    warmdir = home / "warm"
+    warmdir.mkdir()
+    if os.getuid() == 0:
+        os.chown(warmdir, 1000, 1000)
+    warm = _run([*bottle, "run", AGENT, "--", "true"], cwd=warmdir, env=env, timeout=1800)
     if warm.returncode != 0:
         raise SystemExit(f"warm-up failed: {warm.stderr.strip()[-800:]}")
     image = _sidecar_image(home)

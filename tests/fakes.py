@@ -63,6 +63,9 @@ class FakeEngine:
         self._call("image_exists")
         return ref not in self.missing_images
 
+    def subnets_in_use(self) -> list[str]:
+        return []  # no networks: any subnet of the pool is free (not in ``calls``)
+
     def project(self, *, compose_file: Path, project: str, project_dir: Path) -> FakeProject:
         return FakeProject(self, compose_file)
 

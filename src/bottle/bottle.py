@@ -9,10 +9,11 @@ import contextlib
 import os
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bottle import compose, hardening, workspace
+from bottle import compose, hardening, subnets, workspace
 from bottle.engine.seam import DockerEngine, Engine
 from bottle.errors import BottleError, PlanError
 from bottle.files import atomic_write, now
@@ -104,6 +105,7 @@ class Bottle:
                 "without any capability"
             )
         answers = plan.answers(ask)
+        subnets.parse_pool(self.settings.subnet_pool)  # a bad setting fails before any build
         self.engine.check()
         say("checking images")
         for spec in plan.images.specs:
@@ -114,6 +116,13 @@ class Bottle:
         instance = Instance(state, engine=self.engine)
         try:
             hardening.prepare_state(plan, state)
+            leased = subnets.lease(
+                state.path.parent,
+                plan.slug,
+                pool=self.settings.subnet_pool,
+                in_use=self.engine.subnets_in_use,
+            )
+            plan = replace(plan, subnets=leased)
             self._write_state(plan, state, owner_pid)
             say(f"starting {plan.compose_project}")
             up_in_order(

@@ -39,18 +39,19 @@ def render(plan: BottlePlan) -> dict[str, Any]:
     for sidecar in enabled_sidecars(plan):
         services[sidecar.name] = sidecar.compose_service(plan.sidecars[sidecar.name], plan)
     network_labels = labels(plan)
-    return {
-        "name": plan.compose_project,
-        "services": services,
-        "networks": {
-            "internal": {
-                "internal": True,
-                "driver_opts": dict(hardening.INTERNAL_DRIVER_OPTS),
-                "labels": network_labels,
-            },
-            "egress": {"labels": network_labels},
+    networks: dict[str, dict[str, Any]] = {
+        "internal": {
+            "internal": True,
+            "driver_opts": dict(hardening.INTERNAL_DRIVER_OPTS),
+            "labels": network_labels,
         },
+        "egress": {"labels": network_labels},
     }
+    # Docker's default pools hold ~30 networks: each instance brings its own small subnets.
+    for name, network in networks.items():
+        if subnet := plan.subnets.get(name):
+            network["ipam"] = {"config": [{"subnet": subnet}]}
+    return {"name": plan.compose_project, "services": services, "networks": networks}
 
 
 #: What a note means for its service: ``refused`` (start refuses, nothing comes up),

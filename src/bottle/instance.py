@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -196,7 +197,7 @@ class Instance:
         """
         # The package, not its ``transaction`` submodule: only this one door is allowed.
         import bottle.changes
-        from bottle import compose, hardening  # the renderer: not for ls or exec
+        from bottle import compose, hardening, subnets  # the renderer: not for ls or exec
         from bottle.readiness import up_in_order
         from bottle.sidecars import enabled_sidecars
 
@@ -211,6 +212,17 @@ class Instance:
             answers = plan.answers(ask)
             self.engine.check()
             self._ensure_images(plan, settings, say)
+            if plan.subnets or prior != InstanceStatus.PRESERVED:
+                # The held lease while its networks are up; new subnets once they went down
+                # (a preserved instance of an older bottle keeps the networks it has).
+                leased = subnets.lease(
+                    self.state.path.parent,
+                    self.slug,
+                    pool=settings.subnet_pool,
+                    in_use=self.engine.subnets_in_use,
+                )
+                plan = replace(plan, subnets=leased)
+                self.state.write_plan(plan)
             self.state.make_agent_dirs()
             hardening.prepare_state(plan, self.state)
             self.state.make_home_dirs(compose.home_mount_points(plan))
@@ -308,13 +320,20 @@ class Instance:
         with contextlib.suppress(BottleError, OSError):
             self.save_compose_log()
         with contextlib.suppress(BottleError):
-            self.compose.down()
+            self._down()
         with contextlib.suppress(BottleError, OSError):
             self.state.write_metadata(
                 before.model_copy(
                     update={"status": prior, "pid": None, "error": f"resume failed: {reason}"}
                 )
             )
+
+    def _down(self) -> None:
+        """``down``, then give the networks' subnets back (kept while a network is left)."""
+        from bottle import subnets
+
+        self.compose.down()
+        subnets.release(self.state.path.parent, self.slug)
 
     def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str:
         return self.compose.logs(services=services, tail=tail)
@@ -352,7 +371,7 @@ class Instance:
             error = exc
         left: DownIncomplete | None = None
         try:
-            self.compose.down()
+            self._down()
         except DownIncomplete as exc:
             left = exc  # the containers are gone: the rest of stop goes on
         except BottleError as exc:

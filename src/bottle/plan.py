@@ -101,6 +101,8 @@ class BottlePlan:
     root_allowed: bool = False  # the bottle says ``agent: {user: root}``
     #: ``provider: command``: how its program is run (the bottle's ``agent.command``).
     agent_command: AgentCommand | None = None
+    #: The subnet of each network, by network name (bottle.subnets); leased at start.
+    subnets: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def agent_is_root(self) -> bool:

@@ -116,21 +116,27 @@ def up_in_order(
     env: Mapping[str, str],
     wait_timeout: int,
 ) -> None:
-    """The sidecars first, then, once their status files say they serve, the agent.
+    """Every container up in one compose call, then return once the sidecars serve.
 
-    Readiness is read from the status files rather than a compose healthcheck (an exec in
-    every sidecar every second, for the instance's whole life); the agent is started in a
-    second step so that it never runs before its sidecars serve.
+    The agent's *program* never runs before its sidecars serve: the host execs it only
+    after this returns. Until then the agent container holds ``sleep infinity`` under
+    Docker's init and nothing else (compose sets the command; agent and capability
+    Dockerfiles may set no ENTRYPOINT or CMD, bottle.dockerfiles), so starting it beside
+    the sidecars saves a second compose call (about a second) and gives the agent nothing:
+    its one network is ``internal``, where nothing but the sidecars answers, and they fail
+    closed until they serve. A capability image that replaced ``sleep`` itself would run
+    that code at once, but with exactly the walls it has a moment later.
     """
     deadline = time.monotonic() + wait_timeout
+    # A resume finds the last run's status files (egress and git-gate leave theirs): only a
+    # sidecar whose same container runs before and after ``up`` may keep its file; any other
+    # must write one anew, or the agent could run before egress listens again.
+    found = [s for s in sidecars if os.path.lexists(instance.state.status_file(s.name))]
+    before = _running(instance) if found else {}
+    began = time.time()
+    services = [s.name for s in sidecars]
+    instance.compose.up(env=env, wait_timeout=wait_timeout, services=[*services, "agent"])
     if sidecars:
-        # A resume finds the last run's status files (egress and git-gate leave theirs): only
-        # a sidecar whose same container runs before and after ``up`` may keep its file; any
-        # other must write one anew, or the agent could start before egress listens again.
-        found = [s for s in sidecars if os.path.lexists(instance.state.status_file(s.name))]
-        before = _running(instance) if found else {}
-        began = time.time()
-        instance.compose.up(env=env, wait_timeout=wait_timeout, services=[s.name for s in sidecars])
         after = _running(instance) if before else {}
         fresh = {
             s.name: began
@@ -140,5 +146,3 @@ def up_in_order(
         wait_ready(
             instance, sidecars, timeout=max(deadline - time.monotonic(), 1.0), fresh_since=fresh
         )
-    left = max(int(deadline - time.monotonic()), 1)
-    instance.compose.up(env=env, wait_timeout=left, services=["agent"])

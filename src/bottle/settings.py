@@ -28,6 +28,8 @@ class Settings:
     ``BOTTLE_BASE_IMAGE``      base of every image (default ``python:3.13-slim``)
     ``BOTTLE_OFFLINE_BASE``    ``1``: never pull, make the base from a Debian mirror
     ``BOTTLE_DEBIAN_MIRROR``   mirror for the offline base (default deb.debian.org)
+    ``BOTTLE_SUBNET_POOL``     private IPv4 range each instance's two networks take their
+                               /28 subnets from (default ``10.213.0.0/16``, see bottle.subnets)
     """
 
     home: Path
@@ -36,6 +38,7 @@ class Settings:
     offline_base: bool = False
     debian_mirror: str = "http://deb.debian.org/debian"
     system_ca_bundle: Path | None = None
+    subnet_pool: str = "10.213.0.0/16"
 
     @property
     def bottles_dir(self) -> Path:
@@ -101,6 +104,7 @@ class Settings:
             offline_base=env.get("BOTTLE_OFFLINE_BASE", "") in {"1", "true", "yes"},
             debian_mirror=env.get("BOTTLE_DEBIAN_MIRROR") or cls.debian_mirror,
             system_ca_bundle=system,
+            subnet_pool=env.get("BOTTLE_SUBNET_POOL") or cls.subnet_pool,
         )
 
 

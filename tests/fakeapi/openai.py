@@ -14,7 +14,8 @@ prompt: tool results are not user messages, and a resumed session's new prompt c
 last); its turn is the number of model responses the input holds after that message, so a
 retried request gets the same answer. A turn is a text, a shell command (the shell tool the
 request offers: ``exec_command``, ``shell_command`` or ``shell``), a call of any offered tool
-whose name ends with ``tool`` (MCP tools are ``mcp__<server>__<tool>``), or text and a call.
+whose name ends with ``tool`` (MCP tools are ``mcp__<server>__<tool>``; where Codex defers
+them behind its code-mode ``exec`` tool, a script calling it there), or text and a call.
 Past the script's end, and for requests matching no conversation, the answer is ``default``.
 
 Codex first tries the API over a WebSocket (``GET /v1/responses``); the fake answers that
@@ -123,11 +124,39 @@ def _call(body: dict[str, Any], turn: dict[str, Any], call_id: str) -> dict[str,
         return _function_call(("", "exec_command"), {"cmd": command}, call_id)
     if "tool" in turn:
         wanted = str(turn["tool"])
+        arguments = turn.get("arguments") or {}
         for namespace, name in tools:
             if name == wanted or name.endswith(("__" + wanted, "__" + wanted.replace("-", "_"))):
-                return _function_call((namespace, name), turn.get("arguments") or {}, call_id)
+                return _function_call((namespace, name), arguments, call_id)
+        if any(name == "exec" for _, name in tools):
+            return _code_mode_call(wanted, arguments, call_id)
         raise LookupError(f"no tool {wanted!r} offered among {tools}")
     return None
+
+
+def _code_mode_call(wanted: str, arguments: Any, call_id: str) -> dict[str, Any]:
+    """A call of a tool Codex keeps behind its code-mode ``exec`` tool (MCP tools are
+    deferred there: listed by namespace only), the way a model makes it: a script that
+    finds the tool in ``ALL_TOOLS`` and returns its result as text."""
+    script = (
+        f"const want = {json.dumps(wanted.replace('-', '_'))};\n"
+        "const norm = (n) => n.replace(/[^A-Za-z0-9_$]/g, '_');\n"
+        "const hit = ALL_TOOLS.find((t) => norm(t.name).endsWith('__' + want));\n"
+        "if (!hit) { text('no tool ' + want + ' among ' + ALL_TOOLS.map((t) => t.name)); }\n"
+        "else {\n"
+        "  const call = tools[norm(hit.name)] || tools[hit.name];\n"
+        f"  const result = await call({json.dumps(arguments)});\n"
+        "  text(typeof result === 'string' ? result : JSON.stringify(result));\n"
+        "}\n"
+    )
+    return {
+        "type": "custom_tool_call",
+        "id": f"ctc_{call_id}",
+        "call_id": call_id,
+        "name": "exec",
+        "input": script,
+        "status": "completed",
+    }
 
 
 def _function_call(tool: tuple[str, str], arguments: Any, call_id: str) -> dict[str, Any]:

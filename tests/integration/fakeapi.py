@@ -157,8 +157,9 @@ class FakeAPI:
 
 
 def _test_ca() -> tuple[str, Any, Any]:
-    """One test CA for every session on this machine: bottle bakes the CAs it trusts into
-    its images, so a new CA each session would rebuild the agent image (minutes of npm)."""
+    """One test CA for every session on this machine: egress trusts it from the sidecar
+    image's CA bundle, so a new CA each session would rebuild that image (its pip step).
+    The agent images leave the CA bundle out of their tags (bottle.images.agent_image)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 

@@ -28,6 +28,8 @@ pytestmark = pytest.mark.docker
 
 REAL_KEY = "sk-ant-api03-" + "r3alK3y9" * 8  # only ever on the host and at the fake
 PLACEHOLDER = "bottle-egress-injects-this"
+#: Every variable Claude Code takes a credential from.
+CREDENTIALS = "ANTHROPIC_API_KEY|ANTHROPIC_AUTH_TOKEN|CLAUDE_CODE_OAUTH_TOKEN"
 
 SCRIPT: dict[str, Any] = {
     "anthropic": {
@@ -64,6 +66,16 @@ SCRIPT: dict[str, Any] = {
                         },
                     },
                     {"text": "recovered"},
+                ],
+            },
+            {
+                "match": "TOKEN-FORM",
+                "turns": [
+                    {
+                        "tool": "Bash",
+                        "input": {"command": f"env | grep -E '^({CREDENTIALS})=' | sort"},
+                    },
+                    {"text": "the token form works"},
                 ],
             },
             {
@@ -216,6 +228,49 @@ def test_a_prompt_that_looks_like_an_option_is_the_task(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "hi from the fake", done.stdout
     assert _conversation(fake, "--help HELLO dash")
+
+
+REAL_TOKEN = "sk-ant-oat01-" + "r3alT0k3n" * 8  # a subscription or gateway token: host only
+
+
+@pytest.mark.parametrize("variable", ["ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"])
+def test_a_bearer_token_form_is_injected_and_the_agent_holds_a_placeholder(
+    home: Path, workdir: Path, fake: FakeAPI, env: dict[str, str], variable: str
+) -> None:
+    """The forms docs/agents.md names beside the API key: Claude Code sends
+    ``Authorization: Bearer <placeholder>``, egress puts the host's token in its place."""
+    shipped = (home / "bottles" / "claude.md").read_text()
+    bearer = f"{{scheme: bearer, token_ref: {variable}}}"
+    form = variable.lower().replace("_", "-")
+    write(
+        home / "bottles" / f"{form}.md",
+        shipped.replace('{scheme: "header:x-api-key", token_ref: ANTHROPIC_API_KEY}', bearer),
+    )
+    reviewer = (home / "agents" / "reviewer.md").read_text()
+    write(home / "agents" / f"{form}.md", reviewer.replace("bottle: claude", f"bottle: {form}"))
+    # The host holds the token alone: no API key anywhere this time.
+    only_token = {k: v for k, v in env.items() if k != "ANTHROPIC_API_KEY"}
+    only_token[variable] = REAL_TOKEN
+    before = _slugs(home)
+    done = cli("run", form, "--prompt", f"TOKEN-FORM {variable}", cwd=workdir, env_extra=only_token)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "the token form works", done.stdout
+    turns = _conversation(fake, f"TOKEN-FORM {variable}")
+    assert len(turns) == 2, [t["path"] for t in turns]
+    for turn in turns:
+        assert turn["headers"]["authorization"] == f"Bearer {REAL_TOKEN}"
+        assert "x-api-key" not in turn["headers"]
+    # Inside, the variable held egress's placeholder, and no other credential was there;
+    # Claude Code keeps its OAuth token out of its tools' environment altogether.
+    seen = [] if variable == "CLAUDE_CODE_OAUTH_TOKEN" else [f"{variable}={PLACEHOLDER}"]
+    assert _tool_results(turns[1]) == ["\n".join(seen) or "(Bash completed with no output)"]
+    slug = _slug_of(home, before)
+    # What the agent's container was given (the compose file) holds the placeholder only.
+    compose = (home / "state" / slug / "docker-compose.yml").read_text()
+    assert f"{variable}: {PLACEHOLDER}" in compose and REAL_TOKEN not in compose
+    log = (home / "state" / slug / "logs" / "egress.jsonl").read_text().splitlines()
+    refused = [json.loads(line) for line in log if json.loads(line)["decision"] != "allow"]
+    assert refused == []
 
 
 def _pending(env: dict[str, str], workdir: Path) -> list[dict[str, Any]] | None:

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bottle.providers import provider
-from tests.conftest import run_cli, write
-from tests.integration.conftest import WORKSPACE_OWNER
+from tests.conftest import run_cli, wait_for, write
+from tests.integration.conftest import UPSTREAM_HOST, WORKSPACE_OWNER
 from tests.integration.fakeapi import FakeAPI
 
 pytestmark = pytest.mark.docker
@@ -37,6 +39,9 @@ egress:
       paths: [/v1/]
       auth: {scheme: bearer, token_ref: OPENAI_API_KEY}
       private: true
+    # The recovery flow's host (a second alias of the fake): whether it may be private is
+    # the operator's call, never part of the agent's request.
+    - {host: upstream.test, paths: [/never/], private: true}
 ---
 """
 AGENT = """---
@@ -44,6 +49,7 @@ bottle: cx
 ---
 You are the codex test agent. SYSTEM-PROMPT-MARKER.
 """
+CURL = f"curl -sS -w ' %{{http_code}}' https://{UPSTREAM_HOST}/needed"
 SCRIPT = {
     "openai": {
         "conversations": [
@@ -56,6 +62,22 @@ SCRIPT = {
                 ],
             },
             {"match": "RESUME-CHECK", "turns": [{"text": "resumed with the history"}]},
+            {
+                "match": "RECOVER",
+                "turns": [
+                    {"shell": CURL},
+                    {
+                        "tool": "egress-block",
+                        "arguments": {
+                            "host": UPSTREAM_HOST,
+                            "paths": ["/needed"],
+                            "justification": "the task needs it",
+                        },
+                    },
+                    {"shell": CURL},
+                    {"text": "recovered"},
+                ],
+            },
         ],
         "default": "ok",
     }
@@ -96,7 +118,9 @@ def codex(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iter
     image = ensure_image(sidecar_image(settings), settings=settings, progress=lambda _: None)
     tmp = tmp_path_factory.mktemp("codex-fake")
     with (
-        FakeAPI.running(home, tmp, image=image, script=SCRIPT, aliases=("api.openai.com",)) as fake,
+        FakeAPI.running(
+            home, tmp, image=image, script=SCRIPT, aliases=("api.openai.com", UPSTREAM_HOST)
+        ) as fake,
         pytest.MonkeyPatch.context() as mp,
     ):
         mp.setenv("BOTTLE_HOME", str(home))
@@ -149,6 +173,46 @@ def test_resume_continues_the_last_conversation(codex: Codex) -> None:
     assert "RUN-A-COMMAND" in request and "the command ran" in request
 
 
+def _pending(ended: list[Any], codex: Codex) -> list[dict[str, Any]] | None:
+    if ended:  # the run ended without asking: say how
+        (result,) = ended
+        last = codex.responses()[-1]["body"]["input"] if codex.responses() else []
+        raise AssertionError(f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}\n{last}")
+    done = run_cli("queue", "--json", cwd=Path.cwd())
+    assert done.returncode == 0, done.stderr
+    rows: list[dict[str, Any]] = json.loads(done.stdout)
+    return rows or None
+
+
+def test_refused_asked_approved_retried(codex: Codex) -> None:
+    """The whole recovery flow with the real CLI: the shell tool's request is refused, the
+    next turn files egress-block through supervise, the operator approves it from the
+    queue, and the retried request gets through."""
+    result: list[Any] = []
+    run = threading.Thread(
+        target=lambda: result.append(codex.run("RECOVER the build")), daemon=True
+    )
+    run.start()
+    try:
+        (row,) = wait_for(
+            lambda: _pending(result, codex), 240, "the agent's egress-block proposal", poll=0.5
+        )
+        assert row["tool"] == "egress-block", row
+        done = run_cli("approve", row["slug"], str(row["id"]), cwd=Path.cwd())
+        assert done.returncode == 0, done.stderr
+    finally:
+        run.join(240)
+    (finished,) = result
+    assert finished.exit_code == 0, finished.stderr[-2000:]
+    assert finished.stdout.strip().endswith("recovered"), finished.stdout
+    last = codex.responses()[-1]["body"]["input"]
+    outputs = {"function_call_output", "custom_tool_call_output"}
+    refused, answered, retried = [str(i["output"]) for i in last if i.get("type") in outputs]
+    assert " 403" in refused and "egress" in refused, refused
+    assert "approved" in answered, answered
+    assert "fakeapi says hello on /needed\n 200" in retried, retried
+
+
 def test_the_transcript_holds_the_turns_after_stop(codex: Codex) -> None:
     # Runs last: it stops the module's instance (the fixture's stop is then a no-op).
     codex.instance.stop()
@@ -169,6 +233,15 @@ def test_the_transcript_holds_the_turns_after_stop(codex: Codex) -> None:
         "the command ran",
         "RESUME-CHECK",
         "resumed with the history",
+        "RECOVER the build",
+        f"https://{UPSTREAM_HOST}/needed",
+        "egress refused",
+        "egress-block",
+        "proposal",
+        "recovered",
     ]
-    positions = [out.find(text) for text in order]
-    assert -1 not in positions and positions == sorted(positions), out
+    at = 0
+    for text in order:  # each after the one before
+        found = out.find(text, at)
+        assert found != -1, f"{text!r} missing after offset {at}:\n{out}"
+        at = found + len(text)

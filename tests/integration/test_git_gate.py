@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from bottle.engine.images import ensure_base
 from bottle.operator import audit_log, proposal_queue
 from tests.conftest import run_cli, user_owned, wait_for, write
 from tests.integration.conftest import labelled, mcp_started
@@ -151,7 +152,10 @@ def gate(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Itera
     with Bottle("gated", cwd=workdir, settings=settings, environ=environ).start() as instance:
         meta = instance.metadata
         image = f"bottle-it-git-server:{uuid.uuid4().hex[:8]}"
-        docker("build", "-q", "-t", image, "--build-arg", f"BASE={meta.images['sidecar']}",
+        # On the base the sidecar was built from: the sidecar image has no apt (one layer,
+        # only what the sidecars run).
+        base = ensure_base(settings, lambda _line: None)
+        docker("build", "-q", "-t", image, "--build-arg", f"BASE={base}",
                str(SERVER_DIR))  # fmt: skip
         try:
             docker("run", "-d", "--name", server, "--network", f"{meta.compose_project}_egress",

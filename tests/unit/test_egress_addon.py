@@ -861,7 +861,7 @@ def test_mitmdump_argv(tmp_path: Path) -> None:
         "rawtcp=false",
     ):
         assert f"--set {option}" in joined
-    assert argv[-2:] == ["-s", str(Path(egress_addon.__file__))]
+    assert "-s" not in argv  # the addons are registered, not a script watched every second
     assert "ssl_verify_upstream_trusted_ca" not in " ".join(
         egress_main.mitmdump_argv(tmp_path, None)
     )

@@ -117,7 +117,8 @@ def test_executable_must_name_context_files() -> None:
 @pytest.mark.parametrize("name", BUILTIN)
 def test_builtin_dockerfiles_take_their_base_as_a_build_arg(name: str) -> None:
     lines = [ln for ln in dockerfile_text(name).splitlines() if ln and not ln.startswith("#")]
-    assert lines[:2] == ["ARG BASE=python:3.13-slim", "FROM ${BASE}"]
+    assert lines[0] == "ARG BASE=python:3.13-slim"
+    assert lines[1] in ("FROM ${BASE}", "FROM ${BASE} AS build")
 
 
 def _instructions(text: str) -> list[str]:
@@ -310,6 +311,37 @@ def test_agent_image_per_provider(settings: Settings, provider: str) -> None:
     assert set(s.files) == {"host-ca.pem"}
     assert s.dockerfile == dockerfile_text(f"agent-{provider}.Dockerfile")
     assert s.build_args == {}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_extra_ca_reaches_the_agent_build_but_not_its_tag(
+    settings: Settings, tmp_path: Path, provider: str
+) -> None:
+    extra = tmp_path / "extra.pem"
+    extra.write_bytes(b"EXTRA\n")
+    with_extra = Settings(
+        home=settings.home, system_ca_bundle=settings.system_ca_bundle, extra_ca_certs=extra
+    )
+    plain, other = agent_image(settings, provider), agent_image(with_extra, provider)  # type: ignore[arg-type]
+    assert other.files["host-ca.pem"].endswith(b"EXTRA\n")  # the build trusts it
+    assert other.tag == plain.tag  # a new CA rebuilds no agent image
+    assert other.dockerfile.rstrip().endswith('CMD ["sleep", "infinity"]')
+    # Any other input still makes a new tag.
+    assert agent_image(Settings(home=settings.home, base_image="debian:x"), provider).tag != (  # type: ignore[arg-type]
+        plain.tag
+    )
+
+
+def test_untagged_files_keep_their_name_in_the_tag() -> None:
+    base = images.ImageSpec("r", "d", {"a": b"1"}, {}, "b", untagged=frozenset({"a"}))
+    same = images.ImageSpec("r", "d", {"a": b"2"}, {}, "b", untagged=frozenset({"a"}))
+    assert base.tag == same.tag
+    assert images.ImageSpec("r", "d", {"c": b"1"}, {}, "b", untagged=frozenset({"c"})).tag != (
+        base.tag
+    )
+    assert images.ImageSpec("r", "d", {"a": b"1"}, {}, "b").tag != base.tag
+    with pytest.raises(ValueError, match="untagged names files not in the context"):
+        images.ImageSpec("r", "d", {}, {}, "b", untagged=frozenset({"x"}))
 
 
 def test_agent_images_differ_between_providers(settings: Settings) -> None:

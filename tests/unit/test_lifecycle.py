@@ -159,8 +159,8 @@ def test_a_detached_start_is_owned_while_it_starts(home: Path, repo: Path) -> No
     cwd = user_owned(repo)
     bottle = Bottle("shell", cwd=cwd, settings=Settings(home=home), environ={}, engine=Watching())
     instance = bottle.start()
-    # sidecars, then the agent; a kill -9 now is recoverable: the owner is known
-    assert seen == [os.getpid(), os.getpid()]
+    # every container in one up; a kill -9 now is recoverable: the owner is known
+    assert seen == [os.getpid()]
     assert instance.metadata.pid is None  # detached: nobody owns it once it runs
 
 

@@ -69,6 +69,20 @@ def test_the_agent_holds_a_placeholder_key_only(home: Path, repo: Path) -> None:
     assert "sk-real" not in json.dumps(render(plan)) + str(provider("codex").seed_files(plan))
 
 
+def test_the_responses_api_goes_over_https_without_a_websocket_first() -> None:
+    # The built-in provider first retries a WebSocket for ~7 s where it is not served.
+    config = tomllib.loads(config_toml({}))
+    chosen = config["model_providers"][config["model_provider"]]
+    assert config["model_provider"] != "openai"  # built-ins cannot be changed in config
+    assert chosen == {
+        "name": "OpenAI",
+        "base_url": "https://api.openai.com/v1",
+        "wire_api": "responses",
+        "requires_openai_auth": True,
+        "supports_websockets": False,
+    }
+
+
 def test_no_auth_file_without_a_route_that_injects_the_key(home: Path, repo: Path) -> None:
     plan = codex_plan(home, repo, "---\nagent: {provider: codex}\nsupervise: false\n---\n")
     seeds = provider("codex").seed_files(plan)

@@ -1,4 +1,4 @@
-"""The host's wait on the sidecars' status files: the agent starts only once they serve."""
+"""The host's wait on the sidecars' status files: the agent runs only once they serve."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_a_sidecar_that_stopped_fails_the_wait_at_once(
     assert "egress stopped before it became ready" in caught.value.message
 
 
-def test_a_start_whose_sidecar_never_serves_never_starts_the_agent(
+def test_a_start_whose_sidecar_never_serves_never_runs_the_agent(
     home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(readiness, "PS_EVERY_S", 0.0)
@@ -85,7 +85,12 @@ def test_a_start_whose_sidecar_never_serves_never_starts_the_agent(
     with pytest.raises(StartTimeout):
         bottle.start(wait_timeout=1)
     assert clock.slept >= 1  # it waited its whole time for the status files
-    assert engine.ups == [["egress", "supervise"]]  # the agent was never started
+    # One compose call starts every container; the agent's container holds nothing but
+    # `sleep infinity` (bottle.readiness), and its program was never executed.
+    assert engine.ups == [["egress", "supervise", "agent"]]
+    assert engine.execs == []
+    agent = bottle.render()["services"]["agent"]
+    assert agent["command"] == ["sleep", "infinity"] and "entrypoint" not in agent
     assert engine.calls[-2:] == ["logs", "down"]
     [path] = (home / "state").iterdir()
     assert StateDir(path).read_metadata().status == InstanceStatus.FAILED
@@ -116,7 +121,9 @@ def test_a_status_file_from_an_earlier_run_does_not_start_the_agent(
     engine.ups.clear()
     with pytest.raises(StartTimeout):
         instance.resume(settings=Settings(home=home), environ={}, wait_timeout=1)
-    assert engine.ups == [["egress", "supervise"]]  # the agent was never started
+    # One up starts every container; the agent's program was never executed.
+    assert engine.ups == [["egress", "supervise", "agent"]]
+    assert engine.execs == []
 
 
 def test_a_sidecar_left_running_keeps_its_status_file(tmp_path: Path) -> None:
@@ -125,7 +132,7 @@ def test_a_sidecar_left_running_keeps_its_status_file(tmp_path: Path) -> None:
     host = _Host(tmp_path, FakeEngine(serving=False, states=_running("egress")))
     _stale(host, "egress")
     readiness.up_in_order(host, [sidecar("egress")], env={}, wait_timeout=5)
-    assert host.compose.engine.ups == [["egress"], ["agent"]]
+    assert host.compose.engine.ups == [["egress", "agent"]]
 
 
 def test_a_sidecar_recreated_by_up_must_write_its_file_again(tmp_path: Path) -> None:
@@ -142,4 +149,4 @@ def test_a_sidecar_recreated_by_up_must_write_its_file_again(tmp_path: Path) -> 
     host.compose.up = up  # type: ignore[method-assign]
     with pytest.raises(StartTimeout):
         readiness.up_in_order(host, [sidecar("egress")], env={}, wait_timeout=1)
-    assert engine.ups == [["egress"]]
+    assert engine.ups == [["egress", "agent"]] and engine.execs == []

@@ -60,9 +60,9 @@ def test_an_ended_instance_comes_up_again_in_the_same_state_dir(
     assert resumed is instance
     assert instance.status == InstanceStatus.RUNNING
     assert instance.metadata.pid == os.getpid() and instance.metadata.error is None
-    # Sidecars first, then the agent once they serve (bottle.readiness); the last run's
-    # status files are there, so ps tells whether their sidecars still run.
-    assert engine.calls == ["check", "image_exists", "image_exists", "ps", "up", "up"]
+    # Every container in one compose call, then the wait for the sidecars (bottle.readiness);
+    # the last run's status files are there, so ps tells whether their sidecars still run.
+    assert engine.calls == ["check", "image_exists", "image_exists", "ps", "up"]
     assert (instance.state.transcript / "notes").read_text() == "kept"
     assert "BOTTLE_HOST_ADDRESSES" in engine.env_at_up
     (entry,) = AuditLog(instance.state.audit_log).entries()

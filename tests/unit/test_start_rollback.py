@@ -34,8 +34,9 @@ def test_a_start_that_succeeds_is_running(home: Path, repo: Path) -> None:
     engine = FakeEngine()
     instance = _bottle(home, repo, engine).start()
     assert instance.status == InstanceStatus.RUNNING
-    assert engine.calls == ["check", "ensure_image", "ensure_image", "up", "up"]
-    assert engine.ups == [["egress", "supervise"], ["agent"]]  # the agent once they serve
+    assert engine.calls == ["check", "ensure_image", "ensure_image", "up"]
+    # One compose call; the agent's program runs after start returns (bottle.readiness).
+    assert engine.ups == [["egress", "supervise", "agent"]]
     assert instance.engine is engine
 
 

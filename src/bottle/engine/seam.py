@@ -78,6 +78,9 @@ class Engine(Protocol):
     def image_exists(self, ref: str) -> bool:
         """Whether image ``ref`` is in the local store (never pulls)."""
 
+    def subnets_in_use(self) -> list[str]:
+        """The subnet (CIDR) of every network the engine has."""
+
     def project(self, *, compose_file: Path, project: str, project_dir: Path) -> Project:
         """The compose project ``project`` (nothing is called until a method is)."""
 
@@ -109,6 +112,11 @@ class DockerEngine:
         from bottle.engine.images import image_exists
 
         return image_exists(ref)
+
+    def subnets_in_use(self) -> list[str]:
+        from bottle.engine.networks import subnets_in_use
+
+        return subnets_in_use()
 
     def project(self, *, compose_file: Path, project: str, project_dir: Path) -> Project:
         from bottle.engine.compose import ComposeProject

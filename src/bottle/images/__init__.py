@@ -73,6 +73,9 @@ class ImageSpec:
     ``files`` maps relative POSIX paths of the build context to their bytes; paths listed in
     ``executable`` are written with mode 0755 (the rest 0644). ``base`` is the base *setting*
     (``Settings.base_image``); the builder may substitute a locally made base for it.
+    ``untagged`` names files whose bytes the tag leaves out (their names stay in): the CA
+    bundle an agent image's build steps trust to reach their registries, which decides how
+    the build fetches, not what it installs, and which nothing in the agent reads at run time.
     """
 
     repo: str
@@ -81,13 +84,15 @@ class ImageSpec:
     build_args: Mapping[str, str]
     base: str
     executable: frozenset[str] = field(default_factory=frozenset)
+    untagged: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
         for name in self.files:
             _check_context_path(name)
-        unknown = self.executable - set(self.files)
-        if unknown:
-            raise ValueError(f"executable names files not in the context: {sorted(unknown)}")
+        for what, names in (("executable", self.executable), ("untagged", self.untagged)):
+            unknown = names - set(self.files)
+            if unknown:
+                raise ValueError(f"{what} names files not in the context: {sorted(unknown)}")
         # Read-only views, so a spec cannot change after its tag was taken.
         object.__setattr__(self, "files", MappingProxyType(dict(self.files)))
         object.__setattr__(self, "build_args", MappingProxyType(dict(self.build_args)))
@@ -110,8 +115,8 @@ class ImageSpec:
         put(str(len(self.files)))
         for name in sorted(self.files):
             put(name)
-            put(self.files[name])
-            put("x" if name in self.executable else "-")
+            put(b"untagged" if name in self.untagged else self.files[name])
+            put(("x" if name in self.executable else "-") + ("u" if name in self.untagged else ""))
         put(str(len(self.build_args)))
         for key in sorted(self.build_args):
             put(key)
@@ -160,12 +165,16 @@ def agent_image(settings: Settings, provider: Provider) -> ImageSpec:
             f"unknown agent provider {provider!r}",
             hint=f"Use one of: {', '.join(PROVIDERS)}.",
         )
+    # The host's CA bundle (BOTTLE_EXTRA_CA_CERTS included) lets npm reach its registry;
+    # out of the tag, so a new extra CA (a test's, a proxy's) does not rebuild minutes of
+    # npm. At run time the agent trusts only its bottle's CA (the Dockerfile's last step).
     return ImageSpec(
         repo=f"bottle-agent-{provider}",
         dockerfile=dockerfile_text(f"agent-{provider}.Dockerfile"),
         files={_HOST_CA: settings.host_ca_pem()},
         build_args={},
         base=settings.base_image,
+        untagged=frozenset({_HOST_CA}),
     )
 
 

@@ -4,7 +4,8 @@
 there, so the conversation outlives the container. Before the first start bottle seeds it
 (``seed_files``) with a ``config.toml`` that makes a new instance go straight to work: no
 approvals or sandbox of Codex's own (the bottle is the sandbox), /workspace trusted, the
-sidecars' MCP servers, no update check, analytics or feedback upload; the agent file's body
+sidecars' MCP servers, no update check, analytics or feedback upload, the Responses API
+over HTTPS (no WebSocket attempt first); the agent file's body
 as ``AGENTS.md`` (Codex's global instructions, added to its own); and an ``auth.json`` of
 placeholders when a route injects the real credential.
 """
@@ -31,6 +32,11 @@ API_HOST = "api.openai.com"
 
 # What egress puts in place of a credential the agent must not hold (bottle.sidecars.egress).
 _PLACEHOLDER = "bottle-egress-injects-this"
+#: The OpenAI provider over HTTPS only. Built-in providers cannot be changed in config.toml
+#: and the built-in one opens the Responses API as a WebSocket first: where that upgrade
+#: fails it retries with backoff for about 7 s per session before it falls back to POST.
+#: Named "OpenAI", Codex treats it as the OpenAI provider in every other respect.
+PROVIDER_ID = "openai-https"
 
 _SETTINGS = {
     # The bottle is the sandbox: Codex's own (landlock/seccomp) cannot run unprivileged here.
@@ -39,6 +45,7 @@ _SETTINGS = {
     "check_for_update_on_startup": False,
     # The keyring is not reachable in a container; the placeholder auth.json must be read.
     "cli_auth_credentials_store": "file",
+    "model_provider": PROVIDER_ID,
 }
 _TABLES: dict[str, dict[str, Any]] = {
     "analytics": {"enabled": False},
@@ -49,6 +56,14 @@ _TABLES: dict[str, dict[str, Any]] = {
     # start; the built-in list serves.
     "features": {"api_key_model_discovery": False},
     "projects." + json.dumps(str(layout.WORKSPACE)): {"trust_level": "trusted"},
+    f"model_providers.{PROVIDER_ID}": {
+        "name": "OpenAI",
+        "base_url": f"https://{API_HOST}/v1",
+        "wire_api": "responses",
+        # auth.json (the placeholder), as for the built-in provider.
+        "requires_openai_auth": True,
+        "supports_websockets": False,
+    },
 }
 
 

@@ -4,8 +4,8 @@
 2. The public certificate is copied atomically to ``CA_PUBLIC/ca.pem``, the directory that is
    mounted read-only into the agent (the agent trusts only this CA).
 3. The log and status directories are created.
-4. ``mitmdump`` runs in this process, with the addon loaded by path. It trusts the host's
-   CA bundle upstream when the image carries one (``HOST_CA``).
+4. mitmdump runs in this process, the addons registered directly (:mod:`.master`). It
+   trusts the host's CA bundle upstream when the image carries one (``HOST_CA``).
 
 Paths can be overridden by environment variables (for tests and debugging):
 ``BOTTLE_EGRESS_CONFDIR``, ``BOTTLE_EGRESS_CA_PUBLIC`` (a directory), ``BOTTLE_EGRESS_HOST_CA``,
@@ -30,7 +30,6 @@ HOST_CA_ENV = "BOTTLE_EGRESS_HOST_CA"
 #: mitmproxy's file names inside its confdir.
 CA_BASENAME = "mitmproxy"
 CA_KEY_SIZE = 2048
-ADDON = Path(__file__).with_name("addon.py")
 
 
 def prepare_ca(confdir: Path, public_dir: Path) -> Path:
@@ -48,8 +47,9 @@ def prepare_ca(confdir: Path, public_dir: Path) -> Path:
     return target
 
 
-def mitmdump_argv(confdir: Path, host_ca: Path | None, addon: Path = ADDON) -> list[str]:
-    """The mitmdump command line. Option names exist in mitmproxy 11 and 12."""
+def mitmdump_argv(confdir: Path, host_ca: Path | None) -> list[str]:
+    """The mitmdump command line. Option names exist in mitmproxy 11 and 12. The addons
+    are registered by :mod:`.master`, not passed as a ``-s`` script (watched every second)."""
     argv = [
         "mitmdump",
         "--set", "listen_host=0.0.0.0",
@@ -70,7 +70,6 @@ def mitmdump_argv(confdir: Path, host_ca: Path | None, addon: Path = ADDON) -> l
     ]  # fmt: skip
     if host_ca is not None:
         argv += ["--set", f"ssl_verify_upstream_trusted_ca={host_ca}"]
-    argv += ["-s", str(addon)]
     return argv
 
 
@@ -102,11 +101,11 @@ def run_mitmdump(argv: list[str]) -> None:
     """
     import logging
 
-    from mitmproxy.tools.main import mitmdump
+    from bottle.runtime.egress import master
 
     code = 0
     try:
-        mitmdump(argv[1:])
+        master.run(argv[1:])  # the addons registered directly, no watched -s script
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
     logging.shutdown()

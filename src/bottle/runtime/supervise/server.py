@@ -36,6 +36,7 @@ Environment (each has a default that fits the container):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -359,6 +360,24 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, bottle_config: Config) -> None:
         super().__init__(config)
         self.bottle_config = bottle_config
+        self._exit: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def main_loop(self) -> None:
+        """Wait for the exit signal. uvicorn's own loop wakes every 0.1 s for the server's
+        whole life (to refresh the Date header): 10 wake-ups a second per idle instance."""
+        await self.on_tick(0)  # the default headers, once
+        self._loop = asyncio.get_running_loop()
+        self._exit = asyncio.Event()
+        if not self.should_exit:
+            await self._exit.wait()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        if self._loop is not None and self._exit is not None:
+            # A signal handler runs between bytecodes while the loop may sit in epoll with
+            # no timeout: only the loop's self-pipe wakes it.
+            self._loop.call_soon_threadsafe(self._exit.set)
 
     async def startup(self, sockets: list[Any] | None = None) -> None:
         await super().startup(sockets=sockets)
@@ -393,6 +412,8 @@ async def serve(config: Config) -> None:
             log_level="info",
             access_log=False,
             lifespan="on",
+            # Its only client is the agent's MCP client; a fresh one needs a timer (above).
+            date_header=False,
         ),
         config,
     )

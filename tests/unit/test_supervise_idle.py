@@ -1,0 +1,76 @@
+"""An idle supervise server sleeps until something happens (issue 14, P6: CPU at rest).
+
+uvicorn's own main loop wakes every 0.1 s for the server's whole life; bottle's waits for
+the exit signal instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from bottle.runtime.supervise import server as supervise
+from tests.unit.test_supervise_server import serving
+
+
+def _server(tmp_path: Path) -> supervise._Server:
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # never called
+        raise AssertionError(scope)
+
+    config = supervise.Config.from_env(
+        {"BOTTLE_PROPOSALS_DIR": str(tmp_path / "p"), "BOTTLE_STATUS_DIR": str(tmp_path / "s")}
+    )
+    return supervise._Server(uvicorn.Config(app, date_header=False), config)
+
+
+def test_the_main_loop_never_polls_and_ends_at_the_exit_signal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = _server(tmp_path)
+    server.config.load()
+    naps: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recorded(delay: float, *args: Any) -> Any:
+        naps.append(delay)
+        return await real_sleep(delay, *args)
+
+    monkeypatch.setattr(asyncio, "sleep", recorded)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.5, server.handle_exit, signal.SIGTERM, None)
+        await asyncio.wait_for(server.main_loop(), timeout=30)
+
+    asyncio.run(run())
+    assert server.should_exit and naps == []
+
+
+def test_an_exit_signal_before_the_loop_starts_is_not_lost(tmp_path: Path) -> None:
+    server = _server(tmp_path)
+    server.config.load()
+    server.handle_exit(signal.SIGTERM, None)
+    asyncio.run(asyncio.wait_for(server.main_loop(), timeout=30))
+
+
+def _voluntary_switches(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
+def test_an_idle_server_process_barely_wakes(tmp_path: Path) -> None:
+    with serving(tmp_path) as server:
+        time.sleep(0.5)  # settle after the status file
+        before = _voluntary_switches(server.proc.pid)
+        time.sleep(3)
+        woke = _voluntary_switches(server.proc.pid) - before
+    # uvicorn's loop alone made about 30 here (10 a second).
+    assert woke < 10, woke
