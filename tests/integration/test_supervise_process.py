@@ -13,6 +13,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,49 @@ from mcp.types import TextContent
 
 from bottle.proposals import ProposalQueue
 from tests.conftest import wait_for
+
+
+@contextmanager
+def supervise_process(root: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A supervise process on loopback, its files under ``root``, once it is ready."""
+    status_file = root / "status" / "supervise.json"
+    env = {
+        **os.environ,
+        "BOTTLE_SUPERVISE_HOST": "127.0.0.1",
+        "BOTTLE_SUPERVISE_PORT": "0",
+        "BOTTLE_PROPOSALS_DIR": str(root / "proposals"),
+        "BOTTLE_STATUS_DIR": str(root / "status"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bottle.runtime.supervise"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(status_file.exists, 30, "supervise.json")
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _voluntary_switches(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
+def test_an_idle_server_process_barely_wakes(tmp_path: Path) -> None:
+    """(issue 14, P6: CPU at rest; moved here from tests/unit/test_supervise_idle.py)"""
+    with supervise_process(tmp_path) as proc:
+        time.sleep(0.5)  # settle after the status file
+        before = _voluntary_switches(proc.pid)
+        time.sleep(3)
+        woke = _voluntary_switches(proc.pid) - before
+    # uvicorn's loop alone made about 30 here (10 a second).
+    assert woke < 10, woke
 
 
 def test_the_process_listens_reports_serves_bounds_and_stops(tmp_path: Path) -> None:

@@ -67,6 +67,12 @@ def serving(
         routes_file=root / "live-config" / "egress" / "routes.yaml",
         status_dir=root / "status",
     )
+    # A uvicorn exit signal sets this process-wide flag (sse_starlette ends every stream at
+    # once after it): a process has one server, this process has had others (the signal
+    # tests of test_supervise_idle.py).
+    from sse_starlette.sse import AppStatus
+
+    AppStatus.should_exit = False
     prepare(config)
     mcp_app = build_app(config)
     asgi = mcp_app.streamable_http_app()
