@@ -43,6 +43,25 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, poll: float = 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+class FakeClock:
+    """``time`` for code that waits until a deadline: ``sleep`` moves ``monotonic`` on at
+    once, so a wait that runs out does so without the wall-clock wait. ``time`` stays the
+    real clock: it is compared with files' times."""
+
+    time = staticmethod(time.time)
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
+
+
 def run_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -327,14 +328,33 @@ def test_content_cannot_pose_as_a_header_end_a_message_or_hide_past_a_cut(
 # -- the hook inside a real receive-pack -----------------------------------------------------
 
 
-@pytest.fixture
-def gate_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """A gate's directories, one remote at a loopback address (never reached), a mirror with
-    the hook, and a stand-in gitleaks (the real one runs in the integration tests)."""
-    config = tmp_path / "config"
+SRC = str(Path(gate.__file__).parents[3])
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A gate's config (one remote at a loopback address, never reached) and its work
+    directory, prepared once for the module: a mirror with the hook, probed. A push the
+    hook refuses, or one that fails upstream, leaves the mirror as it was; what a test
+    leaves in the allowance directories, ``gate_env`` takes away."""
+    root = tmp_path_factory.mktemp("gate")
+    config, work = root / "config", root / "work"
     config.mkdir()
     remote = GateRemote(name="origin", url="ssh://git@127.0.0.1/r.git", key_ref="K")
     (config / gate.CONFIG_FILE).write_bytes(GateConfig(remotes=(remote,)).to_json())
+    gate_server.Gate(
+        gate.load_config({gate.CONFIG_ENV: str(config)}), work, {**os.environ, "PYTHONPATH": SRC}
+    ).prepare()
+    return config, work
+
+
+@pytest.fixture
+def gate_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prepared: tuple[Path, Path]
+) -> Iterator[dict[str, str]]:
+    """The prepared gate, this test's log, status and key paths, and a stand-in gitleaks
+    (the real one runs in the integration tests)."""
+    config, work = prepared
     bindir = tmp_path / "bin"
     bindir.mkdir()
     fake = bindir / "gitleaks"
@@ -346,22 +366,39 @@ def gate_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[s
         gate.CONFIG_ENV: str(config),
         gate.LOG_ENV: str(tmp_path / "logs" / "git-gate.jsonl"),
         gate.STATUS_ENV: str(tmp_path / "status" / "git-gate.json"),
-        gate.WORK_ENV: str(tmp_path / "work"),
+        gate.WORK_ENV: str(work),
         gate.SECRETS_ENV: str(tmp_path / "keys"),
         "BOTTLE_DLP_SECRETS": "S",
         "S": SECRET,
         "PATH": f"{bindir}:{os.environ['PATH']}",
-        "PYTHONPATH": str(Path(gate.__file__).parents[3]),
+        "PYTHONPATH": SRC,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    yield env
+    try:
+        yield env
+    finally:
+        shutil.rmtree(config / gate.ALLOW_DIR, ignore_errors=True)
+        shutil.rmtree(work / gate.USED_DIR, ignore_errors=True)
+        assert not git(work / "mirrors" / "origin.git", "for-each-ref"), "a test moved a ref"
+
+
+def own_work(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A work directory of this test's own, not prepared yet (for a test that prepares one
+    itself, or fetches into its mirror)."""
+    work = tmp_path / "work"
+    env[gate.WORK_ENV] = str(work)
+    monkeypatch.setenv(gate.WORK_ENV, str(work))
+    return work
+
+
+def _gate(env: dict[str, str]) -> gate_server.Gate:
+    """The gate of ``env``, as prepared."""
+    return gate_server.Gate(gate.load_config(env), Path(env[gate.WORK_ENV]), os.environ)
 
 
 def _push_through_hook(tmp_path: Path, env: dict[str, str], text: str) -> tuple[str, str]:
-    state = gate_server.Gate(gate.load_config(env), Path(env[gate.WORK_ENV]), os.environ)
-    state.prepare()
-    mirror = state.mirror("origin")
+    mirror = _gate(env).mirror("origin")
     work = tmp_path / "agent"
     work.mkdir()
     git(work, "init", "-q", "-b", "main")
@@ -370,29 +407,12 @@ def _push_through_hook(tmp_path: Path, env: dict[str, str], text: str) -> tuple[
     return out, git(mirror, "for-each-ref")
 
 
-def test_hook_refuses_a_secret_before_anything_moves(
-    tmp_path: Path, gate_env: dict[str, str]
-) -> None:
-    out, refs = _push_through_hook(tmp_path, gate_env, f"x\n{SECRET}\n")
-    assert (
-        "secret:S (plain)" in out and "f.txt:2" in out and "supervise" in out and SECRET not in out
-    )
-    assert refs == ""
-    [record] = [json.loads(line) for line in Path(gate_env[gate.LOG_ENV]).read_text().splitlines()]
-    assert (
-        record["op"] == "push" and record["decision"] == "refuse" and record["scan"] == "findings"
-    )
-    assert record["refs"][0]["ref"] == "refs/heads/main" and SECRET not in json.dumps(record)
-
-
 def _leak_with_allowance(
     tmp_path: Path, env: dict[str, str], *, allow: str | None
 ) -> tuple[str, str, str]:
     """A push of a commit holding the secret; ``allow``: the commit the operator allowed
     ("tip" for the pushed one). (output, the mirror's refs, the tip)"""
-    state = gate_server.Gate(gate.load_config(env), Path(env[gate.WORK_ENV]), os.environ)
-    state.prepare()
-    mirror = state.mirror("origin")
+    mirror = _gate(env).mirror("origin")
     work = tmp_path / "agent"
     work.mkdir(exist_ok=True)
     git(work, "init", "-q", "-b", "main")
@@ -432,11 +452,29 @@ def test_an_allowance_for_the_pushed_commit_lets_its_findings_through(
     assert _used(gate_env) == []  # nothing reached upstream: the allowance is given back
 
 
-@pytest.mark.parametrize("allow", [None, "b" * 40], ids=["none", "another-commit"])
-def test_without_an_allowance_for_that_commit_the_push_is_refused(
-    tmp_path: Path, gate_env: dict[str, str], allow: str | None
+def test_hook_refuses_a_secret_before_anything_moves(
+    tmp_path: Path, gate_env: dict[str, str]
 ) -> None:
-    out, refs, tip = _leak_with_allowance(tmp_path, gate_env, allow=allow)
+    out, refs, tip = _leak_with_allowance(tmp_path, gate_env, allow=None)
+    assert (
+        "secret:S (plain)" in out and "f.txt:2" in out and "supervise" in out and SECRET not in out
+    )
+    assert refs == ""
+    [record] = [json.loads(line) for line in Path(gate_env[gate.LOG_ENV]).read_text().splitlines()]
+    assert (
+        record["op"] == "push" and record["decision"] == "refuse" and record["scan"] == "findings"
+    )
+    assert record["refs"][0]["ref"] == "refs/heads/main" and SECRET not in json.dumps(record)
+    # Without an allowance: how to ask for one, naming exactly what was pushed.
+    assert "refused" in out and "git-push-allow" in out
+    assert f"remote=origin ref=refs/heads/main commit={tip}" in out, out
+    assert "pushing anyway" not in out and _used(gate_env) == []
+
+
+def test_an_allowance_for_another_commit_is_no_allowance(
+    tmp_path: Path, gate_env: dict[str, str]
+) -> None:
+    out, refs, tip = _leak_with_allowance(tmp_path, gate_env, allow="b" * 40)
     assert "refused" in out and "git-push-allow" in out and refs == ""
     assert f"remote=origin ref=refs/heads/main commit={tip}" in out, out
     assert "pushing anyway" not in out and _used(gate_env) == []
@@ -515,9 +553,7 @@ def test_hook_fails_closed_without_gitleaks(
 
 @pytest.fixture
 def served(tmp_path: Path, gate_env: dict[str, str]) -> Iterator[str]:
-    state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
-    state.prepare()
-    httpd = gate_server.serve(state, "127.0.0.1", 0)
+    httpd = gate_server.serve(_gate(gate_env), "127.0.0.1", 0)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -543,8 +579,12 @@ def test_the_server_bounds_request_bodies(served: str, monkeypatch: pytest.Monke
     assert info.value.code == 413
 
 
-def test_main_writes_status_once_listening(tmp_path: Path, gate_env: dict[str, str]) -> None:
+def test_main_writes_status_once_listening(
+    tmp_path: Path, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from bottle.runtime.git_gate.__main__ import GateStatus
+
+    own_work(gate_env, tmp_path, monkeypatch)
 
     proc = subprocess.Popen([sys.executable, "-m", "bottle.runtime.git_gate"], env={**os.environ, "K": "key", gate.PORT_ENV: "0"},
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -590,8 +630,9 @@ def test_the_gate_refuses_to_serve_when_git_could_not_run_its_hook(
     tmp_path: Path, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As on a noexec mount: git would skip the hook and take pushes unscanned.
+    own_work(gate_env, tmp_path, monkeypatch)
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
-    state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
+    state = _gate(gate_env)
     with pytest.raises(RuntimeError, match=r"pre-receive hook .* failed its probe"):
         state.prepare()
 
@@ -678,7 +719,8 @@ def test_a_mirror_keeps_what_a_fetch_brings_packed_and_merges_many_packs(
 ) -> None:
     """Served again, a kept pack is copied as it is; loose objects would be packed anew."""
     work, upstream_repo, _first = repo_pair
-    state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
+    own_work(gate_env, work.parent, monkeypatch)
+    state = _gate(gate_env)
     state.prepare()
     mirror = state.mirror("origin")
     conn = upstream.Connection(
@@ -717,9 +759,7 @@ def test_a_secret_in_a_path_is_redacted_in_every_finding(
     assert (tip, "a file name", "secret:S (plain)") in found
     assert not any(SECRET in where for where in wheres)
     # The same through the hook: its message, its log line.
-    state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
-    state.prepare()
-    out = git(work, "push", str(state.mirror("origin")), "main", check=False,
+    out = git(work, "push", str(_gate(gate_env).mirror("origin")), "main", check=False,
               env={gate.REMOTE_ENV: "origin"})  # fmt: skip
     assert "[secret:S]/conf.txt:1: github-token" in out and tip[:12] in out
     assert SECRET not in out
@@ -811,8 +851,7 @@ def test_a_gitlink_is_found_in_a_merge_a_root_commit_and_a_tagged_tree(
 def test_the_hook_refuses_a_gitlink_as_policy_redacted_and_unallowable(
     tmp_path: Path, gate_env: dict[str, str]
 ) -> None:
-    state = gate_server.Gate(gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ)
-    state.prepare()
+    state = _gate(gate_env)
     work = tmp_path / "agent"
     work.mkdir()
     git(work, "init", "-q", "-b", "main")

@@ -15,7 +15,7 @@ from bottle.errors import StartTimeout
 from bottle.settings import Settings
 from bottle.sidecars import sidecar
 from bottle.state import InstanceStatus, StateDir
-from tests.conftest import user_owned
+from tests.conftest import FakeClock, user_owned
 from tests.fakes import FakeEngine, FakeProject
 
 
@@ -76,12 +76,15 @@ def test_a_start_whose_sidecar_never_serves_never_runs_the_agent(
     home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(readiness, "PS_EVERY_S", 0.0)
+    clock = FakeClock()
+    monkeypatch.setattr(readiness, "time", clock)
     engine = FakeEngine(serving=False, states=_running("egress", "supervise"))
     bottle = Bottle(
         "shell", cwd=user_owned(repo), settings=Settings(home=home), environ={}, engine=engine
     )
     with pytest.raises(StartTimeout):
         bottle.start(wait_timeout=1)
+    assert clock.slept >= 1  # it waited its whole time for the status files
     # One compose call starts every container; the agent's container holds nothing but
     # `sleep infinity` (bottle.readiness), and its program was never executed.
     assert engine.ups == [["egress", "supervise", "agent"]]

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bottle_cli import syntax
-from bottle_cli.app import cli
+from bottle_cli import app, syntax
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 #: What each placeholder stands for in a real command line.
@@ -73,7 +72,7 @@ def _parse(argv: list[str]) -> list[str]:
     import typer
 
     try:
-        path, _params = syntax.parse(cli(), argv[1:])
+        path, _params = syntax.parse(app.cli(), argv[1:])
     except typer.Exit as done:
         assert done.exit_code == 0
         return ["bottle", "(done)"]
@@ -96,7 +95,7 @@ def test_every_usage_line_parses(line: str) -> None:
 def test_every_inline_command_parses(span: str) -> None:
     """A span is a whole command line, or just a command's name (`bottle approve`)."""
     argv = [_value(w) for w in shlex.split(span)]
-    command = cli()
+    command = app.cli()
     named = ["bottle"]
     for word in argv[1:]:
         sub = getattr(command, "commands", {}).get(word)
@@ -115,7 +114,7 @@ def test_the_parser_refuses_a_misplaced_example() -> None:
 
     for wrong in (["run", "prober", "echo", "hi"], ["start", "--detatch", "shell"]):
         with pytest.raises(UsageError):
-            syntax.parse(cli(), wrong)
+            syntax.parse(app.cli(), wrong)
 
 
 def test_options_before_dashes_are_bottles_wherever_they_are() -> None:
@@ -123,11 +122,11 @@ def test_options_before_dashes_are_bottles_wherever_they_are() -> None:
         ["run", "prober", "--bottle", "demo", "--", "echo", "hi"],
         ["run", "--bottle", "demo", "prober", "--", "echo", "hi"],
     ):
-        path, params = syntax.parse(cli(), argv)
+        path, params = syntax.parse(app.cli(), argv)
         assert path == ["bottle", "run"]
         assert params["agent"] == "prober" and params["bottle"] == "demo"
         assert params["cmd"] == ["echo", "hi"] and params["prompt"] is None
-    _, params = syntax.parse(cli(), ["exec", "x", "--", "pytest", "--debug", "--", "-k"])
+    _, params = syntax.parse(app.cli(), ["exec", "x", "--", "pytest", "--debug", "--", "-k"])
     assert params["cmd"] == ["pytest", "--debug", "--", "-k"]
-    _, params = syntax.parse(cli(), ["start", "shell", "--detach"])
+    _, params = syntax.parse(app.cli(), ["start", "shell", "--detach"])
     assert params["detach"] is True and params["args"] == []

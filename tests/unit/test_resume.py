@@ -21,7 +21,7 @@ from bottle.errors import EngineError, PlanError, Refused, StartTimeout, StateEr
 from bottle.instance import Instance
 from bottle.settings import Settings
 from bottle.state import InstanceStatus
-from tests.conftest import user_owned, write
+from tests.conftest import FakeClock, user_owned, write
 from tests.fakes import FakeEngine
 
 UP = [ServiceState("agent", "c1", "running", None, None)]
@@ -311,12 +311,17 @@ def test_a_non_zero_exit_without_a_replacement_preserves(home: Path, repo: Path)
     assert len(engine.execs) == 1
 
 
-def test_a_session_waits_while_a_replacement_is_under_way(home: Path, repo: Path) -> None:
+def test_a_session_waits_while_a_replacement_is_under_way(
+    home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = FakeEngine()
     instance = _started(home, repo, engine)
     meta = instance.metadata
     instance.state.write_metadata(meta.model_copy(update={"replacing": "bottle-agent-x:1"}))
+    clock = FakeClock()
+    monkeypatch.setattr(session, "time", clock)
     assert session.replaced_since(instance, 0, wait_s=0.6) is None  # never finished
+    assert clock.slept >= 0.6  # it waited its whole time for the replacement
 
 
 def test_attaching_to_a_preserved_instance_and_exiting_cleanly_finishes_it(

@@ -1,14 +1,14 @@
 """An idle supervise server sleeps until something happens (issue 14, P6: CPU at rest).
 
 uvicorn's own main loop wakes every 0.1 s for the server's whole life; bottle's waits for
-the exit signal instead.
+the exit signal instead. The idle process itself is measured in
+tests/integration/test_supervise_process.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ import pytest
 import uvicorn
 
 from bottle.runtime.supervise import server as supervise
-from tests.unit.test_supervise_server import serving
 
 
 def _server(tmp_path: Path) -> supervise._Server:
@@ -57,20 +56,3 @@ def test_an_exit_signal_before_the_loop_starts_is_not_lost(tmp_path: Path) -> No
     server.config.load()
     server.handle_exit(signal.SIGTERM, None)
     asyncio.run(asyncio.wait_for(server.main_loop(), timeout=30))
-
-
-def _voluntary_switches(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("voluntary_ctxt_switches:"):
-            return int(line.split()[1])
-    raise AssertionError("no voluntary_ctxt_switches")
-
-
-def test_an_idle_server_process_barely_wakes(tmp_path: Path) -> None:
-    with serving(tmp_path) as server:
-        time.sleep(0.5)  # settle after the status file
-        before = _voluntary_switches(server.proc.pid)
-        time.sleep(3)
-        woke = _voluntary_switches(server.proc.pid) - before
-    # uvicorn's loop alone made about 30 here (10 a second).
-    assert woke < 10, woke

@@ -1,4 +1,9 @@
-"""The supervise MCP server, run as its own process and driven with the MCP SDK's client.
+"""The supervise MCP server in this process, driven with the MCP SDK's client.
+
+The server is the app the sidecar runs (``build_app``, after the start's ``prepare``), served
+over streamable HTTP through httpx's ASGI transport: the same routes, transport and tools as
+the process, with no interpreter or socket to start. The process itself (environment,
+listening socket, status file, SIGTERM) is tests/integration/test_supervise_process.py.
 
 The test plays the operator by deciding proposals through ``ProposalQueue.decide``, the same
 call the host uses.
@@ -7,120 +12,119 @@ call the host uses.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
 import pytest
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult, TextContent
 
 from bottle.proposals import Proposal, ProposalQueue
+from bottle.proposals.limits import Limits
 from tests.conftest import wait_for
 
-WAIT_S = 2.0
+# A filing tool's wait for a decision: the operator thread decides well within it. The
+# timeout test has a server of its own that waits far less.
+WAIT_S = 10.0
 AGENT_IMAGE = "bottle-agent:test"
+# The name and port the agent uses: the app must not refuse it as a rebinding attack.
+URL = "http://supervise:8765/mcp"
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
+    from mcp.types import CallToolResult
 
 
 @dataclass
 class Server:
-    url: str
     queue: ProposalQueue
     routes_file: Path
-    status_file: Path
-    proc: subprocess.Popen[bytes]
+    portal: BlockingPortal
+    app: Any  # the ASGI app of the streamable HTTP transport
 
 
 @contextmanager
-def serving(root: Path, **extra_env: str) -> Iterator[Server]:
-    """A supervise server process on loopback, its files under ``root``."""
-    status_dir = root / "status"
-    status_dir.mkdir()
-    status_file = status_dir / "supervise.json"
-    status_file.write_text('{"stale": true}')  # from an "earlier run": must not count
-    env = {
-        **os.environ,
-        "BOTTLE_SUPERVISE_HOST": "127.0.0.1",
-        "BOTTLE_SUPERVISE_PORT": "0",
-        "BOTTLE_SUPERVISE_WAIT": str(WAIT_S),
-        "BOTTLE_AGENT_IMAGE": AGENT_IMAGE,
-        "BOTTLE_PROPOSALS_DIR": str(root / "proposals"),
-        "BOTTLE_ROUTES_FILE": str(root / "live-config" / "egress" / "routes.yaml"),
-        "BOTTLE_STATUS_DIR": str(status_dir),
-        **extra_env,
-    }
-    log = (root / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bottle.runtime.supervise"], env=env, stdout=log, stderr=log
+def serving(
+    root: Path, *, wait_s: float = WAIT_S, limits: Limits | None = None
+) -> Iterator[Server]:
+    """The supervise app, started as the sidecar starts it, its files under ``root``; its
+    event loop runs in a thread of its own, as uvicorn's would."""
+    from anyio.from_thread import start_blocking_portal
+
+    from bottle.runtime.supervise.server import Config, build_app, prepare
+
+    config = Config(
+        host="127.0.0.1",
+        port=0,
+        wait_s=wait_s,
+        poll_s=0.02,
+        agent_image=AGENT_IMAGE,
+        limits=limits or Limits(),
+        proposals_dir=root / "proposals",
+        routes_file=root / "live-config" / "egress" / "routes.yaml",
+        status_dir=root / "status",
     )
-    try:
+    # A uvicorn exit signal sets this process-wide flag (sse_starlette ends every stream at
+    # once after it): a process has one server, this process has had others (the signal
+    # tests of test_supervise_idle.py).
+    from sse_starlette.sse import AppStatus
 
-        def ready() -> dict[str, Any] | None:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"supervise exited {proc.returncode}:\n{(root / 'server.log').read_text()}"
-                )
-            try:
-                data = json.loads(status_file.read_text())
-            except (OSError, ValueError):
-                return None
-            return data if data.get("pid") == proc.pid else None
-
-        status = wait_for(ready, 30, "supervise.json from the new server")
-        assert status["port"] > 0 and status["path"] == "/mcp"
+    AppStatus.should_exit = False
+    prepare(config)
+    mcp_app = build_app(config)
+    asgi = mcp_app.streamable_http_app()
+    with (
+        start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(mcp_app.session_manager.run()),
+    ):
         yield Server(
-            url=f"http://127.0.0.1:{status['port']}/mcp",
-            queue=ProposalQueue(root / "proposals"),
-            routes_file=root / "live-config" / "egress" / "routes.yaml",
-            status_file=status_file,
-            proc=proc,
+            queue=ProposalQueue(config.proposals_dir),
+            routes_file=config.routes_file,
+            portal=portal,
+            app=asgi,
         )
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # This module files many proposals fast; the bounds have tests of their own.
-    with serving(
-        tmp_path_factory.mktemp("supervise"),
-        BOTTLE_SUPERVISE_MAX_PENDING="1000",
-        BOTTLE_SUPERVISE_PER_MINUTE="600",
-        BOTTLE_SUPERVISE_BURST="100",
-    ) as running:
+    limits = Limits(max_pending=1000, per_minute=600, burst=100)
+    with serving(tmp_path_factory.mktemp("supervise"), limits=limits) as running:
         yield running
 
 
-def call(server: Server, tool: str, arguments: dict[str, Any]) -> CallToolResult:
-    async def run() -> CallToolResult:
+def session_call(server: Server, use: Callable[[Any], Any]) -> Any:
+    """``use(session)`` in an initialized MCP client session over the app's HTTP transport."""
+    import anyio
+    import httpx
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def run() -> Any:
         with anyio.fail_after(30):
             async with (
-                streamable_http_client(server.url) as (read, write, _),
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=server.app), trust_env=False
+                ) as http,
+                streamable_http_client(URL, http_client=http) as (read, write, _),
                 ClientSession(read, write) as session,
             ):
                 await session.initialize()
-                return await session.call_tool(tool, arguments)
+                return await use(session)
 
-    return anyio.run(run)
+    return server.portal.call(run)
+
+
+def call(server: Server, tool: str, arguments: dict[str, Any]) -> CallToolResult:
+    return session_call(server, lambda session: session.call_tool(tool, arguments))
 
 
 def text(result: CallToolResult) -> str:
+    from mcp.types import TextContent
+
     assert result.content and isinstance(result.content[0], TextContent)
     return result.content[0].text
 
@@ -166,27 +170,24 @@ def _count(queue: ProposalQueue) -> int:
     return len(queue.list().proposals)
 
 
-def test_ready_file_and_tools(server: Server) -> None:
-    status = json.loads(server.status_file.read_text())
-    assert status["service"] == "supervise" and status["pid"] == server.proc.pid
+def test_the_start_drops_a_stale_status_file_and_serves_the_six_tools(tmp_path: Path) -> None:
+    (tmp_path / "status").mkdir()
+    stale = tmp_path / "status" / "supervise.json"
+    stale.write_text('{"stale": true}')  # from an "earlier run": must not look ready
+    with serving(tmp_path) as running:
+        assert not stale.exists()
 
-    async def names() -> list[str]:
-        with anyio.fail_after(30):
-            async with (
-                streamable_http_client(server.url) as (read, write, _),
-                ClientSession(read, write) as session,
-            ):
-                await session.initialize()
-                return [t.name for t in (await session.list_tools()).tools]
+        async def names(session: Any) -> list[str]:
+            return [t.name for t in (await session.list_tools()).tools]
 
-    assert sorted(anyio.run(names)) == [
-        "capability-block",
-        "egress-block",
-        "git-push-allow",
-        "list-egress-routes",
-        "pipelock-block",
-        "proposal-status",
-    ]
+        assert sorted(session_call(running, names)) == [
+            "capability-block",
+            "egress-block",
+            "git-push-allow",
+            "list-egress-routes",
+            "pipelock-block",
+            "proposal-status",
+        ]
 
 
 def test_egress_block_approved_round_trip(server: Server) -> None:
@@ -225,25 +226,27 @@ def test_egress_block_rejected(server: Server) -> None:
     assert "by bob" in text(result) and "use the mirror" in text(result)
 
 
-def test_timeout_answers_pending_then_status_gives_the_decision(server: Server) -> None:
-    start = time.monotonic()
-    result = call(server, "egress-block", {"host": "slow.test", "justification": "later"})
-    elapsed = time.monotonic() - start
-    assert not result.isError
-    assert WAIT_S - 0.5 <= elapsed < WAIT_S + 10
-    pending = [p for p in server.queue.list(status="pending").proposals if for_host("slow.test")(p)]
-    assert len(pending) == 1
-    pid = pending[0].id
-    assert text(result).startswith(f"pending, id {pid}")
-    assert "proposal-status" in text(result)
+def test_timeout_answers_pending_then_status_gives_the_decision(tmp_path: Path) -> None:
+    wait_s = 0.3
+    with serving(tmp_path, wait_s=wait_s) as server:
+        start = time.monotonic()
+        result = call(server, "egress-block", {"host": "slow.test", "justification": "later"})
+        elapsed = time.monotonic() - start
+        assert not result.isError
+        assert wait_s <= elapsed < wait_s + 10
+        pending = server.queue.list(status="pending").proposals
+        assert len(pending) == 1 and for_host("slow.test")(pending[0])
+        pid = pending[0].id
+        assert text(result).startswith(f"pending, id {pid}")
+        assert "proposal-status" in text(result)
 
-    status = call(server, "proposal-status", {"id": pid})
-    assert text(status).startswith(f"pending, id {pid}")
-    server.queue.decide(pid, approved=True, by="carol", applied=True, reason="ok now")
-    status = call(server, "proposal-status", {"id": pid})
-    assert not status.isError
-    assert text(status).startswith(f"approved and applied, id {pid}, by carol")
-    assert "ok now" in text(status)
+        status = call(server, "proposal-status", {"id": pid})
+        assert text(status).startswith(f"pending, id {pid}")
+        server.queue.decide(pid, approved=True, by="carol", applied=True, reason="ok now")
+        status = call(server, "proposal-status", {"id": pid})
+        assert not status.isError
+        assert text(status).startswith(f"approved and applied, id {pid}, by carol")
+        assert "ok now" in text(status)
 
 
 def test_proposal_status_of_an_unknown_id(server: Server) -> None:
@@ -345,40 +348,13 @@ def test_unknown_tool_is_an_error(server: Server) -> None:
     assert result.isError and "Unknown tool" in text(result)
 
 
-def test_status_file_goes_away_on_stop(tmp_path: Path) -> None:
-    status_dir = tmp_path / "status"
-    env = {
-        **os.environ,
-        "BOTTLE_SUPERVISE_HOST": "127.0.0.1",
-        "BOTTLE_SUPERVISE_PORT": "0",
-        "BOTTLE_PROPOSALS_DIR": str(tmp_path / "proposals"),
-        "BOTTLE_STATUS_DIR": str(status_dir),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bottle.runtime.supervise"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for((status_dir / "supervise.json").exists, 30, "supervise.json")
-        proc.send_signal(signal.SIGTERM)
-        # uvicorn re-raises the signal once it has shut down cleanly
-        assert proc.wait(timeout=10) in (0, -signal.SIGTERM)
-        assert not (status_dir / "supervise.json").exists()
-    finally:
-        if proc.poll() is None:  # pragma: no cover
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 def test_over_a_bound_the_tool_says_so_and_writes_nothing(tmp_path: Path) -> None:
     """The bounds as the agent meets them: through MCP, from a server with small ones."""
     (tmp_path / "proposals").mkdir()
     # Filed before this server started: its index is rebuilt at start, and it counts.
     ProposalQueue(tmp_path / "proposals").create("egress-block", {"host": "old.test"}, "j")
     (tmp_path / "proposals" / "pending").joinpath(".complete").unlink()
-    with serving(tmp_path, BOTTLE_SUPERVISE_WAIT="0", BOTTLE_SUPERVISE_MAX_PENDING="2") as small:
+    with serving(tmp_path, wait_s=0, limits=Limits(max_pending=2)) as small:
         first = call(small, "egress-block", {"host": "a.test", "justification": "j"})
         assert not first.isError and text(first).startswith("pending, id 2")
         files = sorted(p.name for p in small.queue.directory.rglob("*") if p.is_file())
@@ -393,7 +369,7 @@ def test_after_a_capability_swap_supervise_names_the_image_in_force(tmp_path: Pa
     """The host rewrites ``proposals/agent-image`` when a capability replaces the agent;
     supervise, still the same process, checks and answers against that image."""
     new = "bottle-capability:0123456789ab"
-    with serving(tmp_path) as server:
+    with serving(tmp_path, wait_s=2.0) as server:
         refused = call(
             server, "capability-block", {"dockerfile": f"FROM {new}\n", "justification": "x"}
         )
@@ -434,7 +410,9 @@ def test_after_a_capability_swap_supervise_names_the_image_in_force(tmp_path: Pa
         for spoil in ("not an image\n\x1b[2J", None):
             image_file.unlink()
             if spoil is None:
-                image_file.symlink_to(tmp_path / "server.log")
+                # A link to a file that names an image: still not believed.
+                (tmp_path / "elsewhere").write_text("bottle-capability:fedcba987654\n")
+                image_file.symlink_to(tmp_path / "elsewhere")
             else:
                 image_file.write_text(spoil)
             back = call(

@@ -391,13 +391,18 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
 
-async def serve(config: Config) -> None:
-    """Run until SIGTERM / SIGINT."""
+def prepare(config: Config) -> None:
+    """What a start does before it listens (also the seam for an in-process server)."""
     with contextlib.suppress(OSError):
         config.status_file.unlink()  # a file from an earlier run must not look ready
     config.proposals_dir.mkdir(parents=True, exist_ok=True)
     pending = ProposalQueue(config.proposals_dir).rebuild_index()
     log.info("%d proposal(s) pending", pending)
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM / SIGINT."""
+    prepare(config)
     app = build_app(config)
     server = _Server(
         uvicorn.Config(
