@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import wait_for
 from tests.integration import test_claude as shared
 from tests.integration.conftest import cli, labelled
 from tests.integration.fakeapi import FakeAPI
@@ -73,6 +74,7 @@ DIALOGS = {
     "bypass permissions": ["Bypass Permissions mode", "Yes, I accept", "No, exit"],
     "auto mode offer": ["Make auto mode your default", "keep bypass permissions"],
 }
+COLUMNS = 120
 #: Claude's input prompt is up: its mode line under the input box.
 PROMPT = r"bypass permissions on"
 
@@ -85,7 +87,7 @@ class Terminal:
     def __init__(self, argv: list[str], *, cwd: Path, env: dict[str, str]) -> None:
         self.master, slave = os.openpty()
         # A real terminal's size: Claude's UI lays itself out by it.
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, COLUMNS, 0, 0))
         self.cooked = termios.tcgetattr(slave)
         self._slave = slave
         self.proc = subprocess.Popen(
@@ -140,6 +142,10 @@ class Terminal:
             f"{self.text(since)[-3000:]}"
         )
 
+    def resize(self, rows: int, cols: int) -> None:
+        """As a terminal window does: the kernel signals the pty's foreground group."""
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
     def type(self, keys: str) -> None:
         os.write(self.master, keys.encode())
 
@@ -176,6 +182,12 @@ def _cleanup(home: Path, workdir: Path, env: dict[str, str], before: set[str]) -
     for slug in _slugs(home) - before:
         if labelled("container", slug):
             cli("stop", slug, cwd=workdir, env_extra=env)
+
+
+def _rule(screen: str) -> int:
+    """The width of the last horizontal rule Claude drew (its input box's edge)."""
+    rules = re.findall("─+", screen)
+    return len(rules[-1]) if rules else 0
 
 
 def _dialogs(screen: str) -> list[str]:
@@ -219,6 +231,8 @@ def test_first_start_goes_straight_to_work(session: tuple[Terminal, str], fake: 
     term.expect("the fake answers on the tty", since=mark)
     (turn,) = _conversation(fake, "ATTENDED-ONE")
     assert "careful code reviewer" in json.dumps(turn["body"]["system"])
+    # Claude drew its input box across the terminal's width: docker exec passed the size on.
+    assert _rule(term.text()) == COLUMNS, term.text()[-3000:]
     # Every dialog of a first start would have come up by now (the auto-mode offer comes
     # after the prompt is drawn): none did, on the whole screen so far.
     assert _dialogs(term.text()) == [], term.text()[-3000:]
@@ -242,6 +256,13 @@ def test_ctrl_c_at_the_prompt_is_claudes(
     term.expect("ATTENDED-TWO still there", since=mark, timeout=30)
     term.type("\r")
     term.expect("still here after ctrl-c", since=mark)
+
+
+def test_a_resized_terminal_reaches_claude(session: tuple[Terminal, str]) -> None:
+    term, _slug = session
+    mark = term.mark()
+    term.resize(30, 90)
+    wait_for(lambda: _rule(term.text(mark)) == 90 or None, 30, "Claude redrawn 90 wide")
 
 
 def test_exit_finishes_the_instance_and_leaves_nothing(
