@@ -296,3 +296,25 @@ def test_the_key_twice_ends_the_session_finished(
     finally:
         term.close()
         _cleanup(home, workdir, env, before)
+
+
+def test_ctrl_c_while_starting_is_bottles_and_leaves_nothing(
+    home: Path, workdir: Path, fake: FakeAPI, env: dict[str, str]
+) -> None:
+    """Before Claude has the terminal it is still cooked: Ctrl-C is SIGINT to bottle, which
+    takes what it started down again and says the start was interrupted."""
+    before = _slugs(home)
+    term = _start(workdir, env)
+    try:
+        term.expect("starting", timeout=120)
+        term.type("\x03")
+        assert term.wait(timeout=120) == 130, term.text()[-3000:]
+        (slug,) = _slugs(home) - before
+        row = _instance(env, workdir, slug)
+        assert (row["status"], row["error"], row["running"]) == ("failed", "interrupted", 0), row
+        assert labelled("container", slug) == [] and labelled("network", slug) == []
+        assert "Traceback" not in term.text()
+        assert termios.tcgetattr(term._slave) == term.cooked
+    finally:
+        term.close()
+        _cleanup(home, workdir, env, before)
