@@ -305,7 +305,7 @@ def test_ctrl_c_while_starting_is_bottles_and_leaves_nothing(
     home: Path, workdir: Path, fake: FakeAPI, env: dict[str, str]
 ) -> None:
     """Before Claude has the terminal it is still cooked: Ctrl-C is SIGINT to bottle, which
-    takes what it started down again and says the start was interrupted."""
+    takes what it started down again and records the start as interrupted (rc 130)."""
     before = _slugs(home)
     term = _start(workdir, env)
     try:
