@@ -61,6 +61,8 @@ def test_seed_is_a_finished_first_start(plan: BottlePlan, tmp_path: Path) -> Non
     assert config["hasCompletedOnboarding"] is True
     assert config["projects"]["/workspace"]["hasTrustDialogAccepted"] is True
     assert config["bypassPermissionsModeAccepted"] is True
+    # The "Make auto mode your default permission mode?" offer, answered.
+    assert config["hasSeenAutoDefaultNudge"] is True
     # Claude Code keeps the last 20 characters of an approved key: the placeholder's.
     assert config["customApiKeyResponses"]["approved"] == [PLACEHOLDER[-20:]]
     settings = json.loads((transcript / "claude" / "settings.json").read_text())

@@ -60,6 +60,9 @@ def global_config() -> dict[str, Any]:
         "autoUpdates": False,
         "bypassPermissionsModeAccepted": True,
         "hasAcknowledgedCostThreshold": True,
+        # The "Make auto mode your default permission mode?" dialog of an attended first
+        # start; answering it (either way) sets this. Bypass mode is the bottle's choice.
+        "hasSeenAutoDefaultNudge": True,
         # The agent's key is egress's placeholder; Claude Code remembers an approved key by
         # its last 20 characters.
         "customApiKeyResponses": {"approved": [PLACEHOLDER.strip()[-20:]], "rejected": []},
