@@ -7,6 +7,8 @@ loader's children sat, so every hook keeps its order.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
 import os
 import signal
@@ -18,6 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from mitmproxy.addons import script
 
 from bottle.runtime.egress import __main__ as egress_main
@@ -103,3 +106,36 @@ def test_the_egress_process_refuses_an_unrouted_request_and_sleeps_when_idle(
             if proc.poll() is None:
                 proc.kill()
             log.close()
+
+
+def test_options_left_at_their_default_are_applied_before_serving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # bottle_own_networks is never on the command line: its default ("the on-link routes of
+    # this container and the host's addresses") must still be applied, or egress would take
+    # the bottle's own networks and the host's public addresses for the outside.
+    from mitmproxy import options
+
+    from bottle.runtime.egress import addresses, connect
+
+    monkeypatch.setenv(addresses.HOST_ADDRESSES_ENV, "198.51.100.7")
+
+    async def check() -> None:
+        proxy = master.EgressMaster(options.Options())
+        [guard] = [a for a in _walk(proxy._ours) if isinstance(a, connect.ConnectGuard)]
+        guard.own = ()
+        proxy.options.update(listen_port=0)  # what the command line does: its keys alone
+        assert guard.own == ()
+        proxy.configure_all()
+        assert ipaddress.ip_network("198.51.100.7/32") in guard.own
+        assert set(addresses.own_networks()) <= set(guard.own)
+
+    asyncio.run(check())
+
+
+def _walk(found: list[object]) -> list[object]:
+    out: list[object] = []
+    for one in found:
+        out.append(one)
+        out += _walk(list(getattr(one, "addons", [])))
+    return out

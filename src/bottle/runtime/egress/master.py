@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mitmproxy import addons as mitm_addons
-from mitmproxy import master, options
+from mitmproxy import hooks, master, options
 from mitmproxy.addons import dumper, errorcheck, keepserving, readfile, script
 from mitmproxy.tools import cmdline
 from mitmproxy.tools.main import run as mitm_run
@@ -40,7 +40,22 @@ class EgressMaster(master.Master):
         from bottle.runtime.egress import addon
 
         super().__init__(opts, with_termlog=True, **kwargs)
-        self.addons.add(*chain(addon.addons))  # type: ignore[no-untyped-call]
+        self._ours = list(addon.addons)
+        self.addons.add(*chain(self._ours))  # type: ignore[no-untyped-call]
+
+    async def run(self) -> None:
+        # Registered before the command line is read, the addons saw ``configure`` only for
+        # the options it set; an option left at its default (``bottle_own_networks``: the
+        # bottle's own networks and the host's addresses) was never applied. The script
+        # loader configured a script with every option once loaded: so here, before serving.
+        self.configure_all()
+        await super().run()
+
+    def configure_all(self) -> None:
+        """``configure`` of every egress addon with every option, as a loaded script gets."""
+        every = hooks.ConfigureHook(set(self.options.keys()))  # type: ignore[no-untyped-call]
+        for ours in self._ours:
+            self.addons.invoke_addon_sync(ours, every)
 
 
 def run(arguments: Sequence[str]) -> None:
