@@ -213,7 +213,9 @@ def headless_run(
     ask: Ask | None = None,
 ) -> int:
     instance = bottle.start(progress=progress, ask=ask, owner_pid=os.getpid())
-    return _ended(instance, lambda: _headless(instance, argv, prompt_run=False), progress)
+    return _ended(
+        instance, lambda: _headless(instance, argv, prompt_run=False, progress=progress), progress
+    )
 
 
 def headless_prompt_run(

@@ -67,8 +67,9 @@ def test_run_log_symlink_is_not_followed(
         assert target.read_text() == "host content\n"
     else:
         assert not target.exists() and not target.is_symlink()
-    # Refused loudly, as a bottle error (never a traceback), naming the file.
-    assert done.returncode != 0
+    # Never followed, and said loudly (a warning naming the file, never a traceback); the
+    # run's exit code stays the agent's: a spoiled log must not decide a run's outcome.
+    assert done.returncode == 0, done.stderr
     assert "run.log" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -81,7 +82,7 @@ def test_run_log_fifo_does_not_hang_bottle_run(
         "run", "it", "--", "sh", "-c", plant,
         cwd=owned_workspace, env={"BOTTLE_HOME": str(bottle_home)}, timeout=BOUND_S,
     )  # fmt: skip
-    assert done.returncode != 0
+    assert done.returncode == 0, done.stderr  # the agent's own code; the log is warned about
     assert "run.log" in done.stderr and "Traceback" not in done.stderr
     # The instance was still taken down: nothing left running.
     listed = run_cli("ls", "--json", cwd=owned_workspace, env={"BOTTLE_HOME": str(bottle_home)})
