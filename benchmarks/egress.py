@@ -244,21 +244,29 @@ def _wait(container: str, probe: str) -> None:
     raise RuntimeError(f"{container} did not come up")
 
 
-#: The client: the sidecar image (built locally from the base) plus a venv with pip, made
-#: offline by the interpreter's own ensurepip (the sidecar image itself carries no pip).
+#: The client: the local base (the sidecar image has neither apt nor ensurepip) with
+#: Debian's python3 and a venv whose pip comes from the interpreter's own ensurepip.
 CLIENT_DOCKERFILE = """\
 FROM {image}
-RUN python3 -m venv /opt/client && /opt/client/bin/python -m pip --version
+RUN set -eu; apt-get update; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        python3 python3-venv curl ca-certificates; \
+    apt-get clean; rm -rf /var/lib/apt/lists/*; \
+    python3 -m venv /opt/client && /opt/client/bin/python -m pip --version
 """
 
 
-def _client_image(sidecar: str) -> str:
-    tag = f"bottle-bench-client:{sidecar.rsplit(':', 1)[-1]}"
+def _client_image() -> str:
+    from bottle.engine.images import ensure_base
+    from bottle.settings import Settings
+
+    base = ensure_base(Settings.from_env(), lambda _line: None)
+    tag = f"bottle-bench-client:{base.rsplit(':', 1)[-1]}"
     inspect = ["docker", "image", "inspect", tag]
     if subprocess.run(inspect, capture_output=True, check=False).returncode:
         done = subprocess.run(
             ["docker", "build", "-q", "--label", "bottle.bench=egress", "-t", tag, "-"],
-            input=CLIENT_DOCKERFILE.format(image=sidecar),
+            input=CLIENT_DOCKERFILE.format(image=base),
             capture_output=True,
             text=True,
             check=False,
@@ -308,7 +316,7 @@ def _setup() -> Iterator[tuple[str, int]]:
             )
             client = _docker(
                 *("run", "-d", *mount, "--network", f"{project}_internal"),
-                *(_client_image(image), "sleep", "infinity"),
+                *(_client_image(), "sleep", "infinity"),
             )
             started.append(client)
             _docker("network", "connect", net, client)
@@ -335,7 +343,7 @@ def _rounds(client: str, rounds: int) -> list[dict[str, dict[str, float]]]:
         argv = [",".join(order), str(SMALL_REQUESTS), str(NEW_CONNECTIONS), str(PACKAGES)]
         if index == 0:
             argv = [",".join(order), "20", "3", str(PACKAGES)]
-        line = _docker("exec", client, "python", "-c", CLIENT, *argv).splitlines()[-1]
+        line = _docker("exec", client, "/opt/client/bin/python", "-c", CLIENT, *argv).splitlines()[-1]
         result = json.loads(line)
         if index:
             out.append(result)
