@@ -56,8 +56,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
             "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
         }
+        # As the repository's owner, as a real server runs its CGI: objects written as root
+        # here would be unwritable to the ssh pushes (user git) that come next.
         done = subprocess.run(
-            ["git", "http-backend"], input=body, env=env, capture_output=True, check=False
+            ["git", "http-backend"],
+            input=body,
+            env=env,
+            capture_output=True,
+            check=False,
+            user="git",
+            group="git",
         )
         head, _, rest = done.stdout.partition(b"\r\n\r\n")
         status = 200
