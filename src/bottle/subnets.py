@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bottle.errors import Refused, SettingsError
 from bottle.files import atomic_write, locked
+from bottle.procnet import ipv4_routes
 
 #: The networks of one instance, each with a subnet of its own (see bottle.compose).
 NETWORKS = ("internal", "egress")
@@ -110,24 +111,7 @@ def release(state_root: Path, slug: str) -> None:
 
 def host_routes(proc: Path = Path("/proc")) -> list[str]:
     """Every IPv4 route of this host but the default one: a subnet on one would shadow it."""
-    try:
-        lines = (proc / "net" / "route").read_text().splitlines()[1:]
-    except OSError:
-        return []
-    found = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 8:
-            continue
-        try:
-            dest = ipaddress.IPv4Address(bytes.fromhex(fields[1])[::-1])
-            mask = ipaddress.IPv4Address(bytes.fromhex(fields[7])[::-1])
-            net = ipaddress.IPv4Network(f"{dest}/{mask}", strict=False)
-        except ValueError:
-            continue
-        if net.prefixlen:
-            found.append(str(net))
-    return found
+    return [str(route.network) for route in ipv4_routes(proc)]
 
 
 def _pick(pool: ipaddress.IPv4Network, taken: Iterable[str], count: int) -> list[str] | None:

@@ -1,7 +1,7 @@
 """Which addresses egress may connect to: public ones, unless a route marks its host private.
 
-Pure (``ipaddress`` only), so the table of cases is tested without sockets. An address in an
-IPv4-mapped, NAT64 or 6to4 form is judged by the IPv4 address inside it.
+Pure (the stdlib and ``bottle.procnet``), so the table of cases is tested without sockets.
+An address in an IPv4-mapped, NAT64 or 6to4 form is judged by the IPv4 address inside it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
+
+from bottle.procnet import ipv4_routes
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -116,23 +118,7 @@ def host_addresses(environ: Mapping[str, str] = os.environ) -> tuple[IPNetwork, 
 
 def own_networks(proc: Path = Path("/proc")) -> tuple[IPNetwork, ...]:
     """The networks this container is attached to: the on-link routes of its route tables."""
-    nets: list[IPNetwork] = []
-    try:
-        lines = (proc / "net" / "route").read_text().splitlines()[1:]
-    except OSError:
-        lines = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 8 or fields[2] != "00000000":  # gateway 0: directly attached
-            continue
-        try:
-            dest = ipaddress.IPv4Address(bytes.fromhex(fields[1])[::-1])
-            mask = ipaddress.IPv4Address(bytes.fromhex(fields[7])[::-1])
-            net = ipaddress.IPv4Network(f"{dest}/{mask}", strict=False)
-        except ValueError:
-            continue
-        if net.prefixlen:
-            nets.append(net)
+    nets: list[IPNetwork] = [route.network for route in ipv4_routes(proc) if route.on_link]
     try:
         lines6 = (proc / "net" / "ipv6_route").read_text().splitlines()
     except OSError:
