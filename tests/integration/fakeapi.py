@@ -1,12 +1,12 @@
-"""The fake model API as a test container, joined to every bottle a test home starts.
+"""The fake model API as a test container, reached by every bottle a test home starts.
 
 ``FakeAPI.running(home, ...)`` starts ``tests/fakeapi/server.py`` (TLS with a certificate of
 a test CA, the package bind-mounted read-only, the script and the request log in a host
-directory) on a network of its own, and connects it, under the real API names as aliases,
-to the egress network of each bottle ``home`` starts: a watcher on Docker's network events
-does it as compose creates the network, before any agent runs, so ``bottle run`` from the
-CLI takes exactly the production path. The test trusts the CA through
-``BOTTLE_EXTRA_CA_CERTS`` (``FakeAPI.ca_file``).
+directory) on a network of its own, where the real API names are its aliases. A watcher on
+Docker's container events connects each egress container of ``home`` to that network as
+compose creates it, before any agent runs, so ``bottle run`` from the CLI takes exactly the
+production path (and its teardown finds nothing foreign on the bottle's networks). The test
+trusts the CA through ``BOTTLE_EXTRA_CA_CERTS`` (``FakeAPI.ca_file``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class FakeAPI:
     data: Path
     ca_file: Path
     aliases: tuple[str, ...]
+    #: The egress containers put on the fake's network so far.
     joined: list[str] = field(default_factory=list)
 
     @property
@@ -63,23 +64,15 @@ class FakeAPI:
         """The Messages API requests, oldest first."""
         return [r for r in self.requests() if r["path"].split("?")[0] == "/v1/messages"]
 
-    def join(self, network: str) -> None:
-        args = [f"--alias={a}" for a in self.aliases]
+    def join(self, network: str, container: str) -> None:
+        """Puts ``container`` (a bottle's egress) on the fake's ``network``, where the
+        fake's aliases resolve."""
         subprocess.run(
-            ["docker", "network", "connect", *args, network, self.container],
+            ["docker", "network", "connect", network, container],
             check=True,
             capture_output=True,
         )
-        self.joined.append(network)
-
-    def leave(self, network: str) -> None:
-        subprocess.run(
-            ["docker", "network", "disconnect", "-f", network, self.container],
-            capture_output=True,
-            check=False,
-        )
-        if network in self.joined:
-            self.joined.remove(network)
+        self.joined.append(container)
 
     @classmethod
     @contextlib.contextmanager
@@ -106,7 +99,7 @@ class FakeAPI:
         subprocess.run(
             ["docker", "network", "create", "--internal", own_net], check=True, capture_output=True
         )
-        events, stop = _watch_networks(fake, home_id(home / "state"))
+        events, stop = _watch_egress(fake, home_id(home / "state"), own_net)
         try:
             subprocess.run(
                 [
@@ -142,12 +135,6 @@ class FakeAPI:
             stop.set()
             events.kill()
             events.wait()
-            # A network the fake held when its bottle went down outlived it: remove it.
-            for network in list(fake.joined):
-                fake.leave(network)
-                subprocess.run(
-                    ["docker", "network", "rm", network], capture_output=True, check=False
-                )
             logs = subprocess.run(
                 ["docker", "logs", name], capture_output=True, text=True, check=False
             )
@@ -183,16 +170,18 @@ def _test_ca() -> tuple[str, Any, Any]:
     return ca_pem, cert, key
 
 
-def _watch_networks(fake: FakeAPI, home: str) -> tuple[subprocess.Popen[str], threading.Event]:
-    """Connects ``fake`` to each egress network of the home ``home`` as it is created, and
-    disconnects it as the bottle's egress dies (compose down removes the network next, which
-    it cannot while the fake is on it)."""
+def _watch_egress(
+    fake: FakeAPI, home: str, network: str
+) -> tuple[subprocess.Popen[str], threading.Event]:
+    """Connects each egress container of the home ``home`` to the fake's own ``network`` as
+    compose creates it (before it starts, so before any agent runs). The fake's aliases are
+    names on that network; the bottle's own networks never hold a foreign endpoint, so
+    taking a bottle down (an interrupted start too) removes them as in production."""
     events = subprocess.Popen(
         [
-            *("docker", "events", "--filter", "type=network", "--filter", "type=container"),
-            *("--filter", "event=create", "--filter", "event=die", "--format"),
-            '{{.Type}} {{.Action}} {{.Actor.Attributes.name}} {{index .Actor.Attributes "bottle.role"}} '
-            '{{index .Actor.Attributes "com.docker.compose.project"}}',
+            *("docker", "events", "--filter", "type=container", "--filter", "event=create"),
+            *("--filter", "label=bottle.role=egress", "--filter", f"label=bottle.home={home}"),
+            *("--format", "{{.Actor.ID}}"),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -204,25 +193,9 @@ def _watch_networks(fake: FakeAPI, home: str) -> tuple[subprocess.Popen[str], th
         for line in events.stdout:
             if stop.is_set():
                 return
-            kind, action, name, role, project = [*line.split(), "", "", "", "", ""][:5]
-            ours = name.startswith("bottle-") and name.endswith("_egress")
-            if kind == "network" and action == "create" and ours:
-                if _label(name, "bottle.home") == home:
-                    fake.join(name)
-            elif kind == "container" and action == "die" and role == "egress":
-                network = f"{project}_egress"
-                if network in fake.joined:
-                    fake.leave(network)
+            container = line.strip()
+            if container:
+                fake.join(network, container)
 
     threading.Thread(target=watch, daemon=True).start()
     return events, stop
-
-
-def _label(network: str, label: str) -> str:
-    found = subprocess.run(
-        ["docker", "network", "inspect", "-f", f'{{{{index .Labels "{label}"}}}}', network],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return found.stdout.strip()
