@@ -17,19 +17,9 @@ import pytest
 
 from bottle.policy import Route
 from tests.conftest import run_cli_here, wait_for, write
-from tests.integration.conftest import curl, upstream
+from tests.integration.conftest import IT_BOTTLE, curl, upstream
 
 pytestmark = pytest.mark.docker
-
-# The route the test adds live (not in the bottle file) must still be in force on resume.
-RESUME_BOTTLE = """---
-agent: {provider: shell}
-supervise: false
-egress:
-  routes:
-    - {host: upstream.test, paths: [/allowed/], methods: [GET], private: true}
----
-"""
 
 
 def test_resume_brings_a_finished_instance_back_with_its_state(
@@ -39,7 +29,8 @@ def test_resume_brings_a_finished_instance_back_with_its_state(
     from bottle.audit import AuditLog
     from bottle.state import InstanceStatus
 
-    write(bottle_home / "bottles" / "res.md", RESUME_BOTTLE)
+    # The route the test adds live (not in the bottle file) must still be in force on resume.
+    write(bottle_home / "bottles" / "res.md", IT_BOTTLE)
     write(bottle_home / "agents" / "res.md", "---\nbottle: res\n---\n")
     instance = Bottle("res", cwd=workdir).start()
     slug = instance.slug
