@@ -3,9 +3,9 @@
 No service needs a Linux capability: the agent and the sidecars run as non-root users, bind
 only unprivileged ports and write only bind-mounted directories they own (or ``/tmp``). So
 each one drops them all, may not regain privileges through a setuid binary, and has a ceiling
-on processes and memory; sidecars also get a read-only root filesystem. The agent keeps a
-writable one (its tools install into ``$HOME`` and ``/tmp``), but as a non-root user without
-capabilities it cannot change the image's system files.
+on processes, memory and the size of its log on the host; sidecars also get a read-only root
+filesystem. The agent keeps a writable one (its tools install into ``$HOME`` and ``/tmp``),
+but as a non-root user without capabilities it cannot change the image's system files.
 """
 
 from __future__ import annotations
@@ -36,13 +36,28 @@ SIDECAR_WRITABLE = ("ca", "ca-private", "logs", "status", "proposals")
 #: ... and the one the agent writes.
 AGENT_WRITABLE = ("transcript", "home")
 
-_COMMON = {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
+#: Each container's log on the host, rotated by the engine: the agent writes to its own
+#: (PID 1's stdout is its user's) and to what the sidecars print about its requests, and a
+#: log has no size limit of its own. ``compose.log`` and ``bottle logs`` read at most this.
+LOG_MAX_SIZE = "4m"
+LOG_MAX_FILES = 2
+
+
+def _common() -> dict[str, Any]:
+    return {
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "logging": {
+            "driver": "json-file",
+            "options": {"max-size": LOG_MAX_SIZE, "max-file": str(LOG_MAX_FILES)},
+        },
+    }
 
 
 def agent_keys(plan: BottlePlan) -> dict[str, Any]:
     """Hardening keys of the agent service."""
     return {
-        **_COMMON,
+        **_common(),
         "pids_limit": plan.limits.agent_pids,
         "mem_limit": plan.limits.agent_memory,
         "sysctls": dict(SYSCTLS),
@@ -53,7 +68,7 @@ def sidecar_keys(plan: BottlePlan) -> dict[str, Any]:
     """Hardening keys of every sidecar service."""
     return {
         "user": plan.sidecar_user,
-        **_COMMON,
+        **_common(),
         "read_only": True,
         "tmpfs": ["/tmp:size=64m,mode=1777"],
         "pids_limit": plan.limits.sidecar_pids,

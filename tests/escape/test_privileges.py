@@ -36,8 +36,23 @@ def test_the_engine_applied_the_hardening(escaped: Instance, service: str) -> No
     assert 0 < host["Memory"] <= 4 * 1024**3
     assert host["Sysctls"]["net.ipv6.conf.all.disable_ipv6"] == "1"
     assert host["ReadonlyRootfs"] is (service != "agent")
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "4m", "max-file": "2"}}
     user = inspect(escaped, service)["Config"]["User"]
     assert user and not user.startswith("0:") and user != "root"
+
+
+def test_the_agent_cannot_fill_the_hosts_disk_through_its_log(escaped: Instance) -> None:
+    """PID 1 of the agent's container runs as the agent's user, so the agent can write to
+    its stdout: the container's log on the host. 32 MiB written leave at most the rotated
+    two files of 4 MiB, and the host reads no more of it."""
+    flood = "head -c 33554432 /dev/zero | tr '\\0' x | fold -w 4000 > /proc/1/fd/1"
+    assert escaped.exec(["sh", "-c", flood]).exit_code == 0
+    log_path = Path(inspect(escaped, "agent")["LogPath"])
+    files = [f for f in log_path.parent.iterdir() if f.name.startswith(log_path.name)]
+    on_disk = sum(f.stat().st_size for f in files)
+    assert 0 < on_disk <= 9 * 1024 * 1024, (on_disk, files)
+    read = escaped.compose.logs(services=["agent"])
+    assert 1024 * 1024 < len(read) <= 9 * 1024 * 1024
 
 
 def test_internal_network_has_no_host_side_address(escaped: Instance) -> None:

@@ -74,6 +74,11 @@ def assert_hardened(name: str, service: dict[str, Any]) -> None:
     assert service["sysctls"]["net.ipv4.ping_group_range"] == "1 0", name
     assert "privileged" not in service and "network_mode" not in service, name
     assert "ports" not in service, name
+    # The agent writes to its own log (PID 1's stdout): the engine rotates it, bounded.
+    assert service["logging"] == {
+        "driver": "json-file",
+        "options": {"max-size": "4m", "max-file": "2"},
+    }, name
     user = service["user"]
     assert not user.startswith("0:") or name == "agent", name
 
