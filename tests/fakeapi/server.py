@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.fakeapi import anthropic, openai
+from tests.fakeapi import anthropic, chatgpt, openai
 
 #: A dialect's answer: status, content type, and the body as chunks (each one flushed, so a
 #: list of SSE events streams).
@@ -34,6 +34,7 @@ Handler = Callable[[dict[str, Any], Any], Reply]
 ROUTES: dict[tuple[str, str], Handler] = {
     **anthropic.ROUTES,
     **openai.ROUTES,
+    **chatgpt.ROUTES,
 }
 
 _LOG_LOCK = threading.Lock()
@@ -58,9 +59,15 @@ def _script(path: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _body(raw: bytes) -> Any:
+def _body(raw: bytes, encoding: str = "") -> Any:
     if not raw:
         return None
+    if encoding.strip().lower() == "zstd":  # Codex compresses its requests to chatgpt.com
+        try:
+            from compression import zstd  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            from backports import zstd  # type: ignore[import-not-found,no-redef,unused-ignore]
+        raw = zstd.decompress(raw)
     try:
         return json.loads(raw)
     except ValueError:
@@ -76,7 +83,8 @@ def make_handler(script: Path, log: Path) -> type[http.server.BaseHTTPRequestHan
 
         def _serve(self) -> None:
             size = int(self.headers.get("content-length") or 0)
-            body = _body(self.rfile.read(size) if size else b"")
+            raw = self.rfile.read(size) if size else b""
+            body = _body(raw, self.headers.get("content-encoding", ""))
             record = {
                 "time": time.time(),
                 "host": self.headers.get("host", ""),
