@@ -3,8 +3,9 @@
 Serves HTTPS on ``PORT`` (443) with ``$FAKEAPI_CERT``/``$FAKEAPI_KEY`` (PEM text), answers
 each API path from its dialect module and the script (JSON, re-read on every request so a
 test may change it), and appends every request to ``LOG`` (JSONL): time, host, method, path,
-headers and body. Any other path answers 200 with a short text, so the fake also stands in
-for "some host the agent wants" in the egress recovery flow.
+headers and body. A path ending ``/echo`` answers with that record (an upstream echoing the
+request). Any other path answers 200 with a short text, so the fake also stands in for "some
+host the agent wants" in the egress recovery flow.
 
 Stdlib only: it runs in the sidecar image, with this package bind-mounted.
 """
@@ -95,7 +96,12 @@ def make_handler(script: Path, log: Path) -> type[http.server.BaseHTTPRequestHan
             }
             with _LOG_LOCK, log.open("a", encoding="utf-8") as out:
                 out.write(json.dumps(record) + "\n")
-            status, ctype, chunks = dispatch(self.command, self.path, _script(script), body)
+            if self.path.split("?", 1)[0].endswith("/echo"):
+                # An upstream that echoes the request: egress must scrub what it injected.
+                reply: Reply = (200, "application/json", [json.dumps(record).encode()])
+            else:
+                reply = dispatch(self.command, self.path, _script(script), body)
+            status, ctype, chunks = reply
             self.send_response(status)
             self.send_header("content-type", ctype)
             if ctype == "text/event-stream":
