@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import json
+import os
 import re
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -121,14 +124,23 @@ def host_path(file_ref: str) -> Path:
     return path
 
 
+def _read_file(path: Path) -> bytes:
+    """A regular file's first bytes; a link is followed (dotfile managers link auth.json),
+    a FIFO or device is refused rather than waited on."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return handle.read(_MAX_FILE + 1)
+
+
 def read_login(file_ref: str, *, now: float | None = None) -> Login:
     """The host's ChatGPT login from Codex's ``auth.json``; Refused when it is none or
     has expired."""
     path = host_path(file_ref)
     fix = "Log in on the host with `codex login` (ChatGPT), then start again."
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(_MAX_FILE + 1)
+        raw = _read_file(path)
     except OSError as exc:
         raise Refused(f"cannot read the ChatGPT login {path}: {exc.strerror}", hint=fix) from None
     try:

@@ -340,3 +340,34 @@ def test_an_expired_login_is_refused_at_egress_with_the_fix(
     assert "has expired" in data["reason"]
     assert "refresh it on the host" in data["how_to_fix"]
     assert flow.request.headers["Authorization"] == _agent_headers()["Authorization"]
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "auth.json"
+    os.mkfifo(fifo)
+    with pytest.raises(Refused, match="not a regular file"):
+        read_login(str(fifo))
+
+
+def test_a_linked_login_file_is_read(tmp_path: Path) -> None:
+    link = tmp_path / "link.json"
+    link.symlink_to(login_file(tmp_path))
+    assert read_login(str(link)).access_token == ACCESS
+
+
+def test_a_login_egress_does_not_hold_is_refused_with_the_fix(
+    egress: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chatgpt route added while the bottle runs: egress got no login at start."""
+    monkeypatch.delenv(CHATGPT_ACCESS_VAR)
+    flow = make_flow(
+        "POST", "https://chatgpt.com/backend-api/codex/responses", headers=_agent_headers()
+    )
+    egress.fire(HttpRequestHook(flow))
+    assert flow.response is not None and flow.response.status_code == 502
+    data = body(flow)
+    assert data["error"] == "egress_credential_missing"
+    assert "/home/u/.codex/auth.json" in data["reason"]
+    assert "restart the bottle" in data["how_to_fix"]

@@ -75,17 +75,20 @@ class Inject:
                 return
             wanted = auth.headers(self.environ)
             if wanted is None:
-                login = f"the ChatGPT login {auth.file_ref}"
-                source = f"${auth.token_ref}" if auth.token_ref else login
+                if auth.token_ref:
+                    source = f"${auth.token_ref}"
+                    fix = f"set {auth.token_ref} in the environment bottle is started from"
+                else:  # a chatgpt route added live: the login is read at start only
+                    source = f"the ChatGPT login {auth.file_ref}"
+                    fix = f"restart the bottle so egress gets the login from {auth.file_ref}"
                 self.log.refuse(
                     flow,
                     502,
                     "egress_credential_missing",
                     f"the route for {route.host} injects a credential from {source}, "
                     "which is not set in the egress container",
-                    "ask the operator to set "
-                    f"{auth.token_ref or 'it'} on the host bottle is started from, then restart "
-                    "the bottle",
+                    f"ask the operator to {fix}"
+                    + (", then restart the bottle" if auth.token_ref else ""),
                 )
                 return
             if auth.scheme == "chatgpt" and _expired(self.environ.get(CHATGPT_ACCESS_VAR, "")):
