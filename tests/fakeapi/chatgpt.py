@@ -30,7 +30,16 @@ def accounts_check(script: dict[str, Any], body: Any) -> Reply:
     return 200, "application/json", [json.dumps(payload).encode()]
 
 
+def responses(script: dict[str, Any], body: Any) -> Reply:
+    """The Responses stream; ``{"chatgpt": {"unauthorized": true}}``: the 401 of a login the
+    backend no longer takes (expired, revoked)."""
+    if (script.get("chatgpt") or {}).get("unauthorized"):
+        error = {"error": {"message": "Your session has expired.", "code": "token_expired"}}
+        return 401, "application/json", [json.dumps(error).encode()]
+    return openai.responses(script, body)
+
+
 ROUTES = {
-    ("POST", "/backend-api/codex/responses"): openai.responses,
+    ("POST", "/backend-api/codex/responses"): responses,
     ("GET", "/backend-api/wham/accounts/check"): accounts_check,
 }

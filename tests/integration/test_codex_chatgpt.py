@@ -269,3 +269,26 @@ def test_an_expired_host_login_refuses_the_run(world: World, tmp_path: Path) -> 
     for secret in SECRETS:
         assert secret not in done.stderr + done.stdout
     assert {p.name for p in (world.home / "state").iterdir()} == before
+
+
+def test_a_login_the_backend_rejects_ends_the_turn_clearly(world: World) -> None:
+    """The backend says 401 (the login expired or was revoked upstream): Codex tries to
+    refresh, egress refuses that, and the run ends with an error, not a hang."""
+    from bottle.providers import provider
+
+    world.fake.set_script({**SCRIPT, "chatgpt": {**SCRIPT["chatgpt"], "unauthorized": True}})
+    try:
+        argv = provider("codex").headless_command("say hi after expiry")
+        done = world.instance.exec(["timeout", "120", *argv], capture=True)
+    finally:
+        world.fake.set_script(SCRIPT)
+    assert done.exit_code not in (0, 124), done.stderr[-3000:]  # failed, and not by timeout
+    out = done.stdout + done.stderr
+    for secret in SECRETS:
+        assert secret not in out
+    log = world.instance.state.path / "logs" / "egress.jsonl"
+    refused = [
+        json.loads(line) for line in log.read_text().splitlines() if '"auth.openai.com"' in line
+    ]
+    assert "Failed to refresh token" in done.stderr, done.stderr[-1500:]
+    assert refused and {e["decision"] for e in refused} == {"refuse"}
