@@ -233,9 +233,13 @@ def test_the_placeholder_sent_to_another_host_stays_a_placeholder(world: World) 
         "http://chatgpt.com/backend-api/codex/responses",
         "https://chatgpt.com:8443/backend-api/codex/responses",
         "http://chatgpt.com:443/backend-api/codex/responses",
+        # ChatGPT's own API with the user's login: not on the route, whatever the spelling.
+        "https://chatgpt.com/backend-api/conversation",
+        "--path-as-is https://chatgpt.com/backend-api/codex/../conversation",
+        "https://chatgpt.com/backend-api/codex/%2e%2e/conversation",
     ],
 )
-def test_plain_http_or_another_port_gets_no_login(world: World, url: str) -> None:
+def test_plain_http_another_port_or_path_gets_no_login(world: World, url: str) -> None:
     count = len(world.fake.requests())
     status, body = _curl(world, "-X POST -d '{}'", url)
     assert status == "403", body
