@@ -371,3 +371,17 @@ def test_a_login_egress_does_not_hold_is_refused_with_the_fix(
     assert data["error"] == "egress_credential_missing"
     assert "/home/u/.codex/auth.json" in data["reason"]
     assert "restart the bottle" in data["how_to_fix"]
+
+
+def test_a_chatgpt_login_counts_as_codex_s_credential(
+    home: Path, repo: Path, tmp_path: Path
+) -> None:
+    from bottle.compose import notes
+
+    plan = codex_plan(home, repo, chatgpt_bottle(login_file(tmp_path)))
+    login_notes = [n for n in notes(plan) if "log in" in n.problem or "API key" in n.problem]
+    assert login_notes == []
+    bare = chatgpt_bottle(login_file(tmp_path)).replace("auth: {scheme: chatgpt", "x: {y")
+    bare = bare.replace("      x: {y, file_ref:", "      #")
+    plan = codex_plan(home, repo, bare)
+    assert any("cannot log in" in n.problem for n in notes(plan) if n.service == "agent")
