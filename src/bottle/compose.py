@@ -19,6 +19,7 @@ from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.resolver import VersionedResolver
 
 from bottle import hardening, layout, workspace
+from bottle.chatgpt_login import CHATGPT_HOST
 from bottle.plan import BottlePlan
 from bottle.policy import Routes
 from bottle.providers import provider as agent_provider
@@ -142,7 +143,8 @@ def _credentials(plan: BottlePlan) -> dict[str, list[str]]:
         if isinstance(routes, Routes):
             for route in routes.routes:
                 if route.auth is not None:
-                    found.setdefault(str(route.host), []).append(route.auth.token_ref)
+                    ref = route.auth.token_ref or route.auth.file_ref or ""
+                    found.setdefault(str(route.host), []).append(ref)
     return found
 
 
@@ -161,7 +163,10 @@ def _provider_notes(plan: BottlePlan, missing: set[str]) -> list[Note]:
     host = PROVIDER_API_HOSTS.get(plan.provider)
     if host is None:
         return []
-    refs = list(dict.fromkeys(_credentials(plan).get(host, ())))
+    credentials = _credentials(plan)
+    if plan.provider == "codex" and host not in credentials and CHATGPT_HOST in credentials:
+        host = CHATGPT_HOST  # a ChatGPT login (scheme chatgpt) instead of an API key
+    refs = list(dict.fromkeys(credentials.get(host, ())))
     if not refs:
         return [
             Note(

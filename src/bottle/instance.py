@@ -482,7 +482,10 @@ def compose_env(
 
     Never written anywhere: it holds the secrets egress injects.
     """
+    from bottle import chatgpt_login  # the policy models: not for ls
+
     values = {name: environ[name] for name in plan.host_vars}
+    values |= chatgpt_login.compose_values(plan)
     machine = {"BOTTLE_HOST_ADDRESSES": ",".join(host_addresses())}
     return {**values, **answers, **machine}
 

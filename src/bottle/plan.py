@@ -178,6 +178,9 @@ class BottlePlan:
                 hint=f"export {missing[0]}=... before starting, or remove the "
                 "token_ref / ${VAR} that names it from the bottle.",
             )
+        from bottle import chatgpt_login
+
+        chatgpt_login.compose_values(self)  # a ChatGPT login that is none or expired: refused
 
 
 @dataclass(frozen=True)

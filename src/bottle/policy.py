@@ -52,30 +52,87 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: The ``chatgpt`` scheme's secrets, as egress holds them in its environment: the host reads
+#: Codex's ``auth.json`` (``file_ref``) at start and hands these two to compose, never a file.
+CHATGPT_ACCESS_VAR = "BOTTLE_CHATGPT_ACCESS_TOKEN"
+CHATGPT_ACCOUNT_VAR = "BOTTLE_CHATGPT_ACCOUNT_ID"
+#: The header Codex names its ChatGPT workspace with; egress writes the real one.
+CHATGPT_ACCOUNT_HEADER = "ChatGPT-Account-ID"
+
+
 class Auth(_Strict):
     """How egress authenticates a route: the agent's own credential is stripped first."""
 
-    scheme: str = Field(description="bearer | token | basic | header:<Name>")
-    token_ref: EnvName = Field(description="host environment variable holding the secret")
+    scheme: str = Field(description="bearer | token | basic | header:<Name> | chatgpt")
+    token_ref: EnvName | None = Field(
+        None, description="host environment variable holding the secret (not for chatgpt)"
+    )
+    file_ref: str | None = Field(
+        None,
+        description="chatgpt only: the host's Codex auth.json (a ChatGPT login), e.g. "
+        "~/.codex/auth.json",
+    )
 
     @field_validator("scheme")
     @classmethod
     def _scheme(cls, value: str) -> str:
-        if value in {"bearer", "token", "basic"}:
+        if value in {"bearer", "token", "basic", "chatgpt"}:
             return value
         if value.startswith("header:") and _HEADER_NAME_RE.fullmatch(value[7:]):
             return value
         raise ValueError(
-            f"unknown auth scheme {value!r}: use bearer, token, basic or header:<Header-Name>"
+            f"unknown auth scheme {value!r}: use bearer, token, basic, chatgpt or "
+            "header:<Header-Name>"
         )
+
+    @field_validator("file_ref")
+    @classmethod
+    def _file_ref(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "\0" in value):
+            raise ValueError("file_ref must be a path, e.g. ~/.codex/auth.json")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Auth:
+        if self.scheme == "chatgpt":
+            if self.file_ref is None or self.token_ref is not None:
+                raise ValueError(
+                    "auth scheme chatgpt takes file_ref (the host's Codex auth.json, e.g. "
+                    "~/.codex/auth.json), not token_ref"
+                )
+        elif self.token_ref is None or self.file_ref is not None:
+            raise ValueError(
+                f"auth scheme {self.scheme} takes token_ref (the host variable holding the "
+                "secret); file_ref is for scheme chatgpt"
+            )
+        return self
+
+    @property
+    def secret_vars(self) -> tuple[str, ...]:
+        """The variables of egress's environment this credential is made of."""
+        if self.scheme == "chatgpt":
+            return (CHATGPT_ACCESS_VAR, CHATGPT_ACCOUNT_VAR)
+        assert self.token_ref is not None  # _one_source
+        return (self.token_ref,)
 
     @property
     def header(self) -> str:
         """The request header this scheme writes."""
         return self.scheme[7:] if self.scheme.startswith("header:") else "Authorization"
 
+    def headers(self, environ: Mapping[str, str]) -> dict[str, str] | None:
+        """The headers this credential puts in a request, from ``environ``; None when a
+        value it needs is not set."""
+        values = [environ.get(name, "").strip() for name in self.secret_vars]
+        if not all(values):
+            return None
+        if self.scheme == "chatgpt":
+            token, account = values
+            return {"Authorization": f"Bearer {token}", CHATGPT_ACCOUNT_HEADER: account}
+        return {self.header: self.header_value(values[0])}
+
     def header_value(self, secret: str) -> str:
-        if self.scheme == "bearer":
+        if self.scheme in {"bearer", "chatgpt"}:
             return f"Bearer {secret}"
         if self.scheme == "token":
             return f"token {secret}"
@@ -259,6 +316,12 @@ class Routes(_Strict):
                 )
             if route.auth is not None or route.host not in seen:
                 seen[route.host] = route.auth
+        files = {r.auth.file_ref for r in self.routes if r.auth and r.auth.file_ref}
+        if len(files) > 1:
+            raise ValueError(
+                "routes name two ChatGPT logins (file_ref): egress holds one; use the same "
+                "auth.json everywhere"
+            )
         return self
 
     def match(
@@ -311,7 +374,20 @@ class Routes(_Strict):
 
     @cached_property
     def token_refs(self) -> tuple[str, ...]:
-        return tuple(sorted({r.auth.token_ref for r in self.routes if r.auth}))
+        """The host variables the credentials come from (a chatgpt login is a file)."""
+        return tuple(sorted({r.auth.token_ref for r in self.routes if r.auth and r.auth.token_ref}))
+
+    @cached_property
+    def secret_vars(self) -> tuple[str, ...]:
+        """Every variable of egress's environment a credential is made of."""
+        return tuple(sorted({v for r in self.routes if r.auth for v in r.auth.secret_vars}))
+
+    @cached_property
+    def chatgpt_files(self) -> tuple[str, ...]:
+        """The host files (Codex's auth.json) the chatgpt credentials are read from."""
+        return tuple(
+            dict.fromkeys(r.auth.file_ref for r in self.routes if r.auth and r.auth.file_ref)
+        )
 
     def with_route(self, route: Route) -> Routes:
         """This table plus ``route`` at the end; an equal route is not added twice."""

@@ -3,8 +3,9 @@
 Serves HTTPS on ``PORT`` (443) with ``$FAKEAPI_CERT``/``$FAKEAPI_KEY`` (PEM text), answers
 each API path from its dialect module and the script (JSON, re-read on every request so a
 test may change it), and appends every request to ``LOG`` (JSONL): time, host, method, path,
-headers and body. Any other path answers 200 with a short text, so the fake also stands in
-for "some host the agent wants" in the egress recovery flow.
+headers and body. A path ending ``/echo`` answers with that record (an upstream echoing the
+request). Any other path answers 200 with a short text, so the fake also stands in for "some
+host the agent wants" in the egress recovery flow.
 
 Stdlib only: it runs in the sidecar image, with this package bind-mounted.
 """
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.fakeapi import anthropic, openai
+from tests.fakeapi import anthropic, chatgpt, openai
 
 #: A dialect's answer: status, content type, and the body as chunks (each one flushed, so a
 #: list of SSE events streams).
@@ -34,6 +35,7 @@ Handler = Callable[[dict[str, Any], Any], Reply]
 ROUTES: dict[tuple[str, str], Handler] = {
     **anthropic.ROUTES,
     **openai.ROUTES,
+    **chatgpt.ROUTES,
 }
 
 _LOG_LOCK = threading.Lock()
@@ -58,9 +60,15 @@ def _script(path: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _body(raw: bytes) -> Any:
+def _body(raw: bytes, encoding: str = "") -> Any:
     if not raw:
         return None
+    if encoding.strip().lower() == "zstd":  # Codex compresses its requests to chatgpt.com
+        try:
+            from compression import zstd  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            from backports import zstd  # type: ignore[import-not-found,no-redef,unused-ignore]
+        raw = zstd.decompress(raw)
     try:
         return json.loads(raw)
     except ValueError:
@@ -76,7 +84,8 @@ def make_handler(script: Path, log: Path) -> type[http.server.BaseHTTPRequestHan
 
         def _serve(self) -> None:
             size = int(self.headers.get("content-length") or 0)
-            body = _body(self.rfile.read(size) if size else b"")
+            raw = self.rfile.read(size) if size else b""
+            body = _body(raw, self.headers.get("content-encoding", ""))
             record = {
                 "time": time.time(),
                 "host": self.headers.get("host", ""),
@@ -87,7 +96,12 @@ def make_handler(script: Path, log: Path) -> type[http.server.BaseHTTPRequestHan
             }
             with _LOG_LOCK, log.open("a", encoding="utf-8") as out:
                 out.write(json.dumps(record) + "\n")
-            status, ctype, chunks = dispatch(self.command, self.path, _script(script), body)
+            if self.path.split("?", 1)[0].endswith("/echo"):
+                # An upstream that echoes the request: egress must scrub what it injected.
+                reply: Reply = (200, "application/json", [json.dumps(record).encode()])
+            else:
+                reply = dispatch(self.command, self.path, _script(script), body)
+            status, ctype, chunks = reply
             self.send_response(status)
             self.send_header("content-type", ctype)
             if ctype == "text/event-stream":

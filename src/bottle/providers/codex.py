@@ -7,7 +7,9 @@ approvals or sandbox of Codex's own (the bottle is the sandbox), /workspace trus
 sidecars' MCP servers, no update check, analytics or feedback upload, the Responses API
 over HTTPS (no WebSocket attempt first); the agent file's body
 as ``AGENTS.md`` (Codex's global instructions, added to its own); and an ``auth.json`` of
-placeholders when a route injects the real credential.
+placeholders when a route injects the real credential: an API key's, or a ChatGPT login's
+(``scheme: chatgpt``, :mod:`bottle.chatgpt_login`), which also points the provider at
+ChatGPT's Codex backend.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
-from bottle import layout
+from bottle import chatgpt_login, layout
 from bottle.providers.base import TRANSCRIPT, Output
 
 if TYPE_CHECKING:
@@ -37,6 +39,11 @@ _PLACEHOLDER = "bottle-egress-injects-this"
 #: fails it retries with backoff for about 7 s per session before it falls back to POST.
 #: Named "OpenAI", Codex treats it as the OpenAI provider in every other respect.
 PROVIDER_ID = "openai-https"
+#: Where Codex sends the Responses API with a ChatGPT login (its built-in default then).
+CHATGPT_BASE_URL = f"https://{chatgpt_login.CHATGPT_HOST}/backend-api/codex"
+#: With a ChatGPT login Codex also lists plugins and apps (connectors) on chatgpt.com at every
+#: start: requests the bottle does not route, so refusals in every decision log.
+_CHATGPT_FEATURES = {"plugins": False, "apps": False}
 
 _SETTINGS = {
     # The bottle is the sandbox: Codex's own (landlock/seccomp) cannot run unprivileged here.
@@ -80,11 +87,17 @@ class Codex:
     def seed_files(self, plan: BottlePlan) -> dict[str, bytes]:
         home = CODEX_HOME.relative_to(TRANSCRIPT)
         files = {
-            f"{home}/config.toml": config_toml(_mcp_servers(plan)).encode(),
+            f"{home}/config.toml": config_toml(
+                _mcp_servers(plan), chatgpt=chatgpt_login.CHATGPT_HOST in _chatgpt_hosts(plan)
+            ).encode(),
             f"{home}/AGENTS.md": (plan.system_prompt + "\n").encode(),
         }
-        if API_HOST in _credentialed_hosts(plan):
+        auth: dict[str, Any] | None = None
+        if chatgpt_login.CHATGPT_HOST in _chatgpt_hosts(plan):
+            auth = chatgpt_login.placeholder_auth()
+        elif API_HOST in _credentialed_hosts(plan):
             auth = {"auth_mode": "apikey", "OPENAI_API_KEY": _PLACEHOLDER}
+        if auth is not None:
             files[f"{home}/auth.json"] = json.dumps(auth, indent=2).encode() + b"\n"
         return files
 
@@ -107,11 +120,16 @@ class Codex:
         return [*head, *flags, *json_flag, "--", prompt]
 
 
-def config_toml(mcp_servers: Mapping[str, Mapping[str, Any]]) -> str:
-    """Codex's ``config.toml``: bottle's settings and one table per MCP server."""
+def config_toml(mcp_servers: Mapping[str, Mapping[str, Any]], *, chatgpt: bool = False) -> str:
+    """Codex's ``config.toml``: bottle's settings and one table per MCP server; ``chatgpt``:
+    for a ChatGPT login (the Codex backend on chatgpt.com, its plugin and app lists off)."""
     lines = ["# Written by bottle before the first start; Codex may add to it.", ""]
     lines += [f"{key} = {_value(value)}" for key, value in _SETTINGS.items()]
     tables = dict(_TABLES)
+    if chatgpt:
+        provider = f"model_providers.{PROVIDER_ID}"
+        tables[provider] = {**tables[provider], "base_url": CHATGPT_BASE_URL}
+        tables["features"] = {**tables["features"], **_CHATGPT_FEATURES}
     for name, server in mcp_servers.items():
         tables[f"mcp_servers.{_key(name)}"] = _mcp_server(server)
     for header, body in tables.items():
@@ -142,6 +160,13 @@ def _credentialed_hosts(plan: BottlePlan) -> set[str]:
     egress = plan.sidecars.get("egress")
     routes = getattr(getattr(egress, "routes", None), "routes", ())
     return {str(r.host) for r in routes if r.auth is not None}
+
+
+def _chatgpt_hosts(plan: BottlePlan) -> set[str]:
+    """Hosts whose route injects a ChatGPT login."""
+    egress = plan.sidecars.get("egress")
+    routes = getattr(getattr(egress, "routes", None), "routes", ())
+    return {str(r.host) for r in routes if r.auth is not None and r.auth.scheme == "chatgpt"}
 
 
 def _key(name: str) -> str:

@@ -94,7 +94,8 @@ class _Egress(SidecarBase[Egress, EgressPlan]):
         # The host's own addresses, filled in by compose from the start's environment (machine
         # state, never written into the file): egress refuses to connect to any of them.
         env += ["BOTTLE_HOST_ADDRESSES=${BOTTLE_HOST_ADDRESSES:-}"]
-        env += list(sub.secret_refs)  # bare names: compose passes the host's values
+        # Bare names: compose passes the host's values (a ChatGPT login's, read at up).
+        env += list(dict.fromkeys((*sub.secret_refs, *sub.routes.secret_vars)))
         service |= {
             "environment": env,
             "volumes": [

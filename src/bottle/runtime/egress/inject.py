@@ -11,10 +11,13 @@ addons, so the route it reads is the one :mod:`.guards` matched, in the same tab
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 from mitmproxy import http
 
+from bottle.chatgpt_login import expiry
+from bottle.policy import CHATGPT_ACCESS_VAR
 from bottle.runtime.egress.log import DecisionLog, first_time, flow_record
 from bottle.runtime.egress.reload import Reload
 
@@ -70,23 +73,48 @@ class Inject:
                     "ask the operator: the egress sidecar must run with ssl_insecure off",
                 )
                 return
-            secret = self.environ.get(auth.token_ref, "").strip()
-            if not secret:
+            wanted = auth.headers(self.environ)
+            if wanted is None:
+                if auth.token_ref:
+                    source = f"${auth.token_ref}"
+                    fix = f"set {auth.token_ref} in the environment bottle is started from"
+                else:  # a chatgpt route added live: the login is read at start only
+                    source = f"the ChatGPT login {auth.file_ref}"
+                    fix = f"restart the bottle so egress gets the login from {auth.file_ref}"
                 self.log.refuse(
                     flow,
                     502,
                     "egress_credential_missing",
-                    f"the route for {route.host} injects a credential from ${auth.token_ref}, "
+                    f"the route for {route.host} injects a credential from {source}, "
                     "which is not set in the egress container",
-                    "ask the operator to set "
-                    f"{auth.token_ref} in the environment bottle is started from, then restart "
-                    "the bottle",
+                    f"ask the operator to {fix}"
+                    + (", then restart the bottle" if auth.token_ref else ""),
                 )
                 return
-            for name in {"Authorization", "Proxy-Authorization", auth.header}:
+            if auth.scheme == "chatgpt" and _expired(self.environ.get(CHATGPT_ACCESS_VAR, "")):
+                # Codex would try to refresh, with a placeholder: that ends at auth.openai.com,
+                # refused. Say what is wrong where the real token would have been sent.
+                self.log.refuse(
+                    flow,
+                    401,
+                    "egress_credential_expired",
+                    f"the ChatGPT login egress holds for {route.host} has expired; bottle "
+                    "never refreshes it inside the bottle",
+                    f"ask the operator to refresh it on the host (run codex there, or codex "
+                    f"login; {auth.file_ref}), then restart the bottle",
+                )
+                return
+            for name in {"Authorization", "Proxy-Authorization", auth.header, *wanted}:
                 headers.pop(name, None)
-            headers[auth.header] = auth.header_value(secret)
+            headers.update(wanted)
         headers.pop("Proxy-Authorization", None)
+
+
+def _expired(token: str) -> bool:
+    """True when the JWT ``token``'s ``exp`` claim is past (read, not verified: the upstream
+    verifies it; this only saves a request bound to fail)."""
+    when = expiry(token)
+    return when is not None and when <= time.time()
 
 
 def _upstream_unverified() -> bool:

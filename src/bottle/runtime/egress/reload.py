@@ -165,7 +165,7 @@ class Reload:
         return True
 
     def _secrets(self, routes: Routes) -> tuple[dlp.KnownSecret, ...]:
-        names = dlp.secret_names(routes.token_refs, self.environ)
+        names = dlp.secret_names(routes.secret_vars, self.environ)
         return dlp.known_secrets(names, self.environ)
 
     def status(self) -> paths.EgressStatus:
