@@ -49,7 +49,6 @@ def quick_ls(words: Sequence[str]) -> int | None:
     shape = _LS.get(tuple(words))
     if shape is None:
         return None
-    from bottle.errors import BottleError
     from bottle.instances import instances
     from bottle.settings import Settings
     from bottle_cli import listing
@@ -59,7 +58,7 @@ def quick_ls(words: Sequence[str]) -> int | None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return INTERRUPTED
-    except BottleError as exc:
+    except Exception as exc:  # the full command's boundary: no traceback here either
         return _report(exc)
     return 0
 
@@ -108,7 +107,6 @@ def quick_exec(words: Sequence[str]) -> int | None:
         return None  # the full command finds the instance, or says why not
     from bottle import execlog
     from bottle.engine.seam import DockerEngine
-    from bottle.errors import BottleError
     from bottle.layout import COMPOSE_FILE
 
     project = DockerEngine().project(
@@ -118,13 +116,21 @@ def quick_exec(words: Sequence[str]) -> int | None:
     )
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     try:
-        return execlog.recorded(
+        code = execlog.recorded(
             found.path, cmd, service, lambda: project.exec(service, cmd, tty=tty).exit_code
         )
+        if code != 0:
+            # As the full command: only a failed exec pays for a look, since docker's own
+            # "is not running" names no fix.
+            from bottle_cli.app import _require_running
+            from bottle_cli.params import open_instance
+
+            _require_running(open_instance(slug), service)
+        return code
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return INTERRUPTED
-    except BottleError as exc:
+    except Exception as exc:  # the full command's boundary: no traceback here either
         return _report(exc)
 
 

@@ -22,6 +22,17 @@ from bottle.state import InstanceStatus, StateDir
 from tests.unit.test_lifecycle import make_state
 
 FAKE_DOCKER = """#!/bin/sh
+if [ "$1" = ps ]; then
+  # The look a failed exec takes: each service of the project, in ``$DOCKER_PS_STATE``.
+  for arg; do
+    case "$arg" in label=com.docker.compose.project=*) project="${arg#*project=}" ;; esac
+  done
+  for service in agent egress; do
+    printf 'id-%s\\t%s\\tUp\\t%s\\t%s\\t\\t\\t%s-%s-1\\n' \\
+      "$service" "${DOCKER_PS_STATE:-running}" "$project" "$service" "$project" "$service"
+  done
+  exit 0
+fi
 printf '%s\\n' "$@" > "$DOCKER_ARGV_LOG"
 exit "${DOCKER_EXIT:-0}"
 """
@@ -189,6 +200,35 @@ def test_no_docker_is_an_error_with_a_hint(bottle: Run, running: StateDir, tmp_p
     assert "docker command is not installed" in done.stderr and "hint:" in done.stderr
     assert "Traceback" not in done.stderr
     assert _log(running)[1].endswith("exit interrupted")
+
+
+def test_a_failed_exec_in_a_stopped_service_names_resume(bottle: Run, running: StateDir) -> None:
+    # docker's own "service is not running" names no fix: the full command's look, here too.
+    done = bottle("exec", "shell-run111", "--", "true", DOCKER_EXIT="1", DOCKER_PS_STATE="exited")
+    assert done.returncode == 1, done.stderr  # StateError, as the full command exits
+    assert "agent of shell-run111 is not running (its container is exited)" in done.stderr
+    assert "bottle resume shell-run111" in done.stderr
+    # Running containers: the command's own failure is its exit code, nothing added.
+    done = bottle("exec", "shell-run111", "--", "false", DOCKER_EXIT="1")
+    assert done.returncode == 1 and done.stderr == ""
+
+
+def test_an_unexpected_os_error_is_a_message_not_a_traceback(
+    running: StateDir, tmp_path: Path
+) -> None:
+    # A ``docker`` on PATH that cannot be run (a directory): PermissionError, no bottle error.
+    bin_dir = tmp_path / "odd"
+    (bin_dir / "docker").mkdir(parents=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bottle_cli", "exec", "shell-run111", "--", "true"],
+        env={**os.environ, "PATH": str(bin_dir), "BOTTLE_HOME": str(running.path.parent.parent)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "internal error (PermissionError" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_ctrl_c_is_recorded_and_exits_130(
