@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bottle.errors import Refused
-from bottle.policy import CHATGPT_ACCESS_VAR, CHATGPT_ACCOUNT_VAR
+from bottle.policy import CHATGPT_ACCESS_VAR, CHATGPT_ACCOUNT_VAR, PLACEHOLDER
 
 if TYPE_CHECKING:
     from bottle.plan import BottlePlan
@@ -43,8 +43,6 @@ CHATGPT_HOST = "chatgpt.com"
 #: the real id (``bottle.runtime.egress.scrub.MARKER``). Codex looks its own id up in the
 #: backend's workspace list (``/backend-api/wham/accounts/check``), and there it finds it.
 PLACEHOLDER_ACCOUNT = "[bottle:scrubbed]"
-#: The placeholder refresh token, and the subject of the placeholder JWTs.
-PLACEHOLDER = "bottle-egress-injects-this"
 #: 2100-01-01: the placeholders never look due for a refresh.
 FAR_EXP = 4102444800
 _AUTH_CLAIMS = "https://api.openai.com/auth"

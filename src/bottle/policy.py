@@ -52,6 +52,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: What the agent holds for a credential whose real value egress injects.
+PLACEHOLDER = "bottle-egress-injects-this"
+
 #: The ``chatgpt`` scheme's secrets, as egress holds them in its environment: the host reads
 #: Codex's ``auth.json`` (``file_ref``) at start and hands these two to compose, never a file.
 CHATGPT_ACCESS_VAR = "BOTTLE_CHATGPT_ACCESS_TOKEN"

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from bottle import Instance
-from bottle.sidecars.egress import PLACEHOLDER
+from bottle.policy import PLACEHOLDER
 from tests.conftest import wait_for
 from tests.escape.conftest import SECRET, SECRET_VAR
 

@@ -10,10 +10,10 @@ import pytest
 
 from bottle.manifest import load_manifest
 from bottle.plan import BottlePlan, PlanOptions, resolve_plan
+from bottle.policy import PLACEHOLDER
 from bottle.providers import provider, seed_transcript
 from bottle.providers.claude import CONFIG_DIR
 from bottle.settings import Settings
-from bottle.sidecars.egress import PLACEHOLDER
 from tests.conftest import write
 
 BOTTLE = """---

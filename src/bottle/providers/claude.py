@@ -18,8 +18,8 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from bottle import layout
+from bottle.policy import PLACEHOLDER
 from bottle.providers.base import AGENT_DIR, TRANSCRIPT, Output
-from bottle.sidecars.egress import PLACEHOLDER
 
 if TYPE_CHECKING:
     from bottle.plan import BottlePlan

@@ -21,6 +21,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from bottle import chatgpt_login, layout
+from bottle.policy import PLACEHOLDER, Routes
 from bottle.providers.base import TRANSCRIPT, Output
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ SKILLS = PurePosixPath("/home/agent/.agents/skills")
 API_HOST = "api.openai.com"
 
 # What egress puts in place of a credential the agent must not hold (bottle.sidecars.egress).
-_PLACEHOLDER = "bottle-egress-injects-this"
 #: The OpenAI provider over HTTPS only. Built-in providers cannot be changed in config.toml
 #: and the built-in one opens the Responses API as a WebSocket first: where that upgrade
 #: fails it retries with backoff for about 7 s per session before it falls back to POST.
@@ -86,17 +86,16 @@ class Codex:
 
     def seed_files(self, plan: BottlePlan) -> dict[str, bytes]:
         home = CODEX_HOME.relative_to(TRANSCRIPT)
+        chatgpt = _logs_in_to_chatgpt(plan)
         files = {
-            f"{home}/config.toml": config_toml(
-                _mcp_servers(plan), chatgpt=chatgpt_login.CHATGPT_HOST in _chatgpt_hosts(plan)
-            ).encode(),
+            f"{home}/config.toml": config_toml(_mcp_servers(plan), chatgpt=chatgpt).encode(),
             f"{home}/AGENTS.md": (plan.system_prompt + "\n").encode(),
         }
         auth: dict[str, Any] | None = None
-        if chatgpt_login.CHATGPT_HOST in _chatgpt_hosts(plan):
+        if chatgpt:
             auth = chatgpt_login.placeholder_auth()
         elif API_HOST in _credentialed_hosts(plan):
-            auth = {"auth_mode": "apikey", "OPENAI_API_KEY": _PLACEHOLDER}
+            auth = {"auth_mode": "apikey", "OPENAI_API_KEY": PLACEHOLDER}
         if auth is not None:
             files[f"{home}/auth.json"] = json.dumps(auth, indent=2).encode() + b"\n"
         return files
@@ -156,17 +155,25 @@ def _mcp_servers(plan: BottlePlan) -> dict[str, Mapping[str, Any]]:
     return servers
 
 
+def _routes(plan: BottlePlan) -> Routes | None:
+    routes = getattr(plan.sidecars.get("egress"), "routes", None)
+    return routes if isinstance(routes, Routes) else None
+
+
 def _credentialed_hosts(plan: BottlePlan) -> set[str]:
-    egress = plan.sidecars.get("egress")
-    routes = getattr(getattr(egress, "routes", None), "routes", ())
-    return {str(r.host) for r in routes if r.auth is not None}
+    routes = _routes(plan)
+    return {str(r.host) for r in routes.routes if r.auth is not None} if routes else set()
 
 
-def _chatgpt_hosts(plan: BottlePlan) -> set[str]:
-    """Hosts whose route injects a ChatGPT login."""
-    egress = plan.sidecars.get("egress")
-    routes = getattr(getattr(egress, "routes", None), "routes", ())
-    return {str(r.host) for r in routes if r.auth is not None and r.auth.scheme == "chatgpt"}
+def _logs_in_to_chatgpt(plan: BottlePlan) -> bool:
+    """The route for Codex's backend injects a ChatGPT login."""
+    routes = _routes(plan)
+    return routes is not None and any(
+        r.auth is not None
+        and r.auth.scheme == "chatgpt"
+        and str(r.host) == chatgpt_login.CHATGPT_HOST
+        for r in routes.routes
+    )
 
 
 def _key(name: str) -> str:

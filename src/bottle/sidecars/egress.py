@@ -19,16 +19,20 @@ from pydantic import Field, ValidationError
 from bottle import layout, safefs
 from bottle.errors import ApplyError, ApplyFailed, ManifestError
 from bottle.manifest.models import Strict
-from bottle.policy import EnvName, Route, Routes, RoutesFileError, parse_routes_file
+from bottle.policy import (
+    PLACEHOLDER,
+    EnvName,
+    Route,
+    Routes,
+    RoutesFileError,
+    parse_routes_file,
+)
 from bottle.runtime.egress import EgressStatus, routes_digest
 from bottle.sidecars._common import bind, sidecar_base
 from bottle.sidecars.base import AgentAddon, PlanContext, SidecarBase, SidecarHost
 
 if TYPE_CHECKING:
     from bottle.plan import BottlePlan
-
-#: What the agent sees for a variable whose real value egress injects.
-PLACEHOLDER = "bottle-egress-injects-this"
 
 
 class Egress(Strict):
