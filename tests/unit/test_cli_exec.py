@@ -27,7 +27,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
 
     engine = FakeEngine()
     monkeypatch.setattr(instance, "DockerEngine", lambda: engine)
-    monkeypatch.setattr(instances.engine, "compose_ls", lambda: {})
+    monkeypatch.setattr(instances.engine, "containers", lambda *_a: [])
     monkeypatch.setattr(instances.engine, "labelled", lambda *_a, **_k: ({}, {}))
     return engine
 

@@ -22,7 +22,7 @@ from tests.unit.test_lifecycle import make_state
 def quiet_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     from bottle import instances
 
-    monkeypatch.setattr(instances.engine, "compose_ls", lambda: {})
+    monkeypatch.setattr(instances.engine, "containers", lambda *_a: [])
     monkeypatch.setattr(instances.engine, "labelled", lambda *_a, **_k: ({}, {}))
 
 

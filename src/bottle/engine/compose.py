@@ -412,24 +412,6 @@ class ComposeProject:
             ) from exc
 
 
-def compose_ls() -> dict[str, tuple[int, int]]:
-    """Running projects as ``name -> (running, exited)`` containers."""
-    import json
-
-    text = _docker_run(["compose", "ls", "--all", "--format", "json"], "listing compose projects")
-    counts: dict[str, tuple[int, int]] = {}
-    for project in json.loads(text or "[]"):
-        status = str(project.get("Status", ""))
-        running = re.search(r"running\((\d+)\)", status)
-        exited = re.search(r"exited\((\d+)\)", status)
-        if name := project.get("Name"):
-            counts[str(name)] = (
-                int(running.group(1)) if running else 0,
-                int(exited.group(1)) if exited else 0,
-            )
-    return counts
-
-
 def labelled(label: str, *, value_of: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """Containers and networks that carry ``label`` (``key`` or ``key=value``).
 
