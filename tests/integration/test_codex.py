@@ -202,6 +202,7 @@ def test_refused_asked_approved_retried(codex: Codex) -> None:
         assert done.returncode == 0, done.stderr
     finally:
         run.join(240)
+    assert not run.is_alive(), "the codex run did not end within 240 s of the approval"
     (finished,) = result
     assert finished.exit_code == 0, finished.stderr[-2000:]
     assert finished.stdout.strip().endswith("recovered"), finished.stdout
