@@ -140,7 +140,10 @@ def test_sidecar_installs_python_packages_before_copying_bottle_source() -> None
     steps = _instructions(dockerfile_text("sidecar.Dockerfile"))
     pip = next(i for i, s in enumerate(steps) if "pip install" in s)
     copy = next(i for i, s in enumerate(steps) if s.startswith("COPY bottle "))
-    assert pip < copy == len(steps) - 1
+    assert pip < copy == len(steps) - 2
+    # Then only their bytecode, so no sidecar start compiles them (the root is read-only).
+    assert steps[-1].startswith('RUN ["/opt/venv/bin/python", "-m", "compileall"')
+    assert '"unchecked-hash", "/opt/bottle"]' in steps[-1]
     # Only the locked requirements, hashes checked: no hand pins left in the Dockerfile.
     assert "--require-hashes" in steps[pip]
     assert "-r /etc/bottle/sidecar-requirements.txt" in steps[pip]
