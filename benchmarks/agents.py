@@ -77,6 +77,7 @@ def figures(rounds: int) -> list[Figure]:
     ours: list[float] = []
     plain: list[float] = []
     floor: list[float] = []
+    bare_run: list[float] = []  # ``docker run --rm IMAGE true``: the container, no CLI
     with FakeAPI.running(home, home / "fake", image=sidecar, script=SCRIPT) as fake:
         env = {
             **os.environ,
@@ -109,6 +110,11 @@ def figures(rounds: int) -> list[Figure]:
             )
             plain.append(_first_message_after(fake, started))
             floor.append(_compose_up_alone(home, env))
+            started = time.perf_counter()
+            subprocess.run(
+                ["docker", "run", "--rm", image, "true"], check=True, capture_output=True
+            )
+            bare_run.append(time.perf_counter() - started)
     # The plain side reaches the fake by its own network's alias.
     mine, theirs = statistics.median(ours), statistics.median(plain)
     ratio = mine / theirs
@@ -120,6 +126,8 @@ def figures(rounds: int) -> list[Figure]:
     ).stdout.strip()
     sizes = [f"{image} {int(size or 0) / 1e6:.0f} MB"]
     bare = statistics.median(floor)
+    # The CLI's own start to its first request: the plain run less its container's cost.
+    cli = max(theirs - statistics.median(bare_run), 0.0)
     return [
         Figure(
             id="A1",
@@ -142,7 +150,9 @@ def figures(rounds: int) -> list[Figure]:
             detail=f"{rounds} rounds, interleaved; compose up --detach, nothing waited "
             f"for: median {bare:.2f} s ({min(floor):.2f}-{max(floor):.2f}) vs plain "
             f"{theirs:.2f} s to its first request. Above 1.5x, no bottle that is one "
-            "compose project with its own networks can reach the goal",
+            "compose project with its own networks can reach the goal. With the CLI's own "
+            f"start on top (plain less a bare `docker run IMAGE true`, {cli:.2f} s): "
+            f"{(bare + cli) / theirs:.2f}x, before anything waits for egress",
         ),
     ]
 
