@@ -57,3 +57,32 @@ def test_main_publishes_the_ca_and_runs_mitmdump_after_it(
     )
     assert ran == [True]  # the CA was out before mitmdump started
     assert not status.exists()  # and the stale status gone before either
+
+
+def test_collection_is_off_while_egress_imports_and_on_when_it_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from bottle.runtime.egress import master
+
+    seen: list[bool] = []
+    monkeypatch.setattr(master, "run", lambda _args: seen.append(gc.isenabled()))
+    monkeypatch.setattr(egress_main.os, "_exit", lambda code: seen.append(code == 0))
+    monkeypatch.setattr(
+        egress_main, "_while_master_imports", lambda make: seen.append(gc.isenabled()) or make()
+    )
+    try:
+        egress_main.main(
+            {
+                egress_main.CONFDIR_ENV: str(tmp_path / "conf"),
+                egress_main.CA_PUBLIC_ENV: str(tmp_path / "ca"),
+                egress_main.HOST_CA_ENV: str(tmp_path / "none.pem"),
+                "BOTTLE_EGRESS_STATUS": str(tmp_path / "status" / "egress.json"),
+                "BOTTLE_EGRESS_LOG": str(tmp_path / "logs" / "egress.jsonl"),
+            }
+        )
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    assert seen == [False, True, True]  # off while importing; on while serving; clean exit
