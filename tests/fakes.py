@@ -82,6 +82,15 @@ class FakeProject:
         self.engine.env_at_up = dict(env)
         self.engine._call("up")
         self.engine.ups.append(list(services))
+        # What compose does: each service's container runs (a running one is left as it is,
+        # a stopped one starts again, a missing one is made).
+        found = {s.service: s for s in self.engine.states}
+        for name in services:
+            was = found.get(name)
+            if was is None or was.state != "running":
+                cid = was.container_id if was is not None else f"id-{name}-up"
+                found[name] = ServiceState(name, cid, "running", None, None)
+        self.engine.states = list(found.values())
         # What each sidecar does once it serves: its status file.
         status = self.compose_file.parent / "status"
         for service in services:
@@ -97,6 +106,7 @@ class FakeProject:
 
     def down(self, *, timeout: int = 5) -> None:
         self.engine._call("down")
+        self.engine.states = []  # what docker does: no container is left
 
     def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str:
         self.engine._call("logs")

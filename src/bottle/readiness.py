@@ -99,14 +99,21 @@ def _stopped(host: Starting, sidecars: Sidecars) -> Sidecars:
 
 
 def _not_ready(host: Starting, sidecars: Sidecars, why: str) -> StartTimeout:
-    names = ", ".join(s.name for s in sidecars)
+    return _failing(host, [s.name for s in sidecars], why)
+
+
+def _not_running(host: Starting, services: Sequence[str]) -> StartTimeout:
+    return _failing(host, services, "stopped as it started")
+
+
+def _failing(host: Starting, services: Sequence[str], why: str) -> StartTimeout:
     lines = []
-    for sidecar in sidecars:
-        tail = host.compose.logs(services=[sidecar.name], tail=TAIL).strip()
+    for service in services:
+        tail = host.compose.logs(services=[service], tail=TAIL).strip()
         if tail:
-            lines.append(f"{sidecar.name}, last lines:\n{inert(tail, multiline=True)}")
-    hint = "\n".join(lines) or "Look at 'bottle logs' for the failing sidecar."
-    return StartTimeout(f"{host.slug}: {names} {why}", hint=hint)
+            lines.append(f"{service}, last lines:\n{inert(tail, multiline=True)}")
+    hint = "\n".join(lines) or "Look at 'bottle logs' for the failing service."
+    return StartTimeout(f"{host.slug}: {', '.join(services)} {why}", hint=hint)
 
 
 def up_in_order(
@@ -116,7 +123,8 @@ def up_in_order(
     env: Mapping[str, str],
     wait_timeout: int,
 ) -> None:
-    """Every container up in one compose call, then return once the sidecars serve.
+    """Every container up in one compose call, then return once the sidecars serve and
+    every container still runs.
 
     The agent's *program* never runs before its sidecars serve: the host execs it only
     after this returns. Until then the agent container holds ``sleep infinity`` under
@@ -146,3 +154,9 @@ def up_in_order(
         wait_ready(
             instance, sidecars, timeout=max(deadline - time.monotonic(), 1.0), fresh_since=fresh
         )
+    # ``up`` returns once every container started, not that it still runs (no ``--wait``):
+    # a sidecar that served and died, or an agent container that exited, fails the start.
+    states = {s.service: s.state for s in instance.compose.ps()}
+    dead = [name for name in [*services, "agent"] if states.get(name, "missing") != "running"]
+    if dead:
+        raise _not_running(instance, dead)

@@ -97,8 +97,8 @@ def one_sidecar_source_walk() -> Iterator[None]:
     package = Path(bottle.__file__).parent
     walked = walk(package)
 
-    def runtime_sources(root: Path) -> dict[str, bytes]:
-        return dict(walked) if root == package else walk(root)
+    def runtime_sources(root: Path, *, cache: Path | None = None) -> dict[str, bytes]:
+        return dict(walked) if root == package else walk(root, cache=cache)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(images, "runtime_sources", runtime_sources)

@@ -61,7 +61,8 @@ def test_up_hands_secrets_to_compose_alone(
     assert (fake_docker.parent / "record.secret").read_text() == "s3cret"
     argv = (fake_docker.parent / "record.argv").read_text().split()
     assert argv[0] == "compose" and "--project-name" in argv and "bottle-t-abcde" in argv
-    assert argv[argv.index("up") :] == ["up", "--detach", "--wait", "--wait-timeout", "5"]
+    # No --wait: the host waits for the sidecars' status files itself (bottle.readiness).
+    assert argv[argv.index("up") :] == ["up", "--detach"]
 
 
 def test_up_service_recreates_one_service_without_its_dependencies(
@@ -101,5 +102,16 @@ def test_a_failed_up_is_an_engine_error_and_leaves_the_environment(
         project.up(env={"BOTTLE_TEST_SECRET": "s3cret"}, wait_timeout=5)
     assert type(caught.value) is kind and caught.value.exit_code == 1
     assert stderr in caught.value.stderr
-    assert caught.value.__cause__ is not None  # python-on-whales' error, for --debug
+    assert caught.value.__cause__ is not None  # the docker child's failure, for --debug
     assert dict(os.environ) == before
+
+
+def test_an_up_that_hangs_is_cut_at_its_bound(
+    tmp_path: Path, fake_docker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No --wait, so compose has no bound of its own: a stuck daemon must not hang start.
+    monkeypatch.setenv("FAKE_SLEEP", "5")
+    project = _project(tmp_path)
+    monkeypatch.setattr(project, "ps", list)
+    with pytest.raises(StartTimeout, match="compose did not finish within 1 s"):
+        project.up(env={}, wait_timeout=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -139,7 +140,10 @@ def test_sidecar_installs_python_packages_before_copying_bottle_source() -> None
     steps = _instructions(dockerfile_text("sidecar.Dockerfile"))
     pip = next(i for i, s in enumerate(steps) if "pip install" in s)
     copy = next(i for i, s in enumerate(steps) if s.startswith("COPY bottle "))
-    assert pip < copy == len(steps) - 1
+    assert pip < copy == len(steps) - 2
+    # Then only their bytecode, so no sidecar start compiles them (the root is read-only).
+    assert steps[-1].startswith('RUN ["/opt/venv/bin/python", "-m", "compileall"')
+    assert '"unchecked-hash", "/opt/bottle"]' in steps[-1]
     # Only the locked requirements, hashes checked: no hand pins left in the Dockerfile.
     assert "--require-hashes" in steps[pip]
     assert "-r /etc/bottle/sidecar-requirements.txt" in steps[pip]
@@ -478,3 +482,47 @@ def test_a_context_file_with_a_bad_name_is_a_message_not_a_crash(
     with pytest.raises(BottleError, match="not UTF-8") as info:
         custom_agent_image(settings, tmp_path / "Dockerfile", agent_image(settings, "shell"))
     assert info.value.hint and "directory of its own" in info.value.hint
+
+
+def test_the_import_cache_gives_the_walk_of_the_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bottle.images import sources
+
+    copy = _copy_package(tmp_path)
+    cache = tmp_path / "home" / "cache" / "imports.json"
+    fresh = runtime_sources(copy)
+    assert runtime_sources(copy, cache=cache) == fresh  # written on the way
+    with monkeypatch.context() as patch:
+        patch.setattr(sources, "_imports_in", lambda *_a: pytest.fail("parsed again"))
+        assert runtime_sources(copy, cache=cache) == fresh  # and read back, unparsed
+    # An edited file is walked again: its new import is followed, through the cache.
+    guards = copy / "runtime" / "egress" / "guards.py"
+    guards.write_text(guards.read_text() + "\nimport bottle.capability\n")
+    assert "bottle/capability.py" in runtime_sources(copy, cache=cache)
+    assert runtime_sources(copy, cache=cache) == runtime_sources(copy)
+
+
+@pytest.mark.parametrize(
+    "spoiled",
+    [
+        "{half",
+        '{"version": 2, "imports": {}}',
+        '{"version": 1, "imports": []}',
+        # An entry that names a module outside bottle spoils the whole file.
+        '{"version": 1, "imports": {"bottle.runtime:x": ["os"]}}',
+    ],
+)
+def test_a_spoiled_import_cache_is_ignored(tmp_path: Path, spoiled: str) -> None:
+    copy = _copy_package(tmp_path)
+    cache = tmp_path / "imports.json"
+    cache.write_text(spoiled)
+    assert runtime_sources(copy, cache=cache) == runtime_sources(copy)
+    assert json.loads(cache.read_text())["version"] == 1  # rewritten whole
+
+
+def test_an_unwritable_import_cache_only_costs_the_parse(tmp_path: Path) -> None:
+    copy = _copy_package(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert runtime_sources(copy, cache=blocker / "imports.json") == runtime_sources(copy)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,37 @@ def test_a_sidecar_recreated_by_up_must_write_its_file_again(tmp_path: Path) -> 
     with pytest.raises(StartTimeout):
         readiness.up_in_order(host, [sidecar("egress")], env={}, wait_timeout=1)
     assert engine.ups == [["egress", "agent"]] and engine.execs == []
+
+
+@pytest.mark.parametrize("dies", ["agent", "egress"])
+def test_a_container_that_stopped_by_the_time_the_sidecars_serve_fails_the_start(
+    tmp_path: Path, dies: str
+) -> None:
+    # up returns once every container started (no --wait): one that exited at once (an
+    # agent image whose command fails, a sidecar that served and crashed) is caught here,
+    # before the agent's program could be executed in a half-walled bottle.
+    engine = FakeEngine(log_text=f"{dies}-1  | \x1b[31mboom")
+    host = _Host(tmp_path, engine)
+    original_up = host.compose.up
+
+    def up(**kw: object) -> None:
+        original_up(**kw)  # type: ignore[arg-type]
+        engine.states = [
+            replace(s, state="exited", exit_code=1) if s.service == dies else s
+            for s in engine.states
+        ]
+
+    host.compose.up = up  # type: ignore[method-assign]
+    with pytest.raises(StartTimeout) as caught:
+        readiness.up_in_order(host, [sidecar("egress")], env={}, wait_timeout=5)
+    assert caught.value.message == f"shell-abcde: {dies} stopped as it started"
+    assert caught.value.hint is not None and "boom" in caught.value.hint
+    assert "\x1b" not in caught.value.hint
+    assert engine.execs == []
+
+
+def test_a_start_whose_containers_all_run_passes(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    host = _Host(tmp_path, engine)
+    readiness.up_in_order(host, [sidecar("egress")], env={}, wait_timeout=5)
+    assert engine.calls == ["up", "ps"]

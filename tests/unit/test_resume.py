@@ -61,8 +61,9 @@ def test_an_ended_instance_comes_up_again_in_the_same_state_dir(
     assert instance.status == InstanceStatus.RUNNING
     assert instance.metadata.pid == os.getpid() and instance.metadata.error is None
     # Every container in one compose call, then the wait for the sidecars (bottle.readiness);
-    # the last run's status files are there, so ps tells whether their sidecars still run.
-    assert engine.calls == ["check", "image_exists", "image_exists", "ps", "up"]
+    # the last run's status files are there, so ps tells whether their sidecars still run;
+    # a last ps, that every container still runs.
+    assert engine.calls == ["check", "image_exists", "image_exists", "ps", "up", "ps"]
     assert (instance.state.transcript / "notes").read_text() == "kept"
     assert "BOTTLE_HOST_ADDRESSES" in engine.env_at_up
     (entry,) = AuditLog(instance.state.audit_log).entries()
@@ -113,8 +114,9 @@ def test_a_running_instance_is_refused_with_attach_as_the_hint(home: Path, repo:
 def test_a_running_instance_whose_containers_stopped_resumes_as_preserved(
     home: Path, repo: Path
 ) -> None:
-    engine = FakeEngine(states=[ServiceState("agent", "c1", "exited", None, 137)])
+    engine = FakeEngine()
     instance = _started(home, repo, engine)
+    engine.states = [ServiceState("agent", "c1", "exited", None, 137)]
     _resume(instance, home)
     assert instance.status == InstanceStatus.RUNNING
     (entry,) = AuditLog(instance.state.audit_log).entries()
@@ -337,8 +339,9 @@ def test_attaching_to_a_preserved_instance_and_exiting_cleanly_finishes_it(
 def test_attaching_to_a_preserved_instance_whose_agent_stopped_names_resume(
     home: Path, repo: Path
 ) -> None:
-    engine = FakeEngine(states=[ServiceState("agent", "c1", "exited", None, 0)])
+    engine = FakeEngine()
     instance = _started(home, repo, engine)
+    engine.states = [ServiceState("agent", "c1", "exited", None, 0)]
     instance.preserve("interrupted")
     with pytest.raises(StateError, match="not running") as info:
         session.attach_session(instance, progress=lambda _l: None)

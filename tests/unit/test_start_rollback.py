@@ -34,8 +34,9 @@ def test_a_start_that_succeeds_is_running(home: Path, repo: Path) -> None:
     engine = FakeEngine()
     instance = _bottle(home, repo, engine).start()
     assert instance.status == InstanceStatus.RUNNING
-    assert engine.calls == ["check", "ensure_image", "ensure_image", "up"]
-    # One compose call; the agent's program runs after start returns (bottle.readiness).
+    assert engine.calls == ["check", "ensure_image", "ensure_image", "up", "ps"]
+    # One compose call, then one ps: every container still runs. The agent's program runs
+    # after start returns (bottle.readiness).
     assert engine.ups == [["egress", "supervise", "agent"]]
     assert instance.engine is engine
 

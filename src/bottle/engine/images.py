@@ -26,11 +26,8 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from python_on_whales import docker
-from python_on_whales.exceptions import DockerException
-
 from bottle.dockerfiles import declares_arg
-from bottle.engine.errors import docker_cli, docker_errors, raise_if_no_daemon
+from bottle.engine.errors import docker_cli, docker_errors, failure, raise_if_no_daemon
 from bottle.engine.progress import STEP, BuildProgress, BuildTracker
 from bottle.errors import Failed, ImageBuildError
 from bottle.images import ImageSpec
@@ -75,10 +72,18 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def image_exists(ref: str) -> bool:
-    """Whether an image ``ref`` is in the local image store (never pulls)."""
-    docker_cli()
-    with docker_errors(f"looking for image {ref}"):
-        return docker.image.exists(ref)
+    """Whether an image ``ref`` is in the local image store (never pulls).
+
+    One ``docker image inspect``, as python-on-whales' ``exists`` runs it: every start asks
+    this of each image, and importing python-on-whales first cost more than the call.
+    """
+    argv = [docker_cli(), "image", "inspect", "--format", "{{.Id}}", ref]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return True
+    if "no such image" in done.stderr.lower():
+        return False
+    raise failure(argv, done.stderr, done.returncode, f"looking for image {ref}")
 
 
 def ensure_image(
@@ -253,6 +258,9 @@ def ensure_base(settings: Settings, progress: Progress) -> str:
 
 
 def _pull(ref: str, progress: Progress) -> bool:
+    from python_on_whales import docker
+    from python_on_whales.exceptions import DockerException
+
     progress(f"pulling base image {ref}")
     try:
         docker.image.pull(ref, quiet=True)
@@ -301,5 +309,7 @@ def _make_base(settings: Settings, ref: str, progress: Progress) -> None:
             )
         progress(f"importing {tar.name} as {ref}")
         changes = [*_BASE_CHANGES, f"LABEL bottle.version={package_version()}"]
+        from python_on_whales import docker
+
         with docker_errors(f"importing base image {ref}"):
             docker.image.import_(tar, tag=ref, changes=changes)

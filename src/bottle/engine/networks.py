@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 
-from python_on_whales import DockerClient
-from python_on_whales.exceptions import NoSuchNetwork
-from python_on_whales.utils import run
-
 from bottle.engine.errors import docker_errors
 
 
@@ -18,6 +14,11 @@ def network_gateways() -> dict[str, list[str]]:
     by the time it is inspected is skipped. The default bridge states only its subnet: its
     gateway (docker0) is the subnet's first address, as the engine assigns it.
     """
+    # Imported here: every start lists subnets, and this module must not cost it a second.
+    from python_on_whales import DockerClient
+    from python_on_whales.exceptions import NoSuchNetwork
+    from python_on_whales.utils import run
+
     client = DockerClient()
     with docker_errors("listing networks"):
         listing = run([*client.client_config.docker_cmd, "network", "ls", "-q"])

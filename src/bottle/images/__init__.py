@@ -62,6 +62,8 @@ PROVIDERS: tuple[Provider, ...] = tuple(p for p in get_args(ProviderKind) if p !
 CUSTOM_CONTEXT_LIMIT = 64 * 1024 * 1024
 
 _HOST_CA = "host-ca.pem"
+#: Under BOTTLE_HOME: what each sidecar source imports, by digest (bottle.images.sources).
+SOURCES_CACHE = "cache/sidecar-imports.json"
 #: Exported from uv.lock (``uv export --frozen --only-group sidecar --no-emit-project``).
 _REQUIREMENTS = "sidecar-requirements.txt"
 
@@ -147,7 +149,7 @@ def sidecar_image(settings: Settings) -> ImageSpec:
     files = {
         _HOST_CA: settings.host_ca_pem(),
         _REQUIREMENTS: dockerfile_text(_REQUIREMENTS).encode(),
-        **runtime_sources(Path(bottle.__file__).parent),
+        **runtime_sources(Path(bottle.__file__).parent, cache=settings.home / SOURCES_CACHE),
     }
     return ImageSpec(
         repo="bottle-sidecar",

@@ -83,3 +83,7 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     PYTHONUNBUFFERED=1
 
 COPY bottle /opt/bottle/bottle
+# bottle's own modules compiled here, sources kept (tracebacks): on the read-only root, with
+# PYTHONDONTWRITEBYTECODE, each sidecar start compiled them again (about 0.08 s of egress's).
+# unchecked-hash: nothing changes them under an image.
+RUN ["/opt/venv/bin/python", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", "/opt/bottle"]
