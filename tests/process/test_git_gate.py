@@ -274,6 +274,30 @@ def test_a_clone_through_the_server_shows_why_upstream_failed(tmp_path: Path, se
     assert "serves only this bottle's remotes: origin" in out, out
 
 
+def test_no_request_reaches_the_hooks_probe_setting(gate_env: dict[str, str]) -> None:
+    """The probe setting makes the hook pass a push unscanned: only the gate sets it, on its
+    own probe. An agent's request names it in headers, in the query and in the path; the
+    environment git's http-backend (and so the hook) gets has it nowhere."""
+    import email.message
+
+    headers = email.message.Message()
+    for name in ("Bottle-Git-Gate-Probe", gate.PROBE_ENV, "Git-Protocol"):
+        headers[name] = f"version=2 {gate.PROBE_ENV}=1"
+    headers["Content-Type"] = "application/x-git-receive-pack-request"
+    state = _gate(gate_env)
+    [remote] = state.config.remotes
+    env = state.cgi_env(
+        remote,
+        f"/origin.git/git-receive-pack?{gate.PROBE_ENV}=1",
+        f"{gate.PROBE_ENV}=1",
+        headers,
+        3,
+    )
+    assert gate.PROBE_ENV not in env and gate.PROBE_ENV not in os.environ
+    assert env["GIT_PROTOCOL"].startswith("version=2")  # the control: a header that is passed
+    assert not [k for k in env if "PROBE" in k.upper()]
+
+
 def test_the_server_bounds_request_bodies(served: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import urllib.error
     import urllib.request
