@@ -22,7 +22,17 @@ from datetime import UTC, datetime
 
 from benchmarks._table import Figure, markdown
 
-MODULES = ["lifecycle", "cli", "queue", "egress", "rest", "scale", "git_gate", "agents"]
+MODULES = [
+    "lifecycle",
+    "cli",
+    "queue",
+    "egress",
+    "rest",
+    "scale",
+    "git_gate",
+    "agents",
+    "unit_suite",
+]
 
 
 def _wanted(name: str, module: object, only: set[str]) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -104,16 +103,6 @@ def test_unknown_instance(bottle: Callable[..., CliResult], home: Path, repo: Pa
     done = bottle("attach", "nothing-here", home=home, cwd=repo)
     assert done.returncode == 1
     assert "no instance" in done.stderr and "bottle ls" in done.stderr
-
-
-def test_help_does_not_import_the_library() -> None:
-    code = (
-        "import sys; from bottle_cli import app; "
-        "heavy = [m for m in ('python_on_whales', 'pydantic', 'ruamel.yaml') if m in sys.modules]; "
-        "print(','.join(heavy))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == ""
 
 
 def test_view_without_textual_says_which_extra_to_install(

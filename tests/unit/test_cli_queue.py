@@ -210,31 +210,6 @@ def test_edit_refuses_a_request_with_invisible_characters(
     assert "bottle reject shell-edits 1" in (refused.value.hint or "")
 
 
-def test_queue_imports_no_engine_proxy_or_models(home: Path) -> None:
-    """Import time is most of the queue's time: keep the heavy modules out of its path."""
-    import sys
-
-    queue = _instance(home, "shell-imprt")
-    _ask(queue, "one.example.com")
-    script = (
-        "import sys\n"
-        "from bottle_cli.app import main\n"
-        "assert main(['queue', '--json']) == 0\n"
-        "heavy = ('python_on_whales', 'mitmproxy', 'textual', 'ruamel', 'dockerfile_parse',\n"
-        "         'bottle.proposals.models', 'bottle.engine', 'bottle.instance')\n"
-        "print([m for m in sys.modules if m.startswith(heavy)], file=sys.stderr)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env={"BOTTLE_HOME": str(home), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "one.example.com" in done.stdout
-    assert done.stderr.strip() == "[]"
-
-
 @pytest.mark.parametrize(
     ("tool", "payload"),
     [

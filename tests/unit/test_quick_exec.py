@@ -1,8 +1,10 @@
-"""``bottle exec``'s quick path: the real entry point, a ``docker`` that records its argv.
+"""``bottle exec``'s quick path: the entry point's ``main``, a ``docker`` that records its argv.
 
 The quick path runs the docker CLI itself (no ``Engine`` seam), so these tests put a
 ``docker`` on PATH that writes down how it was called. Whatever the quick path does not
-run must reach the full command and read exactly as it did before.
+run must reach the full command and read exactly as it did before. ``main`` runs in this
+process (an interpreter per call cost half a second of CPU each); the first test runs the
+console script's module as a new process, as a user does.
 """
 
 from __future__ import annotations
@@ -46,22 +48,28 @@ def calls(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def bottle(home: Path, tmp_path: Path, calls: Path) -> Run:
-    """``python -m bottle_cli ARGS`` (what the console script runs), the fake docker first."""
+def fake_docker(tmp_path: Path) -> Path:
+    """A directory holding the ``docker`` that records its argv."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     docker = bin_dir / "docker"
     docker.write_text(FAKE_DOCKER)
     docker.chmod(docker.stat().st_mode | stat.S_IXUSR)
+    return bin_dir
 
-    def run(*args: str, path: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+
+@pytest.fixture
+def bottle_process(home: Path, calls: Path, fake_docker: Path) -> Run:
+    """``python -m bottle_cli ARGS`` (what the console script runs), the fake docker first."""
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "bottle_cli", *args],
             env={
                 **os.environ,
                 "BOTTLE_HOME": str(home),
                 "DOCKER_ARGV_LOG": str(calls),
-                "PATH": path if path is not None else f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                "PATH": f"{fake_docker}{os.pathsep}{os.environ['PATH']}",
                 **env,
             },
             stdin=subprocess.DEVNULL,
@@ -69,6 +77,36 @@ def bottle(home: Path, tmp_path: Path, calls: Path) -> Run:
             text=True,
             check=False,
         )
+
+    return run
+
+
+@pytest.fixture
+def bottle(
+    home: Path,
+    calls: Path,
+    fake_docker: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> Run:
+    """``bottle_cli.quick.main(ARGS)`` (what the console script calls) in this process, with
+    the environment the process would have; its exit code and what it wrote to fd 1 and 2."""
+    from bottle_cli import quick
+
+    def run(*args: str, path: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+        with monkeypatch.context() as patch:
+            patch.setenv("BOTTLE_HOME", str(home))
+            patch.setenv("DOCKER_ARGV_LOG", str(calls))
+            patch.setenv(
+                "PATH",
+                path if path is not None else f"{fake_docker}{os.pathsep}{os.environ['PATH']}",
+            )
+            for name, value in env.items():
+                patch.setenv(name, value)
+            capfd.readouterr()
+            code = quick.main(list(args))
+            out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err)
 
     return run
 
@@ -83,9 +121,11 @@ def _log(state: StateDir) -> list[str]:
 
 
 def test_exec_runs_docker_exec_and_records_the_command(
-    bottle: Run, running: StateDir, calls: Path
+    bottle_process: Run, running: StateDir, calls: Path
 ) -> None:
-    done = bottle("exec", "shell-run", "--", "sh", "-c", "exit 3; echo 'a b'", DOCKER_EXIT="3")
+    done = bottle_process(
+        "exec", "shell-run", "--", "sh", "-c", "exit 3; echo 'a b'", DOCKER_EXIT="3"
+    )
     assert done.returncode == 3, done.stderr
     assert calls.read_text().splitlines() == [
         "exec",
@@ -189,13 +229,7 @@ def test_damaged_metadata_goes_to_the_full_command(
 def test_no_docker_is_an_error_with_a_hint(bottle: Run, running: StateDir, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    done = subprocess.run(
-        [sys.executable, "-m", "bottle_cli", "exec", "shell-run111", "--", "true"],
-        env={**os.environ, "PATH": str(empty), "BOTTLE_HOME": str(running.path.parent.parent)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = bottle("exec", "shell-run111", "--", "true", path=str(empty))
     assert done.returncode != 0
     assert "docker command is not installed" in done.stderr and "hint:" in done.stderr
     assert "Traceback" not in done.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import multiprocessing
 from dataclasses import replace
 from pathlib import Path
 
@@ -112,22 +111,6 @@ def test_a_damaged_lease_file_counts_as_no_leases(tmp_path: Path, damage: bytes)
     (root.parent / subnets.LEASES).write_bytes(damage)
     got = subnets.lease(root, "c", pool="10.213.0.0/27", in_use=list, routes=list)
     assert json.loads((root.parent / subnets.LEASES).read_text()) == {"c": got}
-
-
-def _lease_in_child(root: Path, slug: str) -> dict[str, str]:
-    return subnets.lease(root, slug, pool="10.213.0.0/24", in_use=list, routes=list)
-
-
-def test_concurrent_starts_never_share_a_subnet(tmp_path: Path) -> None:
-    slugs = [f"s{i}" for i in range(8)]  # 8 instances, 16 slots: the pool is exactly full
-    root = _root(tmp_path, *slugs)
-    with multiprocessing.get_context("spawn").Pool(4) as workers:
-        leases = workers.starmap(_lease_in_child, [(root, s) for s in slugs])
-    mine = [n for got in leases for n in _nets(got)]
-    assert len(mine) == 16 and _no_overlap(mine)
-    assert json.loads((root.parent / subnets.LEASES).read_text()) == dict(
-        zip(slugs, leases, strict=True)
-    )
 
 
 def test_host_routes_are_read_from_proc_but_the_default_route(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The quick commands import no heavy module: each costs its import time on every run."""
+"""What the CLI imports, seen from a fresh interpreter: the quick commands, the command line
+and the queue load no heavy module (each costs its import time on every run)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.unit.test_cli_queue import _ask, _instance
 
 #: Modules that take tens to hundreds of milliseconds to import, and that ``--help`` and
 #: ``ls`` do not need: the engine client, the YAML writer, the sidecars' and TUI's stacks.
@@ -99,3 +102,36 @@ def test_state_spells_the_manifest_provider_kinds() -> None:
     from bottle.state import ProviderKind as state_kinds
 
     assert get_args(state_kinds) == get_args(manifest_kinds)
+
+
+def test_help_does_not_import_the_library() -> None:
+    code = (
+        "import sys; from bottle_cli import app; "
+        "heavy = [m for m in ('python_on_whales', 'pydantic', 'ruamel.yaml') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
+def test_queue_imports_no_engine_proxy_or_models(home: Path) -> None:
+    """Import time is most of the queue's time: keep the heavy modules out of its path."""
+    queue = _instance(home, "shell-imprt")
+    _ask(queue, "one.example.com")
+    script = (
+        "import sys\n"
+        "from bottle_cli.app import main\n"
+        "assert main(['queue', '--json']) == 0\n"
+        "heavy = ('python_on_whales', 'mitmproxy', 'textual', 'ruamel', 'dockerfile_parse',\n"
+        "         'bottle.proposals.models', 'bottle.engine', 'bottle.instance')\n"
+        "print([m for m in sys.modules if m.startswith(heavy)], file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={"BOTTLE_HOME": str(home), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "one.example.com" in done.stdout
+    assert done.stderr.strip() == "[]"

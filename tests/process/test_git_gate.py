@@ -1,0 +1,438 @@
+"""git-gate's hook and server as git runs them: a real ``git receive-pack`` runs the hook
+(a new interpreter per push) in a mirror prepared with it, and the server on loopback is
+reached by a real ``git clone``. No Docker; the real gitleaks runs in the integration tests.
+
+The rest of git-gate's runtime (its policy and scan over real repositories, the host
+module) is in tests/unit/test_git_gate.py, whose helpers these tests share.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bottle.runtime import git_gate as gate
+from bottle.runtime.git_gate import GateConfig, GateRemote, RefUpdate, hook, scan, upstream
+from bottle.runtime.git_gate import server as gate_server
+from tests.unit.test_git_gate import (
+    GITHUB,
+    IDENT,
+    SECRET,
+    _gitlink,
+    _scan_pushed,
+    commit,
+    git,
+    repo_pair,
+    scan_env,
+)
+
+__all__ = ["repo_pair", "scan_env"]  # fixtures of the unit module, used here too
+
+
+# -- the hook inside a real receive-pack -----------------------------------------------------
+
+
+SRC = str(Path(gate.__file__).parents[3])
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A gate's config (one remote at a loopback address, never reached) and its work
+    directory, prepared once for the module: a mirror with the hook, probed. A push the
+    hook refuses, or one that fails upstream, leaves the mirror as it was; what a test
+    leaves in the allowance directories, ``gate_env`` takes away."""
+    root = tmp_path_factory.mktemp("gate")
+    config, work = root / "config", root / "work"
+    config.mkdir()
+    remote = GateRemote(name="origin", url="ssh://git@127.0.0.1/r.git", key_ref="K")
+    (config / gate.CONFIG_FILE).write_bytes(GateConfig(remotes=(remote,)).to_json())
+    gate_server.Gate(
+        gate.load_config({gate.CONFIG_ENV: str(config)}), work, {**os.environ, "PYTHONPATH": SRC}
+    ).prepare()
+    return config, work
+
+
+@pytest.fixture
+def gate_env(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prepared: tuple[Path, Path],
+    scan_env: dict[str, str],
+) -> Iterator[dict[str, str]]:
+    """The prepared gate, this test's log, status and key paths, and the scan's stand-in
+    gitleaks (``scan_env``)."""
+    config, work = prepared
+    env = {
+        **scan_env,
+        gate.CONFIG_ENV: str(config),
+        gate.LOG_ENV: str(tmp_path / "logs" / "git-gate.jsonl"),
+        gate.STATUS_ENV: str(tmp_path / "status" / "git-gate.json"),
+        gate.WORK_ENV: str(work),
+        gate.SECRETS_ENV: str(tmp_path / "keys"),
+        "PYTHONPATH": SRC,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield env
+    finally:
+        shutil.rmtree(config / gate.ALLOW_DIR, ignore_errors=True)
+        shutil.rmtree(work / gate.USED_DIR, ignore_errors=True)
+        assert not git(work / "mirrors" / "origin.git", "for-each-ref"), "a test moved a ref"
+
+
+def own_work(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A work directory of this test's own, not prepared yet (for a test that prepares one
+    itself, or fetches into its mirror)."""
+    work = tmp_path / "work"
+    env[gate.WORK_ENV] = str(work)
+    monkeypatch.setenv(gate.WORK_ENV, str(work))
+    return work
+
+
+def _gate(env: dict[str, str]) -> gate_server.Gate:
+    """The gate of ``env``, as prepared."""
+    return gate_server.Gate(gate.load_config(env), Path(env[gate.WORK_ENV]), os.environ)
+
+
+def _push_through_hook(tmp_path: Path, env: dict[str, str], text: str) -> tuple[str, str]:
+    mirror = _gate(env).mirror("origin")
+    work = tmp_path / "agent"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    commit(work, "f.txt", text)
+    out = git(work, "push", str(mirror), "main", check=False, env={gate.REMOTE_ENV: "origin"})
+    return out, git(mirror, "for-each-ref")
+
+
+def _leak_with_allowance(
+    tmp_path: Path, env: dict[str, str], *, allow: str | None
+) -> tuple[str, str, str]:
+    """A push of a commit holding the secret; ``allow``: the commit the operator allowed
+    ("tip" for the pushed one). (output, the mirror's refs, the tip)"""
+    mirror = _gate(env).mirror("origin")
+    work = tmp_path / "agent"
+    work.mkdir(exist_ok=True)
+    git(work, "init", "-q", "-b", "main")
+    tip = commit(work, "f.txt", f"x\n{SECRET}\n")
+    if allow is not None:
+        allowance = gate.Allowance(
+            remote="origin",
+            ref="refs/heads/main",
+            commit=tip if allow == "tip" else allow,
+            proposal_id=7,
+            findings=(f"{tip[:12]} f.txt:2: secret:S (plain)",),
+        )
+        allow_dir = Path(env[gate.CONFIG_ENV]) / gate.ALLOW_DIR
+        allow_dir.mkdir(exist_ok=True)
+        # Named for the pushed commit whatever it allows: the gate checks the content too.
+        (allow_dir / gate.allowance_name("origin", "refs/heads/main", tip)).write_bytes(
+            allowance.to_json()
+        )
+    out = git(work, "push", str(mirror), "main", check=False, env={gate.REMOTE_ENV: "origin"})
+    return out, git(mirror, "for-each-ref"), tip
+
+
+def _used(env: dict[str, str]) -> list[str]:
+    used = Path(env[gate.WORK_ENV]) / gate.USED_DIR
+    return sorted(p.name for p in used.iterdir()) if used.is_dir() else []
+
+
+def test_an_allowance_for_the_pushed_commit_lets_its_findings_through(
+    tmp_path: Path, gate_env: dict[str, str]
+) -> None:
+    out, refs, _ = _leak_with_allowance(tmp_path, gate_env, allow="tip")
+    # Past the scan: the gate went on to push upstream (a loopback address it refuses).
+    assert "pushing anyway, once, as the operator allowed (proposal 7)" in out, out
+    assert "could not push to origin" in out and refs == ""
+    record = json.loads(Path(gate_env[gate.LOG_ENV]).read_text().splitlines()[-1])
+    assert record["scan"] == "allowed" and record["allowed_by"] == [7] and record["findings"]
+    assert _used(gate_env) == []  # nothing reached upstream: the allowance is given back
+
+
+def test_hook_refuses_a_secret_before_anything_moves(
+    tmp_path: Path, gate_env: dict[str, str]
+) -> None:
+    out, refs, tip = _leak_with_allowance(tmp_path, gate_env, allow=None)
+    assert (
+        "secret:S (plain)" in out and "f.txt:2" in out and "supervise" in out and SECRET not in out
+    )
+    assert refs == ""
+    [record] = [json.loads(line) for line in Path(gate_env[gate.LOG_ENV]).read_text().splitlines()]
+    assert (
+        record["op"] == "push" and record["decision"] == "refuse" and record["scan"] == "findings"
+    )
+    assert record["refs"][0]["ref"] == "refs/heads/main" and SECRET not in json.dumps(record)
+    # Without an allowance: how to ask for one, naming exactly what was pushed.
+    assert "refused" in out and "git-push-allow" in out
+    assert f"remote=origin ref=refs/heads/main commit={tip}" in out, out
+    assert "pushing anyway" not in out and _used(gate_env) == []
+
+
+def test_an_allowance_for_another_commit_is_no_allowance(
+    tmp_path: Path, gate_env: dict[str, str]
+) -> None:
+    out, refs, tip = _leak_with_allowance(tmp_path, gate_env, allow="b" * 40)
+    assert "refused" in out and "git-push-allow" in out and refs == ""
+    assert f"remote=origin ref=refs/heads/main commit={tip}" in out, out
+    assert "pushing anyway" not in out and _used(gate_env) == []
+
+
+def test_an_allowance_is_claimed_once(tmp_path: Path, gate_env: dict[str, str]) -> None:
+    allowance = gate.Allowance(remote="origin", ref="refs/heads/x", commit="c" * 40, proposal_id=1)
+    other = allowance.model_copy(update={"ref": "refs/heads/y"})
+    assert hook.claim([allowance], gate_env)
+    assert not hook.claim([other, allowance], gate_env)
+    assert _used(gate_env) == [allowance.file_name]  # the failed claim took nothing
+    hook.release([allowance], gate_env)
+    assert hook.claim([other, allowance], gate_env)
+
+
+def test_an_allowance_covers_only_the_commits_of_its_update(
+    repo_pair: tuple[Path, Path, str], gate_env: dict[str, str]
+) -> None:
+    work, mirror, _ = repo_pair
+    leak = commit(work, "a.txt", "a")
+    git(work, "checkout", "-q", "-b", "side")
+    other = commit(work, "b.txt", "b")
+    git(work, "push", "-q", str(mirror), "main", "side")  # no hook in this mirror
+    updates = [
+        RefUpdate(ref="refs/heads/main", old=gate.ZERO, new=leak),
+        RefUpdate(ref="refs/heads/side", old=gate.ZERO, new=other),
+    ]
+    allow_dir = Path(gate_env[gate.CONFIG_ENV]) / gate.ALLOW_DIR
+    allow_dir.mkdir()
+
+    def finding(sha: str, rule: str = "r") -> scan.Finding:
+        return scan.Finding(commit=sha, where="a.txt:1", rule=rule)
+
+    main = gate.Allowance(
+        remote="origin",
+        ref="refs/heads/main",
+        commit=leak,
+        proposal_id=3,
+        findings=(str(finding(leak)), str(finding(other))),
+    )
+    (allow_dir / main.file_name).write_bytes(main.to_json())
+    env = {**gate_env, "GIT_DIR": str(mirror)}
+    for ref in ("refs/heads/main", "refs/heads/side"):
+        git(mirror, "update-ref", "-d", ref)  # new again, as in a receive-pack's quarantine
+
+    covered = hook.covering_allowances("origin", updates, [finding(leak)], mirror, env)
+    assert covered == [main]
+    assert hook.covering_allowances("origin", updates, [finding(other)], mirror, env) is None
+    assert hook.covering_allowances("web", updates, [finding(leak)], mirror, env) is None
+    # Only the findings the operator allowed: another one in the same commit is not.
+    unseen = [finding(leak), finding(leak, rule="github-token")]
+    assert hook.covering_allowances("origin", updates, unseen, mirror, env) is None
+
+
+def test_hook_forwards_a_clean_push_and_a_refused_upstream_leaves_the_mirror(
+    tmp_path: Path, gate_env: dict[str, str]
+) -> None:
+    out, refs = _push_through_hook(tmp_path, gate_env, "clean\n")
+    # The remote is at a loopback address: the gate refuses to connect, the agent is told.
+    assert "could not push to origin" in out and "never connects to" in out, out
+    assert refs == ""
+    record = json.loads(Path(gate_env[gate.LOG_ENV]).read_text().splitlines()[-1])
+    assert record["decision"] == "error" and record["scan"] == "clean"
+
+
+def test_hook_fails_closed_without_gitleaks(
+    tmp_path: Path, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (Path(gate_env["PATH"].split(":")[0]) / "gitleaks").unlink()
+    out, refs = _push_through_hook(tmp_path, gate_env, "clean\n")
+    assert "secret scan failed" in out and "gitleaks is not installed" in out and refs == ""
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Path, gate_env: dict[str, str]) -> Iterator[str]:
+    httpd = gate_server.serve(_gate(gate_env), "127.0.0.1", 0)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_clone_through_the_server_shows_why_upstream_failed(tmp_path: Path, served: str) -> None:
+    out = git(tmp_path, "clone", f"{served}/origin.git", "c", check=False)
+    assert "git-gate: cannot fetch origin" in out and "never connects to" in out, out
+    out = git(tmp_path, "clone", f"{served}/other.git", "d", check=False)
+    assert "serves only this bottle's remotes: origin" in out, out
+
+
+def test_no_request_reaches_the_hooks_probe_setting(gate_env: dict[str, str]) -> None:
+    """The probe setting makes the hook pass a push unscanned: only the gate sets it, on its
+    own probe. An agent's request names it in headers, in the query and in the path; the
+    environment git's http-backend (and so the hook) gets has it nowhere."""
+    import email.message
+
+    headers = email.message.Message()
+    for name in ("Bottle-Git-Gate-Probe", gate.PROBE_ENV, "Git-Protocol"):
+        headers[name] = f"version=2 {gate.PROBE_ENV}=1"
+    headers["Content-Type"] = "application/x-git-receive-pack-request"
+    state = _gate(gate_env)
+    [remote] = state.config.remotes
+    env = state.cgi_env(
+        remote,
+        f"/origin.git/git-receive-pack?{gate.PROBE_ENV}=1",
+        f"{gate.PROBE_ENV}=1",
+        headers,
+        3,
+    )
+    assert gate.PROBE_ENV not in env and gate.PROBE_ENV not in os.environ
+    assert env["GIT_PROTOCOL"].startswith("version=2")  # the control: a header that is passed
+    assert not [k for k in env if "PROBE" in k.upper()]
+
+
+def test_the_server_bounds_request_bodies(served: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib.error
+    import urllib.request
+
+    monkeypatch.setattr(gate_server, "MAX_BODY", 10)
+    request = urllib.request.Request(f"{served}/origin.git/git-upload-pack", data=b"x" * 11)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 413
+
+
+def test_main_writes_status_once_listening(
+    tmp_path: Path, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bottle.runtime.git_gate.__main__ import GateStatus
+
+    own_work(gate_env, tmp_path, monkeypatch)
+
+    proc = subprocess.Popen([sys.executable, "-m", "bottle.runtime.git_gate"], env={**os.environ, "K": "key", gate.PORT_ENV: "0"},
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        from tests.conftest import wait_for
+
+        path = Path(gate_env[gate.STATUS_ENV])
+        wait_for(path.is_file, 20, "the status file")
+        status = GateStatus.model_validate_json(path.read_text())
+        assert status.ready and status.remotes == ("origin",)
+        assert (Path(gate_env[gate.SECRETS_ENV]) / "origin.key").stat().st_mode & 0o777 == 0o600
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_new_mirror_takes_upstreams_default_branch(
+    repo_pair: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work, upstream_repo, _first = repo_pair
+    git(upstream_repo, "symbolic-ref", "HEAD", "refs/heads/main")
+    git(work, "push", "-q", str(upstream_repo), "main:trunk")
+    mirror = upstream_repo.parent / "m.git"
+    git(work, "init", "-q", "--bare", "-b", "master", str(mirror))
+    conn = upstream.Connection(
+        str(upstream_repo), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
+    )
+    monkeypatch.setattr(upstream, "connect", lambda *a, **k: conn)
+    remote = GateRemote(name="origin", url="git@h:r")
+
+    def fetch() -> str:
+        upstream.fetch(remote, mirror, config=mirror, secrets=mirror, environ=os.environ)
+        return git(mirror, "symbolic-ref", "HEAD").strip()
+
+    assert fetch() == "refs/heads/main"  # asked beside the first fetch
+    git(upstream_repo, "symbolic-ref", "HEAD", "refs/heads/trunk")
+    assert fetch() == "refs/heads/main"  # the mirror has main: not asked again
+    git(upstream_repo, "update-ref", "-d", "refs/heads/main")
+    assert fetch() == "refs/heads/trunk"  # the fetch pruned main: asked again
+
+
+def test_the_gate_refuses_to_serve_when_git_could_not_run_its_hook(
+    tmp_path: Path, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a noexec mount: git would skip the hook and take pushes unscanned.
+    own_work(gate_env, tmp_path, monkeypatch)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    state = _gate(gate_env)
+    with pytest.raises(RuntimeError, match=r"pre-receive hook .* failed its probe"):
+        state.prepare()
+
+
+def test_a_mirror_keeps_what_a_fetch_brings_packed_and_merges_many_packs(
+    repo_pair: tuple[Path, Path, str], gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served again, a kept pack is copied as it is; loose objects would be packed anew."""
+    work, upstream_repo, _first = repo_pair
+    own_work(gate_env, work.parent, monkeypatch)
+    state = _gate(gate_env)
+    state.prepare()
+    mirror = state.mirror("origin")
+    conn = upstream.Connection(
+        str(upstream_repo), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
+    )
+    monkeypatch.setattr(upstream, "MAX_PACKS", 3)
+    packs = mirror / "objects" / "pack"
+    for n in range(4):
+        commit(work, "n.txt", f"{n}\n")
+        git(work, "push", "-q", str(upstream_repo), "main")
+        upstream.run_git(["fetch", "-q", conn.url, "+refs/heads/*:refs/heads/*"], conn, cwd=mirror)
+        assert len(list(packs.glob("*.pack"))) == n + 1
+    loose = [p for p in (mirror / "objects").glob("??/*")]
+    assert loose == []  # three objects a fetch, each time in a pack
+    upstream._tidy(conn, mirror)
+    assert len(list(packs.glob("*.pack"))) < 4
+    assert git(mirror, "rev-parse", "main").strip() == git(work, "rev-parse", "main").strip()
+
+
+def test_a_secret_in_a_path_is_redacted_in_every_finding(
+    tmp_path: Path, repo_pair: tuple[Path, Path, str], gate_env: dict[str, str]
+) -> None:
+    """A directory, a file and a submodule named after the secret: the findings about what
+    is in them (or about their names) never carry the name itself."""
+    work, mirror, first = repo_pair
+    (work / SECRET).mkdir()
+    commit(work, f"{SECRET}/conf.txt", f"token {GITHUB}\n")
+    commit(work, f"{SECRET}.txt", f"token {GITHUB}\n")
+    # (to a commit upstream has: the gitlink check lets it by, the scan reads its name)
+    git(work, "update-index", "--add", "--cacheinfo", f"160000,{first},sub-{SECRET}")
+    git(work, "commit", "-qm", "submodule")
+    tip = git(work, "rev-parse", "HEAD").strip()
+    found = _scan_pushed(work, mirror, "refs/heads/main")
+    wheres = {where for _owner, where, _rule in found}
+    assert "[secret:S]/conf.txt:1" in wheres and "[secret:S].txt:1" in wheres
+    assert (tip, "a file name", "secret:S (plain)") in found
+    assert not any(SECRET in where for where in wheres)
+    # The same through the hook: its message, its log line.
+    out = git(work, "push", str(_gate(gate_env).mirror("origin")), "main", check=False,
+              env={gate.REMOTE_ENV: "origin"})  # fmt: skip
+    assert "[secret:S]/conf.txt:1: github-token" in out and tip[:12] in out
+    assert SECRET not in out
+    log = Path(gate_env[gate.LOG_ENV]).read_text()
+    assert "[secret:S].txt:1" in log and SECRET not in log
+
+
+def test_the_hook_refuses_a_gitlink_as_policy_redacted_and_unallowable(
+    tmp_path: Path, gate_env: dict[str, str]
+) -> None:
+    state = _gate(gate_env)
+    work = tmp_path / "agent"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    commit(work, "f.txt", "fine\n")
+    _gitlink(work, f"mod-{SECRET}", "ab" * 20)
+    out = git(work, "push", str(state.mirror("origin")), "main", check=False,
+              env={gate.REMOTE_ENV: "origin"})  # fmt: skip
+    assert "refused by the bottle's push policy" in out and "mod-[secret:S]" in out
+    assert SECRET not in out and git(state.mirror("origin"), "for-each-ref") == ""
+    [record] = [json.loads(line) for line in Path(gate_env[gate.LOG_ENV]).read_text().splitlines()]
+    assert record["decision"] == "refuse" and record["reason"].startswith("policy: mod-[secret:S]")
+    assert SECRET not in json.dumps(record)
