@@ -49,6 +49,31 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, poll: float = 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def _voluntary_switches(pid: int) -> int:
+    """How often ``pid``'s main thread gave up the CPU of its own accord so far."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
+def assert_idle(pid: int, *, window: float = 3.0, limit: int = 10, tries: int = 4) -> None:
+    """``pid`` woke fewer than ``limit`` times in one ``window`` of up to ``tries``.
+
+    A process that polls (a timer ticking every 0.1 or 1 s) wakes in every window, so it
+    fails all of them; the late work of a busy machine (a log flush, a closing connection)
+    spoils one window, never each. Fixed sleeps would race that work.
+    """
+    seen = []
+    for _ in range(tries):
+        before = _voluntary_switches(pid)
+        time.sleep(window)
+        seen.append(_voluntary_switches(pid) - before)
+        if seen[-1] < limit:
+            return
+    raise AssertionError(f"{pid} woke {seen} times in windows of {window} s (limit {limit})")
+
+
 class FakeClock:
     """``time`` for code that waits until a deadline: ``sleep`` moves ``monotonic`` on at
     once, so a wait that runs out does so without the wall-clock wait. ``time`` stays the

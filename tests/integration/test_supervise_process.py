@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import TextContent
 
 from bottle.proposals import ProposalQueue
-from tests.conftest import wait_for
+from tests.conftest import assert_idle, wait_for
 
 
 @contextmanager
@@ -53,22 +52,11 @@ def supervise_process(root: Path) -> Iterator[subprocess.Popen[bytes]]:
         proc.wait(timeout=10)
 
 
-def _voluntary_switches(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("voluntary_ctxt_switches:"):
-            return int(line.split()[1])
-    raise AssertionError("no voluntary_ctxt_switches")
-
-
 def test_an_idle_server_process_barely_wakes(tmp_path: Path) -> None:
     """(issue 14, P6: CPU at rest; moved here from tests/unit/test_supervise_idle.py)"""
     with supervise_process(tmp_path) as proc:
-        time.sleep(0.5)  # settle after the status file
-        before = _voluntary_switches(proc.pid)
-        time.sleep(3)
-        woke = _voluntary_switches(proc.pid) - before
-    # uvicorn's loop alone made about 30 here (10 a second).
-    assert woke < 10, woke
+        # uvicorn's loop alone made about 30 in 3 s here (10 a second).
+        assert_idle(proc.pid)
 
 
 def test_the_process_listens_reports_serves_bounds_and_stops(tmp_path: Path) -> None:
