@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,19 +35,29 @@ def _running(*names: str) -> list[ServiceState]:
     return [ServiceState(n, f"id-{n}", "running", None, None) for n in names]
 
 
-def test_it_returns_once_every_status_file_parses(tmp_path: Path) -> None:
+def test_it_returns_once_every_status_file_parses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     host = _Host(tmp_path, FakeEngine(states=_running("egress", "supervise")))
     egress, supervise = sidecar("egress"), sidecar("supervise")
-    later = threading.Timer(
-        0.3, lambda: host.state.status_file("supervise").write_text('{"ready": true}')
-    )
+    supervise_file = host.state.status_file("supervise")
+    # supervise's file appears half-written at the 3rd poll and whole at the 5th.
+    writes = {3: "{half", 5: '{"ready": true}'}
+
+    class Polls(FakeClock):
+        polls = 0
+
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            self.polls += 1
+            if self.polls in writes:
+                supervise_file.write_text(writes[self.polls])
+
+    clock = Polls()
+    monkeypatch.setattr(readiness, "time", clock)
     host.state.status_file("egress").write_text('{"generation": 1}')
-    later.start()
-    try:
-        readiness.wait_ready(host, [egress, supervise], timeout=10)
-    finally:
-        later.cancel()
-    assert host.state.status_file("supervise").is_file()
+    readiness.wait_ready(host, [egress, supervise], timeout=10)
+    assert clock.polls == 5  # not before the file parsed, and at once after
 
 
 def test_a_file_that_does_not_parse_is_not_ready(tmp_path: Path) -> None:
@@ -120,6 +129,7 @@ def test_a_status_file_from_an_earlier_run_does_not_start_the_agent(
         os.utime(instance.state.status_file(name), (1_000_000_000, 1_000_000_000))
     engine.serving = False
     engine.ups.clear()
+    monkeypatch.setattr(readiness, "time", FakeClock())  # the wait runs out at once
     with pytest.raises(StartTimeout):
         instance.resume(settings=Settings(home=home), environ={}, wait_timeout=1)
     # One up starts every container; the agent's program was never executed.
@@ -136,7 +146,10 @@ def test_a_sidecar_left_running_keeps_its_status_file(tmp_path: Path) -> None:
     assert host.compose.engine.ups == [["egress", "agent"]]
 
 
-def test_a_sidecar_recreated_by_up_must_write_its_file_again(tmp_path: Path) -> None:
+def test_a_sidecar_recreated_by_up_must_write_its_file_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readiness, "time", FakeClock())  # the wait runs out at once
     engine = FakeEngine(serving=False, states=_running("egress"))
     host = _Host(tmp_path, engine)
     _stale(host, "egress")

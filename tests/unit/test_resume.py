@@ -70,8 +70,13 @@ def test_an_ended_instance_comes_up_again_in_the_same_state_dir(
     assert entry.action == "resume" and entry.reason == f"it was {ended.value}"
 
 
-def test_a_stopped_sidecars_old_status_never_counts_as_ready(home: Path, repo: Path) -> None:
+def test_a_stopped_sidecars_old_status_never_counts_as_ready(
+    home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The last run's status file must not let the agent start before egress listens."""
+    from bottle import readiness
+
+    monkeypatch.setattr(readiness, "time", FakeClock())  # the wait runs out at once
     engine = FakeEngine()
     instance = _finished(home, repo, engine)
     stale = instance.state.status_file("egress")
