@@ -300,7 +300,8 @@ def _client_image() -> str:
 
 def _cpu_seconds(container: str) -> float | None:
     """The CPU time a container has used so far (its cgroup), or None where it is not
-    readable: it counts what a proxy does, whatever else the machine is doing."""
+    readable: it counts what a proxy does, less bound to the load than wall time (shared
+    cores and caches still slow it)."""
     for path, scale, key in (
         (f"/sys/fs/cgroup/cpuacct/docker/{container}/cpuacct.usage", 1e-9, None),
         (f"/sys/fs/cgroup/system.slice/docker-{container}.scope/cpu.stat", 1e-6, "usage_usec"),
@@ -474,7 +475,7 @@ def _with_cpu(row: Figure, cpu: dict[str, float]) -> Figure:
             mine, plain = cpu[f"egress {what}"] * scale, cpu[f"mitmdump {what}"] * scale
             shown = "ms" if scale == 1.0 else "s"
             more = (
-                f"; CPU of the proxy's container per {unit} (load-independent): mitmdump "
+                f"; CPU of the proxy's container per {unit} (less load-bound than wall time): mitmdump "
                 f"{plain:.3f} {shown}, egress {mine:.3f} {shown}, egress over mitmdump "
                 f"{mine - plain:+.3f} {shown}"
             )
