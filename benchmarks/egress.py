@@ -475,7 +475,8 @@ def _with_cpu(row: Figure, cpu: dict[str, float]) -> Figure:
             mine, plain = cpu[f"egress {what}"] * scale, cpu[f"mitmdump {what}"] * scale
             shown = "ms" if scale == 1.0 else "s"
             more = (
-                f"; CPU of the proxy's container per {unit} (less load-bound than wall time): mitmdump "
+                f"; CPU of the proxy's container per {unit} (less load-bound than wall "
+                f"time): mitmdump "
                 f"{plain:.3f} {shown}, egress {mine:.3f} {shown}, egress over mitmdump "
                 f"{mine - plain:+.3f} {shown}"
             )
