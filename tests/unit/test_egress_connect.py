@@ -24,7 +24,13 @@ from mitmproxy.test import taddons, tflow
 from bottle.policy import Route, Routes, parse_routes_file
 from bottle.runtime.egress.addon import Egress
 from bottle.runtime.egress.addresses import IPAddress, classify, own_networks, refusal
-from bottle.runtime.egress.connect import OWN_NETWORKS_OPTION, ConnectGuard, pick
+from bottle.runtime.egress.connect import (
+    OWN_NETWORKS_OPTION,
+    RESOLVED_FOR,
+    RESOLVED_MAX,
+    ConnectGuard,
+    pick,
+)
 
 OWN = (ipaddress.ip_network("203.0.113.0/24"), ipaddress.ip_network("2001:db8:b0::/48"))
 
@@ -354,3 +360,93 @@ def test_the_machine_egress_runs_on_is_never_reached_without_a_private_route() -
     why = refusal(ipaddress.ip_address("192.0.2.2"), private=False, own=own)
     assert why is not None and "the machine it runs on" in why
     assert refusal(ipaddress.ip_address("192.0.2.3"), private=False, own=own) is None
+
+
+# -- the answers kept for RESOLVED_FOR -------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_kept_alive_connection_is_not_resolved_for_every_request(env: Env) -> None:
+    env.guard.clock = clock = Clock()
+    for _ in range(3):
+        flow = make_flow("https://pypi.org/simple/")
+        env.request(flow)
+        assert flow.response is None
+        clock.now += 1
+    assert env.dns.asked == ["pypi.org"]
+    server = server_for(flow)
+    env.connect(server, flow.client_conn)
+    assert server.address == ("151.101.0.223", 443)
+
+
+def test_a_kept_answer_runs_out_and_an_inward_rebind_is_then_refused(env: Env) -> None:
+    env.guard.clock = clock = Clock()
+    env.request(make_flow("https://pypi.org/simple/"))
+    env.dns.answers["pypi.org"] = ["127.0.0.1"]
+    clock.now += RESOLVED_FOR
+    flow = make_flow("https://pypi.org/simple/")
+    env.request(flow)
+    assert env.dns.asked == ["pypi.org", "pypi.org"]
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "127.0.0.1" in json.loads(flow.response.get_text() or "")["reason"]
+
+
+def test_a_clock_that_went_back_does_not_keep_an_answer(env: Env) -> None:
+    env.guard.clock = clock = Clock()
+    env.request(make_flow("https://pypi.org/simple/"))
+    clock.now -= 1
+    env.request(make_flow("https://pypi.org/simple/"))
+    assert env.dns.asked == ["pypi.org", "pypi.org"]
+
+
+def test_a_kept_answer_is_judged_again_against_the_routes_in_force(
+    env: Env, tmp_path: Path
+) -> None:
+    """A reload that takes ``private`` away refuses the next request, answer kept or not."""
+    env.guard.clock = Clock()
+    flow = make_flow("http://upstream.test/allowed/")
+    env.request(flow)
+    assert flow.response is None
+    (tmp_path / "routes.yaml").write_text(ROUTES.replace("    private: true\n", ""))
+    assert env.egress.reload()
+    flow = make_flow("http://upstream.test/allowed/")
+    env.request(flow)
+    assert env.dns.asked == ["upstream.test"]
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "private: true" in json.loads(flow.response.get_text() or "")["how_to_ask"]
+
+
+def test_a_failed_lookup_is_not_kept(env: Env) -> None:
+    env.guard.clock = Clock()
+    answer = env.dns.answers.pop("pypi.org")
+    flow = make_flow("https://pypi.org/simple/")
+    env.request(flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    env.dns.answers["pypi.org"] = answer
+    flow = make_flow("https://pypi.org/simple/")
+    env.request(flow)
+    assert flow.response is None
+    assert env.dns.asked == ["pypi.org", "pypi.org"]
+
+
+def test_the_kept_answers_are_bounded(env: Env, tmp_path: Path) -> None:
+    """A wildcard route lets the agent name hosts without end: the oldest answers go."""
+    (tmp_path / "routes.yaml").write_text(ROUTES + '  - host: "*.many.example"\n')
+    assert env.egress.reload()
+    env.guard.clock = Clock()
+    names = [f"h{i}.many.example" for i in range(RESOLVED_MAX + 10)]
+    env.dns.answers.update({name: ["151.101.0.1"] for name in names})
+    for name in names:
+        env.request(make_flow(f"https://{name}/"))
+    assert len(env.guard._resolved) == RESOLVED_MAX
+    env.dns.asked.clear()
+    env.request(make_flow(f"https://{names[0]}/"))  # gone: asked again
+    env.request(make_flow(f"https://{names[-1]}/"))  # kept
+    assert env.dns.asked == [names[0]]

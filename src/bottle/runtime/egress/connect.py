@@ -25,6 +25,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -44,6 +45,13 @@ Resolver = Callable[[str, int], Awaitable[Sequence[IPAddress]]]
 
 OWN_NETWORKS_OPTION = "bottle_own_networks"
 RESOLVE_TIMEOUT = 10.0
+#: How long a name's answer is used again. Each request of a kept-alive connection was
+#: resolved anew: a thread hop and a round trip to Docker's resolver, most of the addon's
+#: cost per request. The answer is judged again every time (the route table may have
+#: changed), and a connection still goes only to an address that was judged.
+RESOLVED_FOR = 5.0
+#: Names kept at most (a wildcard route lets the agent name as many as it likes).
+RESOLVED_MAX = 256
 HOW_TO_ASK_PRIVATE = (
     "a public name must lead to a public address. If this host really is internal, ask the "
     "operator for a route to it with private: true"
@@ -93,10 +101,14 @@ class ConnectGuard:
         log: DecisionLog,
         resolve: Resolver = system_resolver,
         own: Sequence[IPNetwork] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tables = tables
         self.log = log
         self.resolve = resolve
+        self.clock = clock
+        # (host, port) -> (when it was resolved, the addresses): see RESOLVED_FOR.
+        self._resolved: dict[tuple[str, int], tuple[float, Sequence[IPAddress]]] = {}
         self.own: tuple[IPNetwork, ...] = tuple(own) if own is not None else ()
         self._fixed_own = own is not None
         # (client id, host, port) -> the address a request was judged against.
@@ -133,12 +145,32 @@ class ConnectGuard:
             raise exceptions.OptionsError(message) from exc  # type: ignore[no-untyped-call]
 
     async def _judge(self, host: str, port: int) -> Pick:
-        try:
-            found = await self.resolve(host, port)
-        except (OSError, TimeoutError, ValueError, UnicodeError) as exc:
-            return Pick(None, None, f"the name does not resolve ({type(exc).__name__})")
+        found = self._recent(host, port)
+        if found is None:
+            try:
+                found = await self.resolve(host, port)
+            except (OSError, TimeoutError, ValueError, UnicodeError) as exc:
+                return Pick(None, None, f"the name does not resolve ({type(exc).__name__})")
+            self._remember(host, port, found)
         private = self.tables.current.routes.private_for(host)
         return pick(found, private, self.own)
+
+    def _recent(self, host: str, port: int) -> Sequence[IPAddress] | None:
+        kept = self._resolved.get((host, port))
+        if kept is None:
+            return None
+        when, found = kept
+        if not 0 <= self.clock() - when < RESOLVED_FOR:
+            del self._resolved[(host, port)]
+            return None
+        return found
+
+    def _remember(self, host: str, port: int, found: Sequence[IPAddress]) -> None:
+        if not found:
+            return  # no address: asked again next time
+        if len(self._resolved) >= RESOLVED_MAX:
+            del self._resolved[next(iter(self._resolved))]  # the oldest
+        self._resolved[(host, port)] = (self.clock(), tuple(found))
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Judged on the headers: a streamed body goes out before the ``request`` hook."""
