@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Protocol
 
 FLUSH, DELIM, RESPONSE_END = b"0000", b"0001", b"0002"
 #: The largest pkt-line git writes (LARGE_PACKET_MAX), length prefix included.
@@ -23,6 +23,10 @@ _OID = re.compile(rb"^[0-9a-f]{40}$")
 #: packfile-uris, sideband-all, …) changes what the answer is made of, so it falls back.
 _FLAGS = frozenset({b"done", b"thin-pack", b"no-progress", b"include-tag", b"ofs-delta"})
 _SECTIONS = frozenset({b"acknowledgments", b"packfile"})
+
+
+class Writer(Protocol):
+    def write(self, data: bytes, /) -> object: ...
 
 
 class ProtocolError(Exception):
@@ -122,7 +126,7 @@ def _line(payload: bytes) -> bytes:
     return payload[:-1] if payload.endswith(b"\n") else payload
 
 
-def tee_fetch_response(src: IO[bytes], out: IO[bytes], pack: IO[bytes]) -> bool:
+def tee_fetch_response(src: IO[bytes], out: Writer, pack: Writer) -> bool:
     """Copy one v2 fetch response from ``src`` to ``out`` unchanged, writing the pack data
     of its ``packfile`` section to ``pack`` as it passes; True if it carried a pack.
 
@@ -163,11 +167,11 @@ def tee_fetch_response(src: IO[bytes], out: IO[bytes], pack: IO[bytes]) -> bool:
                 pack.write(data)
             elif band == b"\x03":
                 out.write(raw)  # upstream's own message, for the agent to read
-                raise ProtocolError("upstream sent an error: " + _printable(data))
+                raise ProtocolError("upstream sent an error: " + printable(data))
             elif band != b"\x02":
                 raise ProtocolError(f"unknown side-band {band!r}")
         out.write(raw)
 
 
-def _printable(data: bytes) -> str:
+def printable(data: bytes) -> str:
     return data[:200].decode("utf-8", "replace").encode("ascii", "backslashreplace").decode()

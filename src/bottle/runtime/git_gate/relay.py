@@ -1,0 +1,174 @@
+"""A cold fetch relayed to upstream and stored as it passes (not wired into the server yet).
+
+A ``Channel`` is one protocol v2 conversation with upstream's ``git-upload-pack`` over a
+child process's stdin/stdout (``ssh … git-upload-pack`` speaks it so; a local ``git
+upload-pack`` in the tests). ``relay_fetch`` sends the agent's request as it is and tees
+the answer: the agent gets upstream's pkt-lines unchanged while ``git index-pack`` stores
+the pack in the mirror; ``store_refs`` then moves the mirror's refs to what upstream listed,
+only for tips whose whole history is in the mirror. Every doubt is ``Fallback``: the caller
+uses fetch-then-serve instead (before anything reached the agent) or fails the request.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import IO
+
+from bottle.runtime.git_gate import pktline
+from bottle.runtime.git_gate.pktline import DELIM, FLUSH, FetchRequest, ProtocolError, pkt
+
+_REF_LINE = re.compile(
+    rb"^(?P<oid>[0-9a-f]{40}) (?P<ref>refs/(?:heads|tags)/[\x21-\x7e]{1,1000}|HEAD)"
+    rb"(?: symref-target:(?P<target>refs/heads/[\x21-\x7e]{1,1000}))?"
+    rb"(?: peeled:[0-9a-f]{40})?$"
+)
+
+
+_PREFIXES = (b"HEAD", b"refs/heads/", b"refs/tags/")
+
+
+class Fallback(Exception):
+    """The relay cannot be used for this fetch; ``str()`` says why (for the log)."""
+
+
+class Channel:
+    """Upstream's upload-pack, protocol v2, stateful, on a child process's pipes."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, env=dict(env), cwd=cwd,
+        )  # fmt: skip
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.send: IO[bytes] = self.proc.stdin
+        self.recv: IO[bytes] = self.proc.stdout
+        try:
+            self.capabilities = self._advertisement()
+        except (ProtocolError, Fallback):
+            self.close()
+            raise
+        if not {b"fetch", b"ls-refs"} <= {c.split(b"=", 1)[0] for c in self.capabilities}:
+            self.close()
+            raise Fallback("upstream offers no v2 fetch and ls-refs")
+
+    def _advertisement(self) -> list[bytes]:
+        _, first = pktline.read_pkt(self.recv)
+        if first is None or first.rstrip(b"\n") != b"version 2":
+            raise Fallback("upstream does not speak protocol v2 here")
+        capabilities: list[bytes] = []
+        while True:
+            _, line = pktline.read_pkt(self.recv)
+            if line is None:
+                return capabilities
+            capabilities.append(line.rstrip(b"\n"))
+
+    def ls_refs(self) -> tuple[dict[str, str], str | None]:
+        """Upstream's branches and tags (name -> id) and the branch its HEAD names."""
+        self.send.write(
+            pkt(b"command=ls-refs\n") + DELIM + pkt(b"symrefs\n")
+            + b"".join(pkt(b"ref-prefix %s\n" % p) for p in _PREFIXES) + FLUSH
+        )  # fmt: skip
+        self.send.flush()
+        refs: dict[str, str] = {}
+        head = None
+        while True:
+            _, line = pktline.read_pkt(self.recv)
+            if line is None:
+                return refs, head
+            match = _REF_LINE.match(line.rstrip(b"\n"))
+            if match is None:
+                raise Fallback("upstream listed a ref this relay does not take")
+            if match["ref"] == b"HEAD":
+                head = match["target"].decode() if match["target"] else None
+            else:
+                refs[match["ref"].decode()] = match["oid"].decode()
+
+    def close(self) -> None:
+        for pipe in (self.send, self.recv):
+            with suppress(OSError):
+                pipe.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def relay_fetch(request: FetchRequest, channel: Channel, mirror: Path, out: IO[bytes]) -> bool:
+    """Send ``request`` upstream, forward the answer to ``out`` and store its pack in
+    ``mirror``; True if a pack came and ``git index-pack`` took it whole.
+
+    ProtocolError once bytes reached ``out`` (the agent's clone then fails; nothing
+    unchecked is stored: index-pack keeps a pack only if its checksum and objects hold)."""
+    packs = mirror / "objects" / "pack"
+    before = set(packs.glob("tmp_pack_*"))
+    index = subprocess.Popen(
+        ["git", "index-pack", "--stdin", "--fix-thin", "--keep=relayed"], cwd=mirror,
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert index.stdin is not None and index.stderr is not None
+    try:
+        channel.send.write(request.raw)
+        channel.send.flush()
+        try:
+            packed = pktline.tee_fetch_response(channel.recv, out, _Sink(index.stdin))
+        finally:
+            with suppress(OSError):
+                index.stdin.close()
+    finally:
+        error = index.stderr.read()
+        code = index.wait()
+    if code != 0:
+        for left in set(packs.glob("tmp_pack_*")) - before:  # index-pack's, half-written
+            left.unlink(missing_ok=True)
+    if packed and code != 0:
+        raise ProtocolError("the relayed pack did not index: " + pktline.printable(error))
+    return packed and code == 0
+
+
+class _Sink:
+    """index-pack's stdin; if index-pack stops reading, the agent is still served."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self.pipe: IO[bytes] | None = pipe
+
+    def write(self, data: bytes) -> int:
+        if self.pipe is not None:
+            try:
+                self.pipe.write(data)
+            except BrokenPipeError:
+                self.pipe = None  # its exit status says why; the pack is then not stored
+        return len(data)
+
+
+def store_refs(mirror: Path, refs: Mapping[str, str], head: str | None) -> list[str]:
+    """Move the mirror's branches and tags to ``refs`` where the mirror has each tip's
+    whole history; the names it could not store (a later fetch brings them)."""
+    stored: dict[str, str] = {}
+    missing: list[str] = []
+    for ref, oid in refs.items():
+        valid = subprocess.run(["git", "check-ref-format", ref], capture_output=True, check=False)
+        if valid.returncode != 0:
+            missing.append(ref)
+            continue
+        check = subprocess.run(
+            ["git", "rev-list", "--objects", "--quiet", oid, "--not", "--all"], cwd=mirror,
+            capture_output=True, check=False,
+        )  # fmt: skip
+        if check.returncode == 0:
+            stored[ref] = oid
+        else:
+            missing.append(ref)
+    if stored:
+        script = "".join(f"update {ref} {oid}\n" for ref, oid in stored.items())
+        subprocess.run(
+            ["git", "update-ref", "--stdin"], cwd=mirror, input=script.encode(),
+            capture_output=True, check=True,
+        )  # fmt: skip
+    if head and head in stored:
+        subprocess.run(["git", "symbolic-ref", "HEAD", head], cwd=mirror, check=True)
+    return missing
