@@ -176,3 +176,31 @@ def test_pack_data_split_across_pkt_lines_is_checked_and_passed_whole() -> None:
     assert pktline.tee_fetch_response(io.BytesIO(answer + b"next"), out, pack)
     assert out.getvalue() == answer
     assert pack.getvalue() == b"PACKrest"
+
+
+def ls_refs(*args: bytes) -> bytes:
+    head = [pkt(b"command=ls-refs\n"), pkt(b"agent=git/2.39.5"), DELIM]
+    return b"".join(head + [pkt(a + b"\n") for a in args] + [FLUSH])
+
+
+def test_an_ls_refs_for_branches_and_tags_is_plain() -> None:
+    body = ls_refs(b"peel", b"symrefs", b"unborn", b"ref-prefix HEAD", b"ref-prefix refs/heads/")
+    assert pktline.is_plain_ls_refs(body)
+    assert pktline.is_plain_ls_refs(ls_refs(b"ref-prefix refs/tags/v1"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        ls_refs(b"symrefs"),  # no prefix: every ref upstream has
+        ls_refs(b"ref-prefix refs/"),
+        ls_refs(b"ref-prefix refs/pull/"),
+        ls_refs(b"ref-prefix refs/heads/", b"ref-prefix refs/notes/"),
+        ls_refs(b"ref-prefix refs/heads/", b"server-option=x"),
+        ls_refs(b"ref-prefix refs/heads/") + b"0000",
+        ls_refs(b"ref-prefix refs/heads/")[:-4],
+        request(b"want " + b"a" * 40, b"done"),
+    ],
+)
+def test_any_other_ls_refs_is_not(body: bytes) -> None:
+    assert not pktline.is_plain_ls_refs(body)

@@ -4,13 +4,19 @@ what ``ssh … git-upload-pack`` runs), the agent's request is a real clone's.""
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
+import threading
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bottle.runtime.git_gate import pktline, relay
+from bottle.runtime import git_gate as gate
+from bottle.runtime.git_gate import GateConfig, GateRemote, pktline, relay
+from bottle.runtime.git_gate import server as gate_server
 from bottle.runtime.git_gate.pktline import DELIM, FLUSH, pkt
 
 ENV = {
@@ -134,3 +140,147 @@ def test_a_pack_index_pack_refuses_is_not_stored_and_raises(tmp_path: Path) -> N
     finally:
         conn.close()
     assert list((tmp_path / "objects" / "pack").iterdir()) == []  # nor a temporary one
+
+
+# -- the relay in the server, reached by a real git clone over loopback HTTP ---------------
+
+
+@pytest.fixture
+def relayed(
+    upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, list[str], Path, Path]]:
+    """A gate with the relay on; its ssh upstream is ``git upload-pack`` on ``upstream``
+    (stateful v2 on stdio, as over ssh), its fallback fetch a local ``git fetch``."""
+    config, work = tmp_path / "config", tmp_path / "work"
+    config.mkdir()
+    remote = GateRemote(name="origin", url="ssh://git@127.0.0.1/r.git")
+    (config / gate.CONFIG_FILE).write_bytes(GateConfig(remotes=(remote,)).to_json())
+    log = tmp_path / "git-gate.jsonl"
+    env = {
+        **ENV,
+        gate.CONFIG_ENV: str(config),
+        gate.LOG_ENV: str(log),
+        gate.WORK_ENV: str(work),
+        gate.SECRETS_ENV: str(tmp_path / "keys"),
+        gate_server.RELAY_ENV: "1",
+        "PYTHONPATH": str(Path(gate.__file__).parents[3]),
+    }
+    fetched: list[str] = []
+
+    def channel(self: gate_server.Gate, remote: GateRemote) -> relay.Channel:
+        return relay.Channel(
+            ["git", "upload-pack", str(upstream)], {**ENV, "GIT_PROTOCOL": "version=2"},
+            self.mirror(remote.name),
+        )  # fmt: skip
+
+    def fetch(self: gate_server.Gate, remote: GateRemote) -> None:
+        fetched.append(remote.name)
+        mirror = self.mirror(remote.name)
+        specs = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+        git(mirror, "fetch", "-q", str(upstream), *specs)
+        git(mirror, "symbolic-ref", "HEAD", "refs/heads/trunk")  # as upstream.fetch sets it
+
+    monkeypatch.setattr(gate_server.Gate, "channel", channel)
+    monkeypatch.setattr(gate_server.Gate, "fetch", fetch)
+    state = gate_server.Gate(gate.load_config(env), work, env)
+    state.prepare()
+    httpd = gate_server.serve(state, "127.0.0.1", 0)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield (
+            f"http://127.0.0.1:{httpd.server_address[1]}/origin.git",
+            fetched,
+            state.mirror("origin"),
+            log,
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def records(log: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def refs_of(repo: Path) -> bytes:
+    return git(repo, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/tags")
+
+
+def test_a_cold_v2_clone_is_relayed_and_the_mirror_is_warm_after(
+    relayed: tuple[str, list[str], Path, Path], upstream: Path, tmp_path: Path
+) -> None:
+    url, fetched, mirror, log = relayed
+    git(tmp_path, "-c", "protocol.version=2", "clone", "-q", url, "a")
+    assert fetched == []  # no fetch before serving: the relay carried it
+    git(tmp_path / "a", "fsck", "--strict")
+    assert git(tmp_path / "a", "rev-parse", "HEAD") == git(upstream, "rev-parse", "trunk")
+    assert refs_of(mirror) == refs_of(upstream)
+    (line,) = records(log)
+    assert line["op"] == "fetch" and line["decision"] == "allow"
+    assert "relayed" in str(line["reason"])
+    # Warm now: the next clone fetches first and is served by the mirror, as before.
+    git(tmp_path, "clone", "-q", url, "b")
+    assert fetched == ["origin"]
+    assert git(tmp_path / "b", "rev-parse", "HEAD") == git(upstream, "rev-parse", "trunk")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-c", "protocol.version=0", "clone", "-q"),  # no v2: nothing to relay
+        ("-c", "protocol.version=2", "clone", "-q", "--depth=1"),  # deepen: falls back
+        ("-c", "protocol.version=2", "clone", "-q", "--shallow-since=2000-01-01"),
+    ],
+)
+def test_a_clone_the_relay_does_not_take_is_fetched_then_served(
+    relayed: tuple[str, list[str], Path, Path],
+    upstream: Path,
+    tmp_path: Path,
+    args: tuple[str, ...],
+) -> None:
+    url, fetched, _mirror, log = relayed
+    git(tmp_path, *args, url, "c")
+    assert fetched == ["origin"]
+    assert git(tmp_path / "c", "rev-parse", "HEAD") == git(upstream, "rev-parse", "trunk")
+    assert not any("relayed" in str(r["reason"]) for r in records(log))
+
+
+def test_a_want_beyond_upstreams_branches_and_tags_is_not_relayed(
+    relayed: tuple[str, list[str], Path, Path], upstream: Path
+) -> None:
+    url, fetched, _mirror, log = relayed
+    hidden = git(upstream, "rev-parse", "trunk~2").decode().strip()  # no ref names it
+    body = b"".join(
+        [pkt(b"command=fetch\n"), DELIM, pkt(b"want %s\n" % hidden.encode()), pkt(b"done\n"), FLUSH]
+    )
+    req = urllib.request.Request(
+        url + "/git-upload-pack", data=body,
+        headers={"Git-Protocol": "version=2", "Content-Type": "application/x-git-upload-pack-request"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=60) as answer:
+        answer.read()
+    # It went the old way (fetch, then the mirror's own upload-pack judged the want).
+    assert fetched == ["origin"]
+    assert not any("relayed" in str(r["reason"]) for r in records(log))
+
+
+@pytest.mark.parametrize(
+    ("url", "tail"),
+    [
+        ("ssh://git@h.test/srv/r.git", ["git@10.0.0.1", "git-upload-pack '/srv/r.git'"]),
+        (
+            "ssh://git@h.test:2222/~/r.git",
+            ["-p", "2222", "git@10.0.0.1", "git-upload-pack '~/r.git'"],
+        ),
+        ("git@h.test:me/r.git", ["git@10.0.0.1", "git-upload-pack 'me/r.git'"]),
+        ("h.test:it's.git", ["10.0.0.1", "git-upload-pack 'it'\\''s.git'"]),
+    ],
+)
+def test_the_ssh_command_is_the_one_git_runs_asking_for_v2(url: str, tail: list[str]) -> None:
+    from bottle.runtime.git_gate import upstream as up
+
+    argv = relay.ssh_argv("ssh -F /dev/null -o BatchMode=yes", up.parse_url(url), "10.0.0.1")
+    assert argv[:3] == ["ssh", "-F", "/dev/null"]
+    assert argv[5:7] == ["-o", "SendEnv=GIT_PROTOCOL"]
+    assert argv[7:] == tail

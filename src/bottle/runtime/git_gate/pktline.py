@@ -122,6 +122,36 @@ def parse_fetch_request(body: bytes) -> FetchRequest | None:
     return FetchRequest(body, tuple(capabilities), tuple(wants), tuple(haves), frozenset(flags))
 
 
+#: ref-prefix values an ls-refs may ask upstream for: the refs the mirror holds, no more.
+_LS_PREFIX = re.compile(rb"^ref-prefix (HEAD|refs/(heads|tags)/[\x21-\x7e]{0,1000})$")
+
+
+def is_plain_ls_refs(body: bytes) -> bool:
+    """Whether ``body`` is a v2 ``ls-refs`` asking only for HEAD, branches and tags."""
+    src = io.BytesIO(body)
+    try:
+        _, first = read_pkt(src)
+        if first is None or _line(first) != b"command=ls-refs":
+            return False
+        while (line := read_pkt(src))[1] is not None:
+            if not re.fullmatch(
+                rb"(agent|object-format|session-id)=[\x21-\x7e]{1,256}", _line(line[1] or b"")
+            ):
+                return False
+        if line[0] != DELIM:
+            return False
+        prefixes = 0
+        while (line := read_pkt(src))[1] is not None:
+            arg = _line(line[1] or b"")
+            if _LS_PREFIX.match(arg):
+                prefixes += 1
+            elif arg not in (b"symrefs", b"peel", b"unborn"):
+                return False
+        return line[0] == FLUSH and not src.read(1) and prefixes > 0
+    except ProtocolError:
+        return False
+
+
 def _line(payload: bytes) -> bytes:
     return payload[:-1] if payload.endswith(b"\n") else payload
 

@@ -12,6 +12,7 @@ uses fetch-then-serve instead (before anything reached the agent) or fails the r
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
@@ -20,6 +21,7 @@ from typing import IO
 
 from bottle.runtime.git_gate import pktline
 from bottle.runtime.git_gate.pktline import DELIM, FLUSH, FetchRequest, ProtocolError, pkt
+from bottle.runtime.git_gate.upstream import Target
 
 _REF_LINE = re.compile(
     rb"^(?P<oid>[0-9a-f]{40}) (?P<ref>refs/(?:heads|tags)/[\x21-\x7e]{1,1000}|HEAD)"
@@ -28,11 +30,23 @@ _REF_LINE = re.compile(
 )
 
 
+#: What an ls-refs with "unborn" answers for an empty upstream's HEAD.
+_UNBORN = re.compile(rb"^unborn HEAD symref-target:refs/heads/[\x21-\x7e]{1,1000}$")
 _PREFIXES = (b"HEAD", b"refs/heads/", b"refs/tags/")
 
 
 class Fallback(Exception):
     """The relay cannot be used for this fetch; ``str()`` says why (for the log)."""
+
+
+def ssh_argv(ssh_command: str, target: Target, address: str) -> list[str]:
+    """``ssh … git-upload-pack '<path>'`` as git itself runs it, asking for protocol v2."""
+    path = target.path[1:] if target.path.startswith("/~") else target.path
+    host = f"{target.user}@{address}" if target.user else address
+    port = ["-p", str(target.port)] if target.port else []
+    quoted = "'" + path.replace("'", "'\\''") + "'"
+    return [*shlex.split(ssh_command), "-o", "SendEnv=GIT_PROTOCOL", *port, host,
+            f"git-upload-pack {quoted}"]  # fmt: skip
 
 
 class Channel:
@@ -66,6 +80,23 @@ class Channel:
                 return capabilities
             capabilities.append(line.rstrip(b"\n"))
 
+    def relay_ls_refs(self, body: bytes) -> bytes:
+        """The agent's ls-refs (``pktline.is_plain_ls_refs``) answered by upstream, whole,
+        every line checked before any of it is returned."""
+        self.send.write(body)
+        self.send.flush()
+        answer = b""
+        while True:
+            raw, line = pktline.read_pkt(self.recv)
+            answer += raw
+            if line is None:
+                if raw != FLUSH:
+                    raise Fallback("upstream's ls-refs answer did not end with a flush")
+                return answer
+            text = line.rstrip(b"\n")
+            if _REF_LINE.match(text) is None and _UNBORN.match(text) is None:
+                raise Fallback("upstream listed a ref this relay does not take")
+
     def ls_refs(self) -> tuple[dict[str, str], str | None]:
         """Upstream's branches and tags (name -> id) and the branch its HEAD names."""
         self.send.write(
@@ -98,7 +129,7 @@ class Channel:
             self.proc.wait()
 
 
-def relay_fetch(request: FetchRequest, channel: Channel, mirror: Path, out: IO[bytes]) -> bool:
+def relay_fetch(request: FetchRequest, channel: Channel, mirror: Path, out: pktline.Writer) -> bool:
     """Send ``request`` upstream, forward the answer to ``out`` and store its pack in
     ``mirror``; True if a pack came and ``git index-pack`` took it whole.
 

@@ -25,8 +25,11 @@ from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
 from bottle.runtime import git_gate as gate
-from bottle.runtime.git_gate import GateConfig, GateRecord, GateRemote, upstream
+from bottle.runtime.git_gate import GateConfig, GateRecord, GateRemote, pktline, relay, upstream
 
+#: "1": a cold mirror relays a v2 clone over ssh upstream and stores it as it passes
+#: (``relay``), instead of fetching first and serving after. Off until measured end to end.
+RELAY_ENV = "BOTTLE_GIT_GATE_RELAY"
 #: Largest request body (a push pack) the gate takes.
 MAX_BODY = int(os.environ.get("BOTTLE_GIT_GATE_MAX_BODY", str(1 << 30)))
 _PATH = re.compile(
@@ -54,6 +57,7 @@ class Gate:
         self.mirrors = work / "mirrors"
         self.hooks = work / "hooks"
         self.locks = {r.name: threading.Lock() for r in config.remotes}
+        self.relay = self.environ.get(RELAY_ENV) == "1"
 
     def mirror(self, name: str) -> Path:
         return self.mirrors / f"{name}.git"
@@ -108,6 +112,31 @@ class Gate:
             )
             raise
         self.log(GateRecord(op="fetch", remote=remote.name, decision="allow"), start)
+
+    def relays(self, remote: GateRemote, headers: Any) -> bool:
+        """Whether this upload-pack request may take the relay: on, ssh, v2, cold mirror."""
+        if not self.relay or "version=2" not in (headers.get("Git-Protocol") or ""):
+            return False
+        try:
+            if upstream.parse_url(remote.url).scheme != "ssh":
+                return False
+        except upstream.UpstreamError:
+            return False
+        refs = subprocess.run(
+            ["git", "for-each-ref", "--count=1", "refs/heads/", "refs/tags/"],
+            cwd=self.mirror(remote.name), capture_output=True, check=False,
+        )  # fmt: skip
+        return refs.returncode == 0 and not refs.stdout
+
+    def channel(self, remote: GateRemote) -> relay.Channel:
+        """A v2 conversation with upstream's upload-pack, with the gate's key."""
+        conn = upstream.connect(
+            remote, config=gate.config_dir(self.environ),
+            secrets=gate.secrets_dir(self.environ), environ=self.environ,
+        )  # fmt: skip
+        argv = relay.ssh_argv(conn.env["GIT_SSH_COMMAND"], conn.target, conn.address)
+        env = {**conn.env, "GIT_PROTOCOL": "version=2"}
+        return relay.Channel(argv, env, self.mirror(remote.name))
 
     def log(self, record: GateRecord, start: float) -> None:
         record = record.model_copy(update={"duration_ms": int((time.monotonic() - start) * 1000)})
@@ -191,10 +220,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             )
             return
         lock = self.gate.locks[remote.name]
+        relaying = service == "git-upload-pack" and self.gate.relays(remote, self.headers)
         # Advertisements fetch first and pushes hold the lock, so a push is checked against
-        # refs no fetch is moving; upload-pack POSTs only read the mirror.
-        with lock if rest == "info/refs" or service == "git-receive-pack" else nullcontext():
-            if rest == "info/refs":
+        # refs no fetch is moving; upload-pack POSTs only read the mirror (but a relay
+        # writes it).
+        exclusive = rest == "info/refs" or service == "git-receive-pack" or relaying
+        with lock if exclusive else nullcontext():
+            if relaying and rest == "info/refs":
+                pass  # the capabilities are the gate's own; ls-refs and fetch go upstream
+            elif rest == "info/refs":
                 try:
                     self.gate.fetch(remote)
                 except upstream.UpstreamError as exc:
@@ -209,10 +243,77 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._fail(400, "git-gate: malformed request body")
                 return
             try:
+                if relaying and body is not None and self._relay(remote, body):
+                    return
+                if relaying and body is not None:  # fell back: fetch, then serve
+                    try:
+                        self.gate.fetch(remote)
+                    except upstream.UpstreamError as exc:
+                        self._fail(502, f"git-gate: cannot fetch {remote.name}: {exc}")
+                        return
                 self._backend(remote, parts.path, parts.query, body, length)
             finally:
                 if body is not None:
                     body.close()
+
+    def _relay(self, remote: GateRemote, body: IO[bytes]) -> bool:
+        """Answer a cold mirror's ls-refs or fetch from upstream; False (nothing sent yet)
+        when the relay does not take the request and the caller must fetch and serve."""
+        data = body.read(MAX_BODY + 1)
+        body.seek(0)
+        ls_refs = pktline.is_plain_ls_refs(data)
+        request = None if ls_refs else pktline.parse_fetch_request(data)
+        if not ls_refs and request is None:
+            return False
+        start = time.monotonic()
+        try:
+            channel = self.gate.channel(remote)
+        except (relay.Fallback, pktline.ProtocolError, upstream.UpstreamError, OSError):
+            return False
+        try:
+            if ls_refs:
+                try:
+                    answer = channel.relay_ls_refs(data)
+                except (relay.Fallback, pktline.ProtocolError, OSError):
+                    return False
+                self._result_headers(len(answer))
+                self.wfile.write(answer)
+                return True
+            assert request is not None
+            try:
+                refs, head = channel.ls_refs()
+            except (relay.Fallback, pktline.ProtocolError, OSError):
+                return False
+            # Only what the mirror would have served: tips of upstream's branches and tags.
+            if not set(request.wants) <= set(refs.values()):
+                return False
+            self._result_headers(None)
+            try:
+                relay.relay_fetch(request, channel, self.gate.mirror(remote.name), self.wfile)
+            except (pktline.ProtocolError, OSError) as exc:
+                record = GateRecord(op="fetch", remote=remote.name, decision="error",
+                                    reason=f"relayed fetch broke off: {exc}")  # fmt: skip
+                self.gate.log(record, start)
+                return True
+            missing = relay.store_refs(self.gate.mirror(remote.name), refs, head)
+            reason = "relayed: the agent got the pack the mirror stored"
+            if missing:
+                reason += f"; {len(missing)} refs left for the next fetch"
+            self.gate.log(
+                GateRecord(op="fetch", remote=remote.name, decision="allow", reason=reason), start
+            )
+            return True
+        finally:
+            channel.close()
+
+    def _result_headers(self, length: int | None) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-git-upload-pack-result")
+        self.send_header("Cache-Control", "no-cache, max-age=0, must-revalidate")
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.send_header("Connection", "close")
+        self.end_headers()
 
     def _body(self) -> tuple[IO[bytes], int]:
         spool = tempfile.TemporaryFile(dir=self.gate.mirrors.parent)  # noqa: SIM115 - closed by caller
