@@ -17,6 +17,7 @@ import pytest
 from bottle.runtime import git_gate as gate
 from bottle.runtime.git_gate import GateConfig, GateRemote, pktline, relay
 from bottle.runtime.git_gate import server as gate_server
+from bottle.runtime.git_gate import upstream as upstream_mod
 from bottle.runtime.git_gate.pktline import DELIM, FLUSH, pkt
 
 ENV = {
@@ -73,7 +74,8 @@ def test_a_cold_clone_is_relayed_stored_and_then_served_from_the_mirror(
         parsed = pktline.parse_fetch_request(body)
         assert parsed is not None
         out = io.BytesIO()
-        assert relay.relay_fetch(parsed, conn, mirror, out)
+        pack = relay.relay_fetch(parsed, conn, mirror, out)
+        assert pack is not None
     finally:
         conn.close()
     # The pack the agent got is byte for byte the one the mirror stored.
@@ -81,8 +83,11 @@ def test_a_cold_clone_is_relayed_stored_and_then_served_from_the_mirror(
     assert pktline.tee_fetch_response(io.BytesIO(out.getvalue()), io.BytesIO(), sent)
     (stored,) = (mirror / "objects" / "pack").glob("*.pack")
     assert stored.read_bytes() == sent.getvalue()
-    assert stored.with_suffix(".keep").is_file()
+    assert stored == mirror / "objects" / "pack" / f"pack-{pack}.pack"
+    assert stored.with_suffix(".keep").is_file()  # until its refs are stored
     assert relay.store_refs(mirror, refs, head) == []
+    relay.release(mirror, pack)
+    assert not stored.with_suffix(".keep").exists()
     assert git(mirror, "for-each-ref", "--format=%(objectname) %(refname)") == git(
         upstream, "for-each-ref", "--format=%(objectname) %(refname)"
     )
@@ -219,6 +224,7 @@ def test_a_cold_v2_clone_is_relayed_and_the_mirror_is_warm_after(
     (line,) = records(log)
     assert line["op"] == "fetch" and line["decision"] == "allow"
     assert "relayed" in str(line["reason"])
+    assert list((mirror / "objects" / "pack").glob("*.keep")) == []
     # Warm now: the next clone fetches first and is served by the mirror, as before.
     git(tmp_path, "clone", "-q", url, "b")
     assert fetched == ["origin"]
@@ -284,3 +290,29 @@ def test_the_ssh_command_is_the_one_git_runs_asking_for_v2(url: str, tail: list[
     assert argv[:3] == ["ssh", "-F", "/dev/null"]
     assert argv[5:7] == ["-o", "SendEnv=GIT_PROTOCOL"]
     assert argv[7:] == tail
+
+
+def test_a_silent_upstream_is_cut_off_at_the_timeout(tmp_path: Path) -> None:
+    with pytest.raises(pktline.ProtocolError, match="ended"):
+        relay.Channel(["sleep", "60"], ENV, tmp_path, timeout=0.5)
+
+
+def test_a_fallback_fetch_that_fails_reaches_the_agent_as_a_message(
+    relayed: tuple[str, list[str], Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _fetched, _mirror, _log = relayed
+
+    def broken(self: gate_server.Gate, remote: GateRemote) -> relay.Channel:
+        raise relay.Fallback("no v2 here")
+
+    def fails(self: gate_server.Gate, remote: GateRemote) -> None:
+        raise upstream_mod.UpstreamError("the SSH host key of h does not match the key pinned")
+
+    monkeypatch.setattr(gate_server.Gate, "channel", broken)
+    monkeypatch.setattr(gate_server.Gate, "fetch", fails)
+    done = subprocess.run(
+        ["git", "-c", "protocol.version=2", "clone", url, "d"], cwd=tmp_path, env=ENV,
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "git-gate: cannot fetch origin: the SSH host key of h does not match" in done.stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import IO
 
 from bottle.runtime.git_gate import pktline
 from bottle.runtime.git_gate.pktline import DELIM, FLUSH, FetchRequest, ProtocolError, pkt
-from bottle.runtime.git_gate.upstream import Target
+from bottle.runtime.git_gate.upstream import FETCH_TIMEOUT, Target
 
 _REF_LINE = re.compile(
     rb"^(?P<oid>[0-9a-f]{40}) (?P<ref>refs/(?:heads|tags)/[\x21-\x7e]{1,1000}|HEAD)"
@@ -52,11 +53,18 @@ def ssh_argv(ssh_command: str, target: Target, address: str) -> list[str]:
 class Channel:
     """Upstream's upload-pack, protocol v2, stateful, on a child process's pipes."""
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> None:
+    def __init__(
+        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
+        timeout: float = FETCH_TIMEOUT,
+    ) -> None:  # fmt: skip
         self.proc = subprocess.Popen(
             list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, env=dict(env), cwd=cwd,
         )  # fmt: skip
+        # A silent upstream must not hold the remote's lock: past the timeout its reads end.
+        self.watchdog = threading.Timer(timeout, self.proc.kill)
+        self.watchdog.daemon = True
+        self.watchdog.start()
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.send: IO[bytes] = self.proc.stdin
         self.recv: IO[bytes] = self.proc.stdout
@@ -119,6 +127,7 @@ class Channel:
                 refs[match["ref"].decode()] = match["oid"].decode()
 
     def close(self) -> None:
+        self.watchdog.cancel()
         for pipe in (self.send, self.recv):
             with suppress(OSError):
                 pipe.close()
@@ -129,9 +138,12 @@ class Channel:
             self.proc.wait()
 
 
-def relay_fetch(request: FetchRequest, channel: Channel, mirror: Path, out: pktline.Writer) -> bool:
+def relay_fetch(
+    request: FetchRequest, channel: Channel, mirror: Path, out: pktline.Writer
+) -> str | None:
     """Send ``request`` upstream, forward the answer to ``out`` and store its pack in
-    ``mirror``; True if a pack came and ``git index-pack`` took it whole.
+    ``mirror``; the pack's name once ``git index-pack`` took it whole, None if no pack came.
+    The pack stays kept (``.keep``) until ``release``: no repack drops it before its refs.
 
     ProtocolError once bytes reached ``out`` (the agent's clone then fails; nothing
     unchecked is stored: index-pack keeps a pack only if its checksum and objects hold)."""
@@ -139,9 +151,9 @@ def relay_fetch(request: FetchRequest, channel: Channel, mirror: Path, out: pktl
     before = set(packs.glob("tmp_pack_*"))
     index = subprocess.Popen(
         ["git", "index-pack", "--stdin", "--fix-thin", "--keep=relayed"], cwd=mirror,
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    assert index.stdin is not None and index.stderr is not None
+    assert index.stdin is not None and index.stderr is not None and index.stdout is not None
     try:
         channel.send.write(request.raw)
         channel.send.flush()
@@ -151,6 +163,7 @@ def relay_fetch(request: FetchRequest, channel: Channel, mirror: Path, out: pktl
             with suppress(OSError):
                 index.stdin.close()
     finally:
+        said = index.stdout.read()
         error = index.stderr.read()
         code = index.wait()
     if code != 0:
@@ -158,7 +171,15 @@ def relay_fetch(request: FetchRequest, channel: Channel, mirror: Path, out: pktl
             left.unlink(missing_ok=True)
     if packed and code != 0:
         raise ProtocolError("the relayed pack did not index: " + pktline.printable(error))
-    return packed and code == 0
+    kept = re.fullmatch(rb"keep\t([0-9a-f]{40})\n", said)
+    if not packed or kept is None:
+        return None
+    return kept[1].decode()
+
+
+def release(mirror: Path, pack: str) -> None:
+    """Let the relayed pack go the way of any other, once its refs are stored."""
+    (mirror / "objects" / "pack" / f"pack-{pack}.keep").unlink(missing_ok=True)
 
 
 class _Sink:

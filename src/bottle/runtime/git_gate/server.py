@@ -249,7 +249,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     try:
                         self.gate.fetch(remote)
                     except upstream.UpstreamError as exc:
-                        self._fail(502, f"git-gate: cannot fetch {remote.name}: {exc}")
+                        # git shows no body of a failed POST, but a v2 ERR line it does.
+                        self._err(f"git-gate: cannot fetch {remote.name}: {exc}")
                         return
                 self._backend(remote, parts.path, parts.query, body, length)
             finally:
@@ -289,13 +290,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return False
             self._result_headers(None)
             try:
-                relay.relay_fetch(request, channel, self.gate.mirror(remote.name), self.wfile)
+                pack = relay.relay_fetch(
+                    request, channel, self.gate.mirror(remote.name), self.wfile
+                )
             except (pktline.ProtocolError, OSError) as exc:
                 record = GateRecord(op="fetch", remote=remote.name, decision="error",
                                     reason=f"relayed fetch broke off: {exc}")  # fmt: skip
                 self.gate.log(record, start)
                 return True
             missing = relay.store_refs(self.gate.mirror(remote.name), refs, head)
+            if pack is not None:
+                relay.release(self.gate.mirror(remote.name), pack)
             reason = "relayed: the agent got the pack the mirror stored"
             if missing:
                 reason += f"; {len(missing)} refs left for the next fetch"
@@ -305,6 +310,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return True
         finally:
             channel.close()
+
+    def _err(self, message: str) -> None:
+        text = " ".join(message.split())[:4000].encode("utf-8", "replace")
+        answer = pktline.pkt(b"ERR " + text + b"\n")
+        self._result_headers(len(answer))
+        self.wfile.write(answer)
 
     def _result_headers(self, length: int | None) -> None:
         self.send_response(200)
