@@ -112,6 +112,12 @@ class Bench:
         fetches = [r for r in self.records("fetch") if r["remote"] == remote]
         return int(str(fetches[-1]["duration_ms"])) / 1000
 
+    def relayed(self, remote: str) -> bool:
+        """Whether the last fetch was the cold-clone relay (BOTTLE_GIT_GATE_RELAY=1)."""
+        fetches = [r for r in self.records("fetch") if r["remote"] == remote]
+        last = fetches[-1]
+        return last["decision"] == "allow" and str(last["reason"]).startswith("relayed:")
+
     def push(self, commits: int) -> tuple[float, dict[str, object]]:
         script = (
             "cd ~/src/warm-ssh && "
@@ -162,7 +168,7 @@ def measure(rounds: int, size_mb: int, commits: int) -> dict[str, list[float]]:
                "BENCH_TOKEN": token, "BOTTLE_EXTRA_CA_CERTS": str(ca / "ca.pem")}  # fmt: skip
     out: dict[str, list[float]] = {"push": [], "scan": [], "gate_push": []}
     for transport in TRANSPORTS:
-        for side in ("cold", "warm", "direct", "fetch"):
+        for side in ("cold", "warm", "direct", "fetch", "relayed"):
             out[f"{side}_{transport}"] = []
     settings = Settings.from_env(environ)
     work = bench_work(home)  # the agent's workspace: never the home itself
@@ -193,6 +199,7 @@ def measure(rounds: int, size_mb: int, commits: int) -> dict[str, list[float]]:
                         bench.empty_mirror(remote)
                         out[f"cold_{transport}"].append(bench.gate_clone(transport, "cold"))
                         out[f"fetch_{transport}"].append(bench.last_fetch(remote))
+                        out[f"relayed_{transport}"].append(float(bench.relayed(remote)))
                         out[f"warm_{transport}"].append(
                             bench.gate_clone(transport, f"warm-{transport}")
                         )
@@ -251,6 +258,8 @@ def figures(rounds: int, size_mb: int = 50, commits: int = 100) -> list[Figure]:
             )
             if side == "cold":
                 detail += f"; of which the gate's fetch {med[f'fetch_{transport}']:.1f} s"
+                relayed = int(sum(runs[f"relayed_{transport}"]))
+                detail += f"; relayed {relayed}/{rounds}"
             rows.append(Figure(
                 f"{fid}{suffix}", f"clone of {size_mb} MB over {transport} through git-gate, "
                 f"{side} mirror, vs direct", goal, f"{ratio:.2f}x", ratio <= limit, ratio, detail,
