@@ -171,8 +171,10 @@ def relayed(
         "PYTHONPATH": str(Path(gate.__file__).parents[3]),
     }
     fetched: list[str] = []
+    opened: list[str] = []
 
     def channel(self: gate_server.Gate, remote: GateRemote) -> relay.Channel:
+        opened.append(remote.name)
         return relay.Channel(
             ["git", "upload-pack", str(upstream)], {**ENV, "GIT_PROTOCOL": "version=2"},
             self.mirror(remote.name),
@@ -199,9 +201,14 @@ def relayed(
             state.mirror("origin"),
             log,
         )
+        # A relayed clone's ls-refs and fetch went over one upstream connection.
+        if any(str(r["reason"]).startswith("relayed:") for r in records(log)):
+            assert opened == ["origin"]
     finally:
         httpd.shutdown()
         httpd.server_close()
+        for channel in state.idle.values():
+            channel.close()
 
 
 def records(log: Path) -> list[dict[str, object]]:

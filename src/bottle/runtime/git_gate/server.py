@@ -58,6 +58,9 @@ class Gate:
         self.hooks = work / "hooks"
         self.locks = {r.name: threading.Lock() for r in config.remotes}
         self.relay = self.environ.get(RELAY_ENV) == "1"
+        #: A relayed ls-refs leaves its upstream connection here for the fetch that follows
+        #: (one ssh handshake per clone, as a direct clone has); used under the remote's lock.
+        self.idle: dict[str, relay.Channel] = {}
 
     def mirror(self, name: str) -> Path:
         return self.mirrors / f"{name}.git"
@@ -267,10 +270,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not ls_refs and request is None:
             return False
         start = time.monotonic()
-        try:
-            channel = self.gate.channel(remote)
-        except (relay.Fallback, pktline.ProtocolError, upstream.UpstreamError, OSError):
-            return False
+        channel = self.gate.idle.pop(remote.name, None)
+        if channel is not None and (ls_refs or channel.proc.poll() is not None):
+            channel.close()
+            channel = None
+        if channel is None:
+            try:
+                channel = self.gate.channel(remote)
+            except (relay.Fallback, pktline.ProtocolError, upstream.UpstreamError, OSError):
+                return False
+        keep = False
         try:
             if ls_refs:
                 try:
@@ -279,6 +288,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     return False
                 self._result_headers(len(answer))
                 self.wfile.write(answer)
+                self.gate.idle[remote.name] = channel
+                keep = True
                 return True
             assert request is not None
             try:
@@ -309,7 +320,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             )
             return True
         finally:
-            channel.close()
+            if not keep:
+                channel.close()
 
     def _err(self, message: str) -> None:
         text = " ".join(message.split())[:4000].encode("utf-8", "replace")
