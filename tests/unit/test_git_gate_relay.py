@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,6 +228,10 @@ def test_a_cold_v2_clone_is_relayed_and_the_mirror_is_warm_after(
     assert fetched == []  # no fetch before serving: the relay carried it
     git(tmp_path / "a", "fsck", "--strict")
     assert git(tmp_path / "a", "rev-parse", "HEAD") == git(upstream, "rev-parse", "trunk")
+    # The agent's answer ends before the gate has stored it all: its log line comes after.
+    deadline = time.monotonic() + 60
+    while not records(log) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert refs_of(mirror) == refs_of(upstream)
     (line,) = records(log)
     assert line["op"] == "fetch" and line["decision"] == "allow"

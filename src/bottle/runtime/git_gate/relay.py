@@ -15,7 +15,7 @@ import re
 import shlex
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import IO
@@ -139,11 +139,16 @@ class Channel:
 
 
 def relay_fetch(
-    request: FetchRequest, channel: Channel, mirror: Path, out: pktline.Writer
+    request: FetchRequest,
+    channel: Channel,
+    mirror: Path,
+    out: pktline.Writer,
+    answered: Callable[[], None] = lambda: None,
 ) -> str | None:
     """Send ``request`` upstream, forward the answer to ``out`` and store its pack in
     ``mirror``; the pack's name once ``git index-pack`` took it whole, None if no pack came.
-    The pack stays kept (``.keep``) until ``release``: no repack drops it before its refs.
+    ``answered`` runs as soon as the whole answer is in ``out``. The pack stays kept
+    (``.keep``) until ``release``: no repack drops it before its refs are stored.
 
     ProtocolError once bytes reached ``out`` (the agent's clone then fails; nothing
     unchecked is stored: index-pack keeps a pack only if its checksum and objects hold)."""
@@ -159,6 +164,8 @@ def relay_fetch(
         channel.send.flush()
         try:
             packed = pktline.tee_fetch_response(channel.recv, out, _Sink(index.stdin))
+            # The agent has its whole answer: it need not wait for the mirror's index-pack.
+            answered()
         finally:
             with suppress(OSError):
                 index.stdin.close()

@@ -13,6 +13,7 @@ import http.server
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -302,7 +303,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._result_headers(None)
             try:
                 pack = relay.relay_fetch(
-                    request, channel, self.gate.mirror(remote.name), self.wfile
+                    request, channel, self.gate.mirror(remote.name), self.wfile, self._end
                 )
             except (pktline.ProtocolError, OSError) as exc:
                 record = GateRecord(op="fetch", remote=remote.name, decision="error",
@@ -322,6 +323,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         finally:
             if not keep:
                 channel.close()
+
+    def _end(self) -> None:
+        """End the answer now (its length is the connection's): the agent goes on while
+        the gate finishes storing what it relayed."""
+        with suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
 
     def _err(self, message: str) -> None:
         text = " ".join(message.split())[:4000].encode("utf-8", "replace")
