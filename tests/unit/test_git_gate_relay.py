@@ -51,8 +51,10 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
-def channel(repo: Path, cwd: Path, version: str = "version=2") -> relay.Channel:
-    return relay.Channel(["git", "upload-pack", str(repo)], {**ENV, "GIT_PROTOCOL": version}, cwd)
+def channel(repo: Path, cwd: Path, version: str = "version=2") -> relay.PipeChannel:
+    return relay.PipeChannel(
+        ["git", "upload-pack", str(repo)], {**ENV, "GIT_PROTOCOL": version}, cwd
+    )
 
 
 def request(*args: bytes) -> bytes:
@@ -67,16 +69,18 @@ def test_a_cold_clone_is_relayed_stored_and_then_served_from_the_mirror(
     git(tmp_path, "init", "-q", "--bare", str(mirror))
     conn = channel(upstream, mirror)
     try:
-        refs, head = conn.ls_refs()
+        listing = conn.ls_refs()
+        refs, head = listing.tips, listing.head
         assert head == "refs/heads/trunk"
         assert set(refs) == {"refs/heads/trunk", "refs/heads/side", "refs/tags/v1"}
         wants = sorted(set(refs.values()))
         body = request(*(b"want " + w.encode() for w in wants), b"ofs-delta", b"done")
         parsed = pktline.parse_fetch_request(body)
-        assert parsed is not None
+        assert parsed is not None and relay.takes(parsed, listing)
         out = io.BytesIO()
-        pack = relay.relay_fetch(parsed, conn, mirror, out)
-        assert pack is not None
+        spool = relay.relay_fetch(parsed, conn, mirror, relay.Held(lambda: out))
+        pack = relay.store_pack(mirror, spool)
+        assert not spool.exists()
     finally:
         conn.close()
     # The pack the agent got is byte for byte the one the mirror stored.
@@ -137,15 +141,17 @@ def test_a_pack_index_pack_refuses_is_not_stored_and_raises(tmp_path: Path) -> N
     (tmp_path / "answer").write_bytes(advert + answer)
     script.write_text(f"#!/bin/sh\ncat {tmp_path / 'answer'}\ncat >/dev/null\n")
     script.chmod(0o755)
-    conn = relay.Channel([str(script)], ENV, tmp_path)
+    conn = relay.PipeChannel([str(script)], ENV, tmp_path)
     parsed = pktline.parse_fetch_request(request(b"want " + b"a" * 40, b"done"))
     assert parsed is not None
     try:
+        spool = relay.relay_fetch(parsed, conn, tmp_path, relay.Held(io.BytesIO))
         with pytest.raises(pktline.ProtocolError, match="did not index"):
-            relay.relay_fetch(parsed, conn, tmp_path, io.BytesIO())
+            relay.store_pack(tmp_path, spool)
     finally:
         conn.close()
     assert list((tmp_path / "objects" / "pack").iterdir()) == []  # nor a temporary one
+    assert not spool.exists()
 
 
 # -- the relay in the server, reached by a real git clone over loopback HTTP ---------------
@@ -168,7 +174,6 @@ def relayed(
         gate.LOG_ENV: str(log),
         gate.WORK_ENV: str(work),
         gate.SECRETS_ENV: str(tmp_path / "keys"),
-        gate_server.RELAY_ENV: "1",
         "PYTHONPATH": str(Path(gate.__file__).parents[3]),
     }
     fetched: list[str] = []
@@ -176,7 +181,7 @@ def relayed(
 
     def channel(self: gate_server.Gate, remote: GateRemote) -> relay.Channel:
         opened.append(remote.name)
-        return relay.Channel(
+        return relay.PipeChannel(
             ["git", "upload-pack", str(upstream)], {**ENV, "GIT_PROTOCOL": "version=2"},
             self.mirror(remote.name),
         )  # fmt: skip
@@ -208,8 +213,8 @@ def relayed(
     finally:
         httpd.shutdown()
         httpd.server_close()
-        for channel in state.idle.values():
-            channel.close()
+        for conn, _listing in state.idle.values():
+            conn.close()
 
 
 def records(log: Path) -> list[dict[str, object]]:
@@ -306,7 +311,7 @@ def test_the_ssh_command_is_the_one_git_runs_asking_for_v2(url: str, tail: list[
 
 def test_a_silent_upstream_is_cut_off_at_the_timeout(tmp_path: Path) -> None:
     with pytest.raises(pktline.ProtocolError, match="ended"):
-        relay.Channel(["sleep", "60"], ENV, tmp_path, timeout=0.5)
+        relay.PipeChannel(["sleep", "60"], ENV, tmp_path, timeout=0.5)
 
 
 def test_a_fallback_fetch_that_fails_reaches_the_agent_as_a_message(

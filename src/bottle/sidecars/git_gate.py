@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -265,12 +264,8 @@ class _GitGate(SidecarBase[Git, GitGatePlan]):
         # Every secret of the bottle, by name: the gate scans pushes for their values (the
         # forms egress checks); its own credentials are among them.
         watched = tuple(dict.fromkeys((*plan.secret_refs, *sub.secret_refs)))
-        # The cold-clone relay is off unless the host asks for it (being measured).
-        relay = (
-            ["BOTTLE_GIT_GATE_RELAY=1"] if os.environ.get("BOTTLE_GIT_GATE_RELAY") == "1" else []
-        )
         service |= {
-            "environment": [f"BOTTLE_DLP_SECRETS={','.join(watched)}", *watched, *relay],
+            "environment": [f"BOTTLE_DLP_SECRETS={','.join(watched)}", *watched],
             "volumes": [
                 bind(
                     state / "live-config" / self.name,

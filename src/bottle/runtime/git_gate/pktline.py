@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Protocol
 
@@ -22,6 +23,7 @@ _OID = re.compile(rb"^[0-9a-f]{40}$")
 #: Arguments of a v2 fetch the relay takes: anything else (shallow, filter, want-ref,
 #: packfile-uris, sideband-all, …) changes what the answer is made of, so it falls back.
 _FLAGS = frozenset({b"done", b"thin-pack", b"no-progress", b"include-tag", b"ofs-delta"})
+_CAPABILITY = re.compile(rb"(agent|object-format|session-id)=[\x21-\x7e]{1,256}")
 _SECTIONS = frozenset({b"acknowledgments", b"packfile"})
 
 
@@ -124,46 +126,74 @@ def parse_fetch_request(body: bytes) -> FetchRequest | None:
 
 #: ref-prefix values an ls-refs may ask upstream for: the refs the mirror holds, no more.
 _LS_PREFIX = re.compile(rb"^ref-prefix (HEAD|refs/(heads|tags)/[\x21-\x7e]{0,1000})$")
+#: More prefixes than a clone sends (git sends three): anything else is not a plain clone.
+MAX_PREFIXES = 64
 
 
-def is_plain_ls_refs(body: bytes) -> bool:
-    """Whether ``body`` is a v2 ``ls-refs`` asking only for HEAD, branches and tags."""
+@dataclass(frozen=True)
+class LsRefsRequest:
+    """A v2 ``ls-refs`` for HEAD, branches and tags only, with what it asked to be shown."""
+
+    prefixes: tuple[str, ...]
+    symrefs: bool
+    peel: bool
+
+
+def parse_ls_refs(body: bytes) -> LsRefsRequest | None:
+    """The agent's ``ls-refs`` if it asks only for HEAD, branches and tags, else None."""
     src = io.BytesIO(body)
     try:
         _, first = read_pkt(src)
         if first is None or _line(first) != b"command=ls-refs":
-            return False
+            return None
         while (line := read_pkt(src))[1] is not None:
+            capability = _line(line[1] or b"")
             if not re.fullmatch(
-                rb"(agent|object-format|session-id)=[\x21-\x7e]{1,256}", _line(line[1] or b"")
+                rb"(agent|object-format|session-id)=[\x21-\x7e]{1,256}", capability
             ):
-                return False
+                return None
+            if capability.startswith(b"object-format=") and capability != b"object-format=sha1":
+                return None
         if line[0] != DELIM:
-            return False
-        prefixes = 0
+            return None
+        prefixes: list[str] = []
+        args: set[bytes] = set()
         while (line := read_pkt(src))[1] is not None:
             arg = _line(line[1] or b"")
             if _LS_PREFIX.match(arg):
-                prefixes += 1
-            elif arg not in (b"symrefs", b"peel", b"unborn"):
-                return False
-        return line[0] == FLUSH and not src.read(1) and prefixes > 0
+                prefixes.append(arg.split(b" ", 1)[1].decode())
+            elif arg in (b"symrefs", b"peel", b"unborn"):
+                args.add(arg)
+            else:
+                return None
+        if line[0] != FLUSH or src.read(1) or not prefixes or len(prefixes) > MAX_PREFIXES:
+            return None
     except ProtocolError:
-        return False
+        return None
+    return LsRefsRequest(tuple(prefixes), b"symrefs" in args, b"peel" in args)
+
+
+def is_plain_ls_refs(body: bytes) -> bool:
+    """Whether ``body`` is a v2 ``ls-refs`` asking only for HEAD, branches and tags."""
+    return parse_ls_refs(body) is not None
 
 
 def _line(payload: bytes) -> bytes:
     return payload[:-1] if payload.endswith(b"\n") else payload
 
 
-def tee_fetch_response(src: IO[bytes], out: Writer, pack: Writer) -> bool:
+def tee_fetch_response(
+    src: IO[bytes], out: Writer, pack: Writer, on_pack: Callable[[], None] = lambda: None
+) -> bool:
     """Copy one v2 fetch response from ``src`` to ``out`` unchanged, writing the pack data
     of its ``packfile`` section to ``pack`` as it passes; True if it carried a pack.
 
     A response without a pack (acknowledgments only: upstream wants more haves) ends at
     its flush; nothing after the flush is read. ProtocolError on anything else (an unknown
     section, an error band, a pack that does not start as one), with nothing of the
-    offending pkt-line forwarded but upstream's own error message."""
+    offending pkt-line forwarded but upstream's own error message. ``on_pack`` runs once the
+    pack's signature is checked, before the pkt-line holding it is written to ``out``: until
+    then the caller may still hold back all of ``out`` and fall back."""
     section: bytes | None = None
     packed = False
     start = b""  # the pack's first bytes, until there are four to check
@@ -193,6 +223,8 @@ def tee_fetch_response(src: IO[bytes], out: Writer, pack: Writer) -> bool:
                     start += data[: 4 - len(start)]
                     if not b"PACK".startswith(start):
                         raise ProtocolError("the packfile section does not start with a pack")
+                    if start == b"PACK":
+                        on_pack()
                 packed = True
                 pack.write(data)
             elif band == b"\x03":
@@ -204,4 +236,6 @@ def tee_fetch_response(src: IO[bytes], out: Writer, pack: Writer) -> bool:
 
 
 def printable(data: bytes) -> str:
-    return data[:200].decode("utf-8", "replace").encode("ascii", "backslashreplace").decode()
+    """Upstream's text, short and with no control character left (it reaches logs)."""
+    text = data[:200].decode("utf-8", "replace").encode("ascii", "backslashreplace").decode()
+    return "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in text)

@@ -28,9 +28,6 @@ from urllib.parse import parse_qs, urlsplit
 from bottle.runtime import git_gate as gate
 from bottle.runtime.git_gate import GateConfig, GateRecord, GateRemote, pktline, relay, upstream
 
-#: "1": a cold mirror relays a v2 clone over ssh upstream and stores it as it passes
-#: (``relay``), instead of fetching first and serving after. Off until measured end to end.
-RELAY_ENV = "BOTTLE_GIT_GATE_RELAY"
 #: Largest request body (a push pack) the gate takes.
 MAX_BODY = int(os.environ.get("BOTTLE_GIT_GATE_MAX_BODY", str(1 << 30)))
 _PATH = re.compile(
@@ -38,6 +35,8 @@ _PATH = re.compile(
 )
 _SERVICES = ("git-upload-pack", "git-receive-pack")
 _CHUNK = 1 << 16
+#: Largest upload-pack request the relay reads to judge (a clone's wants are ~50 bytes each).
+MAX_RELAY_REQUEST = 1 << 20
 _CGI_HEADERS = (
     ("Content-Type", "CONTENT_TYPE"),
     ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
@@ -52,16 +51,21 @@ class BodyTooLarge(Exception):
 class Gate:
     """The state the handlers share: config, mirrors and one lock per remote."""
 
-    def __init__(self, config: GateConfig, work: Path, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self, config: GateConfig, work: Path, environ: Mapping[str, str], *, relaying: bool = True
+    ) -> None:
         self.config = config
         self.environ = dict(environ)
         self.mirrors = work / "mirrors"
         self.hooks = work / "hooks"
         self.locks = {r.name: threading.Lock() for r in config.remotes}
-        self.relay = self.environ.get(RELAY_ENV) == "1"
-        #: A relayed ls-refs leaves its upstream connection here for the fetch that follows
-        #: (one ssh handshake per clone, as a direct clone has); used under the remote's lock.
-        self.idle: dict[str, relay.Channel] = {}
+        #: A cold mirror relays a v2 clone upstream and stores it as it passes (``relay``)
+        #: instead of fetching first and serving after.
+        self.relay = relaying
+        #: A relayed ls-refs leaves its upstream connection and listing here for the fetch
+        #: that follows (one handshake and one listing per clone, as a direct clone has);
+        #: used under the remote's lock.
+        self.idle: dict[str, tuple[relay.Channel, relay.Listing]] = {}
 
     def mirror(self, name: str) -> Path:
         return self.mirrors / f"{name}.git"
@@ -117,15 +121,17 @@ class Gate:
             raise
         self.log(GateRecord(op="fetch", remote=remote.name, decision="allow"), start)
 
-    def relays(self, remote: GateRemote, headers: Any) -> bool:
-        """Whether this upload-pack request may take the relay: on, ssh, v2, cold mirror."""
+    def may_relay(self, remote: GateRemote, headers: Any) -> bool:
+        """Whether an upload-pack request could take the relay: on, v2, ssh or https."""
         if not self.relay or "version=2" not in (headers.get("Git-Protocol") or ""):
             return False
         try:
-            if upstream.parse_url(remote.url).scheme != "ssh":
-                return False
+            return upstream.parse_url(remote.url).scheme in ("ssh", "https")
         except upstream.UpstreamError:
             return False
+
+    def cold(self, remote: GateRemote) -> bool:
+        """Whether the mirror holds no branch or tag yet (only then is a clone relayed)."""
         refs = subprocess.run(
             ["git", "for-each-ref", "--count=1", "refs/heads/", "refs/tags/"],
             cwd=self.mirror(remote.name), capture_output=True, check=False,
@@ -133,14 +139,18 @@ class Gate:
         return refs.returncode == 0 and not refs.stdout
 
     def channel(self, remote: GateRemote) -> relay.Channel:
-        """A v2 conversation with upstream's upload-pack, with the gate's key."""
+        """A v2 conversation with upstream's upload-pack, with the gate's credential."""
         conn = upstream.connect(
             remote, config=gate.config_dir(self.environ),
             secrets=gate.secrets_dir(self.environ), environ=self.environ,
         )  # fmt: skip
+        if conn.target.scheme == "https":
+            token = self.environ.get(remote.token_ref or "") if remote.token_ref else None
+            auth = (conn.target.user or "x-access-token", token) if token else None
+            return relay.HttpChannel(conn.target, conn.address, conn.env["GIT_SSL_CAINFO"], auth)
         argv = relay.ssh_argv(conn.env["GIT_SSH_COMMAND"], conn.target, conn.address)
         env = {**conn.env, "GIT_PROTOCOL": "version=2"}
-        return relay.Channel(argv, env, self.mirror(remote.name))
+        return relay.PipeChannel(argv, env, self.mirror(remote.name))
 
     def log(self, record: GateRecord, start: float) -> None:
         record = record.model_copy(update={"duration_ms": int((time.monotonic() - start) * 1000)})
@@ -224,12 +234,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             )
             return
         lock = self.gate.locks[remote.name]
-        relaying = service == "git-upload-pack" and self.gate.relays(remote, self.headers)
+        relaying = (
+            service == "git-upload-pack"
+            and self.gate.may_relay(remote, self.headers)
+            and self.gate.cold(remote)
+        )
         # Advertisements fetch first and pushes hold the lock, so a push is checked against
         # refs no fetch is moving; upload-pack POSTs only read the mirror (but a relay
         # writes it).
         exclusive = rest == "info/refs" or service == "git-receive-pack" or relaying
         with lock if exclusive else nullcontext():
+            # Another request may have filled the mirror while this one waited.
+            relaying = relaying and self.gate.cold(remote)
             if relaying and rest == "info/refs":
                 pass  # the capabilities are the gate's own; ls-refs and fetch go upstream
             elif rest == "info/refs":
@@ -247,7 +263,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._fail(400, "git-gate: malformed request body")
                 return
             try:
-                if relaying and body is not None and self._relay(remote, body):
+                if relaying and body is not None and self._relay(remote, body, length or 0):
                     return
                 if relaying and body is not None:  # fell back: fetch, then serve
                     try:
@@ -261,68 +277,87 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if body is not None:
                     body.close()
 
-    def _relay(self, remote: GateRemote, body: IO[bytes]) -> bool:
+    def _relay(self, remote: GateRemote, body: IO[bytes], length: int) -> bool:
         """Answer a cold mirror's ls-refs or fetch from upstream; False (nothing sent yet)
         when the relay does not take the request and the caller must fetch and serve."""
-        data = body.read(MAX_BODY + 1)
+        if length > MAX_RELAY_REQUEST:
+            return False
+        data = body.read(MAX_RELAY_REQUEST + 1)
         body.seek(0)
-        ls_refs = pktline.is_plain_ls_refs(data)
+        ls_refs = pktline.parse_ls_refs(data)
         request = None if ls_refs else pktline.parse_fetch_request(data)
-        if not ls_refs and request is None:
+        if ls_refs is None and request is None:
             return False
         start = time.monotonic()
-        channel = self.gate.idle.pop(remote.name, None)
-        if channel is not None and (ls_refs or channel.proc.poll() is not None):
-            channel.close()
+        channel, listing = self.gate.idle.pop(remote.name, (None, None))
+        if channel is not None and (ls_refs is not None or not channel.alive()):
+            channel.close()  # an ls-refs lists afresh; a dead connection is no use
             channel = None
-        if channel is None:
-            try:
-                channel = self.gate.channel(remote)
-            except (relay.Fallback, pktline.ProtocolError, upstream.UpstreamError, OSError):
-                return False
-        keep = False
         try:
-            if ls_refs:
-                try:
-                    answer = channel.relay_ls_refs(data)
-                except (relay.Fallback, pktline.ProtocolError, OSError):
-                    return False
-                self._result_headers(len(answer))
-                self.wfile.write(answer)
-                self.gate.idle[remote.name] = channel
-                keep = True
-                return True
-            assert request is not None
-            try:
-                refs, head = channel.ls_refs()
-            except (relay.Fallback, pktline.ProtocolError, OSError):
-                return False
-            # Only what the mirror would have served: tips of upstream's branches and tags.
-            if not set(request.wants) <= set(refs.values()):
-                return False
-            self._result_headers(None)
-            try:
-                pack = relay.relay_fetch(
-                    request, channel, self.gate.mirror(remote.name), self.wfile, self._end
-                )
-            except (pktline.ProtocolError, OSError) as exc:
-                record = GateRecord(op="fetch", remote=remote.name, decision="error",
-                                    reason=f"relayed fetch broke off: {exc}")  # fmt: skip
-                self.gate.log(record, start)
-                return True
-            missing = relay.store_refs(self.gate.mirror(remote.name), refs, head)
-            if pack is not None:
-                relay.release(self.gate.mirror(remote.name), pack)
-            reason = "relayed: the agent got the pack the mirror stored"
-            if missing:
-                reason += f"; {len(missing)} refs left for the next fetch"
-            self.gate.log(
-                GateRecord(op="fetch", remote=remote.name, decision="allow", reason=reason), start
-            )
-            return True
-        finally:
-            if not keep:
+            if channel is None:
+                channel = self.gate.channel(remote)
+            if ls_refs is not None or listing is None:
+                listing = channel.ls_refs()
+        except (relay.Fallback, pktline.ProtocolError, upstream.UpstreamError, OSError):
+            if channel is not None:
                 channel.close()
+            return False
+        if ls_refs is not None:
+            answer = listing.answer(ls_refs)
+            self._result_headers(len(answer))
+            with suppress(OSError):
+                self.wfile.write(answer)
+            self.gate.idle[remote.name] = (channel, listing)
+            return True
+        assert request is not None
+        try:
+            return self._relay_fetch(remote, request, channel, listing, start)
+        finally:
+            channel.close()
+
+    def _relay_fetch(
+        self, remote: GateRemote, request: pktline.FetchRequest, channel: relay.Channel,
+        listing: relay.Listing, start: float,
+    ) -> bool:  # fmt: skip
+        if not relay.takes(request, listing):
+            return False
+        mirror = self.gate.mirror(remote.name)
+
+        def opener() -> pktline.Writer:
+            self._result_headers(None)
+            return self.wfile
+
+        out = relay.Held(opener)
+        try:
+            spool = relay.relay_fetch(request, channel, mirror, out)
+        except (relay.Fallback, pktline.ProtocolError, OSError) as exc:
+            if out.out is None:
+                return False  # the agent has seen nothing: fetch and serve instead
+            with suppress(OSError):  # git shows a side-band 3 line as "remote error: …"
+                self.wfile.write(pktline.pkt(b"\x03git-gate: the relayed clone broke off\n"))
+            self.gate.log(GateRecord(op="fetch", remote=remote.name, decision="error",
+                                     reason=f"relayed fetch broke off: {exc}"), start)  # fmt: skip
+            return True
+        self._end()
+        try:
+            pack = relay.store_pack(mirror, spool)
+        except pktline.ProtocolError as exc:
+            self.gate.log(GateRecord(op="fetch", remote=remote.name, decision="error",
+                                     reason=f"relayed: not stored: {exc}"), start)  # fmt: skip
+            return True
+        try:
+            missing = relay.store_refs(mirror, listing.tips, listing.head)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            missing = [f"all ({exc})"]
+        finally:
+            relay.release(mirror, pack)
+        reason = "relayed: the agent got the pack the mirror stored"
+        if missing:
+            reason += f"; {len(missing)} refs left for the next fetch"
+        self.gate.log(
+            GateRecord(op="fetch", remote=remote.name, decision="allow", reason=reason), start
+        )
+        return True
 
     def _end(self) -> None:
         """End the answer now (its length is the connection's): the agent goes on while
