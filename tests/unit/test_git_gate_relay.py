@@ -10,8 +10,10 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -157,12 +159,14 @@ def test_a_pack_index_pack_refuses_is_not_stored_and_raises(tmp_path: Path) -> N
 # -- the relay in the server, reached by a real git clone over loopback HTTP ---------------
 
 
-@pytest.fixture
-def relayed(
-    upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[str, list[str], Path, Path]]:
-    """A gate with the relay on; its ssh upstream is ``git upload-pack`` on ``upstream``
-    (stateful v2 on stdio, as over ssh), its fallback fetch a local ``git fetch``."""
+@contextmanager
+def gate_for(
+    upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    kind: type[relay.PipeChannel] = relay.PipeChannel, opened: list[str] | None = None,
+) -> Iterator[tuple[str, list[str], Path, Path]]:  # fmt: skip
+    """A gate (relay on, as by default); its ssh upstream is ``git upload-pack`` on
+    ``upstream`` (stateful v2 on stdio, as over ssh), its fallback fetch a local ``git fetch``."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     config, work = tmp_path / "config", tmp_path / "work"
     config.mkdir()
     remote = GateRemote(name="origin", url="ssh://git@127.0.0.1/r.git")
@@ -177,11 +181,11 @@ def relayed(
         "PYTHONPATH": str(Path(gate.__file__).parents[3]),
     }
     fetched: list[str] = []
-    opened: list[str] = []
+    opened = [] if opened is None else opened
 
     def channel(self: gate_server.Gate, remote: GateRemote) -> relay.Channel:
         opened.append(remote.name)
-        return relay.PipeChannel(
+        return kind(
             ["git", "upload-pack", str(upstream)], {**ENV, "GIT_PROTOCOL": "version=2"},
             self.mirror(remote.name),
         )  # fmt: skip
@@ -207,14 +211,40 @@ def relayed(
             state.mirror("origin"),
             log,
         )
-        # A relayed clone's ls-refs and fetch went over one upstream connection.
-        if any(str(r["reason"]).startswith("relayed:") for r in records(log)):
-            assert opened == ["origin"]
     finally:
         httpd.shutdown()
         httpd.server_close()
         for conn, _listing in state.idle.values():
             conn.close()
+
+
+@pytest.fixture
+def relayed(
+    upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, list[str], Path, Path]]:
+    opened: list[str] = []
+    with gate_for(upstream, tmp_path, monkeypatch, opened=opened) as served:
+        yield served
+    # A relayed clone's ls-refs and fetch went over one upstream connection.
+    if any(str(r["reason"]).startswith("relayed:") for r in records(served[3])):
+        assert opened == ["origin"]
+
+
+def wait_for_record(log: Path, count: int = 1) -> None:
+    """The relayed answer ends before the gate has stored it all: its log line comes after."""
+    deadline = time.monotonic() + 60
+    while len(records(log)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(records(log)) >= count
+
+
+def post(url: str, body: bytes) -> bytes:
+    req = urllib.request.Request(
+        url + "/git-upload-pack", data=body,
+        headers={"Git-Protocol": "version=2", "Content-Type": "application/x-git-upload-pack-request"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=60) as answer:
+        return bytes(answer.read())
 
 
 def records(log: Path) -> list[dict[str, object]]:
@@ -333,3 +363,280 @@ def test_a_fallback_fetch_that_fails_reaches_the_agent_as_a_message(
     )  # fmt: skip
     assert done.returncode != 0
     assert "git-gate: cannot fetch origin: the SSH host key of h does not match" in done.stderr
+
+
+# -- what the agent gets is what the mirror would serve ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rich(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An upstream with every kind of ref a mirror treats specially."""
+    repo = tmp_path_factory.mktemp("rich")
+    git(repo, "init", "-q", "-b", "trunk")
+    for index in range(3):
+        (repo / f"f{index}.txt").write_text(f"content {index}\n")
+        git(repo, "add", ".")
+        git(repo, "commit", "-q", "-m", f"c{index}")
+    git(repo, "symbolic-ref", "refs/heads/alias", "refs/heads/trunk")  # a symref branch
+    git(repo, "tag", "-a", "v1", "-m", "annotated", "HEAD~1")
+    git(repo, "tag", "light", "HEAD~2")
+    tree = git(repo, "rev-parse", "HEAD^{tree}").decode().strip()
+    git(repo, "tag", "-a", "of-a-tree", "-m", "a tree", tree)
+    git(repo, "update-ref", "refs/pull/1/head", "HEAD~1")  # not a branch or tag
+    git(repo, "notes", "add", "-m", "note", "HEAD")
+    git(repo, "update-ref", "refs/heads/secret", "HEAD~1")
+    git(repo, "config", "uploadpack.hideRefs", "refs/heads/secret")  # hidden from both
+    return repo
+
+
+def mirror_path_answer(upstream: Path, tmp_path: Path, body: bytes) -> bytes:
+    """What the gate answered before the relay: fetch into a mirror, then its upload-pack."""
+    mirror = tmp_path / "plain.git"
+    if not mirror.exists():
+        git(tmp_path, "init", "-q", "--bare", str(mirror))
+        git(mirror, "fetch", "-q", "--no-write-fetch-head", "file://" + str(upstream),
+            "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")  # fmt: skip
+        git(mirror, "symbolic-ref", "HEAD", "refs/heads/trunk")
+    return git(mirror, "upload-pack", "--stateless-rpc", ".", data=body, GIT_PROTOCOL="version=2")
+
+
+def ls_refs_body(*args: bytes) -> bytes:
+    head = [pkt(b"command=ls-refs\n"), pkt(b"agent=git/2.39.5\n"), pkt(b"object-format=sha1\n")]
+    return b"".join([*head, DELIM, *(pkt(a + b"\n") for a in args), FLUSH])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (b"peel", b"symrefs", b"unborn", b"ref-prefix HEAD", b"ref-prefix refs/heads/",
+         b"ref-prefix refs/tags/"),  # what git clone asks
+        (b"ref-prefix HEAD", b"ref-prefix refs/heads/", b"ref-prefix refs/tags/"),
+        (b"symrefs", b"ref-prefix refs/heads/"),  # the symref branch is plain in a mirror
+        (b"peel", b"ref-prefix refs/tags/"),
+        (b"ref-prefix refs/heads/tr", b"ref-prefix refs/heads/trunk"),
+        (b"symrefs", b"ref-prefix HEAD"),
+        (b"ref-prefix refs/tags/nothing-here",),
+    ],
+)  # fmt: skip
+def test_a_relayed_ls_refs_is_the_mirrors_answer_byte_for_byte(
+    rich: Path, tmp_path: Path, args: tuple[bytes, ...]
+) -> None:
+    body = ls_refs_body(*args)
+    parsed = pktline.parse_ls_refs(body)
+    assert parsed is not None
+    conn = channel(rich, tmp_path)
+    try:
+        listing = conn.ls_refs()
+    finally:
+        conn.close()
+    # Hidden, pull and notes refs never enter the listing; the symref branch is a value.
+    assert "refs/heads/secret" not in listing.tips and "refs/pull/1/head" not in listing.tips
+    assert listing.answer(parsed) == mirror_path_answer(rich, tmp_path, body)
+
+
+def test_a_relayed_clone_of_every_ref_kind_matches_a_clone_of_the_mirror(
+    rich: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with gate_for(rich, tmp_path, monkeypatch) as (url, fetched, mirror, log):
+        git(tmp_path, "-c", "protocol.version=2", "clone", "-q", "--bare", url, "relayed.git")
+        assert fetched == []
+        wait_for_record(log)
+        plain = tmp_path / "plain.git"
+        mirror_path_answer(rich, tmp_path, ls_refs_body(b"ref-prefix HEAD"))
+        git(tmp_path, "clone", "-q", "--bare", str(plain), "direct.git")
+        assert refs_of(tmp_path / "relayed.git") == refs_of(tmp_path / "direct.git")
+        assert refs_of(mirror) == refs_of(plain)
+        objects = ["cat-file", "--batch-all-objects", "--batch-check=%(objectname)"]
+        assert git(tmp_path / "relayed.git", *objects) == git(tmp_path / "direct.git", *objects)
+
+
+# -- the attacker's side: upstream and agent bytes the relay must not take ----------------
+
+
+def listing_of(*lines: bytes) -> bytes:
+    return b"".join(pkt(line + b"\n") for line in lines) + FLUSH
+
+
+A, B = "a" * 40, "b" * 40
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        listing_of(f"{A} refs/heads/main".encode()),  # no HEAD: which branch is checked out?
+        listing_of(f"{A} HEAD".encode(), f"{A} refs/heads/main".encode()),  # detached HEAD
+        listing_of(f"{A} HEAD symref-target:refs/tags/v1".encode(), f"{A} refs/tags/v1".encode()),
+        listing_of(f"{A} HEAD symref-target:refs/heads/gone".encode()),
+        listing_of(f"{A} HEAD symref-target:refs/heads/m".encode(), f"{A} refs/heads/m".encode(),
+                   f"{B} refs/heads/m".encode()),  # the same name twice
+        listing_of(f"{A} HEAD symref-target:refs/heads/m".encode(), f"{A} refs/heads/m".encode(),
+                   f"{A} refs/pull/1/head".encode()),  # beyond branches and tags
+        *(
+            listing_of(f"{A} HEAD symref-target:refs/heads/m".encode(), f"{A} refs/heads/m".encode(),
+                       f"{A} {bad}".encode())
+            for bad in ("refs/heads/a..b", "refs/heads/x.lock", "refs/heads/a@{1}", "refs/tags/.hid",
+                        "refs/heads/a//b", "refs/heads/end/", "refs/heads/a~1", "refs/heads/a\\b")
+        ),
+        listing_of(b"c" * 64 + b" HEAD symref-target:refs/heads/m", b"c" * 64 + b" refs/heads/m"),
+        listing_of(f"{A} HEAD symref-target:refs/heads/m".encode(), f"{A} refs/heads/m".encode())[:-4]
+        + DELIM,
+        pkt(f"{A} HEAD symref-target:refs/heads/m\n".encode()) + b"ffff",
+    ],
+)  # fmt: skip
+def test_a_listing_with_any_doubt_is_not_taken(answer: bytes) -> None:
+    with pytest.raises((relay.Fallback, pktline.ProtocolError)):
+        relay.read_listing(io.BytesIO(answer))
+
+
+def test_a_listing_past_its_bound_is_not_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relay, "MAX_REFS", 3)
+    lines = [f"{A} refs/heads/b{i}".encode() for i in range(4)]
+    head = f"{A} HEAD symref-target:refs/heads/b0".encode()
+    with pytest.raises(relay.Fallback):
+        relay.read_listing(io.BytesIO(listing_of(head, *lines)))
+    assert relay.read_listing(io.BytesIO(listing_of(head, *lines[:3]))).head == "refs/heads/b0"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["refs/heads/ok", "refs/heads/a..b", "refs/heads/x.lock", "refs/heads/a@{1}",
+     "refs/tags/.hid", "refs/heads/a//b", "refs/heads/end/", "refs/heads/end.", "refs/heads/a~1",
+     "refs/heads/a^", "refs/heads/a:b", "refs/heads/a?", "refs/heads/a*", "refs/heads/a[",
+     "refs/heads/a\\b", "refs/heads/@", "refs/heads/a@b", "refs/heads/é", "refs/heads/a.lock/b",
+     "refs/heads/-dash", "refs/tags/v1.0"],
+)  # fmt: skip
+def test_ref_names_are_judged_as_git_judges_them(name: str, tmp_path: Path) -> None:
+    judged = subprocess.run(["git", "check-ref-format", name], capture_output=True, check=False)
+    assert relay.valid_ref(name) == (judged.returncode == 0)
+
+
+def test_only_a_clones_fetch_is_taken(upstream: Path, tmp_path: Path) -> None:
+    conn = channel(upstream, tmp_path)
+    try:
+        listing = conn.ls_refs()
+    finally:
+        conn.close()
+    tip = listing.tips["refs/heads/trunk"].encode()
+    first = git(upstream, "rev-list", "--max-parents=0", "trunk").strip()
+    tag = git(upstream, "rev-parse", "v1").strip()
+
+    def takes(*args: bytes) -> bool:
+        parsed = pktline.parse_fetch_request(request(*args))
+        assert parsed is not None
+        return relay.takes(parsed, listing)
+
+    assert takes(b"want " + tip, b"done")
+    assert not takes(b"want " + tip, b"have " + first, b"done")  # haves: not a clone
+    assert not takes(b"want " + tip)  # no done: a negotiation, not a clone
+    assert takes(b"want " + tag, b"want " + tip, b"done")  # a tag object is a tip
+    assert not takes(b"want " + first, b"done")
+
+
+class Scripted(relay.PipeChannel):
+    """A real upstream whose fetch answer is replaced (or cut) by a test."""
+
+    answer: Callable[[bytes], bytes]
+
+    def fetch(self, request: bytes) -> IO[bytes]:
+        return io.BytesIO(type(self).answer(request))
+
+
+def real_answer(upstream: Path, body: bytes) -> bytes:
+    return git(upstream, "upload-pack", "--stateless-rpc", ".", data=body, GIT_PROTOCOL="version=2")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda body: pkt(b"ERR upstream says no\n"),
+        lambda body: pkt(b"packfile\n") + pkt(b"\x03fatal: upstream broke\n") + FLUSH,
+        lambda body: pkt(b"packfile\n") + pkt(b"\x01JUNKJUNK") + FLUSH,
+        lambda body: pkt(b"acknowledgments\n") + pkt(b"NAK\n") + FLUSH,  # no pack at all
+        lambda body: pkt(b"wanted-refs\n") + FLUSH,
+        lambda body: b"",
+    ],
+    ids=["err", "error-band", "not-a-pack", "no-pack", "unknown-section", "silent"],
+)
+def test_upstreams_doubt_before_its_pack_falls_back_unseen(
+    upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    answer: Callable[[bytes], bytes],
+) -> None:  # fmt: skip
+    monkeypatch.setattr(Scripted, "answer", staticmethod(answer), raising=False)
+    with gate_for(upstream, tmp_path, monkeypatch, Scripted) as (url, fetched, _mirror, log):
+        git(tmp_path, "-c", "protocol.version=2", "clone", "-q", url, "c")
+        assert fetched == ["origin"]  # the agent got the mirror's answer, whole
+        assert git(tmp_path / "c", "rev-parse", "HEAD") == git(upstream, "rev-parse", "trunk")
+        assert not any("relayed" in str(r["reason"]) for r in records(log))
+
+
+def test_upstream_breaking_off_inside_its_pack_fails_the_clone_and_stores_nothing(
+    upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        Scripted, "answer", staticmethod(lambda body: real_answer(upstream, body)[:30000]),
+        raising=False,
+    )  # fmt: skip
+    with gate_for(upstream, tmp_path, monkeypatch, Scripted) as (url, fetched, mirror, log):
+        done = subprocess.run(
+            ["git", "-c", "protocol.version=2", "clone", url, "c"], cwd=tmp_path, env=ENV,
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode != 0
+        assert "git-gate: the relayed clone broke off" in done.stderr
+        assert refs_of(mirror) == b"" and fetched == []
+        assert list(mirror.glob("relayed-*")) == []
+        assert list((mirror / "objects" / "pack").iterdir()) == []
+        (line,) = records(log)
+        assert line["decision"] == "error" and "broke off" in str(line["reason"])
+        # Still cold: the next clone is relayed whole.
+        monkeypatch.setattr(
+            Scripted, "answer", staticmethod(lambda body: real_answer(upstream, body)),
+            raising=False,
+        )  # fmt: skip
+        git(tmp_path, "-c", "protocol.version=2", "clone", "-q", url, "d")
+        wait_for_record(log, 2)
+        assert refs_of(mirror) == refs_of(upstream)
+
+
+def test_a_fetch_with_haves_or_a_large_request_takes_the_mirror_path(
+    upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = git(upstream, "rev-list", "--max-parents=0", "trunk").strip()
+    tip = git(upstream, "rev-parse", "trunk").strip()
+    with gate_for(upstream, tmp_path, monkeypatch) as (url, fetched, _mirror, _log):
+        body = b"".join([pkt(b"command=fetch\n"), DELIM, pkt(b"want %s\n" % tip),
+                         pkt(b"have %s\n" % first), pkt(b"done\n"), FLUSH])  # fmt: skip
+        post(url, body)
+        assert fetched == ["origin"]
+    monkeypatch.setattr(gate_server, "MAX_RELAY_REQUEST", 40)
+    with gate_for(upstream, tmp_path / "big", monkeypatch) as (url, fetched, _mirror, log):
+        git(tmp_path, "-c", "protocol.version=2", "clone", "-q", url, "e")
+        assert fetched == ["origin"]
+        assert not any("relayed" in str(r["reason"]) for r in records(log))
+
+
+def test_progress_past_the_bound_before_the_pack_falls_back(
+    upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay, "MAX_HELD", 8)
+    with gate_for(upstream, tmp_path, monkeypatch) as (url, fetched, _mirror, _log):
+        git(tmp_path, "-c", "protocol.version=2", "clone", "-q", url, "f")
+        assert fetched == ["origin"]
+
+
+def test_two_cold_clones_at_once_both_get_everything(
+    upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with gate_for(upstream, tmp_path, monkeypatch) as (url, _fetched, mirror, log):
+        clones = [
+            subprocess.Popen(
+                ["git", "-c", "protocol.version=2", "clone", "-q", url, name], cwd=tmp_path, env=ENV
+            )
+            for name in ("x", "y")
+        ]
+        assert [c.wait(timeout=120) for c in clones] == [0, 0]
+        for name in ("x", "y"):
+            git(tmp_path / name, "fsck", "--strict")
+            assert git(tmp_path / name, "rev-parse", "HEAD") == git(upstream, "rev-parse", "trunk")
+        wait_for_record(log)
+        assert refs_of(mirror) == refs_of(upstream)
