@@ -113,7 +113,7 @@ class Bench:
         return int(str(fetches[-1]["duration_ms"])) / 1000
 
     def relayed(self, remote: str) -> bool:
-        """Whether the last fetch was the cold-clone relay (BOTTLE_GIT_GATE_RELAY=1)."""
+        """Whether the last fetch was the cold-clone relay (the default for a cold mirror)."""
         fetches = [r for r in self.records("fetch") if r["remote"] == remote]
         last = fetches[-1]
         return last["decision"] == "allow" and str(last["reason"]).startswith("relayed:")
