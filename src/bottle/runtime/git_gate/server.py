@@ -308,6 +308,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with suppress(OSError):
                 self.wfile.write(answer)
             self.gate.idle[remote.name] = (channel, listing)
+            # Upstream was asked, so it is a line of its own (an ls-remote may end here).
+            reason = f"relayed: {len(listing.refs)} refs listed for the agent"
+            self.gate.log(GateRecord(op="fetch", remote=remote.name, decision="allow",
+                                     reason=reason), start)  # fmt: skip
             return True
         assert request is not None
         try:
