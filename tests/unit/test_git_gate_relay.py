@@ -646,3 +646,31 @@ def test_two_cold_clones_at_once_both_get_everything(
             assert git(tmp_path / name, "rev-parse", "HEAD") == git(upstream, "rev-parse", "trunk")
         wait_for_record(log)
         assert refs_of(mirror) == refs_of(upstream)
+
+
+def test_upstream_gets_the_gates_words_not_the_agents(
+    upstream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[bytes] = []
+    monkeypatch.setattr(
+        Scripted, "answer",
+        staticmethod(lambda body: (sent.append(body), real_answer(upstream, body))[1]),
+        raising=False,
+    )  # fmt: skip
+    tips = sorted(git(upstream, "rev-parse", "trunk", "side").split())
+    body = b"".join([
+        pkt(b"command=fetch\n"), pkt(b"agent=EXFIL-0123456789abcdef\n"),
+        pkt(b"session-id=MORE-EXFIL\n"), DELIM, pkt(b"ofs-delta\n"),
+        *(pkt(b"want %s\n" % t) for t in reversed(tips)), pkt(b"want %s\n" % tips[0]),
+        pkt(b"done\n"), FLUSH,
+    ])  # fmt: skip
+    with gate_for(upstream, tmp_path, monkeypatch, Scripted) as (url, fetched, _mirror, log):
+        answer = post(url, body)
+        assert fetched == [] and b"PACK" in answer
+        wait_for_record(log)
+    (upstream_body,) = sent
+    assert b"EXFIL" not in upstream_body
+    assert upstream_body == b"".join([
+        pkt(b"command=fetch\n"), pkt(b"agent=git/bottle-git-gate\n"), DELIM, pkt(b"ofs-delta\n"),
+        *(pkt(b"want %s\n" % t) for t in tips), pkt(b"done\n"), FLUSH,
+    ])  # fmt: skip

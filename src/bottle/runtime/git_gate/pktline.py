@@ -78,6 +78,18 @@ class FetchRequest:
     haves: tuple[str, ...]
     flags: frozenset[bytes]
 
+    def canonical(self) -> bytes:
+        """The same fetch in the gate's words, what goes upstream: none of the agent's
+        capability values (its ``agent=`` or ``session-id=`` would be free text to upstream,
+        unscanned), wants sorted and unique (their order would be free bits too)."""
+        lines = [pkt(b"command=fetch\n"), pkt(b"agent=git/bottle-git-gate\n"), DELIM]
+        lines += [pkt(flag + b"\n") for flag in sorted(self.flags - {b"done"})]
+        lines += [pkt(b"want %s\n" % w.encode()) for w in sorted(set(self.wants))]
+        lines += [pkt(b"have %s\n" % h.encode()) for h in sorted(set(self.haves))]
+        if b"done" in self.flags:
+            lines.append(pkt(b"done\n"))
+        return b"".join(lines) + FLUSH
+
 
 def parse_fetch_request(body: bytes) -> FetchRequest | None:
     """The agent's request if it is a plain v2 fetch (wants, haves, known flags), else None.

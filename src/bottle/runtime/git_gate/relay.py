@@ -6,10 +6,11 @@ upload-pack`` in the tests); over https, ``POST …/git-upload-pack`` with ``Git
 version=2``, TLS verified as the gate's own fetch verifies it. The gate asks upstream's
 ``ls-refs`` itself and answers the agent's from that ``Listing`` exactly as the mirror's
 upload-pack would once fetched (``Listing.answer``). ``relay_fetch`` sends the agent's
-fetch (a clone: wants, no haves) as it is and tees the answer: the agent gets upstream's
-pkt-lines unchanged while the pack is spooled beside the mirror; ``store_pack`` indexes it
-afterwards (at low priority: the agent's own clone goes first) and ``store_refs`` moves the
-mirror's refs to the listing, only for tips whose whole history is in the mirror. Every
+fetch (a clone: wants, no haves) in the gate's own words and tees the answer: the agent
+gets upstream's pkt-lines unchanged while the pack is spooled beside the mirror;
+``store_pack`` indexes it afterwards (at low priority: the agent's own clone goes first) and
+``store_refs`` moves the mirror's refs to the listing, only for tips whose whole history is
+in the mirror. Every
 doubt is ``Fallback``: the caller uses fetch-then-serve instead (before anything reached
 the agent) or fails the request.
 """
@@ -348,7 +349,8 @@ class Held:
 
 
 def relay_fetch(request: FetchRequest, channel: Channel, mirror: Path, out: Held) -> Path:
-    """Send ``request`` upstream and forward the answer through ``out`` (opened once the
+    """Send ``request`` upstream (``canonical``: the agent's choices of words stay here)
+    and forward the answer through ``out`` (opened once the
     pack starts); its pack is spooled beside the mirror, the spool's path returned.
 
     Fallback or ProtocolError while ``out`` is unopened (nothing reached the agent);
@@ -356,7 +358,9 @@ def relay_fetch(request: FetchRequest, channel: Channel, mirror: Path, out: Held
     spool = tempfile.NamedTemporaryFile(dir=mirror, prefix="relayed-", delete=False)  # noqa: SIM115
     try:
         with spool:
-            packed = pktline.tee_fetch_response(channel.fetch(request.raw), out, spool, out.open)
+            packed = pktline.tee_fetch_response(
+                channel.fetch(request.canonical()), out, spool, out.open
+            )
         if not packed:
             raise Fallback("upstream's answer to a clone carried no pack")
     except BaseException:
