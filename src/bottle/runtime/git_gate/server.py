@@ -303,15 +303,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 channel.close()
             return False
         if ls_refs is not None:
-            answer = listing.answer(ls_refs)
-            self._result_headers(len(answer))
-            with suppress(OSError):
-                self.wfile.write(answer)
-            self.gate.idle[remote.name] = (channel, listing)
             # Upstream was asked, so it is a line of its own (an ls-remote may end here).
             reason = f"relayed: {len(listing.refs)} refs listed for the agent"
             self.gate.log(GateRecord(op="fetch", remote=remote.name, decision="allow",
                                      reason=reason), start)  # fmt: skip
+            self.gate.idle[remote.name] = (channel, listing)
+            answer = listing.answer(ls_refs)
+            self._result_headers(len(answer))
+            with suppress(OSError):
+                self.wfile.write(answer)
             return True
         assert request is not None
         try:
@@ -337,10 +337,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except (relay.Fallback, pktline.ProtocolError, OSError) as exc:
             if out.out is None:
                 return False  # the agent has seen nothing: fetch and serve instead
-            with suppress(OSError):  # git shows a side-band 3 line as "remote error: …"
-                self.wfile.write(pktline.pkt(b"\x03git-gate: the relayed clone broke off\n"))
+            # Logged first: the agent's git exits as soon as it reads the error line.
             self.gate.log(GateRecord(op="fetch", remote=remote.name, decision="error",
                                      reason=f"relayed fetch broke off: {exc}"), start)  # fmt: skip
+            with suppress(OSError):  # git shows a side-band 3 line as "remote error: …"
+                self.wfile.write(pktline.pkt(b"\x03git-gate: the relayed clone broke off\n"))
             return True
         self._end()
         try:
