@@ -183,10 +183,10 @@ def measure(rounds: int, size_mb: int, commits: int) -> dict[str, list[float]]:
     home = bench_home("gb", bottle)
     environ = {**os.environ, "BOTTLE_HOME": str(home), "BENCH_KEY": client_key,
                "BENCH_TOKEN": token, "BOTTLE_EXTRA_CA_CERTS": str(ca / "ca.pem")}  # fmt: skip
-    out: dict[str, list[float]] = {"push": [], "scan": [], "gate_push": []}
-    for transport in TRANSPORTS:
-        for side in ("cold", "warm", "direct", "fetch", "relayed"):
-            out[f"{side}_{transport}"] = []
+    sides = ("cold", "warm", "direct", "fetch", "relayed")
+    out: dict[str, list[float]] = {"push": [], "scan": [], "gate_push": []} | {
+        f"{side}_{transport}": [] for transport in TRANSPORTS for side in sides
+    }
     settings = Settings.from_env(environ)
     work = bench_work(home)  # the agent's workspace: never the home itself
     with Bottle("gb", cwd=work, settings=settings, environ=environ).start() as instance:
@@ -213,10 +213,9 @@ def measure(rounds: int, size_mb: int, commits: int) -> dict[str, list[float]]:
                 for transport, (remote, _url) in TRANSPORTS.items():
 
                     def cold(transport: str = transport, remote: str = remote) -> None:
-                        took, fetch, relayed = bench.cold_clone(transport, remote)
-                        out[f"cold_{transport}"].append(took)
-                        out[f"fetch_{transport}"].append(fetch)
-                        out[f"relayed_{transport}"].append(float(relayed))
+                        cold = bench.cold_clone(transport, remote)
+                        for side, value in zip(("cold", "fetch", "relayed"), cold, strict=True):
+                            out[f"{side}_{transport}"].append(float(value))
                         out[f"warm_{transport}"].append(
                             bench.gate_clone(transport, f"warm-{transport}")
                         )
