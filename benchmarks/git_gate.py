@@ -184,9 +184,10 @@ def measure(rounds: int, size_mb: int, commits: int) -> dict[str, list[float]]:
     environ = {**os.environ, "BOTTLE_HOME": str(home), "BENCH_KEY": client_key,
                "BENCH_TOKEN": token, "BOTTLE_EXTRA_CA_CERTS": str(ca / "ca.pem")}  # fmt: skip
     sides = ("cold", "warm", "direct", "fetch", "relayed")
-    out: dict[str, list[float]] = {"push": [], "scan": [], "gate_push": []} | {
-        f"{side}_{transport}": [] for transport in TRANSPORTS for side in sides
-    }
+    out: dict[str, list[float]] = {
+        key: [] for key in ("push", "scan", "gate_push", *(f"{side}_{transport}"
+                            for transport in TRANSPORTS for side in sides))
+    }  # fmt: skip
     settings = Settings.from_env(environ)
     work = bench_work(home)  # the agent's workspace: never the home itself
     with Bottle("gb", cwd=work, settings=settings, environ=environ).start() as instance:
@@ -213,8 +214,8 @@ def measure(rounds: int, size_mb: int, commits: int) -> dict[str, list[float]]:
                 for transport, (remote, _url) in TRANSPORTS.items():
 
                     def cold(transport: str = transport, remote: str = remote) -> None:
-                        cold = bench.cold_clone(transport, remote)
-                        for side, value in zip(("cold", "fetch", "relayed"), cold, strict=True):
+                        took = bench.cold_clone(transport, remote)
+                        for side, value in zip(("cold", "fetch", "relayed"), took, strict=True):
                             out[f"{side}_{transport}"].append(float(value))
                         out[f"warm_{transport}"].append(
                             bench.gate_clone(transport, f"warm-{transport}")
