@@ -106,7 +106,8 @@ class Bench:
         return seconds(docker("exec", self.direct, "sh", "-c", TIMED.format(clone=clone)))
 
     def records(self, op: str) -> list[dict[str, object]]:
-        log = (self.instance.state.path / "logs" / "git-gate.jsonl").read_text().splitlines()
+        path = self.instance.state.path / "logs" / "git-gate.jsonl"
+        log = path.read_text().splitlines() if path.exists() else []  # none before a fetch
         return [json.loads(line) for line in log if f'"op":"{op}"' in line]
 
     def fetches(self, remote: str) -> list[dict[str, object]]:
