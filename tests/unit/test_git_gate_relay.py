@@ -674,3 +674,32 @@ def test_upstream_gets_the_gates_words_not_the_agents(
         pkt(b"command=fetch\n"), pkt(b"agent=git/bottle-git-gate\n"), DELIM, pkt(b"ofs-delta\n"),
         *(pkt(b"want %s\n" % t) for t in tips), pkt(b"done\n"), FLUSH,
     ])  # fmt: skip
+
+
+def test_a_mirror_is_cold_only_without_any_branch_or_tag(tmp_path: Path) -> None:
+    config = GateConfig(remotes=(GateRemote(name="o", url="ssh://git@h.test/r.git"),))
+    state = gate_server.Gate(config, tmp_path, ENV)
+    mirror = state.mirror("o")
+    git(tmp_path, "init", "-q", "--bare", str(mirror))
+    remote = config.remotes[0]
+    assert state.cold(remote)
+    work = tmp_path / "w"
+    git(tmp_path, "init", "-q", "-b", "main", str(work))
+    (work / "f").write_text("x")
+    git(work, "add", "f")
+    git(work, "commit", "-q", "-m", "c")
+    git(mirror, "fetch", "-q", str(work), "refs/heads/main:refs/heads/main")
+    assert not state.cold(remote)  # a loose branch
+    git(mirror, "pack-refs", "--all")
+    assert not (mirror / "refs" / "heads" / "main").exists()
+    assert not state.cold(remote)  # a packed one
+    git(mirror, "update-ref", "-d", "refs/heads/main")
+    git(mirror, "update-ref", "refs/notes/x", git(work, "rev-parse", "main").decode().strip())
+    assert state.cold(remote)  # other refs do not make a clone's refs
+    git(mirror, "tag", "v1", git(work, "rev-parse", "main").decode().strip())
+    assert not state.cold(remote)
+    assert not gate_server.Gate(config, tmp_path, ENV, relaying=False).may_relay(
+        remote, {"Git-Protocol": "version=2"}
+    )
+    assert state.may_relay(remote, {"Git-Protocol": "version=2"})
+    assert not state.may_relay(remote, {"Git-Protocol": "version=1"})

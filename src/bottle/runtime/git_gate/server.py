@@ -131,12 +131,22 @@ class Gate:
             return False
 
     def cold(self, remote: GateRemote) -> bool:
-        """Whether the mirror holds no branch or tag yet (only then is a clone relayed)."""
-        refs = subprocess.run(
-            ["git", "for-each-ref", "--count=1", "refs/heads/", "refs/tags/"],
-            cwd=self.mirror(remote.name), capture_output=True, check=False,
-        )  # fmt: skip
-        return refs.returncode == 0 and not refs.stdout
+        """Whether the mirror holds no branch or tag yet (only then is a clone relayed).
+
+        Read from the mirror's files (asked on every v2 upload-pack request, so no git
+        process): any doubt (a leftover directory, an unreadable file) says warm, which
+        is the mirror path."""
+        path = self.mirror(remote.name)
+        try:
+            for kind in ("heads", "tags"):
+                with suppress(FileNotFoundError), os.scandir(path / "refs" / kind) as entries:
+                    if next(entries, None) is not None:
+                        return False
+            packed = path / "packed-refs"
+            text = packed.read_bytes() if packed.exists() else b""
+        except OSError:
+            return False
+        return b" refs/heads/" not in text and b" refs/tags/" not in text
 
     def channel(self, remote: GateRemote) -> relay.Channel:
         """A v2 conversation with upstream's upload-pack, with the gate's credential."""
