@@ -354,6 +354,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(pktline.pkt(b"\x03git-gate: the relayed clone broke off\n"))
             return True
         self._end()
+        answered = int((time.monotonic() - start) * 1000)
         try:
             pack = relay.store_pack(mirror, spool)
         except pktline.ProtocolError as exc:
@@ -366,7 +367,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             missing = [f"all ({exc})"]
         finally:
             relay.release(mirror, pack)
-        reason = "relayed: the agent got the pack the mirror stored"
+        reason = f"relayed: the agent got the pack the mirror stored (answered in {answered} ms)"
         if missing:
             reason += f"; {len(missing)} refs left for the next fetch"
         self.gate.log(
