@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -115,16 +116,23 @@ class Bench:
         return [r for r in self.records("fetch") if r["remote"] == remote
                 and "refs listed" not in str(r["reason"])]  # fmt: skip
 
-    def cold_clone(self, transport: str, remote: str) -> tuple[float, float, bool]:
-        """A clone through an emptied mirror: its seconds, the gate's fetch's, and whether
-        the relay carried it. Returns once the gate has stored it (the warm clone next
-        would wait for that)."""
+    def cold_clone(self, transport: str, remote: str) -> tuple[float, float, bool, float]:
+        """A clone through an emptied mirror: its seconds, the gate's fetch's, whether the
+        relay carried it, and when the gate ended the relayed answer (0 if not relayed).
+        Returns once the gate has stored it (the warm clone next would wait for that)."""
         self.empty_mirror(remote)
         before = len(self.fetches(remote))
         took = self.gate_clone(transport, "cold")
         line = self.pack_fetch(remote, before)
-        relayed = str(line["reason"]).startswith("relayed:")
-        return took, int(str(line["duration_ms"])) / 1000, relayed
+        reason = str(line["reason"])
+        answered = re.search(r"answered in (\d+) ms", reason)
+        fetch = int(str(line["duration_ms"])) / 1000
+        return (
+            took,
+            fetch,
+            reason.startswith("relayed:"),
+            int(answered[1]) / 1000 if answered else 0,
+        )
 
     def pack_fetch(self, remote: str, before: int) -> dict[str, object]:
         """The cold clone's fetch line: a relayed clone's is written once the gate has
@@ -184,7 +192,7 @@ def measure(rounds: int, size_mb: int, commits: int) -> dict[str, list[float]]:
     home = bench_home("gb", bottle)
     environ = {**os.environ, "BOTTLE_HOME": str(home), "BENCH_KEY": client_key,
                "BENCH_TOKEN": token, "BOTTLE_EXTRA_CA_CERTS": str(ca / "ca.pem")}  # fmt: skip
-    sides = ("cold", "warm", "direct", "fetch", "relayed")
+    sides = ("cold", "warm", "direct", "fetch", "relayed", "answered")
     out: dict[str, list[float]] = {
         key: [] for key in ("push", "scan", "gate_push", *(f"{side}_{transport}"
                             for transport in TRANSPORTS for side in sides))
@@ -216,7 +224,9 @@ def measure(rounds: int, size_mb: int, commits: int) -> dict[str, list[float]]:
 
                     def cold(transport: str = transport, remote: str = remote) -> None:
                         took = bench.cold_clone(transport, remote)
-                        for side, value in zip(("cold", "fetch", "relayed"), took, strict=True):
+                        for side, value in zip(
+                            ("cold", "fetch", "relayed", "answered"), took, strict=True
+                        ):
                             out[f"{side}_{transport}"].append(float(value))
                         out[f"warm_{transport}"].append(
                             bench.gate_clone(transport, f"warm-{transport}")
@@ -281,6 +291,8 @@ def figures(rounds: int, size_mb: int = 50, commits: int = 100) -> list[Figure]:
                 )
                 relayed = int(sum(runs[f"relayed_{transport}"]))
                 detail += f"; relayed {relayed}/{rounds}"
+                if relayed:  # of the cold clone's time, how much until the gate's answer ended
+                    detail += f", its answer ended at {med[f'answered_{transport}']:.1f} s"
             rows.append(Figure(
                 f"{fid}{suffix}", f"clone of {size_mb} MB over {transport} through git-gate, "
                 f"{side} mirror, vs direct", goal, f"{ratio:.2f}x", ratio <= limit, ratio, detail,
