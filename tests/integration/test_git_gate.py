@@ -197,8 +197,10 @@ def test_clone_commit_push_round_trip_lands_upstream(gate: Gate, url: str) -> No
     # stored, so the push after it was judged against upstream's refs in the mirror.
     fetches = [r for r in map(json.loads, log.splitlines())
                if r["op"] == "fetch" and r["remote"] == name]  # fmt: skip
-    assert fetches[0]["decision"] == "allow", fetches[0]
-    assert fetches[0]["reason"].startswith("relayed:"), fetches[0]
+    listed, pack = fetches[:2]  # the push waited for the gate to store the relayed pack
+    assert listed["decision"] == "allow" and listed["reason"].startswith("relayed:"), listed
+    assert pack["decision"] == "allow", pack
+    assert pack["reason"].startswith("relayed: the agent got the pack the mirror stored"), pack
     # Audited: `bottle audit verify` imports the push and vouches for the chain.
     home = gate.instance.state.path.parents[1]
     verified = run_cli("audit", "verify", gate.instance.slug, cwd=home,
