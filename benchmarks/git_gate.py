@@ -20,10 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -105,12 +107,42 @@ class Bench:
         return seconds(docker("exec", self.direct, "sh", "-c", TIMED.format(clone=clone)))
 
     def records(self, op: str) -> list[dict[str, object]]:
-        log = (self.instance.state.path / "logs" / "git-gate.jsonl").read_text().splitlines()
+        path = self.instance.state.path / "logs" / "git-gate.jsonl"
+        log = path.read_text().splitlines() if path.exists() else []  # none before a fetch
         return [json.loads(line) for line in log if f'"op":"{op}"' in line]
 
-    def last_fetch(self, remote: str) -> float:
-        fetches = [r for r in self.records("fetch") if r["remote"] == remote]
-        return int(str(fetches[-1]["duration_ms"])) / 1000
+    def fetches(self, remote: str) -> list[dict[str, object]]:
+        """The remote's fetch lines but a relayed listing's (the pack's line says it all)."""
+        return [r for r in self.records("fetch") if r["remote"] == remote
+                and "refs listed" not in str(r["reason"])]  # fmt: skip
+
+    def cold_clone(self, transport: str, remote: str) -> tuple[float, float, bool, float]:
+        """A clone through an emptied mirror: its seconds, the gate's fetch's, whether the
+        relay carried it, and when the gate ended the relayed answer (0 if not relayed).
+        Returns once the gate has stored it (the warm clone next would wait for that)."""
+        self.empty_mirror(remote)
+        before = len(self.fetches(remote))
+        took = self.gate_clone(transport, "cold")
+        line = self.pack_fetch(remote, before)
+        reason = str(line["reason"])
+        answered = re.search(r"answered in (\d+) ms", reason)
+        fetch = int(str(line["duration_ms"])) / 1000
+        return (
+            took,
+            fetch,
+            reason.startswith("relayed:"),
+            int(answered[1]) / 1000 if answered else 0,
+        )
+
+    def pack_fetch(self, remote: str, before: int) -> dict[str, object]:
+        """The cold clone's fetch line: a relayed clone's is written once the gate has
+        stored the pack, after the agent's answer ended, so wait for it (polled, 120 s)."""
+        deadline = time.monotonic() + 120
+        while len(fetches := self.fetches(remote)) <= before:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no fetch line for {remote} after its cold clone")
+            time.sleep(0.05)
+        return fetches[before]
 
     def push(self, commits: int) -> tuple[float, dict[str, object]]:
         script = (
@@ -160,10 +192,11 @@ def measure(rounds: int, size_mb: int, commits: int) -> dict[str, list[float]]:
     home = bench_home("gb", bottle)
     environ = {**os.environ, "BOTTLE_HOME": str(home), "BENCH_KEY": client_key,
                "BENCH_TOKEN": token, "BOTTLE_EXTRA_CA_CERTS": str(ca / "ca.pem")}  # fmt: skip
-    out: dict[str, list[float]] = {"push": [], "scan": [], "gate_push": []}
-    for transport in TRANSPORTS:
-        for side in ("cold", "warm", "direct", "fetch"):
-            out[f"{side}_{transport}"] = []
+    sides = ("cold", "warm", "direct", "fetch", "relayed", "answered")
+    out: dict[str, list[float]] = {
+        key: [] for key in ("push", "scan", "gate_push", *(f"{side}_{transport}"
+                            for transport in TRANSPORTS for side in sides))
+    }  # fmt: skip
     settings = Settings.from_env(environ)
     work = bench_work(home)  # the agent's workspace: never the home itself
     with Bottle("gb", cwd=work, settings=settings, environ=environ).start() as instance:
@@ -190,9 +223,11 @@ def measure(rounds: int, size_mb: int, commits: int) -> dict[str, list[float]]:
                 for transport, (remote, _url) in TRANSPORTS.items():
 
                     def cold(transport: str = transport, remote: str = remote) -> None:
-                        bench.empty_mirror(remote)
-                        out[f"cold_{transport}"].append(bench.gate_clone(transport, "cold"))
-                        out[f"fetch_{transport}"].append(bench.last_fetch(remote))
+                        took = bench.cold_clone(transport, remote)
+                        for side, value in zip(
+                            ("cold", "fetch", "relayed", "answered"), took, strict=True
+                        ):
+                            out[f"{side}_{transport}"].append(float(value))
                         out[f"warm_{transport}"].append(
                             bench.gate_clone(transport, f"warm-{transport}")
                         )
@@ -250,7 +285,14 @@ def figures(rounds: int, size_mb: int = 50, commits: int = 100) -> list[Figure]:
                 f"per round {', '.join(f'{r:.2f}x' for r in paired)}"
             )
             if side == "cold":
-                detail += f"; of which the gate's fetch {med[f'fetch_{transport}']:.1f} s"
+                detail += (
+                    f"; the gate's fetch (relayed: its pack relayed and stored) "
+                    f"{med[f'fetch_{transport}']:.1f} s"
+                )
+                relayed = int(sum(runs[f"relayed_{transport}"]))
+                detail += f"; relayed {relayed}/{rounds}"
+                if relayed:  # of the cold clone's time, how much until the gate's answer ended
+                    detail += f", its answer ended at {med[f'answered_{transport}']:.1f} s"
             rows.append(Figure(
                 f"{fid}{suffix}", f"clone of {size_mb} MB over {transport} through git-gate, "
                 f"{side} mirror, vs direct", goal, f"{ratio:.2f}x", ratio <= limit, ratio, detail,

@@ -2,6 +2,8 @@
 # Host key and the client's public key from /keys; one repository with one commit on main.
 set -eu
 install -m 600 /keys/host_ed25519 /etc/ssh/ssh_host_ed25519_key
+# As public hosts do: a client may ask for protocol v2 over ssh.
+grep -q '^AcceptEnv GIT_PROTOCOL' /etc/ssh/sshd_config || echo 'AcceptEnv GIT_PROTOCOL' >> /etc/ssh/sshd_config
 install -d -m 700 /srv/git/.ssh
 install -m 600 /keys/client.pub /srv/git/.ssh/authorized_keys
 if [ ! -d /srv/git/repo.git ]; then

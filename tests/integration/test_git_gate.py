@@ -193,6 +193,14 @@ def test_clone_commit_push_round_trip_lands_upstream(gate: Gate, url: str) -> No
     assert f"git-gate:9418/{name}.git" in remote
     log = (gate.instance.state.path / "logs" / "git-gate.jsonl").read_text()
     assert '"op":"fetch"' in log and '"op":"push"' in log and '"upstream":"ok"' in log
+    # The first clone found the mirror cold: relayed upstream (over ssh or https) and
+    # stored, so the push after it was judged against upstream's refs in the mirror.
+    fetches = [r for r in map(json.loads, log.splitlines())
+               if r["op"] == "fetch" and r["remote"] == name]  # fmt: skip
+    listed, pack = fetches[:2]  # the push waited for the gate to store the relayed pack
+    assert listed["decision"] == "allow" and listed["reason"].startswith("relayed:"), listed
+    assert pack["decision"] == "allow", pack
+    assert pack["reason"].startswith("relayed: the agent got the pack the mirror stored"), pack
     # Audited: `bottle audit verify` imports the push and vouches for the chain.
     home = gate.instance.state.path.parents[1]
     verified = run_cli("audit", "verify", gate.instance.slug, cwd=home,

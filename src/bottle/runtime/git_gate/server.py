@@ -13,6 +13,7 @@ import http.server
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
 from bottle.runtime import git_gate as gate
-from bottle.runtime.git_gate import GateConfig, GateRecord, GateRemote, upstream
+from bottle.runtime.git_gate import GateConfig, GateRecord, GateRemote, pktline, relay, upstream
 
 #: Largest request body (a push pack) the gate takes.
 MAX_BODY = int(os.environ.get("BOTTLE_GIT_GATE_MAX_BODY", str(1 << 30)))
@@ -34,6 +35,8 @@ _PATH = re.compile(
 )
 _SERVICES = ("git-upload-pack", "git-receive-pack")
 _CHUNK = 1 << 16
+#: Largest upload-pack request the relay reads to judge (a clone's wants are ~50 bytes each).
+MAX_RELAY_REQUEST = 1 << 20
 _CGI_HEADERS = (
     ("Content-Type", "CONTENT_TYPE"),
     ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
@@ -48,12 +51,21 @@ class BodyTooLarge(Exception):
 class Gate:
     """The state the handlers share: config, mirrors and one lock per remote."""
 
-    def __init__(self, config: GateConfig, work: Path, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self, config: GateConfig, work: Path, environ: Mapping[str, str], *, relaying: bool = True
+    ) -> None:
         self.config = config
         self.environ = dict(environ)
         self.mirrors = work / "mirrors"
         self.hooks = work / "hooks"
         self.locks = {r.name: threading.Lock() for r in config.remotes}
+        #: A cold mirror relays a v2 clone upstream and stores it as it passes (``relay``)
+        #: instead of fetching first and serving after.
+        self.relay = relaying
+        #: A relayed ls-refs leaves its upstream connection and listing here for the fetch
+        #: that follows (one handshake and one listing per clone, as a direct clone has);
+        #: used under the remote's lock.
+        self.idle: dict[str, tuple[relay.Channel, relay.Listing]] = {}
 
     def mirror(self, name: str) -> Path:
         return self.mirrors / f"{name}.git"
@@ -108,6 +120,47 @@ class Gate:
             )
             raise
         self.log(GateRecord(op="fetch", remote=remote.name, decision="allow"), start)
+
+    def may_relay(self, remote: GateRemote, headers: Any) -> bool:
+        """Whether an upload-pack request could take the relay: on, v2, ssh or https."""
+        if not self.relay or "version=2" not in (headers.get("Git-Protocol") or ""):
+            return False
+        try:
+            return upstream.parse_url(remote.url).scheme in ("ssh", "https")
+        except upstream.UpstreamError:
+            return False
+
+    def cold(self, remote: GateRemote) -> bool:
+        """Whether the mirror holds no branch or tag yet (only then is a clone relayed).
+
+        Read from the mirror's files (asked on every v2 upload-pack request, so no git
+        process): any doubt (a leftover directory, an unreadable file) says warm, which
+        is the mirror path."""
+        path = self.mirror(remote.name)
+        try:
+            for kind in ("heads", "tags"):
+                with suppress(FileNotFoundError), os.scandir(path / "refs" / kind) as entries:
+                    if next(entries, None) is not None:
+                        return False
+            packed = path / "packed-refs"
+            text = packed.read_bytes() if packed.exists() else b""
+        except OSError:
+            return False
+        return b" refs/heads/" not in text and b" refs/tags/" not in text
+
+    def channel(self, remote: GateRemote) -> relay.Channel:
+        """A v2 conversation with upstream's upload-pack, with the gate's credential."""
+        conn = upstream.connect(
+            remote, config=gate.config_dir(self.environ),
+            secrets=gate.secrets_dir(self.environ), environ=self.environ,
+        )  # fmt: skip
+        if conn.target.scheme == "https":
+            token = self.environ.get(remote.token_ref or "") if remote.token_ref else None
+            auth = (conn.target.user or "x-access-token", token) if token else None
+            return relay.HttpChannel(conn.target, conn.address, conn.env["GIT_SSL_CAINFO"], auth)
+        argv = relay.ssh_argv(conn.env["GIT_SSH_COMMAND"], conn.target, conn.address)
+        env = {**conn.env, "GIT_PROTOCOL": "version=2"}
+        return relay.PipeChannel(argv, env, self.mirror(remote.name))
 
     def log(self, record: GateRecord, start: float) -> None:
         record = record.model_copy(update={"duration_ms": int((time.monotonic() - start) * 1000)})
@@ -191,10 +244,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
             )
             return
         lock = self.gate.locks[remote.name]
+        relaying = (
+            service == "git-upload-pack"
+            and self.gate.may_relay(remote, self.headers)
+            and self.gate.cold(remote)
+        )
         # Advertisements fetch first and pushes hold the lock, so a push is checked against
-        # refs no fetch is moving; upload-pack POSTs only read the mirror.
-        with lock if rest == "info/refs" or service == "git-receive-pack" else nullcontext():
-            if rest == "info/refs":
+        # refs no fetch is moving; upload-pack POSTs only read the mirror (but a relay
+        # writes it).
+        exclusive = rest == "info/refs" or service == "git-receive-pack" or relaying
+        with lock if exclusive else nullcontext():
+            # Another request may have filled the mirror while this one waited.
+            relaying = relaying and self.gate.cold(remote)
+            if relaying and rest == "info/refs":
+                pass  # the capabilities are the gate's own; ls-refs and fetch go upstream
+            elif rest == "info/refs":
                 try:
                     self.gate.fetch(remote)
                 except upstream.UpstreamError as exc:
@@ -209,10 +273,129 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._fail(400, "git-gate: malformed request body")
                 return
             try:
+                if relaying and body is not None and self._relay(remote, body, length or 0):
+                    return
+                if relaying and body is not None:  # fell back: fetch, then serve
+                    try:
+                        self.gate.fetch(remote)
+                    except upstream.UpstreamError as exc:
+                        # git shows no body of a failed POST, but a v2 ERR line it does.
+                        self._err(f"git-gate: cannot fetch {remote.name}: {exc}")
+                        return
                 self._backend(remote, parts.path, parts.query, body, length)
             finally:
                 if body is not None:
                     body.close()
+
+    def _relay(self, remote: GateRemote, body: IO[bytes], length: int) -> bool:
+        """Answer a cold mirror's ls-refs or fetch from upstream; False (nothing sent yet)
+        when the relay does not take the request and the caller must fetch and serve."""
+        if length > MAX_RELAY_REQUEST:
+            return False
+        data = body.read(MAX_RELAY_REQUEST + 1)
+        body.seek(0)
+        ls_refs = pktline.parse_ls_refs(data)
+        request = None if ls_refs else pktline.parse_fetch_request(data)
+        if ls_refs is None and request is None:
+            return False
+        start = time.monotonic()
+        channel, listing = self.gate.idle.pop(remote.name, (None, None))
+        if channel is not None and (ls_refs is not None or not channel.alive()):
+            channel.close()  # an ls-refs lists afresh; a dead connection is no use
+            channel = None
+        try:
+            if channel is None:
+                channel = self.gate.channel(remote)
+            if ls_refs is not None or listing is None:
+                listing = channel.ls_refs()
+        except (relay.Fallback, pktline.ProtocolError, upstream.UpstreamError, OSError):
+            if channel is not None:
+                channel.close()
+            return False
+        if ls_refs is not None:
+            # Upstream was asked, so it is a line of its own (an ls-remote may end here).
+            reason = f"relayed: {len(listing.refs)} refs listed for the agent"
+            self.gate.log(GateRecord(op="fetch", remote=remote.name, decision="allow",
+                                     reason=reason), start)  # fmt: skip
+            self.gate.idle[remote.name] = (channel, listing)
+            answer = listing.answer(ls_refs)
+            self._result_headers(len(answer))
+            with suppress(OSError):
+                self.wfile.write(answer)
+            return True
+        assert request is not None
+        try:
+            return self._relay_fetch(remote, request, channel, listing, start)
+        finally:
+            channel.close()
+
+    def _relay_fetch(
+        self, remote: GateRemote, request: pktline.FetchRequest, channel: relay.Channel,
+        listing: relay.Listing, start: float,
+    ) -> bool:  # fmt: skip
+        if not relay.takes(request, listing):
+            return False
+        mirror = self.gate.mirror(remote.name)
+
+        def opener() -> pktline.Writer:
+            self._result_headers(None)
+            return self.wfile
+
+        out = relay.Held(opener)
+        try:
+            spool = relay.relay_fetch(request, channel, mirror, out)
+        except (relay.Fallback, pktline.ProtocolError, OSError) as exc:
+            if out.out is None:
+                return False  # the agent has seen nothing: fetch and serve instead
+            # Logged first: the agent's git exits as soon as it reads the error line.
+            self.gate.log(GateRecord(op="fetch", remote=remote.name, decision="error",
+                                     reason=f"relayed fetch broke off: {exc}"), start)  # fmt: skip
+            with suppress(OSError):  # git shows a side-band 3 line as "remote error: …"
+                self.wfile.write(pktline.pkt(b"\x03git-gate: the relayed clone broke off\n"))
+            return True
+        self._end()
+        answered = int((time.monotonic() - start) * 1000)
+        try:
+            pack = relay.store_pack(mirror, spool)
+        except pktline.ProtocolError as exc:
+            self.gate.log(GateRecord(op="fetch", remote=remote.name, decision="error",
+                                     reason=f"relayed: not stored: {exc}"), start)  # fmt: skip
+            return True
+        try:
+            missing = relay.store_refs(mirror, listing.tips, listing.head)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            missing = [f"all ({exc})"]
+        finally:
+            relay.release(mirror, pack)
+        reason = f"relayed: the agent got the pack the mirror stored (answered in {answered} ms)"
+        if missing:
+            reason += f"; {len(missing)} refs left for the next fetch"
+        self.gate.log(
+            GateRecord(op="fetch", remote=remote.name, decision="allow", reason=reason), start
+        )
+        return True
+
+    def _end(self) -> None:
+        """End the answer now (its length is the connection's): the agent goes on while
+        the gate finishes storing what it relayed."""
+        with suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+
+    def _err(self, message: str) -> None:
+        text = " ".join(message.split())[:4000].encode("utf-8", "replace")
+        answer = pktline.pkt(b"ERR " + text + b"\n")
+        self._result_headers(len(answer))
+        self.wfile.write(answer)
+
+    def _result_headers(self, length: int | None) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-git-upload-pack-result")
+        self.send_header("Cache-Control", "no-cache, max-age=0, must-revalidate")
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.send_header("Connection", "close")
+        self.end_headers()
 
     def _body(self) -> tuple[IO[bytes], int]:
         spool = tempfile.TemporaryFile(dir=self.gate.mirrors.parent)  # noqa: SIM115 - closed by caller
