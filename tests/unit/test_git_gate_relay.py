@@ -22,22 +22,7 @@ from bottle.runtime.git_gate import GateConfig, GateRemote, pktline, relay
 from bottle.runtime.git_gate import server as gate_server
 from bottle.runtime.git_gate import upstream as upstream_mod
 from bottle.runtime.git_gate.pktline import DELIM, FLUSH, pkt
-
-ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@t",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@t",
-    "GIT_CONFIG_GLOBAL": "/dev/null",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
-
-
-def git(cwd: Path, *args: str, data: bytes | None = None, **env: str) -> bytes:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, input=data, capture_output=True, check=True, env={**ENV, **env}
-    ).stdout
+from tests.unit.test_git_gate_pktline import ENV, git
 
 
 @pytest.fixture(scope="module")
