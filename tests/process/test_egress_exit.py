@@ -12,18 +12,14 @@ from pathlib import Path
 RUN = "import sys; from bottle.runtime.egress.__main__ import run_mitmdump; run_mitmdump(sys.argv[1:])"
 
 
+def mitmdump(*options: str) -> list[str]:
+    """A fresh interpreter running egress's mitmdump with ``--set`` of each option."""
+    return [sys.executable, "-c", RUN, "mitmdump", *(a for o in options for a in ("--set", o))]
+
+
 def test_a_refused_option_still_fails() -> None:
     done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            RUN,
-            "mitmdump",
-            "--set",
-            "listen_host=127.0.0.1",
-            "--set",
-            "listen_port=notanumber",
-        ],
+        mitmdump("listen_host=127.0.0.1", "listen_port=notanumber"),
         capture_output=True,
         text=True,
         check=False,
@@ -47,20 +43,12 @@ def test_sigterm_ends_it_cleanly_with_code_0(tmp_path: Path) -> None:
         "BOTTLE_EGRESS_LOG": str(tmp_path / "logs" / "egress.jsonl"),
     }
     child = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            RUN,
-            "mitmdump",
-            "--set",
+        mitmdump(
             "listen_host=127.0.0.1",
-            "--set",
             "listen_port=0",
-            "--set",
             f"confdir={tmp_path / 'conf'}",
-            "--set",
             "termlog_verbosity=info",
-        ],
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
