@@ -130,6 +130,13 @@ class Gate:
         except upstream.UpstreamError:
             return False
 
+    def unpark(self, remote: GateRemote) -> None:
+        """Close a connection parked after a relayed ls-refs: of no use once the mirror
+        is warm (or the relay not asked), it must not stay open upstream."""
+        parked = self.idle.pop(remote.name, None)
+        if parked is not None:
+            parked[0].close()
+
     def cold(self, remote: GateRemote) -> bool:
         """Whether the mirror holds no branch or tag yet (only then is a clone relayed).
 
@@ -257,11 +264,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             # Another request may have filled the mirror while this one waited.
             relaying = relaying and self.gate.cold(remote)
             if not relaying:
-                # A connection parked after a relayed ls-refs is of no use once the mirror
-                # is warm (or the relay not asked): it must not stay open upstream.
-                parked = self.gate.idle.pop(remote.name, None)
-                if parked is not None:
-                    parked[0].close()
+                self.gate.unpark(remote)
             if relaying and rest == "info/refs":
                 pass  # the capabilities are the gate's own; ls-refs and fetch go upstream
             elif rest == "info/refs":
