@@ -27,11 +27,12 @@ import ssl
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, cast
 
 from bottle.runtime.git_gate import pktline
 from bottle.runtime.git_gate.pktline import (
@@ -59,6 +60,9 @@ LS_REFS = (
 MAX_REFS = 100_000
 #: Bytes of upstream's answer held back before its pack starts (progress lines only).
 MAX_HELD = 1 << 20
+#: Bytes of a relayed pack spooled beside the mirror; past it (an upstream that never ends
+#: its pack) the relayed clone fails and nothing is stored, before the disk is full.
+MAX_PACK = 32 << 30
 _BAD_REF_CHAR = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
@@ -130,6 +134,7 @@ def read_listing(src: IO[bytes]) -> Listing:
     """Upstream's answer to ``LS_REFS``, every line checked; Fallback on any doubt."""
     refs: dict[str, Ref] = {}
     head: str | None = None
+    seen_head = False
     while True:
         raw, line = pktline.read_pkt(src)
         if line is None:
@@ -141,6 +146,9 @@ def read_listing(src: IO[bytes]) -> Listing:
             raise Fallback("upstream listed a ref this relay does not take")
         name = match["ref"].decode()
         if name == "HEAD":
+            if seen_head:  # endless HEAD lines would never reach MAX_REFS
+                raise Fallback("upstream listed HEAD twice")
+            seen_head = True
             target = match["target"]
             head = target.decode() if target else None
             continue
@@ -186,10 +194,9 @@ class PipeChannel:
             list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, env=dict(env), cwd=cwd,
         )  # fmt: skip
-        # A silent upstream must not hold the remote's lock: past the timeout its reads end.
-        self.watchdog = threading.Timer(timeout, self.proc.kill)
-        self.watchdog.daemon = True
-        self.watchdog.start()
+        self.timeout = timeout
+        self.watchdog: threading.Timer | None = None
+        self._arm()
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.send: IO[bytes] = self.proc.stdin
         self.recv: IO[bytes] = self.proc.stdout
@@ -198,9 +205,24 @@ class PipeChannel:
         except (ProtocolError, Fallback):
             self.close()
             raise
+        self._disarm()
         if not {b"fetch", b"ls-refs"} <= {c.split(b"=", 1)[0] for c in self.capabilities}:
             self.close()
             raise Fallback("upstream offers no v2 fetch and ls-refs")
+
+    def _arm(self) -> None:
+        """A silent upstream must not hold the remote's lock: past the timeout of one
+        operation its reads end. Per operation, so a channel parked between ls-refs and
+        fetch is not charged for the agent's pause."""
+        self._disarm()
+        self.watchdog = threading.Timer(self.timeout, self.proc.kill)
+        self.watchdog.daemon = True
+        self.watchdog.start()
+
+    def _disarm(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
 
     def _advertisement(self) -> list[bytes]:
         _, first = pktline.read_pkt(self.recv)
@@ -216,11 +238,15 @@ class PipeChannel:
             capabilities.append(line.rstrip(b"\n"))
 
     def ls_refs(self) -> Listing:
+        self._arm()
         self.send.write(LS_REFS)
         self.send.flush()
-        return read_listing(self.recv)
+        listing = read_listing(self.recv)
+        self._disarm()
+        return listing
 
     def fetch(self, request: bytes) -> IO[bytes]:
+        self._arm()  # until close: the answer is read after this returns
         self.send.write(request)
         self.send.flush()
         return self.recv
@@ -229,7 +255,7 @@ class PipeChannel:
         return self.proc.poll() is None
 
     def close(self) -> None:
-        self.watchdog.cancel()
+        self._disarm()
         for pipe in (self.send, self.recv):
             with suppress(OSError):
                 pipe.close()
@@ -255,13 +281,34 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
 
 
+class _Answer:
+    """An HTTP answer's body whose breaks are ProtocolError, as on a pipe: http.client's
+    own (a body cut short, an overlong chunk line) are no OSError."""
+
+    def __init__(self, answer: http.client.HTTPResponse) -> None:
+        self._answer = answer
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._answer.read(size)
+        except http.client.HTTPException as exc:
+            raise ProtocolError(f"upstream's answer broke off: {exc!r}"[:200]) from None
+
+    def close(self) -> None:
+        self._answer.close()
+
+
 class HttpChannel:
     """Upstream's upload-pack over smart HTTP, protocol v2 (stateless: one POST each)."""
 
     def __init__(
         self, target: Target, address: str, cafile: str, auth: tuple[str, str] | None,
-        timeout: float = FETCH_TIMEOUT,
+        timeout: float = FETCH_TIMEOUT, *, deadline: float | None = None,
     ) -> None:  # fmt: skip
+        # The socket's timeout ends a silent upstream; the deadline (per POST, as the ssh
+        # watchdog) a trickling one, which would otherwise hold the remote's lock forever.
+        self.deadline = timeout if deadline is None else deadline
+        self.watchdog: threading.Timer | None = None
         context = ssl.create_default_context(cafile=cafile)
         # The chain and the host name checked as curl checks them for the gate's own fetch:
         # Python's stricter X.509 profile would refuse CAs git accepts (no fallback needed).
@@ -278,7 +325,24 @@ class HttpChannel:
             basic = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             self.headers["Authorization"] = f"Basic {basic}"
 
+    def _cut(self) -> None:
+        sock = self.conn.sock
+        if sock is not None:
+            # The plain socket's shutdown: SSLSocket's own would drop its TLS state under
+            # the reading thread. Blocked reads then end, as a killed ssh's pipe does.
+            with suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def _disarm(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+
     def _post(self, body: bytes) -> http.client.HTTPResponse:
+        self._disarm()
+        self.watchdog = threading.Timer(self.deadline, self._cut)
+        self.watchdog.daemon = True
+        self.watchdog.start()
         try:
             self.conn.request("POST", self.path, body, self.headers)
             answer = self.conn.getresponse()
@@ -298,15 +362,18 @@ class HttpChannel:
                 raise Fallback("upstream sent more than its ls-refs answer")
         except (OSError, http.client.HTTPException) as exc:
             raise Fallback(f"upstream's ls-refs broke off: {exc}") from None
+        finally:
+            self._disarm()
         return listing
 
     def fetch(self, request: bytes) -> IO[bytes]:
-        return self._post(request)
+        return cast(IO[bytes], _Answer(self._post(request)))
 
     def alive(self) -> bool:
         return True
 
     def close(self) -> None:
+        self._disarm()
         self.conn.close()
 
 
@@ -348,6 +415,20 @@ class Held:
             self._held.clear()
 
 
+class _Capped:
+    """The spool, refusing to grow past ``MAX_PACK``."""
+
+    def __init__(self, spool: IO[bytes]) -> None:
+        self._spool = spool
+        self._size = 0
+
+    def write(self, data: bytes) -> int:
+        self._size += len(data)
+        if self._size > MAX_PACK:
+            raise ProtocolError(f"upstream's pack is larger than {MAX_PACK} bytes")
+        return self._spool.write(data)
+
+
 def relay_fetch(request: FetchRequest, channel: Channel, mirror: Path, out: Held) -> Path:
     """Send ``request`` upstream (``canonical``: the agent's choices of words stay here)
     and forward the answer through ``out`` (opened once the
@@ -359,7 +440,7 @@ def relay_fetch(request: FetchRequest, channel: Channel, mirror: Path, out: Held
     try:
         with spool:
             packed = pktline.tee_fetch_response(
-                channel.fetch(request.canonical()), out, spool, out.open
+                channel.fetch(request.canonical()), out, _Capped(spool), out.open
             )
         if not packed:
             raise Fallback("upstream's answer to a clone carried no pack")
@@ -400,34 +481,72 @@ def release(mirror: Path, pack: str) -> None:
     (mirror / "objects" / "pack" / f"pack-{pack}.keep").unlink(missing_ok=True)
 
 
-def _complete(mirror: Path, oids: Sequence[str]) -> bool:
+class RefsTimedOut(Exception):
+    """Checking the relayed refs took past the deadline; ``missing`` names those left
+    (the mirror holds only refs checked before it, so it stays consistent)."""
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(f"checking the relayed refs timed out; {len(missing)} left")
+        self.missing = missing
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise subprocess.TimeoutExpired("git", 0)
+    return left
+
+
+def _complete(mirror: Path, oids: Sequence[str], deadline: float) -> bool:
     """Whether the mirror holds the whole history of every one of ``oids``."""
     for start in range(0, len(oids), 1000):  # on the command line: unambiguously positive
         check = subprocess.run(
             ["git", "rev-list", "--objects", "--quiet", *oids[start : start + 1000],
              "--not", "--all"], cwd=mirror, capture_output=True, check=False,
+            timeout=_left(deadline),
         )  # fmt: skip
         if check.returncode != 0:
             return False
     return True
 
 
-def store_refs(mirror: Path, refs: Mapping[str, str], head: str | None) -> list[str]:
+def _update(mirror: Path, refs: Mapping[str, str], deadline: float) -> None:
+    script = "".join(f"update {ref} {oid}\n" for ref, oid in refs.items())
+    subprocess.run(
+        ["git", "update-ref", "--stdin"], cwd=mirror, input=script.encode(),
+        capture_output=True, check=True, timeout=_left(deadline),
+    )  # fmt: skip
+
+
+def store_refs(
+    mirror: Path, refs: Mapping[str, str], head: str | None, timeout: float = FETCH_TIMEOUT
+) -> list[str]:
     """Move the mirror's branches and tags to ``refs`` where the mirror has each tip's
-    whole history; the names it could not store (a later fetch brings them)."""
+    whole history; the names it could not store (a later fetch brings them).
+
+    One check for a whole clone; if it fails, one per ref, each stored as soon as it holds
+    so the next check's ``--not --all`` stops at history already checked (not a walk of
+    the whole history per tag). RefsTimedOut past ``timeout``: the remote's lock is held."""
+    deadline = time.monotonic() + timeout
     named = {ref: oid for ref, oid in refs.items() if valid_ref(ref)}
     missing = [ref for ref in refs if ref not in named]
-    if _complete(mirror, list(named.values())):  # one check for a whole clone
-        stored = named
-    else:
-        stored = {ref: oid for ref, oid in named.items() if _complete(mirror, [oid])}
-        missing += [ref for ref in named if ref not in stored]
-    if stored:
-        script = "".join(f"update {ref} {oid}\n" for ref, oid in stored.items())
-        subprocess.run(
-            ["git", "update-ref", "--stdin"], cwd=mirror, input=script.encode(),
-            capture_output=True, check=True,
-        )  # fmt: skip
+    stored: dict[str, str] = {}
+    try:
+        if _complete(mirror, list(named.values()), deadline):
+            _update(mirror, named, deadline)
+            stored = named
+        else:
+            for ref, oid in named.items():
+                if _complete(mirror, [oid], deadline):
+                    _update(mirror, {ref: oid}, deadline)
+                    stored[ref] = oid
+                else:
+                    missing.append(ref)
+    except subprocess.TimeoutExpired:
+        left = [r for r in named if r not in stored and r not in missing]
+        raise RefsTimedOut(missing + left) from None
     if head and head in stored:
-        subprocess.run(["git", "symbolic-ref", "HEAD", head], cwd=mirror, check=True)
+        subprocess.run(
+            ["git", "symbolic-ref", "HEAD", head], cwd=mirror, check=True, timeout=FETCH_TIMEOUT
+        )
     return missing

@@ -130,6 +130,13 @@ class Gate:
         except upstream.UpstreamError:
             return False
 
+    def unpark(self, remote: GateRemote) -> None:
+        """Close a connection parked after a relayed ls-refs: of no use once the mirror
+        is warm (or the relay not asked), it must not stay open upstream."""
+        parked = self.idle.pop(remote.name, None)
+        if parked is not None:
+            parked[0].close()
+
     def cold(self, remote: GateRemote) -> bool:
         """Whether the mirror holds no branch or tag yet (only then is a clone relayed).
 
@@ -256,6 +263,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with lock if exclusive else nullcontext():
             # Another request may have filled the mirror while this one waited.
             relaying = relaying and self.gate.cold(remote)
+            if not relaying:
+                self.gate.unpark(remote)
             if relaying and rest == "info/refs":
                 pass  # the capabilities are the gate's own; ls-refs and fetch go upstream
             elif rest == "info/refs":
@@ -361,15 +370,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.gate.log(GateRecord(op="fetch", remote=remote.name, decision="error",
                                      reason=f"relayed: not stored: {exc}"), start)  # fmt: skip
             return True
+        timed_out = False
         try:
             missing = relay.store_refs(mirror, listing.tips, listing.head)
-        except (subprocess.CalledProcessError, OSError) as exc:
+        except relay.RefsTimedOut as exc:
+            missing, timed_out = exc.missing, True
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
             missing = [f"all ({exc})"]
         finally:
             relay.release(mirror, pack)
         reason = f"relayed: the agent got the pack the mirror stored (answered in {answered} ms)"
         if missing:
             reason += f"; {len(missing)} refs left for the next fetch"
+        if timed_out:
+            reason += " (checking its refs timed out)"
         self.gate.log(
             GateRecord(op="fetch", remote=remote.name, decision="allow", reason=reason), start
         )
