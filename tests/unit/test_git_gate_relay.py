@@ -25,6 +25,16 @@ from bottle.runtime.git_gate.pktline import DELIM, FLUSH, pkt
 from tests.unit.test_git_gate_pktline import ENV, git
 
 
+def failed_clone(url: str, cwd: Path, name: str) -> str:
+    """A v2 clone of ``url`` that must fail: its stderr, what the agent's git shows."""
+    done = subprocess.run(
+        ["git", "-c", "protocol.version=2", "clone", url, name], cwd=cwd, env=ENV,
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0, done.stderr
+    return done.stderr
+
+
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("upstream")
@@ -348,12 +358,8 @@ def test_a_fallback_fetch_that_fails_reaches_the_agent_as_a_message(
 
     monkeypatch.setattr(gate_server.Gate, "channel", broken)
     monkeypatch.setattr(gate_server.Gate, "fetch", fails)
-    done = subprocess.run(
-        ["git", "-c", "protocol.version=2", "clone", url, "d"], cwd=tmp_path, env=ENV,
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert done.returncode != 0
-    assert "git-gate: cannot fetch origin: the SSH host key of h does not match" in done.stderr
+    stderr = failed_clone(url, tmp_path, "d")
+    assert "git-gate: cannot fetch origin: the SSH host key of h does not match" in stderr
 
 
 # -- what the agent gets is what the mirror would serve ------------------------------------
@@ -568,12 +574,7 @@ def test_upstream_breaking_off_inside_its_pack_fails_the_clone_and_stores_nothin
         raising=False,
     )  # fmt: skip
     with gate_for(upstream, tmp_path, monkeypatch, Scripted) as (url, fetched, mirror, log):
-        done = subprocess.run(
-            ["git", "-c", "protocol.version=2", "clone", url, "c"], cwd=tmp_path, env=ENV,
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        assert done.returncode != 0
-        assert "git-gate: the relayed clone broke off" in done.stderr
+        assert "git-gate: the relayed clone broke off" in failed_clone(url, tmp_path, "c")
         assert refs_of(mirror) == b"" and fetched == []
         assert list(mirror.glob("relayed-*")) == []
         assert list((mirror / "objects" / "pack").iterdir()) == []
