@@ -49,6 +49,22 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, poll: float = 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def fake_docker_in(bin_dir: Path, script: str) -> Path:
+    """``bin_dir/docker``, an executable shell ``script``: the docker CLI the code runs."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    docker = bin_dir / "docker"
+    docker.write_text(script)
+    docker.chmod(0o755)
+    return docker
+
+
+def fake_docker_on_path(bin_dir: Path, script: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """:func:`fake_docker_in`, first on ``PATH`` for this test."""
+    docker = fake_docker_in(bin_dir, script)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return docker
+
+
 def _voluntary_switches(pid: int) -> int:
     """How often ``pid``'s main thread gave up the CPU of its own accord so far."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

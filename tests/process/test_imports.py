@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import fake_docker_in
 from tests.unit.test_cli_queue import _ask, _instance
 
 #: Modules that take tens to hundreds of milliseconds to import, and that ``--help`` and
@@ -35,11 +35,7 @@ print(json.dumps({"code": code, "heavy": sorted({m.split('.')[0] for m in sys.mo
 
 def _imported(args: list[str], heavy: tuple[str, ...], tmp_path: Path) -> dict[str, object]:
     # A docker that lists no container: ls is run for its imports, not for an engine.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    docker = bin_dir / "docker"
-    docker.write_text("#!/bin/sh\nexit 0\n")
-    docker.chmod(docker.stat().st_mode | stat.S_IXUSR)
+    bin_dir = fake_docker_in(tmp_path / "bin", "#!/bin/sh\nexit 0\n").parent
     env = {
         **os.environ,
         "BOTTLE_HOME": str(tmp_path / "home"),

@@ -6,14 +6,13 @@ is held stays after ``network rm`` (the real engine's case is in test_cli_real).
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 
 import pytest
 
 from bottle.engine.compose import ComposeProject
 from bottle.errors import DownIncomplete
+from tests.conftest import fake_docker_on_path
 
 FAKE = r"""#!/bin/sh
 echo "$*" >> "$CALLS"
@@ -37,10 +36,7 @@ exit 0
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ComposeProject:
-    docker = tmp_path / "docker"
-    docker.write_text(FAKE)
-    docker.chmod(docker.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    fake_docker_on_path(tmp_path, FAKE, monkeypatch)
     for name in ("CALLS", "GONE", "NETS_GONE", "NETS_LEFT"):
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
     return ComposeProject(compose_file=tmp_path / "c.yml", project="bottle-x", project_dir=tmp_path)

@@ -6,13 +6,12 @@ output is the lifecycle integration test's).
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 
 import pytest
 
 from bottle.engine.compose import ComposeProject
+from tests.conftest import fake_docker_on_path
 
 FAKE = r"""#!/bin/sh
 if [ "$1" = ps ]; then
@@ -34,10 +33,7 @@ esac
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ComposeProject:
-    docker = tmp_path / "docker"
-    docker.write_text(FAKE)
-    docker.chmod(docker.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    fake_docker_on_path(tmp_path, FAKE, monkeypatch)
     monkeypatch.setenv("TAILS", str(tmp_path / "tails"))
     return ComposeProject(compose_file=tmp_path / "c.yml", project="bottle-x", project_dir=tmp_path)
 

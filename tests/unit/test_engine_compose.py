@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 import threading
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from bottle.engine.compose import ComposeProject
 from bottle.errors import EngineError, StartTimeout
+from tests.conftest import fake_docker_on_path
 
 #: Stands in for the docker CLI: records its argv and the secret it was given, takes a
 #: moment (so the test can look at our environment meanwhile), fails when told to.
@@ -24,12 +24,7 @@ if [ -n "$FAKE_FAIL" ]; then echo "$FAKE_FAIL" >&2; exit 1; fi
 
 @pytest.fixture
 def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "docker"
-    script.write_text(FAKE_DOCKER)
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    fake_docker_on_path(tmp_path / "bin", FAKE_DOCKER, monkeypatch)
     record = tmp_path / "record"
     monkeypatch.setenv("RECORD", str(record))
     monkeypatch.delenv("BOTTLE_TEST_SECRET", raising=False)

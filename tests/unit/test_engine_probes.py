@@ -6,8 +6,6 @@ real CLI's); the real calls are exercised by every integration test's start.
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from bottle.engine.compose import check_docker
 from bottle.engine.images import image_exists
 from bottle.errors import DockerUnavailable, EngineError
+from tests.conftest import fake_docker_on_path
 
 FAKE_DOCKER = """#!/bin/sh
 case "$1 $2" in
@@ -36,12 +35,7 @@ esac
 
 @pytest.fixture(autouse=True)
 def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "docker"
-    script.write_text(FAKE_DOCKER)
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    fake_docker_on_path(tmp_path / "bin", FAKE_DOCKER, monkeypatch)
     for name in ("NO_COMPOSE", "NO_DAEMON", "BROKEN", "COMPOSE_VERSION"):
         monkeypatch.delenv(name, raising=False)
 

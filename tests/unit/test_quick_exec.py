@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from bottle.state import InstanceStatus, StateDir
+from tests.conftest import fake_docker_in
 from tests.unit.test_lifecycle import make_state
 
 FAKE_DOCKER = """#!/bin/sh
@@ -50,12 +50,7 @@ def calls(tmp_path: Path) -> Path:
 @pytest.fixture
 def fake_docker(tmp_path: Path) -> Path:
     """A directory holding the ``docker`` that records its argv."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    docker = bin_dir / "docker"
-    docker.write_text(FAKE_DOCKER)
-    docker.chmod(docker.stat().st_mode | stat.S_IXUSR)
-    return bin_dir
+    return fake_docker_in(tmp_path / "bin", FAKE_DOCKER).parent
 
 
 @pytest.fixture
