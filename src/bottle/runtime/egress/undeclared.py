@@ -33,6 +33,10 @@ class Detector(Protocol):
     def __call__(self, data: bytes) -> Iterator[bytes]: ...
 
 
+#: Raw pieces are judged at most this long, however mitmproxy happened to read them, so what
+#: came before a secret goes on the same way whether the body arrived in one read or many.
+PIECE = 64 << 10
+
 #: The most raw bytes held for one body: past it a sniffed layer cuts the body, a guessed
 #: one (no magic) is dropped as not that encoding.
 MAX_HELD = 4 << 20
@@ -110,7 +114,10 @@ class Undeclared:
         else:
             pieces = [data]
         for piece in pieces:
-            yield from self._one(piece)
+            for start in range(0, len(piece), PIECE):
+                yield from self._one(piece[start : start + PIECE])
+            if not piece:
+                yield from self._one(piece)
 
     def _one(self, data: bytes) -> Iterator[bytes]:
         if self.problem:
