@@ -22,6 +22,7 @@ import base64
 import binascii
 import errno
 import json
+import math
 import os
 import re
 import stat
@@ -101,7 +102,7 @@ def claims(token: str) -> dict[str, Any] | None:
     try:
         payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
         found = json.loads(payload)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # nesting past the parser's stack
         return None
     return found if isinstance(found, dict) else None
 
@@ -109,7 +110,13 @@ def claims(token: str) -> dict[str, Any] | None:
 def expiry(token: str) -> float | None:
     """The ``exp`` of JWT ``token`` (seconds), None when it has none."""
     exp = (claims(token) or {}).get("exp")
-    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        return None
+    try:
+        seconds = float(exp)
+    except OverflowError:  # an int past any float: no date a login could mean
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def host_path(file_ref: str) -> Path:
@@ -143,7 +150,7 @@ def read_login(file_ref: str, *, now: float | None = None) -> Login:
         raise Refused(f"cannot read the ChatGPT login {path}: {exc.strerror}", hint=fix) from None
     try:
         data = json.loads(raw) if len(raw) <= _MAX_FILE else None
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     tokens = data.get("tokens") if isinstance(data, dict) else None
     access = tokens.get("access_token") if isinstance(tokens, dict) else None
@@ -161,7 +168,10 @@ def read_login(file_ref: str, *, now: float | None = None) -> Login:
         raise Refused(f"{path}: tokens.access_token is not a token", hint=fix)
     expires = expiry(access)
     if expires is not None and expires <= (time.time() if now is None else now):
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+        try:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+        except (OverflowError, OSError, ValueError):  # before any date gmtime can show
+            when = f"{expires:.0f} s after the epoch"
         raise Refused(
             f"the ChatGPT login in {path} expired at {when}; bottle does not refresh it",
             hint="Run codex once on the host (it refreshes the login), then start again.",

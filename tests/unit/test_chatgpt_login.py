@@ -129,6 +129,28 @@ def test_a_file_that_is_no_chatgpt_login_is_refused(tmp_path: Path, content: str
         read_login(str(path))
 
 
+def _raw_jwt(payload: str) -> str:
+    seg = base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode()
+    return f"{_seg({'alg': 'RS256'})}.{seg}.c2ln"
+
+
+def test_a_hostile_login_file_is_refused_or_read_never_a_crash(tmp_path: Path) -> None:
+    # Nesting past the JSON parser's stack, in the file and in a token's claims.
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(Refused, match="no ChatGPT login"):
+        read_login(str(write(tmp_path / "deep.json", deep)))
+    nested_id = login_file(tmp_path, account_id="", id_token=_raw_jwt(deep))
+    with pytest.raises(Refused, match="names no ChatGPT account"):
+        read_login(str(nested_id))
+    # An expiry before any date gmtime can show is still an expiry, said in seconds.
+    with pytest.raises(Refused, match="expired at -1"):
+        read_login(str(login_file(tmp_path, access_token=_raw_jwt('{"exp": -1e300}'))))
+    # Past any float, or not finite: no expiry a login could mean, as if it had none.
+    for exp in ("1" + "0" * 400, "Infinity", "NaN"):
+        login = read_login(str(login_file(tmp_path, access_token=_raw_jwt(f'{{"exp": {exp}}}'))))
+        assert login.expires is None, exp
+
+
 def test_a_missing_file_or_a_relative_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(Refused, match="cannot read"):
         read_login(str(tmp_path / "nope.json"))
