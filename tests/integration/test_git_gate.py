@@ -283,16 +283,22 @@ def test_default_policy_refuses_tags_force_and_delete(gate: Gate, script: str, w
 
 
 def test_the_agent_cannot_reach_the_upstream_directly(gate: Gate) -> None:
+    # Both of the server's doors (sshd on 22, the smart-HTTP server on 443), on both names.
     for host in ("git.test", "git2.test"):
-        done = gate.sh(f"timeout 10 bash -c 'echo > /dev/tcp/{host}/22' 2>&1; echo rc=$?")
-        assert "rc=0" not in done.stdout, done.stdout
+        for port in (22, 443):
+            done = gate.sh(f"timeout 10 bash -c 'echo > /dev/tcp/{host}/{port}' 2>&1; echo rc=$?")
+            assert "rc=0" not in done.stdout, (host, port, done.stdout)
     ssh = gate.sh(
         "timeout 20 ssh -o BatchMode=yes -o StrictHostKeyChecking=no git@git.test true 2>&1; echo rc=$?"
     )
     assert "rc=0" not in ssh.stdout
-    # Nor through egress: no route lets git's traffic out.
-    proxied = gate.sh("curl -sS -o /dev/null -w '%{http_code}' http://git.test/ 2>&1")
-    assert proxied.stdout.strip() not in ("200", "")
+    # Nor through egress, whose answer is its own refusal: no route lets git's traffic out,
+    # over plain HTTP or over TLS to the very URL the gate fetches from.
+    for url in ("http://git.test/", f"{HTTPS_URL}/info/refs?service=git-upload-pack"):
+        proxied = gate.sh(f"curl -sS -w '\\n%{{http_code}}' '{url}' 2>&1")
+        body, _, code = proxied.stdout.rpartition("\n")
+        assert code == "403", (url, proxied.stdout)
+        assert json.loads(body)["error"] == "egress_refused", (url, body)
 
 
 def test_the_gate_credential_is_nowhere_in_the_agent_nor_the_state_dir(gate: Gate) -> None:
