@@ -17,7 +17,8 @@ file in the middle breaks the chain, and :meth:`AuditLog.verify` names the first
 Cutting whole lines off the end would leave a valid shorter chain, so the head is anchored
 outside the log: every append, under the same lock, atomically rewrites
 ``<log>.head`` (``{"seq": N, "head": "<sha256 of line N>"}``), and ``verify`` fails when the
-log and its anchor disagree (a cut tail, a replaced last line, a deleted anchor). Keeping
+log and its anchor disagree (a cut tail, a replaced last line, a deleted anchor). An append
+refuses such a log too: re-anchoring a cut end would hide the cut for good. Keeping
 :meth:`AuditLog.head` somewhere else still (a commit, a ticket) guards against someone who
 rewrites both.
 """
@@ -153,7 +154,36 @@ class AuditLog:
                 f"the last line of audit log {self.path} is not an audit entry",
                 hint="Run verify on it and move the damaged file aside before appending.",
             ) from None
-        return previous.seq + 1, _sha256(last)
+        head = _sha256(last)
+        problem = self._anchor_refuses(previous, head)
+        if problem is not None:
+            raise StateError(
+                f"audit log {self.path}: {problem}",
+                hint="Run `bottle audit verify` on it; keep the file as evidence, and move the "
+                "log and its .head aside before anything more is appended.",
+            )
+        return previous.seq + 1, head
+
+    def _anchor_refuses(self, last: AuditEntry, head: str) -> str | None:
+        """Why the anchor forbids chaining after ``last`` (None: it may be extended).
+
+        Appending re-anchors the end, so an append after a cut tail would hide the cut for
+        good: the log may only grow from the end its anchor vouches for, or from one entry
+        past it whose ``prev`` is that end (bottle died between the line and the anchor).
+        """
+        anchor = self._anchor()
+        if isinstance(anchor, str):
+            return anchor
+        seq, anchored = anchor
+        if (seq, anchored) == (last.seq, head):
+            return None
+        if (seq, anchored) == (last.seq - 1, last.prev):
+            return None
+        if seq > last.seq:
+            return f"it ends at entry {last.seq} but its anchor says {seq}: its tail was cut"
+        if seq == last.seq:
+            return "its last entry is not the one the anchor recorded: it was replaced"
+        return f"entries {seq + 1}..{last.seq} come after the anchored head"
 
     def _last_line(self) -> bytes | None:
         """The last complete line (without newline), or ``None`` for an empty log."""
@@ -285,8 +315,8 @@ class AuditLog:
             )
         return VerifyResult(ok=True, entries=len(lines), head=prev)
 
-    def _check_anchor(self, entries: int, head: str) -> str | None:
-        """Why the anchored head disagrees with a log of ``entries`` lines ending in ``head``."""
+    def _anchor(self) -> tuple[int, str] | str:
+        """The anchored ``(seq, head)``, or why there is none to go by."""
         try:
             raw = self.anchor_path.read_bytes()
         except FileNotFoundError:
@@ -295,9 +325,16 @@ class AuditLog:
             return f"its head anchor cannot be read: {exc.strerror}"
         try:
             anchor = json.loads(raw)
-            seq, anchored = int(anchor["seq"]), str(anchor["head"])
+            return int(anchor["seq"]), str(anchor["head"])
         except (ValueError, KeyError, TypeError):
             return "its head anchor is not {seq, head} JSON"
+
+    def _check_anchor(self, entries: int, head: str) -> str | None:
+        """Why the anchored head disagrees with a log of ``entries`` lines ending in ``head``."""
+        anchor = self._anchor()
+        if isinstance(anchor, str):
+            return anchor
+        seq, anchored = anchor
         if seq > entries:
             return (
                 f"the log ends at entry {entries} but its anchor says {seq}: "

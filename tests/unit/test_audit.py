@@ -179,8 +179,11 @@ def test_a_deleted_anchor_or_a_re_chained_last_line_is_caught(log: AuditLog) -> 
     good = log.path.read_bytes()
     log.anchor_path.unlink()
     assert "anchor is missing" in (log.verify().problem or "")
-    # Restore the anchor, then replace the last entry by a validly chained forgery.
-    log.path.write_bytes(b"".join(_lines(log)[:3]))
+    # Replace the last entry by a validly chained forgery, with an anchor to match it.
+    lines = _lines(log)
+    log.path.write_bytes(b"".join(lines[:3]))
+    anchor = {"seq": 3, "head": hashlib.sha256(lines[2].rstrip(b"\n")).hexdigest()}
+    log.anchor_path.write_text(json.dumps(anchor))
     AuditLog(log.path).append(who="mallory", action="allow")  # rewrites the anchor: seq 4
     forged_anchor = log.anchor_path.read_bytes()
     log.path.write_bytes(good)
@@ -197,6 +200,47 @@ def test_entries_after_the_anchor_are_not_vouched_for(log: AuditLog) -> None:
     assert not result.ok and "entries 3..3 come after the anchored head" in (result.problem or "")
     log.append(who="op", action="allow")  # bottle's next append re-anchors the new end
     assert log.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        ("cut", "its tail was cut"),
+        ("replaced", "it was replaced"),
+        ("no anchor", "anchor is missing"),
+        ("two behind", "entries 3..4 come after"),
+    ],
+)
+def test_append_never_extends_a_log_its_anchor_disowns(
+    log: AuditLog, damage: str, words: str
+) -> None:
+    # Each append re-anchors the end: one after a cut would hide the cut for good.
+    _fill(log, 4)
+    lines, anchor = _lines(log), log.anchor_path.read_bytes()
+    if damage == "cut":
+        log.path.write_bytes(b"".join(lines[:3]))
+    elif damage == "replaced":
+        log.path.write_bytes(b"".join(lines[:3]))
+        log.anchor_path.write_text(
+            json.dumps({"seq": 3, "head": hashlib.sha256(lines[2].rstrip(b"\n")).hexdigest()})
+        )
+        AuditLog(log.path).append(who="mallory", action="allow")
+        log.anchor_path.write_bytes(anchor)
+    elif damage == "no anchor":
+        log.anchor_path.unlink()
+    else:
+        log.path.write_bytes(b"".join(lines[:2]))
+        log.anchor_path.write_text(
+            json.dumps({"seq": 2, "head": hashlib.sha256(lines[1].rstrip(b"\n")).hexdigest()})
+        )
+        log.path.write_bytes(b"".join(lines))
+    before = (log.path.read_bytes(), log.anchor_path.read_bytes() if damage != "no anchor" else b"")
+    for attempt in (log.check_appendable, lambda: log.append(who="op", action="allow")):
+        with pytest.raises(StateError, match=words) as caught:
+            attempt()
+        assert "bottle audit verify" in (caught.value.hint or "")
+    after = (log.path.read_bytes(), log.anchor_path.read_bytes() if damage != "no anchor" else b"")
+    assert after == before and not log.verify().ok
 
 
 def test_append_refuses_to_extend_a_damaged_log(log: AuditLog) -> None:

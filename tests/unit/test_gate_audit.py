@@ -240,3 +240,23 @@ def test_approve_edit_of_a_push_still_shows_the_gates_findings_and_asks(
     assert "no terminal to confirm" in done.stderr
     assert proposal_queue(running).get(asked).status == "pending"
     assert not (config / gate.ALLOW_DIR).exists()
+
+
+def test_a_cut_audit_tail_stays_visible_through_the_cli(
+    running: Instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"BOTTLE_HOME": str(tmp_path / "home")}
+    log = AuditLog(running.state.audit_log)
+    for n in range(3):
+        log.append(who="op", action="allow", reason=f"change {n}")
+    log.path.write_bytes(b"".join(log.path.read_bytes().splitlines(keepends=True)[:2]))
+    cut = (log.path.read_bytes(), log.anchor_path.read_bytes())
+    # The next operator change must not re-anchor the cut end and so hide it for good.
+    done = run_cli_here("allow", running.slug, "example.org", cwd=tmp_path, env=env,
+                        monkeypatch=monkeypatch)  # fmt: skip
+    assert done.returncode != 0 and "its tail was cut" in done.stderr, done.stderr
+    assert (log.path.read_bytes(), log.anchor_path.read_bytes()) == cut
+    done = run_cli_here("audit", "verify", running.slug, cwd=tmp_path, env=env,
+                        monkeypatch=monkeypatch)  # fmt: skip
+    assert done.returncode == 1 and "1 entry was cut off the end" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
