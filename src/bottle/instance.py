@@ -377,9 +377,9 @@ class Instance:
         except BottleError as exc:
             self.state.transition(InstanceStatus.PRESERVED, error=str(exc))
             raise
-        from bottle.gate_audit import try_import
+        from bottle.sidecars import import_records
 
-        try_import(self.state.path)  # the gate is down: its last pushes are all logged
+        import_records(self.state.path)  # the sidecars are down: all they logged is there
         final = status
         if metadata.status == InstanceStatus.STARTING:
             final = InstanceStatus.FAILED

@@ -34,11 +34,11 @@ def proposal_queue(instance: Instance) -> ProposalQueue:
 
 
 def audit_log(instance: Instance) -> AuditLog:
-    """The instance's audit log, with git-gate's pushes imported first (when it can be:
-    a damaged log is left as it is, for ``verify`` to report)."""
-    from bottle.gate_audit import try_import
+    """The instance's audit log, with what its sidecars logged for it imported first (when
+    it can be: a damaged sidecar log is left as it is, for ``verify`` to report)."""
+    from bottle.sidecars import import_records
 
-    try_import(instance.state.path)
+    import_records(instance.state.path)
     return AuditLog(instance.state.audit_log)
 
 

@@ -512,12 +512,12 @@ def audit_verify(slug: SlugArg) -> None:
 
     Checks the hash chain and its anchored head (a cut tail shows).
     """
-    from bottle.gate_audit import try_import
-    from bottle.operator import audit_log
+    from bottle.audit import AuditLog
+    from bottle.sidecars import import_records
 
     instance = open_instance(slug)
-    unimported = try_import(instance.state.path)
-    result = audit_log(instance).verify()
+    unimported = import_records(instance.state.path)
+    result = AuditLog(instance.state.audit_log).verify()
     if not result.ok:
         output.error(
             f"audit log broken at line {result.first_bad_line}: {result.problem}",
@@ -526,7 +526,7 @@ def audit_verify(slug: SlugArg) -> None:
         raise typer.Exit(1)
     if unimported:
         output.error(
-            f"git-gate's pushes could not be added to the audit log: {unimported}",
+            f"what a sidecar logged could not be added to the audit log: {'; '.join(unimported)}",
             f"Keep {instance.state.path / 'logs'} for investigation; the log itself verifies.",
         )
         raise typer.Exit(1)

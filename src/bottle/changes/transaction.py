@@ -58,11 +58,11 @@ def transaction(instance: Instance, *, wait_s: float = LOCK_WAIT_S) -> Iterator[
             ) from exc
         audit = AuditLog(instance.state.audit_log)
         audit.check_appendable()
-        from bottle.gate_audit import try_import
+        from bottle.sidecars import import_records
 
-        # The gate's pushes come before this change; a damaged gate log (a sidecar writes
-        # it) must not stop an operator's decision: `audit verify` reports it.
-        try_import(instance.state.path)
+        # What the sidecars logged (git-gate's pushes) comes before this change; a damaged
+        # sidecar log must not stop an operator's decision: `audit verify` reports it.
+        import_records(instance.state.path)
         change = Change(instance, audit)
         yield change
         for entry in change.entries:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bottle.sidecars.base import AgentAddon, PlanContext, Sidecar, SidecarBase, SidecarHost
@@ -43,6 +44,18 @@ def sidecar(name: str) -> Sidecar[Any, Any]:
     raise KeyError(name)
 
 
+def import_records(state_dir: Path) -> list[str]:
+    """Every sidecar's records for the host's audit log, imported (``Sidecar.import_records``):
+    the problems, each named by its sidecar. Every sidecar is asked, enabled or not: an
+    instance's plan need not be read for it, and one that never ran has logged nothing."""
+    problems = []
+    for candidate in registry():
+        problem = candidate.import_records(state_dir)
+        if problem:
+            problems.append(f"{candidate.name}: {problem}")
+    return problems
+
+
 def enabled_sidecars(plan: BottlePlan) -> tuple[Sidecar[Any, Any], ...]:
     """The sidecars this instance runs, in registry order."""
     return tuple(s for s in registry() if s.name in plan.sidecars)
@@ -55,6 +68,7 @@ __all__ = [
     "SidecarBase",
     "SidecarHost",
     "enabled_sidecars",
+    "import_records",
     "registry",
     "sidecar",
 ]

@@ -138,6 +138,12 @@ class Sidecar(Protocol[S, P]):
         """Make it take its ``live-config`` now; ApplyError when it cannot."""
         ...
 
+    def import_records(self, state_dir: Path) -> str | None:
+        """Add what it logged for the host's audit log (in the state dir at ``state_dir``)
+        that is not there yet: before the audit log is read or appended to, and at stop.
+        Idempotent; the problem when it could not (callers go on: ``audit verify`` says it)."""
+        ...
+
 
 class SidecarBase(Generic[S, P]):
     """Defaults for the parts a simple sidecar does not need; subclasses set the rest."""
@@ -175,6 +181,9 @@ class SidecarBase(Generic[S, P]):
 
     def describe(self, sub: P) -> dict[str, Any]:
         return {}
+
+    def import_records(self, state_dir: Path) -> str | None:
+        return None
 
     def status(self, host: SidecarHost) -> SidecarStatus:
         path = host.state.status_file(self.name)

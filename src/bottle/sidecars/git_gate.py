@@ -12,6 +12,7 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator, model_validator
@@ -237,6 +238,12 @@ class _GitGate(SidecarBase[Git, GitGatePlan]):
 
     def describe(self, sub: GitGatePlan) -> dict[str, Any]:
         return {"remotes": [r.public() for r in sub.remotes]}
+
+    def import_records(self, state_dir: Path) -> str | None:
+        """Its pushes, logged to ``logs/``, become audit entries (``bottle.gate_audit``)."""
+        from bottle import gate_audit
+
+        return gate_audit.try_import(state_dir)
 
     def files(self, sub: GitGatePlan) -> Mapping[str, bytes]:
         config = GateConfig(
