@@ -272,10 +272,13 @@ def test_wrong_pinned_host_key_refuses_the_clone_naming_both_keys(gate: Gate) ->
     ],
     ids=["tag", "force", "delete"],
 )
-def test_default_policy_refuses_tags_force_and_delete(gate: Gate, script: str, why: str) -> None:
+@URLS
+def test_default_policy_refuses_tags_force_and_delete(
+    gate: Gate, script: str, why: str, url: str
+) -> None:
     before = gate.upstream()
     tags = docker("exec", gate.server, "git", "--git-dir", UPSTREAM_REPO, "tag").stdout
-    assert gate.clone("policy").exit_code == 0
+    assert gate.clone("policy", url).exit_code == 0
     out = gate.sh(f"cd ~/src/policy && {script} 2>&1; echo rc=$?").stdout
     assert "rc=0" not in out and why in out, out
     assert gate.upstream() == before
@@ -391,6 +394,10 @@ def test_git_push_allow_approved_lets_that_push_through_once(gate: Gate) -> None
     (proposal,) = wait_for(lambda: queue.list(status="pending").proposals, 30, "the proposal")
     assert proposal.tool == "git-push-allow" and proposal.payload.model_dump()["commit"] == tip
     assert gate.upstream() == before  # asking moved nothing
+    # Pending (the agent's call timed out, or the operator has not decided): still refused.
+    out = gate.sh("cd ~/src/allow && git push origin main 2>&1; echo rc=$?").stdout
+    assert "rc=0" not in out and "git-push-allow" in out, out
+    assert gate.upstream() == before
     unconfirmed = cli(gate, "approve", gate.instance.slug, str(proposal.id))
     assert unconfirmed.returncode == 2 and "no terminal to confirm it" in unconfirmed.stderr
     assert queue.get(proposal.id).status == "pending"
