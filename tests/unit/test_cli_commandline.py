@@ -157,6 +157,8 @@ def test_run_help_names_arguments_and_says_the_rule(bottle: Callable[..., CliRes
     assert "every word after -- is the agent's" in out
     top = " ".join(bottle("--help", COLUMNS="80").stdout.split())
     assert "start, run, exec: Bottle's options go anywhere before --; every word after" in top
+    # --debug is a global option the user can find, not a hidden one.
+    assert "--debug" in top and "--version" in top
 
 
 def test_version(bottle: Callable[..., CliResult]) -> None:
