@@ -757,6 +757,30 @@ def test_websocket_message_with_secret_is_dropped(env: Env) -> None:
     assert EXTRA_SECRET not in env.log.read_text()
 
 
+@pytest.mark.parametrize("from_client", [True, False])
+def test_a_websocket_message_that_cannot_be_scanned_goes_nowhere(
+    env: Env, monkeypatch: pytest.MonkeyPatch, from_client: bool
+) -> None:
+    # Either way: the agent's message unscanned, or upstream's unscrubbed.
+    flow = make_flow("GET", "https://pypi.org/socket")
+    env.fire(HttpRequestHook(flow))
+    flow.websocket = websocket.WebSocketData()
+
+    def broken(*_: object) -> object:
+        raise RuntimeError("scanner broke")
+
+    monkeypatch.setattr(egress_scan.dlp, "scan_text", broken)
+    monkeypatch.setattr(egress_scan.scrub, "scrub", broken)
+    message = websocket.WebSocketMessage(Opcode.TEXT, from_client, f"psst {EXTRA_SECRET}".encode())
+    flow.websocket.messages.append(message)
+    env.fire(WebsocketMessageHook(flow))
+    assert message.dropped
+    assert flow.error is not None  # killed: nothing more goes either way
+    line = env.log_lines()[-1]
+    assert line["method"] == "WEBSOCKET" and line["decision"] == "refuse"
+    assert "connection closed" in line["reason"]
+
+
 # -- robustness ------------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ and why a body was cut or withheld.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 
@@ -324,7 +325,32 @@ class Scan:
                 )
             )
         except Exception as exc:
-            logger.error("egress: websocket_message hook failed: %s", type(exc).__name__)
+            # A message egress could not scan or scrub goes nowhere, and nor does the rest of
+            # the connection: as for an HTTP response it could not scrub.
+            logger.error(
+                "egress: websocket_message hook failed: %s; connection closed",
+                type(exc).__name__,
+            )
+            self._fail_closed(flow)
+
+    def _fail_closed(self, flow: http.HTTPFlow) -> None:
+        try:
+            if flow.websocket is not None and flow.websocket.messages:
+                call(flow.websocket.messages[-1].drop)
+        finally:
+            call(flow.kill)
+        with contextlib.suppress(Exception):  # the record is a courtesy; the kill is not
+            record = flow_record(flow)
+            self.log.write(
+                LogRecord(
+                    method="WEBSOCKET",
+                    host=record["host"],
+                    path=record["path"],
+                    route=record["route"],
+                    decision="refuse",
+                    reason="a message could not be scanned: dropped, and the connection closed",
+                )
+            )
 
     def _scrub_message(self, record: FlowRecord, message: websocket.WebSocketMessage) -> None:
         found = scrub.needles(self.tables.current.secrets)
