@@ -7,6 +7,7 @@ In process (textual's pilot) over an instance on the fake engine, which records 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,36 @@ def test_the_list_and_the_detail_show_agent_text_inert(
     assert "# needs jq \\x1b[2K\\x1b[1A\\rRUN apt-get install -y jq \\u202e" in pane
     assert "\\u202e;lmth.x lruc" in pane and "\\x1b]8;;https://evil.example/" in pane
     assert "RUN true\\u200b \\u2066x\\u2069" in pane
+
+
+def test_a_proposal_file_with_escapes_in_its_dockerfile_is_never_offered(
+    running: tuple[Instance, Settings, FakeEngine],
+) -> None:
+    # Filing refuses control characters in a Dockerfile; a file changed on disk after is
+    # refused on reading too: the view names the problem, inert, and offers nothing to build.
+    instance, settings, engine = running
+    queue = proposal_queue(instance)
+    asked = ask(instance)
+    data = json.loads(queue.path(asked).read_text())
+    data["payload"]["dockerfile"] = f"FROM ${{BOTTLE_AGENT_IMAGE}}\n{PAINT}\nRUN true {OSC}\n"
+    queue.path(asked).write_text(json.dumps(data))
+    before = builds(engine)
+    status: list[str] = []
+
+    async def drive() -> None:
+        app = QueueView(settings)
+        async with app.run_test(size=(160, 50)) as pilot:
+            await until(
+                pilot, lambda: "pending" in str(app.query_one("#status").render()), "the count"
+            )
+            status.append(str(app.query_one("#status").render()))
+            assert app.items == {}
+            await pilot.press("a")
+            await pilot.pause(0.3)
+            assert not isinstance(app.screen, ConfirmScreen)
+
+    asyncio.run(drive())
+    [line] = status
+    assert "proposals/1.json" in line and "the character U+001B" in line
+    assert line.startswith("0 pending") and not any(c in line for c in RAW), repr(line)
+    assert builds(engine) == before and queue.path(asked).is_file()
