@@ -24,7 +24,7 @@ from bottle.policy import DEFAULT_PORTS, HTTP_METHODS, Routes
 from bottle.runtime.egress import dlp
 from bottle.runtime.egress.log import DecisionLog, call, first_time, flow_record
 from bottle.runtime.egress.records import LogRecord
-from bottle.runtime.egress.reload import Reload
+from bottle.runtime.egress.reload import Loaded, Reload
 
 logger = logging.getLogger("bottle.egress")
 
@@ -246,18 +246,18 @@ class Guards:
         overrides = body_method_overrides(req)
         if not overrides:
             return
-        routes = self.tables.current.routes
         headers: dict[str, str] = {}
         for name, value in header_pairs(req.headers):
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        refused = self._override_refusal(routes, req, overrides, path_overrides(req), headers)
+        current = self.tables.current
+        refused = self._override_refusal(current, req, overrides, path_overrides(req), headers)
         if refused is not None:
             self.log.refuse(flow, 403, "egress_refused", refused, HOW_TO_ASK)
 
     def _override_refusal(
         self,
-        routes: Routes,
+        current: Loaded,
         req: http.Request,
         methods: list[tuple[str, str]],
         paths: list[tuple[str, str]],
@@ -269,7 +269,8 @@ class Guards:
         scheme = req.scheme.lower()
         port = req.port or DEFAULT_PORTS.get(scheme, 0)
         shown_host = self.log.safe_host(host)
-        shown_path = dlp.redact(req.path.split("?", 1)[0], self.tables.current.secrets)
+        routes = current.routes
+        shown_path = dlp.redact(req.path.split("?", 1)[0], current.secrets)
         for where, claimed in paths:
             if claimed == req.path:
                 continue
@@ -402,7 +403,7 @@ class Guards:
                 )
             return refuse(f"no route names host {shown_host}")
         overridden = self._override_refusal(
-            current.routes, req, method_overrides(req), path_overrides(req), headers
+            current, req, method_overrides(req), path_overrides(req), headers
         )
         if overridden is not None:
             return refuse(overridden)
