@@ -23,27 +23,30 @@ well-known token shapes (AWS, GitHub, GitLab, Slack, OpenAI, Anthropic, Google, 
 private key blocks, JWTs).
 
 **Requests.** On every route whose `dlp` is `block` (the default) or `warn`, egress scans the
-URL (host, path and query), every header name and value, and the **whole** body, a window at a
-time with an overlap, so a secret is found wherever it sits. The route is chosen from the
-headers, before any of the body is read, and decides what happens to the body: on `block` it
-is held until it has been scanned, and nothing of it leaves before (the upstream connection is
-opened only then). A body that declares more than 32 MiB is refused with a 403 and its JSON
-reason before any of it is read; one of undeclared length (HTTP/1 chunked, HTTP/2 without
-`Content-Length`) is held up to 32 MiB and refused the same way as it grows past that: in
-both cases the rest is read and dropped, never kept, and upstream receives nothing. On
+URL (host, path and query), every header and trailer name and value (mitmproxy sends trailers
+upstream only after DLP has looked at them, so on `block` one with a secret refuses), and the
+**whole** body, a window at a time with an overlap, so a secret is found wherever it sits. The
+route is chosen from the headers, before any of the body is read, and decides what happens to
+the body: on `block` it is held until it has been scanned, and nothing of it leaves before (the
+upstream connection is opened only then). A body that declares more than 32 MiB is refused with
+a 403 and its JSON reason before any of it is read; one of undeclared length (HTTP/1 chunked,
+HTTP/2 without `Content-Length`) is held up to 32 MiB and refused the same way as it grows past
+that: in both cases the rest is read and dropped, never kept, and upstream receives nothing. On
 `warn` the body streams and is scanned on the way (findings logged); on `off` it streams
-untouched. The body is scanned as sent, then decoded as its `Content-Encoding` says
-(nested, each layer bounded: a decompression bomb ends the decoding, not the proxy's memory),
-then under any gzip, zlib or zstd layer its magic bytes show without a declaration. A body
-that cannot be scanned whole (a declared encoding that does not decode, a layer that decodes
-past 64 MiB) is refused on every `block` route and logged on `warn`: bytes DLP cannot read are
-bytes it cannot vouch for, whether or not the route carries a credential.
+untouched. The body is scanned as sent, then decoded as its `Content-Encoding` says (nested,
+each layer bounded: a decompression bomb ends the decoding, not the proxy's memory), then under
+any gzip, zlib or zstd layer its magic bytes show without a declaration. A body that cannot be
+scanned whole (a declared encoding that does not decode, a layer that decodes past 64 MiB) is
+refused on every `block` route and logged on `warn`: bytes DLP cannot read are bytes it cannot
+vouch for, whether or not the route carries a credential.
 
 **Responses.** Whatever the route's `dlp`, egress removes every known secret it holds, in
-every form listed below as removed, from response header names and values and from the body
-before the agent sees it, replacing each with `[bottle:scrubbed]` (a header *name* becomes
-`x-bottle-scrubbed`). A body of up to 1 MiB is held whole, decoded if compressed (bounded),
-and sent on as identity when something was removed, as it came otherwise. A longer body, or
+every form listed below as removed, from response header names and values, the HTTP/1 reason
+phrase, trailer names and values (HTTP/2 brings them; mitmproxy sends them after the whole
+body, held or streamed, so they are scrubbed last) and the body before the agent sees it,
+replacing each with `[bottle:scrubbed]` (a header or trailer *name* becomes
+`x-bottle-scrubbed`). A body of up to 1 MiB is held whole, decoded if compressed (bounded), and
+sent on as identity when something was removed, as it came otherwise. A longer body, or
 one of unknown length, is streamed: each piece is scrubbed together with the end of the one
 before that could begin a secret, so a secret split across pieces is still removed; a
 compressed one is decoded on the way and sent on as identity (no `Content-Encoding`, no

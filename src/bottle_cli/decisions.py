@@ -422,27 +422,31 @@ def _confirm_push(
         raise typer.Exit(1)
 
 
-def _confirm_build(proposal: Proposal, slug: str) -> None:
-    from bottle.errors import ApplyError
+def build_text(proposal: Proposal, slug: str) -> str:
+    """What the operator confirms of a capability-block, here and in ``bottle view``."""
     from bottle.proposals import CapabilityBlock
+    from bottle.text import inert, numbered
 
     assert isinstance(proposal.payload, CapabilityBlock)
-    dockerfile = proposal.payload.dockerfile
+    # The exact bytes that will be built, numbered, every control character shown: an
+    # escape sequence must not be able to paint a harmless Dockerfile over the real one.
+    return (
+        f"Proposal {proposal.id} of {inert(slug)} asks to build, on the agent's image:\n"
+        f"{numbered(proposal.payload.dockerfile)}\n"
+        f"Justification: {inert(proposal.justification)}"
+    )
+
+
+def _confirm_build(proposal: Proposal, slug: str) -> None:
+    from bottle.errors import ApplyError
+
     if not sys.stdin.isatty():
         raise ApplyError(
             f"proposal {proposal.id} builds a Dockerfile, and there is no terminal to confirm it",
             hint=f"Review it (bottle queue --json), then run: bottle approve {slug} "
             f"{proposal.id} --yes",
         )
-    from bottle.text import inert, numbered
-
-    # The exact bytes that will be built, numbered, every control character shown: an
-    # escape sequence must not be able to paint a harmless Dockerfile over the real one.
-    output.err.print(
-        f"Proposal {proposal.id} of {slug} asks to build, on the agent's image:\n"
-        f"{numbered(dockerfile)}\nJustification: {inert(proposal.justification)}",
-        markup=False,
-    )
+    output.err.print(build_text(proposal, slug), markup=False)
     if not typer.confirm("Build it and replace the agent container?", err=True):
         output.progress(f"proposal {proposal.id} left pending")
         raise typer.Exit(1)

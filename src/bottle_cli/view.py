@@ -21,7 +21,7 @@ from bottle.errors import BottleError
 from bottle.operator import Pending, pending_proposals
 from bottle.settings import Settings
 from bottle.text import inert
-from bottle_cli.decisions import clip
+from bottle_cli.decisions import build_text, clip
 
 #: Seconds between two reads of the queue.
 REFRESH_S = 1.0
@@ -190,7 +190,10 @@ class QueueView(App[None]):
             detail.update("No pending proposal. Agents file them through supervise.")
             return
         proposal = item.proposal
-        header = f"{item.slug} #{proposal.id} {proposal.tool}\n{proposal.justification}"
+        # Inert before it is cut into comment lines: a carriage return (or any other line
+        # boundary splitlines knows) in the justification must not start a line of its own.
+        why = inert(proposal.justification, multiline=True)
+        header = f"{item.slug} #{proposal.id} {proposal.tool}\n{why}"
         detail.update(inert(payload_yaml(header, request_fields(proposal.payload)), multiline=True))
 
     def set_status(self, text: str) -> None:
@@ -204,7 +207,10 @@ class QueueView(App[None]):
             self.approve(item)
 
     def approve(self, item: Pending, edited: dict[str, Any] | None = None) -> None:
-        """Approve, after the confirmation ``bottle approve`` asks for a git-push-allow."""
+        """Approve, after the confirmation ``bottle approve`` asks: a git-push-allow's
+        findings, a capability-block's exact Dockerfile (unless the operator wrote it in
+        their editor, as ``bottle approve --edit``)."""
+        text: str | None = None
         if item.proposal.tool == "git-push-allow":
             from bottle.proposals import request_fields
 
@@ -214,17 +220,21 @@ class QueueView(App[None]):
             except BottleError as exc:
                 self.notify(inert(exc.message), severity="error", timeout=10, markup=False)
                 return
-            if text is not None:
+            question = "Let this push through, once?"
+        elif item.proposal.tool == "capability-block" and edited is None:
+            text = build_text(item.proposal, item.slug)
+            question = "Build it and replace the agent container?"
+        if text is not None:
 
-                def answered(yes: bool | None) -> None:
-                    if yes and not self.busy:
-                        self.busy = True
-                        self.decide(item, approved=True, edited=edited)
-                    elif not yes:
-                        self.set_status(f"{item.slug} #{item.proposal.id} left pending")
+            def answered(yes: bool | None) -> None:
+                if yes and not self.busy:
+                    self.busy = True
+                    self.decide(item, approved=True, edited=edited)
+                elif not yes:
+                    self.set_status(f"{item.slug} #{item.proposal.id} left pending")
 
-                self.push_screen(ConfirmScreen(text, "Let this push through, once?"), answered)
-                return
+            self.push_screen(ConfirmScreen(text, question), answered)
+            return
         self.busy = True  # before the worker starts: a second key press must not apply twice
         self.decide(item, approved=True, edited=edited)
 

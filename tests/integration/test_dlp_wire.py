@@ -80,6 +80,10 @@ class H(h.BaseHTTPRequestHandler):
             for part in (echo[:cut], echo[cut:]):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part)); self.wfile.flush(); time.sleep(0.3)
             self.wfile.write(b"0\r\n\r\n"); return
+        if self.path.startswith("/reason"):  # the token in the reason phrase
+            self.send_response(200, "OK " + self.headers.get("authorization", ""))
+            self.send_header("content-length", str(len(echo))); self.end_headers()
+            self.wfile.write(echo); return
         if self.path.startswith("/gzip-chunks"):  # declared gzip, in 5-byte chunks
             packed = gzip.compress(echo)
             self.send_response(200); self.send_header("content-encoding", "gzip")
@@ -201,6 +205,19 @@ def test_injected_token_never_reaches_the_agent(wire: Any, path: str) -> None:
     lines = [json.loads(line) for line in log.splitlines()]
     (entry,) = [e for e in lines if e["path"] == path]
     assert "secret:DLPW_TOKEN in body" in entry["scrubbed"]
+
+
+def test_an_echo_in_the_reason_phrase_never_reaches_the_agent(wire: Any) -> None:
+    # Trailers are scrubbed too (tests/unit/test_scrub.py), but only HTTP/2 brings them:
+    # mitmproxy 12 reads none from an HTTP/1 upstream (it drops the connection instead).
+    # HTTP/1.1 to egress too: HTTP/2 has no reason phrase to carry it on.
+    out = agent_curl(wire, "--http1.1", f"https://{UPSTREAM_HOST}/reason")
+    assert TOKEN not in out
+    status, _ = _final(out)
+    assert status == f"HTTP/1.1 200 OK Bearer {MARKER}", out[:300]
+    lines = [json.loads(line) for line in wire.state.egress_log.read_text().splitlines()]
+    (entry,) = [e for e in lines if e["path"] == "/reason"]
+    assert "secret:DLPW_TOKEN in reason phrase" in entry["scrubbed"], entry
 
 
 def _visible(data: bytes) -> list[Any]:

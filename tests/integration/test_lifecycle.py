@@ -227,3 +227,30 @@ def test_ls_says_degraded_and_names_a_dead_sidecar(bottle_home: Path, workdir: P
         assert instance.health()["egress"] == "exited"
         table = cli("ls", cwd=workdir, env_extra={"COLUMNS": "300"}).stdout
         assert "degraded (egress: exited)" in table
+
+
+def test_cleanup_in_one_home_leaves_another_homes_instance_running(
+    bottle_home: Path, workdir: Path, tmp_path: Path
+) -> None:
+    # bottle_home runs an instance; a second, empty BOTTLE_HOME on the same engine has no
+    # state dir for it, so without the home label it would look like an orphan there.
+    started = cli("start", "it", "--detach", cwd=workdir)
+    assert started.returncode == 0, started.stderr
+    [row] = json.loads(cli("ls", "--json", cwd=workdir).stdout)
+    slug = row["slug"]
+    try:
+        assert row["status"] == "running", row
+        containers, networks = labelled("container", slug), labelled("network", slug)
+        assert containers and networks
+        other = tmp_path / "other-home"
+        other.mkdir()
+        elsewhere = {"BOTTLE_HOME": str(other)}
+        done = cli("cleanup", "--yes", "--all", cwd=workdir, env_extra=elsewhere)
+        assert done.returncode == 0, done.stderr
+        assert slug not in done.stderr + done.stdout
+        assert labelled("container", slug) == containers
+        assert labelled("network", slug) == networks
+        assert json.loads(cli("ls", "--json", cwd=workdir).stdout)[0]["status"] == "running"
+    finally:
+        stopped = cli("stop", slug, cwd=workdir)
+    assert stopped.returncode == 0, stopped.stderr

@@ -27,6 +27,7 @@ from mitmproxy.proxy import context
 from mitmproxy.proxy.layers.http import (
     HttpConnectHook,
     HttpErrorHook,
+    HttpRequestHeadersHook,
     HttpRequestHook,
     HttpResponseHook,
 )
@@ -38,6 +39,7 @@ from wsproto.frame_protocol import Opcode
 
 from bottle.runtime.egress import __main__ as egress_main
 from bottle.runtime.egress import addon as egress_addon
+from bottle.runtime.egress import guards
 from bottle.runtime.egress import scan as egress_scan
 from bottle.runtime.egress.addon import HOW_TO_ASK, Egress
 
@@ -522,6 +524,94 @@ def test_method_overrides_must_name_an_allowed_method(
     assert GH_SECRET not in str(flow.request.headers)
 
 
+@pytest.mark.parametrize("header", list(guards.PATH_OVERRIDE_HEADERS))
+@pytest.mark.parametrize(
+    ("claimed", "allowed", "said"),
+    [
+        ("/admin/keys", False, "a path no route for api.github.com allows GET on"),
+        ("/repos/o/other", True, ""),  # a path the route allows anyway: nothing gained
+        ("/repos/o/r", True, ""),  # the request's own
+        ("https://api.github.com/admin", False, "cannot match to a route"),
+        ("admin", False, "cannot match to a route"),
+        ("/repos/..;/admin", False, "cannot match to a route"),
+        ("/repos/%2e%2e/admin", False, "cannot match to a route"),
+        ("/repos/o/r.git/git-receive-pack", False, "a git push"),
+    ],
+)
+def test_path_override_headers_must_name_an_allowed_path(
+    env: Env, header: str, claimed: str, allowed: bool, said: str
+) -> None:
+    # Servers behind a front end take the path from these: the route must allow it too.
+    flow = make_flow("GET", "https://api.github.com/repos/o/r", headers={header: claimed})
+    env.fire(HttpRequestHook(flow))
+    if allowed:
+        assert flow.response is None
+        return
+    assert flow.response is not None and flow.response.status_code == 403
+    reason = body(flow)["reason"]
+    assert header in reason and said in reason and claimed not in reason
+    assert GH_SECRET not in str(flow.request.headers)
+
+
+def test_a_path_override_is_checked_with_the_overriding_method(env: Env) -> None:
+    # Each alone is allowed (POST on the request's path; GET on the claimed one), together
+    # they ask for POST on a path only GET may reach.
+    flow = make_flow(
+        "GET",
+        "https://pypi.org/simple/",
+        headers={"X-HTTP-Method-Override": "POST", "X-Original-URL": "/simple/x/"},
+    )
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "asks the server for POST" in body(flow)["reason"]
+
+
+MULTIPART = (
+    b'--b0\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n'
+    b'--b0\r\nContent-Disposition: form-data; name="_method"\r\n\r\nPUT\r\n--b0--\r\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "content", "allowed"),
+    [
+        ("application/x-www-form-urlencoded", b"a=1&_method=DELETE", False),
+        (
+            "application/x-www-form-urlencoded; charset=utf-8",
+            b"%5F%6D%65%74%68%6F%64=delete",
+            False,
+        ),
+        ("multipart/form-data; boundary=b0", MULTIPART, False),
+        ("application/json", b'{"a": 1, "_method": "PATCH"}', False),
+        ("application/json", b'{"\\u005fmethod": "DELETE"}', False),
+        ("application/json", b'{"_method": "DELETE"', False),  # a lenient server may read it
+        ("application/json", b"[" * 100_000 + b'"_method"', False),
+        ("application/x-www-form-urlencoded", b"a=1&_method=GET", True),  # the route allows GET
+        ("application/x-www-form-urlencoded", b"a=1&_method=POST", True),  # its own method
+        ("application/json", b'["_method", "DELETE"]', True),  # no field: nothing claimed
+        ("text/plain", b"_method=DELETE", True),  # no framework reads a field from this
+    ],
+)
+def test_a_method_field_in_a_held_body_must_name_an_allowed_method(
+    env: Env, kind: str, content: bytes, allowed: bool
+) -> None:
+    # Rails, Laravel and Symfony read a POSTed form's _method as the method; Laravel JSON's.
+    flow = make_flow(
+        "POST", "https://api.github.com/repos/o/r", headers={"Content-Type": kind}, content=content
+    )
+    env.fire(HttpRequestHeadersHook(flow))
+    assert flow.response is None and not flow.request.stream  # held: dlp block
+    env.fire(HttpRequestHook(flow))
+    if allowed:
+        assert flow.response is None
+        assert flow.request.headers["Authorization"] == f"Bearer {GH_SECRET}"
+        return
+    assert flow.response is not None and flow.response.status_code == 403
+    reason = body(flow)["reason"]
+    assert "body field" in reason and "send the real method" in reason
+    assert GH_SECRET not in flow.response.get_text()  # answered here: nothing went upstream
+
+
 def test_an_unknown_override_method_is_refused_without_echoing_it(env: Env) -> None:
     flow = make_flow(
         "GET",
@@ -665,6 +755,30 @@ def test_websocket_message_with_secret_is_dropped(env: Env) -> None:
     assert line["decision"] == "dlp-block"
     assert line["method"] == "WEBSOCKET"
     assert EXTRA_SECRET not in env.log.read_text()
+
+
+@pytest.mark.parametrize("from_client", [True, False])
+def test_a_websocket_message_that_cannot_be_scanned_goes_nowhere(
+    env: Env, monkeypatch: pytest.MonkeyPatch, from_client: bool
+) -> None:
+    # Either way: the agent's message unscanned, or upstream's unscrubbed.
+    flow = make_flow("GET", "https://pypi.org/socket")
+    env.fire(HttpRequestHook(flow))
+    flow.websocket = websocket.WebSocketData()
+
+    def broken(*_: object) -> object:
+        raise RuntimeError("scanner broke")
+
+    monkeypatch.setattr(egress_scan.dlp, "scan_text", broken)
+    monkeypatch.setattr(egress_scan.scrub, "scrub", broken)
+    message = websocket.WebSocketMessage(Opcode.TEXT, from_client, f"psst {EXTRA_SECRET}".encode())
+    flow.websocket.messages.append(message)
+    env.fire(WebsocketMessageHook(flow))
+    assert message.dropped
+    assert flow.error is not None  # killed: nothing more goes either way
+    line = env.log_lines()[-1]
+    assert line["method"] == "WEBSOCKET" and line["decision"] == "refuse"
+    assert "connection closed" in line["reason"]
 
 
 # -- robustness ------------------------------------------------------------------------------

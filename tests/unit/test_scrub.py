@@ -196,6 +196,61 @@ def test_a_clean_response_is_streamed_unchanged_and_logged_without_scrubbed(env:
     assert env.log_lines()[0]["scrubbed"] is None
 
 
+@pytest.mark.parametrize("streamed", [True, False])
+def test_an_echo_in_the_reason_phrase_or_a_trailer_is_scrubbed(
+    env: Env,  # noqa: F811
+    streamed: bool,
+) -> None:
+    # mitmproxy sends trailers after the response hook, the body streamed or held: both ways.
+    flow = make_flow("GET", "https://api.github.com/repos/o/r")
+    env.fire(HttpRequestHook(flow))
+    body = b"fine"
+    flow.response = http.Response.make(200, body)
+    flow.response.headers["Content-Length"] = str(5 * MIB if streamed else len(body))
+    flow.response.reason = f"OK Bearer {GH_SECRET}"
+    flow.response.trailers = http.Headers(
+        [(b"X-Echo", f"Bearer {GH_SECRET}".encode()), (EXTRA_SECRET.encode(), b"as a name")]
+    )
+    env.fire(HttpResponseHeadersHook(flow))
+    assert flow.response.reason == "OK Bearer [bottle:scrubbed]"
+    assert bool(flow.response.stream) is streamed
+    env.fire(HttpResponseHook(flow))
+    assert flow.response.trailers is not None
+    assert flow.response.trailers.fields == (
+        (b"X-Echo", b"Bearer [bottle:scrubbed]"),
+        (scrub.MARKER_HEADER, b"as a name"),
+    )
+    (line,) = env.log_lines()
+    assert sorted(line["scrubbed"]) == [
+        "secret:EXTRA_SECRET in trailers",
+        "secret:GH_TOKEN in reason phrase",
+        "secret:GH_TOKEN in trailers",
+    ]
+    assert GH_SECRET not in env.log.read_text() and EXTRA_SECRET not in env.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [("https://api.github.com/repos/o/r", True), ("https://warn.example.com/u", False)],
+)
+def test_a_secret_in_a_request_trailer_is_found(env: Env, url: str, refused: bool) -> None:  # noqa: F811
+    # The body is held (dlp: block) or streamed (warn): the trailers wait for the request
+    # hook either way (mitmproxy sends them after it), so a finding there still refuses.
+    flow = make_flow("POST", url, headers={"Transfer-Encoding": "chunked"}, content=b"x")
+    flow.request.trailers = http.Headers([(b"X-Checksum", EXTRA_SECRET.encode())])
+    env.fire(HttpRequestHook(flow))
+    if refused:
+        assert flow.response is not None and flow.response.status_code == 403
+        assert "EXTRA_SECRET" in flow.response.get_text()
+    else:
+        assert flow.response is None
+        flow.response = http.Response.make(200, b"ok")
+        env.fire(HttpResponseHook(flow))
+    line = env.log_lines()[-1]
+    assert line["decision"] == ("dlp-block" if refused else "dlp-warn")
+    assert line["findings"] == ["secret:EXTRA_SECRET (plain) in header x-checksum"]
+
+
 def test_websocket_message_from_upstream_is_scrubbed(env: Env) -> None:  # noqa: F811
     flow = make_flow("GET", "https://pypi.org/socket")
     env.fire(HttpRequestHook(flow))

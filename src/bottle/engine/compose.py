@@ -436,11 +436,11 @@ def labelled(label: str, *, value_of: str | None = None) -> tuple[dict[str, str]
     with docker_errors("listing labelled containers and networks"):
         containers = {
             c.id: (c.config.labels or {}).get(key, "")
-            for c in client.container.list(all=True, filters={"label": label})
+            for c in client.container.list(all=True, filters=[("label", label)])
         }
         networks = {
             n.id: (n.labels or {}).get(key, "")
-            for n in client.network.list(filters={"label": label})
+            for n in client.network.list(filters=[("label", label)])
         }
     return containers, networks
 

@@ -1,6 +1,7 @@
 """The request checks: every request is matched against the routes, after the checks that keep
 a route's meaning (Host, SNI and CONNECT agree; no path servers may read differently; no git
-push; a credentialed host only over TLS to its port; no method override a route does not allow).
+push; a credentialed host only over TLS to its port; no method or path override, in a header,
+the query or a held body, that a route does not allow).
 
 A miss is a real 403 with a JSON body telling the agent how to ask for more. Passthrough
 hosts are tunnelled without TLS interception and logged at CONNECT. Raw TCP and UDP are never
@@ -10,18 +11,20 @@ after this one (:mod:`.scan`, :mod:`.inject`).
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import parse_qsl, unquote, unquote_plus
 
 from mitmproxy import http, tcp, tls, udp
+from mitmproxy.net.http import multipart
 
 from bottle import urlpaths
 from bottle.policy import DEFAULT_PORTS, HTTP_METHODS, Routes
 from bottle.runtime.egress import dlp
 from bottle.runtime.egress.log import DecisionLog, call, first_time, flow_record
 from bottle.runtime.egress.records import LogRecord
-from bottle.runtime.egress.reload import Reload
+from bottle.runtime.egress.reload import Loaded, Reload
 
 logger = logging.getLogger("bottle.egress")
 
@@ -58,10 +61,25 @@ def is_git_push(path: str) -> bool:
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 METHOD_OVERRIDE_PARAM = "_method"
 _OVERRIDE_NAMES = frozenset(name.encode() for name in METHOD_OVERRIDE_HEADERS)
+#: Headers by which servers behind a front end (IIS URL Rewrite, Symfony, Zend, Envoy,
+#: nginx setups) take the path from the request instead of its request line.
+PATH_OVERRIDE_HEADERS = (
+    "x-original-url",
+    "x-rewrite-url",
+    "x-override-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-envoy-original-path",
+)
+_PATH_OVERRIDE_NAMES = frozenset(name.encode() for name in PATH_OVERRIDE_HEADERS)
+#: Body types whose ``_method`` field a framework reads as the method (Rails, Laravel,
+#: Symfony: forms; Laravel: JSON input too).
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "application/json")
 
 
 def method_overrides(req: http.Request) -> list[tuple[str, str]]:
-    """(where, method) for every method override the request carries."""
+    """(where, method) for every method override the request's head carries."""
     found = [
         (name.decode("latin-1").lower(), value.decode("latin-1").strip().upper())
         for name, value in req.headers.fields
@@ -73,6 +91,47 @@ def method_overrides(req: http.Request) -> list[tuple[str, str]]:
         if key.lower() == METHOD_OVERRIDE_PARAM:
             found.append((f"query parameter {key}", value.strip().upper()))
     return found
+
+
+def body_method_overrides(req: http.Request) -> list[tuple[str, str]]:
+    """(where, method) for every ``_method`` field of a held form or JSON body."""
+    body = req.raw_content
+    kind = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not body or kind not in _FORM_TYPES:
+        return []
+    # The common case costs one search of the body; an escaped name (%5F%6D..., \\u005f...)
+    # is looked for the slow way.
+    lowered = body.lower()
+    if b"_method" not in lowered and b"%" not in body and b"\\u" not in lowered:
+        return []
+    where = f"body field {METHOD_OVERRIDE_PARAM}"  # never the agent's spelling of it
+    try:
+        pairs = _fields(kind, req.headers.get("content-type", ""), body)
+    except (ValueError, RecursionError):
+        # Unreadable here but perhaps not to a lenient server: a claim egress cannot check.
+        return [(where, "")] if b"_method" in lowered else []
+    return [(where, value.strip().upper()) for key, value in pairs if key.lower() == "_method"]
+
+
+def _fields(kind: str, content_type: str, body: bytes) -> list[tuple[str, str]]:
+    if kind == "application/x-www-form-urlencoded":
+        return parse_qsl(body.decode("latin-1"), keep_blank_values=True)
+    if kind == "multipart/form-data":
+        parts = multipart.decode_multipart(content_type, body)
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in parts]
+    data = json.loads(body)
+    if not isinstance(data, dict):
+        return []
+    return [(str(k), v if isinstance(v, str) else "") for k, v in data.items()]
+
+
+def path_overrides(req: http.Request) -> list[tuple[str, str]]:
+    """(header, path) for every path override header the request carries."""
+    return [
+        (name.decode("latin-1").lower(), value.decode("latin-1").strip())
+        for name, value in req.headers.fields
+        if name.lower() in _PATH_OVERRIDE_NAMES
+    ]
 
 
 def wire_refusal(
@@ -155,15 +214,97 @@ class Guards:
         """The route is matched on the headers, before any of the body is read: whether the
         body streams depends on it (:mod:`.scan` decides)."""
         flow.request.stream = False  # held unless scan says otherwise
-        self.request(flow)
+        self._head(flow)
 
     def request(self, flow: http.HTTPFlow) -> None:
+        """The head (when requestheaders did not run), then a held body's ``_method``."""
+        self._head(flow)
+        if not first_time(flow, "guards-body"):
+            return
+        try:
+            self._body(flow)
+        except Exception as exc:
+            self.log.crash(flow, exc, "request")
+
+    def _head(self, flow: http.HTTPFlow) -> None:
         if not first_time(flow, "guards"):
             return
         try:
             self._request(flow)
         except Exception as exc:
             self.log.crash(flow, exc, "request")
+
+    def _body(self, flow: http.HTTPFlow) -> None:
+        """A form or JSON body's ``_method``, when egress holds the body (``dlp: block``, the
+        default): nothing of it has left yet. A streamed body (``dlp: warn`` or ``off``) is
+        on its way before it could be read; docs/dlp.md says so."""
+        req = flow.request
+        if flow.response is not None or flow.error is not None or req.stream:
+            return
+        if flow_record(flow)["route"] is None:
+            return
+        overrides = body_method_overrides(req)
+        if not overrides:
+            return
+        headers: dict[str, str] = {}
+        for name, value in header_pairs(req.headers):
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        current = self.tables.current
+        refused = self._override_refusal(current, req, overrides, path_overrides(req), headers)
+        if refused is not None:
+            self.log.refuse(flow, 403, "egress_refused", refused, HOW_TO_ASK)
+
+    def _override_refusal(
+        self,
+        current: Loaded,
+        req: http.Request,
+        methods: list[tuple[str, str]],
+        paths: list[tuple[str, str]],
+        headers: dict[str, str],
+    ) -> str | None:
+        """Why a method or path the request claims besides its own is refused (None: every
+        combination of them is one a route allows, so the override gains nothing)."""
+        host = req.host.lower().rstrip(".")
+        scheme = req.scheme.lower()
+        port = req.port or DEFAULT_PORTS.get(scheme, 0)
+        shown_host = self.log.safe_host(host)
+        routes = current.routes
+        shown_path = dlp.redact(req.path.split("?", 1)[0], current.secrets)
+        for where, claimed in paths:
+            if claimed == req.path:
+                continue
+            # An absolute URL, a relative path or an ambiguous one: not a path a route names.
+            if not claimed.startswith("/") or urlpaths.ambiguity(claimed) is not None:
+                return (
+                    f"the {where} header asks the server for another path than the request's, "
+                    "which egress cannot match to a route; send the real path"
+                )
+            if is_git_push(claimed):
+                return f"the {where} header asks the server for a git push: {HOW_TO_PUSH}"
+        wanted = [(req.method.upper(), "")] + [(m, where) for where, m in methods]
+        for claimed_method, method_where in wanted:
+            for path_where, claimed_path in [("", req.path), *paths]:
+                if claimed_method == wanted[0][0] and claimed_path == req.path:
+                    continue  # the request as it is: its route matched already
+                allowed = routes.match(
+                    claimed_method, host, claimed_path, headers, scheme=scheme, port=port
+                )
+                if allowed is not None:
+                    continue
+                if method_where:
+                    named = (
+                        claimed_method if claimed_method in HTTP_METHODS else "an unknown method"
+                    )
+                    return (
+                        f"the {method_where} asks the server for {named}, which no "
+                        f"route for {shown_host} allows on {shown_path}; send the real method"
+                    )
+                return (
+                    f"the {path_where} header asks the server for a path no route for "
+                    f"{shown_host} allows {req.method.upper()} on; send the real path"
+                )
+        return None
 
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
         """Raw TCP is never a way out (non-HTTP inside a CONNECT tunnel, e.g. ssh)."""
@@ -261,16 +402,11 @@ class Guards:
                     f"(over {scheme}, port {port})"
                 )
             return refuse(f"no route names host {shown_host}")
-        for where, claimed in method_overrides(req):
-            if claimed == method:
-                continue
-            allowed = current.routes.match(claimed, host, path, headers, scheme=scheme, port=port)
-            if allowed is None:
-                named = claimed if claimed in HTTP_METHODS else "an unknown method"
-                return refuse(
-                    f"the {where} asks the server for {named}, which no "
-                    f"route for {shown_host} allows on {shown_path}; send the real method"
-                )
+        overridden = self._override_refusal(
+            current, req, method_overrides(req), path_overrides(req), headers
+        )
+        if overridden is not None:
+            return refuse(overridden)
         # By identity: equal routes may repeat, and == on models is slow on this path.
         record["route"] = next(i for i, r in enumerate(current.routes.routes) if r is route)
         record["dlp"] = route.dlp

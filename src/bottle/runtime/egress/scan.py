@@ -12,15 +12,17 @@ at ``request``, also decoded as its Content-Encoding says (one that does not dec
 and under compression it does not declare. WebSocket messages from the agent are scanned with
 the mode of their handshake's route.
 
-Responses: whatever the route's ``dlp`` mode, header names and values are scrubbed and the
-body is streamed through a :class:`~.scrub.StreamScrubber` (decoded first when compressed, and
-sent on as identity; checked on the side when compressed undeclared) or, up to
-:data:`STREAM_ABOVE`, held and scrubbed whole (:func:`~.scrub.scrub_whole`); the log record of
-the flow says which secrets were removed, and why a body was cut or withheld.
+Responses: whatever the route's ``dlp`` mode, header names and values, the reason phrase and
+the trailers are scrubbed, and the body is streamed through a :class:`~.scrub.StreamScrubber`
+(decoded first when compressed, and sent on as identity; checked on the side when compressed
+undeclared) or, up to :data:`STREAM_ABOVE`, held and scrubbed whole
+(:func:`~.scrub.scrub_whole`); the log record of the flow says which secrets were removed,
+and why a body was cut or withheld.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 
@@ -212,6 +214,11 @@ class Scan:
         if names:
             response.headers.fields = fields
             _note(record, names, "headers")
+        # HTTP/1's reason phrase is upstream's text too: "403 Bad token ghp_…" echoes it.
+        reason, names = scrub.scrub(response.data.reason, found)
+        if names:
+            response.data.reason = reason
+            _note(record, names, "reason phrase")
         no_body = response.status_code < 200 or response.status_code in {204, 304}
         if no_body or flow.request.method.upper() == "HEAD":
             return  # no body to scrub (101 switches to WebSocket, whose messages are scrubbed)
@@ -244,13 +251,21 @@ class Scan:
             call(flow.kill)  # a response egress could not scrub must not reach the agent
 
     def _response(self, flow: http.HTTPFlow) -> None:
-        """A small body, held whole: decoded if compressed, scrubbed, and sent on as identity
-        only if something was removed (else as it came)."""
+        """Trailers, which mitmproxy sends after this hook whether the body was streamed or
+        held; then a small body, held whole: decoded if compressed, scrubbed, and sent on as
+        identity only if something was removed (else as it came)."""
         response = flow.response
-        if response is None or response.stream or not response.raw_content:
+        if response is None:
             return
         found = scrub.needles(self.tables.current.secrets)
         if not found:
+            return
+        if response.trailers:
+            fields, names = scrub.scrub_fields(response.trailers.fields, found)
+            if names:
+                response.trailers.fields = fields
+                _note(flow_record(flow), names, "trailers")
+        if response.stream or not response.raw_content:
             return
         record = flow_record(flow)
         header = response.headers.get("content-encoding", "")
@@ -310,7 +325,32 @@ class Scan:
                 )
             )
         except Exception as exc:
-            logger.error("egress: websocket_message hook failed: %s", type(exc).__name__)
+            # A message egress could not scan or scrub goes nowhere, and nor does the rest of
+            # the connection: as for an HTTP response it could not scrub.
+            logger.error(
+                "egress: websocket_message hook failed: %s; connection closed",
+                type(exc).__name__,
+            )
+            self._fail_closed(flow)
+
+    def _fail_closed(self, flow: http.HTTPFlow) -> None:
+        try:
+            if flow.websocket is not None and flow.websocket.messages:
+                call(flow.websocket.messages[-1].drop)
+        finally:
+            call(flow.kill)
+        with contextlib.suppress(Exception):  # the record is a courtesy; the kill is not
+            record = flow_record(flow)
+            self.log.write(
+                LogRecord(
+                    method="WEBSOCKET",
+                    host=record["host"],
+                    path=record["path"],
+                    route=record["route"],
+                    decision="refuse",
+                    reason="a message could not be scanned: dropped, and the connection closed",
+                )
+            )
 
     def _scrub_message(self, record: FlowRecord, message: websocket.WebSocketMessage) -> None:
         found = scrub.needles(self.tables.current.secrets)
