@@ -76,7 +76,26 @@ RUN set -eu; \
         /usr/bin/apt* /usr/lib/apt /usr/lib/*/libapt-* /etc/apt /var/lib/apt /var/cache/apt \
         /var/cache/debconf /var/log/* /var/lib/dpkg /usr/bin/dpkg* /usr/share/dpkg \
         /etc/dpkg /usr/share/bash-completion /usr/share/lintian /usr/share/info \
-        /usr/bin/scalar /usr/bin/git-shell /usr/bin/sqv /usr/bin/localedef /usr/bin/zipdetails; \
+        /usr/bin/scalar /usr/bin/git-shell /usr/bin/sqv /usr/bin/localedef /usr/bin/zipdetails \
+        /usr/bin/openssl /usr/lib/git-core/git-sh-i18n--envsubst \
+        /usr/lib/python3*/lib-dynload/_test* /usr/lib/python3*/lib-dynload/_ctypes_test* \
+        /usr/lib/python3*/lib-dynload/_xxtestfuzz* /usr/lib/python3*/lib-dynload/xx* \
+        /usr/local/lib/python3*/lib-dynload/_test* /usr/local/lib/python3*/lib-dynload/_ctypes_test* \
+        /usr/local/lib/python3*/lib-dynload/_xxtestfuzz* /usr/local/lib/python3*/lib-dynload/xx*; \
+    # Nothing a sidecar starts lives in /usr/sbin (user and group editing, block devices,
+    # ldconfig: the loader reads the cache ldconfig left) or is one of util-linux's listers;
+    # no sidecar opens an sqlite database; /usr/share/doc is read by no program.
+    rm -rf /usr/sbin/* /usr/share/doc/* \
+        /usr/bin/lsblk /usr/bin/lscpu /usr/bin/findmnt /usr/bin/lslogins /usr/bin/lsns \
+        /usr/bin/lsipc /usr/bin/lsmem /usr/bin/lslocks /usr/bin/partx /usr/bin/wdctl \
+        /usr/lib/python3*/lib-dynload/_sqlite3* /usr/local/lib/python3*/lib-dynload/_sqlite3* \
+        /usr/lib/python3*/sqlite3 /usr/local/lib/python3*/sqlite3 /usr/lib/*/libsqlite3.so*; \
+    # Of each installed distribution, what importlib.metadata reads (METADATA for versions,
+    # entry_points.txt for plugins, top_level.txt) stays; RECORD (pip's uninstall list, pip
+    # is gone) and the license copies go (about 3 MB), and so do type stubs and C sources.
+    find /opt/venv/lib/python3*/site-packages/*.dist-info -mindepth 1 -maxdepth 1 \
+        ! -name METADATA ! -name entry_points.txt ! -name top_level.txt -exec rm -rf {} +; \
+    find /opt/venv/lib/python3*/site-packages -type f \( -name '*.pyi' -o -name '*.c' \) -delete; \
     # Python's standard library and the third-party packages without their sources: the
     # bytecode beside each module instead of the source plus __pycache__ (about 30 MB).
     # Tracebacks then show file and line only; bottle's own modules keep their source.
