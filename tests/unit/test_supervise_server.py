@@ -227,7 +227,7 @@ def test_egress_block_rejected(server: Server) -> None:
 
 
 def test_timeout_answers_pending_then_status_gives_the_decision(tmp_path: Path) -> None:
-    wait_s = 0.3
+    wait_s = 0.15
     with serving(tmp_path, wait_s=wait_s) as server:
         start = time.monotonic()
         result = call(server, "egress-block", {"host": "slow.test", "justification": "later"})
