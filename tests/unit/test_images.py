@@ -254,17 +254,17 @@ def _copy_package(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def walked_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
-    """A copy of the package and its walk without a cache, made once for the tests that
-    only read them (a walk parses every runtime module)."""
+    """A copy of the package and its walk without a cache, made once (a walk parses every
+    runtime module): the tests read them, and edit copies of their own."""
     copy = _copy_package(tmp_path_factory.mktemp("walked"))
     return copy, runtime_sources(copy)
 
 
 def test_sidecar_tag_ignores_host_only_code_and_follows_runtime_code(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, walked_copy: tuple[Path, dict[str, bytes]]
 ) -> None:
     copy = _copy_package(tmp_path)
-    before = runtime_sources(copy)
+    before = walked_copy[1]  # the walk of the same files, before this copy is edited
     (copy / "capability.py").write_text("# edited on the host\n")
     (copy / "engine" / "compose.py").write_text("# edited on the host\n")
     assert runtime_sources(copy) == before
@@ -470,13 +470,13 @@ def test_a_context_file_with_a_bad_name_is_a_message_not_a_crash(
 
 
 def test_the_import_cache_gives_the_walk_of_the_sources(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, walked_copy: tuple[Path, dict[str, bytes]]
 ) -> None:
     from bottle.images import sources
 
     copy = _copy_package(tmp_path)
     cache = tmp_path / "home" / "cache" / "imports.json"
-    fresh = runtime_sources(copy)
+    fresh = walked_copy[1]  # the walk of the same files, before this copy is edited
     assert runtime_sources(copy, cache=cache) == fresh  # written on the way
     with monkeypatch.context() as patch:
         patch.setattr(sources, "_imports_in", lambda *_a: pytest.fail("parsed again"))
