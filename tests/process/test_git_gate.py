@@ -2,8 +2,9 @@
 (a new interpreter per push) in a mirror prepared with it, and the server on loopback is
 reached by a real ``git clone``. No Docker; the real gitleaks runs in the integration tests.
 
-The rest of git-gate's runtime (its policy and scan over real repositories, the host
-module) is in tests/unit/test_git_gate.py, whose helpers these tests share.
+Its policy and scan over real repositories are in tests/process/test_git_gate_scan.py, the
+host module and the rest of the runtime in tests/unit/test_git_gate.py; these tests share
+their helpers.
 """
 
 from __future__ import annotations
@@ -22,19 +23,10 @@ import pytest
 from bottle.runtime import git_gate as gate
 from bottle.runtime.git_gate import GateConfig, GateRemote, RefUpdate, hook, scan, upstream
 from bottle.runtime.git_gate import server as gate_server
-from tests.unit.test_git_gate import (
-    GITHUB,
-    IDENT,
-    SECRET,
-    _gitlink,
-    _scan_pushed,
-    commit,
-    git,
-    repo_pair,
-    scan_env,
-)
+from tests.process.test_git_gate_scan import _gitlink, _scan_pushed, repo_pair, scan_env
+from tests.unit.test_git_gate import GITHUB, IDENT, SECRET, commit, git
 
-__all__ = ["repo_pair", "scan_env"]  # fixtures of the unit module, used here too
+__all__ = ["repo_pair", "scan_env"]  # fixtures of the scan's tests, used here too
 
 
 # -- the hook inside a real receive-pack -----------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import codecs
 import gzip
+import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -198,18 +199,28 @@ REQUEST_CASES: tuple[Case, ...] = (
 )
 
 
-_BOMB: dict[str, bytes] = {}
+def gzip_of_zeros(mib: int, then: bytes = b"") -> bytes:
+    """A valid gzip of ``mib`` MiB of zeros followed by ``then``, made without compressing
+    them all: after a full flush deflate starts afresh, so each further MiB is the same
+    bytes (a bomb of 128 MiB costs milliseconds here, a third of a second through zlib)."""
+    zeros = bytes(MIB)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    first = packer.compress(zeros) + packer.flush(zlib.Z_FULL_FLUSH)
+    again = packer.compress(zeros) + packer.flush(zlib.Z_FULL_FLUSH)
+    end = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)  # raw deflate: its last block
+    crc = 0
+    for _ in range(mib):
+        crc = zlib.crc32(zeros, crc)
+    crc = zlib.crc32(then, crc)
+    size = (mib * MIB + len(then)) & 0xFFFFFFFF
+    return b"".join(
+        [first, again * (mib - 1), end.compress(then), end.flush(), struct.pack("<II", crc, size)]
+    )
 
 
 def _bomb(secret: str) -> bytes:
     """gzip of 128 MiB of zeros then the secret: about 130 KB on the wire."""
-    if secret not in _BOMB:
-        packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-        zeros = bytes(MIB)
-        parts = [packer.compress(zeros) for _ in range(128)]
-        parts += [packer.compress(secret.encode()), packer.flush()]
-        _BOMB[secret] = b"".join(parts)
-    return _BOMB[secret]
+    return gzip_of_zeros(128, secret.encode())
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.conftest import CliResult, run_cli, run_cli_here, user_owned, write
+from tests.conftest import CliResult, run_cli_here, user_owned, write
 
 if TYPE_CHECKING:
     from bottle.state import StateDir
@@ -279,13 +279,6 @@ def test_settings_are_read_once_per_run(
     done = bottle("render", "reviewer", home=examples_home, cwd=repo)
     assert done.returncode == 0, done.stderr
     assert len(calls) == 1
-
-
-def test_the_real_entry_point_exits_with_mains_code(home: Path, repo: Path) -> None:
-    # One new interpreter: ``python -m bottle_cli`` exits with what ``main`` returns.
-    refused = run_cli("render", "ghost", cwd=repo, env={"BOTTLE_HOME": str(home)}, timeout=60)
-    assert refused.returncode == 2
-    assert "unknown agent" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def _stopped(home: Path) -> StateDir:

@@ -2,13 +2,13 @@
 what compose reads.
 
 The engine is the fake behind the ``Engine`` seam: which images exist is its answer, not a
-claim about Docker; ``docker compose config`` reading the output is the real check.
+claim about Docker. That ``docker compose config`` reads the output is checked in
+tests/process/test_compose_config.py.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -178,22 +178,6 @@ def test_render_without_docker_still_renders_and_says_images_are_unknown(
     assert done.returncode == 0, done.stderr
     assert "cannot tell which images are built: the Docker daemon is not running" in done.stderr
     assert "bottle-shell-" in done.stdout
-
-
-def test_render_output_is_what_docker_compose_reads(
-    render: Callable[..., CliResult], compose_cli: None
-) -> None:
-    done = render("shell", "--bottle", "all")
-    checked = subprocess.run(
-        ["docker", "compose", "-f", "-", "config", "--services"],
-        input=done.stdout,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "PROJECT_TOKEN": "", "NAME": ""},
-    )
-    assert checked.returncode == 0, checked.stderr
-    assert set(checked.stdout.split()) == {"agent", "egress", "supervise", "git-gate"}
 
 
 def test_a_root_workspace_is_noted(

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import itertools
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -159,30 +158,6 @@ def test_missing_host_variables_are_reported(home: Path, repo: Path) -> None:
     assert set(plan.missing_env) == {"HOST_THING", "API_TOKEN", "DEPLOY_KEY"}
     with pytest.raises(PlanError, match="API_TOKEN"):
         plan.require_env()
-
-
-def test_examples_render_to_valid_compose(
-    examples_home: Path, repo: Path, compose_cli: None
-) -> None:
-    from bottle.catalog import list_agents
-
-    for row in list_agents(Settings.from_env({"BOTTLE_HOME": str(examples_home)}), repo):
-        manifest = load_manifest(home=examples_home, cwd=repo)
-        plan = resolve_plan(
-            manifest,
-            PlanOptions(agent=row.name, cwd=repo),
-            settings=Settings.from_env({"BOTTLE_HOME": str(examples_home)}),
-            environ={},
-        )
-        text = dump_yaml(render(plan))
-        done = subprocess.run(
-            ["docker", "compose", "-f", "-", "config", "-q"],
-            input=text.encode(),
-            capture_output=True,
-            cwd=repo,
-            check=False,
-        )
-        assert done.returncode == 0, (row.name, done.stderr.decode())
 
 
 def test_every_object_carries_its_home_so_cleanup_stays_in_it(

@@ -40,7 +40,7 @@ def _project(tmp_path: Path) -> ComposeProject:
 def test_up_hands_secrets_to_compose_alone(
     tmp_path: Path, fake_docker: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FAKE_SLEEP", "0.5")
+    monkeypatch.setenv("FAKE_SLEEP", "0.2")
     before = dict(os.environ)
     seen: list[str | None] = []
     project = _project(tmp_path)

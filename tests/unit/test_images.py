@@ -252,11 +252,19 @@ def _copy_package(tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.fixture(scope="module")
+def walked_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
+    """A copy of the package and its walk without a cache, made once (a walk parses every
+    runtime module): the tests read them, and edit copies of their own."""
+    copy = _copy_package(tmp_path_factory.mktemp("walked"))
+    return copy, runtime_sources(copy)
+
+
 def test_sidecar_tag_ignores_host_only_code_and_follows_runtime_code(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, walked_copy: tuple[Path, dict[str, bytes]]
 ) -> None:
     copy = _copy_package(tmp_path)
-    before = runtime_sources(copy)
+    before = walked_copy[1]  # the walk of the same files, before this copy is edited
     (copy / "capability.py").write_text("# edited on the host\n")
     (copy / "engine" / "compose.py").write_text("# edited on the host\n")
     assert runtime_sources(copy) == before
@@ -462,13 +470,13 @@ def test_a_context_file_with_a_bad_name_is_a_message_not_a_crash(
 
 
 def test_the_import_cache_gives_the_walk_of_the_sources(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, walked_copy: tuple[Path, dict[str, bytes]]
 ) -> None:
     from bottle.images import sources
 
     copy = _copy_package(tmp_path)
     cache = tmp_path / "home" / "cache" / "imports.json"
-    fresh = runtime_sources(copy)
+    fresh = walked_copy[1]  # the walk of the same files, before this copy is edited
     assert runtime_sources(copy, cache=cache) == fresh  # written on the way
     with monkeypatch.context() as patch:
         patch.setattr(sources, "_imports_in", lambda *_a: pytest.fail("parsed again"))
@@ -490,16 +498,20 @@ def test_the_import_cache_gives_the_walk_of_the_sources(
         '{"version": 1, "imports": {"bottle.runtime:x": ["os"]}}',
     ],
 )
-def test_a_spoiled_import_cache_is_ignored(tmp_path: Path, spoiled: str) -> None:
-    copy = _copy_package(tmp_path)
+def test_a_spoiled_import_cache_is_ignored(
+    tmp_path: Path, spoiled: str, walked_copy: tuple[Path, dict[str, bytes]]
+) -> None:
+    copy, walked = walked_copy
     cache = tmp_path / "imports.json"
     cache.write_text(spoiled)
-    assert runtime_sources(copy, cache=cache) == runtime_sources(copy)
+    assert runtime_sources(copy, cache=cache) == walked
     assert json.loads(cache.read_text())["version"] == 1  # rewritten whole
 
 
-def test_an_unwritable_import_cache_only_costs_the_parse(tmp_path: Path) -> None:
-    copy = _copy_package(tmp_path)
+def test_an_unwritable_import_cache_only_costs_the_parse(
+    tmp_path: Path, walked_copy: tuple[Path, dict[str, bytes]]
+) -> None:
+    copy, walked = walked_copy
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert runtime_sources(copy, cache=blocker / "imports.json") == runtime_sources(copy)
+    assert runtime_sources(copy, cache=blocker / "imports.json") == walked

@@ -385,14 +385,14 @@ def test_no_temp_files_are_left(queue: ProposalQueue) -> None:
 def test_wait_returns_pending_when_time_runs_out(queue: ProposalQueue) -> None:
     queue.create("egress-block", {"host": "a.com"}, "j")
     start = time.monotonic()
-    proposal = queue.wait(1, timeout_s=0.3, poll_s=0.05)
+    proposal = queue.wait(1, timeout_s=0.15, poll_s=0.05)
     assert proposal.status == "pending"
-    assert 0.25 <= time.monotonic() - start < 5
+    assert 0.12 <= time.monotonic() - start < 5
 
 
 def test_wait_sees_a_decision(queue: ProposalQueue) -> None:
     queue.create("egress-block", {"host": "a.com"}, "j")
-    timer = threading.Timer(0.2, lambda: queue.decide(1, approved=True, by="op"))
+    timer = threading.Timer(0.1, lambda: queue.decide(1, approved=True, by="op"))
     timer.start()
     try:
         proposal = queue.wait(1, timeout_s=10, poll_s=0.02)

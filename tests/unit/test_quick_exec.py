@@ -3,8 +3,9 @@
 The quick path runs the docker CLI itself (no ``Engine`` seam), so these tests put a
 ``docker`` on PATH that writes down how it was called. Whatever the quick path does not
 run must reach the full command and read exactly as it did before. ``main`` runs in this
-process (an interpreter per call cost half a second of CPU each); the first test runs the
-console script's module as a new process, as a user does.
+process (an interpreter per call cost half a second of CPU each);
+tests/process/test_entry_point.py runs the console script's module as a new process, as a
+user does.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,29 +54,6 @@ def fake_docker(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def bottle_process(home: Path, calls: Path, fake_docker: Path) -> Run:
-    """``python -m bottle_cli ARGS`` (what the console script runs), the fake docker first."""
-
-    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "bottle_cli", *args],
-            env={
-                **os.environ,
-                "BOTTLE_HOME": str(home),
-                "DOCKER_ARGV_LOG": str(calls),
-                "PATH": f"{fake_docker}{os.pathsep}{os.environ['PATH']}",
-                **env,
-            },
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-
-    return run
-
-
-@pytest.fixture
 def bottle(
     home: Path,
     calls: Path,
@@ -113,27 +90,6 @@ def running(home: Path) -> StateDir:
 
 def _log(state: StateDir) -> list[str]:
     return (state.transcript / "exec.log").read_text().splitlines()
-
-
-def test_exec_runs_docker_exec_and_records_the_command(
-    bottle_process: Run, running: StateDir, calls: Path
-) -> None:
-    done = bottle_process(
-        "exec", "shell-run", "--", "sh", "-c", "exit 3; echo 'a b'", DOCKER_EXIT="3"
-    )
-    assert done.returncode == 3, done.stderr
-    assert calls.read_text().splitlines() == [
-        "exec",
-        "--interactive",
-        "bottle-shell-run111-agent-1",
-        "sh",
-        "-c",
-        "exit 3; echo 'a b'",
-    ]
-    log = _log(running)
-    assert len(log) == 2
-    assert log[0].endswith("[agent] $ sh -c 'exit 3; echo '\"'\"'a b'\"'\"''")
-    assert log[1].endswith("[agent] exit 3")
 
 
 @pytest.mark.parametrize(
@@ -240,24 +196,6 @@ def test_a_failed_exec_in_a_stopped_service_names_resume(bottle: Run, running: S
     # Running containers: the command's own failure is its exit code, nothing added.
     done = bottle("exec", "shell-run111", "--", "false", DOCKER_EXIT="1")
     assert done.returncode == 1 and done.stderr == ""
-
-
-def test_an_unexpected_os_error_is_a_message_not_a_traceback(
-    running: StateDir, tmp_path: Path
-) -> None:
-    # A ``docker`` on PATH that cannot be run (a directory): PermissionError, no bottle error.
-    bin_dir = tmp_path / "odd"
-    (bin_dir / "docker").mkdir(parents=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "bottle_cli", "exec", "shell-run111", "--", "true"],
-        env={**os.environ, "PATH": str(bin_dir), "BOTTLE_HOME": str(running.path.parent.parent)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 1
-    assert "internal error (PermissionError" in done.stderr
-    assert "Traceback" not in done.stderr
 
 
 def test_ctrl_c_is_recorded_and_exits_130(

@@ -44,7 +44,7 @@ def test_the_main_loop_never_polls_and_ends_at_the_exit_signal(
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        loop.call_later(0.5, server.handle_exit, signal.SIGTERM, None)
+        loop.call_later(0.25, server.handle_exit, signal.SIGTERM, None)
         await asyncio.wait_for(server.main_loop(), timeout=30)
 
     asyncio.run(run())

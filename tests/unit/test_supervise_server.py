@@ -227,7 +227,7 @@ def test_egress_block_rejected(server: Server) -> None:
 
 
 def test_timeout_answers_pending_then_status_gives_the_decision(tmp_path: Path) -> None:
-    wait_s = 0.3
+    wait_s = 0.15
     with serving(tmp_path, wait_s=wait_s) as server:
         start = time.monotonic()
         result = call(server, "egress-block", {"host": "slow.test", "justification": "later"})
@@ -402,8 +402,15 @@ def test_after_a_capability_swap_supervise_names_the_image_in_force(tmp_path: Pa
         assert (
             old.isError and f"FROM {new}" in text(old) and f"or FROM {AGENT_IMAGE}" not in text(old)
         )
-        ok = call(server, "capability-block", {"dockerfile": f"FROM {new}\n", "justification": "x"})
-        assert not ok.isError and "pending, id" in text(ok)
+        # Accepted and queued: an operator finds it pending and decides it (a wait for the
+        # timeout's "pending" would cost the whole wait).
+        on_new = f"FROM {new}\n"
+        with operator(
+            server.queue, lambda p: getattr(p.payload, "dockerfile", None) == on_new,
+            approved=False, by="op", reason="not now",
+        ):  # fmt: skip
+            ok = call(server, "capability-block", {"dockerfile": on_new, "justification": "x"})
+        assert not ok.isError and text(ok).startswith("rejected, id")
 
         # A file that is not an image reference (or not a file) is not believed.
         image_file = tmp_path / "proposals" / "agent-image"

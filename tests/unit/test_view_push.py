@@ -82,21 +82,29 @@ def test_the_view_shows_the_gates_findings_and_asks_before_a_push_goes_through(
 
     async def drive() -> None:
         app = QueueView(settings)
+
+        def left_pending() -> bool:
+            return "left pending" in str(app.query_one("#status").render())
+
         async with app.run_test(size=(160, 50)) as pilot:
             await until(pilot, lambda: len(app.items) == 1, "the proposal")
             await pilot.press("a")
             await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
             assert isinstance(app.screen, ConfirmScreen)
             shown.append(app.screen.text)
-            await pilot.press("n")  # no: nothing is let through
-            await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen), "it closed")
-            await pilot.pause(0.3)
-            assert queue.get(asked).status == "pending" and allowances(instance) == []
-            await pilot.press("a")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
-            await pilot.press("escape")  # nor is Esc a yes
-            await pilot.pause(0.3)
-            assert queue.get(asked).status == "pending" and allowances(instance) == []
+            for no in ("n", "escape"):  # no: nothing is let through; nor is Esc a yes
+                if no == "escape":
+                    await pilot.press("a")
+                    await until(
+                        pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question"
+                    )
+                app.set_status("")
+                await pilot.press(no)
+                await until(pilot, left_pending, "the answer")
+                # The answer is in: any decision it started runs in a worker; let it end.
+                await app.workers.wait_for_complete()
+                assert not isinstance(app.screen, ConfirmScreen) and not app.busy
+                assert queue.get(asked).status == "pending" and allowances(instance) == []
             await pilot.press("a")
             await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
             await pilot.press("y")

@@ -20,7 +20,7 @@ import pytest
 from bottle.runtime.git_gate import pktline, relay
 from bottle.runtime.git_gate.pktline import FLUSH, pkt
 from bottle.runtime.git_gate.upstream import Target
-from tests.unit.test_git_gate_relay import (
+from tests.process.test_git_gate_relay import (
     ENV,
     Scripted,
     failed_clone,
@@ -33,7 +33,7 @@ from tests.unit.test_git_gate_relay import (
     request,
     upstream,
 )
-from tests.unit.test_git_gate_relay_https import certs
+from tests.process.test_git_gate_relay_https import certs
 
 __all__ = ["certs", "upstream"]  # module fixtures shared with the relay's other tests
 

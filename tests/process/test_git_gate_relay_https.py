@@ -17,7 +17,7 @@ import pytest
 from bottle.runtime.git_gate import GateRemote, relay
 from bottle.runtime.git_gate import server as gate_server
 from bottle.runtime.git_gate.upstream import Target
-from tests.unit.test_git_gate_relay import ENV, gate_for, git, records, refs_of, wait_for_record
+from tests.process.test_git_gate_relay import ENV, gate_for, git, records, refs_of, wait_for_record
 
 TOKEN = "tok-" + os.urandom(8).hex()
 
