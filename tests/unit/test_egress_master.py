@@ -12,7 +12,8 @@ import inspect
 import ipaddress
 
 import pytest
-from mitmproxy import connection
+from mitmproxy import addonmanager, connection, exceptions
+from mitmproxy import master as mitm_master
 from mitmproxy.addons import script
 from mitmproxy.proxy import events, server
 
@@ -103,3 +104,137 @@ def test_a_connection_is_read_in_pieces_of_a_mebibyte() -> None:
 
     handler = asyncio.run(run())
     assert handler.pieces == [master.READ_SIZE] * 4
+
+
+class _Hooked:
+    """An addon that notes each ``request`` it sees, and may fail or halt the event."""
+
+    def __init__(self, name: str, seen: list[str], *, fails: bool = False) -> None:
+        self.name = name
+        self.seen = seen
+        self.fails = fails
+        self.halts = False
+        self.addons: list[object] = []
+
+    def request(self, flow: object) -> None:
+        self.seen.append(self.name)
+        if self.fails:
+            raise ValueError("broken addon")
+        if self.halts:
+            raise exceptions.AddonHalt()
+
+
+class _AsyncHooked:
+    def __init__(self, name: str, seen: list[str]) -> None:
+        self.name = name
+        self.seen = seen
+
+    async def request(self, flow: object) -> None:
+        await asyncio.sleep(0)
+        self.seen.append(self.name)
+
+
+class _Silent:
+    """An addon without the hook (most of mitmproxy's chain, for any one event)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def test_hooks_run_in_chain_order_children_after_their_parent_as_mitmproxy_runs_them() -> None:
+    async def run() -> tuple[list[str], list[str]]:
+        got: list[list[str]] = []
+        for manager in (addonmanager.AddonManager, master.HookIndex):
+            seen: list[str] = []
+            proxy = _proxy()
+            proxy.addons = manager(proxy)
+            parent = _Hooked("parent", seen)
+            parent.addons = [_Hooked("child", seen), _AsyncHooked("async child", seen)]
+            proxy.addons.add(_Silent("a"), parent, _Silent("b"), _AsyncHooked("last", seen))
+            await _request(proxy)
+            await _request(proxy)
+            got.append(seen)
+        return got[0], got[1]
+
+    plain, indexed = asyncio.run(run())
+    assert indexed == plain == ["parent", "child", "async child", "last"] * 2
+
+
+def test_a_failing_handler_is_logged_and_the_next_addon_still_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[str] = []
+
+    async def run() -> None:
+        proxy = _proxy()
+        broken = _Hooked("broken", seen, fails=True)
+        broken.addons = [_Hooked("its child", seen)]  # skipped, as mitmproxy skips it
+        proxy.addons.add(broken, _Hooked("next", seen))
+        await _request(proxy)
+
+    asyncio.run(run())
+    assert seen == ["broken", "next"]
+    assert "Addon error: broken addon" in caplog.text
+
+
+def test_addon_halt_stops_the_event() -> None:
+    seen: list[str] = []
+
+    async def run() -> None:
+        proxy = _proxy()
+        first = _Hooked("first", seen)
+        first.halts = True
+        proxy.addons.add(first, _Hooked("never", seen))
+        await _request(proxy)
+
+    asyncio.run(run())
+    assert seen == ["first"]
+
+
+def test_the_index_follows_addons_added_and_removed() -> None:
+    seen: list[str] = []
+
+    async def run() -> None:
+        proxy = _proxy()
+        first = _Hooked("first", seen)
+        proxy.addons.add(first)
+        await _request(proxy)
+        proxy.addons.add(_Hooked("added", seen))
+        await _request(proxy)
+        proxy.addons.remove(first)  # type: ignore[no-untyped-call]
+        await _request(proxy)
+
+    asyncio.run(run())
+    assert seen == ["first", "first", "added", "added"]
+
+
+def test_the_egress_master_dispatches_through_the_index_with_the_term_log_kept() -> None:
+    from mitmproxy import options
+    from mitmproxy.addons import termlog
+
+    async def check() -> None:
+        proxy = master.EgressMaster(options.Options())
+        assert isinstance(proxy.addons, master.HookIndex)
+        assert isinstance(proxy.addons.chain[0], termlog.TermLog)
+        assert proxy.addons.get("errorcheck") is not None  # type: ignore[no-untyped-call]
+        names = [type(a).__name__ for a in proxy.addons.chain]
+        assert names.count("TermLog") == 1 and "Egress" in names and "ConnectGuard" in names
+
+    asyncio.run(check())
+
+
+def _proxy() -> mitm_master.Master:
+    """A bare master (in a running loop) whose addons are a :class:`master.HookIndex`."""
+    from mitmproxy import options
+
+    proxy = mitm_master.Master(options.Options())
+    proxy.addons = master.HookIndex(proxy)
+    return proxy
+
+
+async def _request(proxy: mitm_master.Master) -> None:
+    """One ``request`` event through the proxy's addons, as mitmproxy sends it for a flow."""
+    from mitmproxy.proxy.layers.http import HttpRequestHook
+    from mitmproxy.test import tflow
+
+    await proxy.addons.trigger_event(HttpRequestHook(tflow.tflow()))  # type: ignore[no-untyped-call]
