@@ -6,6 +6,7 @@
     plan.json            the BottlePlan it was started from (references, never secret values)
     docker-compose.yml   the exact spec that was brought up (no secret values)
     compose.log          ``docker compose logs --no-color --timestamps``, written at stop
+    exec.log run.log     what the operator ran (``bottle exec``, ``bottle run``), its exit code
     transcript/          the agent's conversation
     home/                the agent's /home/agent: kept across agent replacements and resumes
     live-config/<name>/  files the sidecars read (bind-mounted directories)
@@ -166,6 +167,17 @@ class StateDir:
     @property
     def compose_log(self) -> Path:
         return self.path / layout.COMPOSE_LOG
+
+    @property
+    def exec_log(self) -> Path:
+        """What ``bottle exec`` ran and how it ended; beside metadata.json, out of the
+        agent's reach (it writes ``transcript/``)."""
+        return self.path / layout.EXEC_LOG
+
+    @property
+    def run_log(self) -> Path:
+        """What ``bottle run`` ran and how it ended, like ``exec_log``."""
+        return self.path / layout.RUN_LOG
 
     @property
     def transcript(self) -> Path:
