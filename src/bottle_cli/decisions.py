@@ -510,7 +510,8 @@ def reject(
 def audit_verify(slug: SlugArg) -> None:
     """Check an instance's audit log; exit 1 if it was changed.
 
-    Checks the hash chain and its anchored head (a cut tail shows).
+    Checks the hash chain, its anchored head (a cut tail shows) and the checkpoint in
+    metadata.json (a log deleted or cut together with its anchor shows).
     """
     from bottle.gate_audit import try_import
     from bottle.operator import audit_log
