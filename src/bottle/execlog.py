@@ -19,6 +19,7 @@ from pathlib import Path
 from bottle import layout, safefs
 from bottle.errors import StateError
 from bottle.files import now
+from bottle.text import inert
 
 #: The state dir's file of what ``bottle exec`` ran, and how it ended.
 EXEC_LOG = layout.EXEC_LOG
@@ -38,18 +39,25 @@ def append(state_path: Path, name: str, text: str) -> None:
         ) from None
 
 
+def entry(line: str) -> str:
+    """One record: the time, then ``line`` with every newline and control character
+    written out, so a command word with a newline in it cannot start a line that reads
+    as another record (an ``exit 0`` that never happened)."""
+    return f"{now().isoformat()} {inert(line)}\n"
+
+
 def recorded(state_path: Path, argv: Sequence[str], service: str, run: Callable[[], int]) -> int:
     """``run()`` (``argv`` in ``service``), its command and exit code in ``exec.log``.
 
     A log the agent spoiled (a link, a FIFO) is warned about and does not stop the command.
     """
-    _try(state_path, f"{now().isoformat()} [{service}] $ {shlex.join(argv)}\n")
+    _try(state_path, entry(f"[{service}] $ {shlex.join(argv)}"))
     code: int | str = "interrupted"
     try:
         code = run()
         return code
     finally:
-        _try(state_path, f"{now().isoformat()} [{service}] exit {code}\n")
+        _try(state_path, entry(f"[{service}] exit {code}"))
 
 
 def _try(state_path: Path, line: str) -> None:

@@ -344,10 +344,11 @@ class Instance:
         """Each log line to ``on_line`` (containers' own text: show it inert) until Ctrl-C."""
         return self.compose.follow_logs(services, on_line=on_line)
 
-    def record(self, name: str, text: str) -> None:
-        """Append to a record in the state dir's root (``layout.RUN_LOG``: a headless run's
-        command and exit code), out of the agent's reach; ``bottle.execlog.append``."""
-        execlog.append(self.state.path, name, text)
+    def record(self, name: str, line: str) -> None:
+        """Append one time-stamped line to a record in the state dir's root
+        (``layout.RUN_LOG``: a headless run's command and exit code), out of the agent's
+        reach; ``bottle.execlog.append``."""
+        execlog.append(self.state.path, name, execlog.entry(line))
 
     # -- ending it -------------------------------------------------------------------------
 

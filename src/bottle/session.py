@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 from bottle import layout
 from bottle.bottle import Ask, Bottle, Progress
 from bottle.errors import StateError
-from bottle.files import now
 from bottle.instance import Instance
 from bottle.providers import Provider, provider
 from bottle.providers.base import Output
@@ -154,7 +153,7 @@ def _headless(
         # A run.log that cannot be written is warned about, and never ends the run or
         # loses its exit code.
         try:
-            instance.record(layout.RUN_LOG, f"{now().isoformat()} {line}\n")
+            instance.record(layout.RUN_LOG, line)
         except StateError as exc:
             say(f"warning: {exc.message}")
 

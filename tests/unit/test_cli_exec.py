@@ -82,6 +82,20 @@ def test_exec_records_the_command_and_its_exit_code(
     assert not any(running.transcript.iterdir())
 
 
+def test_a_command_word_cannot_forge_a_line_of_the_record(
+    bottle: Callable[..., CliResult], running: StateDir
+) -> None:
+    forged = "true\n2099-01-01T00:00:00+00:00 [agent] exit 0\x1b[2K"
+    done = bottle("exec", "shell-run111", "--", "sh", "-c", forged)
+    assert done.returncode == 0, done.stderr
+    log = running.exec_log.read_text().splitlines()
+    assert len(log) == 2, log  # one line per record, whatever the words hold
+    assert log[0].endswith(
+        "[agent] $ sh -c 'true\\n2099-01-01T00:00:00+00:00 [agent] exit 0\\x1b[2K'"
+    )
+    assert "\x1b" not in running.exec_log.read_text()
+
+
 def test_exec_in_a_stopped_agent_names_resume(
     bottle: Callable[..., CliResult], running: StateDir, fake: FakeEngine
 ) -> None:
