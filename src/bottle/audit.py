@@ -164,11 +164,7 @@ class AuditLog:
         if last is None:
             problem = self._empty_refused()
             if problem is not None:
-                raise StateError(
-                    f"audit log {self.path}: {problem}",
-                    hint="Run `bottle audit verify` on it; keep what is left as evidence, and "
-                    "move the log and its .head aside before anything more is appended.",
-                )
+                raise StateError(f"audit log {self.path}: {problem}", hint=self._restart_hint())
             return 1, GENESIS
         try:
             previous = AuditEntry.model_validate_json(last)
@@ -180,12 +176,19 @@ class AuditLog:
         head = _sha256(last)
         problem = self._anchor_refuses(previous, head) or self._mark_refuses(previous, head)
         if problem is not None:
-            raise StateError(
-                f"audit log {self.path}: {problem}",
-                hint="Run `bottle audit verify` on it; keep the file as evidence, and move the "
-                "log and its .head aside before anything more is appended.",
-            )
+            raise StateError(f"audit log {self.path}: {problem}", hint=self._restart_hint())
         return previous.seq + 1, head
+
+    def _restart_hint(self) -> str:
+        """How to start a new log once the damaged one is kept as evidence."""
+        aside = "the log and its .head aside"
+        if self.state is not None:
+            # The checkpoint outlives the files on purpose: starting afresh is a decision.
+            aside += f' and remove "audit" from {self.state.metadata_file}'
+        return (
+            f"Run `bottle audit verify` on it; keep the files as evidence, and move {aside} "
+            "before anything more is appended."
+        )
 
     def _anchor_refuses(self, last: AuditEntry, head: str) -> str | None:
         """Why the anchor forbids chaining after ``last`` (None: it may be extended).

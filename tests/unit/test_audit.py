@@ -325,9 +325,18 @@ def test_a_log_removed_with_its_anchor_fails_against_the_checkpoint(state: State
         with pytest.raises(StateError, match="checkpoint says 3 entries") as caught:
             attempt()
         assert "bottle audit verify" in (caught.value.hint or "")
+        assert f'remove "audit" from {state.metadata_file}' in (caught.value.hint or "")
     assert not log.anchor_path.exists() and not log.verify().ok
     # Without the instance, a log has only its .head to go by: today's behaviour.
     assert AuditLog(state.audit_log).verify().ok
+    # Starting afresh is the operator's decision, taken as the hint says.
+    state.write_metadata(state.read_metadata().model_copy(update={"audit": None}))
+    assert state.read_metadata().audit is not None  # a stale copy never takes it back...
+    raw = json.loads(state.metadata_file.read_text())
+    del raw["audit"]
+    state.metadata_file.write_text(json.dumps(raw))  # ...the operator's edit does
+    log.append(who="op", action="allow")
+    assert log.verify().ok and log.verify().entries == 1
 
 
 def test_a_tail_cut_with_a_matching_anchor_fails_against_the_checkpoint(state: StateDir) -> None:
