@@ -18,9 +18,15 @@ Cutting whole lines off the end would leave a valid shorter chain, so the head i
 outside the log: every append, under the same lock, atomically rewrites
 ``<log>.head`` (``{"seq": N, "head": "<sha256 of line N>"}``), and ``verify`` fails when the
 log and its anchor disagree (a cut tail, a replaced last line, a deleted anchor). An append
-refuses such a log too: re-anchoring a cut end would hide the cut for good. Keeping
-:meth:`AuditLog.head` somewhere else still (a commit, a ticket) guards against someone who
-rewrites both.
+refuses such a log too: re-anchoring a cut end would hide the cut for good.
+
+The ``.head`` sits beside the log, so deleting both would read as an empty, intact log. An
+instance's log (:meth:`AuditLog.of`) therefore also checkpoints ``{seq, head}`` in its
+``metadata.json`` on every append, still under the log's lock (then the metadata lock:
+that order everywhere); the checkpoint only moves forward, and ``verify`` fails when the
+log no longer reaches it or holds another entry there. A path-only ``AuditLog`` (no
+instance) has the ``.head`` alone. Keeping :meth:`AuditLog.head` somewhere else still (a
+commit, a ticket) guards against someone who rewrites all three.
 """
 
 from __future__ import annotations
@@ -38,9 +44,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bottle.errors import StateError
+from bottle.errors import InstanceNotFound, StateError
 from bottle.files import atomic_write, locked
 from bottle.policy import Routes
+from bottle.state import AuditMark, StateDir
 
 GENESIS = "0" * 64
 
@@ -121,10 +128,20 @@ def _text(value: str | Routes | None) -> str | None:
 
 
 class AuditLog:
-    """An append-only audit log at ``path`` (created with its directory on first append)."""
+    """An append-only audit log at ``path`` (created with its directory on first append).
 
-    def __init__(self, path: Path) -> None:
+    With ``state``, the instance whose log it is: its head is also checkpointed in that
+    instance's metadata.json (:meth:`of`).
+    """
+
+    def __init__(self, path: Path, *, state: StateDir | None = None) -> None:
         self.path = Path(path)
+        self.state = state
+
+    @classmethod
+    def of(cls, state: StateDir) -> AuditLog:
+        """The audit log of the instance at ``state``, checkpointed in its metadata.json."""
+        return cls(state.audit_log, state=state)
 
     @property
     def anchor_path(self) -> Path:
@@ -139,13 +156,15 @@ class AuditLog:
     def check_appendable(self) -> None:
         """``StateError`` unless an entry can be appended: call it before making a change
         that must be audited, so a damaged log is found before the change, not after."""
-        if self.path.exists():
-            self._next_link()
+        self._next_link()
 
     def _next_link(self) -> tuple[int, str]:
         """The ``seq`` and ``prev`` of the next entry; ``StateError`` on a damaged last line."""
         last = self._last_line()
         if last is None:
+            problem = self._empty_refused()
+            if problem is not None:
+                raise StateError(f"audit log {self.path}: {problem}", hint=self._restart_hint())
             return 1, GENESIS
         try:
             previous = AuditEntry.model_validate_json(last)
@@ -155,14 +174,21 @@ class AuditLog:
                 hint="Run verify on it and move the damaged file aside before appending.",
             ) from None
         head = _sha256(last)
-        problem = self._anchor_refuses(previous, head)
+        problem = self._anchor_refuses(previous, head) or self._mark_refuses(previous, head)
         if problem is not None:
-            raise StateError(
-                f"audit log {self.path}: {problem}",
-                hint="Run `bottle audit verify` on it; keep the file as evidence, and move the "
-                "log and its .head aside before anything more is appended.",
-            )
+            raise StateError(f"audit log {self.path}: {problem}", hint=self._restart_hint())
         return previous.seq + 1, head
+
+    def _restart_hint(self) -> str:
+        """How to start a new log once the damaged one is kept as evidence."""
+        aside = "the log and its .head aside"
+        if self.state is not None:
+            # The checkpoint outlives the files on purpose: starting afresh is a decision.
+            aside += f' and remove "audit" from {self.state.metadata_file}'
+        return (
+            f"Run `bottle audit verify` on it; keep the files as evidence, and move {aside} "
+            "before anything more is appended."
+        )
 
     def _anchor_refuses(self, last: AuditEntry, head: str) -> str | None:
         """Why the anchor forbids chaining after ``last`` (None: it may be extended).
@@ -185,9 +211,59 @@ class AuditLog:
             return "its last entry is not the one the anchor recorded: it was replaced"
         return f"entries {seq + 1}..{last.seq} come after the anchored head"
 
+    def _empty_refused(self) -> str | None:
+        """Why an empty (or missing) log may not start afresh: an anchor says it had more."""
+        if self.anchor_path.exists():
+            anchor = self._anchor()
+            if isinstance(anchor, str):
+                return anchor
+            return f"it is empty but its anchor says {anchor[0]} entries: they were removed"
+        mark = self._mark()
+        if isinstance(mark, str):
+            return mark
+        if mark is not None:
+            return (
+                f"it is empty but metadata.json's checkpoint says {mark.seq} entries: the log "
+                "and its .head were removed"
+            )
+        return None
+
+    def _mark_refuses(self, last: AuditEntry, head: str) -> str | None:
+        """Why metadata.json's checkpoint forbids chaining after ``last`` (None: it may)."""
+        mark = self._mark()
+        if isinstance(mark, str):
+            return mark
+        if mark is None or mark.seq < last.seq:
+            return None  # the .head vouches for what came after the checkpoint
+        if mark.seq > last.seq:
+            return (
+                f"it ends at entry {last.seq} but metadata.json's checkpoint says {mark.seq}: "
+                "its tail was cut"
+            )
+        if mark.head != head:
+            return "its last entry is not the one metadata.json's checkpoint recorded"
+        return None
+
+    def _mark(self) -> AuditMark | str | None:
+        """metadata.json's checkpoint (``AuditMark``), ``None`` when there is none to go by
+        (a path-only log, a state dir without metadata, a log older than checkpoints), or
+        why it cannot be read."""
+        if self.state is None:
+            return None
+        try:
+            return self.state.read_metadata().audit
+        except InstanceNotFound:
+            return None
+        except StateError as exc:
+            return f"its checkpoint in metadata.json cannot be read: {exc.message}"
+
     def _last_line(self) -> bytes | None:
-        """The last complete line (without newline), or ``None`` for an empty log."""
-        with open(self.path, "rb") as handle:
+        """The last complete line (without newline), or ``None`` for an empty or missing log."""
+        try:
+            handle = open(self.path, "rb")  # noqa: SIM115  (closed by the with below)
+        except FileNotFoundError:
+            return None
+        with handle:
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
             if size == 0:
@@ -252,8 +328,11 @@ class AuditLog:
             line = canonical(data)
             os.write(fd, line + b"\n")
             os.fsync(fd)
-            anchor = {"seq": seq, "head": _sha256(line)}
+            head = _sha256(line)
+            anchor = {"seq": seq, "head": head}
             atomic_write(self.anchor_path, json.dumps(anchor, sort_keys=True) + "\n")
+            if self.state is not None:
+                self.state.mark_audit(seq, head)
         return entry
 
     def entries(self) -> list[AuditEntry]:
@@ -278,7 +357,38 @@ class AuditLog:
         return self.verify().head
 
     def verify(self) -> VerifyResult:
-        """Check every line and the chain between them; a missing file is an empty log."""
+        """Check every line and the chain between them, the ``.head`` anchor, and for an
+        instance's log its checkpoint in metadata.json; a missing file is an empty log."""
+        result, hashes = self._verify_chain()
+        if not result.ok:
+            return result
+        mark = self._mark()
+        problem: str | None = None
+        line = 1
+        if isinstance(mark, str):
+            problem = mark
+        elif mark is not None and mark.seq > len(hashes):
+            cut = mark.seq - len(hashes)
+            problem = (
+                f"the log ends at entry {len(hashes)} but metadata.json's checkpoint says "
+                f"{mark.seq}: {cut} entr{'y was' if cut == 1 else 'ies were'} cut off the "
+                "end (the log and its .head were cut or removed together)"
+            )
+            line = len(hashes) + 1
+        elif mark is not None and hashes[mark.seq - 1] != mark.head:
+            problem = (
+                f"entry {mark.seq} is not the one metadata.json's checkpoint recorded: the "
+                "log was replaced"
+            )
+            line = mark.seq
+        if problem is None:
+            return result
+        return VerifyResult(
+            ok=False, entries=result.entries, first_bad_line=line, problem=problem, head=result.head
+        )
+
+    def _verify_chain(self) -> tuple[VerifyResult, list[str]]:
+        """The log checked against itself and its ``.head``; the hash of each line."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -286,13 +396,14 @@ class AuditLog:
         if not raw:
             empty = self._check_anchor(0, GENESIS) if self.anchor_path.exists() else None
             if empty is not None:
-                return VerifyResult(ok=False, entries=0, first_bad_line=1, problem=empty)
-            return VerifyResult(ok=True, entries=0)
+                return VerifyResult(ok=False, entries=0, first_bad_line=1, problem=empty), []
+            return VerifyResult(ok=True, entries=0), []
         lines = raw.split(b"\n")
         complete = raw.endswith(b"\n")
         if complete:
             lines = lines[:-1]
         prev = GENESIS
+        hashes: list[str] = []
         for index, line in enumerate(lines):
             number = index + 1
             if not complete and number == len(lines):
@@ -300,20 +411,23 @@ class AuditLog:
             else:
                 problem = _check_line(line, number, prev)
             if problem is not None:
-                return VerifyResult(
+                bad = VerifyResult(
                     ok=False, entries=index, first_bad_line=number, problem=problem, head=prev
                 )
+                return bad, hashes
             prev = _sha256(line)
+            hashes.append(prev)
         disagreement = self._check_anchor(len(lines), prev)
         if disagreement is not None:
-            return VerifyResult(
+            bad = VerifyResult(
                 ok=False,
                 entries=len(lines),
                 first_bad_line=len(lines) + 1 if "cut" in disagreement else len(lines),
                 problem=disagreement,
                 head=prev,
             )
-        return VerifyResult(ok=True, entries=len(lines), head=prev)
+            return bad, hashes
+        return VerifyResult(ok=True, entries=len(lines), head=prev), hashes
 
     def _anchor(self) -> tuple[int, str] | str:
         """The anchored ``(seq, head)``, or why there is none to go by."""

@@ -25,6 +25,7 @@ from bottle.audit import AuditLog, canonical
 from bottle.errors import StateError
 from bottle.files import locked
 from bottle.runtime.git_gate import ALLOW_DIR, LOG_FILE, NAME, GateRecord, allowance_name
+from bottle.state import StateDir
 
 ACTION = "git-push"
 LOCK = ".git-gate-import.lock"
@@ -97,7 +98,7 @@ def import_pushes(state_dir: Path) -> int:
         records = push_records(logs)
         if not records:
             return 0
-        log = AuditLog(state_dir / "audit.jsonl")
+        log = AuditLog.of(StateDir(state_dir))
         done = imported_ids(log)
         added = 0
         for record in records:

@@ -128,7 +128,7 @@ class Instance:
     ) -> ExecResult:
         """Run a command in the agent (or another service); returns its exit code.
 
-        ``record``: the command and its exit code go to the transcript's ``exec.log``
+        ``record``: the command and its exit code go to the state dir's ``exec.log``
         (what an operator ran with ``bottle exec``; see ``recorded``).
         """
         self._require_up()
@@ -344,10 +344,11 @@ class Instance:
         """Each log line to ``on_line`` (containers' own text: show it inert) until Ctrl-C."""
         return self.compose.follow_logs(services, on_line=on_line)
 
-    def record(self, name: str, text: str) -> None:
-        """Append to a file of the transcript (a headless run's command and exit code),
-        never through a link or FIFO the agent left there (``bottle.execlog.append``)."""
-        execlog.append(self.state.path, name, text)
+    def record(self, name: str, line: str) -> None:
+        """Append one time-stamped line to a record in the state dir's root
+        (``layout.RUN_LOG``: a headless run's command and exit code), out of the agent's
+        reach; ``bottle.execlog.append``."""
+        execlog.append(self.state.path, name, execlog.entry(line))
 
     # -- ending it -------------------------------------------------------------------------
 

@@ -30,6 +30,10 @@ METADATA = "metadata.json"
 PLAN_FILE = "plan.json"
 COMPOSE_FILE = "docker-compose.yml"
 COMPOSE_LOG = "compose.log"
+#: What the operator ran (``bottle exec``, ``bottle run``) and how it ended: in the state
+#: dir's root, which only the host writes, never in transcript/ (the agent writes that).
+EXEC_LOG = "exec.log"
+RUN_LOG = "run.log"
 ROUTES_FILE = "routes.yaml"  # in live-config/egress/
 #: In proposals/: the agent image in force, rewritten by the host when a capability swaps
 #: it, so supervise checks and names the image the agent runs now (not its start's).

@@ -39,7 +39,7 @@ def audit_log(instance: Instance) -> AuditLog:
     from bottle.sidecars import import_records
 
     import_records(instance.state.path)
-    return AuditLog(instance.state.audit_log)
+    return AuditLog.of(instance.state)
 
 
 def pending_proposal(instance: Instance, proposal_id: int) -> Proposal:

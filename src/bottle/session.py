@@ -22,9 +22,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from bottle import layout
 from bottle.bottle import Ask, Bottle, Progress
 from bottle.errors import StateError
-from bottle.files import now
 from bottle.instance import Instance
 from bottle.providers import Provider, provider
 from bottle.providers.base import Output
@@ -150,10 +150,10 @@ def _headless(
     say = progress or (lambda _line: None)
 
     def log(line: str) -> None:
-        # The agent writes transcript/: a run.log it spoiled (a FIFO, a link) is warned
-        # about, and never ends the run or loses its exit code.
+        # A run.log that cannot be written is warned about, and never ends the run or
+        # loses its exit code.
         try:
-            instance.record("run.log", f"{now().isoformat()} {line}\n")
+            instance.record(layout.RUN_LOG, line)
         except StateError as exc:
             say(f"warning: {exc.message}")
 

@@ -2,10 +2,12 @@
 
 ``$BOTTLE_HOME/state/<slug>/`` tells anyone what ran::
 
-    metadata.json        agent, bottle, cwd, times, compose_project, images, status
+    metadata.json        agent, bottle, cwd, times, compose_project, images, status, and
+                         the audit log's checkpoint (``audit``: its seq and head)
     plan.json            the BottlePlan it was started from (references, never secret values)
     docker-compose.yml   the exact spec that was brought up (no secret values)
     compose.log          ``docker compose logs --no-color --timestamps``, written at stop
+    exec.log run.log     what the operator ran (``bottle exec``, ``bottle run``), its exit code
     transcript/          the agent's conversation
     home/                the agent's /home/agent: kept across agent replacements and resumes
     live-config/<name>/  files the sidecars read (bind-mounted directories)
@@ -26,11 +28,11 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bottle import layout
 from bottle.errors import InstanceNotFound, StateError
-from bottle.files import atomic_write, now
+from bottle.files import atomic_write, locked, now
 from bottle.quickstate import DOWN, InstanceStatus, check_slug
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DOWN",
     "RESUMABLE",
+    "AuditMark",
     "InstanceStatus",
     "Metadata",
     "ProviderKind",
@@ -92,6 +95,23 @@ _DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: would load its YAML and regex stacks into ``ls`` and ``exec`` (a unit test keeps them equal).
 ProviderKind = Literal["shell", "claude", "codex", "command"]
 
+#: Held for every read-modify-write of metadata.json (inside the audit log's lock, never
+#: around it: one lock order, no deadlock).
+METADATA_LOCK = ".metadata.lock"
+
+
+class AuditMark(BaseModel):
+    """The audit log's head as metadata.json records it on every append.
+
+    A second anchor beside ``audit.jsonl.head``: deleting or cutting the log together with
+    its ``.head`` leaves this one saying how far the log went and what its entry there was.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq: int = Field(ge=1)
+    head: str = Field(pattern=r"^[0-9a-f]{64}$")
+
 
 class Metadata(BaseModel):
     """``metadata.json``."""
@@ -122,6 +142,8 @@ class Metadata(BaseModel):
     #: How many times the agent's container was replaced (a capability, or its rollback):
     #: a session whose agent program died sees this change and continues the conversation.
     agent_restarts: int = 0
+    #: The audit log's checkpoint (``bottle.audit``); it only ever moves forward.
+    audit: AuditMark | None = None
 
 
 class StateDir:
@@ -166,6 +188,17 @@ class StateDir:
     @property
     def compose_log(self) -> Path:
         return self.path / layout.COMPOSE_LOG
+
+    @property
+    def exec_log(self) -> Path:
+        """What ``bottle exec`` ran and how it ended; beside metadata.json, out of the
+        agent's reach (it writes ``transcript/``)."""
+        return self.path / layout.EXEC_LOG
+
+    @property
+    def run_log(self) -> Path:
+        """What ``bottle run`` ran and how it ended, like ``exec_log``."""
+        return self.path / layout.RUN_LOG
 
     @property
     def transcript(self) -> Path:
@@ -254,8 +287,34 @@ class StateDir:
         for name, data in files.items():
             atomic_write(base / name, data)
 
+    @contextlib.contextmanager
+    def _metadata_locked(self) -> Iterator[None]:
+        with locked(self.path / METADATA_LOCK):
+            yield
+
     def write_metadata(self, metadata: Metadata) -> None:
+        """Save ``metadata``; the audit checkpoint on disk is kept if it is further along
+        (``metadata`` was read before an append, which must not be undone)."""
+        with self._metadata_locked():
+            self._write_metadata(metadata)
+
+    def _write_metadata(self, metadata: Metadata) -> None:
+        with contextlib.suppress(InstanceNotFound, StateError):
+            mark = self.read_metadata().audit
+            if mark is not None and (metadata.audit is None or metadata.audit.seq < mark.seq):
+                metadata = metadata.model_copy(update={"audit": mark})
         atomic_write(self.metadata_file, metadata.model_dump_json(indent=2) + "\n")
+
+    def mark_audit(self, seq: int, head: str) -> None:
+        """Checkpoint the audit log's head (entry ``seq`` hashes to ``head``) in
+        metadata.json; a state dir without metadata (no instance) has nowhere to keep it."""
+        with self._metadata_locked():
+            if not self.metadata_file.exists():
+                return
+            metadata = self.read_metadata()
+            mark = AuditMark(seq=seq, head=head)
+            if metadata.audit is None or metadata.audit.seq < seq:
+                self._write_metadata(metadata.model_copy(update={"audit": mark}))
 
     def write_plan(self, plan: BottlePlan) -> None:
         from bottle.plan import plan_json  # the plan imports the sidecars, which import us
@@ -291,6 +350,10 @@ class StateDir:
 
     def transition(self, status: InstanceStatus, **changes: Any) -> Metadata:
         """Move to ``status`` (checked against the allowed transitions) and save."""
+        with self._metadata_locked():
+            return self._transition(status, **changes)
+
+    def _transition(self, status: InstanceStatus, **changes: Any) -> Metadata:
         metadata = self.read_metadata()
         allowed = _TRANSITIONS[metadata.status]
         if metadata.status in _RECOVERY and not owner_alive(metadata):
@@ -307,7 +370,7 @@ class StateDir:
                 hint=hint,
             )
         updated = metadata.model_copy(update={"status": status, "updated_at": now(), **changes})
-        self.write_metadata(updated)
+        self._write_metadata(updated)
         return updated
 
 

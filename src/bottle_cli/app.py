@@ -342,11 +342,11 @@ def resume(
         bool, typer.Option("--detach", "-d", help="bring it up and leave it running")
     ] = False,
 ) -> None:
-    """Bring an instance that ended up again and continue it.
+    """Start a stopped or finished instance again and continue it.
 
-    Same state directory, routes in force, transcript, home and workspace; the agent
-    program starts with its resume command (claude --continue, codex resume --last)
-    and gets the terminal, as 'bottle start' does.
+    A preserved one too (its containers stopped). Same state directory, routes in force,
+    transcript, home and workspace; the agent program starts with its resume command
+    (claude --continue, codex resume --last) and gets the terminal, as 'bottle start' does.
     """
     from bottle.errors import Refused
     from bottle.session import resumed_session

@@ -514,14 +514,15 @@ def reject(
 def audit_verify(slug: SlugArg) -> None:
     """Check an instance's audit log; exit 1 if it was changed.
 
-    Checks the hash chain and its anchored head (a cut tail shows).
+    Checks the hash chain, its anchored head (a cut tail shows) and the checkpoint in
+    metadata.json (a log deleted or cut together with its anchor shows).
     """
     from bottle.audit import AuditLog
     from bottle.sidecars import import_records
 
     instance = open_instance(slug)
     unimported = import_records(instance.state.path)
-    result = AuditLog(instance.state.audit_log).verify()
+    result = AuditLog.of(instance.state).verify()
     if not result.ok:
         output.error(
             f"audit log broken at line {result.first_bad_line}: {result.problem}",

@@ -1,12 +1,16 @@
-"""Host-side writes into agent-writable directories follow no link and wait on no FIFO.
+"""The record of what the operator ran is out of the agent's reach.
 
-``bottle run`` appends the command and its exit code to ``transcript/run.log``, a file in
-a directory the agent writes, as the (often root) host user.
+``bottle run`` and ``bottle exec`` append the command and its exit code to ``run.log`` and
+``exec.log`` in the state dir's root, which the host alone writes. The agent writes
+``transcript/`` (mounted at /run/bottle/transcript): there it could erase or forge that
+record, or plant a link or FIFO for the (often root) host to write through.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import tempfile
 import time
@@ -20,7 +24,7 @@ from tests.integration.conftest import bottle_home  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.docker
 
-RUN_LOG = "/run/bottle/transcript/run.log"
+TRANSCRIPT = "/run/bottle/transcript"
 #: A ``bottle run`` of the shell agent takes well under this; a hang would take forever.
 BOUND_S = 240
 
@@ -46,44 +50,52 @@ def host_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.mark.parametrize("existing", [True, False], ids=["existing-file", "new-file"])
-def test_run_log_symlink_is_not_followed(
+def test_the_agent_can_neither_see_nor_forge_what_the_operator_ran(
     bottle_home: Path,  # noqa: F811
     owned_workspace: Path,
     host_dir: Path,
-    existing: bool,
 ) -> None:
     target = host_dir / "target"
-    if existing:
-        target.write_text("host content\n")
-    plant = f"rm -f {RUN_LOG} && ln -s {target} {RUN_LOG}"
+    target.write_text("host content\n")
+    # Everything a hostile agent would try: look for the records, plant a link, a FIFO and
+    # a forged record where they used to be, then end with its own exit code.
+    script = "; ".join(
+        [
+            f'ls -a {TRANSCRIPT}; echo "listed=$?"',
+            r"find / \( -path /proc -o -path /sys \) -prune -o \( -name run.log -o -name"
+            r" exec.log -o -name metadata.json \) -print 2>/dev/null | sed 's/^/found: /'",
+            f"rm -f {TRANSCRIPT}/run.log {TRANSCRIPT}/exec.log",
+            f"ln -s {target} {TRANSCRIPT}/run.log",
+            f"mkfifo {TRANSCRIPT}/exec.log",
+            f"ln -s {host_dir / 'new'} {TRANSCRIPT}/compose.log",
+            f"echo '2099-01-01T00:00:00 $ true' > {TRANSCRIPT}/forged.log",
+            "exit 7",
+        ]
+    )
+    argv = ["sh", "-c", script]
     started = time.monotonic()
     done = run_cli(
-        "run", "it", "--", "sh", "-c", plant,
+        "run", "it", "--", *argv,
         cwd=owned_workspace, env={"BOTTLE_HOME": str(bottle_home)}, timeout=BOUND_S,
     )  # fmt: skip
     assert time.monotonic() - started < BOUND_S
-    if existing:
-        assert target.read_text() == "host content\n"
-    else:
-        assert not target.exists() and not target.is_symlink()
-    # Never followed, and said loudly (a warning naming the file, never a traceback); the
-    # run's exit code stays the agent's: a spoiled log must not decide a run's outcome.
-    assert done.returncode == 0, done.stderr
-    assert "run.log" in done.stderr and "Traceback" not in done.stderr
+    # The agent's own exit code; nothing the agent planted is even seen by the host.
+    assert done.returncode == 7, done.stderr
+    assert "listed=0" in done.stdout, done.stdout
+    assert "found:" not in done.stdout, done.stdout
+    assert "warning" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert target.read_text() == "host content\n"
+    assert list(host_dir.iterdir()) == [target]
 
-
-def test_run_log_fifo_does_not_hang_bottle_run(
-    bottle_home: Path,  # noqa: F811
-    owned_workspace: Path,
-) -> None:
-    plant = f"rm -f {RUN_LOG} && mkfifo {RUN_LOG}"
-    done = run_cli(
-        "run", "it", "--", "sh", "-c", plant,
-        cwd=owned_workspace, env={"BOTTLE_HOME": str(bottle_home)}, timeout=BOUND_S,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr  # the agent's own code; the log is warned about
-    assert "run.log" in done.stderr and "Traceback" not in done.stderr
-    # The instance was still taken down: nothing left running.
-    listed = run_cli("ls", "--json", cwd=owned_workspace, env={"BOTTLE_HOME": str(bottle_home)})
-    assert '"running": true' not in listed.stdout
+    rows = json.loads(run_cli("ls", "--json", cwd=owned_workspace,
+                              env={"BOTTLE_HOME": str(bottle_home)}).stdout)  # fmt: skip
+    assert len(rows) == 1 and rows[0]["status"] == "finished"
+    state = bottle_home / "state" / rows[0]["slug"]
+    lines = (state / "run.log").read_text().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].endswith(f" $ {shlex.join(argv)}")
+    assert lines[1].endswith(" exit 7")
+    assert not (state / "exec.log").exists()  # no `bottle exec` ran: none was forged in
+    # What the agent left in its transcript is its own, untouched by the host.
+    assert (state / "transcript" / "run.log").is_symlink()
+    assert (state / "transcript" / "forged.log").read_text() == "2099-01-01T00:00:00 $ true\n"

@@ -23,7 +23,7 @@ def test_exec_is_recorded_and_a_held_network_keeps_the_instance_visible(
     try:
         done = cli("exec", slug, "--", "sh", "-c", "exit 4", cwd=workdir)
         assert done.returncode == 4, done.stderr
-        log = (bottle_home / "state" / slug / "transcript" / "exec.log").read_text()
+        log = (bottle_home / "state" / slug / "exec.log").read_text()
         assert "[agent] $ sh -c 'exit 4'" in log and "[agent] exit 4" in log
         quiet = cli("ls", "-q", cwd=workdir)
         assert quiet.stdout.split() == [slug]

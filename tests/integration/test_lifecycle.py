@@ -61,7 +61,7 @@ def test_cli_run_returns_exit_code_and_leaves_nothing(bottle_home: Path, workdir
     assert len(rows) == 1 and rows[0]["status"] == "finished"
     slug = rows[0]["slug"]
     assert labelled("container", slug) == [] and labelled("network", slug) == []
-    log = (bottle_home / "state" / slug / "transcript" / "run.log").read_text()
+    log = (bottle_home / "state" / slug / "run.log").read_text()
     assert "exit 7" in log
 
 

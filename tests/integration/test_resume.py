@@ -82,7 +82,7 @@ def test_resume_brings_a_finished_instance_back_with_its_state(
         assert (instance.state.home / "kept.txt").read_text() == "mine\nresumed\n"
         meta = instance.metadata
         assert meta.status == InstanceStatus.FINISHED and meta.exit_code == 0
-        assert "echo resumed" in (instance.state.transcript / "run.log").read_text()
+        assert "echo resumed" in instance.state.run_log.read_text()
     finally:
         instance.stop()
 
@@ -203,7 +203,7 @@ def test_a_capability_approval_continues_a_headless_run_in_the_new_container(
     # The new container has the capability and the old one's home.
     assert turns[1]["marker"] == marker
     assert turns[1]["notes"] == "before the swap\n"
-    out = (state.transcript / "run.log").read_text()
+    out = state.run_log.read_text()
     assert out.count(" $ python3 -c ") == 2 and "exit 0" in out
     meta = instance.metadata
     assert meta.status == InstanceStatus.FINISHED and meta.agent_restarts == 1

@@ -71,7 +71,7 @@ def test_exec_imports_no_command_line_and_no_model(tmp_path: Path) -> None:
     state = make_state(tmp_path / "home", "shell-abcde", InstanceStatus.RUNNING, pid=os.getpid())
     found = _imported(["exec", "shell-abcde", "--", "true"], HEAVY_FOR_EXEC, tmp_path)
     assert found == {"code": 0, "heavy": []}
-    assert (state.transcript / "exec.log").read_text().splitlines()[1].endswith("exit 0")
+    assert state.exec_log.read_text().splitlines()[1].endswith("exit 0")
 
 
 def test_exec_of_a_stopped_instance_takes_the_full_command(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ import pytest
 from bottle.audit import GENESIS, AuditLog, canonical, diff_routes, entry_hash, routes_yaml
 from bottle.errors import StateError
 from bottle.policy import Auth, Route, Routes
+from bottle.state import InstanceStatus, StateDir
+from tests.unit.test_lifecycle import make_state
 
 BEFORE = Routes(routes=(Route(host="pypi.org"),))
 AFTER = BEFORE.with_route(
@@ -285,3 +287,150 @@ def test_diff_routes() -> None:
     assert not [line for line in diff.splitlines()[2:] if line.startswith("-")]
     assert diff_routes(BEFORE, BEFORE) == ""
     assert routes_yaml(Routes()) == "routes: []\n"
+
+
+# -- the checkpoint in metadata.json ------------------------------------------------------
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> StateDir:
+    return make_state(tmp_path, "shell-audit1", InstanceStatus.RUNNING)
+
+
+def _head_of(line: bytes) -> str:
+    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+
+
+def test_every_append_checkpoints_the_head_in_metadata(state: StateDir) -> None:
+    log = AuditLog.of(state)
+    _fill(log, 3)
+    mark = state.read_metadata().audit
+    assert mark is not None and (mark.seq, mark.head) == (3, _head_of(_lines(log)[2]))
+    assert mark.head == log.head()
+    assert log.verify().ok
+
+
+def test_a_log_removed_with_its_anchor_fails_against_the_checkpoint(state: StateDir) -> None:
+    log = AuditLog.of(state)
+    _fill(log, 3)
+    log.path.unlink()
+    log.anchor_path.unlink()
+    result = log.verify()
+    assert not result.ok and result.entries == 0 and result.first_bad_line == 1
+    assert "metadata.json's checkpoint says 3: 3 entries were cut" in (result.problem or "")
+    with pytest.raises(StateError, match="checkpoint says 3: 3 entries were cut"):
+        log.entries()
+    # Nothing starts a fresh chain over the removal: that would hide it for good.
+    for attempt in (log.check_appendable, lambda: log.append(who="op", action="allow")):
+        with pytest.raises(StateError, match="checkpoint says 3 entries") as caught:
+            attempt()
+        assert "bottle audit verify" in (caught.value.hint or "")
+        assert f'remove "audit" from {state.metadata_file}' in (caught.value.hint or "")
+    assert not log.anchor_path.exists() and not log.verify().ok
+    # Without the instance, a log has only its .head to go by: today's behaviour.
+    assert AuditLog(state.audit_log).verify().ok
+    # Starting afresh is the operator's decision, taken as the hint says.
+    state.write_metadata(state.read_metadata().model_copy(update={"audit": None}))
+    assert state.read_metadata().audit is not None  # a stale copy never takes it back...
+    raw = json.loads(state.metadata_file.read_text())
+    del raw["audit"]
+    state.metadata_file.write_text(json.dumps(raw))  # ...the operator's edit does
+    log.append(who="op", action="allow")
+    assert log.verify().ok and log.verify().entries == 1
+
+
+def test_a_tail_cut_with_a_matching_anchor_fails_against_the_checkpoint(state: StateDir) -> None:
+    log = AuditLog.of(state)
+    _fill(log, 3)
+    lines = _lines(log)
+    log.path.write_bytes(b"".join(lines[:2]))
+    log.anchor_path.write_text(json.dumps({"seq": 2, "head": _head_of(lines[1])}))
+    result = log.verify()
+    assert not result.ok and result.entries == 2 and result.first_bad_line == 3
+    assert "checkpoint says 3: 1 entry was cut" in (result.problem or "")
+    with pytest.raises(StateError, match="its tail was cut"):
+        log.append(who="op", action="allow")
+    assert log.path.read_bytes() == b"".join(lines[:2])
+
+
+def test_a_log_replaced_by_another_valid_chain_fails_against_the_checkpoint(
+    state: StateDir, tmp_path: Path
+) -> None:
+    log = AuditLog.of(state)
+    _fill(log, 3)
+    forged = AuditLog(tmp_path / "forged" / "audit.jsonl")
+    _fill(forged, 3)  # the same length, other times: another chain, anchored to match
+    log.path.write_bytes(forged.path.read_bytes())
+    log.anchor_path.write_bytes(forged.anchor_path.read_bytes())
+    assert AuditLog(log.path).verify().ok  # the chain and its .head agree with each other
+    result = log.verify()
+    assert not result.ok and result.first_bad_line == 3
+    assert "entry 3 is not the one metadata.json's checkpoint recorded" in (result.problem or "")
+    with pytest.raises(StateError, match=r"not the one metadata\.json.s checkpoint recorded"):
+        log.append(who="op", action="allow")
+
+
+def test_entries_past_the_checkpoint_verify_and_it_catches_up(state: StateDir) -> None:
+    # An append through a path-only AuditLog (or one whose checkpoint write was lost) is
+    # vouched for by the .head; the checkpoint only says how far the log went at least.
+    log = AuditLog.of(state)
+    _fill(log, 2)
+    AuditLog(state.audit_log).append(who="op", action="allow")
+    assert log.verify().ok and log.verify().entries == 3
+    log.append(who="op", action="allow")
+    mark = state.read_metadata().audit
+    assert mark is not None and mark.seq == 4 and log.verify().ok
+
+
+def test_a_state_dir_from_before_checkpoints_verifies_as_before(state: StateDir) -> None:
+    AuditLog(state.audit_log).append(who="op", action="allow")
+    assert state.read_metadata().audit is None
+    assert AuditLog.of(state).verify().ok
+
+
+def test_the_checkpoint_never_goes_back(state: StateDir) -> None:
+    # metadata.json is rewritten from copies read earlier (a status change, a capability):
+    # none of them may take the checkpoint back to before the appends since.
+    stale = state.read_metadata()
+    log = AuditLog.of(state)
+    _fill(log, 2)
+    state.write_metadata(stale.model_copy(update={"error": "written from a stale copy"}))
+    state.transition(InstanceStatus.STOPPING)
+    metadata = state.read_metadata()
+    assert metadata.error == "written from a stale copy"
+    assert metadata.audit is not None and metadata.audit.seq == 2 and log.verify().ok
+
+
+def test_appends_and_metadata_writes_at_once_keep_the_checkpoint(state: StateDir) -> None:
+    log = AuditLog.of(state)
+    stale = state.read_metadata()
+    done = threading.Event()
+
+    def writer() -> None:
+        while not done.is_set():
+            state.write_metadata(stale)
+
+    def appender(n: int) -> None:
+        for i in range(10):
+            log.append(who=f"w{n}", action="apply", reason=str(i))
+
+    background = threading.Thread(target=writer)
+    background.start()
+    threads = [threading.Thread(target=appender, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    done.set()
+    background.join(timeout=30)
+    mark = state.read_metadata().audit
+    assert mark is not None and mark.seq == 30
+    assert log.verify().ok and log.verify().entries == 30
+
+
+def test_a_log_removed_but_its_anchor_left_is_not_started_afresh(log: AuditLog) -> None:
+    _fill(log, 2)
+    log.path.unlink()
+    with pytest.raises(StateError, match="it is empty but its anchor says 2 entries"):
+        log.append(who="op", action="allow")
+    assert "2 entries were cut" in (log.verify().problem or "")

@@ -1,4 +1,4 @@
-"""``exec`` is recorded in the transcript; a ``down`` that left a network stays visible.
+"""``exec`` is recorded where only the host writes; a ``down`` that left a network stays visible.
 
 The engine is the fake behind the ``Engine`` seam (what compose does is the integration
 tests'); what the instance records and shows is checked through the CLI.
@@ -70,13 +70,30 @@ def test_exec_records_the_command_and_its_exit_code(
     done = bottle("exec", "shell-run", "--", "sh", "-c", "exit 3; echo 'a b'")
     assert done.returncode == 3, done.stderr
     assert seen == [("agent", ["sh", "-c", "exit 3; echo 'a b'"])]
-    log = (running.transcript / "exec.log").read_text().splitlines()
+    log = running.exec_log.read_text().splitlines()
     assert len(log) == 2
     assert log[0].endswith("[agent] $ sh -c 'exit 3; echo '\"'\"'a b'\"'\"''")
     assert log[1].endswith("[agent] exit 3")
     again = bottle("exec", "--service", "egress", "shell-run111", "--", "true")
     assert again.returncode == 0
-    assert (running.transcript / "exec.log").read_text().splitlines()[2].endswith("[egress] $ true")
+    assert running.exec_log.read_text().splitlines()[2].endswith("[egress] $ true")
+    # Beside metadata.json, never in the transcript the agent writes (and could forge).
+    assert running.exec_log.parent == running.path
+    assert not any(running.transcript.iterdir())
+
+
+def test_a_command_word_cannot_forge_a_line_of_the_record(
+    bottle: Callable[..., CliResult], running: StateDir
+) -> None:
+    forged = "true\n2099-01-01T00:00:00+00:00 [agent] exit 0\x1b[2K"
+    done = bottle("exec", "shell-run111", "--", "sh", "-c", forged)
+    assert done.returncode == 0, done.stderr
+    log = running.exec_log.read_text().splitlines()
+    assert len(log) == 2, log  # one line per record, whatever the words hold
+    assert log[0].endswith(
+        "[agent] $ sh -c 'true\\n2099-01-01T00:00:00+00:00 [agent] exit 0\\x1b[2K'"
+    )
+    assert "\x1b" not in running.exec_log.read_text()
 
 
 def test_exec_in_a_stopped_agent_names_resume(
@@ -115,24 +132,24 @@ def test_exec_records_an_interrupted_command(
     monkeypatch.setattr(FakeProject, "exec", exec_)
     with pytest.raises(KeyboardInterrupt):
         Instance(running, engine=fake).exec(["sleep", "9"], record=True)
-    assert (running.transcript / "exec.log").read_text().splitlines()[1].endswith("interrupted")
+    assert running.exec_log.read_text().splitlines()[1].endswith("interrupted")
 
 
 def test_exec_goes_on_when_the_agent_spoiled_the_log(
     bottle: Callable[..., CliResult], running: StateDir
 ) -> None:
-    (running.transcript / "exec.log").symlink_to("/etc/passwd")
+    running.exec_log.symlink_to("/etc/passwd")
     done = bottle("exec", "shell-run111", "--", "true")
     assert done.returncode == 0
     assert "warning: not written to" in done.stderr
-    assert (running.transcript / "exec.log").is_symlink()
+    assert running.exec_log.is_symlink()
 
 
 def test_internal_execs_are_not_recorded(running: StateDir, fake: FakeEngine) -> None:
     from bottle.instance import Instance
 
     Instance(running, engine=fake).exec(["true"])
-    assert not (running.transcript / "exec.log").exists()
+    assert not running.exec_log.exists()
 
 
 def test_a_down_that_left_a_network_stays_visible_until_cleanup(

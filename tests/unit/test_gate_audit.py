@@ -260,3 +260,29 @@ def test_a_cut_audit_tail_stays_visible_through_the_cli(
                         monkeypatch=monkeypatch)  # fmt: skip
     assert done.returncode == 1 and "1 entry was cut off the end" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_audit_log_deleted_with_its_anchor_fails_verify_through_the_cli(
+    running: Instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"BOTTLE_HOME": str(tmp_path / "home")}
+    log_record(running.state.path, push())  # git-gate's push, imported into the log first
+    log = audit_log(running)  # the instance's log, as every operator change appends to it
+    for host in ("example.org", "example.com"):
+        log.append(who="op", action="allow", after=host)
+    entries = len(log.entries())
+    assert entries == 3
+    mark = running.state.read_metadata().audit
+    assert mark is not None and (mark.seq, mark.head) == (entries, log.head())
+    log.path.unlink()
+    log.anchor_path.unlink()
+    done = run_cli_here("audit", "verify", running.slug, cwd=tmp_path, env=env,
+                        monkeypatch=monkeypatch)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert f"checkpoint says {entries}: {entries} entries were cut" in done.stderr
+    assert "intact" not in done.stderr and "Traceback" not in done.stderr
+    # The next change is refused: a fresh chain would make the removal verify.
+    again = run_cli_here("allow", running.slug, "example.net", cwd=tmp_path, env=env,
+                         monkeypatch=monkeypatch)  # fmt: skip
+    assert again.returncode != 0 and f"checkpoint says {entries} entries" in again.stderr
+    assert not log.anchor_path.exists()

@@ -89,7 +89,7 @@ def running(home: Path) -> StateDir:
 
 
 def _log(state: StateDir) -> list[str]:
-    return (state.transcript / "exec.log").read_text().splitlines()
+    return state.exec_log.read_text().splitlines()
 
 
 @pytest.mark.parametrize(
@@ -117,11 +117,11 @@ def test_exec_in_another_service(
 def test_a_spoiled_log_is_warned_about_and_the_command_runs(
     bottle: Run, running: StateDir, calls: Path
 ) -> None:
-    (running.transcript / "exec.log").symlink_to("/etc/passwd")
+    running.exec_log.symlink_to("/etc/passwd")
     done = bottle("exec", "shell-run111", "--", "true")
     assert done.returncode == 0
     assert "warning: not written to" in done.stderr
-    assert calls.exists() and (running.transcript / "exec.log").is_symlink()
+    assert calls.exists() and running.exec_log.is_symlink()
 
 
 @pytest.mark.parametrize(
@@ -153,7 +153,7 @@ def test_what_the_quick_path_does_not_run_reads_as_before(
     assert "Traceback" not in done.stderr
     assert "hint:" in done.stderr
     assert not calls.exists()
-    assert not (running.transcript / "exec.log").exists()
+    assert not running.exec_log.exists()
 
 
 def test_a_service_word_never_becomes_a_docker_option(

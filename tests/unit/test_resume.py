@@ -232,16 +232,18 @@ def test_a_resumed_headless_run_continues_on_the_prompt(home: Path, repo: Path) 
     assert engine.execs == [["bash", "-lc", "echo again"]]
     assert instance.metadata.status == InstanceStatus.FINISHED
     assert instance.metadata.exit_code == 3
-    log = (instance.state.transcript / "run.log").read_text()
+    log = instance.state.run_log.read_text()
     assert "$ bash -lc 'echo again'" in log and "exit 3" in log
+    assert instance.state.run_log.parent == instance.state.path  # not the agent's transcript/
+    assert not (instance.state.transcript / "run.log").exists()
 
 
-def test_a_run_log_the_agent_spoiled_is_warned_about_not_fatal(home: Path, repo: Path) -> None:
-    # The agent writes transcript/: a run.log it turned into a FIFO (or a link) made every
-    # 'bottle resume --prompt' fail, and one it spoiled mid-run lost the run's exit code.
+def test_a_run_log_that_cannot_be_written_is_warned_about_not_fatal(home: Path, repo: Path) -> None:
+    # A run.log turned into a FIFO (or a link) once made every 'bottle resume --prompt'
+    # fail, and one spoiled mid-run lost the run's exit code; it is never followed.
     engine = FakeEngine(states=UP, exec_codes=[3])
     instance = _finished(home, repo, engine)
-    os.mkfifo(instance.state.transcript / "run.log")
+    os.mkfifo(instance.state.run_log)
     lines: list[str] = []
     code = session.resumed_session(instance, progress=lines.append, prompt="echo again")
     assert code == 3 and engine.execs == [["bash", "-lc", "echo again"]]

@@ -56,7 +56,7 @@ def transaction(instance: Instance, *, wait_s: float = LOCK_WAIT_S) -> Iterator[
                 f"another operator change to {instance.slug} is still being applied",
                 hint="A capability build can take minutes; try again when it is done.",
             ) from exc
-        audit = AuditLog(instance.state.audit_log)
+        audit = AuditLog.of(instance.state)
         audit.check_appendable()
         from bottle.sidecars import import_records
 
