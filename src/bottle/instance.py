@@ -326,9 +326,10 @@ class Instance:
                 )
             )
 
-    def _down_logged(self) -> StateError | None:
+    def _down_logged(self, *, meanwhile: Callable[[], None] | None = None) -> StateError | None:
         """``_down``, ``compose.log`` written once every container stopped and before any is
-        removed, or of what a failed ``down`` leaves; returns why the log was not written."""
+        removed, or of what a failed ``down`` leaves; returns why the log was not written.
+        ``meanwhile``: what waits for the containers alone, run while the networks go."""
         kept = False
         lost: StateError | None = None
 
@@ -341,7 +342,7 @@ class Instance:
                 lost = StateError(f"could not write {self.state.compose_log}: {exc}")
 
         try:
-            self._down(keep_logs=keep)
+            self._down(keep_logs=keep, meanwhile=meanwhile)
         except BottleError as exc:
             if not kept and not isinstance(exc, DownIncomplete):
                 with contextlib.suppress(BottleError, OSError):
@@ -349,12 +350,17 @@ class Instance:
             raise
         return lost
 
-    def _down(self, *, keep_logs: Callable[[str], None] | None = None) -> None:
-        """``down`` (``keep_logs`` as it says), then give the networks' subnets back (kept
-        while a network is left)."""
+    def _down(
+        self,
+        *,
+        keep_logs: Callable[[str], None] | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> None:
+        """``down`` (``keep_logs`` and ``meanwhile`` as it says), then give the networks'
+        subnets back (kept while a network is left)."""
         from bottle import subnets
 
-        self.compose.down(keep_logs=keep_logs)
+        self.compose.down(keep_logs=keep_logs, meanwhile=meanwhile)
         subnets.release(self.state.path.parent, self.slug)
 
     def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str:
@@ -390,16 +396,21 @@ class Instance:
         self.state.transition(InstanceStatus.STOPPING)
         error: BottleError | None = None
         left: DownIncomplete | None = None
+        planted: list[str] = []
+
+        def containers_gone() -> None:
+            from bottle.gate_audit import try_import
+
+            try_import(self.state.path)  # the gate is down: its last pushes are all logged
+            planted.extend(self._check_workspace(metadata))
+
         try:
-            error = self._down_logged()
+            error = self._down_logged(meanwhile=containers_gone)
         except DownIncomplete as exc:
             left = exc  # the containers are gone: the rest of stop goes on
         except BottleError as exc:
             self.state.transition(InstanceStatus.PRESERVED, error=str(exc))
             raise
-        from bottle.gate_audit import try_import
-
-        try_import(self.state.path)  # the gate is down: its last pushes are all logged
         final = status
         if metadata.status == InstanceStatus.STARTING:
             final = InstanceStatus.FAILED
@@ -410,7 +421,6 @@ class Instance:
             # Kept visible ('preserved', 'down failed' in ls) until cleanup gets it down.
             final, error = InstanceStatus.PRESERVED, StateError(f"{DOWN_FAILED}: {left.message}")
             sys.stderr.write(f"warning: {error.message}\nhint: {left.hint}\n")
-        planted = self._check_workspace(metadata)
         self.state.transition(
             final,
             exit_code=exit_code if exit_code is not None else metadata.exit_code,

@@ -34,6 +34,10 @@ case "$1 $2" in
     if [ -f "$NETS_LEFT" ]; then cat "$NETS_LEFT"
     elif [ ! -f "$NETS_GONE" ]; then printf 'n1\tbottle-x_internal\nn2\tbottle-x_egress\n'; fi ;;
   "network rm")
+    if [ -n "$AWAIT" ]; then  # until ``meanwhile`` ran: proof that it runs alongside
+      for _ in $(seq 50); do [ -f "$AWAIT" ] && break; sleep 0.1; done
+      [ -f "$AWAIT" ] || { echo "meanwhile never ran" >&2; exit 1; }
+    fi
     if [ -n "$HELD" ]; then printf 'n2\tbottle-x_egress\n' > "$NETS_LEFT"; echo "Error: has active endpoints" >&2; exit 1; fi
     touch "$NETS_GONE" ;;
 esac
@@ -115,3 +119,21 @@ def test_a_held_network_is_down_incomplete(
     assert "bottle-x_egress" in caught.value.message and "still in use" in caught.value.message
     assert "docker network inspect bottle-x_egress" in (caught.value.hint or "")
     assert "rm --force --volumes aaa bbb" in _calls(tmp_path)  # the containers went first
+
+
+def test_meanwhile_runs_once_the_containers_are_gone_while_the_networks_go(
+    project: ComposeProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = tmp_path / "meanwhile-ran"
+    monkeypatch.setenv("AWAIT", str(ran))
+    seen: list[list[str]] = []
+
+    def meanwhile() -> None:
+        seen.append(_calls(tmp_path))
+        ran.touch()  # the fake's network rm waits for this, and fails without it
+
+    project.down(meanwhile=meanwhile)
+    [calls] = seen
+    assert "rm --force --volumes aaa bbb" in calls
+    assert _calls(tmp_path)[-1] == "network rm n1 n2"
+    assert (tmp_path / "nets_gone").exists()  # removed, not left behind by a failure

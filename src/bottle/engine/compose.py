@@ -125,6 +125,16 @@ def _joined_logs(found: Sequence[ServiceState], tail: int | None) -> str:
     return "\n".join(text for _, text in rows)
 
 
+def _remove_networks(networks: Mapping[str, str], label: str, what: str) -> list[str]:
+    """Remove ``networks`` (id -> name); the names of those of ``label`` left after."""
+    if not networks:
+        return []
+    with contextlib.suppress(EngineError):  # what stays is listed below
+        _docker_run(["network", "rm", *networks], what)
+        return []  # docker removed every one it was given
+    return sorted(_networks(label, what).values())
+
+
 def _networks(label: str, what: str) -> dict[str, str]:
     """The networks that carry ``label``: id -> name."""
     argv = ["network", "ls", "--no-trunc", "--filter", f"label={label}"]
@@ -284,7 +294,13 @@ class ComposeProject:
         what = f"recreating {service} of {self.project}"
         self._up([*flags, service], env, what, wait_timeout + 30)
 
-    def down(self, *, timeout: int = 5, keep_logs: Callable[[str], None] | None = None) -> None:
+    def down(
+        self,
+        *,
+        timeout: int = 5,
+        keep_logs: Callable[[str], None] | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> None:
         """Remove every container and network of the project; a no-op when none exist.
 
         What ``compose down --remove-orphans --volumes`` does, in docker CLI calls found by
@@ -292,9 +308,10 @@ class ComposeProject:
         (over a second of a ``bottle stop``). Every container gets its stop signal at once
         and ``timeout`` seconds to end. ``keep_logs`` gets their logs (as ``logs`` shows
         them) once all have stopped and before any is removed: complete, the sidecars' last
-        words on the way out included; it is called when no container exists too. A network
-        still in use (something else joined it) is raised as ``DownIncomplete``, once the
-        rest is gone.
+        words on the way out included; it is called when no container exists too.
+        ``meanwhile`` runs once every container is gone, while docker removes the networks
+        (a tenth of a second each). A network still in use (something else joined it) is
+        raised as ``DownIncomplete``, once the rest is gone.
         """
         what = f"taking down {self.project}"
         label = f"com.docker.compose.project={self.project}"
@@ -310,11 +327,10 @@ class ComposeProject:
             if found:
                 _docker_run(["rm", "--force", "--volumes", *(s.container_id for s in found)], what)
             networks = listing.result()
-        if networks:
-            with contextlib.suppress(EngineError):  # what stays is said below
-                _docker_run(["network", "rm", *networks], what)
-                return  # docker removed every one it was given
-        left = sorted(_networks(label, what).values()) if networks else []
+            removal = pool.submit(_remove_networks, networks, label, what)
+            if meanwhile is not None:
+                meanwhile()
+            left = removal.result()
         if left:
             raise DownIncomplete(
                 f"could not remove network {', '.join(left)}: still in use",
