@@ -104,9 +104,19 @@ class FakeProject:
     def up_service(self, service: str, *, env: Mapping[str, str], wait_timeout: int) -> None:
         self.engine._call(f"up_service {service}")
 
-    def down(self, *, timeout: int = 5) -> None:
+    def down(
+        self,
+        *,
+        timeout: int = 5,
+        keep_logs: Callable[[str], None] | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> None:
         self.engine._call("down")
+        if keep_logs is not None:
+            keep_logs(self.engine.log_text)  # read by ``down`` itself, as the real one does
         self.engine.states = []  # what docker does: no container is left
+        if meanwhile is not None:
+            meanwhile()
 
     def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str:
         self.engine._call("logs")

@@ -317,10 +317,8 @@ class Instance:
         container runs), only the error says that a resume was tried.
         """
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        with contextlib.suppress(BottleError, OSError):
-            self.save_compose_log()
         with contextlib.suppress(BottleError):
-            self._down()
+            self._down_logged()
         with contextlib.suppress(BottleError, OSError):
             self.state.write_metadata(
                 before.model_copy(
@@ -328,11 +326,41 @@ class Instance:
                 )
             )
 
-    def _down(self) -> None:
-        """``down``, then give the networks' subnets back (kept while a network is left)."""
+    def _down_logged(self, *, meanwhile: Callable[[], None] | None = None) -> StateError | None:
+        """``_down``, ``compose.log`` written once every container stopped and before any is
+        removed, or of what a failed ``down`` leaves; returns why the log was not written.
+        ``meanwhile``: what waits for the containers alone, run while the networks go."""
+        kept = False
+        lost: StateError | None = None
+
+        def keep(text: str) -> None:
+            nonlocal kept, lost
+            kept = True
+            try:
+                self._write_compose_log(text)
+            except OSError as exc:  # the containers still go: the log's loss is said
+                lost = StateError(f"could not write {self.state.compose_log}: {exc}")
+
+        try:
+            self._down(keep_logs=keep, meanwhile=meanwhile)
+        except BottleError as exc:
+            if not kept and not isinstance(exc, DownIncomplete):
+                with contextlib.suppress(BottleError, OSError):
+                    self.save_compose_log()  # what is left: its logs while they can be read
+            raise
+        return lost
+
+    def _down(
+        self,
+        *,
+        keep_logs: Callable[[str], None] | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> None:
+        """``down`` (``keep_logs`` and ``meanwhile`` as it says), then give the networks'
+        subnets back (kept while a network is left)."""
         from bottle import subnets
 
-        self.compose.down()
+        self.compose.down(keep_logs=keep_logs, meanwhile=meanwhile)
         subnets.release(self.state.path.parent, self.slug)
 
     def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str:
@@ -358,29 +386,32 @@ class Instance:
         """Save ``compose.log``, take every container and network down, record ``status``.
 
         Safe to call twice, and on an instance that never fully started: the log is saved
-        before ``down``, and ``down`` of a project with nothing left is a no-op. A start
-        whose process died (``kill -9``) ends as ``failed``; one still going is refused.
+        once every container has stopped and before any is removed (so it holds their last
+        lines too), or before the failed ``down`` leaves them, and ``down`` of a project
+        with nothing left is a no-op. A start whose process died (``kill -9``) ends as
+        ``failed``; one still going is refused.
         """
         metadata = self.metadata
         if metadata.status in DOWN and metadata.status != InstanceStatus.FAILED:
             return
         self.state.transition(InstanceStatus.STOPPING)
         error: BottleError | None = None
-        try:
-            self.save_compose_log()
-        except BottleError as exc:
-            error = exc
         left: DownIncomplete | None = None
+        planted: list[str] = []
+
+        def containers_gone() -> None:
+            from bottle.sidecars import import_records
+
+            import_records(self.state.path)  # the sidecars are down: all they logged is there
+            planted.extend(self._check_workspace(metadata))
+
         try:
-            self._down()
+            error = self._down_logged(meanwhile=containers_gone)
         except DownIncomplete as exc:
             left = exc  # the containers are gone: the rest of stop goes on
         except BottleError as exc:
             self.state.transition(InstanceStatus.PRESERVED, error=str(exc))
             raise
-        from bottle.sidecars import import_records
-
-        import_records(self.state.path)  # the sidecars are down: all they logged is there
         final = status
         if metadata.status == InstanceStatus.STARTING:
             final = InstanceStatus.FAILED
@@ -391,7 +422,6 @@ class Instance:
             # Kept visible ('preserved', 'down failed' in ls) until cleanup gets it down.
             final, error = InstanceStatus.PRESERVED, StateError(f"{DOWN_FAILED}: {left.message}")
             sys.stderr.write(f"warning: {error.message}\nhint: {left.hint}\n")
-        planted = self._check_workspace(metadata)
         self.state.transition(
             final,
             exit_code=exit_code if exit_code is not None else metadata.exit_code,
@@ -438,7 +468,10 @@ class Instance:
 
     def save_compose_log(self) -> None:
         """``docker compose logs --timestamps`` into ``compose.log`` (kept if there is none now)."""
-        text = self.compose.logs()
+        self._write_compose_log(self.compose.logs())
+
+    def _write_compose_log(self, text: str) -> None:
+        """``text`` as ``compose.log``; none (every container gone) keeps the one there."""
         if text.strip() or not self.state.compose_log.exists():
             atomic_write(self.state.compose_log, text + ("\n" if text else ""))
 

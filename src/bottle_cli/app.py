@@ -407,7 +407,8 @@ def stop(
 ) -> None:
     """Take instances down; their state directories stay.
 
-    compose.log is saved first. With --all and nothing running, there is nothing to do.
+    compose.log keeps every container's log, its last lines included. With --all and
+    nothing running, there is nothing to do.
     """
     from bottle.instances import instances
 
@@ -420,18 +421,10 @@ def stop(
     if not targets:
         output.error("no instance named", "Give one or more slugs (see 'bottle ls') or --all.")
         raise typer.Exit(2)
-    from bottle.state import InstanceStatus
+    from bottle_cli.quick import stop_each
 
-    incomplete = 0
-    for slug in targets:
-        instance = _open(slug)
-        instance.stop()
-        if instance.status == InstanceStatus.PRESERVED:
-            incomplete += 1  # down left something behind: the library said what
-            continue
-        output.progress(f"stopped {instance.slug}; its state is in {instance.state.path}")
-    if incomplete:
-        raise typer.Exit(1)
+    if stop_each(targets, _settings()):
+        raise typer.Exit(1)  # down left something behind: the library said what
 
 
 @app.command("ls")

@@ -1,13 +1,16 @@
-"""The ``bottle`` entry point: ``exec`` and ``ls`` answer without loading the command line.
+"""The ``bottle`` entry point: ``exec``, ``ls`` and ``stop`` answer without loading the
+command line.
 
 typer builds a pydantic adapter for every parameter of the command it runs, and the
 library's models load pydantic again: some 200 ms before ``docker exec`` even starts. A
 plain ``bottle exec [--service NAME] SLUG -- CMD...`` of a running instance is read here,
 and recorded and run by the same library code the full command uses (``bottle.execlog``,
 ``ComposeProject.exec``); a plain ``bottle ls [--json | -q]`` lists through
-``bottle.instances`` and ``bottle_cli.listing``, as the full command does. Everything
-else, and anything here that is not exactly that (an unknown word, no ``--``, a slug that
-does not name one running instance), goes to ``bottle_cli.app.main``, which says what is
+``bottle.instances`` and ``bottle_cli.listing``, as the full command does; a plain
+``bottle stop SLUG...`` whose every slug names one instance runs ``stop_each``, the full
+command's own loop (typer's load was a fifth of a stop). Everything else, and anything
+here that is not exactly that (an unknown word, no ``--``, a slug that does not name one
+instance, an option), goes to ``bottle_cli.app.main``, which says what is
 wrong in its own words: the quick path only ever decides to run, never to refuse.
 """
 
@@ -17,6 +20,10 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bottle.settings import Settings
 
 #: Exit code after Ctrl-C (``bottle_cli.app.INTERRUPTED``).
 INTERRUPTED = 130
@@ -134,4 +141,41 @@ def quick_exec(words: Sequence[str]) -> int | None:
         return _report(exc)
 
 
-_QUICK = {"exec": quick_exec, "ls": quick_ls}
+def quick_stop(words: Sequence[str]) -> int | None:
+    """``bottle stop SLUG...``'s exit code, or ``None`` when the full command must run."""
+    if not words or any(word.startswith("-") for word in words):
+        return None
+    from bottle.quickstate import glance
+    from bottle.settings import Settings
+
+    settings = Settings.from_env()
+    if any(glance(settings.state_root, word) is None for word in words):
+        return None  # the full command finds the instance, or says why not
+    try:
+        return 1 if stop_each(words, settings) else 0
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return INTERRUPTED
+    except Exception as exc:  # the full command's boundary: no traceback here either
+        return _report(exc)
+
+
+def stop_each(slugs: Sequence[str], settings: Settings) -> int:
+    """Stop each instance in turn, saying so; how many ``down`` could not take all down
+    (the library said what is left, and they stay ``preserved``)."""
+    from bottle.instances import resolve
+    from bottle.state import InstanceStatus
+    from bottle_cli import output
+
+    incomplete = 0
+    for slug in slugs:
+        instance = resolve(slug, settings)
+        instance.stop()
+        if instance.status == InstanceStatus.PRESERVED:
+            incomplete += 1
+            continue
+        output.progress(f"stopped {instance.slug}; its state is in {instance.state.path}")
+    return incomplete
+
+
+_QUICK = {"exec": quick_exec, "ls": quick_ls, "stop": quick_stop}

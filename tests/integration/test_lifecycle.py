@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bottle import Bottle, InstanceStatus
-from tests.conftest import wait_for
+from tests.conftest import wait_for, write
 from tests.integration.conftest import cli, labelled, upstream
 
 pytestmark = pytest.mark.docker
@@ -51,6 +51,43 @@ def test_topology_and_state_through_the_library(bottle_home: Path, workdir: Path
     assert state.transcript.is_dir()
     assert labelled("container", instance.slug) == []
     assert labelled("network", instance.slug) == []
+
+
+#: The agent and two sidecars; supervise (uvicorn) says so as it shuts down.
+STOPS_BOTTLE = "---\nagent: {provider: shell}\nsupervise: true\negress: {routes: []}\n---\n"
+
+
+def test_stop_ends_every_container_by_its_signal_and_keeps_their_last_lines(
+    bottle_home: Path, workdir: Path
+) -> None:
+    write(bottle_home / "bottles" / "stops.md", STOPS_BOTTLE)
+    write(bottle_home / "agents" / "stops.md", "---\nbottle: stops\n---\n")
+    instance = Bottle("stops", cwd=workdir).start()
+    names = {instance.compose.container(state.service) for state in instance.compose.ps()}
+    assert len(names) == 3  # the agent, egress and supervise
+    since = time.time() - 1
+    instance.stop()
+    # The daemon's own account of the stop, read back once it is over.
+    argv = ["docker", "events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}"]
+    argv += ["--filter", f"label=bottle.slug={instance.slug}", "--filter", "type=container"]
+    text = subprocess.run(
+        [*argv, "--format", "{{json .}}"], capture_output=True, text=True, check=True
+    )
+    events = [json.loads(line) for line in text.stdout.splitlines()]
+    for name in names:
+        mine = [e for e in events if e["Actor"]["Attributes"].get("name") == name]
+        kills = {e["Actor"]["Attributes"].get("signal") for e in mine if e["Action"] == "kill"}
+        died = [e["Actor"]["Attributes"].get("exitCode") for e in mine if e["Action"] == "die"]
+        # TERM alone, and it ended of it: docker's KILL after the grace period would show
+        # as signal 9 and exit code 137.
+        assert kills == {"15"}, (name, mine)
+        assert len(died) == 1 and died[0] != "137", (name, mine)
+    assert labelled("container", instance.slug) == []
+    assert labelled("network", instance.slug) == []
+    # Read once the containers stopped: what supervise said on its way out is in it.
+    log = instance.state.compose_log.read_text().splitlines()
+    assert any(line.startswith("supervise-1") and "Shutting down" in line for line in log)
+    assert any("Finished server process" in line for line in log)
 
 
 def test_cli_run_returns_exit_code_and_leaves_nothing(bottle_home: Path, workdir: Path) -> None:

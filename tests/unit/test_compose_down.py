@@ -22,11 +22,22 @@ case "$1 $2" in
     printf 'aaa\trunning\tUp 1 second\tbottle-x\tagent\tx\th\tbottle-x-agent-1\n'
     printf 'bbb\texited\tExited (0) 1 second ago\tbottle-x\tegress\tx\th\tbottle-x-egress-1\n'
     printf 'ccc\trunning\tUp 1 second\tbottle-x-2\tagent\tx2\th\tbottle-x-2-agent-1\n' ;;
+  "logs --timestamps")
+    [ -f "$STOPPED" ] || { echo "logs read before the stop" >&2; exit 1; }
+    case "$3" in
+      aaa) echo "2026-01-01T00:00:02.000000000Z agent bye" ;;
+      bbb) [ -n "$BBB_GONE" ] && exit 1; echo "2026-01-01T00:00:01.000000000Z egress last" ;;
+    esac ;;
+  "stop --time") touch "$STOPPED" ;;
   "rm --force") touch "$GONE" ;;
   "network ls")
     if [ -f "$NETS_LEFT" ]; then cat "$NETS_LEFT"
     elif [ ! -f "$NETS_GONE" ]; then printf 'n1\tbottle-x_internal\nn2\tbottle-x_egress\n'; fi ;;
   "network rm")
+    if [ -n "$AWAIT" ]; then  # until ``meanwhile`` ran: proof that it runs alongside
+      for _ in $(seq 50); do [ -f "$AWAIT" ] && break; sleep 0.1; done
+      [ -f "$AWAIT" ] || { echo "meanwhile never ran" >&2; exit 1; }
+    fi
     if [ -n "$HELD" ]; then printf 'n2\tbottle-x_egress\n' > "$NETS_LEFT"; echo "Error: has active endpoints" >&2; exit 1; fi
     touch "$NETS_GONE" ;;
 esac
@@ -37,7 +48,7 @@ exit 0
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ComposeProject:
     fake_docker_on_path(tmp_path, FAKE, monkeypatch)
-    for name in ("CALLS", "GONE", "NETS_GONE", "NETS_LEFT"):
+    for name in ("CALLS", "GONE", "NETS_GONE", "NETS_LEFT", "STOPPED"):
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
     return ComposeProject(compose_file=tmp_path / "c.yml", project="bottle-x", project_dir=tmp_path)
 
@@ -51,27 +62,52 @@ def test_down_stops_and_removes_the_project_and_nothing_else(
 ) -> None:
     project.down(timeout=5)
     calls = _calls(tmp_path)
-    assert (
-        calls[0].startswith("ps --all") and "label=com.docker.compose.project=bottle-x" in calls[0]
-    )
-    assert calls[1:3] == ["stop --time 5 aaa", "rm --force --volumes aaa bbb"]
-    assert (
-        calls[3].startswith("network ls")
-        and "label=com.docker.compose.project=bottle-x" in calls[3]
-    )
-    assert calls[4] == "network rm n1 n2"
+    # The networks are listed while the containers are listed and stopped: at any time
+    # before their removal.
+    [listing] = [n for n, call in enumerate(calls) if call.startswith("network ls")]
+    assert "label=com.docker.compose.project=bottle-x" in calls[listing]
+    assert listing < calls.index("network rm n1 n2")
+    rest = calls[:listing] + calls[listing + 1 :]
+    assert rest[0].startswith("ps --all")
+    assert "label=com.docker.compose.project=bottle-x" in rest[0]
+    assert rest[1:] == ["stop --time 5 aaa", "rm --force --volumes aaa bbb", "network rm n1 n2"]
     assert not any("ccc" in call for call in calls)  # another project's, with a like name
+
+
+def test_down_keeps_the_logs_of_the_stopped_containers_before_removing_them(
+    project: ComposeProject, tmp_path: Path
+) -> None:
+    kept: list[str] = []
+    project.down(keep_logs=kept.append)
+    calls = _calls(tmp_path)
+    logs = [n for n, call in enumerate(calls) if call.startswith("logs")]
+    assert len(logs) == 2  # one read per container of the project, none of another's
+    assert calls.index("stop --time 5 aaa") < min(logs)
+    assert max(logs) < calls.index("rm --force --volumes aaa bbb")
+    # The fake refuses a read before the stop: both lines made it, in time order.
+    assert kept == [
+        "egress-1  | 2026-01-01T00:00:01.000000000Z egress last\n"
+        "agent-1   | 2026-01-01T00:00:02.000000000Z agent bye"
+    ]
+
+
+def test_a_log_that_cannot_be_read_does_not_stop_the_down(
+    project: ComposeProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BBB_GONE", "1")
+    kept: list[str] = []
+    project.down(keep_logs=kept.append)
+    assert kept == ["agent-1   | 2026-01-01T00:00:02.000000000Z agent bye"]
+    assert _calls(tmp_path)[-2:] == ["rm --force --volumes aaa bbb", "network rm n1 n2"]
 
 
 def test_down_of_nothing_is_a_no_op(project: ComposeProject, tmp_path: Path) -> None:
     (tmp_path / "gone").touch()
     (tmp_path / "nets_gone").touch()
-    project.down()
-    assert [c.split()[0:2] for c in _calls(tmp_path)] == [
-        ["ps", "--all"],
-        ["network", "ls"],
-        ["network", "ls"],
-    ]
+    kept: list[str] = []
+    project.down(keep_logs=kept.append)
+    assert sorted(c.split()[0] for c in _calls(tmp_path)) == ["network", "ps"]
+    assert kept == [""]  # said even so: the caller keeps the log it has
 
 
 def test_a_held_network_is_down_incomplete(
@@ -83,3 +119,21 @@ def test_a_held_network_is_down_incomplete(
     assert "bottle-x_egress" in caught.value.message and "still in use" in caught.value.message
     assert "docker network inspect bottle-x_egress" in (caught.value.hint or "")
     assert "rm --force --volumes aaa bbb" in _calls(tmp_path)  # the containers went first
+
+
+def test_meanwhile_runs_once_the_containers_are_gone_while_the_networks_go(
+    project: ComposeProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = tmp_path / "meanwhile-ran"
+    monkeypatch.setenv("AWAIT", str(ran))
+    seen: list[list[str]] = []
+
+    def meanwhile() -> None:
+        seen.append(_calls(tmp_path))
+        ran.touch()  # the fake's network rm waits for this, and fails without it
+
+    project.down(meanwhile=meanwhile)
+    [calls] = seen
+    assert "rm --force --volumes aaa bbb" in calls
+    assert _calls(tmp_path)[-1] == "network rm n1 n2"
+    assert (tmp_path / "nets_gone").exists()  # removed, not left behind by a failure

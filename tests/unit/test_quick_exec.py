@@ -250,3 +250,39 @@ def test_other_ls_words_go_to_the_full_command(words: list[str]) -> None:
     from bottle_cli import quick
 
     assert quick.quick_ls(words) is None
+
+
+def test_quick_stop_stops_each_and_says_what_the_full_command_says(
+    bottle: Run, home: Path, running: StateDir, monkeypatch: pytest.MonkeyPatch, capfd: Any
+) -> None:
+    from bottle_cli import app
+
+    other = make_state(home, "shell-run222", InstanceStatus.RUNNING, pid=os.getpid())
+    third = make_state(home, "shell-run333", InstanceStatus.RUNNING, pid=os.getpid())
+    done = bottle("stop", "shell-run111", "shell-run2")  # a prefix, as the full command takes
+    assert done.returncode == 0, done.stderr
+    for state in (running, other):
+        assert state.read_metadata().status == InstanceStatus.STOPPED
+        assert state.compose_log.exists()  # the fake's ps lists containers: their logs
+    said = [line for line in done.stderr.splitlines() if not line.startswith("warning:")]
+    assert said == [
+        f"· stopped {state.path.name}; its state is in {state.path}" for state in (running, other)
+    ]
+    monkeypatch.setenv("COLUMNS", "200")
+    assert app.main(["stop", "shell-run333"]) == 0
+    full = [line for line in capfd.readouterr().err.splitlines() if line.startswith("·")]
+    assert full == [f"· stopped shell-run333; its state is in {third.path}"]
+
+
+@pytest.mark.parametrize(
+    "words",
+    [[], ["--all"], ["shell-nope1"], ["shell-run111", "--all"], ["../etc"], ["shell-run111", "x"]],
+)
+def test_other_stop_words_go_to_the_full_command(
+    home: Path, running: StateDir, words: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bottle_cli import quick
+
+    monkeypatch.setenv("BOTTLE_HOME", str(home))
+    assert quick.quick_stop(words) is None
+    assert running.read_metadata().status == InstanceStatus.RUNNING

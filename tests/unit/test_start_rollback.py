@@ -113,20 +113,27 @@ def test_a_failed_up_keeps_the_log_takes_everything_down_and_says_failed(
     assert metadata.status == InstanceStatus.FAILED
     assert metadata.error is not None and reason in metadata.error
     assert state.compose_log.read_text() == engine.log_text + "\n"
-    assert engine.calls[-3:] == ["up", "logs", "down"]
+    assert engine.calls[-2:] == ["up", "down"]  # ``down`` reads the logs it hands over
 
 
-def test_a_rollback_whose_log_read_fails_still_takes_everything_down(
+def test_a_rollback_whose_log_cannot_be_written_still_takes_everything_down(
     home: Path, repo: Path
 ) -> None:
-    engine = FakeEngine(
-        fail={"up": StartTimeout("timeout"), "logs": EngineError("reading logs failed")}
-    )
+    class LogUnwritable(FakeEngine):
+        def _call(self, name: str) -> None:
+            if name == "up":  # a directory where the log goes: writing it fails
+                for path in _state_dirs(home):
+                    (path / "compose.log").mkdir()
+            super()._call(name)
+
+    engine = LogUnwritable(fail={"up": StartTimeout("timeout")})
     with pytest.raises(StartTimeout):
         _bottle(home, repo, engine).start()
     [path] = _state_dirs(home)
-    assert StateDir(path).read_metadata().status == InstanceStatus.FAILED
-    assert engine.calls[-2:] == ["logs", "down"]
+    metadata = StateDir(path).read_metadata()
+    assert metadata.status == InstanceStatus.FAILED
+    assert metadata.error is not None and "compose.log" in metadata.error
+    assert engine.calls[-1] == "down" and engine.states == []  # nothing left running
 
 
 def test_a_failed_down_during_rollback_leaves_the_instance_preserved(
@@ -140,3 +147,6 @@ def test_a_failed_down_during_rollback_leaves_the_instance_preserved(
     # bottle ls and bottle cleanup find it: nothing is silently left running
     assert metadata.status == InstanceStatus.PRESERVED
     assert metadata.error is not None and "down failed" in metadata.error
+    # ``down`` failed before it kept the logs: they were read of what it left.
+    assert engine.calls[-2:] == ["down", "logs"]
+    assert StateDir(path).compose_log.read_text() == engine.log_text + "\n"

@@ -72,6 +72,8 @@ _PS_FORMAT = (
 )
 _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 _EXITED = re.compile(r"^Exited \((-?\d+)\)")
+#: The states ``docker stop`` acts on: a container in any other has no process to end.
+_STOPPABLE = frozenset({"running", "restarting", "paused"})
 
 
 def _docker_run(argv: Sequence[str], what: str, *, stdin: bytes | None = None) -> str:
@@ -104,6 +106,33 @@ def _container_log(container: str, tail: int | None) -> list[str]:
         for line in stream.decode(errors="replace").removesuffix("\n").split("\n")
         if line
     ]
+
+
+def _joined_logs(found: Sequence[ServiceState], tail: int | None) -> str:
+    """The logs of ``found`` read all at once, each line led by its service, in time order."""
+    if not found:
+        return ""
+    with ThreadPoolExecutor(max_workers=len(found)) as pool:
+        texts = list(pool.map(lambda state: _container_log(state.container_id, tail), found))
+    width = max(len(state.service) for state in found) + len("-1")
+    rows = [
+        (line, f"{state.service + '-1':<{width}}  | {line}")
+        for state, lines in zip(found, texts, strict=True)
+        for line in lines
+    ]
+    # The timestamp leads every line, fixed-width: sorting the text sorts the times.
+    rows.sort(key=lambda row: row[0])
+    return "\n".join(text for _, text in rows)
+
+
+def _remove_networks(networks: Mapping[str, str], label: str, what: str) -> list[str]:
+    """Remove ``networks`` (id -> name); the names of those of ``label`` left after."""
+    if not networks:
+        return []
+    with contextlib.suppress(EngineError):  # what stays is listed below
+        _docker_run(["network", "rm", *networks], what)
+        return []  # docker removed every one it was given
+    return sorted(_networks(label, what).values())
 
 
 def _networks(label: str, what: str) -> dict[str, str]:
@@ -265,28 +294,43 @@ class ComposeProject:
         what = f"recreating {service} of {self.project}"
         self._up([*flags, service], env, what, wait_timeout + 30)
 
-    def down(self, *, timeout: int = 5) -> None:
+    def down(
+        self,
+        *,
+        timeout: int = 5,
+        keep_logs: Callable[[str], None] | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> None:
         """Remove every container and network of the project; a no-op when none exist.
 
         What ``compose down --remove-orphans --volumes`` does, in docker CLI calls found by
         the project's label: compose would load the project and import its client first
         (over a second of a ``bottle stop``). Every container gets its stop signal at once
-        and ``timeout`` seconds to end. A network still in use (something else joined it)
-        is raised as ``DownIncomplete``, once the rest is gone.
+        and ``timeout`` seconds to end. ``keep_logs`` gets their logs (as ``logs`` shows
+        them) once all have stopped and before any is removed: complete, the sidecars' last
+        words on the way out included; it is called when no container exists too.
+        ``meanwhile`` runs once every container is gone, while docker removes the networks
+        (a tenth of a second each). A network still in use (something else joined it) is
+        raised as ``DownIncomplete``, once the rest is gone.
         """
         what = f"taking down {self.project}"
         label = f"com.docker.compose.project={self.project}"
-        found = [c for c in containers(label) if c.project == self.project]
-        running = [c.id for c in found if c.state.state in {"running", "restarting", "paused"}]
-        if running:
-            _docker_run(["stop", "--time", str(timeout), *running], what)
-        if found:
-            _docker_run(["rm", "--force", "--volumes", *(c.id for c in found)], what)
-        networks = _networks(label, what)
-        if networks:
-            with contextlib.suppress(EngineError):  # what stays is said below
-                _docker_run(["network", "rm", *networks], what)
-        left = sorted(_networks(label, what).values())
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # Listed while the containers stop: the networks are there from ``up`` on.
+            listing = pool.submit(_networks, label, what)
+            found = [c.state for c in containers(label) if c.project == self.project]
+            running = [s.container_id for s in found if s.state in _STOPPABLE]
+            if running:
+                _docker_run(["stop", "--time", str(timeout), *running], what)
+            if keep_logs is not None:
+                keep_logs(_joined_logs(found, None))
+            if found:
+                _docker_run(["rm", "--force", "--volumes", *(s.container_id for s in found)], what)
+            networks = listing.result()
+            removal = pool.submit(_remove_networks, networks, label, what)
+            if meanwhile is not None:
+                meanwhile()
+            left = removal.result()
         if left:
             raise DownIncomplete(
                 f"could not remove network {', '.join(left)}: still in use",
@@ -307,20 +351,7 @@ class ComposeProject:
             for c in containers(f"com.docker.compose.project={self.project}")
             if c.project == self.project and (not services or c.state.service in services)
         ]
-        if not found:
-            return ""
-        with ThreadPoolExecutor(max_workers=len(found)) as pool:
-            read = pool.map(lambda state: _container_log(state.container_id, tail), found)
-            texts = list(read)
-        width = max(len(state.service) for state in found) + len("-1")
-        rows = [
-            (line, f"{state.service + '-1':<{width}}  | {line}")
-            for state, lines in zip(found, texts, strict=True)
-            for line in lines
-        ]
-        # The timestamp leads every line, fixed-width: sorting the text sorts the times.
-        rows.sort(key=lambda row: row[0])
-        return "\n".join(text for _, text in rows)
+        return _joined_logs(found, tail)
 
     def follow_logs(
         self, services: Sequence[str] = (), *, on_line: Callable[[str], None] | None = None

@@ -28,7 +28,13 @@ class Project(Protocol):
 
     def up_service(self, service: str, *, env: Mapping[str, str], wait_timeout: int) -> None: ...
 
-    def down(self, *, timeout: int = 5) -> None: ...
+    def down(
+        self,
+        *,
+        timeout: int = 5,
+        keep_logs: Callable[[str], None] | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> None: ...
 
     def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str: ...
 
