@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from mitmproxy import http, websocket
 
@@ -340,16 +341,10 @@ class Scan:
         finally:
             call(flow.kill)
         with contextlib.suppress(Exception):  # the record is a courtesy; the kill is not
-            record = flow_record(flow)
-            self.log.write(
-                LogRecord(
-                    method="WEBSOCKET",
-                    host=record["host"],
-                    path=record["path"],
-                    route=record["route"],
-                    decision="refuse",
-                    reason="a message could not be scanned: dropped, and the connection closed",
-                )
+            self._log_message(
+                flow_record(flow),
+                decision="refuse",
+                reason="a message could not be scanned: dropped, and the connection closed",
             )
 
     def _scrub_message(self, record: FlowRecord, message: websocket.WebSocketMessage) -> None:
@@ -360,16 +355,23 @@ class Scan:
         if not names:
             return
         message.content = content
+        self._log_message(
+            record,
+            decision="allow",
+            reason="message from upstream scrubbed",
+            scrubbed=tuple(f"secret:{name} in websocket message" for name in sorted(names)),
+            response_bytes=len(content),
+        )
+
+    def _log_message(self, record: FlowRecord, **fields: Any) -> None:
+        """One decision-log line about a WebSocket message of the flow ``record`` names."""
         self.log.write(
             LogRecord(
                 method="WEBSOCKET",
                 host=record["host"],
                 path=record["path"],
                 route=record["route"],
-                decision="allow",
-                reason="message from upstream scrubbed",
-                scrubbed=tuple(f"secret:{name} in websocket message" for name in sorted(names)),
-                response_bytes=len(content),
+                **fields,
             )
         )
 
