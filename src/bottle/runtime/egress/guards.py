@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import traceback
 from urllib.parse import parse_qsl, unquote, unquote_plus
 
@@ -76,6 +77,8 @@ _PATH_OVERRIDE_NAMES = frozenset(name.encode() for name in PATH_OVERRIDE_HEADERS
 #: Body types whose ``_method`` field a framework reads as the method (Rails, Laravel,
 #: Symfony: forms; Laravel: JSON input too).
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "application/json")
+_METHOD_NAME = re.compile(rb"(?i)_method")
+_MAYBE_METHOD = re.compile(rb"(?i)_method|%|\\u")
 
 
 def method_overrides(req: http.Request) -> list[tuple[str, str]]:
@@ -99,17 +102,16 @@ def body_method_overrides(req: http.Request) -> list[tuple[str, str]]:
     kind = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if not body or kind not in _FORM_TYPES:
         return []
-    # The common case costs one search of the body; an escaped name (%5F%6D..., \\u005f...)
-    # is looked for the slow way.
-    lowered = body.lower()
-    if b"_method" not in lowered and b"%" not in body and b"\\u" not in lowered:
+    # The common case costs one search of the body (no lower-case copy of up to 32 MiB on
+    # the request path); an escaped name (%5F%6D..., \\u005f...) is looked for the slow way.
+    if _MAYBE_METHOD.search(body) is None:
         return []
     where = f"body field {METHOD_OVERRIDE_PARAM}"  # never the agent's spelling of it
     try:
         pairs = _fields(kind, req.headers.get("content-type", ""), body)
     except (ValueError, RecursionError):
         # Unreadable here but perhaps not to a lenient server: a claim egress cannot check.
-        return [(where, "")] if b"_method" in lowered else []
+        return [(where, "")] if _METHOD_NAME.search(body) else []
     return [(where, value.strip().upper()) for key, value in pairs if key.lower() == "_method"]
 
 
@@ -166,6 +168,16 @@ def header_pairs(*blocks: http.Headers | None) -> list[tuple[str, str]]:
         if block is not None
         for name, value in block.fields
     ]
+
+
+def joined_headers(headers: http.Headers) -> dict[str, str]:
+    """The request's headers by lower-case name, repeated ones joined as mitmproxy joins them:
+    what route header rules match against."""
+    joined: dict[str, str] = {}
+    for name, value in header_pairs(headers):
+        key = name.lower()
+        joined[key] = f"{joined[key]}, {value}" if key in joined else value
+    return joined
 
 
 class Guards:
@@ -246,12 +258,10 @@ class Guards:
         overrides = body_method_overrides(req)
         if not overrides:
             return
-        headers: dict[str, str] = {}
-        for name, value in header_pairs(req.headers):
-            key = name.lower()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
         current = self.tables.current
-        refused = self._override_refusal(current, req, overrides, path_overrides(req), headers)
+        refused = self._override_refusal(
+            current, req, overrides, path_overrides(req), joined_headers(req.headers)
+        )
         if refused is not None:
             self.log.refuse(flow, 403, "egress_refused", refused, HOW_TO_ASK)
 
@@ -390,10 +400,7 @@ class Guards:
         if wrong_wire is not None:
             return refuse(wrong_wire)
 
-        headers: dict[str, str] = {}
-        for name, value in header_pairs(req.headers):  # repeated headers joined, like mitmproxy
-            key = name.lower()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        headers = joined_headers(req.headers)
         route = current.routes.match(method, host, path, headers, scheme=scheme, port=port)
         if route is None:
             if current.routes.allows_host(host):
