@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from bottle.settings import Settings
 from bottle_cli.view import ConfirmScreen, QueueView
 from tests.conftest import user_owned
 from tests.fakes import FakeEngine
+from tests.unit.test_view_push import until
 
 #: What a terminal would act on: a line erased and the cursor moved up (to paint a harmless
 #: line over the real one), a right-to-left override, and an OSC never terminated (which
@@ -71,14 +71,6 @@ def ask(instance: Instance) -> int:
 
 def builds(engine: FakeEngine) -> int:
     return engine.calls.count("ensure_image")
-
-
-async def until(pilot: object, check: Callable[[], bool], what: str) -> None:
-    for _ in range(200):
-        if check():
-            return
-        await pilot.pause(0.05)  # type: ignore[attr-defined]
-    raise AssertionError(f"the view never showed {what}")
 
 
 def test_the_view_shows_the_exact_dockerfile_inert_and_builds_only_on_yes(
