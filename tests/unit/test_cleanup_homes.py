@@ -72,13 +72,18 @@ def _labels(slug: str, home: str, service: str | None = None) -> dict[str, str]:
     return labels
 
 
+def two_homes(tmp_path: Path) -> tuple[Settings, Settings]:
+    """This home and another, on the same engine."""
+    homes = Settings(home=tmp_path / "a"), Settings(home=tmp_path / "b")
+    for settings in homes:
+        settings.state_root.mkdir(parents=True)
+    return homes
+
+
 def test_cleanup_plans_only_this_homes_orphans(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mine = Settings(home=tmp_path / "a")
-    theirs = Settings(home=tmp_path / "b")
-    for settings in (mine, theirs):
-        settings.state_root.mkdir(parents=True)
+    mine, theirs = two_homes(tmp_path)
     assert mine.home_id != theirs.home_id
     engine: dict[str, list[dict[str, Any]]] = {
         "containers": [
@@ -110,10 +115,7 @@ def test_cleanup_leaves_another_homes_leftover_containers_and_networks(
 ) -> None:
     # Containers and networks with no compose project (a half-made start): orphans by
     # label alone, and only this home's are planned for removal.
-    mine = Settings(home=tmp_path / "a")
-    theirs = Settings(home=tmp_path / "b")
-    for settings in (mine, theirs):
-        settings.state_root.mkdir(parents=True)
+    mine, theirs = two_homes(tmp_path)
 
     def bare(slug: str, home: str) -> dict[str, str]:
         return {"bottle.slug": slug, "bottle.home": home}
