@@ -303,3 +303,26 @@ def test_the_token_is_never_in_the_agent_or_the_state(wire: Wire) -> None:
     for path in Path(instance.state.path).rglob("*"):
         if path.is_file() and path.parent.name != "ca-private":
             assert TOKEN.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [
+        ("X-Original-URL: /repo.git/git-receive-pack", "git push"),
+        ("x-REWRITE-url: http://169.254.169.254/latest/meta-data/", "another path"),
+        ("X-Envoy-Original-Path: /wire/..;/admin", "another path"),
+        ("X-Forwarded-Path: wire/relative", "another path"),
+    ],
+    ids=["git-push", "absolute-url", "ambiguous", "relative"],
+)
+def test_a_path_override_header_egress_cannot_match_is_refused_unsent(
+    wire: Wire, header: str, why: str
+) -> None:
+    # From inside the agent: a front end that takes the path from such a header would serve
+    # what no route was checked against; egress refuses before anything leaves.
+    marker = f"/wire/override-{abs(hash(header)) % 10**8}"
+    body, code = wire.curl(f"https://upstream.test{marker}", "-H", header)
+    assert code == "403", body
+    refusal = json.loads(body)
+    assert refusal["error"] == "egress_refused" and why in refusal["reason"], refusal
+    assert wire.received_at(marker) == []
