@@ -12,7 +12,10 @@ them alike):
 - **direct**: straight to the upstream;
 - **mitmdump**: through a plain ``mitmdump`` with no addon (same image, same mitmproxy, TLS
   interception on), the floor any mitmproxy-based egress pays;
-- **egress**: through the bottle's egress sidecar (its routes, DLP, scrubbing, log).
+- **egress**: through the bottle's egress sidecar (its routes, DLP, scrubbing, log);
+- **relay** (the 100 MB download only): through ``socat``, a C relay that copies bytes and
+  reads none of them (1 MiB at a time, as egress reads), on egress's path (a container on the bottle's internal network and
+  its egress network): the floor of any userspace proxy on this machine.
 
 Figures: added latency of a small request on a kept-alive connection, HTTP and HTTPS, egress
 over mitmdump (the addon's own cost); the added time of a new HTTPS connection, egress over
@@ -97,10 +100,13 @@ CLIENT = r"""
 import http.client, json, os, ssl, statistics, subprocess, sys, time
 order, small, new, packages = sys.argv[1].split(","), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 PROXIES = {"direct": None, "mitmdump": ("plainmitm", 8080), "egress": ("egress", 8080)}
+RELAY = ("relay", 8081)  # socat: a TCP relay to upstream.test:80, not an HTTP proxy
 CTX = ssl.create_default_context(cafile="/bench/all-ca.pem")
 TIMEOUT = 20
 HOST = "upstream.test"
 def conn(way, tls):
+    if way == "relay":
+        return http.client.HTTPConnection(*RELAY, timeout=TIMEOUT), "/"
     proxy = PROXIES[way]
     if proxy is None:
         return (http.client.HTTPSConnection(HOST, 443, context=CTX, timeout=TIMEOUT) if tls
@@ -160,6 +166,9 @@ def measure(errors, way, name, fn, *args):
         return None
 out, errors = {}, []
 for way in order:
+    if way == "relay":
+        out[way] = {"download_mbps": measure(errors, way, "download", download, way)}
+        continue
     out[way] = {"http_ms": measure(errors, way, "http", kept_alive, way, False),
                 "https_ms": measure(errors, way, "https", kept_alive, way, True),
                 "new_https_ms": measure(errors, way, "new https", new_https, way),
@@ -173,7 +182,8 @@ print(json.dumps(out))
 CPU_CLIENT = r"""
 import http.client, os, ssl, subprocess, sys
 way, what, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-proxy = {"mitmdump": ("plainmitm", 8080), "egress": ("egress", 8080)}[way]
+PROXIES = {"mitmdump": ("plainmitm", 8080), "egress": ("egress", 8080), "relay": ("relay", 8081)}
+proxy = PROXIES[way]
 HOST = "upstream.test"
 if what == "pip":
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
@@ -191,7 +201,8 @@ if what == "https":
                                     context=ssl.create_default_context(cafile="/bench/all-ca.pem"))
     c.set_tunnel(HOST, 443); prefix = "/"
 else:
-    c = http.client.HTTPConnection(*proxy, timeout=20); prefix = f"http://{HOST}/"
+    c = http.client.HTTPConnection(*proxy, timeout=20)
+    prefix = "/" if way == "relay" else f"http://{HOST}/"
 path = "big" if what == "download" else "small"
 for _ in range(count):
     c.request("GET", prefix + path, headers={"Host": HOST, "User-Agent": "bench"})
@@ -290,17 +301,34 @@ RUN set -eu; apt-get update; \
 """
 
 
+#: The relay: the local base with Debian's socat.
+RELAY_DOCKERFILE = """\
+FROM {image}
+RUN set -eu; apt-get update; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends socat; \
+    apt-get clean; rm -rf /var/lib/apt/lists/*; socat -V >/dev/null
+"""
+
+
+def _relay_image() -> str:
+    return _image_on_base("bottle-bench-relay", RELAY_DOCKERFILE)
+
+
 def _client_image() -> str:
+    return _image_on_base("bottle-bench-client", CLIENT_DOCKERFILE)
+
+
+def _image_on_base(name: str, dockerfile: str) -> str:
     from bottle.engine.images import ensure_base
     from bottle.settings import Settings
 
     base = ensure_base(Settings.from_env(), lambda _line: None)
-    tag = f"bottle-bench-client:{base.rsplit(':', 1)[-1]}"
+    tag = f"{name}:{base.rsplit(':', 1)[-1]}"
     inspect = ["docker", "image", "inspect", tag]
     if subprocess.run(inspect, capture_output=True, check=False).returncode:
         done = subprocess.run(
             ["docker", "build", "-q", "--label", "bottle.bench=egress", "-t", tag, "-"],
-            input=CLIENT_DOCKERFILE.format(image=base),
+            input=dockerfile.format(image=base),
             capture_output=True,
             text=True,
             check=False,
@@ -377,6 +405,15 @@ def _setup() -> Iterator[tuple[str, dict[str, str]]]:
             )
             started.append(client)
             _docker("network", "connect", net, client)
+            relay = _docker(
+                *("run", "-d", "--label", "bottle.bench=egress"),
+                *("--network", f"{project}_internal", "--network-alias", "relay"),
+                # 1 MiB per read and write, egress's own read size (socat's default: 8 KiB).
+                *(_relay_image(), "socat", "-b", str(1 << 20), "TCP-LISTEN:8081,fork,reuseaddr"),
+                "TCP:upstream.test:80",
+            )
+            started.append(relay)
+            _docker("network", "connect", net, relay)
             _wait(started[0], "import socket; socket.create_connection(('127.0.0.1', 443), 2)")
             _wait(
                 started[1], "import os; assert os.path.exists('/bench/mitm/mitmproxy-ca-cert.pem')"
@@ -390,23 +427,25 @@ def _setup() -> Iterator[tuple[str, dict[str, str]]]:
                 *("--filter", "label=com.docker.compose.service=egress"),
             )
             mitm = _docker("inspect", "-f", "{{.Id}}", started[1])
-            yield client, {"egress": egress, "mitmdump": mitm}
+            yield client, {"egress": egress, "mitmdump": mitm, "relay": relay}
         finally:
             for container in started:
                 subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
 
 
-WAYS = ("direct", "mitmdump", "egress")
+WAYS = ("direct", "mitmdump", "egress", "relay")
 
 
 def _rounds(client: str, rounds: int) -> list[dict[str, dict[str, float]]]:
     out = []
     for index in range(rounds + 1):  # round 0 warms every way (certificates, caches) unseen
-        order = WAYS[index % 3 :] + WAYS[: index % 3]
+        order = WAYS[index % len(WAYS) :] + WAYS[: index % len(WAYS)]
         argv = [",".join(order), str(SMALL_REQUESTS), str(NEW_CONNECTIONS), str(PACKAGES)]
         if index == 0:
             argv = [",".join(order), "20", "3", str(PACKAGES)]
-        line = _docker("exec", client, "/opt/client/bin/python", "-c", CLIENT, *argv).splitlines()[-1]
+        line = _docker("exec", client, "/opt/client/bin/python", "-c", CLIENT, *argv).splitlines()[
+            -1
+        ]
         result = json.loads(line)
         if index:
             out.append(result)
@@ -423,7 +462,7 @@ def _cpu_rounds(client: str, proxies: dict[str, str], rounds: int) -> dict[str, 
     for index in range(rounds):
         ways = ("mitmdump", "egress") if index % 2 == 0 else ("egress", "mitmdump")
         for what, count in CPU_COUNTS.items():
-            for way in ways:
+            for way in (*ways, "relay") if what == "download" else ways:
                 before = _cpu_seconds(proxies[way])
                 argv = [way, what, str(count), str(PACKAGES)]
                 _docker("exec", client, "/opt/client/bin/python", "-c", CPU_CLIENT, *argv)
@@ -471,7 +510,7 @@ def _rows(m: dict[tuple[str, str], float], rounds: int) -> list[Figure]:
     except KeyError as exc:
         rows.append(Figure("P4", "egress addon per kept-alive request", "<= 0.5 ms",
                            f"not measured: {exc}", False))  # fmt: skip
-    for make in (_new_connection, _download, _pip):
+    for make in (_new_connection, _download, _relay_floor, _pip):
         try:
             rows.append(make(m, rounds))
         except KeyError as exc:
@@ -497,6 +536,8 @@ def _with_cpu(row: Figure, cpu: dict[str, float]) -> Figure:
                 f"{plain:.3f} {shown}, egress {mine:.3f} {shown}, egress over mitmdump "
                 f"{mine - plain:+.3f} {shown}"
             )
+            if what == "download" and "relay download" in cpu:
+                more += f", socat {cpu['relay download'] * scale:.3f} {shown}"
             return Figure(row.id, row.name, row.goal, row.measured, row.passed, row.ratio,
                           row.detail + more)  # fmt: skip
     return row
@@ -555,6 +596,25 @@ def _download(m: dict[tuple[str, str], float], rounds: int) -> Figure:
             f"{m[('direct', 'download_mbps')]:.0f} MB/s, mitmdump "
             f"{m[('mitmdump', 'download_mbps')]:.0f} MB/s, egress "
             f"{m[('egress', 'download_mbps')]:.0f} MB/s"
+        ),
+    )
+
+
+def _relay_floor(m: dict[tuple[str, str], float], rounds: int) -> Figure:
+    relay, direct = m[("relay", "download_mbps")], m[("direct", "download_mbps")]
+    egress = m[("egress", "download_mbps")]
+    return Figure(
+        "P4",
+        "floor: 100 MB download (HTTP) through a C relay (socat) on egress's path, vs direct",
+        ">= 0.85",
+        f"{relay:.0f} MB/s",
+        relay / direct >= 0.85,
+        ratio=relay / direct,
+        detail=(
+            f"100 MB, medians over {rounds} rounds, interleaved with the row above: direct "
+            f"{direct:.0f} MB/s, socat {relay:.0f} MB/s (copies the bytes through userspace, "
+            f"reads none of them), egress {egress:.0f} MB/s = {egress / relay:.2f} of socat. "
+            "Below 0.85, no proxy that must read the body reaches the goal on this machine"
         ),
     )
 

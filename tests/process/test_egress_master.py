@@ -70,6 +70,11 @@ def test_the_egress_process_refuses_an_unrouted_request_and_sleeps_when_idle(
             raise AssertionError("an unrouted request went through")
         except urllib.error.HTTPError as refused:
             assert refused.code == 403  # the guards ran: the addons are in the chain
+        try:  # no onboarding app in the chain, and egress's routes refuse it as any host
+            opener.open("http://mitm.it/", timeout=30)
+            raise AssertionError("mitm.it was answered")
+        except urllib.error.HTTPError as refused:
+            assert refused.code == 403
         assert_idle(proc.pid)  # the script watcher alone woke it once a second
     finally:
         proc.send_signal(signal.SIGTERM)

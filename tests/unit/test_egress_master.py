@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import ipaddress
+import subprocess
+import sys
 
 import pytest
 from mitmproxy import addonmanager, connection, exceptions
@@ -28,6 +30,42 @@ def test_the_addons_sit_right_after_the_script_loader() -> None:
     names = [type(a).__name__ for a in found]
     assert names[-4:] == ["Dumper", "KeepServing", "ReadFileStdin", "ErrorCheck"]
     assert names.count("ScriptLoader") == 1 and "Proxyserver" in names[:at]
+
+
+def test_the_chain_is_mitmproxys_default_one_but_the_addons_left_out() -> None:
+    from mitmproxy import addons
+
+    every = [type(a).__name__ for a in addons.default_addons()]  # type: ignore[no-untyped-call]
+    assert set(master.LEFT_OUT) <= set(every)  # a renamed addon would slip back in unseen
+    assert [type(a).__name__ for a in master.defaults()] == [
+        name for name in every if name not in master.LEFT_OUT
+    ]
+
+
+def test_the_egress_process_imports_neither_flask_nor_ldap3() -> None:
+    # The sidecar's own order: the lazy package first, then the master and the addons.
+    code = """
+import asyncio, sys
+from bottle.runtime.egress import lazy_addons
+lazy_addons.install()
+from bottle.runtime.egress import addon, master
+from mitmproxy import addons, options
+async def make():
+    return master.EgressMaster(options.Options())
+proxy = asyncio.run(make())
+assert lazy_addons.is_lazy(addons)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {"flask", "ldap3", "pyperclip"})
+assert not loaded, loaded
+assert "mitmproxy.addons.onboarding" not in sys.modules
+assert "Onboarding" not in [type(a).__name__ for a in proxy.addons.chain]
+names = [type(a).__name__ for a in addons.default_addons()]  # the whole package, on demand
+assert "Onboarding" in names and "flask" in sys.modules and not lazy_addons.is_lazy(addons)
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_options_left_at_their_default_are_applied_before_serving(

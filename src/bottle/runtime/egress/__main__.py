@@ -24,6 +24,7 @@ from pathlib import Path
 from bottle import layout
 from bottle.files import atomic_write
 from bottle.runtime import egress as paths
+from bottle.runtime.egress import lazy_addons
 
 CONFDIR_ENV = "BOTTLE_EGRESS_CONFDIR"
 CA_PUBLIC_ENV = "BOTTLE_EGRESS_CA_PUBLIC"
@@ -90,6 +91,8 @@ def main(environ: Mapping[str, str] | None = None) -> None:
     # No cyclic collection while mitmproxy and the addons import (tens of thousands of
     # objects, none of them garbage): 0.04-0.12 s of the start. Back on before serving.
     gc.disable()
+    # Before mitmproxy's master is imported: the addons egress leaves out stay unloaded.
+    lazy_addons.install()
     cert = _while_master_imports(lambda: prepare_ca(confdir, public_dir))
     print(f"egress: CA certificate published at {cert}", file=sys.stderr, flush=True)
     argv = mitmdump_argv(confdir, host_ca if host_ca.is_file() else None)

@@ -16,16 +16,87 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from mitmproxy import addonmanager, exceptions, hooks, master, options
-from mitmproxy import addons as mitm_addons
-from mitmproxy.addons import dumper, errorcheck, keepserving, readfile, script
+from mitmproxy.addons import (
+    anticache,
+    anticomp,
+    block,
+    blocklist,
+    clientplayback,
+    command_history,
+    comment,
+    core,
+    disable_h2c,
+    dns_resolver,
+    dumper,
+    errorcheck,
+    keepserving,
+    maplocal,
+    mapremote,
+    modifybody,
+    modifyheaders,
+    next_layer,
+    proxyserver,
+    readfile,
+    save,
+    savehar,
+    script,
+    serverplayback,
+    stickyauth,
+    stickycookie,
+    strip_dns_https_records,
+    tlsconfig,
+    update_alt_svc,
+    upstream_auth,
+)
 from mitmproxy.proxy import server
 from mitmproxy.tools import cmdline
 from mitmproxy.tools.main import run as mitm_run
 
+#: mitmproxy's ``default_addons()`` but these, which egress neither uses nor wants, and
+#: whose imports made a tenth of its memory (:mod:`.lazy_addons` keeps them unloaded):
+#: the ``mitm.it`` onboarding app (Flask; the agent gets egress's CA from a mounted file,
+#: and egress's routes refused a request to ``mitm.it`` all the same), proxy
+#: authentication (ldap3; the agent is the only client), ``export`` and ``cut`` (commands
+#: copying flows to a clipboard) and ``browser`` (a command starting a local Chrome).
+LEFT_OUT = ("Onboarding", "ProxyAuth", "Export", "Cut", "Browser")
+
+
+def defaults() -> list[object]:
+    """``mitmproxy.addons.default_addons()`` (mitmproxy 12) in its order, :data:`LEFT_OUT` out."""
+    return [
+        core.Core(),
+        block.Block(),
+        strip_dns_https_records.StripDnsHttpsRecords(),
+        blocklist.BlockList(),
+        anticache.AntiCache(),
+        anticomp.AntiComp(),
+        clientplayback.ClientPlayback(),  # type: ignore[no-untyped-call]
+        command_history.CommandHistory(),
+        comment.Comment(),
+        disable_h2c.DisableH2C(),
+        proxyserver.Proxyserver(),  # type: ignore[no-untyped-call]
+        script.ScriptLoader(),  # type: ignore[no-untyped-call]
+        dns_resolver.DnsResolver(),
+        next_layer.NextLayer(),
+        serverplayback.ServerPlayback(),  # type: ignore[no-untyped-call]
+        mapremote.MapRemote(),
+        maplocal.MapLocal(),
+        modifybody.ModifyBody(),
+        modifyheaders.ModifyHeaders(),
+        stickyauth.StickyAuth(),  # type: ignore[no-untyped-call]
+        stickycookie.StickyCookie(),
+        save.Save(),
+        savehar.SaveHar(),
+        tlsconfig.TlsConfig(),
+        upstream_auth.UpstreamAuth(),
+        update_alt_svc.UpdateAltSvc(),
+    ]
+
 
 def chain(extra: Sequence[object]) -> list[object]:
-    """mitmdump's addons (``DumpMaster``'s) with ``extra`` right after the script loader."""
-    found: list[object] = list(mitm_addons.default_addons())  # type: ignore[no-untyped-call]
+    """mitmdump's addons (``DumpMaster``'s, :func:`defaults`) with ``extra`` right after the
+    script loader."""
+    found = defaults()
     at = next(i for i, a in enumerate(found) if isinstance(a, script.ScriptLoader)) + 1
     found[at:at] = list(extra)
     found += [
