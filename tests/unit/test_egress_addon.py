@@ -37,9 +37,11 @@ from mitmproxy.proxy.layers.websocket import WebsocketMessageHook
 from mitmproxy.test import taddons, tflow
 from wsproto.frame_protocol import Opcode
 
+from bottle.policy import Routes, parse_routes_file
 from bottle.runtime.egress import __main__ as egress_main
 from bottle.runtime.egress import addon as egress_addon
 from bottle.runtime.egress import guards
+from bottle.runtime.egress import reload as egress_reload
 from bottle.runtime.egress import scan as egress_scan
 from bottle.runtime.egress.addon import HOW_TO_ASK, Egress
 
@@ -89,8 +91,27 @@ class Env:
         return [json.loads(line) for line in self.log.read_text().splitlines()]
 
 
+# What the real parser made of each routes file these tests load, by its bytes.
+_PARSED: dict[bytes, Routes] = {}
+
+
+def _parse_once(data: bytes, source: str = "routes.yaml") -> Routes:
+    """``parse_routes_file``, run once per distinct file of a test run.
+
+    Nearly every test here loads the same ROUTES (a pure-Python YAML parse, milliseconds,
+    hundreds of times a run). A ``Routes`` is frozen all the way down, so tests sharing one
+    share nothing they could change; a file that fails to parse is parsed (and fails)
+    afresh, so each error still names its own file.
+    """
+    parsed = _PARSED.get(data)
+    if parsed is None:
+        parsed = _PARSED[data] = parse_routes_file(data, source)
+    return parsed
+
+
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    monkeypatch.setattr(egress_reload, "parse_routes_file", _parse_once)
     routes = tmp_path / "live-config" / "egress" / "routes.yaml"
     routes.parent.mkdir(parents=True)
     routes.write_text(ROUTES)

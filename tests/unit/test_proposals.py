@@ -27,6 +27,7 @@ from bottle.proposals import (
     rows,
     validate_payload,
 )
+from tests.conftest import FakeClock
 
 AGENT = "bottle-agent:abc123"
 
@@ -382,12 +383,19 @@ def test_no_temp_files_are_left(queue: ProposalQueue) -> None:
     assert leftovers == []
 
 
-def test_wait_returns_pending_when_time_runs_out(queue: ProposalQueue) -> None:
+def test_wait_returns_pending_when_time_runs_out(
+    queue: ProposalQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bottle.proposals.queue as queue_module
+
     queue.create("egress-block", {"host": "a.com"}, "j")
-    start = time.monotonic()
+    clock = FakeClock()  # the wait runs out without the wall-clock wait
+    monkeypatch.setattr(queue_module, "time", clock)
+    start = clock.now
     proposal = queue.wait(1, timeout_s=0.15, poll_s=0.05)
     assert proposal.status == "pending"
-    assert 0.12 <= time.monotonic() - start < 5
+    # It waited out its bound, in polls of the size asked for, and no longer.
+    assert clock.now >= start + 0.15 and clock.slept < 0.15 + 0.05
 
 
 def test_wait_sees_a_decision(queue: ProposalQueue) -> None:

@@ -19,7 +19,7 @@ from bottle.runtime.status import SidecarStatus
 from bottle.settings import Settings
 from bottle.sidecars import AgentAddon, PlanContext, Sidecar, registry
 from bottle.state import StateDir
-from tests.conftest import write
+from tests.conftest import FakeClock, write
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "bottle"
 SIDECAR_MODULES = sorted(p.stem for p in (SRC / "sidecars").glob("*.py") if p.stem[0] != "_")
@@ -123,9 +123,13 @@ def test_sidecar_implements_the_protocol(
 
 
 def test_egress_reload_signals_and_waits_for_the_file_on_disk(
-    home: Path, repo: Path, tmp_path: Path
+    home: Path, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import bottle.sidecars.egress as egress_module
     from bottle.runtime.egress import routes_digest
+
+    clock = FakeClock()  # the wait runs out without the wall-clock wait
+    monkeypatch.setattr(egress_module, "time", clock)
 
     plan = full_plan(home, repo)
     egress = next(s for s in registry() if s.name == "egress")
@@ -140,9 +144,11 @@ def test_egress_reload_signals_and_waits_for_the_file_on_disk(
     assert egress.reload(host, timeout=0.2).generation == 4  # already live: no signal
     assert host.killed == []
     state.status_file("egress").write_text('{"generation": 4, "routes_sha256": "old"}')
+    start = clock.now
     with pytest.raises(ApplyFailed, match="did not confirm"):
         egress.reload(host, timeout=0.2)
     assert host.killed == [("egress", "SIGHUP")]
+    assert clock.now >= start + 0.2  # it waited out its bound, reading the status as it went
 
 
 @pytest.mark.parametrize("name", ["supervise", "git-gate"])

@@ -20,7 +20,7 @@ from bottle.settings import Settings
 from bottle_cli.view import ConfirmScreen, QueueView
 from tests.conftest import user_owned
 from tests.fakes import FakeEngine
-from tests.unit.test_view_push import until
+from tests.unit.test_view_push import Recorded, until
 
 #: What a terminal would act on: a line erased and the cursor moved up (to paint a harmless
 #: line over the real one), a right-to-left override, and an OSC never terminated (which
@@ -83,22 +83,26 @@ def test_the_view_shows_the_exact_dockerfile_inert_and_builds_only_on_yes(
     shown: list[str] = []
 
     async def drive() -> None:
-        app = QueueView(settings)
+        app = Recorded(settings)
         async with app.run_test(size=(160, 50)) as pilot:
             await until(pilot, lambda: len(app.items) == 1, "the proposal")
             await pilot.press("a")
             await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
             assert isinstance(app.screen, ConfirmScreen)
             shown.append(app.screen.text)
-            await pilot.press("n")  # no: nothing is built
-            await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen), "it closed")
-            await pilot.pause(0.3)
-            assert queue.get(asked).status == "pending" and builds(engine) == before
-            await pilot.press("a")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
-            await pilot.press("escape")  # nor is Esc a yes
-            await pilot.pause(0.3)
-            assert queue.get(asked).status == "pending" and builds(engine) == before
+            for no in ("n", "escape"):  # no: nothing is built; nor is Esc a yes
+                if no == "escape":
+                    await pilot.press("a")
+                    await until(
+                        pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question"
+                    )
+                app.said.clear()
+                await pilot.press(no)
+                await until(pilot, app.left_pending, "the answer")
+                # The answer is in: any build it started runs in a worker; let it end.
+                await app.workers.wait_for_complete()
+                assert not isinstance(app.screen, ConfirmScreen) and not app.busy
+                assert queue.get(asked).status == "pending" and builds(engine) == before
             await pilot.press("a")
             await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
             await pilot.press("y")
@@ -171,8 +175,11 @@ def test_a_proposal_file_with_escapes_in_its_dockerfile_is_never_offered(
             status.append(str(app.query_one("#status").render()))
             assert app.items == {}
             await pilot.press("a")
-            await pilot.pause(0.3)
-            assert not isinstance(app.screen, ConfirmScreen)
+            # The key is handled by the time press() returns, and an approval asks at once
+            # (push_screen in the key's action): a question it raised would be up here.
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            assert not isinstance(app.screen, ConfirmScreen) and not app.busy
 
     asyncio.run(drive())
     [line] = status

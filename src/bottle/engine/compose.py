@@ -232,7 +232,7 @@ class ComposeProject:
         """The name compose gives ``service``'s one container (bottle sets no other)."""
         return f"{self.project}-{service}-1"
 
-    def _up(self, flags: Sequence[str], env: Mapping[str, str], what: str, timeout: int) -> None:
+    def _up(self, flags: Sequence[str], env: Mapping[str, str], what: str, timeout: float) -> None:
         """``compose up --detach`` with ``env`` in its own environment alone, bounded by
         ``timeout`` s. A docker CLI child, as python-on-whales would run it: importing that
         first cost every start a third of a second."""
@@ -243,7 +243,7 @@ class ComposeProject:
             )
         except subprocess.TimeoutExpired as exc:
             raise StartTimeout(
-                f"{what}: compose did not finish within {timeout} s",
+                f"{what}: compose did not finish within {timeout:g} s",
                 argv=argv,
                 stderr=(exc.stderr or b"").decode(errors="replace"),
                 hint=self._unhealthy_hint(),
@@ -254,7 +254,7 @@ class ComposeProject:
             raise self._start_error(failure(argv, stderr, done.returncode, what)) from cause
 
     def up(
-        self, *, env: Mapping[str, str], wait_timeout: int, services: Sequence[str] = ()
+        self, *, env: Mapping[str, str], wait_timeout: float, services: Sequence[str] = ()
     ) -> None:
         """Create and start ``services`` (default all) and what they depend on; bounded by
         ``wait_timeout``.

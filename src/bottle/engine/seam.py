@@ -23,7 +23,7 @@ class Project(Protocol):
     """One instance's compose project (``bottle.engine.compose.ComposeProject``)."""
 
     def up(
-        self, *, env: Mapping[str, str], wait_timeout: int, services: Sequence[str] = ()
+        self, *, env: Mapping[str, str], wait_timeout: float, services: Sequence[str] = ()
     ) -> None: ...
 
     def up_service(self, service: str, *, env: Mapping[str, str], wait_timeout: int) -> None: ...
