@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bottle.engine.compose import ExecResult, ServiceState
+from bottle.engine.seam import Preflight
 
 if TYPE_CHECKING:
     from bottle.engine.seam import Progress
@@ -46,6 +47,12 @@ class FakeEngine:
 
     def check(self) -> None:
         self._call("check")
+
+    def preflight(self, refs: Sequence[str]) -> Preflight:
+        # One after another, so that ``calls`` has one order: the check's first.
+        self.check()
+        missing = frozenset(ref for ref in refs if not self.image_exists(ref))
+        return Preflight(missing=missing, subnets=self.subnets_in_use())
 
     def ensure_image(
         self,

@@ -210,8 +210,8 @@ class Instance:
             plan.require_workspace()
             plan.require_env(environ)
             answers = plan.answers(ask)
-            self.engine.check()
-            self._ensure_images(plan, settings, say)
+            found = self.engine.preflight([plan.images.sidecar, plan.images.agent])
+            self._ensure_images(plan, settings, say, found.missing)
             if plan.subnets or prior != InstanceStatus.PRESERVED:
                 # The held lease while its networks are up; new subnets once they went down
                 # (a preserved instance of an older bottle keeps the networks it has).
@@ -219,7 +219,8 @@ class Instance:
                     self.state.path.parent,
                     self.slug,
                     pool=settings.subnet_pool,
-                    in_use=self.engine.subnets_in_use,
+                    # Listed with the images, unless a rebuild took time since.
+                    in_use=self.engine.subnets_in_use if found.missing else lambda: found.subnets,
                 )
                 plan = replace(plan, subnets=leased)
                 self.state.write_plan(plan)
@@ -279,12 +280,13 @@ class Instance:
             raise Refused(f"instance {self.slug} is {status.value}; it cannot resume", hint=hint)
         return status
 
-    def _ensure_images(self, plan: BottlePlan, settings: Settings, say: Progress) -> None:
-        """Every image the instance runs, rebuilt when gone if this bottle makes the same."""
+    def _ensure_images(
+        self, plan: BottlePlan, settings: Settings, say: Progress, gone: frozenset[str]
+    ) -> None:
+        """Every image the instance runs, rebuilt when ``gone`` if this bottle makes the same."""
         from bottle.images import plan_images
 
-        refs = [plan.images.sidecar, plan.images.agent]
-        missing = [ref for ref in refs if not self.engine.image_exists(ref)]
+        missing = [ref for ref in (plan.images.sidecar, plan.images.agent) if ref in gone]
         if not missing:
             return
         try:
