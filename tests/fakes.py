@@ -116,9 +116,12 @@ class FakeProject:
         *,
         timeout: int = 5,
         keep_logs: Callable[[str], None] | None = None,
+        while_stopping: Callable[[], None] | None = None,
         meanwhile: Callable[[], None] | None = None,
     ) -> None:
         self.engine._call("down")
+        if while_stopping is not None:
+            while_stopping()
         if keep_logs is not None:
             keep_logs(self.engine.log_text)  # read by ``down`` itself, as the real one does
         self.engine.states = []  # what docker does: no container is left

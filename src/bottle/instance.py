@@ -328,10 +328,16 @@ class Instance:
                 )
             )
 
-    def _down_logged(self, *, meanwhile: Callable[[], None] | None = None) -> StateError | None:
+    def _down_logged(
+        self,
+        *,
+        while_stopping: Callable[[], None] | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> StateError | None:
         """``_down``, ``compose.log`` written once every container stopped and before any is
         removed, or of what a failed ``down`` leaves; returns why the log was not written.
-        ``meanwhile``: what waits for the containers alone, run while the networks go."""
+        ``while_stopping``: run while docker stops the containers; ``meanwhile``: what waits
+        for the containers alone, run while the networks go."""
         kept = False
         lost: StateError | None = None
 
@@ -344,7 +350,7 @@ class Instance:
                 lost = StateError(f"could not write {self.state.compose_log}: {exc}")
 
         try:
-            self._down(keep_logs=keep, meanwhile=meanwhile)
+            self._down(keep_logs=keep, while_stopping=while_stopping, meanwhile=meanwhile)
         except BottleError as exc:
             if not kept and not isinstance(exc, DownIncomplete):
                 with contextlib.suppress(BottleError, OSError):
@@ -356,13 +362,14 @@ class Instance:
         self,
         *,
         keep_logs: Callable[[str], None] | None = None,
+        while_stopping: Callable[[], None] | None = None,
         meanwhile: Callable[[], None] | None = None,
     ) -> None:
-        """``down`` (``keep_logs`` and ``meanwhile`` as it says), then give the networks'
-        subnets back (kept while a network is left)."""
+        """``down`` (``keep_logs``, ``while_stopping`` and ``meanwhile`` as it says), then
+        give the networks' subnets back (kept while a network is left)."""
         from bottle import subnets
 
-        self.compose.down(keep_logs=keep_logs, meanwhile=meanwhile)
+        self.compose.down(keep_logs=keep_logs, while_stopping=while_stopping, meanwhile=meanwhile)
         subnets.release(self.state.path.parent, self.slug)
 
     def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str:
@@ -407,8 +414,15 @@ class Instance:
             import_records(self.state.path)  # the sidecars are down: all they logged is there
             planted.extend(self._check_workspace(metadata))
 
+        def while_stopping() -> None:
+            from bottle.sidecars import registry
+
+            # Their modules (the manifest's models: a third of a second to import) are
+            # loaded while docker stops the containers, not after: containers_gone asks them.
+            registry()
+
         try:
-            error = self._down_logged(meanwhile=containers_gone)
+            error = self._down_logged(while_stopping=while_stopping, meanwhile=containers_gone)
         except DownIncomplete as exc:
             left = exc  # the containers are gone: the rest of stop goes on
         except BottleError as exc:

@@ -34,6 +34,7 @@ class Project(Protocol):
         *,
         timeout: int = 5,
         keep_logs: Callable[[str], None] | None = None,
+        while_stopping: Callable[[], None] | None = None,
         meanwhile: Callable[[], None] | None = None,
     ) -> None: ...
 
