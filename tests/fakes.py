@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bottle.engine.compose import ExecResult, ServiceState
+from bottle.engine.seam import Preflight
 
 if TYPE_CHECKING:
     from bottle.engine.seam import Progress
@@ -46,6 +47,12 @@ class FakeEngine:
 
     def check(self) -> None:
         self._call("check")
+
+    def preflight(self, refs: Sequence[str]) -> Preflight:
+        # One after another, so that ``calls`` has one order: the check's first.
+        self.check()
+        missing = frozenset(ref for ref in refs if not self.image_exists(ref))
+        return Preflight(missing=missing, subnets=self.subnets_in_use())
 
     def ensure_image(
         self,
@@ -109,9 +116,12 @@ class FakeProject:
         *,
         timeout: int = 5,
         keep_logs: Callable[[str], None] | None = None,
+        while_stopping: Callable[[], None] | None = None,
         meanwhile: Callable[[], None] | None = None,
     ) -> None:
         self.engine._call("down")
+        if while_stopping is not None:
+            while_stopping()
         if keep_logs is not None:
             keep_logs(self.engine.log_text)  # read by ``down`` itself, as the real one does
         self.engine.states = []  # what docker does: no container is left

@@ -106,10 +106,13 @@ class Bottle:
             )
         answers = plan.answers(ask)
         subnets.parse_pool(self.settings.subnet_pool)  # a bad setting fails before any build
-        self.engine.check()
+        found = self.engine.preflight([spec.ref for spec in plan.images.specs])
         say("checking images")
         for spec in plan.images.specs:
-            self.engine.ensure_image(spec, settings=self.settings, progress=say)
+            if spec.ref in found.missing:
+                self.engine.ensure_image(spec, settings=self.settings, progress=say)
+        # Listed with the images; a build takes long enough for other networks to come.
+        in_use = self.engine.subnets_in_use if found.missing else lambda: found.subnets
 
         state = StateDir(plan.state_dir)
         state.create()
@@ -120,7 +123,7 @@ class Bottle:
                 state.path.parent,
                 plan.slug,
                 pool=self.settings.subnet_pool,
-                in_use=self.engine.subnets_in_use,
+                in_use=in_use,
             )
             plan = replace(plan, subnets=leased)
             self._write_state(plan, state, owner_pid)

@@ -210,8 +210,8 @@ class Instance:
             plan.require_workspace()
             plan.require_env(environ)
             answers = plan.answers(ask)
-            self.engine.check()
-            self._ensure_images(plan, settings, say)
+            found = self.engine.preflight([plan.images.sidecar, plan.images.agent])
+            self._ensure_images(plan, settings, say, found.missing)
             if plan.subnets or prior != InstanceStatus.PRESERVED:
                 # The held lease while its networks are up; new subnets once they went down
                 # (a preserved instance of an older bottle keeps the networks it has).
@@ -219,7 +219,8 @@ class Instance:
                     self.state.path.parent,
                     self.slug,
                     pool=settings.subnet_pool,
-                    in_use=self.engine.subnets_in_use,
+                    # Listed with the images, unless a rebuild took time since.
+                    in_use=self.engine.subnets_in_use if found.missing else lambda: found.subnets,
                 )
                 plan = replace(plan, subnets=leased)
                 self.state.write_plan(plan)
@@ -279,12 +280,13 @@ class Instance:
             raise Refused(f"instance {self.slug} is {status.value}; it cannot resume", hint=hint)
         return status
 
-    def _ensure_images(self, plan: BottlePlan, settings: Settings, say: Progress) -> None:
-        """Every image the instance runs, rebuilt when gone if this bottle makes the same."""
+    def _ensure_images(
+        self, plan: BottlePlan, settings: Settings, say: Progress, gone: frozenset[str]
+    ) -> None:
+        """Every image the instance runs, rebuilt when ``gone`` if this bottle makes the same."""
         from bottle.images import plan_images
 
-        refs = [plan.images.sidecar, plan.images.agent]
-        missing = [ref for ref in refs if not self.engine.image_exists(ref)]
+        missing = [ref for ref in (plan.images.sidecar, plan.images.agent) if ref in gone]
         if not missing:
             return
         try:
@@ -326,10 +328,16 @@ class Instance:
                 )
             )
 
-    def _down_logged(self, *, meanwhile: Callable[[], None] | None = None) -> StateError | None:
+    def _down_logged(
+        self,
+        *,
+        while_stopping: Callable[[], None] | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> StateError | None:
         """``_down``, ``compose.log`` written once every container stopped and before any is
         removed, or of what a failed ``down`` leaves; returns why the log was not written.
-        ``meanwhile``: what waits for the containers alone, run while the networks go."""
+        ``while_stopping``: run while docker stops the containers; ``meanwhile``: what waits
+        for the containers alone, run while the networks go."""
         kept = False
         lost: StateError | None = None
 
@@ -342,7 +350,7 @@ class Instance:
                 lost = StateError(f"could not write {self.state.compose_log}: {exc}")
 
         try:
-            self._down(keep_logs=keep, meanwhile=meanwhile)
+            self._down(keep_logs=keep, while_stopping=while_stopping, meanwhile=meanwhile)
         except BottleError as exc:
             if not kept and not isinstance(exc, DownIncomplete):
                 with contextlib.suppress(BottleError, OSError):
@@ -354,13 +362,14 @@ class Instance:
         self,
         *,
         keep_logs: Callable[[str], None] | None = None,
+        while_stopping: Callable[[], None] | None = None,
         meanwhile: Callable[[], None] | None = None,
     ) -> None:
-        """``down`` (``keep_logs`` and ``meanwhile`` as it says), then give the networks'
-        subnets back (kept while a network is left)."""
+        """``down`` (``keep_logs``, ``while_stopping`` and ``meanwhile`` as it says), then
+        give the networks' subnets back (kept while a network is left)."""
         from bottle import subnets
 
-        self.compose.down(keep_logs=keep_logs, meanwhile=meanwhile)
+        self.compose.down(keep_logs=keep_logs, while_stopping=while_stopping, meanwhile=meanwhile)
         subnets.release(self.state.path.parent, self.slug)
 
     def logs(self, *, services: Sequence[str] = (), tail: int | None = None) -> str:
@@ -405,8 +414,15 @@ class Instance:
             import_records(self.state.path)  # the sidecars are down: all they logged is there
             planted.extend(self._check_workspace(metadata))
 
+        def while_stopping() -> None:
+            from bottle.sidecars import registry
+
+            # Their modules (the manifest's models: a third of a second to import) are
+            # loaded while docker stops the containers, not after: containers_gone asks them.
+            registry()
+
         try:
-            error = self._down_logged(meanwhile=containers_gone)
+            error = self._down_logged(while_stopping=while_stopping, meanwhile=containers_gone)
         except DownIncomplete as exc:
             left = exc  # the containers are gone: the rest of stop goes on
         except BottleError as exc:

@@ -41,16 +41,9 @@ _AGENT_COMMAND: dict[str, Any] = {"cls": syntax.AgentCommand, "epilog": syntax.R
 
 
 def _bottle(agent: str, bottle: str | None, args: list[str] | None = None) -> Any:
-    from bottle import Bottle
+    from bottle_cli.quick import load_bottle
 
-    instance = Bottle(agent, bottle=bottle, args=args or (), settings=_settings())
-    manifest = instance.manifest
-    for warning in manifest.warnings:
-        output.warn(warning)
-    for kind, broken in (("bottle", manifest.broken_bottles), ("agent", manifest.broken_agents)):
-        for name, error in broken.items():
-            output.warn(f"{kind} {name!r} does not load ({error.path}); see 'bottle {kind}s'")
-    return instance
+    return load_bottle(agent, bottle, args or (), _settings())
 
 
 def _ask(name: str, question: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bottle.state import StateDir
-from tests.conftest import run_cli
+from tests.conftest import run_cli, user_owned
 from tests.unit.test_quick_exec import Run, _log, calls, fake_docker, running
 
 __all__ = ["calls", "fake_docker", "running"]  # fixtures of the quick path's unit tests
@@ -89,3 +89,25 @@ def test_an_unexpected_os_error_is_a_message_not_a_traceback(
     assert done.returncode == 1
     assert "internal error (PermissionError" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_plain_run_starts_without_loading_typer(home: Path, repo: Path) -> None:
+    # typer and its parse were a tenth of a run's wall time: a plain run must not load it.
+    script = (
+        "import sys\n"
+        "import bottle.session\n"
+        "bottle.session.headless_run = lambda target, argv, **_: len(argv)\n"
+        "from bottle_cli.quick import main\n"
+        "code = main(['run', 'shell', '--', 'echo', 'hi'])\n"
+        "print(code, 'typer' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=user_owned(repo),
+        env={**os.environ, "BOTTLE_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.stdout.split() == ["2", "False"], done.stderr

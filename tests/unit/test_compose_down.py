@@ -28,7 +28,12 @@ case "$1 $2" in
       aaa) echo "2026-01-01T00:00:02.000000000Z agent bye" ;;
       bbb) [ -n "$BBB_GONE" ] && exit 1; echo "2026-01-01T00:00:01.000000000Z egress last" ;;
     esac ;;
-  "stop --time") touch "$STOPPED" ;;
+  "stop --time")
+    if [ -n "$AWAIT_STOP" ]; then  # until ``while_stopping`` ran: proof that it runs alongside
+      for _ in $(seq 50); do [ -f "$AWAIT_STOP" ] && break; sleep 0.1; done
+      [ -f "$AWAIT_STOP" ] || { echo "while_stopping never ran" >&2; exit 1; }
+    fi
+    touch "$STOPPED" ;;
   "rm --force") touch "$GONE" ;;
   "network ls")
     if [ -f "$NETS_LEFT" ]; then cat "$NETS_LEFT"
@@ -137,3 +142,21 @@ def test_meanwhile_runs_once_the_containers_are_gone_while_the_networks_go(
     assert "rm --force --volumes aaa bbb" in calls
     assert _calls(tmp_path)[-1] == "network rm n1 n2"
     assert (tmp_path / "nets_gone").exists()  # removed, not left behind by a failure
+
+
+def test_while_stopping_runs_as_the_containers_stop_before_their_logs_are_read(
+    project: ComposeProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = tmp_path / "while-stopping-ran"
+    monkeypatch.setenv("AWAIT_STOP", str(ran))
+    seen: list[bool] = []
+
+    def while_stopping() -> None:
+        seen.append((tmp_path / "stopped").exists())
+        ran.touch()  # the fake's stop waits for this, and fails without it
+
+    kept: list[str] = []
+    project.down(keep_logs=kept.append, while_stopping=while_stopping)
+    assert seen == [False]  # once, before the stop had ended
+    assert "agent bye" in kept[0]  # the logs still read after the stop
+    assert "stop --time 5 aaa" in _calls(tmp_path)

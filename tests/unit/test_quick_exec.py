@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from bottle.state import InstanceStatus, StateDir
-from tests.conftest import fake_docker_in
+from tests.conftest import fake_docker_in, user_owned, write
 from tests.unit.test_lifecycle import make_state
 
 FAKE_DOCKER = """#!/bin/sh
@@ -286,3 +286,80 @@ def test_other_stop_words_go_to_the_full_command(
     monkeypatch.setenv("BOTTLE_HOME", str(home))
     assert quick.quick_stop(words) is None
     assert running.read_metadata().status == InstanceStatus.RUNNING
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        [],
+        ["shell"],
+        ["shell", "--"],
+        ["shell", "extra", "--", "true"],
+        ["--bottle", "b", "shell", "--", "true"],
+        ["shell", "--prompt", "x"],
+        ["--help"],
+    ],
+)
+def test_other_run_words_go_to_the_full_command(words: list[str]) -> None:
+    from bottle_cli import quick
+
+    assert quick.quick_run(words) is None
+
+
+def test_quick_run_runs_what_the_full_command_runs(
+    home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """The same bottle, the same command in the agent, the same progress and question
+    doors; its exit code is the run's."""
+    import bottle.session
+    from bottle_cli import app, output, quick
+
+    seen: list[tuple[str, list[str], object]] = []
+
+    def headless_run(target: Any, argv: list[str], *, progress: Any, ask: Any) -> int:
+        assert progress is output.progress and callable(ask)
+        seen.append((target.plan().agent, list(argv), target.settings.home))
+        return 7
+
+    monkeypatch.setattr(bottle.session, "headless_run", headless_run)
+    monkeypatch.chdir(user_owned(repo))
+    assert quick.main(["run", "shell", "--", "echo", "a b"]) == 7
+    assert app.main(["run", "shell", "--", "echo", "a b"]) == 7
+    assert seen[0] == seen[1] == ("shell", ["echo", "a b"], home)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("bottle_text", "agent", "said"),
+    [
+        (None, "nope", "unknown agent 'nope'"),
+        (
+            "---\ngit:\n  remotes: [{name: origin, url: 'git@example.com:x.git', key_ref: K}]\n---\n",
+            "g",
+            "g.md: git.remotes[0].host_key",
+        ),
+    ],
+)
+def test_a_refused_quick_run_reads_as_the_full_command(
+    home: Path,
+    repo: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+    bottle_text: str | None,
+    agent: str,
+    said: str,
+) -> None:
+    from bottle_cli import app, quick
+
+    if bottle_text is not None:
+        write(home / "bottles" / f"{agent}.md", bottle_text)
+        write(home / "agents" / f"{agent}.md", f"---\nbottle: {agent}\n---\n")
+    monkeypatch.chdir(user_owned(repo))
+    monkeypatch.setenv("COLUMNS", "200")
+    code = quick.main(["run", agent, "--", "true"])
+    ours = capsys.readouterr()
+    assert app.main(["run", agent, "--", "true"]) == code
+    full = capsys.readouterr()
+    assert code == 2 and (ours.out, ours.err) == (full.out, full.err)
+    assert said in ours.err and "hint:" in ours.err and "Traceback" not in ours.err
+    assert not (home / "state").exists() or not list((home / "state").iterdir())

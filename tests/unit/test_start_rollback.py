@@ -34,7 +34,8 @@ def test_a_start_that_succeeds_is_running(home: Path, repo: Path) -> None:
     engine = FakeEngine()
     instance = _bottle(home, repo, engine).start()
     assert instance.status == InstanceStatus.RUNNING
-    assert engine.calls == ["check", "ensure_image", "ensure_image", "up", "ps"]
+    # The images are there: looked up (with the check, in one preflight), none built.
+    assert engine.calls == ["check", "image_exists", "image_exists", "up", "ps"]
     # One compose call, then one ps: every container still runs. The agent's program runs
     # after start returns (bottle.readiness).
     assert engine.ups == [["egress", "supervise", "agent"]]
@@ -52,11 +53,26 @@ def test_a_start_that_succeeds_is_running(home: Path, repo: Path) -> None:
 def test_a_failure_before_the_state_dir_leaves_nothing(
     home: Path, repo: Path, step: str, exc: BaseException
 ) -> None:
-    engine = FakeEngine(fail={step: exc})
+    bottle = _bottle(home, repo, FakeEngine())
+    # Every image missing: each is built, so a build can fail.
+    engine = FakeEngine(
+        fail={step: exc}, missing_images={s.ref for s in bottle.plan().images.specs}
+    )
+    bottle.engine = engine
     with pytest.raises(type(exc)):
-        _bottle(home, repo, engine).start()
+        bottle.start()
     assert _state_dirs(home) == []
     assert "up" not in engine.calls and "down" not in engine.calls
+
+
+def test_only_a_missing_image_is_built(home: Path, repo: Path) -> None:
+    bottle = _bottle(home, repo, FakeEngine())
+    sidecar, agent = bottle.plan().images.specs
+    engine = FakeEngine(missing_images={agent.ref})
+    bottle.engine = engine
+    assert bottle.start().status == InstanceStatus.RUNNING
+    assert engine.calls == ["check", "image_exists", "image_exists", "ensure_image", "up", "ps"]
+    assert sidecar.ref != agent.ref
 
 
 @pytest.mark.parametrize("exc", [OSError(28, "No space left on device"), KeyboardInterrupt()])

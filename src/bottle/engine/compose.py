@@ -299,6 +299,7 @@ class ComposeProject:
         *,
         timeout: int = 5,
         keep_logs: Callable[[str], None] | None = None,
+        while_stopping: Callable[[], None] | None = None,
         meanwhile: Callable[[], None] | None = None,
     ) -> None:
         """Remove every container and network of the project; a no-op when none exist.
@@ -309,19 +310,28 @@ class ComposeProject:
         and ``timeout`` seconds to end. ``keep_logs`` gets their logs (as ``logs`` shows
         them) once all have stopped and before any is removed: complete, the sidecars' last
         words on the way out included; it is called when no container exists too.
-        ``meanwhile`` runs once every container is gone, while docker removes the networks
-        (a tenth of a second each). A network still in use (something else joined it) is
-        raised as ``DownIncomplete``, once the rest is gone.
+        ``while_stopping`` runs in this thread while docker stops them (half a second of
+        waiting), once, before ``keep_logs``. ``meanwhile`` runs once every container is
+        gone, while docker removes the networks (a tenth of a second each). A network still
+        in use (something else joined it) is raised as ``DownIncomplete``, once the rest is
+        gone.
         """
         what = f"taking down {self.project}"
         label = f"com.docker.compose.project={self.project}"
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        with ThreadPoolExecutor(max_workers=2) as pool:
             # Listed while the containers stop: the networks are there from ``up`` on.
             listing = pool.submit(_networks, label, what)
             found = [c.state for c in containers(label) if c.project == self.project]
             running = [s.container_id for s in found if s.state in _STOPPABLE]
-            if running:
-                _docker_run(["stop", "--time", str(timeout), *running], what)
+            stopping = (
+                pool.submit(_docker_run, ["stop", "--time", str(timeout), *running], what)
+                if running
+                else None
+            )
+            if while_stopping is not None:
+                while_stopping()
+            if stopping is not None:
+                stopping.result()
             if keep_logs is not None:
                 keep_logs(_joined_logs(found, None))
             if found:
