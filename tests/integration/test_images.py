@@ -124,6 +124,64 @@ def test_shell_agent_trusts_only_the_bottle_ca(settings: Settings, rename: Renam
     assert out == "/home/agent"
 
 
+def test_shell_agent_runs_what_its_user_expects(settings: Settings) -> None:
+    spec = agent_image(settings, "shell")
+    ensure_image(spec, settings=settings, progress=lambda _: None)
+    script = (
+        "set -e; cd /tmp; git init -q src; "
+        "git -C src -c user.name=t -c user.email=t@t commit -q --allow-empty -m first; "
+        "git clone -q src dst; git -C dst log --format=%s; "
+        "python3 -c 'import ssl, json, sqlite3, venv, zoneinfo; print(\"python ok\")'; "
+        "curl --version | head -1 | cut -d' ' -f1; ssh -V 2>&1 | cut -c1-7; "
+        "less --version | head -1 | cut -d' ' -f1; ps -o comm= -p $$; "
+        "ip -br link show lo | cut -d' ' -f1; "
+        "ss -V | cut -d' ' -f1; perl -e 'use POSIX (); print \"perl ok\\n\"'; "
+        "printf 'caf\\351' | iconv -f latin1 -t utf-8; echo"
+    )
+    # As root: ssh refuses a uid without a passwd entry (the image's users are its own).
+    out = _run(spec.ref, "sh", "-c", script)
+    assert out.splitlines() == [
+        "first",
+        "python ok",
+        "curl",
+        "OpenSSH",
+        "less",
+        "sh",
+        "lo",
+        "ss",
+        "perl ok",
+        "caf\u00e9",
+    ]
+
+
+def test_custom_agent_gets_back_what_the_shell_image_leaves_out(
+    settings: Settings, rename: Renamer, tmp_path: Path
+) -> None:
+    parent = agent_image(settings, "shell")
+    ensure_image(parent, settings=settings, progress=lambda _: None)
+    d = tmp_path / "agent"
+    d.mkdir()
+    # The recipe docs/agents.md gives for a custom agent that needs the whole of perl.
+    (d / "Dockerfile").write_text(
+        "ARG BOTTLE_AGENT_IMAGE\nFROM ${BOTTLE_AGENT_IMAGE}\n"
+        "RUN rm /etc/dpkg/dpkg.cfg.d/bottle-agent-shell && apt-get update && "
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall "
+        "perl-modules-5.40 libperl5.40\n"
+    )
+    check = "use Pod::Usage (); use Encode::JP (); print qq(full perl\n)"
+    assert "full perl" not in _try(parent.ref, "perl", "-e", check)
+    spec = rename(custom_agent_image(settings, d / "Dockerfile", parent), "custom-perl")
+    _build(spec, settings)
+    assert _run(spec.ref, "perl", "-e", check) == "full perl"
+
+
+def _try(ref: str, *command: str) -> str:
+    try:
+        return _run(ref, *command)
+    except DockerException as exc:
+        return exc.stderr or ""
+
+
 def test_custom_agent_builds_on_its_parent(
     settings: Settings, rename: Renamer, tmp_path: Path
 ) -> None:

@@ -56,6 +56,23 @@ _DPKG_OPTS = (
     "path-include=/usr/share/locale/locale.alias",
     "path-exclude=/usr/share/doc/*",
     "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/groff/*",
+    "path-exclude=/usr/share/lintian/*",
+    "path-exclude=/usr/share/linda/*",
+    # Extension modules only Python's own test suite imports. Its .py files stay: python3.13's
+    # postinst byte-compiles them (and pydoc_data) by name and fails when one is absent.
+    # dpkg's "*" also matches "/": the version is spelled out so no package's files match.
+    "path-exclude=/usr/lib/python3.[0-9]*/lib-dynload/_test*",
+    "path-exclude=/usr/lib/python3.[0-9]*/lib-dynload/_ctypes_test*",
+    "path-exclude=/usr/lib/python3.[0-9]*/lib-dynload/_xxtestfuzz*",
+    "path-exclude=/usr/lib/python3.[0-9]*/lib-dynload/xx*",
+    # glibc's EBCDIC and other IBM code pages (3.6 MB); the DOS ones stay.
+    "path-exclude=/usr/lib/*/gconv/IBM*",
+    "path-include=/usr/lib/*/gconv/IBM437.so",
+    "path-include=/usr/lib/*/gconv/IBM850.so",
+    "path-include=/usr/lib/*/gconv/IBM852.so",
+    "path-include=/usr/lib/*/gconv/IBM866.so",
 )
 _BASE_CHANGES = (
     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
