@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import bottle.images as images
+import bottle.images.base as base
 from bottle.engine.images import _stream, base_recipe_ref
 from bottle.errors import BottleError
 from bottle.images import (
@@ -79,6 +80,7 @@ def test_tag_is_stable_and_ignores_mapping_order() -> None:
         {"build_args": {"X": "1", "Y": "3"}},
         {"build_args": {"X": "1"}},
         {"base": "bottle-base:trixie-000000000000"},
+        {"made_base": "bottle-base:trixie-000000000000"},
         {"executable": frozenset({"dir/b.sh"})},
     ],
 )
@@ -424,6 +426,26 @@ def test_base_ref_is_a_hash_of_the_recipe(settings: Settings) -> None:
     assert base_recipe_ref(settings) == ref
     mirror = Settings(home=settings.home, debian_mirror="http://mirror.example/debian")
     assert base_recipe_ref(mirror) != ref
+
+
+def test_a_new_base_recipe_rebuilds_every_image_built_on_the_base(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Tags once named only the base setting: images made on an older recipe's base were
+    # reused forever on a machine that had built them.
+    custom_dir = tmp_path / "custom"
+    custom_dir.mkdir()
+    (custom_dir / "Dockerfile").write_text(CUSTOM)
+
+    def refs() -> list[str]:
+        shell = agent_image(settings, "shell")
+        custom = custom_agent_image(settings, custom_dir / "Dockerfile", shell)
+        return [sidecar_image(settings).ref, shell.ref, custom.ref]
+
+    before = refs()
+    monkeypatch.setattr(base, "DPKG_OPTS", (*base.DPKG_OPTS, "path-exclude=/srv/*"))
+    after = refs()
+    assert all(old != new for old, new in zip(before, after, strict=True))
 
 
 def test_stream_shows_steps_keeps_every_line_and_remembers_the_last_step() -> None:

@@ -14,8 +14,6 @@ a Debian mirror and ``docker import`` (machines without a registry).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -31,6 +29,15 @@ from bottle.engine.errors import docker_cli, docker_errors, failure, raise_if_no
 from bottle.engine.progress import STEP, BuildProgress, BuildTracker
 from bottle.errors import Failed, ImageBuildError
 from bottle.images import ImageSpec
+from bottle.images.base import (
+    BASE_CHANGES,
+    BASE_REPO,
+    DPKG_OPTS,
+    INCLUDE,
+    SUITE,
+    VARIANT,
+    made_base_ref,
+)
 from bottle.settings import Settings, package_version
 
 __all__ = [
@@ -43,42 +50,6 @@ __all__ = [
 ]
 
 Progress = Callable[[str], None]
-
-#: Where locally made base images go: ``bottle-base:trixie-<hash of the recipe>``.
-BASE_REPO = "bottle-base"
-_SUITE = "trixie"
-_VARIANT = "minbase"
-_INCLUDE = ("python3", "python3-venv", "ca-certificates", "bash")
-#: Left out of the base, and of every package installed on it later (like Debian's slim images).
-_DPKG_OPTS = (
-    "path-exclude=/usr/share/man/*",
-    "path-exclude=/usr/share/locale/*",
-    "path-include=/usr/share/locale/locale.alias",
-    "path-exclude=/usr/share/doc/*",
-    "path-include=/usr/share/doc/*/copyright",
-    "path-exclude=/usr/share/info/*",
-    "path-exclude=/usr/share/groff/*",
-    "path-exclude=/usr/share/lintian/*",
-    "path-exclude=/usr/share/linda/*",
-    # Extension modules only Python's own test suite imports. Its .py files stay: python3.13's
-    # postinst byte-compiles them (and pydoc_data) by name and fails when one is absent.
-    # dpkg's "*" also matches "/": the version is spelled out so no package's files match.
-    "path-exclude=/usr/lib/python3.[0-9]*/lib-dynload/_test*",
-    "path-exclude=/usr/lib/python3.[0-9]*/lib-dynload/_ctypes_test*",
-    "path-exclude=/usr/lib/python3.[0-9]*/lib-dynload/_xxtestfuzz*",
-    "path-exclude=/usr/lib/python3.[0-9]*/lib-dynload/xx*",
-    # glibc's EBCDIC and other IBM code pages (3.6 MB); the DOS ones stay.
-    "path-exclude=/usr/lib/*/gconv/IBM*",
-    "path-include=/usr/lib/*/gconv/IBM437.so",
-    "path-include=/usr/lib/*/gconv/IBM850.so",
-    "path-include=/usr/lib/*/gconv/IBM852.so",
-    "path-include=/usr/lib/*/gconv/IBM866.so",
-)
-_BASE_CHANGES = (
-    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "ENV LANG=C.UTF-8",
-    'CMD ["bash"]',
-)
 
 #: Base images whose pull failed in this process: not tried again for the next image.
 _UNPULLABLE: set[str] = set()
@@ -242,16 +213,7 @@ def _reaped(proc: subprocess.Popen[str]) -> Iterator[None]:
 
 def base_recipe_ref(settings: Settings) -> str:
     """The ref of the base made from ``settings.debian_mirror``: a hash of the whole recipe."""
-    recipe = {
-        "suite": _SUITE,
-        "variant": _VARIANT,
-        "include": list(_INCLUDE),
-        "dpkgopt": list(_DPKG_OPTS),
-        "mirror": settings.debian_mirror,
-        "changes": list(_BASE_CHANGES),
-    }
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-    return f"{BASE_REPO}:{_SUITE}-{digest}"
+    return made_base_ref(settings.debian_mirror)
 
 
 def ensure_base(settings: Settings, progress: Progress) -> str:
@@ -307,14 +269,14 @@ def _make_base(settings: Settings, ref: str, progress: Progress) -> None:
         tar = Path(tmp) / "rootfs.tar"
         argv = [
             mmdebstrap,
-            f"--variant={_VARIANT}",
-            f"--include={','.join(_INCLUDE)}",
-            *(f"--dpkgopt={opt}" for opt in _DPKG_OPTS),
-            _SUITE,
+            f"--variant={VARIANT}",
+            f"--include={','.join(INCLUDE)}",
+            *(f"--dpkgopt={opt}" for opt in DPKG_OPTS),
+            SUITE,
             str(tar),
             settings.debian_mirror,
         ]
-        code, tail, _ = _stream(argv, progress, image=ref, first_step=f"mmdebstrap {_SUITE}")
+        code, tail, _ = _stream(argv, progress, image=ref, first_step=f"mmdebstrap {SUITE}")
         if code != 0:
             raise ImageBuildError(
                 f"making base image {ref} with mmdebstrap failed (exit code {code})",
@@ -325,7 +287,7 @@ def _make_base(settings: Settings, ref: str, progress: Progress) -> None:
                 "BOTTLE_BASE_IMAGE to an image you have.",
             )
         progress(f"importing {tar.name} as {ref}")
-        changes = [*_BASE_CHANGES, f"LABEL bottle.version={package_version()}"]
+        changes = [*BASE_CHANGES, f"LABEL bottle.version={package_version()}"]
         from python_on_whales import docker
 
         with docker_errors(f"importing base image {ref}"):

@@ -38,6 +38,7 @@ from bottle.dockerfiles import (
     check_custom_agent_dockerfile,
 )
 from bottle.errors import Refused
+from bottle.images.base import made_base_ref
 from bottle.images.sources import runtime_sources
 from bottle.manifest.models import ProviderKind
 from bottle.settings import Settings
@@ -87,6 +88,10 @@ class ImageSpec:
     base: str
     executable: frozenset[str] = field(default_factory=frozenset)
     untagged: frozenset[str] = field(default_factory=frozenset)
+    #: The ref of the base bottle would make for ``base`` (``bottle.images.base``), in the tag
+    #: whether or not the base gets made: a changed recipe then rebuilds what was built on the
+    #: old one, at the cost of one rebuild where the base is pulled instead.
+    made_base: str = ""
 
     def __post_init__(self) -> None:
         for name in self.files:
@@ -124,6 +129,7 @@ class ImageSpec:
             put(key)
             put(self.build_args[key])
         put(self.base)
+        put(self.made_base)
         return h.hexdigest()[:12]
 
     @property
@@ -157,6 +163,7 @@ def sidecar_image(settings: Settings) -> ImageSpec:
         files=files,
         build_args={},
         base=settings.base_image,
+        made_base=made_base_ref(settings.debian_mirror),
     )
 
 
@@ -176,6 +183,7 @@ def agent_image(settings: Settings, provider: Provider) -> ImageSpec:
         files={_HOST_CA: settings.host_ca_pem()},
         build_args={},
         base=settings.base_image,
+        made_base=made_base_ref(settings.debian_mirror),
         untagged=frozenset({_HOST_CA}),
     )
 
@@ -211,6 +219,7 @@ def custom_agent_image(settings: Settings, dockerfile_path: Path, parent: ImageS
         files=files,
         build_args={AGENT_IMAGE_ARG: parent.ref},
         base=settings.base_image,
+        made_base=made_base_ref(settings.debian_mirror),
         executable=frozenset(executable),
     )
 
