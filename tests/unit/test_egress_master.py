@@ -276,3 +276,50 @@ async def _request(proxy: mitm_master.Master) -> None:
     from mitmproxy.test import tflow
 
     await proxy.addons.trigger_event(HttpRequestHook(tflow.tflow()))  # type: ignore[no-untyped-call]
+
+
+def test_log_records_are_not_turned_into_add_log_events_nothing_handles() -> None:
+    # Each of mitmproxy's per-connection lines became a thread-safe callback and a walk of
+    # every addon (dropping the hook index): about a sixth of a new connection's CPU.
+    import logging
+
+    from mitmproxy import log, options
+
+    async def check() -> None:
+        proxy = master.EgressMaster(options.Options())
+        try:
+            legacy = [h for h in logging.getLogger().handlers if isinstance(h, log.LegacyLogEvents)]
+            assert legacy == []
+            loop = asyncio.get_running_loop()
+            queued = len(loop._ready)  # type: ignore[attr-defined]
+            logging.getLogger("mitmproxy.proxy.server").info("client connect")
+            assert len(loop._ready) == queued  # type: ignore[attr-defined]
+            assert logging.getLogger().handlers  # the term log and the error check stay
+        finally:
+            proxy._legacy_log_events.uninstall()
+
+    asyncio.run(check())
+
+
+def test_an_addon_with_the_add_log_hook_keeps_getting_it() -> None:
+    import logging
+
+    from mitmproxy import log, options
+
+    class Listens:
+        def add_log(self, entry: log.LogEntry) -> None:
+            pass
+
+    async def check() -> None:
+        proxy = mitm_master.Master(options.Options())
+        try:
+            proxy.addons.add(Listens())
+            master.drop_legacy_log_events(proxy)
+            assert proxy._legacy_log_events in logging.getLogger().handlers
+            plain = mitm_master.Master(options.Options())
+            master.drop_legacy_log_events(plain)
+            assert plain._legacy_log_events not in logging.getLogger().handlers
+        finally:
+            proxy._legacy_log_events.uninstall()
+
+    asyncio.run(check())

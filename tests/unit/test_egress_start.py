@@ -86,3 +86,35 @@ def test_collection_is_off_while_egress_imports_and_on_when_it_serves(
         gc.enable()
         gc.unfreeze()
     assert seen == [False, True, True]  # off while importing; on while serving; clean exit
+
+
+def test_a_new_ca_has_an_ecdsa_p256_key_mitmproxy_signs_its_certificates_with(
+    tmp_path: Path,
+) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from mitmproxy import certs
+
+    cert = egress_main.prepare_ca(tmp_path / "conf", tmp_path / "ca")
+    ca = x509.load_pem_x509_certificate(cert.read_bytes())
+    key = ca.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert ca.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    private = tmp_path / "conf" / "mitmproxy-ca.pem"
+    assert private.stat().st_mode & 0o077 == 0
+    for public in ("mitmproxy-ca-cert.cer", "mitmproxy-ca-cert.p12", "mitmproxy-dhparam.pem"):
+        assert (tmp_path / "conf" / public).is_file()  # what mitmproxy's own store has
+    store = certs.CertStore.from_store(tmp_path / "conf", "mitmproxy", 2048)
+    leaf = store.get_cert("upstream.test", [x509.DNSName("upstream.test")]).cert
+    leaf.to_cryptography().verify_directly_issued_by(ca)
+    assert leaf.keyinfo == ("EC (secp256r1)", 256)
+
+
+def test_a_ca_made_before_is_kept_whatever_its_key(tmp_path: Path) -> None:
+    from mitmproxy import certs
+
+    certs.CertStore.create_store(tmp_path / "conf", "mitmproxy", 2048)  # an older egress's
+    before = (tmp_path / "conf" / "mitmproxy-ca-cert.pem").read_bytes()
+    cert = egress_main.prepare_ca(tmp_path / "conf", tmp_path / "ca")
+    assert cert.read_bytes() == before  # the agent trusts that one

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from mitmproxy import addonmanager, exceptions, hooks, master, options
+from mitmproxy import addonmanager, exceptions, hooks, log, master, options
 from mitmproxy.addons import (
     anticache,
     anticomp,
@@ -238,6 +238,7 @@ class EgressMaster(master.Master):
         self.addons = index
         self._ours = list(addon.addons)
         self.addons.add(*chain(self._ours))
+        drop_legacy_log_events(self)
 
     async def run(self) -> None:
         # Registered before the command line is read, the addons saw ``configure`` only for
@@ -252,6 +253,30 @@ class EgressMaster(master.Master):
         every = hooks.ConfigureHook(set(self.options.keys()))  # type: ignore[no-untyped-call]
         for ours in self._ours:
             self.addons.invoke_addon_sync(ours, every)
+
+
+#: mitmproxy's deprecated hook that :class:`mitmproxy.log.LegacyLogEvents` feeds.
+LEGACY_LOG_HOOK = "add_log"
+
+
+def drop_legacy_log_events(proxy: master.Master) -> None:
+    """Take out mitmproxy's handler that turns every log record into an ``add_log`` event,
+    when no addon of the chain has that (deprecated) hook.
+
+    mitmproxy's own lines run at DEBUG and INFO (about six per connection: client and
+    server connect, TLS, disconnect), and that handler formats each one and hands it to
+    the loop with ``call_soon_threadsafe`` (a write to the loop's wake-up socket and one
+    more turn of the loop) as a synchronous ``trigger``, which walks every addon and drops
+    the hook index, so the connection's next event looked up all handlers again: about a
+    sixth of egress's CPU per new HTTPS connection, for a hook that nothing here handles.
+    The term log and the error check are handlers of their own and stay.
+    """
+    every = addonmanager.traverse(proxy.addons.chain)  # type: ignore[no-untyped-call]
+    if any(callable(getattr(one, LEGACY_LOG_HOOK, None)) for one in every):
+        return
+    legacy = getattr(proxy, "_legacy_log_events", None)
+    if isinstance(legacy, log.LegacyLogEvents):
+        legacy.uninstall()
 
 
 def run(arguments: Sequence[str]) -> None:
