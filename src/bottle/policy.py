@@ -423,10 +423,12 @@ def parse_routes_file(data: bytes, source: str = "routes.yaml") -> Routes:
     """Parse and validate the bytes of ``live-config/egress/routes.yaml`` (``{routes: [...]}``).
 
     The one parser of that file: the host before it writes or reloads, egress when it loads,
-    supervise when it lists the routes in force.
+    supervise when it lists the routes in force. Bounded like a bottle file: the host also
+    parses the copy egress echoes in its status, which a compromised egress writes.
     """
-    from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
+
+    from bottle import boundedyaml
 
     try:
         text = data.decode("utf-8")
@@ -435,7 +437,11 @@ def parse_routes_file(data: bytes, source: str = "routes.yaml") -> Routes:
             f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})"
         ) from exc
     try:
-        loaded = YAML(typ="safe", pure=True).load(text)
+        loaded = boundedyaml.load(text)
+    except boundedyaml.MaxDepthExceededError as exc:
+        raise RoutesFileError(
+            f"{source}: nests deeper than {boundedyaml.MAX_DEPTH} levels"
+        ) from exc
     except YAMLError as exc:
         raise RoutesFileError(f"{source}: not valid YAML: {exc}") from exc
     if loaded is None:

@@ -18,7 +18,6 @@ from bottle.files import now
 from bottle.instance import Instance
 from bottle.instances import CleanupPlan, resolve, run_cleanup
 from bottle.manifest import load_manifest
-from bottle.manifest.loader import MAX_ALIASED_NODES, split_front_matter
 from bottle.settings import Settings
 from bottle.state import InstanceStatus, Metadata, StateDir, check_slug
 from tests.conftest import CliResult, run_cli_here, user_owned, write
@@ -282,21 +281,6 @@ def test_a_symlinked_home_bottle_is_still_read(home: Path, repo: Path, tmp_path:
     assert manifest.bottles["mine"].spec.description == "from dotfiles"
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        "a: " + "[" * 20_000 + "]" * 20_000 + "\n",
-        "a: " + "{b: " * 20_000 + "1" + "}" * 20_000 + "\n",
-        "".join(" " * i + "k:\n" for i in range(100)) + " " * 100 + "v\n",
-    ],
-    ids=["flow-sequences", "flow-mappings", "block"],
-)
-def test_deep_nesting_is_refused_before_it_is_built(body: str) -> None:
-    with pytest.raises(ManifestError, match="nests deeper than") as caught:
-        split_front_matter(_front(body), Path("deep.md"))
-    assert caught.value.exit_code == 2
-
-
 def test_deep_nesting_through_the_cli_is_a_refusal_not_an_internal_error(
     bottle: Callable[..., CliResult], home: Path, repo: Path
 ) -> None:
@@ -304,23 +288,6 @@ def test_deep_nesting_through_the_cli_is_a_refusal_not_an_internal_error(
     done = bottle("render", "shell", "--bottle", "deep", home=home, cwd=repo)
     assert done.returncode == 2 and "nests deeper than" in done.stderr
     assert "internal error" not in done.stderr
-
-
-def test_billion_laughs_is_refused() -> None:
-    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]\n"]
-    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)]
-    with pytest.raises(ManifestError, match=f"more than {MAX_ALIASED_NODES}"):
-        split_front_matter(_front("".join(lines)), Path("lol.md"))
-
-
-def test_an_alias_inside_its_own_anchor_is_refused() -> None:
-    with pytest.raises(ManifestError, match="refers to itself"):
-        split_front_matter(_front("a: &a [1, *a]\n"), Path("loop.md"))
-
-
-def test_ordinary_aliases_still_work() -> None:
-    data, _ = split_front_matter(_front("x: &v [1, 2]\ny: *v\nz: [*v, *v]\n"), Path("ok.md"))
-    assert data == {"x": [1, 2], "y": [1, 2], "z": [[1, 2], [1, 2]]}
 
 
 def _as_user(uid: int, do: Callable[[], None]) -> None:

@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.composer import Composer, ComposerError, MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
+from bottle import boundedyaml
+from bottle.boundedyaml import MAX_DEPTH
 from bottle.errors import ManifestError
 from bottle.manifest.bottlefile import bottle_file_model
 from bottle.manifest.builtin import BUILTIN_AGENTS, builtin_bottles
@@ -41,10 +40,9 @@ from bottle.sidecars import registry
 from bottle.trust import MAX_AGENT_BYTES, TrustState, read_agent_file, refusal, state_of
 
 #: Bounds on a bottle or agent file: a real one is a few KiB, a few levels deep, with few
-#: aliases. Past them the file is refused before it is read whole or built.
+#: aliases (``MAX_DEPTH``, ``MAX_ALIASED_NODES``). Past them the file is refused before it is
+#: read whole or built.
 MAX_FILE_BYTES = MAX_AGENT_BYTES
-MAX_DEPTH = 32
-MAX_ALIASED_NODES = 10_000
 
 Origin = Literal["home", "repo", "builtin"]
 #: Keys only a bottle may set, beside every sidecar's section.
@@ -135,18 +133,15 @@ def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str]:
             path=path,
             hint="Close the YAML front matter with a line holding only '---'.",
         )
-    yaml = YAML(typ="safe", pure=True)
-    yaml.max_depth = MAX_DEPTH
-    yaml.Composer = _BoundedComposer
     try:
-        data = yaml.load(io.StringIO(head))
-    except MaxDepthExceededError:
+        data = boundedyaml.load(head)
+    except boundedyaml.MaxDepthExceededError:
         raise ManifestError(
             f"the front matter nests deeper than {MAX_DEPTH} levels",
             path=path,
             hint="Flatten it: no bottle or agent field nests that deep.",
         ) from None
-    except _AliasBomb as exc:
+    except boundedyaml.AliasBomb as exc:
         raise ManifestError(
             str(exc.problem), path=path, hint="Write the values out instead of using aliases."
         ) from None
@@ -169,49 +164,6 @@ def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str]:
             hint="Write 'key: value' lines between the '---' lines.",
         )
     return data, body
-
-
-class _AliasBomb(ComposerError):
-    pass
-
-
-class _BoundedComposer(Composer):
-    """Counts the nodes aliases stand for: a few anchors must not expand to billions."""
-
-    def __init__(self, loader: Any = None) -> None:
-        super().__init__(loader=loader)
-        self._aliased = 0
-        self._sizes: dict[int, int] = {}
-        self._done: set[int] = set()
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        node = super().compose_node(parent, index)
-        self._done.add(id(node))
-        return node
-
-    def return_alias(self, a: Any) -> Any:
-        if id(a) not in self._done:
-            # An alias inside its own anchor: a cycle no validator or merge could walk.
-            raise _AliasBomb(None, None, "an alias refers to itself", a.start_mark)
-        self._aliased += self._size(a)
-        if self._aliased > MAX_ALIASED_NODES:
-            raise _AliasBomb(
-                None, None, f"aliases expand to more than {MAX_ALIASED_NODES} values", a.start_mark
-            )
-        return a
-
-    def _size(self, node: Node) -> int:
-        """Nodes under ``node``, aliases expanded (memoised; depth is bounded by MAX_DEPTH)."""
-        key = id(node)
-        if key not in self._sizes:
-            if isinstance(node, MappingNode):
-                children = [n for pair in node.value for n in pair]
-            elif isinstance(node, SequenceNode):
-                children = list(node.value)
-            else:
-                children = []
-            self._sizes[key] = 1 + sum(self._size(c) for c in children)
-        return self._sizes[key]
 
 
 def validate(model: type[BaseModel], data: dict[str, Any], path: Path | None) -> Any:
