@@ -99,26 +99,25 @@ def _pids(container: str) -> list[int]:
     return [int(p) for p in top if p.isdigit()]
 
 
-def _rss_kb(pid: int) -> int:
+def _proc_kb(pid: int, name: str, key: str) -> int:
+    """The ``key:`` line's kB in ``/proc/PID/<name>``, 0 once the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def _rss_kb(pid: int) -> int:
+    return _proc_kb(pid, "status", "VmRSS")
 
 
 def _pss_kb(pid: int) -> int:
     """Proportional set size: each shared page counted as 1/n in each of its n users (the
     two sidecars run the same image: its shared libraries' pages are in both RSS figures)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _proc_kb(pid, "smaps_rollup", "Pss")
 
 
 def sidecar_rss(slug: str) -> dict[str, float]:
