@@ -20,7 +20,7 @@ from bottle.settings import Settings
 from bottle_cli.view import ConfirmScreen, QueueView
 from tests.conftest import user_owned
 from tests.fakes import FakeEngine
-from tests.unit.test_view_push import Recorded, until
+from tests.unit.test_view_push import answered_only_yes, until
 
 #: What a terminal would act on: a line erased and the cursor moved up (to paint a harmless
 #: line over the real one), a right-to-left override, and an OSC never terminated (which
@@ -80,36 +80,13 @@ def test_the_view_shows_the_exact_dockerfile_inert_and_builds_only_on_yes(
     asked = ask(instance)
     queue = proposal_queue(instance)
     before = builds(engine)
-    shown: list[str] = []
-
-    async def drive() -> None:
-        app = Recorded(settings)
-        async with app.run_test(size=(160, 50)) as pilot:
-            await until(pilot, lambda: len(app.items) == 1, "the proposal")
-            await pilot.press("a")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
-            assert isinstance(app.screen, ConfirmScreen)
-            shown.append(app.screen.text)
-            for no in ("n", "escape"):  # no: nothing is built; nor is Esc a yes
-                if no == "escape":
-                    await pilot.press("a")
-                    await until(
-                        pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question"
-                    )
-                app.said.clear()
-                await pilot.press(no)
-                await until(pilot, app.left_pending, "the answer")
-                # The answer is in: any build it started runs in a worker; let it end.
-                await app.workers.wait_for_complete()
-                assert not isinstance(app.screen, ConfirmScreen) and not app.busy
-                assert queue.get(asked).status == "pending" and builds(engine) == before
-            await pilot.press("a")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
-            await pilot.press("y")
-            await until(pilot, lambda: queue.get(asked).status == "approved", "the approval")
-
-    asyncio.run(drive())
-    [text] = shown
+    text = asyncio.run(
+        answered_only_yes(
+            settings,
+            lambda: queue.get(asked).status == "pending" and builds(engine) == before,
+            lambda: queue.get(asked).status == "approved",
+        )
+    )
     assert not any(c in text for c in RAW), repr(text)
     lines = text.splitlines()
     # Every line of the Dockerfile, numbered, each invisible character written out; the

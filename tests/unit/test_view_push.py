@@ -88,42 +88,49 @@ async def until(pilot: object, check: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"the view never showed {what}")
 
 
+async def answered_only_yes(
+    settings: Settings, unchanged: Callable[[], bool], done: Callable[[], bool]
+) -> str:
+    """Open the one proposal's question; answer n, then Esc (each must leave ``unchanged()``
+    true once every worker it started ended), then y until ``done()``. The question's text."""
+    app = Recorded(settings)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await until(pilot, lambda: len(app.items) == 1, "the proposal")
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        assert isinstance(app.screen, ConfirmScreen)
+        text = app.screen.text
+        for no in ("n", "escape"):  # no: nothing is done; nor is Esc a yes
+            if no == "escape":
+                await pilot.press("a")
+                await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            app.said.clear()
+            await pilot.press(no)
+            await until(pilot, app.left_pending, "the answer")
+            # The answer is in: anything it started runs in a worker; let it end.
+            await app.workers.wait_for_complete()
+            assert not isinstance(app.screen, ConfirmScreen) and not app.busy
+            assert unchanged()
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        await pilot.press("y")
+        await until(pilot, done, "the answer yes")
+    return text
+
+
 def test_the_view_shows_the_gates_findings_and_asks_before_a_push_goes_through(
     running: tuple[Instance, Settings],
 ) -> None:
     instance, settings = running
     asked = ask(instance, REFUSED)
     queue = proposal_queue(instance)
-    shown: list[str] = []
-
-    async def drive() -> None:
-        app = Recorded(settings)
-        async with app.run_test(size=(160, 50)) as pilot:
-            await until(pilot, lambda: len(app.items) == 1, "the proposal")
-            await pilot.press("a")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
-            assert isinstance(app.screen, ConfirmScreen)
-            shown.append(app.screen.text)
-            for no in ("n", "escape"):  # no: nothing is let through; nor is Esc a yes
-                if no == "escape":
-                    await pilot.press("a")
-                    await until(
-                        pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question"
-                    )
-                app.said.clear()
-                await pilot.press(no)
-                await until(pilot, app.left_pending, "the answer")
-                # The answer is in: any decision it started runs in a worker; let it end.
-                await app.workers.wait_for_complete()
-                assert not isinstance(app.screen, ConfirmScreen) and not app.busy
-                assert queue.get(asked).status == "pending" and allowances(instance) == []
-            await pilot.press("a")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
-            await pilot.press("y")
-            await until(pilot, lambda: queue.get(asked).status == "approved", "the approval")
-
-    asyncio.run(drive())
-    [text] = shown
+    text = asyncio.run(
+        answered_only_yes(
+            settings,
+            lambda: queue.get(asked).status == "pending" and allowances(instance) == [],
+            lambda: queue.get(asked).status == "approved",
+        )
+    )
     # The gate's finding, inert (no escape, no markup acted on); never the agent's claim as
     # a finding (its justification is shown, labelled so).
     assert "github-token [ghp_… (40 chars)]" in text and "\x1b" not in text
