@@ -14,7 +14,7 @@ import logging
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO, TypedDict, cast
+from typing import Any, NotRequired, TextIO, TypedDict, cast
 
 from mitmproxy import http
 
@@ -51,6 +51,8 @@ class FlowRecord(TypedDict):
     path: str  # no query, redacted for logs
     logged: bool
     done: list[str]  # the stages run on this flow (each runs once, at requestheaders or later)
+    #: Held only to read a ``_method`` field (the route limits methods; its DLP mode streams).
+    held_for_method: NotRequired[bool]
 
 
 def flow_record(flow: http.HTTPFlow) -> FlowRecord:
