@@ -181,6 +181,33 @@ def test_allowed_route_passes_untouched_and_is_logged(env: Env) -> None:
     assert set(line) >= {"time", "reason"}
 
 
+def test_the_decision_log_is_bounded_on_disk_and_says_when_it_dropped_records(
+    env: Env,
+) -> None:
+    """The agent decides how many requests it makes; the log's files on the host do not
+    grow past KEEP + 1 of max_bytes, the oldest go, and a note says records were lost."""
+    from bottle.runtime.egress import records
+
+    env.addon.log.max_bytes = 4096
+    for n in range(400):
+        flow = make_flow("GET", f"https://unlisted.example.org/{n}")
+        env.fire(HttpRequestHook(flow))
+    files = [p for p in records.log_files(env.log) if p.exists()]
+    assert [p.name for p in files] == [f"egress.jsonl.{n}" for n in (3, 2, 1)] + ["egress.jsonl"]
+    assert sorted(p.name for p in env.log.parent.iterdir()) == sorted(p.name for p in files)
+    assert all(p.stat().st_size <= 4096 for p in files)
+    lines = [json.loads(x) for p in files for x in p.read_text().splitlines()]
+    kept = [x for x in lines if x["decision"] == "refuse"]
+    # The newest records are the ones kept, in order, up to the last request.
+    paths = [int(x["path"].strip("/")) for x in kept]
+    assert paths == list(range(paths[0], 400)) and paths[0] > 0
+    notes = [x for x in lines if x["decision"] == "note"]
+    assert notes and all("older records were dropped" in x["reason"] for x in notes)
+    assert json.loads(env.log.read_text().splitlines()[0])["decision"] == "note"
+    [parsed] = {records.LogRecord.model_validate(x).decision for x in notes}
+    assert parsed == "note"
+
+
 @pytest.mark.parametrize(
     ("method", "url", "reason"),
     [
