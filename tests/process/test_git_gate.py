@@ -439,6 +439,23 @@ def test_the_server_bounds_request_bodies(served: str, monkeypatch: pytest.Monke
     assert info.value.code == 413
 
 
+@pytest.mark.parametrize("size", [b"-40", b"0x10", b"1_0", b"+8", b""])
+def test_a_chunk_size_that_is_not_hex_digits_is_refused(served: str, size: bytes) -> None:
+    """A negative size would take back what the body bound counted (then any length
+    passes); Python's int() also reads 0x, _ and + where HTTP has hex digits alone."""
+    import socket
+    from urllib.parse import urlsplit
+
+    host = urlsplit(served)
+    with socket.create_connection((host.hostname, host.port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /origin.git/git-upload-pack HTTP/1.1\r\nHost: g\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + size + b"\r\nabcd\r\n0\r\n\r\n"
+        )
+        answer = conn.recv(4096)
+    assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
+
+
 def test_main_writes_status_once_listening(
     tmp_path: Path, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -35,6 +35,7 @@ _PATH = re.compile(
     r"^/(?P<name>[a-z0-9][a-z0-9_.-]*)\.git/(?P<rest>info/refs|git-upload-pack|git-receive-pack)$"
 )
 _SERVICES = ("git-upload-pack", "git-receive-pack")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _CHUNK = 1 << 16
 #: Largest upload-pack request the relay reads to judge (a clone's wants are ~50 bytes each).
 MAX_RELAY_REQUEST = 1 << 20
@@ -469,7 +470,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             while True:
                 size_line = self.rfile.readline(1024)
-                size = int(size_line.split(b";", 1)[0].strip() or b"x", 16)
+                digits = size_line.split(b";", 1)[0].strip()
+                # Hex digits alone: int() would take "-1", "0x…" and "1_0", and a negative
+                # size would take back what the bound counted.
+                if not _CHUNK_SIZE.fullmatch(digits):
+                    raise ValueError("bad chunk size")
+                size = int(digits, 16)
                 if size == 0:
                     while self.rfile.readline(1024).strip():
                         pass
