@@ -4,7 +4,10 @@ A route names a host the operator means to reach. Some names cannot mean an outs
 whatever DNS says: IP literals (in any of the forms ``inet_aton`` accepts, like
 ``2130706433`` or ``0x7f.1``), ``localhost``, single-label names (``egress``, ``supervise``:
 the bottle's own services), names under ``.internal`` or ``.local``, the cloud metadata names,
-and wildcards over a public suffix (``*.com``, ``*.github.io``). They are refused here, on
+and wildcards over names where anyone can get one: a public suffix (``*.com``,
+``*.github.io``), a domain with a public suffix under it (``*.amazonaws.com`` holds
+``s3.amazonaws.com``: anyone's bucket), or a shared hosting name the public suffix list
+does not hold (``*.storage.googleapis.com``, ``*.firebaseio.com``). They are refused here, on
 both sides of the boundary (this module is pure and runs in the sidecars too); a route that
 says ``private: true`` may name internal names and private IP literals, never the metadata
 service, loopback or the bottle's own services.
@@ -43,6 +46,33 @@ INTERNAL_SUFFIXES = (
     "intranet",
     "corp",
     "private",
+)
+#: Where each name (at any depth) is someone's bucket, database, tunnel or site, and the
+#: public suffix list has no entry for it: a wildcard over, under or above one reaches
+#: anyone's. Not complete (it cannot be); the list's own entries are checked as well.
+SHARED_HOSTING = (
+    "storage.googleapis.com",
+    "googleusercontent.com",
+    "firebaseio.com",
+    "r2.cloudflarestorage.com",
+    "backblazeb2.com",
+    "wasabisys.com",
+    "aliyuncs.com",
+    "myqcloud.com",
+    "queue.core.windows.net",
+    "table.core.windows.net",
+    "dfs.core.windows.net",
+    "vault.azure.net",
+    "cloudapp.azure.com",
+    "glitch.me",
+    "loca.lt",
+    "pipedream.net",
+    "oastify.com",
+    "burpcollaborator.net",
+    "interact.sh",
+    "atlassian.net",
+    "sharepoint.com",
+    "zendesk.com",
 )
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _NAME_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
@@ -89,6 +119,13 @@ def refusal(host: str, *, private: bool) -> str | None:
         return (
             f"{host!r} is a wildcard over the public suffix {bare!r}, which would allow "
             "every site under it: name the site, like *.example.com"
+        )
+    shared = _shared_under(bare) if host.startswith("*.") else None
+    if shared is not None:
+        return (
+            f"{host!r} is a wildcard covering {shared!r}, where anyone can get a name (a "
+            "bucket, a site, a tunnel), so it would reach anyone's: list the exact hosts "
+            "instead (your-bucket.s3.amazonaws.com, not *.amazonaws.com)"
         )
     if "." not in bare:
         if bare in OWN_SERVICES:
@@ -143,3 +180,31 @@ def _is_public_suffix(name: str) -> bool:
     psl = _suffixes()
     # Unknown TLDs count as public too (the list's default rule "*"): "*.test" is refused.
     return bool(psl.is_public(name))  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _shared_bases() -> dict[str, str]:
+    """Every public suffix of the list and every domain above one, each with a suffix at
+    or under it (``amazonaws.com``: ``s3.amazonaws.com``); the same of :data:`SHARED_HOSTING`."""
+    import publicsuffixlist
+
+    with open(publicsuffixlist.PSLFILE, encoding="utf-8") as source:
+        rules = [line.split(" ", 1)[0].strip().lower() for line in source]
+    names = [r.removeprefix("*.") for r in rules if r and not r.startswith(("//", "!"))]
+    bases: dict[str, str] = {}
+    for name in (*SHARED_HOSTING, *names):
+        labels = name.split(".")
+        for i in range(len(labels)):
+            base = ".".join(labels[i:])
+            # The shortest one names it best: s3.amazonaws.com, not a region's endpoint.
+            if base not in bases or len(name) < len(bases[base]):
+                bases[base] = name
+    return bases
+
+
+def _shared_under(name: str) -> str | None:
+    """A name at or under ``name`` where anyone may hold names, or None."""
+    found = _shared_bases().get(name)
+    if found is not None:
+        return found
+    return next((s for s in SHARED_HOSTING if name.endswith("." + s)), None)

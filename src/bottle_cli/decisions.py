@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -161,30 +161,43 @@ def _as_json(record: LogRecord) -> dict[str, Any]:
 
 
 def _log_records(path: Path, *, follow: bool) -> Iterator[LogRecord]:
-    """The records of the decision log, then (``follow``) each one as it is written.
+    """The records of the decision log, its rotated files first (oldest first), then
+    (``follow``) each one as it is written, into the next file when egress rotates it.
 
     A line is used once its newline is there (egress may be half-way through writing it);
     a line that is not a decision record is reported and skipped, never fatal.
     """
-    from pydantic import ValidationError
-
-    from bottle.runtime.egress.records import LogRecord
+    from bottle.runtime.egress.records import log_files
 
     while not path.exists():
         if not follow:
             return
         time.sleep(POLL_S)
+    for older in log_files(path)[:-1]:
+        if older.exists():
+            yield from _file_records(older, follow=False)
+    while (yield from _file_records(path, follow=follow)):
+        pass  # rotated while followed: on into the new file
+
+
+def _file_records(path: Path, *, follow: bool) -> Generator[LogRecord, None, bool]:
+    """One file's records; True when following ended because egress rotated the file."""
     import io
 
+    from pydantic import ValidationError
+
     from bottle.errors import StateError
+    from bottle.runtime.egress.records import LogRecord
     from bottle.safefs import open_read_regular
 
     try:
         raw = open_read_regular(path)
+    except FileNotFoundError:
+        return follow  # rotated between listing and opening: the next one has the rest
     except OSError as exc:
         raise StateError(f"cannot read {path}: {exc.strerror or exc}") from None
     with io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as handle:
-        partial = ""
+        partial, last_pass = "", False
         while True:
             chunk = handle.readline()
             if chunk:
@@ -192,7 +205,12 @@ def _log_records(path: Path, *, follow: bool) -> Iterator[LogRecord]:
                 if not partial.endswith("\n"):
                     continue
             elif follow:
-                time.sleep(POLL_S)
+                if last_pass:
+                    return True
+                # Renamed aside (a new file at the name): what is left of this one first.
+                last_pass = _replaced(path, raw.fileno())
+                if not last_pass:
+                    time.sleep(POLL_S)
                 continue
             line, partial = partial.strip(), ""
             if line:
@@ -207,7 +225,16 @@ def _log_records(path: Path, *, follow: bool) -> Iterator[LogRecord]:
                 if record is not None:
                     yield record
             if not chunk:
-                return
+                return False
+
+
+def _replaced(path: Path, fd: int) -> bool:
+    import os
+
+    try:
+        return os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False  # between egress's rename and its new file: look again
 
 
 # -- the operator's decisions ----------------------------------------------------------------

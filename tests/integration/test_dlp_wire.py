@@ -439,3 +439,24 @@ def test_a_kept_alive_connection_carries_many_requests(wire: Any) -> None:
     assert result.stdout.split() == ["200"] * 10, (result.stdout, result.stderr)
     got = _upstream_got(wire)
     assert all(f"GOT /keep/{i} 0" in got for i in range(10)), got
+
+
+def test_a_method_field_on_a_post_only_dlp_off_route_is_read_before_any_of_it_leaves(
+    wire: Any,
+) -> None:
+    """/bulk/ allows POST alone and does not scan (its bodies stream): a form's
+    ``_method=DELETE``, which Rails or Laravel would run as a DELETE, is refused and
+    upstream never sees it; a form without one, and a binary body, still go through."""
+    url = f"https://{UPSTREAM_HOST}/bulk"
+    refusal = _refusal(agent_curl(wire, "-d", "a=1&_method=DELETE", f"{url}/override"))
+    assert refusal["error"] == "egress_refused" and "body field _method" in refusal["reason"]
+    json_body = '{"_method": "PATCH"}'
+    refusal = _refusal(agent_curl(wire, "-H", "content-type: application/vnd.api+json",
+                                  "-d", json_body, f"{url}/override-json"))  # fmt: skip
+    assert "body field _method" in refusal["reason"]
+    assert "200" in _final(agent_curl(wire, "-d", "a=1&b=2", f"{url}/form"))[0]
+    binary = ["-H", "content-type: application/octet-stream", "--data-binary", "_method=DELETE"]
+    assert "200" in _final(agent_curl(wire, *binary, f"{url}/binary"))[0]
+    got = _upstream_got(wire)
+    assert "GOT /bulk/override" not in got and "GOT /bulk/form 7" in got, got
+    assert "GOT /bulk/binary 14" in got

@@ -281,6 +281,9 @@ def test_bad_proposals_are_refused_with_a_reason_and_never_queued(quick) -> None
         ),
         ("egress-block", {"host": "not a host"}, "host"),
         ("egress-block", {"host": "ok.test", "paths": ["^("]}, "regex"),
+        # Anyone's bucket: the supervise sidecar parses routes as the host does.
+        ("egress-block", {"host": "*.amazonaws.com"}, "list the exact hosts"),
+        ("egress-block", {"host": "*.storage.googleapis.com"}, "list the exact hosts"),
     ]
     for tool, args, words in cases:
         answer = mcp(quick, tool, {**args, "justification": "j"})

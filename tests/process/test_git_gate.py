@@ -274,7 +274,7 @@ def test_no_request_reaches_the_hooks_probe_setting(gate_env: dict[str, str]) ->
 
     headers = email.message.Message()
     for name in ("Bottle-Git-Gate-Probe", gate.PROBE_ENV, "Git-Protocol"):
-        headers[name] = f"version=2 {gate.PROBE_ENV}=1"
+        headers[name] = f"version=2:{gate.PROBE_ENV}=1"
     headers["Content-Type"] = "application/x-git-receive-pack-request"
     state = _gate(gate_env)
     [remote] = state.config.remotes
@@ -286,8 +286,146 @@ def test_no_request_reaches_the_hooks_probe_setting(gate_env: dict[str, str]) ->
         3,
     )
     assert gate.PROBE_ENV not in env and gate.PROBE_ENV not in os.environ
-    assert env["GIT_PROTOCOL"].startswith("version=2")  # the control: a header that is passed
+    assert env["GIT_PROTOCOL"] == "version=2"  # the control: a header that is passed, alone
     assert not [k for k in env if "PROBE" in k.upper()]
+
+
+def test_no_header_sets_a_git_variable(gate_env: dict[str, str]) -> None:
+    """CGI would hand every header over as HTTP_*; the gate passes two as they are and the
+    protocol version alone of Git-Protocol, so no header names a config, a git dir, an
+    exec path or a hook."""
+    import email.message
+
+    headers = email.message.Message()
+    evil = "/tmp/evil"
+    for name in ("Git-Config-Count", "GIT_CONFIG_KEY_0", "Git-Config-Parameters", "Git-Dir",
+                 "Git-Exec-Path", "Git-Core-Hookspath", "Http-Git-Protocol", "Path"):  # fmt: skip
+        headers[name] = evil
+    headers["Git-Protocol"] = f"version=2:GIT_CONFIG_COUNT=1:version=1\ncore.hooksPath={evil}"
+    state = _gate(gate_env)
+    [remote] = state.config.remotes
+    env = state.cgi_env(remote, "/origin.git/git-receive-pack", "", headers, 3)
+    assert not [k for k, v in env.items() if evil in v and k != "GIT_PROTOCOL"], env
+    assert env["GIT_PROTOCOL"] == "version=2"  # "version=1\n…" is no version
+    assert env["GIT_CONFIG_COUNT"] == "2" and env["GIT_CONFIG_VALUE_0"] == str(state.hooks)
+    headers.replace_header("Git-Protocol", "version=2;x")
+    env = state.cgi_env(remote, "/origin.git/git-upload-pack", "", headers, 3)
+    assert "GIT_PROTOCOL" not in env
+
+
+def _env_spy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ``git`` first on PATH that writes the environment of every ``git http-backend``
+    the gate starts (everything the agent's request runs inherits it) to a file in the
+    directory returned, then runs the real git."""
+    spy, dumps = tmp_path / "spy", tmp_path / "dumps"
+    spy.mkdir()
+    dumps.mkdir()
+    real = shutil.which("git")
+    (spy / "git").write_text(
+        f'#!/bin/sh\n[ "$1" = http-backend ] && env -0 > "{dumps}/$$"\nexec {real} "$@"\n'
+    )
+    (spy / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{spy}:{os.environ['PATH']}")
+    return dumps
+
+
+def test_http_backend_gets_no_secret_and_the_hook_only_what_it_scans_for(
+    tmp_path: Path,
+    repo_pair: tuple[Path, Path, str],
+    gate_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fetch runs upload-pack and pack-objects on the agent's request: none holds a
+    secret. A push runs the hook, which scans for the bottle's secrets and pushes with
+    the remote's token: it gets those (its refusal of a leak proves it) and nothing
+    else of the gate's environment."""
+    _work, upstream_repo, _first = repo_pair
+    config = tmp_path / "config"
+    config.mkdir()
+    remote = GateRemote(name="origin", url="ssh://git@127.0.0.1/r.git", token_ref="TOK")
+    (config / gate.CONFIG_FILE).write_bytes(GateConfig(remotes=(remote,)).to_json())
+    for key, value in {
+        gate.CONFIG_ENV: str(config),
+        "TOK": "route-token-7777",
+        "UNRELATED": "not-for-git-3333",
+        "GIT_CONFIG_PARAMETERS": "'core.hookspath'='/tmp/nowhere'",
+    }.items():
+        monkeypatch.setenv(key, value)
+    dumps = _env_spy(tmp_path, monkeypatch)
+    own_work(gate_env, tmp_path, monkeypatch)
+    state = gate_server.Gate(
+        gate.load_config(os.environ), Path(os.environ[gate.WORK_ENV]), os.environ, relaying=False
+    )
+    state.prepare()
+    conn = upstream.Connection(
+        str(upstream_repo), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
+    )
+    monkeypatch.setattr(upstream, "connect", lambda *a, **k: conn)
+    httpd = gate_server.serve(state, "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/origin.git"
+    try:
+        git(tmp_path, "clone", "-q", url, "clone")
+        clone = tmp_path / "clone"
+        fetches = _dumps(dumps)
+        git(clone, "checkout", "-q", "-B", "main", "origin/main")
+        commit(clone, "leak.txt", f"{SECRET}\n")
+        out = git(clone, "push", url, "HEAD:main", check=False)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert "secret:S (plain)" in out and SECRET not in out, out  # the hook had the secret
+    pushes = [env for env in _dumps(dumps) if env not in fetches]
+    assert len(fetches) >= 2 and pushes  # (advertisement and upload-pack; the push's)
+    for env in fetches + pushes:
+        assert "UNRELATED" not in env and "GIT_CONFIG_PARAMETERS" not in env
+        assert env["GIT_CONFIG_NOSYSTEM"] == "1" and env["GIT_CONFIG_GLOBAL"] == "/dev/null"
+    for env in fetches:
+        assert {"S", "TOK", "BOTTLE_DLP_SECRETS"}.isdisjoint(env), env
+        assert SECRET not in str(env) and "route-token-7777" not in str(env)
+    [receive] = [e for e in pushes if e["PATH_INFO"].endswith("/git-receive-pack")]
+    assert receive["S"] == SECRET and receive["TOK"] == "route-token-7777"
+
+
+def _dumps(directory: Path) -> list[dict[str, str]]:
+    out = []
+    for path in sorted(directory.iterdir()):
+        pairs = (item.partition("=") for item in path.read_text().split("\0") if item)
+        out.append({k: v for k, _, v in pairs})
+    return out
+
+
+def test_a_gzip_request_body_inflates_to_no_more_than_a_plain_one(
+    tmp_path: Path, served: str, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Content-Encoding: gzip`` makes http-backend inflate the body the gate bounded: a
+    small request unpacking to a pack over the bound is refused before the hook runs."""
+    import gzip
+    import urllib.request
+
+    monkeypatch.setattr(gate_server, "MAX_BODY", 64 << 10)
+    work = tmp_path / "agent"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    tip = commit(work, "zeros.bin", "0" * (1 << 20))
+    pack = subprocess.run(
+        ["git", "-c", "pack.compression=0", "pack-objects", "--stdout", "--revs", "-q"],
+        cwd=work, input=b"main\n", capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    assert len(pack) > 1 << 20
+    command = f"{gate.ZERO} {tip} refs/heads/main\0report-status\n".encode()
+    body = gzip.compress(f"{len(command) + 4:04x}".encode() + command + b"0000" + pack)
+    assert len(body) < 64 << 10
+    request = urllib.request.Request(
+        f"{served}/origin.git/git-receive-pack", data=body,
+        headers={"Content-Type": "application/x-git-receive-pack-request",
+                 "Content-Encoding": "gzip"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        report = answer.read()
+    assert b"unpack ok" not in report and b"ng refs/heads/main" in report, report
+    log = Path(gate_env[gate.LOG_ENV])
+    assert not log.exists() or '"op":"push"' not in log.read_text()  # the hook never ran
 
 
 def test_the_server_bounds_request_bodies(served: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -299,6 +437,23 @@ def test_the_server_bounds_request_bodies(served: str, monkeypatch: pytest.Monke
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 413
+
+
+@pytest.mark.parametrize("size", [b"-40", b"0x10", b"1_0", b"+8", b""])
+def test_a_chunk_size_that_is_not_hex_digits_is_refused(served: str, size: bytes) -> None:
+    """A negative size would take back what the body bound counted (then any length
+    passes); Python's int() also reads 0x, _ and + where HTTP has hex digits alone."""
+    import socket
+    from urllib.parse import urlsplit
+
+    host = urlsplit(served)
+    with socket.create_connection((host.hostname, host.port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /origin.git/git-upload-pack HTTP/1.1\r\nHost: g\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + size + b"\r\nabcd\r\n0\r\n\r\n"
+        )
+        answer = conn.recv(4096)
+    assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
 
 
 def test_main_writes_status_once_listening(

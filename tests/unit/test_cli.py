@@ -181,6 +181,65 @@ def test_egress_log_skips_a_bad_line_with_a_warning(
     assert plain.returncode == 0 and "allow" in plain.stdout and "a.test/" in plain.stdout
 
 
+def test_egress_log_reads_the_rotated_files_oldest_first(
+    bottle: Callable[..., CliResult], home: Path, repo: Path
+) -> None:
+    from bottle.files import now
+    from bottle.runtime.egress import records
+    from bottle.state import InstanceStatus, Metadata, StateDir
+
+    state = StateDir(home / "state" / "shell-abcdg")
+    state.create()
+    state.write_metadata(
+        Metadata(
+            slug="shell-abcdg", agent="shell", bottle="default", provider="shell", cwd="/",
+            compose_project="bottle-shell-abcdg", images={}, services=["agent"],
+            status=InstanceStatus.FINISHED, started_at=now(), updated_at=now(),
+        )
+    )  # fmt: skip
+    state.egress_log.parent.mkdir(parents=True, exist_ok=True)
+    files = records.log_files(state.egress_log)
+    for n, path in enumerate(files[1:]):  # .2, .1, the current one (no .3: nothing dropped)
+        line = {"time": f"t{n}", "decision": "allow", "method": "GET", "host": f"h{n}.test"}
+        path.write_text(json.dumps(line) + "\n")
+    done = bottle("egress", "log", "shell-abcdg", "--json", home=home, cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert [r["host"] for r in json.loads(done.stdout)] == ["h0.test", "h1.test", "h2.test"]
+
+
+def test_following_the_egress_log_goes_on_into_the_next_file(tmp_path: Path) -> None:
+    import threading
+
+    from bottle.runtime.egress import records
+    from bottle_cli import decisions
+
+    log = tmp_path / "egress.jsonl"
+
+    def line(n: int) -> str:
+        return json.dumps({"time": f"t{n}", "decision": "allow", "host": f"h{n}.test"}) + "\n"
+
+    log.write_text(line(0))
+    seen: list[str] = []
+    first = threading.Event()
+
+    def follow() -> None:  # in a thread: without the rotation it would wait forever
+        for record in decisions._log_records(log, follow=True):
+            seen.append(record.host)
+            first.set()
+            if len(seen) == 3:
+                return
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    assert first.wait(20)
+    with log.open("a") as fh:
+        fh.write(line(1))
+    records.rotate(log)  # what egress does once the file is full
+    log.write_text(line(2))
+    reader.join(20)
+    assert seen == ["h0.test", "h1.test", "h2.test"]
+
+
 class _RecordingInstance:
     """Stands in for a running instance: the CLI's argument handling is what is tested."""
 

@@ -64,6 +64,12 @@ routes:
     dlp: warn
   - host: off.example.com
     dlp: "off"
+  - host: warn-post.example.com
+    methods: [POST]
+    dlp: warn
+  - host: off-post.example.com
+    methods: [POST]
+    dlp: "off"
   - host: nocred.example.com
     auth: {scheme: token, token_ref: NOT_SET_TOKEN}
   - host: github.com
@@ -173,6 +179,33 @@ def test_allowed_route_passes_untouched_and_is_logged(env: Env) -> None:
     assert line["status"] == 200
     assert line["generation"] == 1
     assert set(line) >= {"time", "reason"}
+
+
+def test_the_decision_log_is_bounded_on_disk_and_says_when_it_dropped_records(
+    env: Env,
+) -> None:
+    """The agent decides how many requests it makes; the log's files on the host do not
+    grow past KEEP + 1 of max_bytes, the oldest go, and a note says records were lost."""
+    from bottle.runtime.egress import records
+
+    env.addon.log.max_bytes = 4096
+    for n in range(400):
+        flow = make_flow("GET", f"https://unlisted.example.org/{n}")
+        env.fire(HttpRequestHook(flow))
+    files = [p for p in records.log_files(env.log) if p.exists()]
+    assert [p.name for p in files] == [f"egress.jsonl.{n}" for n in (3, 2, 1)] + ["egress.jsonl"]
+    assert sorted(p.name for p in env.log.parent.iterdir()) == sorted(p.name for p in files)
+    assert all(p.stat().st_size <= 4096 for p in files)
+    lines = [json.loads(x) for p in files for x in p.read_text().splitlines()]
+    kept = [x for x in lines if x["decision"] == "refuse"]
+    # The newest records are the ones kept, in order, up to the last request.
+    paths = [int(x["path"].strip("/")) for x in kept]
+    assert paths == list(range(paths[0], 400)) and paths[0] > 0
+    notes = [x for x in lines if x["decision"] == "note"]
+    assert notes and all("older records were dropped" in x["reason"] for x in notes)
+    assert json.loads(env.log.read_text().splitlines()[0])["decision"] == "note"
+    [parsed] = {records.LogRecord.model_validate(x).decision for x in notes}
+    assert parsed == "note"
 
 
 @pytest.mark.parametrize(
@@ -611,15 +644,21 @@ MULTIPART = (
         ("application/x-www-form-urlencoded", b"a=1&_method=POST", True),  # its own method
         ("application/json", b'["_method", "DELETE"]', True),  # no field: nothing claimed
         ("text/plain", b"_method=DELETE", True),  # no framework reads a field from this
+        # Laravel reads any type with /json or +json as JSON input; Rack a POST without a
+        # type as a form; a server may take either of two types.
+        ("application/vnd.api+json", b'{"_method": "DELETE"}', False),
+        ("text/json; charset=utf-8", b'{"_method": "DELETE"}', False),
+        (None, b"_method=DELETE", False),
+        (["text/plain", "application/x-www-form-urlencoded"], b"_method=DELETE", False),
+        ("text/plain, application/x-www-form-urlencoded", b"_method=DELETE", False),
     ],
 )
 def test_a_method_field_in_a_held_body_must_name_an_allowed_method(
-    env: Env, kind: str, content: bytes, allowed: bool
+    env: Env, kind: str | list[str] | None, content: bytes, allowed: bool
 ) -> None:
     # Rails, Laravel and Symfony read a POSTed form's _method as the method; Laravel JSON's.
-    flow = make_flow(
-        "POST", "https://api.github.com/repos/o/r", headers={"Content-Type": kind}, content=content
-    )
+    flow = make_flow("POST", "https://api.github.com/repos/o/r", content=content)
+    _content_types(flow, kind)
     env.fire(HttpRequestHeadersHook(flow))
     assert flow.response is None and not flow.request.stream  # held: dlp block
     env.fire(HttpRequestHook(flow))
@@ -631,6 +670,81 @@ def test_a_method_field_in_a_held_body_must_name_an_allowed_method(
     reason = body(flow)["reason"]
     assert "body field" in reason and "send the real method" in reason
     assert GH_SECRET not in flow.response.get_text()  # answered here: nothing went upstream
+
+
+def _content_types(flow: http.HTTPFlow, kind: str | list[str] | None) -> None:
+    flow.request.headers.set_all("content-type", [kind] if isinstance(kind, str) else kind or [])
+
+
+@pytest.mark.parametrize("host", ["warn-post.example.com", "off-post.example.com"])
+@pytest.mark.parametrize(
+    ("kind", "content"),
+    [
+        ("application/x-www-form-urlencoded", b"a=1&_method=DELETE"),
+        ("multipart/form-data; boundary=b0", MULTIPART),
+        ("application/json", b'{"_method": "PATCH"}'),
+        ("application/problem+json", b'{"_method": "PATCH"}'),
+        (None, b"_method=DELETE"),
+    ],
+)
+def test_a_route_that_limits_methods_holds_a_form_to_read_its_method_whatever_its_dlp(
+    env: Env, host: str, kind: str | None, content: bytes
+) -> None:
+    """``dlp: warn`` and ``off`` stream bodies: a POST-only route would let a form's
+    ``_method=DELETE`` reach a framework that honours it. Such a body is held and read."""
+    flow = make_flow("POST", f"https://{host}/x", content=content)
+    _content_types(flow, kind)
+    env.fire(HttpRequestHeadersHook(flow))
+    assert flow.response is None and not flow.request.stream
+    env.fire(HttpRequestHook(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "body field _method" in body(flow)["reason"]
+    [line] = env.log_lines()
+    assert line["decision"] == "refuse" and line["host"] == host
+
+
+@pytest.mark.parametrize("host", ["warn-post.example.com", "off-post.example.com"])
+def test_a_held_form_without_a_method_field_goes_on_as_its_dlp_says(env: Env, host: str) -> None:
+    flow = make_flow("POST", f"https://{host}/x", content=f"a=1&k={EXTRA_SECRET}".encode())
+    _content_types(flow, "application/x-www-form-urlencoded")
+    env.fire(HttpRequestHeadersHook(flow))
+    assert not flow.request.stream
+    send(env, flow)
+    assert flow.response is not None and flow.response.status_code == 200
+    [line] = env.log_lines()
+    # warn still scans (and only warns); off reads the field and nothing else.
+    assert line["decision"] == ("dlp-warn" if host.startswith("warn") else "allow"), line
+
+
+@pytest.mark.parametrize(
+    ("host", "kind", "method"),
+    [
+        ("off-post.example.com", "application/octet-stream", "POST"),  # no fields in it
+        ("off-post.example.com", None, "PUT"),  # (refused by the route, but not held)
+        ("off.example.com", "application/x-www-form-urlencoded", "POST"),  # no method limit
+        ("warn.example.com", "application/json", "POST"),
+    ],
+)
+def test_other_bodies_of_warn_and_off_routes_still_stream(
+    env: Env, host: str, kind: str | None, method: str
+) -> None:
+    flow = make_flow(method, f"https://{host}/x", content=b"_method=DELETE")
+    _content_types(flow, kind)
+    env.fire(HttpRequestHeadersHook(flow))
+    assert flow.request.stream or flow.response is not None
+
+
+def test_a_form_too_long_to_read_on_a_route_that_limits_methods_is_refused_unread(
+    env: Env,
+) -> None:
+    flow = make_flow("POST", "https://off-post.example.com/x")
+    _content_types(flow, "application/x-www-form-urlencoded")
+    flow.request.headers["Content-Length"] = str(egress_scan.MAX_HELD_BODY + 1)
+    env.fire(HttpRequestHeadersHook(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    reason = body(flow)["reason"]
+    assert "allows only some methods" in reason and "_method" in reason
+    assert "dlp" not in body(flow)["error"]
 
 
 def test_an_unknown_override_method_is_refused_without_echoing_it(env: Env) -> None:

@@ -75,6 +75,31 @@ def test_each_push_becomes_one_verifiable_entry_once(tmp_path: Path) -> None:
     assert json.loads(log.entries()[-1].after or "")["id"] == later.id
 
 
+def test_a_fetch_loop_cannot_grow_the_log_past_its_bound_nor_keep_a_push_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent fetches as often as it likes: past MAX_FETCH_LOG no fetch is logged (the
+    last one says so), while every push still is, and is imported into the audit log."""
+    monkeypatch.setattr(gate, "MAX_FETCH_LOG", 4096)
+    state = state_dir(tmp_path)
+    path = state / "logs" / gate.LOG_FILE
+    first = push()
+    log_record(state, first)
+    for _ in range(200):
+        log_record(state, GateRecord(op="fetch", remote="origin", decision="allow"))
+    assert path.stat().st_size < 4096 + 512  # the bound, and the line that says so
+    later = push()
+    log_record(state, later)
+    for _ in range(50):
+        log_record(state, GateRecord(op="fetch", remote="origin", decision="allow"))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    fetches = [x for x in lines if x["op"] == "fetch"]
+    assert "no more fetches are logged" in fetches[-1]["reason"]
+    assert sum("no more fetches" in x["reason"] for x in fetches) == 1
+    assert lines[-1]["id"] == later.id  # the push after the bound is there, last
+    assert gate_audit.import_pushes(state) == 2
+
+
 def test_lines_that_are_not_push_records_are_skipped(tmp_path: Path) -> None:
     state = state_dir(tmp_path)
     path = state / "logs" / gate.LOG_FILE

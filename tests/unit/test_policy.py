@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from bottle.policy import Auth, Route, Routes
+from bottle.policy import Auth, Route, Routes, RoutesFileError, parse_routes_file
 
 
 def table(*routes: dict) -> Routes:
@@ -161,6 +161,66 @@ def test_internal_hosts_need_private(host: str) -> None:
 )
 def test_public_names_pass(host: str) -> None:
     assert Route.model_validate({"host": host}).host == host
+
+
+#: Wildcards under which anyone can get a name: a public suffix below them (the list's
+#: private section), or shared hosting the list does not hold.
+_SHARED = [
+    "*.amazonaws.com",
+    "*.us-east-1.amazonaws.com",
+    "*.s3.amazonaws.com",
+    "*.amazonaws.com.cn",
+    "*.windows.net",
+    "*.core.windows.net",
+    "*.blob.core.windows.net",
+    "*.dfs.core.windows.net",
+    "*.googleapis.com",
+    "*.storage.googleapis.com",
+    "*.my-bucket.storage.googleapis.com",
+    "*.firebaseio.com",
+    "*.herokuapp.com",
+    "*.azure.com",
+    "*.fastly.net",
+    "*.cloudfront.net",
+    "*.workers.dev",
+]
+
+
+@pytest.mark.parametrize("host", _SHARED)
+def test_wildcards_over_shared_hosting_are_refused_with_the_fix(host: str) -> None:
+    with pytest.raises(ValidationError, match="wildcard") as info:
+        Route.model_validate({"host": host})
+    assert "name the site" in str(info.value) or "list the exact hosts" in str(info.value)
+    # A proposal from the agent meets the same parser.
+    from bottle.errors import ApplyError
+    from bottle.proposals.payloads import validate_payload
+
+    with pytest.raises(ApplyError, match="wildcard"):
+        validate_payload("egress-block", {"host": host})
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "my-bucket.s3.amazonaws.com",
+        "bedrock-runtime.us-east-1.amazonaws.com",
+        "my-bucket.storage.googleapis.com",
+        "*.github.com",
+        "*.anthropic.com",
+        "*.pythonhosted.org",
+    ],
+)
+def test_exact_hosts_on_shared_hosting_and_wildcards_of_one_owner_pass(host: str) -> None:
+    assert Route.model_validate({"host": host}).host == host
+
+
+def test_a_routes_file_with_a_shared_wildcard_names_the_route_and_the_fix() -> None:
+    text = b"routes:\n  - host: api.example.com\n  - host: '*.amazonaws.com'\n"
+    with pytest.raises(RoutesFileError) as info:
+        parse_routes_file(text, "routes.yaml")
+    message = str(info.value)
+    assert message.startswith("routes.yaml: routes.1: '*.amazonaws.com' is a wildcard")
+    assert "'s3.amazonaws.com'" in message and "list the exact hosts" in message
 
 
 def test_a_proposal_is_checked_like_a_route() -> None:

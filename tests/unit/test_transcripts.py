@@ -87,6 +87,27 @@ def test_events_interleave_the_conversation_with_refusals_and_proposals(tmp_path
     assert "egress-block" in found[5].text
 
 
+def test_refusals_of_rotated_egress_logs_are_events_and_so_is_the_drop_note(
+    tmp_path: Path,
+) -> None:
+    state = _state(tmp_path)
+    older = {
+        "time": "2026-01-01T09:59:00.000+00:00",
+        "method": "GET",
+        "host": "old.test",
+        "decision": "refuse",
+        "reason": "no route",
+    }
+    write(state.egress_log.with_name("egress.jsonl.1"), json.dumps(older) + "\n")
+    note = {"time": "2026-01-01T09:59:30.000+00:00", "method": "LOG", "decision": "note",
+            "reason": "older records were dropped: the log keeps 4 files of 16 MiB"}  # fmt: skip
+    current = state.egress_log.read_text()
+    state.egress_log.write_text(json.dumps(note) + "\n" + current)
+    found = [e for e in events(state, "claude") if e.kind in ("egress", "note")]
+    assert [e.kind for e in found] == ["egress", "note", "egress"]
+    assert "old.test" in found[0].text and "older records were dropped" in found[1].text
+
+
 def test_a_linked_projects_dir_is_not_followed(tmp_path: Path) -> None:
     state = StateDir(tmp_path / "state" / "s1")
     outside = tmp_path / "outside" / "-workspace"

@@ -125,10 +125,19 @@ def _stamp(value: str) -> str:
 
 
 def _refusals(state: StateDir) -> list[Event]:
+    from bottle.runtime.egress.records import log_files
+
     out = []
-    for record in jsonl(state.egress_log, state.path):
+    for record in (r for path in log_files(state.egress_log) for r in jsonl(path, state.path)):
         decision = str(record.get("decision", ""))
         if decision in ("", "allow"):
+            continue
+        if decision == "note":  # egress's own: records it no longer keeps
+            out.append(
+                Event(
+                    str(record.get("time", "")), "note", clip(f"egress: {record.get('reason', '')}")
+                )
+            )
             continue
         where = f"{record.get('method', '')} {record.get('host', '')}{record.get('path', '')}"
         reason = str(record.get("reason", ""))

@@ -21,7 +21,7 @@ from mitmproxy import http, tcp, tls, udp
 from mitmproxy.net.http import multipart
 
 from bottle import urlpaths
-from bottle.policy import DEFAULT_PORTS, HTTP_METHODS, Routes
+from bottle.policy import DEFAULT_PORTS, HTTP_METHODS, Route, Routes
 from bottle.runtime.egress import dlp
 from bottle.runtime.egress.log import DecisionLog, call, first_time, flow_record
 from bottle.runtime.egress.records import LogRecord
@@ -75,8 +75,8 @@ PATH_OVERRIDE_HEADERS = (
 )
 _PATH_OVERRIDE_NAMES = frozenset(name.encode() for name in PATH_OVERRIDE_HEADERS)
 #: Body types whose ``_method`` field a framework reads as the method (Rails, Laravel,
-#: Symfony: forms; Laravel: JSON input too).
-_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "application/json")
+#: Symfony: forms; Laravel: JSON input too, any type with ``/json`` or ``+json`` in it).
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _METHOD_NAME = re.compile(rb"(?i)_method")
 _MAYBE_METHOD = re.compile(rb"(?i)_method|%|\\u")
 
@@ -96,23 +96,52 @@ def method_overrides(req: http.Request) -> list[tuple[str, str]]:
     return found
 
 
+def _form_kinds(req: http.Request) -> list[tuple[str, str]]:
+    """(kind, Content-Type value) for each way a framework could read the body as fields.
+
+    Every Content-Type field and comma-separated value counts (a server may take the last
+    of two); none at all on a POST is a form to Rack."""
+    values = [v for field in req.headers.get_all("content-type") for v in field.split(",")]
+    if not any(v.strip() for v in values):
+        return [(_FORM_TYPES[0], "")] if req.method.upper() == "POST" else []
+    kinds = []
+    for value in values:
+        kind = value.split(";", 1)[0].strip().lower()
+        if kind in _FORM_TYPES:
+            kinds.append((kind, value.strip()))
+        elif "/json" in kind or "+json" in kind:
+            kinds.append(("application/json", value.strip()))
+    return kinds
+
+
+def body_may_claim_a_method(route: Route, req: http.Request) -> bool:
+    """Whether this body must be held to check its ``_method``, whatever the route's DLP
+    mode: the route limits methods and the body is of a type frameworks read fields from.
+    (Streamed, it would be upstream before egress could read the field.)"""
+    return bool(route.methods) and bool(_form_kinds(req))
+
+
 def body_method_overrides(req: http.Request) -> list[tuple[str, str]]:
     """(where, method) for every ``_method`` field of a held form or JSON body."""
     body = req.raw_content
-    kind = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if not body or kind not in _FORM_TYPES:
+    if not body:
         return []
     # The common case costs one search of the body (no lower-case copy of up to 32 MiB on
     # the request path); an escaped name (%5F%6D..., \\u005f...) is looked for the slow way.
     if _MAYBE_METHOD.search(body) is None:
         return []
     where = f"body field {METHOD_OVERRIDE_PARAM}"  # never the agent's spelling of it
-    try:
-        pairs = _fields(kind, req.headers.get("content-type", ""), body)
-    except (ValueError, RecursionError):
-        # Unreadable here but perhaps not to a lenient server: a claim egress cannot check.
-        return [(where, "")] if _METHOD_NAME.search(body) else []
-    return [(where, value.strip().upper()) for key, value in pairs if key.lower() == "_method"]
+    found = []
+    for kind, content_type in _form_kinds(req):
+        try:
+            pairs = _fields(kind, content_type, body)
+        except (ValueError, RecursionError):
+            # Unreadable here but perhaps not to a lenient server: a claim egress cannot check.
+            if _METHOD_NAME.search(body):
+                found.append((where, ""))
+            continue
+        found += [(where, v.strip().upper()) for k, v in pairs if k.lower() == "_method"]
+    return found
 
 
 def _fields(kind: str, content_type: str, body: bytes) -> list[tuple[str, str]]:
@@ -247,9 +276,10 @@ class Guards:
             self.log.crash(flow, exc, "request")
 
     def _body(self, flow: http.HTTPFlow) -> None:
-        """A form or JSON body's ``_method``, when egress holds the body (``dlp: block``, the
-        default): nothing of it has left yet. A streamed body (``dlp: warn`` or ``off``) is
-        on its way before it could be read; docs/dlp.md says so."""
+        """A form or JSON body's ``_method``, when egress holds the body: nothing of it has
+        left yet. It holds every body under ``dlp: block`` (the default), and under ``warn``
+        or ``off`` those :func:`body_may_claim_a_method` names; only a body no route's
+        method limit is at stake in streams unread (docs/dlp.md)."""
         req = flow.request
         if flow.response is not None or flow.error is not None or req.stream:
             return

@@ -14,12 +14,12 @@ import logging
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO, TypedDict, cast
+from typing import Any, NotRequired, TextIO, TypedDict, cast
 
 from mitmproxy import http
 
 from bottle.files import now
-from bottle.runtime.egress import dlp
+from bottle.runtime.egress import dlp, records
 from bottle.runtime.egress.records import Decision, LogRecord
 from bottle.runtime.egress.reload import Reload, absolute_option
 
@@ -51,6 +51,8 @@ class FlowRecord(TypedDict):
     path: str  # no query, redacted for logs
     logged: bool
     done: list[str]  # the stages run on this flow (each runs once, at requestheaders or later)
+    #: Held only to read a ``_method`` field (the route limits methods; its DLP mode streams).
+    held_for_method: NotRequired[bool]
 
 
 def flow_record(flow: http.HTTPFlow) -> FlowRecord:
@@ -113,8 +115,10 @@ class DecisionLog:
     def __init__(self, tables: Reload, log_path: Path) -> None:
         self.tables = tables
         self.log_path = log_path
+        self.max_bytes = records.MAX_FILE_BYTES
         self._fh: TextIO | None = None
         self._fh_path: Path | None = None
+        self._size = 0  # of the open file, in bytes
 
     def load(self, loader: Any) -> None:
         loader.add_option(LOG_OPTION, str, str(self.log_path), "the decision log (JSON lines)")
@@ -243,21 +247,50 @@ class DecisionLog:
             }
         )
         data = stamped.to_line()
+        size = len(data.encode("utf-8", "surrogateescape"))
         for attempt in (1, 2):
             try:
                 # One handle kept open (line-buffered: each line is written whole at once);
                 # opening the file for every request cost more than the rest of the log.
                 if self._fh is None or self._fh_path != self.log_path:
-                    self._close()
-                    self.log_path.parent.mkdir(parents=True, exist_ok=True)
-                    self._fh = self.log_path.open("a", encoding="utf-8", buffering=1)
-                    self._fh_path = self.log_path
+                    self._open()
+                assert self._fh is not None
+                if self._size and self._size + size > self.max_bytes:
+                    self._rotate()
+                    assert self._fh is not None
                 self._fh.write(data)
+                self._size += size
                 return
             except OSError as exc:
                 self._close()
                 if attempt == 2:
                     logger.error("egress: cannot append to %s: %s", self.log_path, exc)
+
+    def _open(self) -> None:
+        self._close()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = self.log_path.open("a", encoding="utf-8", buffering=1)
+        self._fh_path = self.log_path
+        self._size = self._fh.tell()
+
+    def _rotate(self) -> None:
+        """A full file moves aside and a new one starts (the host's disk is bounded by the
+        files kept, whatever the agent sends); a note opens it when the oldest was lost."""
+        self._close()
+        dropped = records.rotate(self.log_path)
+        self._open()
+        if dropped:
+            note = LogRecord(
+                time=now().isoformat(timespec="milliseconds"),
+                generation=self.tables.current.generation,
+                method="LOG",
+                decision="note",
+                reason=f"older records were dropped: the log keeps {records.KEEP + 1} files "
+                f"of {self.max_bytes >> 20} MiB",
+            ).to_line()
+            assert self._fh is not None
+            self._fh.write(note)
+            self._size += len(note.encode())
 
     def _close(self) -> None:
         fh, self._fh = self._fh, None

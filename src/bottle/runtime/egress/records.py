@@ -4,15 +4,26 @@ Egress writes one :class:`LogRecord` per decision as a JSON line of ``logs/egres
 host (``bottle egress log``) reads each line back with :meth:`LogRecord.model_validate_json`.
 Only pydantic here, so both sides import it. A record holds no headers, no query string and
 no secret: hosts and paths are redacted before they get here.
+
+The log lies on the host's disk and the agent decides how many requests it makes, so it is
+bounded: past :data:`MAX_FILE_BYTES` the file becomes ``egress.jsonl.1`` (``.1`` becomes
+``.2``, …, up to :data:`KEEP`; the oldest is dropped) and a new one starts; when records were
+dropped its first line is a ``note`` saying so. :func:`log_files` lists them oldest first.
 """
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-Decision = Literal["allow", "refuse", "dlp-block", "dlp-warn"]
+Decision = Literal["allow", "refuse", "dlp-block", "dlp-warn", "note"]
+#: One file of the log grows to this much before it is rotated.
+MAX_FILE_BYTES = 16 << 20
+#: Rotated files kept beside the one being written (``egress.jsonl.1`` … ``.KEEP``).
+KEEP = 3
 
 
 class LogRecord(BaseModel):
@@ -42,3 +53,19 @@ class LogRecord(BaseModel):
 
     def to_line(self) -> str:
         return self.model_dump_json() + "\n"
+
+
+def log_files(path: Path, keep: int = KEEP) -> list[Path]:
+    """The log's files, oldest first (``.KEEP`` … ``.1``, then ``path``), present or not."""
+    return [path.with_name(f"{path.name}.{n}") for n in range(keep, 0, -1)] + [path]
+
+
+def rotate(path: Path, keep: int = KEEP) -> bool:
+    """``path`` becomes ``.1``, each ``.n`` becomes ``.n+1``, the oldest is dropped; True
+    when one was (records were lost). Only the writer calls it, in a directory of its own."""
+    files = log_files(path, keep)
+    dropped = files[0].exists()
+    for older, newer in itertools.pairwise(files):
+        if newer.exists():
+            newer.replace(older)
+    return dropped

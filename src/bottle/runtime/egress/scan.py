@@ -30,7 +30,7 @@ from typing import Any
 from mitmproxy import http, websocket
 
 from bottle.runtime.egress import decoding, dlp, scrub
-from bottle.runtime.egress.guards import header_pairs
+from bottle.runtime.egress.guards import body_may_claim_a_method, header_pairs
 from bottle.runtime.egress.log import (
     MAX_HELD_BODY,
     DecisionLog,
@@ -105,7 +105,9 @@ class Scan:
         """A route with ``dlp: off`` streams its body untouched; ``warn`` streams it through a
         scanner (findings logged, nothing held); ``block`` holds it whole to scan it before any
         of it leaves, up to :data:`~.log.MAX_HELD_BODY` (declared longer: refused at once and
-        never read; undeclared and growing longer: refused by :mod:`.holdback` as it does)."""
+        never read; undeclared and growing longer: refused by :mod:`.holdback` as it does).
+        A form or JSON body on a route that limits methods is held under any mode, bounded
+        the same way: its ``_method`` field could ask the server for another method."""
         record = flow_record(flow)
         if record["route"] is None:
             return
@@ -114,10 +116,15 @@ class Scan:
         # HTTP/2 and 3 declare no body: mitmproxy streams one only if the headers did not end
         # the stream, so streaming costs nothing when there is none.
         body = length != 0 or req.is_http2 or req.is_http3
-        if record["dlp"] == "off":
+        route = self.tables.current.routes.routes[record["route"]]
+        if body and record["dlp"] != "block" and body_may_claim_a_method(route, req):
+            # Held whatever the DLP mode (still scanned only as the mode says): the guards
+            # read its _method before any of it leaves.
+            record["held_for_method"] = True
+        elif record["dlp"] == "off":
             req.stream = body
             return
-        if record["dlp"] == "warn":
+        elif record["dlp"] == "warn":
             if body:
                 encodings = decoding.parse(req.headers.get("content-encoding", ""))
                 req.stream = _Watched(self, flow, encodings)
@@ -131,6 +138,18 @@ class Scan:
         self._too_long(flow, "of undeclared length")
 
     def _too_long(self, flow: http.HTTPFlow, size: str) -> None:
+        if flow_record(flow).get("held_for_method"):
+            self.log.refuse(
+                flow,
+                403,
+                "egress_refused",
+                f"the request body {size} cannot be checked before it is sent: this route "
+                "allows only some methods, so egress reads a form or JSON body's _method "
+                f"field first, and holds at most {MAX_HELD_BODY >> 20} MiB to read",
+                "send a smaller body, or one of a type no server reads fields from "
+                "(application/octet-stream)",
+            )
+            return
         self.log.refuse(
             flow,
             403,

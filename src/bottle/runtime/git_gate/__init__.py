@@ -173,13 +173,37 @@ def load_config(environ: Mapping[str, str] = os.environ) -> GateConfig:
     return GateConfig.model_validate_json(path.read_bytes())
 
 
+#: Fetch records stop once the log holds this much: the agent can fetch in a loop, and
+#: the log is on the host's disk and read whole (``bottle.gate_audit``). Pushes, which the
+#: audit log imports, are always written.
+MAX_FETCH_LOG = 8 << 20
+
+
 def write_record(record: GateRecord, environ: Mapping[str, str] = os.environ) -> None:
     """Append one line; O_APPEND keeps the server's and the hooks' lines whole."""
     path = log_path(environ)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record.model_dump(mode="json"), separators=(",", ":")) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line.encode())
+        if record.op == "fetch":
+            size = os.fstat(fd).st_size
+            if size >= MAX_FETCH_LOG:
+                return
+            if size + len(_line(record)) > MAX_FETCH_LOG:  # the last one, and it says so
+                reason = "; ".join(
+                    r
+                    for r in (
+                        record.reason,
+                        f"no more fetches are logged: the log holds {MAX_FETCH_LOG >> 20} MiB "
+                        "(pushes still are)",
+                    )
+                    if r
+                )
+                record = record.model_copy(update={"reason": reason})
+        os.write(fd, _line(record))
     finally:
         os.close(fd)
+
+
+def _line(record: GateRecord) -> bytes:
+    return (json.dumps(record.model_dump(mode="json"), separators=(",", ":")) + "\n").encode()

@@ -26,6 +26,7 @@ from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
 from bottle.runtime import git_gate as gate
+from bottle.runtime.egress import dlp
 from bottle.runtime.git_gate import GateConfig, GateRecord, GateRemote, pktline, relay, upstream
 
 #: Largest request body (a push pack) the gate takes.
@@ -34,14 +35,39 @@ _PATH = re.compile(
     r"^/(?P<name>[a-z0-9][a-z0-9_.-]*)\.git/(?P<rest>info/refs|git-upload-pack|git-receive-pack)$"
 )
 _SERVICES = ("git-upload-pack", "git-receive-pack")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _CHUNK = 1 << 16
 #: Largest upload-pack request the relay reads to judge (a clone's wants are ~50 bytes each).
 MAX_RELAY_REQUEST = 1 << 20
 _CGI_HEADERS = (
     ("Content-Type", "CONTENT_TYPE"),
     ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
-    ("Git-Protocol", "GIT_PROTOCOL"),
 )
+#: What git http-backend and everything it runs (upload-pack, receive-pack, the hook) get of
+#: the gate's environment: how to run (the hook is Python importing bottle), where the
+#: gate's files are. Nothing else: no secret, no ``GIT_*`` of the gate's own.
+_CHILD_ENV = (
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "LD_PRELOAD",
+    "NSS_WRAPPER_PASSWD",
+    "NSS_WRAPPER_GROUP",
+    "PYTHONPATH",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONUNBUFFERED",
+    "GIT_SSL_CAINFO",  # the CA bundle of the hook's push upstream
+    gate.CONFIG_ENV,
+    gate.STATUS_ENV,
+    gate.LOG_ENV,
+    gate.WORK_ENV,
+    gate.SECRETS_ENV,
+)
+#: The one thing of ``Git-Protocol`` git acts on; any other key is dropped, not passed.
+_PROTOCOL_VERSION = re.compile(r"version=[0-2]")
 
 
 class BodyTooLarge(Exception):
@@ -79,8 +105,10 @@ class Gate:
         # git skips a hook it cannot execute (a noexec mount) and takes the push unscanned:
         # refuse to serve rather than fail open.
         try:
+            # The environment a push's hook gets: a variable it needs and lacks fails here.
             probe = subprocess.run(
-                [str(hook)], env={**self.environ, gate.PROBE_ENV: "1"}, capture_output=True,
+                [str(hook)], env={**self.child_env(push=True), gate.PROBE_ENV: "1"},
+                capture_output=True,
                 check=False, timeout=60,
             )  # fmt: skip
         except OSError as exc:
@@ -176,10 +204,22 @@ class Gate:
         except OSError as exc:
             print(f"git-gate: cannot write the decision log: {exc}", file=sys.stderr, flush=True)
 
+    def child_env(self, *, push: bool) -> dict[str, str]:
+        """The gate's environment as far as http-backend's children need it. Only a push
+        runs the hook, which scans for every secret of the bottle (``BOTTLE_DLP_SECRETS``
+        and the remotes' tokens) and pushes upstream with one: only a push gets them."""
+        env = {k: self.environ[k] for k in _CHILD_ENV if k in self.environ}
+        if push:
+            tokens = [r.token_ref for r in self.config.remotes if r.token_ref]
+            names = (dlp.DLP_SECRETS_ENV, *dlp.secret_names(tokens, self.environ))
+            env |= {k: self.environ[k] for k in names if k in self.environ}
+        return env
+
     def cgi_env(
         self, remote: GateRemote, path: str, query: str, headers: Any, length: int | None
     ) -> dict[str, str]:
-        env = {k: v for k, v in self.environ.items()}
+        # (a receive-pack advertisement runs no hook: only the POST does)
+        env = self.child_env(push=path.endswith("/git-receive-pack"))
         env |= {
             "GIT_PROJECT_ROOT": str(self.mirrors),
             "GIT_HTTP_EXPORT_ALL": "1",
@@ -190,12 +230,25 @@ class Gate:
             "REMOTE_ADDR": "agent",
             "GIT_CONFIG_NOSYSTEM": "1",
             "GIT_CONFIG_GLOBAL": "/dev/null",
+            "GIT_NO_REPLACE_OBJECTS": "1",
             gate.REMOTE_ENV: remote.name,
         }
+        # Command-line scope, above the mirror's own config: the gate's hooks and no other,
+        # and an inflated (Content-Encoding: gzip) pack bounded like a plain one.
+        env |= upstream.config_env(
+            [("core.hooksPath", str(self.hooks)), ("receive.maxInputSize", str(MAX_BODY))]
+        )
         for header, var in _CGI_HEADERS:
             value = headers.get(header)
             if value:
                 env[var] = value
+        versions = [
+            item
+            for item in (headers.get("Git-Protocol") or "").split(":")
+            if _PROTOCOL_VERSION.fullmatch(item)
+        ]
+        if versions:
+            env["GIT_PROTOCOL"] = versions[-1]
         if length is not None:
             env["CONTENT_LENGTH"] = str(length)
         return env
@@ -417,7 +470,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             while True:
                 size_line = self.rfile.readline(1024)
-                size = int(size_line.split(b";", 1)[0].strip() or b"x", 16)
+                digits = size_line.split(b";", 1)[0].strip()
+                # Hex digits alone: int() would take "-1", "0x…" and "1_0", and a negative
+                # size would take back what the bound counted.
+                if not _CHUNK_SIZE.fullmatch(digits):
+                    raise ValueError("bad chunk size")
+                size = int(digits, 16)
                 if size == 0:
                     while self.rfile.readline(1024).strip():
                         pass

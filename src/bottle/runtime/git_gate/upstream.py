@@ -148,7 +148,7 @@ def _base_env(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _config_env(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
+def config_env(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
     env = {"GIT_CONFIG_COUNT": str(len(pairs))}
     for index, (key, value) in enumerate(pairs):
         env[f"GIT_CONFIG_KEY_{index}"] = key
@@ -218,7 +218,7 @@ def connect(
         pairs.append(("credential.helper", helper))
         env[remote.token_ref] = environ[remote.token_ref]
     env["GIT_SSL_CAINFO"] = environ.get("GIT_SSL_CAINFO") or str(layout.HOST_CA)
-    env |= _config_env(pairs)
+    env |= config_env(pairs)
     url = f"https://{target.host}{f':{target.port}' if target.port else ''}{target.path}"
     return Connection(url, env, target, address)
 
