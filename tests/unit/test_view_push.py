@@ -163,3 +163,20 @@ def test_the_view_lets_no_push_through_that_the_gate_never_refused(
 
     asyncio.run(drive())
     assert queue.get(asked).status == "pending" and allowances(instance) == []
+
+
+def test_a_worker_line_after_the_quit_is_dropped(running: tuple[Instance, Settings]) -> None:
+    # A refresh or a decision still in its thread when q is pressed calls back into an app
+    # whose widgets are being taken down: that must not turn the quit into a traceback.
+    _, settings = running
+    app = QueueView(settings)
+
+    async def drive() -> None:
+        async with app.run_test(size=(160, 50)) as pilot:
+            shown = lambda: "pending" in str(app.query_one("#status").render())  # noqa: E731
+            await until(pilot, shown, "the count")
+        assert not app.is_running
+        app.show([], [])
+        app.set_status("applying…")
+
+    asyncio.run(drive())
