@@ -231,7 +231,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     )
     egress = Egress()
     guard = ConnectGuard(egress.tables, egress.log, resolve=dns, own=OWN)
-    with taddons.context(egress, guard) as tctx:
+    # Without mitmproxy's core addon, as test_egress_addon's context (the reason is there).
+    with taddons.context(egress, guard, loadcore=False) as tctx:
         tctx.master.addons.invoke_addon_sync(egress, RunningHook())
         yield Env(tctx, egress, guard, dns, log)
 
