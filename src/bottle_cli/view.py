@@ -143,6 +143,8 @@ class QueueView(App[None]):
         self.call_from_thread(self.show, found, problems)
 
     def show(self, found: list[Pending], problems: list[str]) -> None:
+        if not self.is_running:
+            return  # a read that ended after the quit: the widgets are being taken down
         table = self.query_one(DataTable)
         selected = self.selected_key()
         fresh = {f"{item.slug}/{item.proposal.id}": item for item in found}
@@ -197,6 +199,8 @@ class QueueView(App[None]):
         detail.update(inert(payload_yaml(header, request_fields(proposal.payload)), multiline=True))
 
     def set_status(self, text: str) -> None:
+        if not self.is_running:
+            return  # a worker's line after the quit: the widgets are being taken down
         # Problems name files and what was wrong in them: agent text, made inert.
         self.query_one("#status", Static).update(inert(text))
 

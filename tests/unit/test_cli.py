@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.conftest import CliResult, run_cli_here, user_owned, write
+from tests.fakes import FakeEngine
 
 if TYPE_CHECKING:
     from bottle.state import StateDir
@@ -19,7 +20,11 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def bottle(monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
-    """``bottle ARGS`` in this process, with BOTTLE_HOME=home and cwd as given."""
+    """``bottle ARGS`` in this process, with BOTTLE_HOME=home and cwd as given, on the fake
+    engine: a render asks the engine which images exist, and a unit test asks no daemon."""
+    from bottle import bottle as bottle_module
+
+    monkeypatch.setattr(bottle_module, "DockerEngine", FakeEngine)
 
     def run(*args: str, home: Path, cwd: Path, **env: str) -> CliResult:
         return run_cli_here(

@@ -11,6 +11,7 @@ import pytest
 from bottle.errors import ManifestError
 from bottle.manifest import load_manifest
 from tests.conftest import CliResult, run_cli_here, write
+from tests.fakes import FakeEngine
 
 BAD = (
     "---\nfrobnicate: 1\n"
@@ -22,6 +23,11 @@ FIELDS = ["egress.routes.0.host", "egress.routes.1.methods.0", "supervise.wait",
 
 @pytest.fixture
 def bottle(monkeypatch: pytest.MonkeyPatch, home: Path, repo: Path) -> Callable[..., CliResult]:
+    from bottle import bottle as bottle_module
+
+    # A render asks the engine which images exist: the fake one, not this machine's daemon.
+    monkeypatch.setattr(bottle_module, "DockerEngine", FakeEngine)
+
     def run(*args: str) -> CliResult:
         return run_cli_here(
             *args, cwd=repo, env={"BOTTLE_HOME": str(home)}, monkeypatch=monkeypatch

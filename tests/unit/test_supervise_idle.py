@@ -44,8 +44,17 @@ def test_the_main_loop_never_polls_and_ends_at_the_exit_signal(
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        loop.call_later(0.25, server.handle_exit, signal.SIGTERM, None)
-        await asyncio.wait_for(server.main_loop(), timeout=30)
+        waiting = asyncio.ensure_future(server.main_loop())
+        for _ in range(1000):  # until it waits on something: nothing else is ready to run
+            await real_sleep(0)
+            if not loop._ready:  # type: ignore[attr-defined]
+                break
+        # Parked, and on no timer: nothing but the signal can wake the loop (a poll of any
+        # period, or a wait with a timeout, would be a timer here).
+        assert not waiting.done() and not loop._ready  # type: ignore[attr-defined]
+        assert loop._scheduled == []  # type: ignore[attr-defined]
+        server.handle_exit(signal.SIGTERM, None)
+        await asyncio.wait_for(waiting, timeout=30)
 
     asyncio.run(run())
     assert server.should_exit and naps == []

@@ -60,7 +60,7 @@ def serving(
         host="127.0.0.1",
         port=0,
         wait_s=wait_s,
-        poll_s=0.02,
+        poll_s=0.005,  # a filing's answer waits at most this after the operator's decision
         agent_image=AGENT_IMAGE,
         limits=limits or Limits(),
         proposals_dir=root / "proposals",
@@ -146,7 +146,7 @@ def operator(
                         return p
                 return None
 
-            proposal = wait_for(find, 15, "the proposal to be filed")
+            proposal = wait_for(find, 15, "the proposal to be filed", poll=0.005)
             decided.append(queue.decide(proposal.id, **decision))
         except BaseException as exc:
             errors.append(exc)
@@ -227,7 +227,7 @@ def test_egress_block_rejected(server: Server) -> None:
 
 
 def test_timeout_answers_pending_then_status_gives_the_decision(tmp_path: Path) -> None:
-    wait_s = 0.15
+    wait_s = 0.05
     with serving(tmp_path, wait_s=wait_s) as server:
         start = time.monotonic()
         result = call(server, "egress-block", {"host": "slow.test", "justification": "later"})

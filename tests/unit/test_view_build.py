@@ -20,7 +20,7 @@ from bottle.settings import Settings
 from bottle_cli.view import ConfirmScreen, QueueView
 from tests.conftest import user_owned
 from tests.fakes import FakeEngine
-from tests.unit.test_view_push import answered_only_yes, until
+from tests.unit.test_view_push import Recorded, answered_only_yes, press, until
 
 #: What a terminal would act on: a line erased and the cursor moved up (to paint a harmless
 #: line over the real one), a right-to-left override, and an OSC never terminated (which
@@ -144,17 +144,17 @@ def test_a_proposal_file_with_escapes_in_its_dockerfile_is_never_offered(
     status: list[str] = []
 
     async def drive() -> None:
-        app = QueueView(settings)
+        app = Recorded(settings)
         async with app.run_test(size=(160, 50)) as pilot:
             await until(
                 pilot, lambda: "pending" in str(app.query_one("#status").render()), "the count"
             )
             status.append(str(app.query_one("#status").render()))
             assert app.items == {}
-            await pilot.press("a")
-            # The key is handled by the time press() returns, and an approval asks at once
-            # (push_screen in the key's action): a question it raised would be up here.
-            await pilot.pause()
+            press(pilot, "a")
+            # An approval asks at once (push_screen in the key's action): once the action
+            # ran, a question it raised would be up.
+            await until(pilot, lambda: app.approvals == 1, "the key handled")
             await app.workers.wait_for_complete()
             assert not isinstance(app.screen, ConfirmScreen) and not app.busy
 

@@ -7,10 +7,12 @@ its decision log written as the gate writes them.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from textual.pilot import Pilot
 
 from bottle.bottle import Bottle
 from bottle.instance import Instance
@@ -71,6 +73,7 @@ class Recorded(QueueView):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.said: list[str] = []
+        self.approvals = 0
 
     def set_status(self, text: str) -> None:
         self.said.append(text)
@@ -79,13 +82,26 @@ class Recorded(QueueView):
     def left_pending(self) -> bool:
         return any("left pending" in line for line in self.said)
 
+    def action_approve(self) -> None:
+        super().action_approve()
+        self.approvals += 1  # the key was handled: whatever it asks is up by now
 
-async def until(pilot: object, check: Callable[[], bool], what: str) -> None:
-    for _ in range(200):
-        if check():
-            return
-        await pilot.pause(0.05)  # type: ignore[attr-defined]
-    raise AssertionError(f"the view never showed {what}")
+
+def press(pilot: Pilot[None], key: str) -> None:
+    """The key, as the terminal sends it. ``pilot.press`` waits after each key for the CPU
+    to go idle (20 ms slices until one is quiet, which the view's rendering and refresh
+    keep from coming: a tenth of a second a key); each test waits instead for what the
+    key must show, through :func:`until`."""
+    pilot.app.simulate_key(key)
+
+
+async def until(pilot: Pilot[None], check: Callable[[], bool], what: str) -> None:
+    """Wait until ``check()``: each turn lets every widget handle what it was sent."""
+    deadline = time.monotonic() + 30
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the view never showed {what}")
+        await pilot.pause(0.005)
 
 
 async def answered_only_yes(
@@ -96,24 +112,24 @@ async def answered_only_yes(
     app = Recorded(settings)
     async with app.run_test(size=(160, 50)) as pilot:
         await until(pilot, lambda: len(app.items) == 1, "the proposal")
-        await pilot.press("a")
+        press(pilot, "a")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
         assert isinstance(app.screen, ConfirmScreen)
         text = app.screen.text
         for no in ("n", "escape"):  # no: nothing is done; nor is Esc a yes
             if no == "escape":
-                await pilot.press("a")
+                press(pilot, "a")
                 await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
             app.said.clear()
-            await pilot.press(no)
+            press(pilot, no)
             await until(pilot, app.left_pending, "the answer")
             # The answer is in: anything it started runs in a worker; let it end.
             await app.workers.wait_for_complete()
             assert not isinstance(app.screen, ConfirmScreen) and not app.busy
             assert unchanged()
-        await pilot.press("a")
+        press(pilot, "a")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
-        await pilot.press("y")
+        press(pilot, "y")
         await until(pilot, done, "the answer yes")
     return text
 
@@ -156,10 +172,27 @@ def test_the_view_lets_no_push_through_that_the_gate_never_refused(
         app = QueueView(settings)
         async with app.run_test(size=(160, 50)) as pilot:
             await until(pilot, lambda: len(app.items) == 1, "the proposal")
-            await pilot.press("a")
+            press(pilot, "a")
             await until(pilot, lambda: not app.busy and "not applied" in str(
                 app.query_one("#status").render()), "the refusal")  # fmt: skip
             assert not isinstance(app.screen, ConfirmScreen)
 
     asyncio.run(drive())
     assert queue.get(asked).status == "pending" and allowances(instance) == []
+
+
+def test_a_worker_line_after_the_quit_is_dropped(running: tuple[Instance, Settings]) -> None:
+    # A refresh or a decision still in its thread when q is pressed calls back into an app
+    # whose widgets are being taken down: that must not turn the quit into a traceback.
+    _, settings = running
+    app = QueueView(settings)
+
+    async def drive() -> None:
+        async with app.run_test(size=(160, 50)) as pilot:
+            shown = lambda: "pending" in str(app.query_one("#status").render())  # noqa: E731
+            await until(pilot, shown, "the count")
+        assert not app.is_running
+        app.show([], [])
+        app.set_status("applying…")
+
+    asyncio.run(drive())
