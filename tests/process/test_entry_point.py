@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bottle.state import StateDir
+from bottle.state import InstanceStatus, StateDir
 from tests.conftest import run_cli, user_owned
 from tests.unit.test_quick_exec import Run, _log, calls, fake_docker, running
 
@@ -111,3 +111,16 @@ def test_a_plain_run_starts_without_loading_typer(home: Path, repo: Path) -> Non
         timeout=60,
     )
     assert done.stdout.split() == ["2", "False"], done.stderr
+
+
+def test_a_stop_process_ends_with_its_line_said_and_its_log_kept(
+    bottle_process: Run, running: StateDir
+) -> None:
+    # The quick stop ends its own process without Python's teardown: what it said and
+    # wrote must be whole by then.
+    done = bottle_process("stop", "shell-run111")
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if not line.startswith("warning:")]
+    assert said == [f"· stopped shell-run111; its state is in {running.path}"]
+    assert running.read_metadata().status == InstanceStatus.STOPPED
+    assert running.compose_log.exists()

@@ -34,17 +34,27 @@ case "$1 $2" in
       [ -f "$AWAIT_STOP" ] || { echo "while_stopping never ran" >&2; exit 1; }
     fi
     touch "$STOPPED" ;;
-  "rm --force") touch "$GONE" ;;
+  "rm --force")
+    if [ -n "$AWAIT_NETS" ]; then  # until a network rm was tried: proof that it runs alongside
+      for _ in $(seq 50); do [ -f "$NET_TRIED" ] && break; sleep 0.1; done
+      [ -f "$NET_TRIED" ] || { echo "no network rm alongside" >&2; exit 1; }
+    fi
+    touch "$GONE" ;;
   "network ls")
     if [ -f "$NETS_LEFT" ]; then cat "$NETS_LEFT"
     elif [ ! -f "$NETS_GONE" ]; then printf 'n1\tbottle-x_internal\nn2\tbottle-x_egress\n'; fi ;;
   "network rm")
+    [ -f "$STOPPED" ] || [ -f "$GONE" ] || { echo "has active endpoints" >&2; exit 1; }
+    touch "$NET_TRIED"
+    if [ -n "$AWAIT_NETS" ] && [ ! -f "$GONE" ]; then  # held by a container still there
+      printf 'n1\tbottle-x_internal\n' > "$NETS_LEFT"; echo "Error: has active endpoints" >&2; exit 1
+    fi
     if [ -n "$AWAIT" ]; then  # until ``meanwhile`` ran: proof that it runs alongside
       for _ in $(seq 50); do [ -f "$AWAIT" ] && break; sleep 0.1; done
       [ -f "$AWAIT" ] || { echo "meanwhile never ran" >&2; exit 1; }
     fi
     if [ -n "$HELD" ]; then printf 'n2\tbottle-x_egress\n' > "$NETS_LEFT"; echo "Error: has active endpoints" >&2; exit 1; fi
-    touch "$NETS_GONE" ;;
+    rm -f "$NETS_LEFT"; touch "$NETS_GONE" ;;
 esac
 exit 0
 """
@@ -53,7 +63,7 @@ exit 0
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ComposeProject:
     fake_docker_on_path(tmp_path, FAKE, monkeypatch)
-    for name in ("CALLS", "GONE", "NETS_GONE", "NETS_LEFT", "STOPPED"):
+    for name in ("CALLS", "GONE", "NETS_GONE", "NETS_LEFT", "NET_TRIED", "STOPPED"):
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
     return ComposeProject(compose_file=tmp_path / "c.yml", project="bottle-x", project_dir=tmp_path)
 
@@ -75,8 +85,11 @@ def test_down_stops_and_removes_the_project_and_nothing_else(
     rest = calls[:listing] + calls[listing + 1 :]
     assert rest[0].startswith("ps --all")
     assert "label=com.docker.compose.project=bottle-x" in rest[0]
-    assert rest[1:] == ["stop --time 5 aaa", "rm --force --volumes aaa bbb", "network rm n1 n2"]
+    # The networks go once the containers stopped, alongside their removal: either order.
+    assert rest[1] == "stop --time 5 aaa"
+    assert sorted(rest[2:]) == ["network rm n1 n2", "rm --force --volumes aaa bbb"]
     assert not any("ccc" in call for call in calls)  # another project's, with a like name
+    assert (tmp_path / "nets_gone").exists()  # the fake refuses a network rm before the stop
 
 
 def test_down_keeps_the_logs_of_the_stopped_containers_before_removing_them(
@@ -103,7 +116,8 @@ def test_a_log_that_cannot_be_read_does_not_stop_the_down(
     kept: list[str] = []
     project.down(keep_logs=kept.append)
     assert kept == ["agent-1   | 2026-01-01T00:00:02.000000000Z agent bye"]
-    assert _calls(tmp_path)[-2:] == ["rm --force --volumes aaa bbb", "network rm n1 n2"]
+    assert {"network rm n1 n2", "rm --force --volumes aaa bbb"} <= set(_calls(tmp_path))
+    assert (tmp_path / "gone").exists() and (tmp_path / "nets_gone").exists()
 
 
 def test_down_of_nothing_is_a_no_op(project: ComposeProject, tmp_path: Path) -> None:
@@ -140,7 +154,7 @@ def test_meanwhile_runs_once_the_containers_are_gone_while_the_networks_go(
     project.down(meanwhile=meanwhile)
     [calls] = seen
     assert "rm --force --volumes aaa bbb" in calls
-    assert _calls(tmp_path)[-1] == "network rm n1 n2"
+    assert "network rm n1 n2" in _calls(tmp_path)
     assert (tmp_path / "nets_gone").exists()  # removed, not left behind by a failure
 
 
@@ -160,3 +174,18 @@ def test_while_stopping_runs_as_the_containers_stop_before_their_logs_are_read(
     assert seen == [False]  # once, before the stop had ended
     assert "agent bye" in kept[0]  # the logs still read after the stop
     assert "stop --time 5 aaa" in _calls(tmp_path)
+
+
+def test_the_networks_go_while_the_containers_are_removed(
+    project: ComposeProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake's rm waits for a network rm, which fails while a container is left: the
+    # removal ran alongside, and the network it could not take yet goes once they are gone.
+    monkeypatch.setenv("AWAIT_NETS", "1")
+    kept: list[str] = []
+    project.down(keep_logs=kept.append)
+    calls = _calls(tmp_path)
+    assert calls.index("network rm n1 n2") < calls.index("rm --force --volumes aaa bbb")
+    assert calls[-1] == "network rm n1"  # tried again once the containers were gone
+    assert (tmp_path / "nets_gone").exists() and not (tmp_path / "nets_left").exists()
+    assert "agent bye" in kept[0]  # the logs were still read before the removal

@@ -125,14 +125,14 @@ def _joined_logs(found: Sequence[ServiceState], tail: int | None) -> str:
     return "\n".join(text for _, text in rows)
 
 
-def _remove_networks(networks: Mapping[str, str], label: str, what: str) -> list[str]:
-    """Remove ``networks`` (id -> name); the names of those of ``label`` left after."""
+def _remove_networks(networks: Mapping[str, str], label: str, what: str) -> dict[str, str]:
+    """Remove ``networks`` (id -> name); those of ``label`` left after (id -> name)."""
     if not networks:
-        return []
+        return {}
     with contextlib.suppress(EngineError):  # what stays is listed below
         _docker_run(["network", "rm", *networks], what)
-        return []  # docker removed every one it was given
-    return sorted(_networks(label, what).values())
+        return {}  # docker removed every one it was given
+    return _networks(label, what)
 
 
 def _networks(label: str, what: str) -> dict[str, str]:
@@ -312,9 +312,13 @@ class ComposeProject:
         words on the way out included; it is called when no container exists too.
         ``while_stopping`` runs in this thread while docker stops them (half a second of
         waiting), once, before ``keep_logs``. ``meanwhile`` runs once every container is
-        gone, while docker removes the networks (a tenth of a second each). A network still
-        in use (something else joined it) is raised as ``DownIncomplete``, once the rest is
-        gone.
+        gone, while docker removes the networks. A network still in use (something else
+        joined it) is raised as ``DownIncomplete``, once the rest is gone.
+
+        The networks go as soon as the containers have stopped, while their logs are read
+        and they are removed: a stopped container holds no endpoint, and the engine takes
+        0.1-0.2 s per network, one at a time, the longest step after the stop itself. A
+        network that would not go then is tried again once the containers are gone.
         """
         what = f"taking down {self.project}"
         label = f"com.docker.compose.project={self.project}"
@@ -332,19 +336,21 @@ class ComposeProject:
                 while_stopping()
             if stopping is not None:
                 stopping.result()
+            removal = pool.submit(_remove_networks, listing.result(), label, what)
             if keep_logs is not None:
                 keep_logs(_joined_logs(found, None))
             if found:
                 _docker_run(["rm", "--force", "--volumes", *(s.container_id for s in found)], what)
-            networks = listing.result()
-            removal = pool.submit(_remove_networks, networks, label, what)
             if meanwhile is not None:
                 meanwhile()
             left = removal.result()
+        if left:  # one of ours may have held it still (a container that had not stopped)
+            left = _remove_networks(left, label, what)
         if left:
+            names = sorted(left.values())
             raise DownIncomplete(
-                f"could not remove network {', '.join(left)}: still in use",
-                hint=f"See what holds it ('docker network inspect {left[0]}'), remove "
+                f"could not remove network {', '.join(names)}: still in use",
+                hint=f"See what holds it ('docker network inspect {names[0]}'), remove "
                 "that, then run 'bottle cleanup'.",
             )
 
