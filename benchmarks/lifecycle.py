@@ -1,14 +1,16 @@
-"""P1, P2, P5: bottle run vs plain compose, stop, approve to route live (images cached).
+"""P1, P1b, P2, P5: bottle run vs plain compose, sidecar boot, stop, approve to route live.
 
     uv run python -m benchmarks.lifecycle [--rounds 5]
 
 P1, interleaved: ``bottle run bench -- true`` (plan, state dir, up --wait, exec,
 compose.log, down), then plain ``docker compose up -d --wait`` + ``exec agent true`` +
-``down`` of the very docker-compose.yml that run wrote. P2: ``bottle stop`` of a running
-instance (compose.log saved, transcript kept), beside its floors, each of a like instance:
-the engine's own calls for the same work from a running program (stop; then the logs and
-the removal of the containers beside the networks'), and ``docker compose down`` (which
-keeps no log). Both report the CPU the bottle process used. P5: from the
+``down`` of the very docker-compose.yml that run wrote (images cached). P1b: what most of
+the gap is, the sidecars' boot: egress and supervise of that file started together (compose
+``up`` of the two), each one's container CPU when its status file appears. P2: ``bottle
+stop`` of a running instance (compose.log saved, transcript kept), beside its floors, each
+of a like instance: the engine's own calls for the same work from a running program (stop;
+then the logs and the removal of the containers beside the networks'), and ``docker compose
+down`` (which keeps no log). Both report the CPU the bottle process used. P5: from the
 operator's ``approve`` of an egress-block proposal to egress confirming the new table live
 (its status file names the new routes' digest: approve returns only then).
 """
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from bottle import Settings
     from bottle.instance import Instance
 
-FIGURES = ("P1", "P2", "P5")
+FIGURES = ("P1", "P1b", "P2", "P5")
 BOTTLE = (
     "---\nagent: {provider: shell}\nsupervise: true\negress:\n  routes: [{host: pypi.org}]\n---\n"
 )
@@ -51,8 +53,9 @@ def figures(rounds: int, only: set[str] | None = None) -> list[Figure]:
     settings = Settings.from_env({**os.environ, "BOTTLE_HOME": str(home)})
     rows: list[Figure] = []
     try:
-        if "P1" in want:
+        if want & {"P1", "P1b"}:
             timed([*bottle, "run", "bench", "--", "true"], env, cwd=work)  # warm images, byte code
+        if "P1" in want:
 
             def plain() -> float:
                 newest = max((home / "state").iterdir(), key=lambda p: p.stat().st_mtime)
@@ -96,6 +99,8 @@ def figures(rounds: int, only: set[str] | None = None) -> list[Figure]:
                     f"(docker children included) {spread(cpus, 's')}",
                 )
             )
+        if "P1b" in want:
+            rows.append(_boot_figure(max((home / "state").iterdir(), key=_mtime), rounds))
         if "P2" in want:
             rows.append(_stop_figure(bottle, env, work, settings, rounds))
         if "P5" in want:
@@ -194,6 +199,67 @@ def _compose_down(instance: Instance) -> None:
     compose = ["compose", "-f", str(instance.state.compose_file)]
     compose += ["-p", instance.metadata.compose_project]
     _docker(*compose, "down", "--volumes", "--timeout", "5")
+
+
+#: The sidecars P1b starts, in the bench bottle.
+BOOTED = ("egress", "supervise")
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
+
+
+def _boot_figure(state: Path, rounds: int) -> Figure:
+    """P1b: egress and supervise of ``state``'s compose file booted together, as a start boots
+    them (the agent left out): each one's container CPU and seconds until its status file."""
+    from benchmarks.egress import _cpu_seconds
+
+    compose = ["docker", "compose", "-f", str(state / "docker-compose.yml")]
+    compose += ["-p", f"bench-boot-{state.name}"]
+    cpu: dict[str, list[float]] = {name: [] for name in BOOTED}
+    ready: dict[str, list[float]] = {name: [] for name in BOOTED}
+    for _ in range(rounds):
+        files = {name: state / "status" / f"{name}.json" for name in BOOTED}
+        for file in files.values():
+            file.unlink(missing_ok=True)
+        started = time.perf_counter()
+        try:
+            subprocess.run([*compose, "up", "-d", *BOOTED], check=True, capture_output=True)
+            ids = {
+                name: subprocess.run(
+                    [*compose, "ps", "-q", name], check=True, capture_output=True, text=True
+                ).stdout.strip()
+                for name in BOOTED
+            }
+            waiting = set(BOOTED)
+            while waiting and time.perf_counter() - started < 60:
+                for name in sorted(waiting):
+                    if files[name].exists():
+                        ready[name].append(time.perf_counter() - started)
+                        used = _cpu_seconds(ids[name])
+                        if used is not None:
+                            cpu[name].append(used)
+                        waiting.discard(name)
+                time.sleep(0.01)
+            if waiting:
+                raise RuntimeError(f"P1b: {', '.join(sorted(waiting))} never became ready")
+        finally:
+            subprocess.run([*compose, "down", "-v", "-t", "3"], check=True, capture_output=True)
+    total = [sum(both) for both in zip(*cpu.values(), strict=True)] if all(cpu.values()) else []
+    parts = [
+        f"{name}: CPU {spread(cpu[name], 's') if cpu[name] else 'not readable'}, ready after "
+        f"{spread(ready[name], 's')}"
+        for name in BOOTED
+    ]
+    return Figure(
+        "P1b",
+        "sidecar boot CPU (egress + supervise, until ready)",
+        "see issue",
+        f"{median(total):.2f} s" if total else "not measured",
+        bool(total),
+        detail=f"{rounds} rounds, each container's cgroup CPU when its status file appeared "
+        f"(from compose up): {'; '.join(parts)}",
+    )
 
 
 def _timed_cpu(argv: list[str], env: dict[str, str], **kwargs: object) -> tuple[float, float]:

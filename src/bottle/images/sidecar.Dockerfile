@@ -161,8 +161,12 @@ RUN set -eu; \
 # One layer: the base's files this image does not need are not in it.
 FROM scratch
 COPY --from=build / /
+# PYDANTIC_DISABLE_PLUGINS: pydantic looks for plugins among every installed distribution's
+# entry points when it builds its first validator (about 3 % of a sidecar's start-up CPU);
+# the image installs none.
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     LANG=C.UTF-8 \
+    PYDANTIC_DISABLE_PLUGINS=__all__ \
     PYTHONPATH=/opt/bottle \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

@@ -137,9 +137,9 @@ def mitmdump_argv(confdir: Path, host_ca: Path | None) -> list[str]:
         "--set", "block_global=false",
         # Non-HTTP bytes in a CONNECT tunnel (ssh, ...) must not become a raw TCP way out.
         "--set", "rawtcp=false",
-        # One JSON line per request goes to the decision log; keep the console to events:
-        # "alert" hides mitmproxy's per-connection info lines, shows reloads and problems.
-        "--set", "flow_detail=0",
+        # One JSON line per request goes to the decision log (no flow printer is loaded:
+        # master.chain); keep the console to events: "alert" hides mitmproxy's
+        # per-connection info lines, shows reloads and problems.
         "--set", "termlog_verbosity=alert",
         # No stream_large_bodies: it would stream a request body past 1 MiB before DLP saw
         # it. The scan addon streams responses itself (scrubbing them on the way).

@@ -27,10 +27,8 @@ from mitmproxy.addons import (
     core,
     disable_h2c,
     dns_resolver,
-    dumper,
     errorcheck,
     keepserving,
-    maplocal,
     mapremote,
     modifybody,
     modifyheaders,
@@ -57,8 +55,10 @@ from mitmproxy.tools.main import run as mitm_run
 #: the ``mitm.it`` onboarding app (Flask; the agent gets egress's CA from a mounted file,
 #: and egress's routes refused a request to ``mitm.it`` all the same), proxy
 #: authentication (ldap3; the agent is the only client), ``export`` and ``cut`` (commands
-#: copying flows to a clipboard) and ``browser`` (a command starting a local Chrome).
-LEFT_OUT = ("Onboarding", "ProxyAuth", "Export", "Cut", "Browser")
+#: copying flows to a clipboard), ``browser`` (a command starting a local Chrome) and
+#: ``map_local`` (answers from local files, an option egress never sets; Werkzeug, for its
+#: path join: 7 % of egress's start-up CPU).
+LEFT_OUT = ("Onboarding", "ProxyAuth", "Export", "Cut", "Browser", "MapLocal")
 
 
 def defaults() -> list[object]:
@@ -80,7 +80,6 @@ def defaults() -> list[object]:
         next_layer.NextLayer(),
         serverplayback.ServerPlayback(),  # type: ignore[no-untyped-call]
         mapremote.MapRemote(),
-        maplocal.MapLocal(),
         modifybody.ModifyBody(),
         modifyheaders.ModifyHeaders(),
         stickyauth.StickyAuth(),  # type: ignore[no-untyped-call]
@@ -95,12 +94,13 @@ def defaults() -> list[object]:
 
 def chain(extra: Sequence[object]) -> list[object]:
     """mitmdump's addons (``DumpMaster``'s, :func:`defaults`) with ``extra`` right after the
-    script loader."""
+    script loader, but its ``Dumper``: the flow printer, idle at egress's ``flow_detail`` of
+    0 (each of its hooks returned at once), whose content views (HTML, images, protobuf,
+    WBXML...) took 2-3 % of egress's start-up CPU to import."""
     found = defaults()
     at = next(i for i, a in enumerate(found) if isinstance(a, script.ScriptLoader)) + 1
     found[at:at] = list(extra)
     found += [
-        dumper.Dumper(),
         keepserving.KeepServing(),
         readfile.ReadFileStdin(),  # type: ignore[no-untyped-call]
         errorcheck.ErrorCheck(),
