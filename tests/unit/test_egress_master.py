@@ -14,6 +14,7 @@ import ipaddress
 import os
 import subprocess
 import sys
+from asyncio import selector_events
 
 import pytest
 from mitmproxy import addonmanager, connection, exceptions
@@ -140,8 +141,11 @@ class _Closing:
 class _Handler:
     """What mitmproxy's connection loop uses of its handler: the transports and the events."""
 
-    def __init__(self, connection: object, reader: asyncio.StreamReader) -> None:
-        self.transports = {connection: server.ConnectionIO(reader=reader, writer=_Closing())}  # type: ignore[arg-type]
+    def __init__(
+        self, connection: object, reader: asyncio.StreamReader, writer: object = None
+    ) -> None:
+        writer = _Closing() if writer is None else writer
+        self.transports = {connection: server.ConnectionIO(reader=reader, writer=writer)}  # type: ignore[arg-type]
         self.pieces: list[int] = []
 
     async def server_event(self, event: object) -> None:
@@ -173,6 +177,44 @@ def test_a_connection_is_read_in_pieces_of_a_mebibyte() -> None:
 
     handler = asyncio.run(run())
     assert handler.pieces == [master.READ_SIZE] * 4
+
+
+def test_a_socket_is_read_a_mebibyte_a_wake_up() -> None:
+    """asyncio's transport asked the kernel for 256 KiB per wake-up and its reader paused the
+    socket past 128 KiB, so a 1 MiB read got 256 KiB, each with a pause and a resume
+    (issue 14, P4). Both raised for egress's connections only: the class keeps its own."""
+    assert "recv(self.max_size)" in inspect.getsource(selector_events._SelectorSocketTransport)
+    assert "2 * self._limit" in inspect.getsource(asyncio.StreamReader)
+    master.read_more()
+    client = connection.Client(
+        peername=("127.0.0.1", 1), sockname=("127.0.0.1", 2), timestamp_start=0
+    )
+    client.state = connection.ConnectionState.CAN_READ
+    sent = b"x" * (3 << 20)
+
+    async def run() -> tuple[_Handler, asyncio.StreamReader, asyncio.StreamWriter]:
+        accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+        accepted = asyncio.Queue()
+        listening = await asyncio.start_server(
+            lambda r, w: accepted.put_nowait((r, w)), "127.0.0.1", 0
+        )
+        port = listening.sockets[0].getsockname()[1]
+        _, peer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await accepted.get()
+        handler = _Handler(client, reader, writer)
+        peer.write(sent)
+        peer.write_eof()
+        await server.ConnectionHandler.handle_connection(handler, client)  # type: ignore[arg-type]
+        peer.close()
+        listening.close()
+        return handler, reader, writer
+
+    handler, reader, writer = asyncio.run(run())
+    assert sum(handler.pieces) == len(sent)
+    assert max(handler.pieces) <= master.READ_SIZE
+    assert writer.transport.max_size == master.TRANSPORT_READ  # type: ignore[attr-defined]
+    assert reader._limit == master.TRANSPORT_READ  # type: ignore[attr-defined]
+    assert type(writer.transport).max_size == 256 * 1024  # type: ignore[attr-defined]
 
 
 class _Hooked:
