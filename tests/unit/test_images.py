@@ -171,9 +171,18 @@ def _pins(requirements: str) -> dict[str, str]:
 
 def test_sidecar_requirements_are_the_locked_sidecar_group() -> None:
     shipped = dockerfile_text("sidecar-requirements.txt")
-    # Regenerate with the command in the file's header when uv.lock changes.
+    # Regenerate with the command in the file's header when uv.lock changes. `uv run` names
+    # its own binary in UV: the "uv" on PATH may be a version manager's shim (pyenv's: 0.5 s).
     exported = subprocess.run(
-        ["uv", "export", "--frozen", "--only-group", "sidecar", "--no-emit-project", "--quiet"],
+        [
+            os.environ.get("UV", "uv"),
+            "export",
+            "--frozen",
+            "--only-group",
+            "sidecar",
+            "--no-emit-project",
+            "--quiet",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
