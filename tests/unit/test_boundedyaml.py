@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bottle import boundedyaml
 from bottle.boundedyaml import MAX_ALIASED_NODES, MAX_DEPTH
@@ -171,3 +173,43 @@ def test_yaml_1_2_scalars_keep_their_meaning(monkeypatch: pytest.MonkeyPatch) ->
     assert c == pure == {"a": "on", "b": "yes", "c": 777, "d": 1000, "e": 15}
     old, _ = _both("%YAML 1.1\n--- {a: on, b: yes, c: 0777}\n", monkeypatch)
     assert old == {"a": True, "b": True, "c": 511}
+
+
+def _scanned(text: str, scanner: type) -> list[tuple[Any, ...]]:
+    """Every token ``scanner`` finds in ``text``, then the error that stopped it, if any."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.Scanner = scanner
+    found: list[tuple[Any, ...]] = []
+    try:
+        for token in yaml.scan(text):
+            found.append(
+                (type(token).__name__, token.start_mark.index, token.end_mark.index)
+                + ((token.value,) if hasattr(token, "value") else ())
+            )
+    except MarkedYAMLError as exc:
+        found.append((type(exc).__name__, str(exc)))
+    return found
+
+
+_yaml_text = st.text(alphabet="[]{}:,-?#&*!|>'\"\n\t ab1", max_size=120)
+
+
+@settings(deadline=None)
+@given(
+    head=_yaml_text,
+    flow=st.integers(min_value=0, max_value=1100),
+    tail=_yaml_text,
+    far=st.integers(min_value=0, max_value=1040),
+)
+def test_the_simple_key_bookkeeping_scans_as_ruamels_own(
+    head: str, flow: int, tail: str, far: int
+) -> None:
+    # Keys go stale on a new line or 1024 characters on: runs of `[` and long plain
+    # scalars cross that distance, on either side of it.
+    from ruamel.yaml.scanner import Scanner
+
+    text = head + "[" * flow + "x" * far + tail
+    assert _scanned(text, boundedyaml._Scanner) == _scanned(text, Scanner)
