@@ -195,21 +195,33 @@ def _scanned(text: str, scanner: type) -> list[tuple[Any, ...]]:
 
 
 _yaml_text = st.text(alphabet="[]{}:,-?#&*!|>'\"\n\t ab1", max_size=120)
+# What may end a simple key, right after the run that took it near or past 1024 characters.
+_key_ends = st.sampled_from(["", ": v", "]: v", "}: v", ", a: b", "\n", "\n: v", "\n  x"])
 
 
 @settings(deadline=None)
 @given(
     head=_yaml_text,
-    flow=st.integers(min_value=0, max_value=1100),
+    flow=st.integers(min_value=0, max_value=64),
+    # Keys go stale on a new line or 1024 characters on: a long plain scalar takes them
+    # to either side of that distance.
+    far=st.integers(min_value=0, max_value=40) | st.integers(min_value=1016, max_value=1032),
+    end=_key_ends,
     tail=_yaml_text,
-    far=st.integers(min_value=0, max_value=1040),
 )
 def test_the_simple_key_bookkeeping_scans_as_ruamels_own(
-    head: str, flow: int, tail: str, far: int
+    head: str, flow: int, far: int, end: str, tail: str
 ) -> None:
-    # Keys go stale on a new line or 1024 characters on: runs of `[` and long plain
-    # scalars cross that distance, on either side of it.
     from ruamel.yaml.scanner import Scanner
 
-    text = head + "[" * flow + "x" * far + tail
+    text = head + "[" * flow + "x" * far + end + tail
+    assert _scanned(text, boundedyaml._Scanner) == _scanned(text, Scanner)
+
+
+@pytest.mark.parametrize("far", [1022, 1023, 1024, 1025, 1026])
+@pytest.mark.parametrize("text", ["{x}: v", "a: 1\n{x}\nb: 2\n", "[[[{x}]: v]]", "{{{x}\n}}}"])
+def test_the_simple_key_bookkeeping_agrees_at_1024_characters(text: str, far: int) -> None:
+    from ruamel.yaml.scanner import Scanner
+
+    text = text.replace("{x}", "x" * far)
     assert _scanned(text, boundedyaml._Scanner) == _scanned(text, Scanner)
