@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import os
 import shutil
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import settings as hypothesis_settings
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -26,16 +26,33 @@ EXAMPLES = REPO / "examples"
 # skips it); the installed packages already have theirs (uv's compile-bytecode).
 sys.dont_write_bytecode = False
 
+# Collection imports most of what the tests use and keeps all of it; the collector would
+# walk that growing heap over and over meanwhile. It is off until collection ends, then
+# on again for the tests (pytest_collection_finish).
+gc.disable()
 
-# Random inputs: a quick pass on every run, a deep one on request
-# (`pytest --hypothesis-profile=thorough`).
-hypothesis_settings.register_profile("fast", max_examples=30)
-hypothesis_settings.register_profile("thorough", max_examples=1000)
 
-
+@pytest.hookimpl(tryfirst=True)  # the profiles exist before the plugin loads one
 def pytest_configure(config: pytest.Config) -> None:
+    # Imported here, not at the top: the hypothesis plugin has pytest rewrite the asserts of
+    # every hypothesis module, and only once bytecode may be written (above) is that rewrite
+    # cached; imported before, it was redone each run (76 modules, 0.6 s).
+    from hypothesis import settings as hypothesis_settings
+
+    # Random inputs: a quick pass on every run, a deep one on request
+    # (`pytest --hypothesis-profile=thorough`).
+    hypothesis_settings.register_profile("fast", max_examples=30)
+    hypothesis_settings.register_profile("thorough", max_examples=1000)
     if config.getoption("hypothesis_profile", None) is None:
         hypothesis_settings.load_profile("fast")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # What collection built (the modules, their imports, the tests) lives until the end:
+    # out of the collector's reach, each full collection no longer walks it again (in
+    # tests/unit five of them and pytest's last one had cost 2 s).
+    gc.freeze()
+    gc.enable()
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, poll: float = 0.05) -> Any:

@@ -27,7 +27,7 @@ from ruamel.yaml.events import DocumentStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from ruamel.yaml.parser import ParserError
 from ruamel.yaml.reader import ReaderError
-from ruamel.yaml.scanner import ScannerError
+from ruamel.yaml.scanner import Scanner, ScannerError
 
 try:
     from _ruamel_yaml import CParser  # libyaml, from ruamel.yaml.clib
@@ -68,7 +68,47 @@ def load(text: str, *, max_depth: int = MAX_DEPTH, max_aliased: int = MAX_ALIASE
 def _yaml(max_depth: int) -> YAML:
     yaml = YAML(typ="safe", pure=True)
     yaml.max_depth = max_depth
+    yaml.Scanner = _Scanner
     return yaml
+
+
+class _Scanner(Scanner):
+    """ruamel's scanner, with its bookkeeping of possible simple keys in constant time a token.
+
+    It keeps one possible key per flow level and looked at every one of them for each token:
+    ``[`` a thousand times (the scanner reads up to 1024 characters ahead for a key) made
+    half a million looks before the composer's depth bound could refuse the text (0.2 s a
+    file). The keys are kept in the order they were found, which is the order of their
+    positions and token numbers, so the nearest is the first, and the stale ones (on an
+    earlier line or 1024 characters back) are the first few: the same answers, the same
+    errors, found at the front.
+    """
+
+    def next_possible_simple_key(self) -> Any:
+        for key in self.possible_simple_keys.values():
+            return key.token_number
+        return None
+
+    def stale_possible_simple_keys(self) -> None:
+        keys = self.possible_simple_keys
+        if not keys:
+            return
+        reader = self.reader
+        line, index = reader.line, reader.index
+        stale = []
+        for level, key in keys.items():
+            if key.line == line and index - key.index <= 1024:
+                break  # this one and every later one are still possible
+            stale.append((level, key))
+        for level, key in stale:
+            if key.required:
+                raise ScannerError(
+                    "while scanning a simple key",
+                    key.mark,
+                    "could not find expected ':'",
+                    reader.get_mark(),
+                )
+            del keys[level]
 
 
 def _load_c(text: str, max_depth: int, max_aliased: int) -> Any:

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bottle import boundedyaml
 from bottle.boundedyaml import MAX_ALIASED_NODES, MAX_DEPTH
@@ -171,3 +173,55 @@ def test_yaml_1_2_scalars_keep_their_meaning(monkeypatch: pytest.MonkeyPatch) ->
     assert c == pure == {"a": "on", "b": "yes", "c": 777, "d": 1000, "e": 15}
     old, _ = _both("%YAML 1.1\n--- {a: on, b: yes, c: 0777}\n", monkeypatch)
     assert old == {"a": True, "b": True, "c": 511}
+
+
+def _scanned(text: str, scanner: type) -> list[tuple[Any, ...]]:
+    """Every token ``scanner`` finds in ``text``, then the error that stopped it, if any."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.Scanner = scanner
+    found: list[tuple[Any, ...]] = []
+    try:
+        for token in yaml.scan(text):
+            found.append(
+                (type(token).__name__, token.start_mark.index, token.end_mark.index)
+                + ((token.value,) if hasattr(token, "value") else ())
+            )
+    except MarkedYAMLError as exc:
+        found.append((type(exc).__name__, str(exc)))
+    return found
+
+
+_yaml_text = st.text(alphabet="[]{}:,-?#&*!|>'\"\n\t ab1", max_size=120)
+# What may end a simple key, right after the run that took it near or past 1024 characters.
+_key_ends = st.sampled_from(["", ": v", "]: v", "}: v", ", a: b", "\n", "\n: v", "\n  x"])
+
+
+@settings(deadline=None)
+@given(
+    head=_yaml_text,
+    flow=st.integers(min_value=0, max_value=64),
+    # Keys go stale on a new line or 1024 characters on: a long plain scalar takes them
+    # to either side of that distance.
+    far=st.integers(min_value=0, max_value=40) | st.integers(min_value=1016, max_value=1032),
+    end=_key_ends,
+    tail=_yaml_text,
+)
+def test_the_simple_key_bookkeeping_scans_as_ruamels_own(
+    head: str, flow: int, far: int, end: str, tail: str
+) -> None:
+    from ruamel.yaml.scanner import Scanner
+
+    text = head + "[" * flow + "x" * far + end + tail
+    assert _scanned(text, boundedyaml._Scanner) == _scanned(text, Scanner)
+
+
+@pytest.mark.parametrize("far", [1022, 1023, 1024, 1025, 1026])
+@pytest.mark.parametrize("text", ["{x}: v", "a: 1\n{x}\nb: 2\n", "[[[{x}]: v]]", "{{{x}\n}}}"])
+def test_the_simple_key_bookkeeping_agrees_at_1024_characters(text: str, far: int) -> None:
+    from ruamel.yaml.scanner import Scanner
+
+    text = text.replace("{x}", "x" * far)
+    assert _scanned(text, boundedyaml._Scanner) == _scanned(text, Scanner)

@@ -66,6 +66,7 @@ def test_collection_is_off_while_egress_imports_and_on_when_it_serves(
 
     from bottle.runtime.egress import master
 
+    frozen_before = gc.get_freeze_count()
     seen: list[bool] = []
     monkeypatch.setattr(master, "run", lambda _args: seen.append(gc.isenabled()))
     monkeypatch.setattr(egress_main.os, "_exit", lambda code: seen.append(code == 0))
@@ -84,7 +85,8 @@ def test_collection_is_off_while_egress_imports_and_on_when_it_serves(
         )
     finally:
         gc.enable()
-        gc.unfreeze()
+        if not frozen_before:  # else the session's own freeze (tests/conftest.py) stays
+            gc.unfreeze()
     assert seen == [False, True, True]  # off while importing; on while serving; clean exit
 
 

@@ -25,7 +25,7 @@ from bottle.operator import approve, proposal_queue, set_routes
 from bottle.policy import Routes
 from bottle.settings import Settings
 from bottle.state import StateDir
-from tests.conftest import CliResult, run_cli_here, user_owned, write
+from tests.conftest import CliResult, FakeClock, run_cli_here, user_owned, write
 from tests.fakes import FakeEngine
 
 KINDS = [
@@ -91,8 +91,11 @@ def running(tmp_path: Path) -> tuple[Instance, FakeEngine, Settings]:
 
 
 def test_egress_that_never_confirms_is_a_failure(
-    running: tuple[Instance, FakeEngine, Settings],
+    running: tuple[Instance, FakeEngine, Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import bottle.sidecars.egress as egress_module
+
+    monkeypatch.setattr(egress_module, "time", FakeClock())  # the wait runs out at once
     instance, engine, _ = running
     with pytest.raises(ApplyFailed, match="did not confirm") as caught:
         instance.routes.reload(timeout=0.1)

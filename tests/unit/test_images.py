@@ -171,9 +171,18 @@ def _pins(requirements: str) -> dict[str, str]:
 
 def test_sidecar_requirements_are_the_locked_sidecar_group() -> None:
     shipped = dockerfile_text("sidecar-requirements.txt")
-    # Regenerate with the command in the file's header when uv.lock changes.
+    # Regenerate with the command in the file's header when uv.lock changes. `uv run` names
+    # its own binary in UV: the "uv" on PATH may be a version manager's shim (pyenv's: 0.5 s).
     exported = subprocess.run(
-        ["uv", "export", "--frozen", "--only-group", "sidecar", "--no-emit-project", "--quiet"],
+        [
+            os.environ.get("UV", "uv"),
+            "export",
+            "--frozen",
+            "--only-group",
+            "sidecar",
+            "--no-emit-project",
+            "--quiet",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -537,3 +546,76 @@ def test_an_unwritable_import_cache_only_costs_the_parse(
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert runtime_sources(copy, cache=blocker / "imports.json") == walked
+
+
+def test_imports_are_found_wherever_a_statement_may_stand() -> None:
+    from bottle.images import sources
+
+    source = b"""
+import bottle.a
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    import bottle.never
+    if True:
+        import bottle.never_nested
+else:
+    import bottle.b
+def f():
+    import bottle.c
+    class C:
+        import bottle.d
+        async def g(self):
+            async with x:
+                from bottle import e
+            async for _ in y:
+                import bottle.f
+try:
+    import bottle.g
+except ImportError:
+    import bottle.h
+else:
+    import bottle.i
+finally:
+    import bottle.j
+try:
+    pass
+except* OSError:
+    import bottle.k
+while x:
+    pass
+else:
+    import bottle.l
+for _ in y:
+    with z:
+        from . import m
+match x:
+    case 1:
+        import bottle.n
+    case _:
+        from .o import p
+lambda: __import__("bottle.by_name")  # no statement: not an import bottle follows
+"""
+    found = sources._imports_in("bottle.pkg", source)
+    assert found == {
+        *(f"bottle.{name}" for name in "abcdfghijkln"),
+        "bottle",  # `from bottle import e`, `from . import m` name their package too
+        "bottle.e",
+        "bottle.pkg",
+        "bottle.pkg.m",
+        "bottle.pkg.o",
+        "bottle.pkg.o.p",
+    }
+
+
+def test_a_runtime_module_that_does_not_parse_is_named(tmp_path: Path) -> None:
+    from bottle.images import sources
+
+    copy = tmp_path / "bottle"
+    (copy / "runtime").mkdir(parents=True)
+    (copy / "__init__.py").write_text("")
+    (copy / "runtime" / "__init__.py").write_text("")
+    broken = copy / "runtime" / "broken.py"
+    broken.write_text("import bottle.x\ndef (:\n")
+    with pytest.raises(SyntaxError) as caught:
+        sources.runtime_sources(copy)
+    assert caught.value.filename == str(broken)

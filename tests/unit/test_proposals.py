@@ -398,16 +398,22 @@ def test_wait_returns_pending_when_time_runs_out(
     assert clock.now >= start + 0.15 and clock.slept < 0.15 + 0.05
 
 
-def test_wait_sees_a_decision(queue: ProposalQueue) -> None:
+def test_wait_sees_a_decision(queue: ProposalQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bottle.proposals.queue as queue_module
+
     queue.create("egress-block", {"host": "a.com"}, "j")
-    timer = threading.Timer(0.1, lambda: queue.decide(1, approved=True, by="op"))
-    timer.start()
-    try:
-        proposal = queue.wait(1, timeout_s=10, poll_s=0.02)
-    finally:
-        timer.cancel()
-        timer.join(timeout=5)
+
+    class DecidedWhileItWaits(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            if self.slept == seconds:  # the operator answers during the first poll's wait
+                queue.decide(1, approved=True, by="op")
+
+    clock = DecidedWhileItWaits()
+    monkeypatch.setattr(queue_module, "time", clock)
+    proposal = queue.wait(1, timeout_s=10, poll_s=0.02)
     assert proposal.status == "approved"
+    assert clock.slept == 0.02  # pending at the first look; seen at the next, no later
 
 
 def test_proposal_model_rejects_inconsistent_files() -> None:

@@ -60,7 +60,10 @@ def test_it_returns_once_every_status_file_parses(
     assert clock.polls == 5  # not before the file parsed, and at once after
 
 
-def test_a_file_that_does_not_parse_is_not_ready(tmp_path: Path) -> None:
+def test_a_file_that_does_not_parse_is_not_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readiness, "time", FakeClock())  # the wait runs out at once
     engine = FakeEngine(states=_running("egress"), log_text="egress-1  | \x1b[31mstuck")
     host = _Host(tmp_path, engine)
     host.state.status_file("egress").write_text("{half a")

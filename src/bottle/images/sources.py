@@ -49,28 +49,32 @@ def _module_name(root: Path, path: Path) -> str:
     return ".".join(parts)
 
 
-def _imported(root: Path, path: Path, known: dict[str, list[str]]) -> set[str]:
-    """The ``bottle`` modules ``path`` may import (``from m import name`` may name a module).
+def _imported(root: Path, path: Path, source: bytes, known: dict[str, list[str]]) -> set[str]:
+    """The ``bottle`` modules ``path`` (whose bytes are ``source``) may import (``from m
+    import name`` may name a module).
 
     ``known`` maps ``package:digest of the source`` to the answer; it is filled as it goes.
     """
     package = _module_name(root, path)
     if path.name != "__init__.py":
         package = package.rpartition(".")[0]
-    source = path.read_bytes()
     key = f"{package}:{hashlib.sha256(source).hexdigest()}"
     if key not in known:
-        known[key] = sorted(_imports_in(package, source, str(path)))
+        try:
+            known[key] = sorted(_imports_in(package, source))
+        except SyntaxError as exc:
+            exc.filename = str(path)
+            raise
     return set(known[key])
 
 
 # Every plan hashes the sidecar context, and parsing is most of that cost. Keyed by the
-# source text itself, so an edited file is parsed afresh.
+# source text itself (not its path: the same text elsewhere is answered too), so an
+# edited file is parsed afresh.
 @functools.lru_cache(maxsize=1024)
-def _imports_in(package: str, source: bytes, filename: str) -> frozenset[str]:
-    tree = ast.parse(source, filename=filename)
+def _imports_in(package: str, source: bytes) -> frozenset[str]:
     found: set[str] = set()
-    for node in _runtime_nodes(tree):
+    for node in _runtime_imports(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -91,17 +95,28 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
-    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:``."""
-    out: list[ast.AST] = []
-    stack = [tree]
+def _runtime_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement of ``tree`` except those in ``if TYPE_CHECKING:`` bodies.
+
+    Only statements are walked: an import is one, and no expression (most of a module's
+    nodes) holds a statement. Walking every node took four times as long.
+    """
+    out: list[ast.Import | ast.ImportFrom] = []
+    stack: list[ast.stmt] = list(tree.body)
     while stack:
         node = stack.pop()
-        out.append(node)
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            out.append(node)
+            continue
         if isinstance(node, ast.If) and _is_type_checking(node.test):
             stack.extend(node.orelse)
             continue
-        stack.extend(ast.iter_child_nodes(node))
+        # Where statements nest: the bodies of def, class, if, for, while, with, try and
+        # its except clauses, and the cases of match.
+        for field in ("body", "orelse", "finalbody"):
+            stack.extend(getattr(node, field, ()))
+        for clause in (*getattr(node, "handlers", ()), *getattr(node, "cases", ())):
+            stack.extend(clause.body)
     return out
 
 
@@ -111,14 +126,17 @@ def runtime_sources(root: Path, *, cache: Path | None = None) -> dict[str, bytes
     ``cache``: the file that keeps what each source imports (see the module docstring).
     """
     pending = [p for p in sorted((root / "runtime").rglob("*.py")) if not _skipped(root, p)]
-    seen: set[Path] = set()
+    # Each file is read once: what is shipped is what was parsed.
+    seen: dict[Path, bytes] = {}
+    # Modules are named again and again (bottle.errors by most): looked up once a walk.
+    located: dict[str, Path | None] = {}
     cached = _read_cache(cache)
     known = dict(cached)
     while pending:
         path = pending.pop()
         if path in seen:
             continue
-        seen.add(path)
+        source = seen[path] = path.read_bytes()
         # Importing a module runs every package __init__ above it.
         parent = path.parent
         while parent != root.parent:
@@ -126,13 +144,15 @@ def runtime_sources(root: Path, *, cache: Path | None = None) -> dict[str, bytes
             if init.is_file() and init not in seen:
                 pending.append(init)
             parent = parent.parent
-        for module in _imported(root, path, known):
-            target = _module_file(root, module)
+        for module in _imported(root, path, source, known):
+            if module not in located:
+                located[module] = _module_file(root, module)
+            target = located[module]
             if target is not None and target not in seen:
                 pending.append(target)
     if cache is not None and known != cached:
         _write_cache(cache, known)
-    files = {f"bottle/{p.relative_to(root).as_posix()}": p.read_bytes() for p in seen}
+    files = {f"bottle/{p.relative_to(root).as_posix()}": data for p, data in seen.items()}
     typed = root / "py.typed"
     if typed.is_file():
         files["bottle/py.typed"] = typed.read_bytes()
