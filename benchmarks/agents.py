@@ -26,9 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._table import Figure, markdown
 from tests.integration.fakeapi import FakeAPI
 from tests.integration.test_claude import EXAMPLES, _bottle_for_the_fake
+
+from benchmarks._table import Figure, markdown
 
 SCRIPT = {"anthropic": {"default": "hi", "conversations": []}}
 

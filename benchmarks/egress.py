@@ -14,8 +14,9 @@ them alike):
   interception on), the floor any mitmproxy-based egress pays;
 - **egress**: through the bottle's egress sidecar (its routes, DLP, scrubbing, log);
 - **relay** (the 100 MB download only): through ``socat``, a C relay that copies bytes and
-  reads none of them (1 MiB at a time, as egress reads), on egress's path (a container on the bottle's internal network and
-  its egress network): the floor of any userspace proxy on this machine.
+  reads none of them (1 MiB at a time, as egress reads), on egress's path (a container on
+  the bottle's internal network and its egress network): the floor of any userspace proxy
+  on this machine.
 
 Figures: added latency of a small request on a kept-alive connection, HTTP and HTTPS, egress
 over mitmdump (the addon's own cost); the added time of a new HTTPS connection, egress over
@@ -51,10 +52,14 @@ BIG = b"x" * (100 * 1000 * 1000)
 WHEELS = {}
 for i in range(int(os.environ["PACKAGES"])):
     name = f"benchpkg{i:02d}"
+    info = f"{name}-1.0.dist-info"
     files = {f"{name}/__init__.py": b"VALUE = %d\n" % i,
-             f"{name}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
-             f"{name}-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
-    record = "".join(f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},{len(d)}\n" for p, d in files.items())
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: bench\n"
+                              b"Root-Is-Purelib: true\nTag: py3-none-any\n"}
+    def _sha(d):
+        return base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b"=").decode()
+    record = "".join(f"{p},sha256={_sha(d)},{len(d)}\n" for p, d in files.items())
     record += f"{name}-1.0.dist-info/RECORD,,\n"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -75,7 +80,8 @@ class H(h.BaseHTTPRequestHandler):
             name = p.split("/")[2]
             wheel = f"{name}-1.0-py3-none-any.whl"
             digest = hashlib.sha256(WHEELS[wheel]).hexdigest()
-            body = f'<html><body><a href="/files/{wheel}#sha256={digest}">{wheel}</a></body></html>'.encode()
+            link = f'<a href="/files/{wheel}#sha256={digest}">{wheel}</a>'
+            body = f"<html><body>{link}</body></html>".encode()
         elif p.startswith("/files/"):
             body = WHEELS[p.split("/")[2]]; ctype = "application/octet-stream"
         else:
@@ -98,7 +104,8 @@ threading.Event().wait()
 
 CLIENT = r"""
 import http.client, json, os, ssl, statistics, subprocess, sys, time
-order, small, new, packages = sys.argv[1].split(","), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+order = sys.argv[1].split(",")
+small, new, packages = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 PROXIES = {"direct": None, "mitmdump": ("plainmitm", 8080), "egress": ("egress", 8080)}
 RELAY = ("relay", 8081)  # socat: a TCP relay to upstream.test:80, not an HTTP proxy
 CTX = ssl.create_default_context(cafile="/bench/all-ca.pem")
@@ -155,8 +162,11 @@ def pip(way):
         argv += ["--proxy", "http://%s:%d" % PROXIES[way]]
     argv += [f"benchpkg{i:02d}" for i in range(packages)]
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    t = time.perf_counter(); subprocess.run(argv, check=True, env=env); took = time.perf_counter() - t
-    assert len([p for p in os.listdir(target) if p.startswith("benchpkg") and "." not in p]) == packages
+    t = time.perf_counter()
+    subprocess.run(argv, check=True, env=env)
+    took = time.perf_counter() - t
+    got = [p for p in os.listdir(target) if p.startswith("benchpkg") and "." not in p]
+    assert len(got) == packages
     return took
 def measure(errors, way, name, fn, *args):
     try:
