@@ -22,6 +22,7 @@ at run time the agent's system store holds only its bottle's CA.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Mapping
@@ -107,9 +108,13 @@ class ImageSpec:
     def __hash__(self) -> int:
         return hash(self.ref)
 
-    @property
+    @functools.cached_property
     def tag(self) -> str:
-        """First 12 hex digits of a sha256 over every input of the image."""
+        """First 12 hex digits of a sha256 over every input of the image.
+
+        Taken once: a spec cannot change (frozen, read-only views), and its ref (hence this
+        hash of the whole build context) is asked for many times a plan, by ``hash()`` too.
+        """
         h = hashlib.sha256()
 
         def put(data: bytes | str) -> None:
