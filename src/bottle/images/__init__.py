@@ -142,14 +142,26 @@ class ImageSpec:
         return f"{self.repo}:{self.tag}"
 
 
+_NOT_NAMES = frozenset({"", ".", ".."})
+
+
 def _check_context_path(name: str) -> None:
+    if name and all(part not in _NOT_NAMES for part in name.split("/")):
+        # Nothing PurePosixPath would change or refuse (nearly every name: sixty of them
+        # each time a plan builds the sidecar's spec); a path object judges the others.
+        return
     p = PurePosixPath(name)
     if not name or p.is_absolute() or ".." in p.parts or name != p.as_posix():
         raise ValueError(f"not a relative POSIX path inside a build context: {name!r}")
 
 
+@functools.cache
 def dockerfile_text(name: str) -> str:
-    """The text of a built-in Dockerfile shipped beside this module (``sidecar.Dockerfile``)."""
+    """The text of a built-in Dockerfile shipped beside this module (``sidecar.Dockerfile``).
+
+    Read once a process: it is part of the installed package, as the code that reads it is,
+    and every plan asks for two or three of them.
+    """
     return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
 
 
