@@ -7,6 +7,7 @@ that ignores the proxy fails closed.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from ruamel.yaml import YAML
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.resolver import VersionedResolver
+from ruamel.yaml.tag import Tag
 
 from bottle import hardening, layout, workspace
 from bottle.chatgpt_login import CHATGPT_HOST
@@ -285,16 +287,25 @@ def _quote_ambiguous(representer: Any, value: str) -> Any:
     ``1:20`` is a number to a 1.1 reader (base 60), ``on`` a boolean, ``1e3`` a float: compose and
     other tools must see exactly the string we meant.
     """
-    style = None
+    return representer.represent_scalar(_STR, value, style=_style(value))
+
+
+@functools.lru_cache(maxsize=4096)
+def _style(value: str) -> str | None:
+    # Two resolvers a string took most of a dump's time, and a compose file repeats its
+    # strings (keys, paths, labels) within itself and from one render to the next.
     for resolver in _RESOLVERS:
         if resolver.resolve(ScalarNode, value, (True, False)) != "tag:yaml.org,2002:str":
-            style = "'"
+            return "'"
     if value == "" or value != value.strip():
-        style = "'"
-    return representer.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+        return "'"
+    return None
 
 
 _RESOLVERS = (VersionedResolver(version=(1, 1)), VersionedResolver(version=(1, 2)))
+#: One tag for every string: a node made from the tag's name decodes it anew each time the
+#: emitter asks (ruamel's ``Tag`` keeps what it decoded).
+_STR = Tag(suffix="tag:yaml.org,2002:str")
 
 
 def dump_yaml(spec: Mapping[str, Any]) -> str:

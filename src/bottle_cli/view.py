@@ -129,7 +129,14 @@ class QueueView(App[None]):
         table = self.query_one(DataTable)
         table.add_columns("instance", "id", "tool", "what", "justification")
         self.refresh_queue()
-        self.set_interval(REFRESH_S, self.refresh_queue)
+        self.set_interval(REFRESH_S, self.refresh_while_running)
+
+    def refresh_while_running(self) -> None:
+        # The quit cancels every worker first: a read started after it (the timer's next
+        # tick, a decision that ended just then) fails on the closed executor, and textual
+        # makes that a fatal error, its traceback rendered (a quarter of a second) for no one.
+        if self.is_running:
+            self.refresh_queue()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -314,4 +321,4 @@ class QueueView(App[None]):
             self.busy = False
         self.call_from_thread(self.notify, inert(message), markup=False)
         self.call_from_thread(self.set_status, message)
-        self.call_from_thread(self.refresh_queue)
+        self.call_from_thread(self.refresh_while_running)

@@ -40,7 +40,7 @@ from wsproto.frame_protocol import Opcode
 from bottle.policy import Routes, parse_routes_file
 from bottle.runtime.egress import __main__ as egress_main
 from bottle.runtime.egress import addon as egress_addon
-from bottle.runtime.egress import guards
+from bottle.runtime.egress import dlp, guards
 from bottle.runtime.egress import reload as egress_reload
 from bottle.runtime.egress import scan as egress_scan
 from bottle.runtime.egress.addon import HOW_TO_ASK, Egress
@@ -115,9 +115,28 @@ def _parse_once(data: bytes, source: str = "routes.yaml") -> Routes:
     return parsed
 
 
+# The forms each secret value travels in, by value: every env below loads the same two.
+_FORMS: dict[str, tuple[tuple[str, str], ...]] = {}
+_encoded_forms = dlp.encoded_forms
+
+
+def _forms_once(secret: str) -> tuple[tuple[str, str], ...]:
+    """``dlp.encoded_forms``, worked out once per secret value of a test run.
+
+    Each load of the routes expands every secret into its forms (two dozen encodings, half
+    a millisecond), in every test here; the forms of a value are always the same, and a
+    tuple of strings, so tests sharing them share nothing they could change.
+    """
+    forms = _FORMS.get(secret)
+    if forms is None:
+        forms = _FORMS[secret] = _encoded_forms(secret)
+    return forms
+
+
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     monkeypatch.setattr(egress_reload, "parse_routes_file", _parse_once)
+    monkeypatch.setattr(dlp, "encoded_forms", _forms_once)
     routes = tmp_path / "live-config" / "egress" / "routes.yaml"
     routes.parent.mkdir(parents=True)
     routes.write_text(ROUTES)

@@ -103,7 +103,9 @@ def test_spec_cannot_change_after_its_tag_was_taken() -> None:
         s.files["a.txt"] = b"x"  # type: ignore[index]
 
 
-@pytest.mark.parametrize("name", ["/etc/passwd", "../x", "a/../../x", "", "a//b", "./a"])
+@pytest.mark.parametrize(
+    "name", ["/etc/passwd", "../x", "a/../../x", "", "a//b", "./a", "a/", "a/./b", "a/..", ".."]
+)
 def test_context_paths_must_stay_inside_the_context(name: str) -> None:
     with pytest.raises(ValueError, match="relative POSIX path"):
         spec(files={name: b""})

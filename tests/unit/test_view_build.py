@@ -87,6 +87,7 @@ def test_the_view_shows_the_exact_dockerfile_inert_and_builds_only_on_yes(
             lambda: queue.get(asked).status == "approved",
         )
     )
+    assert Recorded.views[-1].return_code is None  # no worker failed after the quit (1)
     assert not any(c in text for c in RAW), repr(text)
     lines = text.splitlines()
     # Every line of the Dockerfile, numbered, each invisible character written out; the

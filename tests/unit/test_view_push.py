@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from textual.pilot import Pilot
@@ -70,6 +71,10 @@ class Recorded(QueueView):
     """The view, keeping every status line it showed: the refresh (every second) paints
     over the line an answer left, so a test that read the screen could miss it."""
 
+    #: Every one made, to be checked once its event loop is closed: what a worker did after
+    #: the quit (the loop's close runs it) shows only then.
+    views: ClassVar[list[Recorded]] = []
+
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.said: list[str] = []
@@ -108,8 +113,10 @@ async def answered_only_yes(
     settings: Settings, unchanged: Callable[[], bool], done: Callable[[], bool]
 ) -> str:
     """Open the one proposal's question; answer n, then Esc (each must leave ``unchanged()``
-    true once every worker it started ended), then y until ``done()``. The question's text."""
+    true once every worker it started ended), then y until ``done()``. The question's text;
+    the view is the last of ``Recorded.views``."""
     app = Recorded(settings)
+    Recorded.views.append(app)
     async with app.run_test(size=(160, 50)) as pilot:
         await until(pilot, lambda: len(app.items) == 1, "the proposal")
         press(pilot, "a")
@@ -147,6 +154,9 @@ def test_the_view_shows_the_gates_findings_and_asks_before_a_push_goes_through(
             lambda: queue.get(asked).status == "approved",
         )
     )
+    # The quit ended the view cleanly: the read the decision asks for at its end never
+    # started after the quit (it would fail on the closed executor, a fatal error).
+    assert Recorded.views[-1].return_code is None  # a fatal error makes it 1
     # The gate's finding, inert (no escape, no markup acted on); never the agent's claim as
     # a finding (its justification is shown, labelled so).
     assert "github-token [ghp_… (40 chars)]" in text and "\x1b" not in text
@@ -194,5 +204,11 @@ def test_a_worker_line_after_the_quit_is_dropped(running: tuple[Instance, Settin
         assert not app.is_running
         app.show([], [])
         app.set_status("applying…")
+        # A read asked for then (the timer's tick, a decision's end) starts no worker: one
+        # started after the quit's cancel fails on the executor the loop's close shuts.
+        workers = len(app.workers)
+        app.refresh_while_running()
+        assert len(app.workers) == workers
 
     asyncio.run(drive())
+    assert app.return_code is None  # a worker's failure would have made it 1

@@ -22,6 +22,7 @@ at run time the agent's system store holds only its bottle's CA.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Mapping
@@ -107,9 +108,13 @@ class ImageSpec:
     def __hash__(self) -> int:
         return hash(self.ref)
 
-    @property
+    @functools.cached_property
     def tag(self) -> str:
-        """First 12 hex digits of a sha256 over every input of the image."""
+        """First 12 hex digits of a sha256 over every input of the image.
+
+        Taken once: a spec cannot change (frozen, read-only views), and its ref (hence this
+        hash of the whole build context) is asked for many times a plan, by ``hash()`` too.
+        """
         h = hashlib.sha256()
 
         def put(data: bytes | str) -> None:
@@ -137,14 +142,26 @@ class ImageSpec:
         return f"{self.repo}:{self.tag}"
 
 
+_NOT_NAMES = frozenset({"", ".", ".."})
+
+
 def _check_context_path(name: str) -> None:
+    if name and all(part not in _NOT_NAMES for part in name.split("/")):
+        # Nothing PurePosixPath would change or refuse (nearly every name: sixty of them
+        # each time a plan builds the sidecar's spec); a path object judges the others.
+        return
     p = PurePosixPath(name)
     if not name or p.is_absolute() or ".." in p.parts or name != p.as_posix():
         raise ValueError(f"not a relative POSIX path inside a build context: {name!r}")
 
 
+@functools.cache
 def dockerfile_text(name: str) -> str:
-    """The text of a built-in Dockerfile shipped beside this module (``sidecar.Dockerfile``)."""
+    """The text of a built-in Dockerfile shipped beside this module (``sidecar.Dockerfile``).
+
+    Read once a process: it is part of the installed package, as the code that reads it is,
+    and every plan asks for two or three of them.
+    """
     return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
 
 
