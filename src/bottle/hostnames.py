@@ -7,17 +7,20 @@ the bottle's own services), names under ``.internal`` or ``.local``, the cloud m
 and wildcards over names where anyone can get one: a public suffix (``*.com``,
 ``*.github.io``), a domain with a public suffix under it (``*.amazonaws.com`` holds
 ``s3.amazonaws.com``: anyone's bucket), or a shared hosting name the public suffix list
-does not hold (``*.storage.googleapis.com``, ``*.firebaseio.com``). They are refused here, on
-both sides of the boundary (this module is pure and runs in the sidecars too); a route that
-says ``private: true`` may name internal names and private IP literals, never the metadata
-service, loopback or the bottle's own services.
+does not hold (``*.storage.googleapis.com``, ``*.firebaseio.com``). The list's IDN entries
+are compared IDNA-encoded, the form a name reaches us in (``*.xn--stfold-9xa.no``). They are
+refused here, on both sides of the boundary (this module is pure and runs in the sidecars
+too); a route that says ``private: true`` may name internal names and private IP literals,
+never the metadata service, loopback or the bottle's own services.
 """
 
 from __future__ import annotations
 
+import encodings.idna
 import functools
 import ipaddress
 import re
+import unicodedata
 
 #: The bottle's own services on its networks, and their container names: never a route.
 OWN_SERVICES = frozenset({"egress", "supervise", "git-gate", "agent"})
@@ -110,7 +113,8 @@ def refusal(host: str, *, private: bool) -> str | None:
             f"{host!r} is an IP address in a non-standard form (decimal, octal or hex); "
             "name the host, or write the address as a.b.c.d with private: true"
         )
-    bare = host.removeprefix("*.")
+    # The list's IDN entries are compared in ASCII; so is the name (a no-op after check_syntax).
+    bare = _to_ascii(host.removeprefix("*."))
     if bare == "localhost" or bare.endswith(".localhost"):
         return f"{host!r} is this machine (localhost): no route leads there"
     if bare in METADATA_NAMES:
@@ -182,15 +186,59 @@ def _is_public_suffix(name: str) -> bool:
     return bool(psl.is_public(name))  # type: ignore[attr-defined]
 
 
+def _to_ascii(name: str) -> str:
+    """``name`` in the form hosts reach us in: each Unicode label IDNA-encoded (``xn--``)."""
+    if name.isascii():
+        return name
+    return ".".join(_label_to_ascii(label) for label in name.split("."))
+
+
+def _label_to_ascii(label: str) -> str:
+    if label.isascii():
+        return label
+    try:
+        return encodings.idna.ToASCII(label).decode("ascii")
+    except UnicodeError:
+        # IDNA 2003 refuses some labels IDNA 2008 allows; the plain punycode is theirs.
+        return "xn--" + label.encode("punycode").decode("ascii")
+
+
+def _label_forms(label: str) -> set[str]:
+    """Every ASCII form of a list label: IDNA 2008 keeps it as it is (``ß``), IDNA 2003
+    first maps it (to ``ss``); nameprep is slow, so only labels it would change pay for it."""
+    if label.isascii():
+        return {label}
+    forms = {"xn--" + label.encode("punycode").decode("ascii")}
+    if unicodedata.normalize("NFKC", label.casefold()) != label:
+        forms.add(_label_to_ascii(label))
+    return forms
+
+
+def _ascii_forms(name: str) -> set[str]:
+    forms = {""}
+    for label in name.split("."):
+        forms = {f"{f}.{a}" if f else a for f in forms for a in _label_forms(label)}
+    return forms
+
+
 @functools.cache
 def _shared_bases() -> dict[str, str]:
     """Every public suffix of the list and every domain above one, each with a suffix at
-    or under it (``amazonaws.com``: ``s3.amazonaws.com``); the same of :data:`SHARED_HOSTING`."""
+    or under it (``amazonaws.com``: ``s3.amazonaws.com``); the same of :data:`SHARED_HOSTING`.
+    The list's IDN entries are kept IDNA-encoded, the form a name reaches us in."""
     import publicsuffixlist
 
+    names: list[str] = []
     with open(publicsuffixlist.PSLFILE, encoding="utf-8") as source:
-        rules = [line.split(" ", 1)[0].strip().lower() for line in source]
-    names = [r.removeprefix("*.") for r in rules if r and not r.startswith(("//", "!"))]
+        for line in source:
+            rule = line.split(" ", 1)[0].strip().lower()
+            if not rule or rule.startswith(("//", "!")):
+                continue
+            name = rule.removeprefix("*.")
+            if name.isascii():
+                names.append(name)
+            else:
+                names.extend(_ascii_forms(name))
     bases: dict[str, str] = {}
     for name in (*SHARED_HOSTING, *names):
         labels = name.split(".")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from pydantic import ValidationError
 
@@ -221,6 +223,36 @@ def test_a_routes_file_with_a_shared_wildcard_names_the_route_and_the_fix() -> N
     message = str(info.value)
     assert message.startswith("routes.yaml: routes.1: '*.amazonaws.com' is a wildcard")
     assert "'s3.amazonaws.com'" in message and "list the exact hosts" in message
+
+
+#: Wildcards anyone can get a name under that the list's "over" rule alone let through
+#: (review F5): each a kind of shared host, and each with the exact host it stands for.
+_ANYONES = [
+    # The list's IDN entries, in the form a host reaches us: public suffixes lie under them.
+    "*.xn--mre-og-romsdal-qqb.no",
+    "*.xn--stfold-9xa.no",
+    "*.xn--hery-ira.xn--mre-og-romsdal-qqb.no",
+]
+
+
+@pytest.mark.parametrize("spelling", [str, str.upper, lambda h: h + "."])
+@pytest.mark.parametrize("host", _ANYONES)
+def test_wildcards_anyone_can_get_a_name_under_are_refused(
+    host: str, spelling: Callable[[str], str]
+) -> None:
+    with pytest.raises(ValidationError, match="wildcard") as info:
+        Route.model_validate({"host": spelling(host)})
+    assert "list the exact hosts" in str(info.value) or "name the site" in str(info.value)
+    from bottle.errors import ApplyError
+    from bottle.proposals.payloads import validate_payload
+
+    with pytest.raises(ApplyError, match="wildcard"):
+        validate_payload("egress-block", {"host": spelling(host)})
+
+
+@pytest.mark.parametrize("host", [h.replace("*", "my-team", 1) for h in _ANYONES])
+def test_the_exact_hosts_behind_those_wildcards_pass(host: str) -> None:
+    assert Route.model_validate({"host": host}).host == host
 
 
 def test_a_proposal_is_checked_like_a_route() -> None:
