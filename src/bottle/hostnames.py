@@ -6,12 +6,14 @@ whatever DNS says: IP literals (in any of the forms ``inet_aton`` accepts, like
 the bottle's own services), names under ``.internal`` or ``.local``, the cloud metadata names,
 and wildcards over names where anyone can get one: a public suffix (``*.com``,
 ``*.github.io``), a domain with a public suffix under it (``*.amazonaws.com`` holds
-``s3.amazonaws.com``: anyone's bucket), or a shared hosting name the public suffix list
-does not hold (``*.storage.googleapis.com``, ``*.firebaseio.com``). The list's IDN entries
-are compared IDNA-encoded, the form a name reaches us in (``*.xn--stfold-9xa.no``). They are
-refused here, on both sides of the boundary (this module is pure and runs in the sidecars
-too); a route that says ``private: true`` may name internal names and private IP literals,
-never the metadata service, loopback or the bottle's own services.
+``s3.amazonaws.com``: anyone's bucket), a shared hosting name the public suffix list
+does not hold (``*.storage.googleapis.com``, ``*.firebaseio.com``), or a name under shared
+hosting, the list's private entries or ours (``*.corp.s3.amazonaws.com`` holds the bucket
+``evil.corp``). The list's IDN entries are compared IDNA-encoded, the form a name reaches
+us in (``*.xn--stfold-9xa.no``). They are refused here, on both sides of the boundary (this
+module is pure and runs in the sidecars too); a route that says ``private: true`` may name
+internal names and private IP literals, never the metadata service, loopback or the
+bottle's own services.
 """
 
 from __future__ import annotations
@@ -124,13 +126,10 @@ def refusal(host: str, *, private: bool) -> str | None:
             f"{host!r} is a wildcard over the public suffix {bare!r}, which would allow "
             "every site under it: name the site, like *.example.com"
         )
-    shared = _shared_under(bare) if host.startswith("*.") else None
-    if shared is not None:
-        return (
-            f"{host!r} is a wildcard covering {shared!r}, where anyone can get a name (a "
-            "bucket, a site, a tunnel), so it would reach anyone's: list the exact hosts "
-            "instead (your-bucket.s3.amazonaws.com, not *.amazonaws.com)"
-        )
+    if host.startswith("*."):
+        shared_reason = _shared_refusal(host, bare)
+        if shared_reason is not None:
+            return shared_reason
     if "." not in bare:
         if bare in OWN_SERVICES:
             return f"{host!r} is one of the bottle's own services: no route leads there"
@@ -186,6 +185,25 @@ def _is_public_suffix(name: str) -> bool:
     return bool(psl.is_public(name))  # type: ignore[attr-defined]
 
 
+def _shared_refusal(host: str, bare: str) -> str | None:
+    """Why the wildcard ``host`` (over ``bare``) reaches names anyone can get, or None."""
+    shared = _shared_bases().get(bare)
+    if shared is not None:
+        return (
+            f"{host!r} is a wildcard covering {shared!r}, where anyone can get a name (a "
+            "bucket, a site, a tunnel), so it would reach anyone's: list the exact hosts "
+            "instead (your-bucket.s3.amazonaws.com, not *.amazonaws.com)"
+        )
+    above = _shared_above(bare)
+    if above is not None:
+        return (
+            f"{host!r} is a wildcard under {above!r}, where anyone can get a name (a "
+            "bucket, a site, a tunnel), dots included, so it would reach anyone's: list "
+            f"the exact hosts instead (your-name.{bare}, not {host})"
+        )
+    return None
+
+
 def _to_ascii(name: str) -> str:
     """``name`` in the form hosts reach us in: each Unicode label IDNA-encoded (``xn--``)."""
     if name.isascii():
@@ -222,25 +240,35 @@ def _ascii_forms(name: str) -> set[str]:
 
 
 @functools.cache
-def _shared_bases() -> dict[str, str]:
-    """Every public suffix of the list and every domain above one, each with a suffix at
-    or under it (``amazonaws.com``: ``s3.amazonaws.com``); the same of :data:`SHARED_HOSTING`.
-    The list's IDN entries are kept IDNA-encoded, the form a name reaches us in."""
+def _rules() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The list's entries, ICANN and private apart, in ASCII (its IDN entries in both forms)."""
     import publicsuffixlist
 
-    names: list[str] = []
+    icann: list[str] = []
+    private: list[str] = []
+    section = icann
     with open(publicsuffixlist.PSLFILE, encoding="utf-8") as source:
         for line in source:
+            if line.startswith("// ===BEGIN PRIVATE DOMAINS==="):
+                section = private
             rule = line.split(" ", 1)[0].strip().lower()
             if not rule or rule.startswith(("//", "!")):
                 continue
             name = rule.removeprefix("*.")
             if name.isascii():
-                names.append(name)
+                section.append(name)
             else:
-                names.extend(_ascii_forms(name))
+                section.extend(_ascii_forms(name))
+    return tuple(icann), tuple(private)
+
+
+@functools.cache
+def _shared_bases() -> dict[str, str]:
+    """Every public suffix of the list and every domain above one, each with a suffix at
+    or under it (``amazonaws.com``: ``s3.amazonaws.com``); the same of :data:`SHARED_HOSTING`."""
+    icann, private = _rules()
     bases: dict[str, str] = {}
-    for name in (*SHARED_HOSTING, *names):
+    for name in (*SHARED_HOSTING, *icann, *private):
         labels = name.split(".")
         for i in range(len(labels)):
             base = ".".join(labels[i:])
@@ -250,9 +278,17 @@ def _shared_bases() -> dict[str, str]:
     return bases
 
 
-def _shared_under(name: str) -> str | None:
-    """A name at or under ``name`` where anyone may hold names, or None."""
-    found = _shared_bases().get(name)
-    if found is not None:
-        return found
-    return next((s for s in SHARED_HOSTING if name.endswith("." + s)), None)
+@functools.cache
+def _shared_roots() -> frozenset[str]:
+    """Where every name below is anyone's: :data:`SHARED_HOSTING` and the list's private
+    entries (shared hosting that asked to be listed). Its ICANN entries are registries:
+    ``example.co.uk`` and all below it are one owner's."""
+    return frozenset((*SHARED_HOSTING, *_rules()[1]))
+
+
+def _shared_above(name: str) -> str | None:
+    """The nearest shared root strictly above ``name`` (``corp.s3.amazonaws.com``, a dotted
+    bucket's base: ``s3.amazonaws.com``), or None."""
+    roots = _shared_roots()
+    labels = name.split(".")
+    return next((r for i in range(1, len(labels)) if (r := ".".join(labels[i:])) in roots), None)

@@ -228,6 +228,15 @@ def test_a_routes_file_with_a_shared_wildcard_names_the_route_and_the_fix() -> N
 #: Wildcards anyone can get a name under that the list's "over" rule alone let through
 #: (review F5): each a kind of shared host, and each with the exact host it stands for.
 _ANYONES = [
+    # Dotted bucket names: the bucket "evil.corp" is a name under corp.s3.amazonaws.com.
+    "*.corp.s3.amazonaws.com",
+    "*.corp.s3.us-east-1.amazonaws.com",
+    "*.corp.s3-website-us-east-1.amazonaws.com",
+    "*.corp.s3.dualstack.us-east-1.amazonaws.com",
+    "*.corp.nyc3.digitaloceanspaces.com",
+    "*.corp.storage.googleapis.com",
+    # A region's endpoint is a list entry, and ECR registries lie under it.
+    "*.dkr.ecr.us-east-1.amazonaws.com",
     # The list's IDN entries, in the form a host reaches us: public suffixes lie under them.
     "*.xn--mre-og-romsdal-qqb.no",
     "*.xn--stfold-9xa.no",
@@ -252,6 +261,31 @@ def test_wildcards_anyone_can_get_a_name_under_are_refused(
 
 @pytest.mark.parametrize("host", [h.replace("*", "my-team", 1) for h in _ANYONES])
 def test_the_exact_hosts_behind_those_wildcards_pass(host: str) -> None:
+    assert Route.model_validate({"host": host}).host == host
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        # Under an ICANN suffix a name and all below it are one owner's.
+        "*.example.co.uk",
+        "*.api.example.co.uk",
+        "*.example.no",
+        "*.api.github.com",
+        "*.githubcopilot.com",
+        "*.openai.com",
+        "*.docker.io",
+        "*.ghcr.io",
+        "*.npmjs.org",
+        "*.amazon.com",
+        "*.microsoft.com",
+        "*.google.com",
+        "*.cloudflare.com",
+        "*.hashicorp.com",
+        "*.s3.amazonaws.com.example",
+    ],
+)
+def test_wildcards_of_one_owner_still_pass(host: str) -> None:
     assert Route.model_validate({"host": host}).host == host
 
 
