@@ -7,8 +7,8 @@ the bottle's own services), names under ``.internal`` or ``.local``, the cloud m
 and wildcards over names where anyone can get one: a public suffix (``*.com``,
 ``*.github.io``), a domain with a public suffix under it (``*.amazonaws.com`` holds
 ``s3.amazonaws.com``: anyone's bucket), a shared hosting name the public suffix list
-does not hold (``*.storage.googleapis.com``, ``*.firebaseio.com``), or a name under shared
-hosting, the list's private entries or ours (``*.corp.s3.amazonaws.com`` holds the bucket
+does not hold (``*.storage.googleapis.com``, ``*.slack.com``), or a name under shared hosting,
+the list's private entries or ours (``*.corp.s3.amazonaws.com`` holds the bucket
 ``evil.corp``). The list's IDN entries are compared IDNA-encoded, the form a name reaches
 us in (``*.xn--stfold-9xa.no``). They are refused here, on both sides of the boundary (this
 module is pure and runs in the sidecars too); a route that says ``private: true`` may name
@@ -52,13 +52,13 @@ INTERNAL_SUFFIXES = (
     "corp",
     "private",
 )
-#: Where each name (at any depth) is someone's bucket, database, tunnel or site, and the
-#: public suffix list has no entry for it: a wildcard over, under or above one reaches
+#: Where each name (at any depth) is someone's bucket, database, tunnel, workspace or site,
+#: and the public suffix list has no entry for it: a wildcard at, above or under one reaches
 #: anyone's. Not complete (it cannot be); the list's own entries are checked as well.
 SHARED_HOSTING = (
+    # Object stores: every name is a bucket, and dotted bucket names reach below the base.
     "storage.googleapis.com",
-    "googleusercontent.com",
-    "firebaseio.com",
+    "firebasestorage.app",
     "r2.cloudflarestorage.com",
     "backblazeb2.com",
     "wasabisys.com",
@@ -67,17 +67,74 @@ SHARED_HOSTING = (
     "queue.core.windows.net",
     "table.core.windows.net",
     "dfs.core.windows.net",
+    # AWS: ECR, API Gateway, RDS, OpenSearch, IoT… put each tenant's resource under a
+    # region's service name, too many to list; no wildcard under it is one owner's.
+    "amazonaws.com",
+    "amazonaws.com.cn",
+    # Azure and registries: each name is a customer's resource, service or registry.
     "vault.azure.net",
     "cloudapp.azure.com",
+    "openai.azure.com",
+    "cognitiveservices.azure.com",
+    "documents.azure.com",
+    "database.windows.net",
+    "azurecr.io",
+    "jfrog.io",
+    # Hosted databases, search and error intake: each name is a customer's project.
+    "firebaseio.com",
+    "upstash.io",
+    "neon.tech",
+    "mongodb.net",
+    "pinecone.io",
+    "algolia.net",
+    "ingest.sentry.io",
+    "ingest.us.sentry.io",
+    "ingest.de.sentry.io",
+    # User content and sites: anyone's upload, blog or app.
+    "googleusercontent.com",
     "glitch.me",
+    "wordpress.com",
+    "substack.com",
+    "medium.com",
+    "tumblr.com",
+    "gradio.live",
+    "modal.run",
+    # Tunnels: anyone's laptop, one command away.
     "loca.lt",
+    "localtunnel.me",
+    "devtunnels.ms",
+    "lhr.life",
+    "serveo.net",
+    "pinggy.link",
+    "bore.pub",
+    # Request catchers and out-of-band callbacks: built to receive what leaks.
     "pipedream.net",
+    "webhook.site",
+    "requestbin.net",
+    "requestcatcher.com",
+    "beeceptor.com",
+    "dnslog.cn",
+    "ceye.io",
+    "canarytokens.com",
     "oastify.com",
     "burpcollaborator.net",
     "interact.sh",
+    "oast.pro",
+    "oast.live",
+    "oast.site",
+    "oast.online",
+    "oast.fun",
+    "oast.me",
+    # Tenant hosts: each name is some organisation's workspace, anyone can open one.
     "atlassian.net",
     "sharepoint.com",
     "zendesk.com",
+    "freshdesk.com",
+    "slack.com",
+    "okta.com",
+    "auth0.com",
+    "my.salesforce.com",
+    "service-now.com",
 )
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _NAME_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
@@ -191,15 +248,15 @@ def _shared_refusal(host: str, bare: str) -> str | None:
     if shared is not None:
         return (
             f"{host!r} is a wildcard covering {shared!r}, where anyone can get a name (a "
-            "bucket, a site, a tunnel), so it would reach anyone's: list the exact hosts "
-            "instead (your-bucket.s3.amazonaws.com, not *.amazonaws.com)"
+            "bucket, a site, a tunnel, a workspace), so it would reach anyone's: list the "
+            f"exact hosts instead (your-name.{shared}, not {host})"
         )
     above = _shared_above(bare)
     if above is not None:
         return (
             f"{host!r} is a wildcard under {above!r}, where anyone can get a name (a "
-            "bucket, a site, a tunnel), dots included, so it would reach anyone's: list "
-            f"the exact hosts instead (your-name.{bare}, not {host})"
+            "bucket, a site, a tunnel, a workspace), dots included, so it would reach "
+            f"anyone's: list the exact hosts instead (your-name.{bare}, not {host})"
         )
     return None
 
@@ -267,14 +324,18 @@ def _shared_bases() -> dict[str, str]:
     """Every public suffix of the list and every domain above one, each with a suffix at
     or under it (``amazonaws.com``: ``s3.amazonaws.com``); the same of :data:`SHARED_HOSTING`."""
     icann, private = _rules()
+    names = (*SHARED_HOSTING, *icann, *private)
     bases: dict[str, str] = {}
-    for name in (*SHARED_HOSTING, *icann, *private):
+    for name in names:
         labels = name.split(".")
-        for i in range(len(labels)):
+        for i in range(1, len(labels)):
             base = ".".join(labels[i:])
-            # The shortest one names it best: s3.amazonaws.com, not a region's endpoint.
+            # The shortest name under it names it best: s3.amazonaws.com, not a region's
+            # endpoint, nor amazonaws.com itself.
             if base not in bases or len(name) < len(bases[base]):
                 bases[base] = name
+    for name in names:
+        bases.setdefault(name, name)
     return bases
 
 

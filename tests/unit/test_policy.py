@@ -235,8 +235,62 @@ _ANYONES = [
     "*.corp.s3.dualstack.us-east-1.amazonaws.com",
     "*.corp.nyc3.digitaloceanspaces.com",
     "*.corp.storage.googleapis.com",
-    # A region's endpoint is a list entry, and ECR registries lie under it.
+    # Registries.
     "*.dkr.ecr.us-east-1.amazonaws.com",
+    "*.dkr.ecr.cn-north-1.amazonaws.com.cn",
+    "*.azurecr.io",
+    "*.jfrog.io",
+    # Azure resources.
+    "*.openai.azure.com",
+    "*.cognitiveservices.azure.com",
+    "*.documents.azure.com",
+    "*.database.windows.net",
+    # Storage, error intake, dev tunnels.
+    "*.firebasestorage.app",
+    "*.ingest.sentry.io",
+    "*.ingest.us.sentry.io",
+    "*.sentry.io",
+    "*.devtunnels.ms",
+    "*.usw2.devtunnels.ms",
+    # interactsh.
+    "*.oast.pro",
+    "*.oast.live",
+    "*.oast.site",
+    "*.oast.online",
+    "*.oast.fun",
+    "*.oast.me",
+    # Tunnels and hosted apps.
+    "*.lhr.life",
+    "*.serveo.net",
+    "*.pinggy.link",
+    "*.localtunnel.me",
+    "*.bore.pub",
+    "*.gradio.live",
+    "*.modal.run",
+    # Request catchers.
+    "*.webhook.site",
+    "*.requestbin.net",
+    "*.requestcatcher.com",
+    "*.beeceptor.com",
+    "*.dnslog.cn",
+    "*.ceye.io",
+    "*.canarytokens.com",
+    # Tenant hosts: anyone's workspace, blog or database.
+    "*.slack.com",
+    "*.okta.com",
+    "*.auth0.com",
+    "*.my.salesforce.com",
+    "*.service-now.com",
+    "*.freshdesk.com",
+    "*.wordpress.com",
+    "*.substack.com",
+    "*.medium.com",
+    "*.tumblr.com",
+    "*.upstash.io",
+    "*.neon.tech",
+    "*.mongodb.net",
+    "*.pinecone.io",
+    "*.algolia.net",
     # The list's IDN entries, in the form a host reaches us: public suffixes lie under them.
     "*.xn--mre-og-romsdal-qqb.no",
     "*.xn--stfold-9xa.no",
@@ -257,6 +311,13 @@ def test_wildcards_anyone_can_get_a_name_under_are_refused(
 
     with pytest.raises(ApplyError, match="wildcard"):
         validate_payload("egress-block", {"host": spelling(host)})
+
+
+@pytest.mark.parametrize("host", ["*.slack.com", "*.my.salesforce.com", "*.corp.s3.amazonaws.com"])
+def test_a_shared_wildcard_refusal_shows_the_exact_host_to_name(host: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Route.model_validate({"host": host})
+    assert f"list the exact hosts instead (your-name.{host[2:]}, not {host})" in str(info.value)
 
 
 @pytest.mark.parametrize("host", [h.replace("*", "my-team", 1) for h in _ANYONES])
