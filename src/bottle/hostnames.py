@@ -78,6 +78,7 @@ SHARED_HOSTING = (
     "cognitiveservices.azure.com",
     "documents.azure.com",
     "database.windows.net",
+    "azure-devices.net",
     "azurecr.io",
     "jfrog.io",
     # Hosted databases, search and error intake: each name is a customer's project.
@@ -107,6 +108,11 @@ SHARED_HOSTING = (
     "serveo.net",
     "pinggy.link",
     "bore.pub",
+    "localhost.run",
+    "share.zrok.io",
+    "tunnelto.dev",
+    "loophole.site",
+    "app.github.dev",
     # Request catchers and out-of-band callbacks: built to receive what leaks.
     "pipedream.net",
     "webhook.site",
@@ -135,6 +141,14 @@ SHARED_HOSTING = (
     "auth0.com",
     "my.salesforce.com",
     "service-now.com",
+    "freshservice.com",
+    "force.com",
+    "my.site.com",
+    "ghe.com",
+    "cloudflareaccess.com",
+    "snowflakecomputing.com",
+    "cloud.databricks.com",
+    "azuredatabricks.net",
 )
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _NAME_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
