@@ -6,18 +6,23 @@ whatever DNS says: IP literals (in any of the forms ``inet_aton`` accepts, like
 the bottle's own services), names under ``.internal`` or ``.local``, the cloud metadata names,
 and wildcards over names where anyone can get one: a public suffix (``*.com``,
 ``*.github.io``), a domain with a public suffix under it (``*.amazonaws.com`` holds
-``s3.amazonaws.com``: anyone's bucket), or a shared hosting name the public suffix list
-does not hold (``*.storage.googleapis.com``, ``*.firebaseio.com``). They are refused here, on
-both sides of the boundary (this module is pure and runs in the sidecars too); a route that
-says ``private: true`` may name internal names and private IP literals, never the metadata
-service, loopback or the bottle's own services.
+``s3.amazonaws.com``: anyone's bucket), a shared hosting name the public suffix list
+does not hold (``*.storage.googleapis.com``, ``*.slack.com``), or a name under shared hosting,
+the list's private entries or ours (``*.corp.s3.amazonaws.com`` holds the bucket
+``evil.corp``). The list's IDN entries are compared IDNA-encoded, the form a name reaches
+us in (``*.xn--stfold-9xa.no``). They are refused here, on both sides of the boundary (this
+module is pure and runs in the sidecars too); a route that says ``private: true`` may name
+internal names and private IP literals, never the metadata service, loopback or the
+bottle's own services.
 """
 
 from __future__ import annotations
 
+import encodings.idna
 import functools
 import ipaddress
 import re
+import unicodedata
 
 #: The bottle's own services on its networks, and their container names: never a route.
 OWN_SERVICES = frozenset({"egress", "supervise", "git-gate", "agent"})
@@ -47,13 +52,13 @@ INTERNAL_SUFFIXES = (
     "corp",
     "private",
 )
-#: Where each name (at any depth) is someone's bucket, database, tunnel or site, and the
-#: public suffix list has no entry for it: a wildcard over, under or above one reaches
+#: Where each name (at any depth) is someone's bucket, database, tunnel, workspace or site,
+#: and the public suffix list has no entry for it: a wildcard at, above or under one reaches
 #: anyone's. Not complete (it cannot be); the list's own entries are checked as well.
 SHARED_HOSTING = (
+    # Object stores: every name is a bucket, and dotted bucket names reach below the base.
     "storage.googleapis.com",
-    "googleusercontent.com",
-    "firebaseio.com",
+    "firebasestorage.app",
     "r2.cloudflarestorage.com",
     "backblazeb2.com",
     "wasabisys.com",
@@ -62,17 +67,88 @@ SHARED_HOSTING = (
     "queue.core.windows.net",
     "table.core.windows.net",
     "dfs.core.windows.net",
+    # AWS: ECR, API Gateway, RDS, OpenSearch, IoT… put each tenant's resource under a
+    # region's service name, too many to list; no wildcard under it is one owner's.
+    "amazonaws.com",
+    "amazonaws.com.cn",
+    # Azure and registries: each name is a customer's resource, service or registry.
     "vault.azure.net",
     "cloudapp.azure.com",
+    "openai.azure.com",
+    "cognitiveservices.azure.com",
+    "documents.azure.com",
+    "database.windows.net",
+    "azure-devices.net",
+    "azurecr.io",
+    "jfrog.io",
+    # Hosted databases, search and error intake: each name is a customer's project.
+    "firebaseio.com",
+    "upstash.io",
+    "neon.tech",
+    "mongodb.net",
+    "pinecone.io",
+    "algolia.net",
+    "ingest.sentry.io",
+    "ingest.us.sentry.io",
+    "ingest.de.sentry.io",
+    # User content and sites: anyone's upload, blog or app.
+    "googleusercontent.com",
     "glitch.me",
+    "wordpress.com",
+    "substack.com",
+    "medium.com",
+    "tumblr.com",
+    "gradio.live",
+    "modal.run",
+    # Tunnels: anyone's laptop, one command away.
     "loca.lt",
+    "localtunnel.me",
+    "devtunnels.ms",
+    "lhr.life",
+    "serveo.net",
+    "pinggy.link",
+    "bore.pub",
+    "localhost.run",
+    "share.zrok.io",
+    "tunnelto.dev",
+    "loophole.site",
+    "app.github.dev",
+    # Request catchers and out-of-band callbacks: built to receive what leaks.
     "pipedream.net",
+    "webhook.site",
+    "requestbin.net",
+    "requestcatcher.com",
+    "beeceptor.com",
+    "dnslog.cn",
+    "ceye.io",
+    "canarytokens.com",
     "oastify.com",
     "burpcollaborator.net",
     "interact.sh",
+    "oast.pro",
+    "oast.live",
+    "oast.site",
+    "oast.online",
+    "oast.fun",
+    "oast.me",
+    # Tenant hosts: each name is some organisation's workspace, anyone can open one.
     "atlassian.net",
     "sharepoint.com",
     "zendesk.com",
+    "freshdesk.com",
+    "slack.com",
+    "okta.com",
+    "auth0.com",
+    "my.salesforce.com",
+    "service-now.com",
+    "freshservice.com",
+    "force.com",
+    "my.site.com",
+    "ghe.com",
+    "cloudflareaccess.com",
+    "snowflakecomputing.com",
+    "cloud.databricks.com",
+    "azuredatabricks.net",
 )
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _NAME_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
@@ -110,7 +186,8 @@ def refusal(host: str, *, private: bool) -> str | None:
             f"{host!r} is an IP address in a non-standard form (decimal, octal or hex); "
             "name the host, or write the address as a.b.c.d with private: true"
         )
-    bare = host.removeprefix("*.")
+    # The list's IDN entries are compared in ASCII; so is the name (a no-op after check_syntax).
+    bare = _to_ascii(host.removeprefix("*."))
     if bare == "localhost" or bare.endswith(".localhost"):
         return f"{host!r} is this machine (localhost): no route leads there"
     if bare in METADATA_NAMES:
@@ -120,13 +197,10 @@ def refusal(host: str, *, private: bool) -> str | None:
             f"{host!r} is a wildcard over the public suffix {bare!r}, which would allow "
             "every site under it: name the site, like *.example.com"
         )
-    shared = _shared_under(bare) if host.startswith("*.") else None
-    if shared is not None:
-        return (
-            f"{host!r} is a wildcard covering {shared!r}, where anyone can get a name (a "
-            "bucket, a site, a tunnel), so it would reach anyone's: list the exact hosts "
-            "instead (your-bucket.s3.amazonaws.com, not *.amazonaws.com)"
-        )
+    if host.startswith("*."):
+        shared_reason = _shared_refusal(host, bare)
+        if shared_reason is not None:
+            return shared_reason
     if "." not in bare:
         if bare in OWN_SERVICES:
             return f"{host!r} is one of the bottle's own services: no route leads there"
@@ -182,29 +256,114 @@ def _is_public_suffix(name: str) -> bool:
     return bool(psl.is_public(name))  # type: ignore[attr-defined]
 
 
+def _shared_refusal(host: str, bare: str) -> str | None:
+    """Why the wildcard ``host`` (over ``bare``) reaches names anyone can get, or None."""
+    shared = _shared_bases().get(bare)
+    if shared is not None:
+        return (
+            f"{host!r} is a wildcard covering {shared!r}, where anyone can get a name (a "
+            "bucket, a site, a tunnel, a workspace), so it would reach anyone's: list the "
+            f"exact hosts instead (your-name.{shared}, not {host})"
+        )
+    above = _shared_above(bare)
+    if above is not None:
+        return (
+            f"{host!r} is a wildcard under {above!r}, where anyone can get a name (a "
+            "bucket, a site, a tunnel, a workspace), dots included, so it would reach "
+            f"anyone's: list the exact hosts instead (your-name.{bare}, not {host})"
+        )
+    return None
+
+
+def _to_ascii(name: str) -> str:
+    """``name`` in the form hosts reach us in: each Unicode label IDNA-encoded (``xn--``)."""
+    if name.isascii():
+        return name
+    return ".".join(_label_to_ascii(label) for label in name.split("."))
+
+
+def _label_to_ascii(label: str) -> str:
+    if label.isascii():
+        return label
+    try:
+        return encodings.idna.ToASCII(label).decode("ascii")
+    except UnicodeError:
+        # IDNA 2003 refuses some labels IDNA 2008 allows; the plain punycode is theirs.
+        return "xn--" + label.encode("punycode").decode("ascii")
+
+
+def _label_forms(label: str) -> set[str]:
+    """Every ASCII form of a list label: IDNA 2008 keeps it as it is (``ß``), IDNA 2003
+    first maps it (to ``ss``); nameprep is slow, so only labels it would change pay for it."""
+    if label.isascii():
+        return {label}
+    forms = {"xn--" + label.encode("punycode").decode("ascii")}
+    if unicodedata.normalize("NFKC", label.casefold()) != label:
+        forms.add(_label_to_ascii(label))
+    return forms
+
+
+def _ascii_forms(name: str) -> set[str]:
+    forms = {""}
+    for label in name.split("."):
+        forms = {f"{f}.{a}" if f else a for f in forms for a in _label_forms(label)}
+    return forms
+
+
+@functools.cache
+def _rules() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The list's entries, ICANN and private apart, in ASCII (its IDN entries in both forms)."""
+    import publicsuffixlist
+
+    icann: list[str] = []
+    private: list[str] = []
+    section = icann
+    with open(publicsuffixlist.PSLFILE, encoding="utf-8") as source:
+        for line in source:
+            if line.startswith("// ===BEGIN PRIVATE DOMAINS==="):
+                section = private
+            rule = line.split(" ", 1)[0].strip().lower()
+            if not rule or rule.startswith(("//", "!")):
+                continue
+            name = rule.removeprefix("*.")
+            if name.isascii():
+                section.append(name)
+            else:
+                section.extend(_ascii_forms(name))
+    return tuple(icann), tuple(private)
+
+
 @functools.cache
 def _shared_bases() -> dict[str, str]:
     """Every public suffix of the list and every domain above one, each with a suffix at
     or under it (``amazonaws.com``: ``s3.amazonaws.com``); the same of :data:`SHARED_HOSTING`."""
-    import publicsuffixlist
-
-    with open(publicsuffixlist.PSLFILE, encoding="utf-8") as source:
-        rules = [line.split(" ", 1)[0].strip().lower() for line in source]
-    names = [r.removeprefix("*.") for r in rules if r and not r.startswith(("//", "!"))]
+    icann, private = _rules()
+    names = (*SHARED_HOSTING, *icann, *private)
     bases: dict[str, str] = {}
-    for name in (*SHARED_HOSTING, *names):
+    for name in names:
         labels = name.split(".")
-        for i in range(len(labels)):
+        for i in range(1, len(labels)):
             base = ".".join(labels[i:])
-            # The shortest one names it best: s3.amazonaws.com, not a region's endpoint.
+            # The shortest name under it names it best: s3.amazonaws.com, not a region's
+            # endpoint, nor amazonaws.com itself.
             if base not in bases or len(name) < len(bases[base]):
                 bases[base] = name
+    for name in names:
+        bases.setdefault(name, name)
     return bases
 
 
-def _shared_under(name: str) -> str | None:
-    """A name at or under ``name`` where anyone may hold names, or None."""
-    found = _shared_bases().get(name)
-    if found is not None:
-        return found
-    return next((s for s in SHARED_HOSTING if name.endswith("." + s)), None)
+@functools.cache
+def _shared_roots() -> frozenset[str]:
+    """Where every name below is anyone's: :data:`SHARED_HOSTING` and the list's private
+    entries (shared hosting that asked to be listed). Its ICANN entries are registries:
+    ``example.co.uk`` and all below it are one owner's."""
+    return frozenset((*SHARED_HOSTING, *_rules()[1]))
+
+
+def _shared_above(name: str) -> str | None:
+    """The nearest shared root strictly above ``name`` (``corp.s3.amazonaws.com``, a dotted
+    bucket's base: ``s3.amazonaws.com``), or None."""
+    roots = _shared_roots()
+    labels = name.split(".")
+    return next((r for i in range(1, len(labels)) if (r := ".".join(labels[i:])) in roots), None)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from pydantic import ValidationError
 
@@ -221,6 +223,145 @@ def test_a_routes_file_with_a_shared_wildcard_names_the_route_and_the_fix() -> N
     message = str(info.value)
     assert message.startswith("routes.yaml: routes.1: '*.amazonaws.com' is a wildcard")
     assert "'s3.amazonaws.com'" in message and "list the exact hosts" in message
+
+
+#: Wildcards anyone can get a name under that the list's "over" rule alone let through
+#: (review F5): each a kind of shared host, and each with the exact host it stands for.
+_ANYONES = [
+    # Dotted bucket names: the bucket "evil.corp" is a name under corp.s3.amazonaws.com.
+    "*.corp.s3.amazonaws.com",
+    "*.corp.s3.us-east-1.amazonaws.com",
+    "*.corp.s3-website-us-east-1.amazonaws.com",
+    "*.corp.s3.dualstack.us-east-1.amazonaws.com",
+    "*.corp.nyc3.digitaloceanspaces.com",
+    "*.corp.storage.googleapis.com",
+    # Registries.
+    "*.dkr.ecr.us-east-1.amazonaws.com",
+    "*.dkr.ecr.cn-north-1.amazonaws.com.cn",
+    "*.azurecr.io",
+    "*.jfrog.io",
+    # Azure resources.
+    "*.openai.azure.com",
+    "*.cognitiveservices.azure.com",
+    "*.documents.azure.com",
+    "*.database.windows.net",
+    "*.azure-devices.net",
+    # Storage, error intake, dev tunnels.
+    "*.firebasestorage.app",
+    "*.ingest.sentry.io",
+    "*.ingest.us.sentry.io",
+    "*.sentry.io",
+    "*.devtunnels.ms",
+    "*.usw2.devtunnels.ms",
+    # interactsh.
+    "*.oast.pro",
+    "*.oast.live",
+    "*.oast.site",
+    "*.oast.online",
+    "*.oast.fun",
+    "*.oast.me",
+    # Tunnels and hosted apps.
+    "*.lhr.life",
+    "*.serveo.net",
+    "*.pinggy.link",
+    "*.localtunnel.me",
+    "*.bore.pub",
+    "*.gradio.live",
+    "*.modal.run",
+    "*.localhost.run",
+    "*.share.zrok.io",
+    "*.tunnelto.dev",
+    "*.loophole.site",
+    "*.app.github.dev",
+    # Request catchers.
+    "*.webhook.site",
+    "*.requestbin.net",
+    "*.requestcatcher.com",
+    "*.beeceptor.com",
+    "*.dnslog.cn",
+    "*.ceye.io",
+    "*.canarytokens.com",
+    # Tenant hosts: anyone's workspace, blog or database.
+    "*.slack.com",
+    "*.okta.com",
+    "*.auth0.com",
+    "*.my.salesforce.com",
+    "*.service-now.com",
+    "*.freshdesk.com",
+    "*.freshservice.com",
+    "*.lightning.force.com",
+    "*.my.site.com",
+    "*.ghe.com",
+    "*.cloudflareaccess.com",
+    "*.snowflakecomputing.com",
+    "*.cloud.databricks.com",
+    "*.azuredatabricks.net",
+    "*.wordpress.com",
+    "*.substack.com",
+    "*.medium.com",
+    "*.tumblr.com",
+    "*.upstash.io",
+    "*.neon.tech",
+    "*.mongodb.net",
+    "*.pinecone.io",
+    "*.algolia.net",
+    # The list's IDN entries, in the form a host reaches us: public suffixes lie under them.
+    "*.xn--mre-og-romsdal-qqb.no",
+    "*.xn--stfold-9xa.no",
+    "*.xn--hery-ira.xn--mre-og-romsdal-qqb.no",
+]
+
+
+@pytest.mark.parametrize("spelling", [str, str.upper, lambda h: h + "."])
+@pytest.mark.parametrize("host", _ANYONES)
+def test_wildcards_anyone_can_get_a_name_under_are_refused(
+    host: str, spelling: Callable[[str], str]
+) -> None:
+    with pytest.raises(ValidationError, match="wildcard") as info:
+        Route.model_validate({"host": spelling(host)})
+    assert "list the exact hosts" in str(info.value) or "name the site" in str(info.value)
+    from bottle.errors import ApplyError
+    from bottle.proposals.payloads import validate_payload
+
+    with pytest.raises(ApplyError, match="wildcard"):
+        validate_payload("egress-block", {"host": spelling(host)})
+
+
+@pytest.mark.parametrize("host", ["*.slack.com", "*.my.salesforce.com", "*.corp.s3.amazonaws.com"])
+def test_a_shared_wildcard_refusal_shows_the_exact_host_to_name(host: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Route.model_validate({"host": host})
+    assert f"list the exact hosts instead (your-name.{host[2:]}, not {host})" in str(info.value)
+
+
+@pytest.mark.parametrize("host", [h.replace("*", "my-team", 1) for h in _ANYONES])
+def test_the_exact_hosts_behind_those_wildcards_pass(host: str) -> None:
+    assert Route.model_validate({"host": host}).host == host
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        # Under an ICANN suffix a name and all below it are one owner's.
+        "*.example.co.uk",
+        "*.api.example.co.uk",
+        "*.example.no",
+        "*.api.github.com",
+        "*.githubcopilot.com",
+        "*.openai.com",
+        "*.docker.io",
+        "*.ghcr.io",
+        "*.npmjs.org",
+        "*.amazon.com",
+        "*.microsoft.com",
+        "*.google.com",
+        "*.cloudflare.com",
+        "*.hashicorp.com",
+        "*.s3.amazonaws.com.example",
+    ],
+)
+def test_wildcards_of_one_owner_still_pass(host: str) -> None:
+    assert Route.model_validate({"host": host}).host == host
 
 
 def test_a_proposal_is_checked_like_a_route() -> None:
