@@ -100,6 +100,39 @@ def test_a_fetch_loop_cannot_grow_the_log_past_its_bound_nor_keep_a_push_out(
     assert gate_audit.import_pushes(state) == 2
 
 
+def test_one_record_is_capped_whatever_it_was_given(tmp_path: Path) -> None:
+    """Refs, findings and reason past their caps are counted, not written: one record has a
+    known maximum size, and the worst within the caps (every character escaped) fits."""
+    state = state_dir(tmp_path)
+    many = push(
+        "refuse",
+        refs=[RefUpdate(ref=f"refs/heads/{n}", old=gate.ZERO, new=NEW) for n in range(3000)],
+        findings=[f"{n} " + "f" * 5000 for n in range(1000)],
+        reason="r" * 100_000,
+    )
+    log_record(state, many)
+    [line] = (state / "logs" / gate.LOG_FILE).read_bytes().splitlines()
+    written = json.loads(line)
+    assert len(written["refs"]) == gate.MAX_RECORD_REFS
+    assert written["refs_omitted"] == 3000 - gate.MAX_RECORD_REFS
+    assert len(written["findings"]) == gate.MAX_RECORD_FINDINGS
+    assert written["findings_omitted"] == 1000 - gate.MAX_RECORD_FINDINGS
+    assert written["findings"][0].endswith("… (3978 more characters)")
+    assert written["reason"].endswith(f"… ({100_000 - gate.MAX_REASON_CHARS} more characters)")
+    # The worst a hook can hand over: the most refs and ref bytes it takes, each character
+    # (and every finding's and the reason's) a lone surrogate, six bytes as JSON.
+    odd = "\udcff"
+    per_ref = gate.MAX_REF_BYTES_TOTAL // gate.MAX_UPDATES
+    worst = push(
+        "refuse",
+        refs=[RefUpdate(ref=odd * per_ref, old=gate.ZERO, new=NEW)] * gate.MAX_UPDATES,
+        findings=[odd * gate.MAX_FINDING_CHARS] * gate.MAX_RECORD_FINDINGS,
+        reason=odd * gate.MAX_REASON_CHARS,
+    )
+    size = len(gate._line(gate.bounded(worst)))
+    assert 2 << 20 < size <= gate.MAX_RECORD_BYTES
+
+
 def test_lines_that_are_not_push_records_are_skipped(tmp_path: Path) -> None:
     state = state_dir(tmp_path)
     path = state / "logs" / gate.LOG_FILE
