@@ -291,6 +291,33 @@ def test_a_push_too_big_to_record_is_refused_before_any_record_holds_it(
     assert Path(gate_env[gate.LOG_ENV]).stat().st_size < 1024
 
 
+def test_a_push_whose_record_cannot_be_written_never_goes_upstream(
+    tmp_path: Path, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk full (``/dev/full``: every write ENOSPC): the push is refused before the
+    hook connects upstream, since a push that landed must have its record."""
+    monkeypatch.setenv(gate.LOG_ENV, "/dev/full")
+    out, refs = _push_through_hook(tmp_path, gate_env, "clean\n")
+    assert "git-gate: push to origin refused: the gate could not record it" in out, out
+    assert "No space left on device" in out and "nothing was pushed upstream" in out
+    # The control of the test below: with a log to write, the same push goes upstream
+    # (which, at a loopback address, the gate refuses to connect to).
+    assert "could not push to origin" not in out and refs == ""
+
+
+def test_the_record_of_a_push_is_on_disk_before_it_goes_upstream(
+    tmp_path: Path, gate_env: dict[str, str]
+) -> None:
+    out, refs = _push_through_hook(tmp_path, gate_env, "clean\n")
+    assert "could not push to origin" in out and refs == ""
+    sending, final = _records(gate_env)
+    assert (sending["upstream"], sending["reason"], sending["scan"]) == (
+        "sending", "sending upstream", "clean",
+    )  # fmt: skip
+    assert sending["refs"] == final["refs"] and sending["id"] != final["id"]
+    assert final["decision"] == "error" and final["upstream"] is None
+
+
 # -- the server ------------------------------------------------------------------------------
 
 

@@ -133,6 +133,40 @@ def test_one_record_is_capped_whatever_it_was_given(tmp_path: Path) -> None:
     assert 2 << 20 < size <= gate.MAX_RECORD_BYTES
 
 
+def test_a_short_write_is_finished_and_a_failed_one_ends_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = state_dir(tmp_path)
+    real_write = os.write
+    calls: list[int] = []
+
+    def short(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        return real_write(fd, bytes(data[:100]))  # what a signal or a full disk leaves
+
+    monkeypatch.setattr(gate.os, "write", short)
+    first = push()
+    log_record(state, first)
+    assert len(calls) > 1  # finished in pieces, not left cut short
+    monkeypatch.setattr(gate.os, "write", real_write)
+    assert [r.id for r in gate_audit.push_records(state / "logs")] == [first.id]
+
+    def full(fd: int, data: bytes) -> int:
+        if len(calls) > 1 and data != b"\n":
+            raise OSError(28, "No space left on device")
+        calls.append(len(data))
+        return real_write(fd, bytes(data[:100]))
+
+    calls.clear()
+    monkeypatch.setattr(gate.os, "write", full)
+    with pytest.raises(gate.RecordWriteError, match="No space left"):
+        log_record(state, push())
+    monkeypatch.setattr(gate.os, "write", real_write)
+    later = push()
+    log_record(state, later)  # on a line of its own, not merged into the cut one
+    assert [r.id for r in gate_audit.push_records(state / "logs")] == [first.id, later.id]
+
+
 def test_lines_that_are_not_push_records_are_skipped(tmp_path: Path) -> None:
     state = state_dir(tmp_path)
     path = state / "logs" / gate.LOG_FILE

@@ -12,6 +12,7 @@ paths. It imports nothing heavy.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -142,7 +143,9 @@ class GateRecord(BaseModel):
     refs: list[RefUpdate] = []
     findings: list[str] = []  # "rule in file:line (commit)", never the matched text
     scan: str | None = None  # pushes: "clean" | "findings" | "failed" | "allowed"
-    upstream: str | None = None  # pushes: "ok" | "rejected" | None (not sent)
+    #: pushes: "ok" | "rejected" | None (not sent); "sending" in the record written (fsynced)
+    #: before the push goes upstream, so a push that landed is never without a record
+    upstream: str | None = None
     scan_ms: int | None = None  # pushes: the policy check and secret scan alone
     allowed_by: list[int] = []  # pushes: the git-push-allow proposals that let findings by
     refs_omitted: int = 0  # past MAX_RECORD_REFS: counted, not written
@@ -201,6 +204,10 @@ MAX_REASON_CHARS = 4096
 MAX_RECORD_BYTES = 4 << 20
 
 
+class RecordWriteError(OSError):
+    """A push record could not be written whole: the push must not go upstream."""
+
+
 def bounded(record: GateRecord) -> GateRecord:
     """``record`` within the caps above: the first of each list and a count of the rest."""
     update: dict[str, object] = {}
@@ -225,10 +232,13 @@ def _cut(text: str, limit: int) -> str:
 
 
 def write_record(record: GateRecord, environ: Mapping[str, str] = os.environ) -> None:
-    """Append one line; O_APPEND keeps the server's and the hooks' lines whole."""
+    """Append one line; O_APPEND keeps the server's and the hooks' lines whole.
+
+    A push record is on disk (fsynced) when this returns; ``RecordWriteError`` (an
+    ``OSError``) when it could not be written whole."""
     path = log_path(environ)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         record = bounded(record)
         if record.op == "fetch":
@@ -257,9 +267,30 @@ def write_record(record: GateRecord, environ: Mapping[str, str] = os.environ) ->
                 }
             )
             line = _line(record)
-        os.write(fd, line)
+        _write_all(fd, line)
+        if record.op == "push":
+            os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, line: bytes) -> None:
+    """Write the whole line or raise. A line cut short (the disk full) is ended with a
+    newline if at all possible, so the next record is not merged into it and lost."""
+    view = memoryview(line)
+    try:
+        while view:
+            written = os.write(fd, view)
+            if written <= 0:
+                raise RecordWriteError(f"wrote nothing of a {len(line)}-byte record")
+            view = view[written:]
+    except OSError as exc:
+        if len(view) < len(line):
+            with contextlib.suppress(OSError):
+                os.write(fd, b"\n")
+        if isinstance(exc, RecordWriteError):
+            raise
+        raise RecordWriteError(exc.errno, f"the gate's log: {exc.strerror}") from exc
 
 
 def _line(record: GateRecord) -> bytes:

@@ -13,6 +13,7 @@ import io
 import os
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -73,6 +74,30 @@ def read_updates(stdin: TextIO) -> tuple[list[RefUpdate], str | None]:
     updates = parse_updates(given.splitlines())
     too_big = oversized(given, updates)
     return ([], too_big) if too_big is not None else (updates, None)
+
+
+def record_sending(record: GateRecord, environ: Mapping[str, str]) -> OSError | None:
+    """Write (fsynced) that this push goes upstream now, under an id of its own; the error
+    if that failed. Before the push, since a record written only after it could be lost
+    (the disk full, the hook killed) while the push landed."""
+    sending = record.model_copy(
+        update={"id": uuid.uuid4().hex, "decision": "allow", "reason": "sending upstream",
+                "upstream": "sending"}
+    )  # fmt: skip
+    try:
+        gate.write_record(sending, environ)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def write_outcome(record: GateRecord, stderr: TextIO, environ: Mapping[str, str]) -> None:
+    """The push's final record. Its outcome stands if this fails: a refusal refused, and a
+    push that went upstream has its ``sending`` record on disk already."""
+    try:
+        gate.write_record(record, environ)
+    except OSError as exc:
+        print(f"git-gate: the record of this push was not written: {exc}", file=stderr)
 
 
 def parse_updates(lines: Sequence[str]) -> list[RefUpdate]:
@@ -238,7 +263,7 @@ def run(stdin: TextIO, stderr: TextIO, environ: Mapping[str, str] = os.environ) 
     def done(code: int, message: str, **fields: object) -> int:
         if message:
             print(message, file=stderr, flush=True)
-        gate.write_record(record.model_copy(update=fields | elapsed()), environ)
+        write_outcome(record.model_copy(update=fields | elapsed()), stderr, environ)
         return code
 
     if remote is None:
@@ -293,6 +318,16 @@ def run(stdin: TextIO, stderr: TextIO, environ: Mapping[str, str] = os.environ) 
         record = record.model_copy(update=found | {"allowed_by": ids})
     scanned = "allowed" if allowed else "clean"
     specs = policy.refspecs(remote.policy, updates, git_dir, environ)
+    unrecorded = record_sending(record.model_copy(update={"scan": scanned} | elapsed()), environ)
+    if unrecorded is not None:
+        release(allowed, environ)
+        print(
+            f"git-gate: push to {name} refused: the gate could not record it ({unrecorded}); "
+            "nothing was pushed upstream",
+            file=stderr,
+            flush=True,
+        )
+        return 1
     try:
         ok, answer = upstream.push(
             remote,
