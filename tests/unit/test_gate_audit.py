@@ -130,7 +130,7 @@ def test_one_record_is_capped_whatever_it_was_given(tmp_path: Path) -> None:
         reason=odd * gate.MAX_REASON_CHARS,
     )
     size = len(gate._line(gate.bounded(worst)))
-    assert 2 << 20 < size <= gate.MAX_RECORD_BYTES
+    assert 2 << 20 < size <= gate.MAX_RECORD_BYTES == gate_audit.MAX_LINE_BYTES
 
 
 def test_a_short_write_is_finished_and_a_failed_one_ends_its_line(
@@ -165,6 +165,39 @@ def test_a_short_write_is_finished_and_a_failed_one_ends_its_line(
     later = push()
     log_record(state, later)  # on a line of its own, not merged into the cut one
     assert [r.id for r in gate_audit.push_records(state / "logs")] == [first.id, later.id]
+
+
+def test_a_huge_line_or_log_never_switches_the_import_off(tmp_path: Path) -> None:
+    """A gate log past the old 64 MiB bound, holding a 70 MiB line with no newline in it
+    (sparse: no disk used), between two pushes: both are imported, with memory bounded by
+    the line bound, and ``try_import`` reports the skipped line."""
+    state = state_dir(tmp_path)
+    path = state / "logs" / gate.LOG_FILE
+    first, later = push(), push()
+    log_record(state, first)
+    with path.open("r+b") as handle:
+        handle.truncate(path.stat().st_size + (70 << 20))
+    with path.open("ab") as handle:
+        handle.write(b"\n" + b'{"op":"push",' * 400_000 + b"\n")  # 5 MiB: also too long
+        handle.write(b"[" * 200_000 + b"\n")  # deeper than json goes: RecursionError
+    log_record(state, later)
+    assert path.stat().st_size > 64 << 20
+    problem = gate_audit.try_import(state)
+    assert problem is not None and "2 line(s) of git-gate.jsonl longer than" in problem
+    entries = AuditLog(state / "audit.jsonl").entries()
+    assert [json.loads(e.after or "")["id"] for e in entries] == [first.id, later.id]
+
+
+def test_the_reader_stops_at_the_size_the_log_had_when_opened(tmp_path: Path) -> None:
+    """A gate writing all along cannot keep the host reading."""
+    state = state_dir(tmp_path)
+    log_record(state, push())
+    records = gate_audit.PushRecords(state / "logs")
+    seen = []
+    for record in records:
+        seen.append(record.id)
+        log_record(state, push())  # more, as fast as it is read
+    assert len(seen) == 1
 
 
 def test_lines_that_are_not_push_records_are_skipped(tmp_path: Path) -> None:

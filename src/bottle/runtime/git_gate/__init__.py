@@ -179,8 +179,8 @@ def load_config(environ: Mapping[str, str] = os.environ) -> GateConfig:
 
 
 #: Fetch records stop once the log holds this much: the agent can fetch in a loop, and
-#: the log is on the host's disk and read whole (``bottle.gate_audit``). Pushes, which the
-#: audit log imports, are always written.
+#: the log is on the host's disk (``bottle.gate_audit`` reads it). Pushes, which the audit
+#: log imports, are always written.
 MAX_FETCH_LOG = 8 << 20
 
 #: A push the hook takes at all (``hook.oversized``): git's own refs are far below (a
