@@ -100,6 +100,24 @@ def test_a_fetch_loop_cannot_grow_the_log_past_its_bound_nor_keep_a_push_out(
     assert gate_audit.import_pushes(state) == 2
 
 
+def test_pushes_past_the_fetch_bound_still_end_fetches_with_the_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pushes alone take the log past MAX_FETCH_LOG: the next fetch is logged, saying it is
+    the last, and none after it."""
+    monkeypatch.setattr(gate, "MAX_FETCH_LOG", 4096)
+    state = state_dir(tmp_path)
+    path = state / "logs" / gate.LOG_FILE
+    log_record(state, push())
+    while path.stat().st_size < 4096:
+        log_record(state, push())
+    for _ in range(3):
+        log_record(state, GateRecord(op="fetch", remote="origin", decision="allow"))
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    [fetch] = [x for x in lines if x["op"] == "fetch"]
+    assert lines[-1] == fetch and "no more fetches are logged" in fetch["reason"]
+
+
 def test_one_record_is_capped_whatever_it_was_given(tmp_path: Path) -> None:
     """Refs, findings and reason past their caps are counted, not written: one record has a
     known maximum size, and the worst within the caps (every character escaped) fits."""

@@ -203,6 +203,10 @@ MAX_REASON_CHARS = 4096
 #: lines up to this and skips (and counts) longer ones (``bottle.gate_audit``).
 MAX_RECORD_BYTES = 4 << 20
 
+#: Logs whose fetch records stopped, with the note that says so, in this process (the
+#: server: the one writer of fetch records). A gate restarted past the bound says it once more.
+_fetches_stopped: set[str] = set()
+
 
 class RecordWriteError(OSError):
     """A push record could not be written whole: the push must not go upstream."""
@@ -243,9 +247,12 @@ def write_record(record: GateRecord, environ: Mapping[str, str] = os.environ) ->
         record = bounded(record)
         if record.op == "fetch":
             size = os.fstat(fd).st_size
-            if size >= MAX_FETCH_LOG:
+            key = str(path)
+            if key in _fetches_stopped:
                 return
-            if size + len(_line(record)) > MAX_FETCH_LOG:  # the last one, and it says so
+            if size + len(_line(record)) > MAX_FETCH_LOG:
+                # The last one, and it says so; also when pushes took the log past the bound.
+                _fetches_stopped.add(key)
                 reason = "; ".join(
                     r
                     for r in (
