@@ -385,6 +385,26 @@ def test_approve_edit_of_a_push_still_shows_the_gates_findings_and_asks(
     assert not (config / gate.ALLOW_DIR).exists()
 
 
+def test_every_field_of_the_gates_record_shown_at_approve_is_inert(
+    running: Instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate's log is hostile input: a record whose time carries terminal controls is
+    shown with them written out, never obeyed."""
+    config = running.state.live_config(gate.NAME)
+    config.mkdir(parents=True, exist_ok=True)
+    remote = gate.GateRemote(name="origin", url="git@git.test:r.git", key_ref="K")
+    (config / gate.CONFIG_FILE).write_bytes(gate.GateConfig(remotes=(remote,)).to_json())
+    forged = push("refuse", scan="findings", findings=["c a:1: r"], time="\x1b]0;owned\x07")
+    log_record(running.state.path, forged)
+    asked = proposal_queue(running).create("git-push-allow", ASK, "harmless").id
+    env = {"BOTTLE_HOME": str(tmp_path / "home")}
+    done = run_cli_here("approve", running.slug, str(asked), cwd=tmp_path, env=env,
+                        monkeypatch=monkeypatch)  # fmt: skip
+    assert done.returncode == 2 and "c a:1: r" in done.stderr, done.stderr
+    assert "\x1b" not in done.stderr and "\x07" not in done.stderr
+    assert "owned" in done.stderr  # the control: the field is shown, written out
+
+
 def test_a_cut_audit_tail_stays_visible_through_the_cli(
     running: Instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
