@@ -431,7 +431,7 @@ def _confirm_push(
     output.err.print(
         f"Proposal {proposal.id} of {instance.slug} asks to push {payload.commit} to "
         f"{payload.remote} {inert(payload.ref)} once, although git-gate's scan found "
-        f"(its own record of {refusal.time}):\n{found}\n"
+        f"(its own record of {inert(refusal.time)}):\n{found}\n"
         f"Justification: {inert(proposal.justification)}",
         markup=False,
     )

@@ -246,6 +246,78 @@ def test_hook_fails_closed_without_gitleaks(
     assert "secret scan failed" in out and "gitleaks is not installed" in out and refs == ""
 
 
+def _records(env: dict[str, str]) -> list[dict[str, object]]:
+    return [json.loads(line) for line in Path(env[gate.LOG_ENV]).read_text().splitlines()]
+
+
+def _agent_with_refs(tmp_path: Path, refs: list[str]) -> Path:
+    """An agent's repository with one commit and ``refs`` all naming it."""
+    work = tmp_path / "agent"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    tip = commit(work, "f.txt", "fine\n")
+    subprocess.run(
+        ["git", "update-ref", "--stdin"], cwd=work, check=True, capture_output=True,
+        input="".join(f"create {ref} {tip}\n" for ref in refs).encode(),
+    )  # fmt: skip
+    return work
+
+
+@pytest.mark.parametrize(
+    ("refs", "why"),
+    [
+        # The reviewer's push: more refs than a push may make (each name long, too).
+        ([f"refs/heads/b{n:04}-{'x' * 200}" for n in range(gate.MAX_UPDATES + 1)],
+         f"{gate.MAX_UPDATES + 2} ref updates, more than the {gate.MAX_UPDATES}"),  # (+ main)
+        # One name past the bound (in directories: a file name stops at 255 bytes).
+        (["refs/heads/" + "/".join(["y" * 200] * 6)], "a ref name of 1216 bytes, longer than"),
+    ],
+    ids=["many-refs", "long-name"],
+)  # fmt: skip
+def test_a_push_too_big_to_record_is_refused_before_any_record_holds_it(
+    tmp_path: Path, gate_env: dict[str, str], refs: list[str], why: str
+) -> None:
+    work = _agent_with_refs(tmp_path, refs)
+    mirror = _gate(gate_env).mirror("origin")
+    out = git(work, "push", str(mirror), "refs/heads/*:refs/heads/*", check=False,
+              env={gate.REMOTE_ENV: "origin"})  # fmt: skip
+    assert f"git-gate: push to origin refused: {why}" in out, out[:2000]
+    assert f"Push at most {gate.MAX_UPDATES} refs at once" in out and "could not push" not in out
+    assert git(mirror, "for-each-ref") == ""
+    [record] = _records(gate_env)
+    assert record["decision"] == "refuse" and record["refs"] == []
+    assert str(record["reason"]).startswith(f"policy: {why}")
+    # The reviewer's 300 refs of 20 KB made a 12 MB record; this one is a line.
+    assert Path(gate_env[gate.LOG_ENV]).stat().st_size < 1024
+
+
+def test_a_push_whose_record_cannot_be_written_never_goes_upstream(
+    tmp_path: Path, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk full (``/dev/full``: every write ENOSPC): the push is refused before the
+    hook connects upstream, since a push that landed must have its record."""
+    monkeypatch.setenv(gate.LOG_ENV, "/dev/full")
+    out, refs = _push_through_hook(tmp_path, gate_env, "clean\n")
+    assert "git-gate: push to origin refused: the gate could not record it" in out, out
+    assert "No space left on device" in out and "nothing was pushed upstream" in out
+    # The control of the test below: with a log to write, the same push goes upstream
+    # (which, at a loopback address, the gate refuses to connect to).
+    assert "could not push to origin" not in out and refs == ""
+
+
+def test_the_record_of_a_push_is_on_disk_before_it_goes_upstream(
+    tmp_path: Path, gate_env: dict[str, str]
+) -> None:
+    out, refs = _push_through_hook(tmp_path, gate_env, "clean\n")
+    assert "could not push to origin" in out and refs == ""
+    sending, final = _records(gate_env)
+    assert (sending["upstream"], sending["reason"], sending["scan"]) == (
+        "sending", "sending upstream", "clean",
+    )  # fmt: skip
+    assert sending["refs"] == final["refs"] and sending["id"] != final["id"]
+    assert final["decision"] == "error" and final["upstream"] is None
+
+
 # -- the server ------------------------------------------------------------------------------
 
 

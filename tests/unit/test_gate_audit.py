@@ -100,6 +100,124 @@ def test_a_fetch_loop_cannot_grow_the_log_past_its_bound_nor_keep_a_push_out(
     assert gate_audit.import_pushes(state) == 2
 
 
+def test_pushes_past_the_fetch_bound_still_end_fetches_with_the_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pushes alone take the log past MAX_FETCH_LOG: the next fetch is logged, saying it is
+    the last, and none after it."""
+    monkeypatch.setattr(gate, "MAX_FETCH_LOG", 4096)
+    state = state_dir(tmp_path)
+    path = state / "logs" / gate.LOG_FILE
+    log_record(state, push())
+    while path.stat().st_size < 4096:
+        log_record(state, push())
+    for _ in range(3):
+        log_record(state, GateRecord(op="fetch", remote="origin", decision="allow"))
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    [fetch] = [x for x in lines if x["op"] == "fetch"]
+    assert lines[-1] == fetch and "no more fetches are logged" in fetch["reason"]
+
+
+def test_one_record_is_capped_whatever_it_was_given(tmp_path: Path) -> None:
+    """Refs, findings and reason past their caps are counted, not written: one record has a
+    known maximum size, and the worst within the caps (every character escaped) fits."""
+    state = state_dir(tmp_path)
+    many = push(
+        "refuse",
+        refs=[RefUpdate(ref=f"refs/heads/{n}", old=gate.ZERO, new=NEW) for n in range(3000)],
+        findings=[f"{n} " + "f" * 5000 for n in range(1000)],
+        reason="r" * 100_000,
+    )
+    log_record(state, many)
+    [line] = (state / "logs" / gate.LOG_FILE).read_bytes().splitlines()
+    written = json.loads(line)
+    assert len(written["refs"]) == gate.MAX_RECORD_REFS
+    assert written["refs_omitted"] == 3000 - gate.MAX_RECORD_REFS
+    assert len(written["findings"]) == gate.MAX_RECORD_FINDINGS
+    assert written["findings_omitted"] == 1000 - gate.MAX_RECORD_FINDINGS
+    assert written["findings"][0].endswith("… (3978 more characters)")
+    assert written["reason"].endswith(f"… ({100_000 - gate.MAX_REASON_CHARS} more characters)")
+    # The worst a hook can hand over: the most refs and ref bytes it takes, each character
+    # (and every finding's and the reason's) a lone surrogate, six bytes as JSON.
+    odd = "\udcff"
+    per_ref = gate.MAX_REF_BYTES_TOTAL // gate.MAX_UPDATES
+    worst = push(
+        "refuse",
+        refs=[RefUpdate(ref=odd * per_ref, old=gate.ZERO, new=NEW)] * gate.MAX_UPDATES,
+        findings=[odd * gate.MAX_FINDING_CHARS] * gate.MAX_RECORD_FINDINGS,
+        reason=odd * gate.MAX_REASON_CHARS,
+    )
+    size = len(gate._line(gate.bounded(worst)))
+    assert 2 << 20 < size <= gate.MAX_RECORD_BYTES == gate_audit.MAX_LINE_BYTES
+
+
+def test_a_short_write_is_finished_and_a_failed_one_ends_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = state_dir(tmp_path)
+    real_write = os.write
+    calls: list[int] = []
+
+    def short(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        return real_write(fd, bytes(data[:100]))  # what a signal or a full disk leaves
+
+    monkeypatch.setattr(gate.os, "write", short)
+    first = push()
+    log_record(state, first)
+    assert len(calls) > 1  # finished in pieces, not left cut short
+    monkeypatch.setattr(gate.os, "write", real_write)
+    assert [r.id for r in gate_audit.push_records(state / "logs")] == [first.id]
+
+    def full(fd: int, data: bytes) -> int:
+        if len(calls) > 1 and data != b"\n":
+            raise OSError(28, "No space left on device")
+        calls.append(len(data))
+        return real_write(fd, bytes(data[:100]))
+
+    calls.clear()
+    monkeypatch.setattr(gate.os, "write", full)
+    with pytest.raises(gate.RecordWriteError, match="No space left"):
+        log_record(state, push())
+    monkeypatch.setattr(gate.os, "write", real_write)
+    later = push()
+    log_record(state, later)  # on a line of its own, not merged into the cut one
+    assert [r.id for r in gate_audit.push_records(state / "logs")] == [first.id, later.id]
+
+
+def test_a_huge_line_or_log_never_switches_the_import_off(tmp_path: Path) -> None:
+    """A gate log past the old 64 MiB bound, holding a 70 MiB line with no newline in it
+    (sparse: no disk used), between two pushes: both are imported, with memory bounded by
+    the line bound, and ``try_import`` reports the skipped line."""
+    state = state_dir(tmp_path)
+    path = state / "logs" / gate.LOG_FILE
+    first, later = push(), push()
+    log_record(state, first)
+    with path.open("r+b") as handle:
+        handle.truncate(path.stat().st_size + (70 << 20))
+    with path.open("ab") as handle:
+        handle.write(b"\n" + b'{"op":"push",' * 400_000 + b"\n")  # 5 MiB: also too long
+        handle.write(b"[" * 200_000 + b"\n")  # deeper than json goes: RecursionError
+    log_record(state, later)
+    assert path.stat().st_size > 64 << 20
+    problem = gate_audit.try_import(state)
+    assert problem is not None and "2 line(s) of git-gate.jsonl longer than" in problem
+    entries = AuditLog(state / "audit.jsonl").entries()
+    assert [json.loads(e.after or "")["id"] for e in entries] == [first.id, later.id]
+
+
+def test_the_reader_stops_at_the_size_the_log_had_when_opened(tmp_path: Path) -> None:
+    """A gate writing all along cannot keep the host reading."""
+    state = state_dir(tmp_path)
+    log_record(state, push())
+    records = gate_audit.PushRecords(state / "logs")
+    seen = []
+    for record in records:
+        seen.append(record.id)
+        log_record(state, push())  # more, as fast as it is read
+    assert len(seen) == 1
+
+
 def test_lines_that_are_not_push_records_are_skipped(tmp_path: Path) -> None:
     state = state_dir(tmp_path)
     path = state / "logs" / gate.LOG_FILE
@@ -265,6 +383,26 @@ def test_approve_edit_of_a_push_still_shows_the_gates_findings_and_asks(
     assert "no terminal to confirm" in done.stderr
     assert proposal_queue(running).get(asked).status == "pending"
     assert not (config / gate.ALLOW_DIR).exists()
+
+
+def test_every_field_of_the_gates_record_shown_at_approve_is_inert(
+    running: Instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate's log is hostile input: a record whose time carries terminal controls is
+    shown with them written out, never obeyed."""
+    config = running.state.live_config(gate.NAME)
+    config.mkdir(parents=True, exist_ok=True)
+    remote = gate.GateRemote(name="origin", url="git@git.test:r.git", key_ref="K")
+    (config / gate.CONFIG_FILE).write_bytes(gate.GateConfig(remotes=(remote,)).to_json())
+    forged = push("refuse", scan="findings", findings=["c a:1: r"], time="\x1b]0;owned\x07")
+    log_record(running.state.path, forged)
+    asked = proposal_queue(running).create("git-push-allow", ASK, "harmless").id
+    env = {"BOTTLE_HOME": str(tmp_path / "home")}
+    done = run_cli_here("approve", running.slug, str(asked), cwd=tmp_path, env=env,
+                        monkeypatch=monkeypatch)  # fmt: skip
+    assert done.returncode == 2 and "c a:1: r" in done.stderr, done.stderr
+    assert "\x1b" not in done.stderr and "\x07" not in done.stderr
+    assert "owned" in done.stderr  # the control: the field is shown, written out
 
 
 def test_a_cut_audit_tail_stays_visible_through_the_cli(

@@ -12,6 +12,7 @@ paths. It imports nothing heavy.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -142,9 +143,13 @@ class GateRecord(BaseModel):
     refs: list[RefUpdate] = []
     findings: list[str] = []  # "rule in file:line (commit)", never the matched text
     scan: str | None = None  # pushes: "clean" | "findings" | "failed" | "allowed"
-    upstream: str | None = None  # pushes: "ok" | "rejected" | None (not sent)
+    #: pushes: "ok" | "rejected" | None (not sent); "sending" in the record written (fsynced)
+    #: before the push goes upstream, so a push that landed is never without a record
+    upstream: str | None = None
     scan_ms: int | None = None  # pushes: the policy check and secret scan alone
     allowed_by: list[int] = []  # pushes: the git-push-allow proposals that let findings by
+    refs_omitted: int = 0  # past MAX_RECORD_REFS: counted, not written
+    findings_omitted: int = 0  # past MAX_RECORD_FINDINGS
     duration_ms: int = 0
 
 
@@ -174,22 +179,80 @@ def load_config(environ: Mapping[str, str] = os.environ) -> GateConfig:
 
 
 #: Fetch records stop once the log holds this much: the agent can fetch in a loop, and
-#: the log is on the host's disk and read whole (``bottle.gate_audit``). Pushes, which the
-#: audit log imports, are always written.
+#: the log is on the host's disk (``bottle.gate_audit`` reads it). Pushes, which the audit
+#: log imports, are always written.
 MAX_FETCH_LOG = 8 << 20
+
+#: A push the hook takes at all (``hook.oversized``): git's own refs are far below (a
+#: branch or tag name is tens of bytes; a mirror push of a big project, a few thousand
+#: refs of ~40 bytes), and these keep one push record, and the upstream push's argv (a
+#: delete is two arguments naming the ref), bounded whatever the agent sends.
+MAX_UPDATES = 1000
+MAX_REF_BYTES = 1024
+MAX_REF_BYTES_TOTAL = 256 << 10
+
+#: What one record keeps; the rest is counted (``refs_omitted``…), never written. No push
+#: the policy let by loses a ref (``MAX_UPDATES``); a finding cut short or left out is
+#: simply not allowable (``git-push-allow`` matches the gate's findings exactly).
+MAX_RECORD_REFS = MAX_UPDATES
+MAX_RECORD_FINDINGS = 200
+MAX_FINDING_CHARS = 1024
+MAX_REASON_CHARS = 4096
+#: The longest line ``write_record`` writes. Within the caps above a record is at most
+#: ~3 MiB (every character of a ref name or finding escaped as ``\udcXX``); the host reads
+#: lines up to this and skips (and counts) longer ones (``bottle.gate_audit``).
+MAX_RECORD_BYTES = 4 << 20
+
+#: Logs whose fetch records stopped, with the note that says so, in this process (the
+#: server: the one writer of fetch records). A gate restarted past the bound says it once more.
+_fetches_stopped: set[str] = set()
+
+
+class RecordWriteError(OSError):
+    """A push record could not be written whole: the push must not go upstream."""
+
+
+def bounded(record: GateRecord) -> GateRecord:
+    """``record`` within the caps above: the first of each list and a count of the rest."""
+    update: dict[str, object] = {}
+    if len(record.refs) > MAX_RECORD_REFS:
+        update["refs"] = record.refs[:MAX_RECORD_REFS]
+        update["refs_omitted"] = record.refs_omitted + len(record.refs) - MAX_RECORD_REFS
+    findings = record.findings
+    if len(findings) > MAX_RECORD_FINDINGS or any(len(f) > MAX_FINDING_CHARS for f in findings):
+        update["findings"] = [_cut(f, MAX_FINDING_CHARS) for f in findings[:MAX_RECORD_FINDINGS]]
+        update["findings_omitted"] = record.findings_omitted + max(
+            0, len(findings) - MAX_RECORD_FINDINGS
+        )
+    if len(record.reason) > MAX_REASON_CHARS:
+        update["reason"] = _cut(record.reason, MAX_REASON_CHARS)
+    return record.model_copy(update=update) if update else record
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 def write_record(record: GateRecord, environ: Mapping[str, str] = os.environ) -> None:
-    """Append one line; O_APPEND keeps the server's and the hooks' lines whole."""
+    """Append one line; O_APPEND keeps the server's and the hooks' lines whole.
+
+    A push record is on disk (fsynced) when this returns; ``RecordWriteError`` (an
+    ``OSError``) when it could not be written whole."""
     path = log_path(environ)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
+        record = bounded(record)
         if record.op == "fetch":
             size = os.fstat(fd).st_size
-            if size >= MAX_FETCH_LOG:
+            key = str(path)
+            if key in _fetches_stopped:
                 return
-            if size + len(_line(record)) > MAX_FETCH_LOG:  # the last one, and it says so
+            if size + len(_line(record)) > MAX_FETCH_LOG:
+                # The last one, and it says so; also when pushes took the log past the bound.
+                _fetches_stopped.add(key)
                 reason = "; ".join(
                     r
                     for r in (
@@ -200,9 +263,41 @@ def write_record(record: GateRecord, environ: Mapping[str, str] = os.environ) ->
                     if r
                 )
                 record = record.model_copy(update={"reason": reason})
-        os.write(fd, _line(record))
+        line = _line(record)
+        if len(line) > MAX_RECORD_BYTES:  # not within the caps: keep what says what it was
+            record = record.model_copy(
+                update={
+                    "refs": [],
+                    "refs_omitted": record.refs_omitted + len(record.refs),
+                    "findings": [],
+                    "findings_omitted": record.findings_omitted + len(record.findings),
+                }
+            )
+            line = _line(record)
+        _write_all(fd, line)
+        if record.op == "push":
+            os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, line: bytes) -> None:
+    """Write the whole line or raise. A line cut short (the disk full) is ended with a
+    newline if at all possible, so the next record is not merged into it and lost."""
+    view = memoryview(line)
+    try:
+        while view:
+            written = os.write(fd, view)
+            if written <= 0:
+                raise RecordWriteError(f"wrote nothing of a {len(line)}-byte record")
+            view = view[written:]
+    except OSError as exc:
+        if len(view) < len(line):
+            with contextlib.suppress(OSError):
+                os.write(fd, b"\n")
+        if isinstance(exc, RecordWriteError):
+            raise
+        raise RecordWriteError(exc.errno, f"the gate's log: {exc.strerror}") from exc
 
 
 def _line(record: GateRecord) -> bytes:

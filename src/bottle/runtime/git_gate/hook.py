@@ -9,9 +9,11 @@ as ``remote:`` lines; a non-zero exit leaves both the mirror and upstream unchan
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -38,6 +40,64 @@ from bottle.runtime.git_gate import (
 
 #: Findings shown to the agent; the log keeps them all.
 SHOWN = 20
+
+
+#: The most of pre-receive's input read: the bounds' worth of lines ("old new ref\n").
+MAX_INPUT_CHARS = gate.MAX_UPDATES * 83 + gate.MAX_REF_BYTES_TOTAL
+
+
+def ref_bytes(ref: str) -> int:
+    """A ref name's length as git counts it (stdin is decoded with surrogateescape)."""
+    return len(ref.encode("utf-8", "surrogateescape"))
+
+
+def oversized(text: str, updates: Sequence[RefUpdate]) -> str | None:
+    """Why a push is too big for the gate to take at all, or ``None``. Checked before any
+    record holds a ref name: an agent's 300 refs of 20 KB names must not reach the log."""
+    if len(text) > MAX_INPUT_CHARS:
+        return f"more than {MAX_INPUT_CHARS} characters of ref updates"
+    if len(updates) > gate.MAX_UPDATES:
+        return f"{len(updates)} ref updates, more than the {gate.MAX_UPDATES} a push may make"
+    longest = max((ref_bytes(u.ref) for u in updates), default=0)
+    if longest > gate.MAX_REF_BYTES:
+        return f"a ref name of {longest} bytes, longer than the {gate.MAX_REF_BYTES} allowed"
+    total = sum(ref_bytes(u.ref) for u in updates)
+    if total > gate.MAX_REF_BYTES_TOTAL:
+        return f"{total} bytes of ref names, more than the {gate.MAX_REF_BYTES_TOTAL} allowed"
+    return None
+
+
+def read_updates(stdin: TextIO) -> tuple[list[RefUpdate], str | None]:
+    """(the updates, ``None``) or, for a push too big to take (``oversized``), ([], why):
+    the record then says how big it was and holds none of it."""
+    given = stdin.read(MAX_INPUT_CHARS + 1)
+    updates = parse_updates(given.splitlines())
+    too_big = oversized(given, updates)
+    return ([], too_big) if too_big is not None else (updates, None)
+
+
+def record_sending(record: GateRecord, environ: Mapping[str, str]) -> OSError | None:
+    """Write (fsynced) that this push goes upstream now, under an id of its own; the error
+    if that failed. Before the push, since a record written only after it could be lost
+    (the disk full, the hook killed) while the push landed."""
+    sending = record.model_copy(
+        update={"id": uuid.uuid4().hex, "decision": "allow", "reason": "sending upstream",
+                "upstream": "sending"}
+    )  # fmt: skip
+    try:
+        gate.write_record(sending, environ)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def write_outcome(record: GateRecord, stderr: TextIO, environ: Mapping[str, str]) -> None:
+    """The push's final record. Its outcome stands if this fails: a refusal refused, and a
+    push that went upstream has its ``sending`` record on disk already."""
+    try:
+        gate.write_record(record, environ)
+    except OSError as exc:
+        print(f"git-gate: the record of this push was not written: {exc}", file=stderr)
 
 
 def parse_updates(lines: Sequence[str]) -> list[RefUpdate]:
@@ -164,7 +224,9 @@ def refusal_text(
 ) -> str:
     if refused:
         lines = [f"git-gate: push to {remote} refused by the bottle's push policy:"]
-        lines += [f"  {r}" for r in refused]
+        lines += [f"  {r}" for r in refused[:SHOWN]]
+        if len(refused) > SHOWN:
+            lines.append(f"  … and {len(refused) - SHOWN} more")
         lines.append(
             "Nothing was pushed upstream. The policy is the operator's; ask them if it must change."
         )
@@ -189,23 +251,31 @@ def run(stdin: TextIO, stderr: TextIO, environ: Mapping[str, str] = os.environ) 
     config = gate.load_config(environ)
     remote = config.remote(name)
     git_dir = Path(environ.get("GIT_DIR", ".")).resolve()
-    updates = parse_updates(stdin.read().splitlines())
+    updates, too_big = read_updates(stdin)
     # A ref's name is the agent's text too: a secret in it goes to no log and no message.
     known = secret_values(config, environ)
     shown_refs = [u.model_copy(update={"ref": dlp.redact(u.ref, known)}) for u in updates]
     record = GateRecord(op="push", remote=name, decision="refuse", refs=shown_refs)
 
+    def elapsed() -> dict[str, object]:
+        return {"duration_ms": int((time.monotonic() - start) * 1000)}
+
     def done(code: int, message: str, **fields: object) -> int:
         if message:
             print(message, file=stderr, flush=True)
-        final = record.model_copy(
-            update=fields | {"duration_ms": int((time.monotonic() - start) * 1000)}
-        )
-        gate.write_record(final, environ)
+        write_outcome(record.model_copy(update=fields | elapsed()), stderr, environ)
         return code
 
     if remote is None:
         return done(1, f"git-gate: no remote {name!r} in this bottle", reason="unknown remote")
+    if too_big is not None:
+        return done(
+            1,
+            f"git-gate: push to {name} refused: {too_big}. Nothing was pushed upstream. "
+            f"Push at most {gate.MAX_UPDATES} refs at once, each name at most "
+            f"{gate.MAX_REF_BYTES} bytes.",
+            reason=f"policy: {too_big}",
+        )
     try:
         refused, findings = check(remote, updates, git_dir, config, environ)
         record = record.model_copy(update={"scan_ms": int((time.monotonic() - start) * 1000)})
@@ -248,6 +318,16 @@ def run(stdin: TextIO, stderr: TextIO, environ: Mapping[str, str] = os.environ) 
         record = record.model_copy(update=found | {"allowed_by": ids})
     scanned = "allowed" if allowed else "clean"
     specs = policy.refspecs(remote.policy, updates, git_dir, environ)
+    unrecorded = record_sending(record.model_copy(update={"scan": scanned} | elapsed()), environ)
+    if unrecorded is not None:
+        release(allowed, environ)
+        print(
+            f"git-gate: push to {name} refused: the gate could not record it ({unrecorded}); "
+            "nothing was pushed upstream",
+            file=stderr,
+            flush=True,
+        )
+        return 1
     try:
         ok, answer = upstream.push(
             remote,
@@ -288,7 +368,10 @@ def run(stdin: TextIO, stderr: TextIO, environ: Mapping[str, str] = os.environ) 
 
 
 def main() -> None:
-    sys.exit(run(sys.stdin, sys.stderr))
+    # Ref names are bytes to git: surrogateescape carries any of them through to the
+    # upstream push unchanged (and into the log only as JSON escapes).
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
+    sys.exit(run(stdin, sys.stderr))
 
 
 if __name__ == "__main__":
