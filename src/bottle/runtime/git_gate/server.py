@@ -4,7 +4,8 @@ Only the smart protocol, only ``/<remote>.git/{info/refs,git-upload-pack,git-rec
 of declared remotes. The ref advertisement of either service is preceded by a fetch from
 upstream into the mirror, so the agent always sees upstream's refs and a push is judged
 against them. Pushes to one remote are serialised with its fetches. Request bodies are
-bounded and spooled before http-backend sees them (chunked uploads included).
+bounded and spooled before http-backend sees them (chunked uploads included); a gzip body
+is inflated into the spool under the same bound, so http-backend never inflates anything.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterator, Mapping
 from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import IO, Any
@@ -29,20 +31,29 @@ from bottle.runtime import git_gate as gate
 from bottle.runtime.egress import dlp
 from bottle.runtime.git_gate import GateConfig, GateRecord, GateRemote, pktline, relay, upstream
 
-#: Largest request body (a push pack) the gate takes.
+#: Largest request body (a push pack) the gate takes, inflated if it came gzipped.
 MAX_BODY = int(os.environ.get("BOTTLE_GIT_GATE_MAX_BODY", str(1 << 30)))
+#: Largest pkt-line text of a request, inflated: a whole upload-pack request, or a push's
+#: commands before its pack. Both are held in memory line by line (upload-pack keeps every
+#: ``have``: 4 million of them took 141 MiB), and a real client's stay far below: a fetch
+#: sends its wants and one round of haves (git grows a round by a tenth past 16384: the
+#: largest is about 110 000, 5.5 MB, for a million commits with none in common), a push
+#: one line per ref it updates.
+MAX_REQUEST_TEXT = 16 << 20
 _PATH = re.compile(
     r"^/(?P<name>[a-z0-9][a-z0-9_.-]*)\.git/(?P<rest>info/refs|git-upload-pack|git-receive-pack)$"
 )
 _SERVICES = ("git-upload-pack", "git-receive-pack")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _CHUNK = 1 << 16
+_PKT_LEN = re.compile(rb"[0-9A-Fa-f]{4}")
+#: How much, and how long, the gate reads on after refusing a body (``Handler._linger``).
+_LINGER_BYTES = 8 << 20
+_LINGER_SECONDS = 2.0
 #: Largest upload-pack request the relay reads to judge (a clone's wants are ~50 bytes each).
 MAX_RELAY_REQUEST = 1 << 20
-_CGI_HEADERS = (
-    ("Content-Type", "CONTENT_TYPE"),
-    ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
-)
+#: The Content-Encodings the gate takes, and whether each is gzip (inflated in the gate).
+_ENCODINGS = {"identity": False, "gzip": True, "x-gzip": True}
 #: What git http-backend and everything it runs (upload-pack, receive-pack, the hook) get of
 #: the gate's environment: how to run (the hook is Python importing bottle), where the
 #: gate's files are. Nothing else: no secret, no ``GIT_*`` of the gate's own.
@@ -71,6 +82,11 @@ _PROTOCOL_VERSION = re.compile(r"version=[0-2]")
 
 
 class BodyTooLarge(Exception):
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"git-gate: {what} more than {limit} bytes")
+
+
+class UnknownEncoding(Exception):
     pass
 
 
@@ -238,10 +254,10 @@ class Gate:
         env |= upstream.config_env(
             [("core.hooksPath", str(self.hooks)), ("receive.maxInputSize", str(MAX_BODY))]
         )
-        for header, var in _CGI_HEADERS:
-            value = headers.get(header)
-            if value:
-                env[var] = value
+        # (never Content-Encoding: the gate inflated the body itself, under its bound)
+        content_type = headers.get("Content-Type")
+        if content_type:
+            env["CONTENT_TYPE"] = content_type
         versions = [
             item
             for item in (headers.get("Git-Protocol") or "").split(":")
@@ -326,14 +342,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 except upstream.UpstreamError as exc:
                     self._fail(502, f"git-gate: cannot fetch {remote.name}: {exc}")
                     return
-            try:
-                body, length = self._body() if method == "POST" else (None, None)
-            except BodyTooLarge:
-                self._fail(413, f"git-gate: the request is larger than {MAX_BODY} bytes")
-                return
-            except (ValueError, OSError):
-                self._fail(400, "git-gate: malformed request body")
-                return
+            spooled = self._spooled(service) if method == "POST" else (None, None)
+            if spooled is None:
+                return  # refused
+            body, length = spooled
             try:
                 if relaying and body is not None and self._relay(remote, body, length or 0):
                     return
@@ -464,10 +476,66 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
 
-    def _body(self) -> tuple[IO[bytes], int]:
+    def _spooled(self, service: str) -> tuple[IO[bytes], int] | None:
+        """``_body``, or None once the agent was told why not."""
+        try:
+            return self._body(service)
+        except BodyTooLarge as exc:
+            self._fail(413, str(exc))
+        except UnknownEncoding as exc:
+            self._fail(415, f"git-gate: a request body is plain or gzip, not {exc}")
+        except (ValueError, OSError, zlib.error):
+            self._fail(400, "git-gate: malformed request body")
+        self._linger()
+        return None
+
+    def _linger(self) -> None:
+        """After a refusal, read on for a while what the agent still sends: closing with
+        it unread resets the connection, and the agent would not see why."""
+        deadline = time.monotonic() + _LINGER_SECONDS
+        left = _LINGER_BYTES
+        with suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(_LINGER_SECONDS)
+            while left > 0 and time.monotonic() < deadline:
+                data = self.connection.recv(_CHUNK)
+                if not data:
+                    break
+                left -= len(data)
+
+    def _body(self, service: str) -> tuple[IO[bytes], int]:
+        """The request body spooled, inflated if gzip, and its length. A fetch's request is
+        all text (``MAX_REQUEST_TEXT``); a push's is its commands, then a pack (``MAX_BODY``)."""
+        encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding not in _ENCODINGS:
+            raise UnknownEncoding(encoding[:40])
+        limit = MAX_BODY if service == "git-receive-pack" else MAX_REQUEST_TEXT
+        pieces = self._raw(limit)
+        verb = "is"
+        if _ENCODINGS[encoding]:
+            pieces, verb = _inflate(pieces), "inflates to"
+        commands = _Commands() if service == "git-receive-pack" else None
         spool = tempfile.TemporaryFile(dir=self.gate.mirrors.parent)  # noqa: SIM115 - closed by caller
         total = 0
+        try:
+            for data in pieces:
+                total += len(data)
+                if total > limit:
+                    raise BodyTooLarge(f"the request {verb}", limit)
+                if commands is not None:
+                    commands.feed(data)
+                spool.write(data)
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            raise
+        return spool, total
+
+    def _raw(self, limit: int) -> Iterator[bytes]:
+        """The body as it came (chunked or of a Content-Length), no more than ``limit``."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            total = 0
             while True:
                 size_line = self.rfile.readline(1024)
                 digits = size_line.split(b";", 1)[0].strip()
@@ -479,22 +547,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if size == 0:
                     while self.rfile.readline(1024).strip():
                         pass
-                    break
+                    return
                 total += size
-                if total > MAX_BODY:
-                    raise BodyTooLarge
-                _copy(self.rfile, spool, size)
+                if total > limit:
+                    raise BodyTooLarge("the request is", limit)
+                yield from _read(self.rfile, size)
                 self.rfile.readline(16)
         else:
             length = int(self.headers.get("Content-Length") or 0)
             if length < 0:
                 raise ValueError("negative length")
-            if length > MAX_BODY:
-                raise BodyTooLarge
-            _copy(self.rfile, spool, length)
-            total = length
-        spool.seek(0)
-        return spool, total
+            if length > limit:
+                raise BodyTooLarge("the request is", limit)
+            yield from _read(self.rfile, length)
 
     def _backend(
         self, remote: GateRemote, path: str, query: str, body: IO[bytes] | None, length: int | None
@@ -530,13 +595,73 @@ class Handler(http.server.BaseHTTPRequestHandler):
         proc.wait()
 
 
-def _copy(src: Any, dst: IO[bytes], size: int) -> None:
+def _read(src: Any, size: int) -> Iterator[bytes]:
     while size > 0:
         data = src.read(min(size, _CHUNK))
         if not data:
             raise ValueError("body shorter than announced")
-        dst.write(data)
+        yield data
         size -= len(data)
+
+
+def _inflate(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """One gzip stream inflated in pieces of at most ``_CHUNK`` bytes, so a small body
+    that inflates to gigabytes is refused at the caller's bound, never held whole."""
+    inflater = zlib.decompressobj(wbits=31)  # gzip alone, as http-backend reads it
+    for piece in pieces:
+        data = piece
+        while data:
+            if inflater.eof:
+                # Kept as unused_data it would grow without bound: refused at once.
+                raise ValueError("data after the gzip stream")
+            out = inflater.decompress(data, _CHUNK)
+            data = inflater.unconsumed_tail
+            if inflater.unused_data:
+                raise ValueError("data after the gzip stream")
+            if out:
+                yield out
+        # zlib may hold output back for want of room, with all the input taken.
+        while not inflater.eof and (out := inflater.decompress(b"", _CHUNK)):
+            yield out
+    if not inflater.eof:
+        raise ValueError("the gzip stream is cut short")
+
+
+class _Commands:
+    """The pkt-lines before a push's pack, counted as they are spooled: receive-pack holds
+    every command (and shallow line) in memory before the hook can judge any."""
+
+    def __init__(self) -> None:
+        self.seen = 0  # bytes of the command list so far
+        self.head = b""  # a length prefix split between two pieces
+        self.skip = 0  # what remains of the current line's payload
+        self.done = False
+
+    def feed(self, data: bytes) -> None:
+        at = 0
+        while not self.done and at < len(data):
+            if self.skip:
+                step = min(self.skip, len(data) - at)
+                self.skip -= step
+            else:
+                step = min(4 - len(self.head), len(data) - at)
+                self.head += data[at : at + step]
+                if len(self.head) == 4:
+                    self._line(self.head)
+                    self.head = b""
+            at += step
+            self.seen += step
+            if self.seen > MAX_REQUEST_TEXT:
+                raise BodyTooLarge("the push's commands before its pack are", MAX_REQUEST_TEXT)
+
+    def _line(self, head: bytes) -> None:
+        size = int(head, 16) if _PKT_LEN.fullmatch(head) else -1
+        # A flush, delim or response-end ends receive-pack's list; a length it cannot
+        # read ends receive-pack. Anything else it reads on, and so does this count.
+        if size < 4:
+            self.done = True
+        else:
+            self.skip = size - 4
 
 
 class Server(http.server.ThreadingHTTPServer):
