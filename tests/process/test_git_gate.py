@@ -21,7 +21,15 @@ from pathlib import Path
 import pytest
 
 from bottle.runtime import git_gate as gate
-from bottle.runtime.git_gate import GateConfig, GateRemote, RefUpdate, hook, scan, upstream
+from bottle.runtime.git_gate import (
+    GateConfig,
+    GateRemote,
+    PushPolicy,
+    RefUpdate,
+    hook,
+    scan,
+    upstream,
+)
 from bottle.runtime.git_gate import server as gate_server
 from tests.process.test_git_gate_scan import _gitlink, _scan_pushed, repo_pair, scan_env
 from tests.unit.test_git_gate import GITHUB, IDENT, SECRET, commit, git
@@ -541,7 +549,10 @@ def test_a_gzipped_fetch_of_real_git_is_inflated_by_the_gate(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """git gzips a fetch request over 1 KB (here 40 wants): it still fetches, and the
-    http-backend serving it gets the body inflated, with no Content-Encoding to act on."""
+    http-backend serving it gets the body inflated, with no Content-Encoding to act on,
+    and the query the gate built, not the agent's."""
+    import urllib.request
+
     work, upstream_repo, _first = repo_pair
     dumps = _env_spy(tmp_path, monkeypatch)
     own_work(gate_env, tmp_path, monkeypatch)
@@ -563,6 +574,8 @@ def test_a_gzipped_fetch_of_real_git_is_inflated_by_the_gate(
             commit(work, "f.txt", f"{n}\n")
         git(work, "push", "-q", str(upstream_repo), "--all")
         out = git(tmp_path / "clone", "fetch", "origin", env={"GIT_TRACE_CURL": "1"})
+        with urllib.request.urlopen(f"{url}/info/refs?service=git-upload-pack&x=1") as answer:
+            assert answer.status == 200
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -570,6 +583,60 @@ def test_a_gzipped_fetch_of_real_git_is_inflated_by_the_gate(
     assert git(tmp_path / "clone", "rev-parse", "origin/b39").strip()
     envs = _dumps(dumps)
     assert envs and not [e for e in envs if "HTTP_CONTENT_ENCODING" in e]
+    assert {e["QUERY_STRING"] for e in envs} == {"service=git-upload-pack", ""}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "service=git-upload-pack&service=git-receive-pack",
+        "service=git-receive-pack&service=git-upload-pack",
+        "service=git-upload-pack&service=git-upload-pack",
+        "service=git-receive-pack",
+    ],
+)
+def test_a_remote_without_pushes_never_advertises_receive_pack(
+    tmp_path: Path,
+    repo_pair: tuple[Path, Path, str],
+    gate_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    query: str,
+) -> None:
+    """Python's parse_qs takes the first ``service``, http-backend the last: two of them
+    once got a push: false remote's receive-pack advertisement. A query of more than one
+    is refused, and http-backend only ever gets the query the gate built."""
+    import urllib.error
+    import urllib.request
+
+    config = tmp_path / "config"
+    config.mkdir()
+    remote = GateRemote(
+        name="origin", url="ssh://git@127.0.0.1/r.git", key_ref="K", policy=PushPolicy(refs=())
+    )
+    (config / gate.CONFIG_FILE).write_bytes(GateConfig(remotes=(remote,)).to_json())
+    monkeypatch.setenv(gate.CONFIG_ENV, str(config))
+    own_work(gate_env, tmp_path, monkeypatch)
+    dumps = _env_spy(tmp_path, monkeypatch)
+    state = gate_server.Gate(
+        gate.load_config(os.environ), Path(os.environ[gate.WORK_ENV]), os.environ
+    )
+    state.prepare()
+    conn = upstream.Connection(  # the fetch before an advertisement succeeds
+        str(repo_pair[1]), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
+    )
+    monkeypatch.setattr(upstream, "connect", lambda *a, **k: conn)
+    httpd = gate_server.serve(state, "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/origin.git/info/refs?{query}"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url, timeout=30)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    body = info.value.read()
+    assert info.value.code == 403 and b"# service=" not in body, body
+    assert not list(dumps.iterdir())  # no advertisement at all: http-backend never ran
 
 
 @pytest.mark.parametrize(

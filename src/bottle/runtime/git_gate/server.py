@@ -303,7 +303,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         rest = match["rest"]
         if rest == "info/refs":
-            service = (parse_qs(parts.query).get("service") or [""])[0]
+            # One service, or none: Python takes the first of several, http-backend the last.
+            services = parse_qs(parts.query).get("service") or []
+            service = services[0] if len(services) == 1 else ""
             if method != "GET" or service not in _SERVICES:
                 self._fail(403, "git-gate speaks the smart HTTP protocol only")
                 return
@@ -356,7 +358,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         # git shows no body of a failed POST, but a v2 ERR line it does.
                         self._err(f"git-gate: cannot fetch {remote.name}: {exc}")
                         return
-                self._backend(remote, parts.path, parts.query, body, length)
+                self._backend(remote, parts.path, _query(rest, service), body, length)
             finally:
                 if body is not None:
                     body.close()
@@ -593,6 +595,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             shutil.copyfileobj(proc.stdout, self.wfile, _CHUNK)
         proc.stdout.close()
         proc.wait()
+
+
+def _query(rest: str, service: str) -> str:
+    """The query http-backend gets: the gate's own words for what it checked, never the
+    agent's query (whose parameters git parses its own way)."""
+    return f"service={service}" if rest == "info/refs" else ""
 
 
 def _read(src: Any, size: int) -> Iterator[bytes]:
