@@ -292,6 +292,7 @@ def test_no_request_reaches_the_hooks_probe_setting(gate_env: dict[str, str]) ->
         f"{gate.PROBE_ENV}=1",
         headers,
         3,
+        protocol=gate_server.git_protocol(headers),
     )
     assert gate.PROBE_ENV not in env and gate.PROBE_ENV not in os.environ
     assert env["GIT_PROTOCOL"] == "version=2"  # the control: a header that is passed, alone
@@ -312,12 +313,14 @@ def test_no_header_sets_a_git_variable(gate_env: dict[str, str]) -> None:
     headers["Git-Protocol"] = f"version=2:GIT_CONFIG_COUNT=1:version=1\ncore.hooksPath={evil}"
     state = _gate(gate_env)
     [remote] = state.config.remotes
-    env = state.cgi_env(remote, "/origin.git/git-receive-pack", "", headers, 3)
+    protocol = gate_server.git_protocol(headers)
+    env = state.cgi_env(remote, "/origin.git/git-receive-pack", "", headers, 3, protocol=protocol)
     assert not [k for k, v in env.items() if evil in v and k != "GIT_PROTOCOL"], env
     assert env["GIT_PROTOCOL"] == "version=2"  # "version=1\n…" is no version
     assert env["GIT_CONFIG_COUNT"] == "2" and env["GIT_CONFIG_VALUE_0"] == str(state.hooks)
     headers.replace_header("Git-Protocol", "version=2;x")
-    env = state.cgi_env(remote, "/origin.git/git-upload-pack", "", headers, 3)
+    protocol = gate_server.git_protocol(headers)
+    env = state.cgi_env(remote, "/origin.git/git-upload-pack", "", headers, 3, protocol=protocol)
     assert "GIT_PROTOCOL" not in env
 
 
@@ -637,6 +640,30 @@ def test_a_remote_without_pushes_never_advertises_receive_pack(
     body = info.value.read()
     assert info.value.code == 403 and b"# service=" not in body, body
     assert not list(dumps.iterdir())  # no advertisement at all: http-backend never ran
+
+
+@pytest.mark.parametrize(
+    ("header", "relayed"),
+    [("version=2", True), ("xversion=2", False), ("version=2x", False),
+     ("version=2:version=1", False)],
+)  # fmt: skip
+def test_only_a_request_http_backend_would_serve_as_v2_takes_the_relay(
+    served: str, monkeypatch: pytest.MonkeyPatch, header: str, relayed: bool
+) -> None:
+    """The relay was chosen by a substring test of ``Git-Protocol``, http-backend's
+    version by a whole match: ``xversion=2`` went upstream as v2 while the mirror path
+    would have served v0. A cold mirror's ls-refs tries upstream only when both say v2."""
+    asked: list[str] = []
+
+    def connect(remote: GateRemote, **_: object) -> upstream.Connection:
+        asked.append(remote.name)
+        raise upstream.UpstreamError("not in this test")
+
+    monkeypatch.setattr(upstream, "connect", connect)
+    headers = {**_UPLOAD, "Git-Protocol": header}
+    del headers["Content-Encoding"]
+    _post(f"{served}/origin.git/git-upload-pack", b"0014command=ls-refs\n0000", headers)
+    assert asked == (["origin"] if relayed else [])
 
 
 @pytest.mark.parametrize(

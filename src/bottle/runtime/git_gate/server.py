@@ -81,6 +81,17 @@ _CHILD_ENV = (
 _PROTOCOL_VERSION = re.compile(r"version=[0-2]")
 
 
+def git_protocol(headers: Any) -> str | None:
+    """The version ``Git-Protocol`` asks for (its last whole ``version=N``), or None: read
+    once per request, for the relay's choice and for http-backend alike."""
+    versions = [
+        item
+        for item in (headers.get("Git-Protocol") or "").split(":")
+        if _PROTOCOL_VERSION.fullmatch(item)
+    ]
+    return versions[-1] if versions else None
+
+
 class BodyTooLarge(Exception):
     def __init__(self, what: str, limit: int) -> None:
         super().__init__(f"git-gate: {what} more than {limit} bytes")
@@ -165,9 +176,10 @@ class Gate:
             raise
         self.log(GateRecord(op="fetch", remote=remote.name, decision="allow"), start)
 
-    def may_relay(self, remote: GateRemote, headers: Any) -> bool:
-        """Whether an upload-pack request could take the relay: on, v2, ssh or https."""
-        if not self.relay or "version=2" not in (headers.get("Git-Protocol") or ""):
+    def may_relay(self, remote: GateRemote, protocol: str | None) -> bool:
+        """Whether an upload-pack request could take the relay: on, v2 (``protocol`` is
+        ``git_protocol``'s, what http-backend would be told), ssh or https."""
+        if not self.relay or protocol != "version=2":
             return False
         try:
             return upstream.parse_url(remote.url).scheme in ("ssh", "https")
@@ -232,8 +244,9 @@ class Gate:
         return env
 
     def cgi_env(
-        self, remote: GateRemote, path: str, query: str, headers: Any, length: int | None
-    ) -> dict[str, str]:
+        self, remote: GateRemote, path: str, query: str, headers: Any, length: int | None,
+        *, protocol: str | None,
+    ) -> dict[str, str]:  # fmt: skip
         # (a receive-pack advertisement runs no hook: only the POST does)
         env = self.child_env(push=path.endswith("/git-receive-pack"))
         env |= {
@@ -258,13 +271,8 @@ class Gate:
         content_type = headers.get("Content-Type")
         if content_type:
             env["CONTENT_TYPE"] = content_type
-        versions = [
-            item
-            for item in (headers.get("Git-Protocol") or "").split(":")
-            if _PROTOCOL_VERSION.fullmatch(item)
-        ]
-        if versions:
-            env["GIT_PROTOCOL"] = versions[-1]
+        if protocol is not None:
+            env["GIT_PROTOCOL"] = protocol
         if length is not None:
             env["CONTENT_LENGTH"] = str(length)
         return env
@@ -322,9 +330,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             )
             return
         lock = self.gate.locks[remote.name]
+        protocol = git_protocol(self.headers)
         relaying = (
             service == "git-upload-pack"
-            and self.gate.may_relay(remote, self.headers)
+            and self.gate.may_relay(remote, protocol)
             and self.gate.cold(remote)
         )
         # Advertisements fetch first and pushes hold the lock, so a push is checked against
@@ -358,7 +367,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         # git shows no body of a failed POST, but a v2 ERR line it does.
                         self._err(f"git-gate: cannot fetch {remote.name}: {exc}")
                         return
-                self._backend(remote, parts.path, _query(rest, service), body, length)
+                query = _query(rest, service)
+                self._backend(remote, parts.path, query, body, length, protocol=protocol)
             finally:
                 if body is not None:
                     body.close()
@@ -564,9 +574,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             yield from _read(self.rfile, length)
 
     def _backend(
-        self, remote: GateRemote, path: str, query: str, body: IO[bytes] | None, length: int | None
-    ) -> None:
-        env = self.gate.cgi_env(remote, path, query, self.headers, length)
+        self, remote: GateRemote, path: str, query: str, body: IO[bytes] | None,
+        length: int | None, *, protocol: str | None,
+    ) -> None:  # fmt: skip
+        env = self.gate.cgi_env(remote, path, query, self.headers, length, protocol=protocol)
         env["REQUEST_METHOD"] = self.command
         proc = subprocess.Popen(
             ["git", "http-backend"],
