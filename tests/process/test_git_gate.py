@@ -774,6 +774,22 @@ def test_a_new_mirror_takes_upstreams_default_branch(
     assert fetch() == "refs/heads/trunk"  # the fetch pruned main: asked again
 
 
+def test_the_hook_imports_nothing_from_the_mirror_it_runs_in(
+    tmp_path: Path, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git runs the hook in the mirror, and ``python -m`` puts its directory first on
+    sys.path: a ``bottle`` package there would be the hook. It is not (``-P``)."""
+    own_work(gate_env, tmp_path, monkeypatch)
+    state = _gate(gate_env)
+    state.prepare()
+    shadow = state.mirror("origin") / "bottle"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise SystemExit('the mirror shadowed bottle')\n")
+    out, refs = _push_through_hook(tmp_path, gate_env, "clean\n")
+    assert "shadowed" not in out and "could not push to origin" in out, out
+    assert refs == ""  # (upstream is a loopback address the hook refuses)
+
+
 def test_the_gate_refuses_to_serve_when_git_could_not_run_its_hook(
     tmp_path: Path, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

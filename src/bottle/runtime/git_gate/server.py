@@ -127,7 +127,9 @@ class Gate:
         """Bare mirrors and the hook. A mirror left by a previous run is kept (warm)."""
         self.hooks.mkdir(parents=True, exist_ok=True)
         hook = self.hooks / "pre-receive"
-        hook.write_text(f"#!/bin/sh\nexec {sys.executable} -m bottle.runtime.git_gate.hook\n")
+        # git runs the hook in the mirror, which ``-m`` would put first on sys.path; -P
+        # keeps it off, so nothing a push leaves there is ever imported.
+        hook.write_text(f"#!/bin/sh\nexec {sys.executable} -P -m bottle.runtime.git_gate.hook\n")
         hook.chmod(0o755)
         # git skips a hook it cannot execute (a noexec mount) and takes the push unscanned:
         # refuse to serve rather than fail open.
