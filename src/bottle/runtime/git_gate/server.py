@@ -265,7 +265,7 @@ class Gate:
             gate.REMOTE_ENV: remote.name,
         }
         # Command-line scope, above the mirror's own config: the gate's hooks and no other,
-        # and an inflated (Content-Encoding: gzip) pack bounded like a plain one.
+        # and the pack bounded again by receive-pack (the gate bounded the whole body).
         env |= upstream.config_env(
             [("core.hooksPath", str(self.hooks)), ("receive.maxInputSize", str(MAX_BODY))]
         )
