@@ -21,7 +21,15 @@ from pathlib import Path
 import pytest
 
 from bottle.runtime import git_gate as gate
-from bottle.runtime.git_gate import GateConfig, GateRemote, RefUpdate, hook, scan, upstream
+from bottle.runtime.git_gate import (
+    GateConfig,
+    GateRemote,
+    PushPolicy,
+    RefUpdate,
+    hook,
+    scan,
+    upstream,
+)
 from bottle.runtime.git_gate import server as gate_server
 from tests.process.test_git_gate_scan import _gitlink, _scan_pushed, repo_pair, scan_env
 from tests.unit.test_git_gate import GITHUB, IDENT, SECRET, commit, git
@@ -356,6 +364,7 @@ def test_no_request_reaches_the_hooks_probe_setting(gate_env: dict[str, str]) ->
         f"{gate.PROBE_ENV}=1",
         headers,
         3,
+        protocol=gate_server.git_protocol(headers),
     )
     assert gate.PROBE_ENV not in env and gate.PROBE_ENV not in os.environ
     assert env["GIT_PROTOCOL"] == "version=2"  # the control: a header that is passed, alone
@@ -376,12 +385,14 @@ def test_no_header_sets_a_git_variable(gate_env: dict[str, str]) -> None:
     headers["Git-Protocol"] = f"version=2:GIT_CONFIG_COUNT=1:version=1\ncore.hooksPath={evil}"
     state = _gate(gate_env)
     [remote] = state.config.remotes
-    env = state.cgi_env(remote, "/origin.git/git-receive-pack", "", headers, 3)
+    protocol = gate_server.git_protocol(headers)
+    env = state.cgi_env(remote, "/origin.git/git-receive-pack", "", headers, 3, protocol=protocol)
     assert not [k for k, v in env.items() if evil in v and k != "GIT_PROTOCOL"], env
     assert env["GIT_PROTOCOL"] == "version=2"  # "version=1\n…" is no version
     assert env["GIT_CONFIG_COUNT"] == "2" and env["GIT_CONFIG_VALUE_0"] == str(state.hooks)
     headers.replace_header("Git-Protocol", "version=2;x")
-    env = state.cgi_env(remote, "/origin.git/git-upload-pack", "", headers, 3)
+    protocol = gate_server.git_protocol(headers)
+    env = state.cgi_env(remote, "/origin.git/git-upload-pack", "", headers, 3, protocol=protocol)
     assert "GIT_PROTOCOL" not in env
 
 
@@ -467,14 +478,124 @@ def _dumps(directory: Path) -> list[dict[str, str]]:
     return out
 
 
-def test_a_gzip_request_body_inflates_to_no_more_than_a_plain_one(
-    tmp_path: Path, served: str, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``Content-Encoding: gzip`` makes http-backend inflate the body the gate bounded: a
-    small request unpacking to a pack over the bound is refused before the hook runs."""
-    import gzip
-    import urllib.request
+def _post(
+    url: str, body: bytes, headers: dict[str, str], *, chunked: bool = False
+) -> tuple[int, bytes]:
+    """The status and body of a POST's answer, an error's included."""
+    import http.client
+    from urllib.parse import urlsplit
 
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        if chunked:
+            pieces = (body[at : at + 65536] for at in range(0, len(body), 65536))
+            conn.request("POST", parts.path, body=pieces, headers=headers, encode_chunked=True)
+        else:
+            conn.request("POST", parts.path, body=body, headers=headers)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
+
+
+def _gzip(block: bytes, times: int) -> bytes:
+    """``block`` repeated ``times`` times, gzipped without holding the whole."""
+    import zlib
+
+    packer = zlib.compressobj(6, wbits=31)
+    return b"".join(packer.compress(block) for _ in range(times)) + packer.flush()
+
+
+_UPLOAD = {"Content-Type": "application/x-git-upload-pack-request", "Content-Encoding": "gzip"}
+_RECEIVE = {"Content-Type": "application/x-git-receive-pack-request", "Content-Encoding": "gzip"}
+
+
+@pytest.fixture
+def serving(
+    tmp_path: Path, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, Path]]:
+    """The prepared gate served without the relay (a v2 request goes to http-backend), and
+    the directory where every http-backend it starts leaves its environment."""
+    dumps = _env_spy(tmp_path, monkeypatch)
+    state = gate_server.Gate(
+        gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ, relaying=False
+    )
+    httpd = gate_server.serve(state, "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/origin.git", dumps
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _still_serves(url: str) -> None:
+    """The gate answers a gzipped v2 ls-refs through http-backend (an empty mirror lists
+    nothing): the refusal before left it serving, and gzip still works."""
+    ls_refs = gzip_bytes(b"0014command=ls-refs\n0000")
+    status, answer = _post(
+        f"{url}/git-upload-pack", ls_refs, {**_UPLOAD, "Git-Protocol": "version=2"}
+    )
+    assert (status, answer) == (200, b"0000"), (status, answer)
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data)
+
+
+def pkt(text: str) -> bytes:
+    return f"{len(text) + 4:04x}{text}".encode()
+
+
+def test_a_gzip_bomb_of_haves_is_refused_by_the_gate_itself(
+    serving: tuple[str, Path],
+) -> None:
+    """4 million ``have`` lines are 582 KB of gzip; inflated by http-backend, upload-pack
+    held them all (141 MiB). The gate inflates into its spool and stops at its bound for
+    a fetch's request: no git process starts."""
+    url, dumps = serving
+    line = b"0032have " + b"1" * 40 + b"\n"
+    assert len(line) == 0x32
+    bomb = _gzip(line * 1000, 4000)
+    assert len(bomb) < 1 << 20
+    status, answer = _post(f"{url}/git-upload-pack", bomb, _UPLOAD)
+    assert status == 413 and b"inflates to more than 16777216 bytes" in answer, (status, answer)
+    assert not list(dumps.iterdir())  # http-backend never ran
+    _still_serves(url)
+    [env] = _dumps(dumps)
+    assert "HTTP_CONTENT_ENCODING" not in env and env["CONTENT_LENGTH"] == "24"
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_gzip_bomb_of_push_commands_is_refused_by_the_gate_itself(
+    serving: tuple[str, Path], chunked: bool
+) -> None:
+    """``receive.maxInputSize`` bounds a push's pack, not the commands before it, which
+    receive-pack holds in memory: past ``MAX_REQUEST_TEXT`` of them (inflated) the gate
+    refuses, chunked or not, before any git process starts."""
+    url, dumps = serving
+    first = pkt(f"{gate.ZERO} {'1' * 40} refs/heads/main\0report-status\n")
+    line = pkt(f"{gate.ZERO} {'1' * 40} refs/heads/{'b' * 40}\n")
+    body = _gzip(first + line * 1000, 130)  # 18 MB of commands, never a flush
+    assert len(body) < 1 << 20
+    status, answer = _post(f"{url}/git-receive-pack", body, _RECEIVE, chunked=chunked)
+    assert status == 413, (status, answer)
+    assert b"the push's commands before its pack are more than 16777216 bytes" in answer
+    assert not list(dumps.iterdir())
+    _still_serves(url)
+
+
+def test_a_gzip_pack_past_the_body_bound_is_refused_before_git_runs(
+    tmp_path: Path, serving: tuple[str, Path], gate_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A small gzip body that inflates to a pack over the body bound is refused by the
+    gate as a plain one of that size would be: no receive-pack, no hook."""
+    url, dumps = serving
     monkeypatch.setattr(gate_server, "MAX_BODY", 64 << 10)
     work = tmp_path / "agent"
     work.mkdir()
@@ -486,26 +607,176 @@ def test_a_gzip_request_body_inflates_to_no_more_than_a_plain_one(
     ).stdout  # fmt: skip
     assert len(pack) > 1 << 20
     command = f"{gate.ZERO} {tip} refs/heads/main\0report-status\n".encode()
-    body = gzip.compress(f"{len(command) + 4:04x}".encode() + command + b"0000" + pack)
+    body = gzip_bytes(f"{len(command) + 4:04x}".encode() + command + b"0000" + pack)
     assert len(body) < 64 << 10
-    request = urllib.request.Request(
-        f"{served}/origin.git/git-receive-pack", data=body,
-        headers={"Content-Type": "application/x-git-receive-pack-request",
-                 "Content-Encoding": "gzip"},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=60) as answer:
-        report = answer.read()
-    assert b"unpack ok" not in report and b"ng refs/heads/main" in report, report
+    status, answer = _post(f"{url}/git-receive-pack", body, _RECEIVE)
+    assert status == 413 and b"inflates to more than 65536 bytes" in answer, (status, answer)
+    assert not list(dumps.iterdir())  # neither receive-pack nor the hook ran
     log = Path(gate_env[gate.LOG_ENV])
-    assert not log.exists() or '"op":"push"' not in log.read_text()  # the hook never ran
+    assert not log.exists() or '"op":"push"' not in log.read_text()
+    _still_serves(url)
 
 
-def test_the_server_bounds_request_bodies(served: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_gzipped_fetch_of_real_git_is_inflated_by_the_gate(
+    tmp_path: Path,
+    repo_pair: tuple[Path, Path, str],
+    gate_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """git gzips a fetch request over 1 KB (here 40 wants): it still fetches, and the
+    http-backend serving it gets the body inflated, with no Content-Encoding to act on,
+    and the query the gate built, not the agent's."""
+    import urllib.request
+
+    work, upstream_repo, _first = repo_pair
+    dumps = _env_spy(tmp_path, monkeypatch)
+    own_work(gate_env, tmp_path, monkeypatch)
+    state = gate_server.Gate(
+        gate.load_config(os.environ), Path(os.environ[gate.WORK_ENV]), os.environ, relaying=False
+    )
+    state.prepare()
+    conn = upstream.Connection(
+        str(upstream_repo), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
+    )
+    monkeypatch.setattr(upstream, "connect", lambda *a, **k: conn)
+    httpd = gate_server.serve(state, "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/origin.git"
+    try:
+        git(tmp_path, "clone", "-q", url, "clone")
+        for n in range(40):
+            git(work, "checkout", "-q", "-b", f"b{n}", "main")
+            commit(work, "f.txt", f"{n}\n")
+        git(work, "push", "-q", str(upstream_repo), "--all")
+        out = git(tmp_path / "clone", "fetch", "origin", env={"GIT_TRACE_CURL": "1"})
+        with urllib.request.urlopen(f"{url}/info/refs?service=git-upload-pack&x=1") as answer:
+            assert answer.status == 200
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert "Content-Encoding: gzip" in out  # the control: git did gzip a request
+    assert git(tmp_path / "clone", "rev-parse", "origin/b39").strip()
+    envs = _dumps(dumps)
+    assert envs and not [e for e in envs if "HTTP_CONTENT_ENCODING" in e]
+    assert {e["QUERY_STRING"] for e in envs} == {"service=git-upload-pack", ""}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "service=git-upload-pack&service=git-receive-pack",
+        "service=git-receive-pack&service=git-upload-pack",
+        "service=git-upload-pack&service=git-upload-pack",
+        "service=git-receive-pack",
+    ],
+)
+def test_a_remote_without_pushes_never_advertises_receive_pack(
+    tmp_path: Path,
+    repo_pair: tuple[Path, Path, str],
+    gate_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    query: str,
+) -> None:
+    """Python's parse_qs takes the first ``service``, http-backend the last: two of them
+    once got a push: false remote's receive-pack advertisement. A query of more than one
+    is refused, and http-backend only ever gets the query the gate built."""
     import urllib.error
     import urllib.request
 
-    monkeypatch.setattr(gate_server, "MAX_BODY", 10)
-    request = urllib.request.Request(f"{served}/origin.git/git-upload-pack", data=b"x" * 11)
+    config = tmp_path / "config"
+    config.mkdir()
+    remote = GateRemote(
+        name="origin", url="ssh://git@127.0.0.1/r.git", key_ref="K", policy=PushPolicy(refs=())
+    )
+    (config / gate.CONFIG_FILE).write_bytes(GateConfig(remotes=(remote,)).to_json())
+    monkeypatch.setenv(gate.CONFIG_ENV, str(config))
+    own_work(gate_env, tmp_path, monkeypatch)
+    dumps = _env_spy(tmp_path, monkeypatch)
+    state = gate_server.Gate(
+        gate.load_config(os.environ), Path(os.environ[gate.WORK_ENV]), os.environ
+    )
+    state.prepare()
+    conn = upstream.Connection(  # the fetch before an advertisement succeeds
+        str(repo_pair[1]), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
+    )
+    monkeypatch.setattr(upstream, "connect", lambda *a, **k: conn)
+    httpd = gate_server.serve(state, "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/origin.git/info/refs?{query}"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url, timeout=30)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    body = info.value.read()
+    assert info.value.code == 403 and b"# service=" not in body, body
+    assert not list(dumps.iterdir())  # no advertisement at all: http-backend never ran
+
+
+@pytest.mark.parametrize(
+    ("header", "relayed"),
+    [("version=2", True), ("xversion=2", False), ("version=2x", False),
+     ("version=2:version=1", False)],
+)  # fmt: skip
+def test_only_a_request_http_backend_would_serve_as_v2_takes_the_relay(
+    served: str, monkeypatch: pytest.MonkeyPatch, header: str, relayed: bool
+) -> None:
+    """The relay was chosen by a substring test of ``Git-Protocol``, http-backend's
+    version by a whole match: ``xversion=2`` went upstream as v2 while the mirror path
+    would have served v0. A cold mirror's ls-refs tries upstream only when both say v2."""
+    asked: list[str] = []
+
+    def connect(remote: GateRemote, **_: object) -> upstream.Connection:
+        asked.append(remote.name)
+        raise upstream.UpstreamError("not in this test")
+
+    monkeypatch.setattr(upstream, "connect", connect)
+    headers = {**_UPLOAD, "Git-Protocol": header}
+    del headers["Content-Encoding"]
+    _post(f"{served}/origin.git/git-upload-pack", b"0014command=ls-refs\n0000", headers)
+    assert asked == (["origin"] if relayed else [])
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"not gzip at all", 400),
+        (gzip_bytes(b"0000") + b"trailing", 400),  # (kept, it would grow without bound)
+        (gzip_bytes(b"0000") + gzip_bytes(b"0000"), 400),  # a second member is the same
+        (gzip_bytes(b"0014command=ls-refs\n0000")[:-9], 400),  # cut short
+    ],
+    ids=["not-gzip", "trailing-bytes", "two-members", "cut-short"],
+)
+def test_a_gzip_body_that_is_not_one_whole_stream_is_refused(
+    serving: tuple[str, Path], body: bytes, status: int
+) -> None:
+    url, dumps = serving
+    assert _post(f"{url}/git-upload-pack", body, _UPLOAD)[0] == status
+    assert not list(dumps.iterdir())
+
+
+def test_a_content_encoding_other_than_gzip_is_refused(serving: tuple[str, Path]) -> None:
+    url, dumps = serving
+    headers = {**_UPLOAD, "Content-Encoding": "deflate"}
+    status, answer = _post(f"{url}/git-upload-pack", b"x\x9c", headers)
+    assert status == 415 and b"plain or gzip, not deflate" in answer, answer
+    assert not list(dumps.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("service", "bound"),
+    [("git-upload-pack", "MAX_REQUEST_TEXT"), ("git-receive-pack", "MAX_BODY")],
+)
+def test_the_server_bounds_request_bodies(
+    served: str, monkeypatch: pytest.MonkeyPatch, service: str, bound: str
+) -> None:
+    """A fetch's request is all text, so bounded as that; a push's carries its pack."""
+    import urllib.error
+    import urllib.request
+
+    monkeypatch.setattr(gate_server, bound, 10)
+    request = urllib.request.Request(f"{served}/origin.git/{service}", data=b"x" * 11)
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 413
@@ -573,6 +844,22 @@ def test_a_new_mirror_takes_upstreams_default_branch(
     assert fetch() == "refs/heads/main"  # the mirror has main: not asked again
     git(upstream_repo, "update-ref", "-d", "refs/heads/main")
     assert fetch() == "refs/heads/trunk"  # the fetch pruned main: asked again
+
+
+def test_the_hook_imports_nothing_from_the_mirror_it_runs_in(
+    tmp_path: Path, gate_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git runs the hook in the mirror, and ``python -m`` puts its directory first on
+    sys.path: a ``bottle`` package there would be the hook. It is not (``-P``)."""
+    own_work(gate_env, tmp_path, monkeypatch)
+    state = _gate(gate_env)
+    state.prepare()
+    shadow = state.mirror("origin") / "bottle"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise SystemExit('the mirror shadowed bottle')\n")
+    out, refs = _push_through_hook(tmp_path, gate_env, "clean\n")
+    assert "shadowed" not in out and "could not push to origin" in out, out
+    assert refs == ""  # (upstream is a loopback address the hook refuses)
 
 
 def test_the_gate_refuses_to_serve_when_git_could_not_run_its_hook(

@@ -695,7 +695,38 @@ def test_a_mirror_is_cold_only_without_any_branch_or_tag(tmp_path: Path) -> None
     git(mirror, "tag", "v1", git(work, "rev-parse", "main").decode().strip())
     assert not state.cold(remote)
     assert not gate_server.Gate(config, tmp_path, ENV, relaying=False).may_relay(
-        remote, {"Git-Protocol": "version=2"}
+        remote, "version=2"
     )
-    assert state.may_relay(remote, {"Git-Protocol": "version=2"})
-    assert not state.may_relay(remote, {"Git-Protocol": "version=1"})
+    assert state.may_relay(remote, "version=2")
+    assert not state.may_relay(remote, "version=1")
+    assert not state.may_relay(remote, None)
+
+
+@pytest.mark.parametrize(
+    ("header", "version"),
+    [
+        ("version=2", "version=2"),
+        ("version=1:version=2", "version=2"),
+        ("version=2:version=1", "version=1"),  # the last one counts, for both
+        ("xversion=2", None),  # a substring test once took these for v2
+        ("version=2x", None),
+        ("version=22", None),
+        ("object-format=sha1:version=2", "version=2"),
+    ],
+)
+def test_the_relay_and_http_backend_read_one_protocol_version(
+    tmp_path: Path, header: str, version: str | None
+) -> None:
+    """A request is relayed as v2 only if http-backend would be told v2: one parse of
+    ``Git-Protocol`` serves both."""
+    import email.message
+
+    headers = email.message.Message()
+    headers["Git-Protocol"] = header
+    remote = GateRemote(name="r", url="https://example.com/r.git")
+    state = gate_server.Gate(GateConfig(remotes=(remote,)), tmp_path, ENV)
+    protocol = gate_server.git_protocol(headers)
+    assert protocol == version
+    env = state.cgi_env(remote, "/r.git/git-upload-pack", "", headers, 3, protocol=protocol)
+    assert env.get("GIT_PROTOCOL") == version
+    assert state.may_relay(remote, protocol) is (version == "version=2")

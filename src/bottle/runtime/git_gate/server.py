@@ -4,7 +4,8 @@ Only the smart protocol, only ``/<remote>.git/{info/refs,git-upload-pack,git-rec
 of declared remotes. The ref advertisement of either service is preceded by a fetch from
 upstream into the mirror, so the agent always sees upstream's refs and a push is judged
 against them. Pushes to one remote are serialised with its fetches. Request bodies are
-bounded and spooled before http-backend sees them (chunked uploads included).
+bounded and spooled before http-backend sees them (chunked uploads included); a gzip body
+is inflated into the spool under the same bound, so http-backend never inflates anything.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterator, Mapping
 from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import IO, Any
@@ -29,20 +31,29 @@ from bottle.runtime import git_gate as gate
 from bottle.runtime.egress import dlp
 from bottle.runtime.git_gate import GateConfig, GateRecord, GateRemote, pktline, relay, upstream
 
-#: Largest request body (a push pack) the gate takes.
+#: Largest request body (a push pack) the gate takes, inflated if it came gzipped.
 MAX_BODY = int(os.environ.get("BOTTLE_GIT_GATE_MAX_BODY", str(1 << 30)))
+#: Largest pkt-line text of a request, inflated: a whole upload-pack request, or a push's
+#: commands before its pack. Both are held in memory line by line (upload-pack keeps every
+#: ``have``: 4 million of them took 141 MiB), and a real client's stay far below: a fetch
+#: sends its wants and one round of haves (git grows a round by a tenth past 16384: the
+#: largest is about 110 000, 5.5 MB, for a million commits with none in common), a push
+#: one line per ref it updates.
+MAX_REQUEST_TEXT = 16 << 20
 _PATH = re.compile(
     r"^/(?P<name>[a-z0-9][a-z0-9_.-]*)\.git/(?P<rest>info/refs|git-upload-pack|git-receive-pack)$"
 )
 _SERVICES = ("git-upload-pack", "git-receive-pack")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _CHUNK = 1 << 16
+_PKT_LEN = re.compile(rb"[0-9A-Fa-f]{4}")
+#: How much, and how long, the gate reads on after refusing a body (``Handler._linger``).
+_LINGER_BYTES = 8 << 20
+_LINGER_SECONDS = 2.0
 #: Largest upload-pack request the relay reads to judge (a clone's wants are ~50 bytes each).
 MAX_RELAY_REQUEST = 1 << 20
-_CGI_HEADERS = (
-    ("Content-Type", "CONTENT_TYPE"),
-    ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
-)
+#: The Content-Encodings the gate takes, and whether each is gzip (inflated in the gate).
+_ENCODINGS = {"identity": False, "gzip": True, "x-gzip": True}
 #: What git http-backend and everything it runs (upload-pack, receive-pack, the hook) get of
 #: the gate's environment: how to run (the hook is Python importing bottle), where the
 #: gate's files are. Nothing else: no secret, no ``GIT_*`` of the gate's own.
@@ -70,7 +81,23 @@ _CHILD_ENV = (
 _PROTOCOL_VERSION = re.compile(r"version=[0-2]")
 
 
+def git_protocol(headers: Any) -> str | None:
+    """The version ``Git-Protocol`` asks for (its last whole ``version=N``), or None: read
+    once per request, for the relay's choice and for http-backend alike."""
+    versions = [
+        item
+        for item in (headers.get("Git-Protocol") or "").split(":")
+        if _PROTOCOL_VERSION.fullmatch(item)
+    ]
+    return versions[-1] if versions else None
+
+
 class BodyTooLarge(Exception):
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"git-gate: {what} more than {limit} bytes")
+
+
+class UnknownEncoding(Exception):
     pass
 
 
@@ -100,7 +127,9 @@ class Gate:
         """Bare mirrors and the hook. A mirror left by a previous run is kept (warm)."""
         self.hooks.mkdir(parents=True, exist_ok=True)
         hook = self.hooks / "pre-receive"
-        hook.write_text(f"#!/bin/sh\nexec {sys.executable} -m bottle.runtime.git_gate.hook\n")
+        # git runs the hook in the mirror, which ``-m`` would put first on sys.path; -P
+        # keeps it off, so nothing a push leaves there is ever imported.
+        hook.write_text(f"#!/bin/sh\nexec {sys.executable} -P -m bottle.runtime.git_gate.hook\n")
         hook.chmod(0o755)
         # git skips a hook it cannot execute (a noexec mount) and takes the push unscanned:
         # refuse to serve rather than fail open.
@@ -149,9 +178,10 @@ class Gate:
             raise
         self.log(GateRecord(op="fetch", remote=remote.name, decision="allow"), start)
 
-    def may_relay(self, remote: GateRemote, headers: Any) -> bool:
-        """Whether an upload-pack request could take the relay: on, v2, ssh or https."""
-        if not self.relay or "version=2" not in (headers.get("Git-Protocol") or ""):
+    def may_relay(self, remote: GateRemote, protocol: str | None) -> bool:
+        """Whether an upload-pack request could take the relay: on, v2 (``protocol`` is
+        ``git_protocol``'s, what http-backend would be told), ssh or https."""
+        if not self.relay or protocol != "version=2":
             return False
         try:
             return upstream.parse_url(remote.url).scheme in ("ssh", "https")
@@ -216,8 +246,9 @@ class Gate:
         return env
 
     def cgi_env(
-        self, remote: GateRemote, path: str, query: str, headers: Any, length: int | None
-    ) -> dict[str, str]:
+        self, remote: GateRemote, path: str, query: str, headers: Any, length: int | None,
+        *, protocol: str | None,
+    ) -> dict[str, str]:  # fmt: skip
         # (a receive-pack advertisement runs no hook: only the POST does)
         env = self.child_env(push=path.endswith("/git-receive-pack"))
         env |= {
@@ -234,21 +265,16 @@ class Gate:
             gate.REMOTE_ENV: remote.name,
         }
         # Command-line scope, above the mirror's own config: the gate's hooks and no other,
-        # and an inflated (Content-Encoding: gzip) pack bounded like a plain one.
+        # and the pack bounded again by receive-pack (the gate bounded the whole body).
         env |= upstream.config_env(
             [("core.hooksPath", str(self.hooks)), ("receive.maxInputSize", str(MAX_BODY))]
         )
-        for header, var in _CGI_HEADERS:
-            value = headers.get(header)
-            if value:
-                env[var] = value
-        versions = [
-            item
-            for item in (headers.get("Git-Protocol") or "").split(":")
-            if _PROTOCOL_VERSION.fullmatch(item)
-        ]
-        if versions:
-            env["GIT_PROTOCOL"] = versions[-1]
+        # (never Content-Encoding: the gate inflated the body itself, under its bound)
+        content_type = headers.get("Content-Type")
+        if content_type:
+            env["CONTENT_TYPE"] = content_type
+        if protocol is not None:
+            env["GIT_PROTOCOL"] = protocol
         if length is not None:
             env["CONTENT_LENGTH"] = str(length)
         return env
@@ -287,7 +313,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         rest = match["rest"]
         if rest == "info/refs":
-            service = (parse_qs(parts.query).get("service") or [""])[0]
+            # One service, or none: Python takes the first of several, http-backend the last.
+            services = parse_qs(parts.query).get("service") or []
+            service = services[0] if len(services) == 1 else ""
             if method != "GET" or service not in _SERVICES:
                 self._fail(403, "git-gate speaks the smart HTTP protocol only")
                 return
@@ -304,9 +332,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             )
             return
         lock = self.gate.locks[remote.name]
+        protocol = git_protocol(self.headers)
         relaying = (
             service == "git-upload-pack"
-            and self.gate.may_relay(remote, self.headers)
+            and self.gate.may_relay(remote, protocol)
             and self.gate.cold(remote)
         )
         # Advertisements fetch first and pushes hold the lock, so a push is checked against
@@ -326,14 +355,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 except upstream.UpstreamError as exc:
                     self._fail(502, f"git-gate: cannot fetch {remote.name}: {exc}")
                     return
-            try:
-                body, length = self._body() if method == "POST" else (None, None)
-            except BodyTooLarge:
-                self._fail(413, f"git-gate: the request is larger than {MAX_BODY} bytes")
-                return
-            except (ValueError, OSError):
-                self._fail(400, "git-gate: malformed request body")
-                return
+            spooled = self._spooled(service) if method == "POST" else (None, None)
+            if spooled is None:
+                return  # refused
+            body, length = spooled
             try:
                 if relaying and body is not None and self._relay(remote, body, length or 0):
                     return
@@ -344,7 +369,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         # git shows no body of a failed POST, but a v2 ERR line it does.
                         self._err(f"git-gate: cannot fetch {remote.name}: {exc}")
                         return
-                self._backend(remote, parts.path, parts.query, body, length)
+                query = _query(rest, service)
+                self._backend(remote, parts.path, query, body, length, protocol=protocol)
             finally:
                 if body is not None:
                     body.close()
@@ -464,10 +490,66 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
 
-    def _body(self) -> tuple[IO[bytes], int]:
+    def _spooled(self, service: str) -> tuple[IO[bytes], int] | None:
+        """``_body``, or None once the agent was told why not."""
+        try:
+            return self._body(service)
+        except BodyTooLarge as exc:
+            self._fail(413, str(exc))
+        except UnknownEncoding as exc:
+            self._fail(415, f"git-gate: a request body is plain or gzip, not {exc}")
+        except (ValueError, OSError, zlib.error):
+            self._fail(400, "git-gate: malformed request body")
+        self._linger()
+        return None
+
+    def _linger(self) -> None:
+        """After a refusal, read on for a while what the agent still sends: closing with
+        it unread resets the connection, and the agent would not see why."""
+        deadline = time.monotonic() + _LINGER_SECONDS
+        left = _LINGER_BYTES
+        with suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(_LINGER_SECONDS)
+            while left > 0 and time.monotonic() < deadline:
+                data = self.connection.recv(_CHUNK)
+                if not data:
+                    break
+                left -= len(data)
+
+    def _body(self, service: str) -> tuple[IO[bytes], int]:
+        """The request body spooled, inflated if gzip, and its length. A fetch's request is
+        all text (``MAX_REQUEST_TEXT``); a push's is its commands, then a pack (``MAX_BODY``)."""
+        encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding not in _ENCODINGS:
+            raise UnknownEncoding(encoding[:40])
+        limit = MAX_BODY if service == "git-receive-pack" else MAX_REQUEST_TEXT
+        pieces = self._raw(limit)
+        verb = "is"
+        if _ENCODINGS[encoding]:
+            pieces, verb = _inflate(pieces), "inflates to"
+        commands = _Commands() if service == "git-receive-pack" else None
         spool = tempfile.TemporaryFile(dir=self.gate.mirrors.parent)  # noqa: SIM115 - closed by caller
         total = 0
+        try:
+            for data in pieces:
+                total += len(data)
+                if total > limit:
+                    raise BodyTooLarge(f"the request {verb}", limit)
+                if commands is not None:
+                    commands.feed(data)
+                spool.write(data)
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            raise
+        return spool, total
+
+    def _raw(self, limit: int) -> Iterator[bytes]:
+        """The body as it came (chunked or of a Content-Length), no more than ``limit``."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            total = 0
             while True:
                 size_line = self.rfile.readline(1024)
                 digits = size_line.split(b";", 1)[0].strip()
@@ -479,27 +561,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if size == 0:
                     while self.rfile.readline(1024).strip():
                         pass
-                    break
+                    return
                 total += size
-                if total > MAX_BODY:
-                    raise BodyTooLarge
-                _copy(self.rfile, spool, size)
+                if total > limit:
+                    raise BodyTooLarge("the request is", limit)
+                yield from _read(self.rfile, size)
                 self.rfile.readline(16)
         else:
             length = int(self.headers.get("Content-Length") or 0)
             if length < 0:
                 raise ValueError("negative length")
-            if length > MAX_BODY:
-                raise BodyTooLarge
-            _copy(self.rfile, spool, length)
-            total = length
-        spool.seek(0)
-        return spool, total
+            if length > limit:
+                raise BodyTooLarge("the request is", limit)
+            yield from _read(self.rfile, length)
 
     def _backend(
-        self, remote: GateRemote, path: str, query: str, body: IO[bytes] | None, length: int | None
-    ) -> None:
-        env = self.gate.cgi_env(remote, path, query, self.headers, length)
+        self, remote: GateRemote, path: str, query: str, body: IO[bytes] | None,
+        length: int | None, *, protocol: str | None,
+    ) -> None:  # fmt: skip
+        env = self.gate.cgi_env(remote, path, query, self.headers, length, protocol=protocol)
         env["REQUEST_METHOD"] = self.command
         proc = subprocess.Popen(
             ["git", "http-backend"],
@@ -530,13 +610,79 @@ class Handler(http.server.BaseHTTPRequestHandler):
         proc.wait()
 
 
-def _copy(src: Any, dst: IO[bytes], size: int) -> None:
+def _query(rest: str, service: str) -> str:
+    """The query http-backend gets: the gate's own words for what it checked, never the
+    agent's query (whose parameters git parses its own way)."""
+    return f"service={service}" if rest == "info/refs" else ""
+
+
+def _read(src: Any, size: int) -> Iterator[bytes]:
     while size > 0:
         data = src.read(min(size, _CHUNK))
         if not data:
             raise ValueError("body shorter than announced")
-        dst.write(data)
+        yield data
         size -= len(data)
+
+
+def _inflate(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """One gzip stream inflated in pieces of at most ``_CHUNK`` bytes, so a small body
+    that inflates to gigabytes is refused at the caller's bound, never held whole."""
+    inflater = zlib.decompressobj(wbits=31)  # gzip alone, as http-backend reads it
+    for piece in pieces:
+        data = piece
+        while data:
+            if inflater.eof:
+                # Kept as unused_data it would grow without bound: refused at once.
+                raise ValueError("data after the gzip stream")
+            out = inflater.decompress(data, _CHUNK)
+            data = inflater.unconsumed_tail
+            if inflater.unused_data:
+                raise ValueError("data after the gzip stream")
+            if out:
+                yield out
+        # zlib may hold output back for want of room, with all the input taken.
+        while not inflater.eof and (out := inflater.decompress(b"", _CHUNK)):
+            yield out
+    if not inflater.eof:
+        raise ValueError("the gzip stream is cut short")
+
+
+class _Commands:
+    """The pkt-lines before a push's pack, counted as they are spooled: receive-pack holds
+    every command (and shallow line) in memory before the hook can judge any."""
+
+    def __init__(self) -> None:
+        self.seen = 0  # bytes of the command list so far
+        self.head = b""  # a length prefix split between two pieces
+        self.skip = 0  # what remains of the current line's payload
+        self.done = False
+
+    def feed(self, data: bytes) -> None:
+        at = 0
+        while not self.done and at < len(data):
+            if self.skip:
+                step = min(self.skip, len(data) - at)
+                self.skip -= step
+            else:
+                step = min(4 - len(self.head), len(data) - at)
+                self.head += data[at : at + step]
+                if len(self.head) == 4:
+                    self._line(self.head)
+                    self.head = b""
+            at += step
+            self.seen += step
+            if self.seen > MAX_REQUEST_TEXT:
+                raise BodyTooLarge("the push's commands before its pack are", MAX_REQUEST_TEXT)
+
+    def _line(self, head: bytes) -> None:
+        size = int(head, 16) if _PKT_LEN.fullmatch(head) else -1
+        # A flush, delim or response-end ends receive-pack's list; a length it cannot
+        # read ends receive-pack. Anything else it reads on, and so does this count.
+        if size < 4:
+            self.done = True
+        else:
+            self.skip = size - 4
 
 
 class Server(http.server.ThreadingHTTPServer):
