@@ -208,7 +208,10 @@ def test_clone_commit_push_round_trip_lands_upstream(gate: Gate, url: str) -> No
     assert verified.returncode == 0 and "audit log intact" in verified.stderr + verified.stdout
     pushes = [json.loads(e.after or "{}") for e in audit_log(gate.instance).entries()
               if e.action == "git-push"]  # fmt: skip
-    [landed] = [p for p in pushes if any(r["new"] == head for r in p["refs"])]
+    # Two records: "sending", written and fsynced before the push went upstream, then its
+    # outcome, so a push that landed is on record even if the gate died meanwhile.
+    sending, landed = [p for p in pushes if any(r["new"] == head for r in p["refs"])]
+    assert (sending["upstream"], sending["scan"]) == ("sending", "clean")
     assert (landed["remote"], landed["scan"], landed["upstream"]) == (name, "clean", "ok")
     assert landed["refs"][0]["old"] == before
 
@@ -429,7 +432,9 @@ def test_git_push_allow_approved_lets_that_push_through_once(gate: Gate) -> None
         (e.action, e.tool, e.proposal_id) for e in entries
     ]
     pushes = [json.loads(e.after or "{}") for e in entries if e.action == "git-push"]
-    [allowed] = [p for p in pushes if p["allowed_by"] == [proposal.id]]
+    [allowed] = [
+        p for p in pushes if p["allowed_by"] == [proposal.id] and p["upstream"] != "sending"
+    ]
     assert (allowed["scan"], allowed["upstream"], allowed["refs"][0]["new"]) == (
         "allowed", "ok", tip,
     )  # fmt: skip
