@@ -1,7 +1,8 @@
 """The request checks: every request is matched against the routes, after the checks that keep
 a route's meaning (Host, SNI and CONNECT agree; no path servers may read differently; no git
 push; a credentialed host only over TLS to its port; no method or path override, in a header,
-the query or a held body, that a route does not allow).
+the query or a held body, that a route does not allow; :mod:`.overrides` finds them as the
+most lenient server would, and names a body it cannot read).
 
 A miss is a real 403 with a JSON body telling the agent how to ask for more. Passthrough
 hosts are tunnelled without TLS interception and logged at CONNECT. Raw TCP and UDP are never
@@ -55,7 +56,7 @@ def is_git_push(path: str) -> bool:
     return any(unquote_plus(part).strip().lower() == "service=git-receive-pack" for part in parts)
 
 
-_OVERRIDE_NAMES = frozenset(overrides.METHOD_OVERRIDE_HEADERS)
+_OVERRIDE_NAMES = frozenset(name.encode() for name in overrides.METHOD_OVERRIDE_HEADERS)
 #: Headers by which servers behind a front end (IIS URL Rewrite, Symfony, Zend, Envoy,
 #: nginx setups) take the path from the request instead of its request line.
 PATH_OVERRIDE_HEADERS = (
@@ -67,7 +68,7 @@ PATH_OVERRIDE_HEADERS = (
     "x-forwarded-path",
     "x-envoy-original-path",
 )
-_PATH_OVERRIDE_NAMES = frozenset(PATH_OVERRIDE_HEADERS)
+_PATH_OVERRIDE_NAMES = frozenset(name.encode() for name in PATH_OVERRIDE_HEADERS)
 _QUERY_WHERE = f"query parameter {overrides.METHOD_OVERRIDE_PARAM}"
 _BODY_WHERE = f"body field {overrides.METHOD_OVERRIDE_PARAM}"  # never the agent's spelling
 
@@ -78,7 +79,7 @@ def method_overrides(req: http.Request) -> list[tuple[str, str]]:
     for name, value in req.headers.fields:
         normal = overrides.header_name(name)
         if normal in _OVERRIDE_NAMES:
-            found.append((normal, value.decode("latin-1").strip().upper()))
+            found.append((normal.decode(), value.decode("latin-1").strip().upper()))
     found += [(_QUERY_WHERE, v.strip().upper()) for v in overrides.query_claims(req.path)]
     return found
 
@@ -102,7 +103,9 @@ def body_method_overrides(req: http.Request) -> tuple[list[tuple[str, str]], str
         return [], ""
     encoding = ", ".join(req.headers.get_all("content-encoding"))
     try:
-        found = overrides.body_claims(_form_kinds(req), body, encoding)
+        found = overrides.body_claims(
+            req.headers.get_all("content-type"), req.method, body, encoding
+        )
     except overrides.Unreadable as exc:
         return [(_BODY_WHERE, "")], str(exc)
     return [(_BODY_WHERE, value.strip().upper()) for value in found], ""
@@ -111,7 +114,7 @@ def body_method_overrides(req: http.Request) -> tuple[list[tuple[str, str]], str
 def path_overrides(req: http.Request) -> list[tuple[str, str]]:
     """(header, path) for every path override header the request carries."""
     return [
-        (overrides.header_name(name), value.decode("latin-1").strip())
+        (overrides.header_name(name).decode(), value.decode("latin-1").strip())
         for name, value in req.headers.fields
         if overrides.header_name(name) in _PATH_OVERRIDE_NAMES
     ]
