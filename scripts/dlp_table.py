@@ -33,8 +33,9 @@ a 403 and its JSON reason before any of it is read; one of undeclared length (HT
 HTTP/2 without `Content-Length`) is held up to 32 MiB and refused the same way as it grows past
 that: in both cases the rest is read and dropped, never kept, and upstream receives nothing. On
 `warn` the body streams and is scanned on the way (findings logged); on `off` it streams
-untouched, except a form or JSON body on a route that limits `methods`, held (and bounded) on
-every mode so its `_method` field is read first (docs/manifest.md). The body is scanned as sent, then decoded as its `Content-Encoding` says (nested,
+untouched, except a form, multipart or JSON body on a route that limits `methods`, held (and
+bounded) on every mode so its `_method` field is read first, decoded as DLP decodes it
+(docs/manifest.md). The body is scanned as sent, then decoded as its `Content-Encoding` says (nested,
 each layer bounded: a decompression bomb ends the decoding, not the proxy's memory), then under
 any gzip, zlib or zstd layer its magic bytes show without a declaration. A body that cannot be
 scanned whole (a declared encoding that does not decode, a layer that decodes past 64 MiB) is

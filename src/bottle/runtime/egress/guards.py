@@ -1,7 +1,8 @@
 """The request checks: every request is matched against the routes, after the checks that keep
 a route's meaning (Host, SNI and CONNECT agree; no path servers may read differently; no git
 push; a credentialed host only over TLS to its port; no method or path override, in a header,
-the query or a held body, that a route does not allow).
+the query or a held body, that a route does not allow; :mod:`.overrides` finds them as the
+most lenient server would, and names a body it cannot read).
 
 A miss is a real 403 with a JSON body telling the agent how to ask for more. Passthrough
 hosts are tunnelled without TLS interception and logged at CONNECT. Raw TCP and UDP are never
@@ -11,18 +12,15 @@ after this one (:mod:`.scan`, :mod:`.inject`).
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import traceback
-from urllib.parse import parse_qsl, unquote, unquote_plus
+from urllib.parse import unquote, unquote_plus
 
 from mitmproxy import http, tcp, tls, udp
-from mitmproxy.net.http import multipart
 
 from bottle import urlpaths
 from bottle.policy import DEFAULT_PORTS, HTTP_METHODS, Route, Routes
-from bottle.runtime.egress import dlp
+from bottle.runtime.egress import dlp, overrides
 from bottle.runtime.egress.log import DecisionLog, call, first_time, flow_record
 from bottle.runtime.egress.records import LogRecord
 from bottle.runtime.egress.reload import Loaded, Reload
@@ -58,10 +56,7 @@ def is_git_push(path: str) -> bool:
     return any(unquote_plus(part).strip().lower() == "service=git-receive-pack" for part in parts)
 
 
-#: Headers (and the query parameter) by which frameworks let a request claim another method.
-METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
-METHOD_OVERRIDE_PARAM = "_method"
-_OVERRIDE_NAMES = frozenset(name.encode() for name in METHOD_OVERRIDE_HEADERS)
+_OVERRIDE_NAMES = frozenset(name.encode() for name in overrides.METHOD_OVERRIDE_HEADERS)
 #: Headers by which servers behind a front end (IIS URL Rewrite, Symfony, Zend, Envoy,
 #: nginx setups) take the path from the request instead of its request line.
 PATH_OVERRIDE_HEADERS = (
@@ -74,44 +69,23 @@ PATH_OVERRIDE_HEADERS = (
     "x-envoy-original-path",
 )
 _PATH_OVERRIDE_NAMES = frozenset(name.encode() for name in PATH_OVERRIDE_HEADERS)
-#: Body types whose ``_method`` field a framework reads as the method (Rails, Laravel,
-#: Symfony: forms; Laravel: JSON input too, any type with ``/json`` or ``+json`` in it).
-_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-_METHOD_NAME = re.compile(rb"(?i)_method")
-_MAYBE_METHOD = re.compile(rb"(?i)_method|%|\\u")
+_QUERY_WHERE = f"query parameter {overrides.METHOD_OVERRIDE_PARAM}"
+_BODY_WHERE = f"body field {overrides.METHOD_OVERRIDE_PARAM}"  # never the agent's spelling
 
 
 def method_overrides(req: http.Request) -> list[tuple[str, str]]:
     """(where, method) for every method override the request's head carries."""
-    found = [
-        (name.decode("latin-1").lower(), value.decode("latin-1").strip().upper())
-        for name, value in req.headers.fields
-        if name.lower() in _OVERRIDE_NAMES
-    ]
-    if METHOD_OVERRIDE_PARAM not in req.path.lower():
-        return found  # parsing the query costs more than the rest of the guards
-    for key, value in req.query.items(multi=True):
-        if key.lower() == METHOD_OVERRIDE_PARAM:
-            found.append((f"query parameter {key}", value.strip().upper()))
+    found = []
+    for name, value in req.headers.fields:
+        normal = overrides.header_name(name)
+        if normal in _OVERRIDE_NAMES:
+            found.append((normal.decode(), value.decode("latin-1").strip().upper()))
+    found += [(_QUERY_WHERE, v.strip().upper()) for v in overrides.query_claims(req.path)]
     return found
 
 
 def _form_kinds(req: http.Request) -> list[tuple[str, str]]:
-    """(kind, Content-Type value) for each way a framework could read the body as fields.
-
-    Every Content-Type field and comma-separated value counts (a server may take the last
-    of two); none at all on a POST is a form to Rack."""
-    values = [v for field in req.headers.get_all("content-type") for v in field.split(",")]
-    if not any(v.strip() for v in values):
-        return [(_FORM_TYPES[0], "")] if req.method.upper() == "POST" else []
-    kinds = []
-    for value in values:
-        kind = value.split(";", 1)[0].strip().lower()
-        if kind in _FORM_TYPES:
-            kinds.append((kind, value.strip()))
-        elif "/json" in kind or "+json" in kind:
-            kinds.append(("application/json", value.strip()))
-    return kinds
+    return overrides.form_kinds(req.headers.get_all("content-type"), req.method)
 
 
 def body_may_claim_a_method(route: Route, req: http.Request) -> bool:
@@ -121,47 +95,28 @@ def body_may_claim_a_method(route: Route, req: http.Request) -> bool:
     return bool(route.methods) and bool(_form_kinds(req))
 
 
-def body_method_overrides(req: http.Request) -> list[tuple[str, str]]:
-    """(where, method) for every ``_method`` field of a held form or JSON body."""
+def body_method_overrides(req: http.Request) -> tuple[list[tuple[str, str]], str]:
+    """(where, method) for every ``_method`` field of a held form, multipart or JSON body,
+    and why egress cannot read the body ("" when it can): :mod:`.overrides`."""
     body = req.raw_content
     if not body:
-        return []
-    # The common case costs one search of the body (no lower-case copy of up to 32 MiB on
-    # the request path); an escaped name (%5F%6D..., \\u005f...) is looked for the slow way.
-    if _MAYBE_METHOD.search(body) is None:
-        return []
-    where = f"body field {METHOD_OVERRIDE_PARAM}"  # never the agent's spelling of it
-    found = []
-    for kind, content_type in _form_kinds(req):
-        try:
-            pairs = _fields(kind, content_type, body)
-        except (ValueError, RecursionError):
-            # Unreadable here but perhaps not to a lenient server: a claim egress cannot check.
-            if _METHOD_NAME.search(body):
-                found.append((where, ""))
-            continue
-        found += [(where, v.strip().upper()) for k, v in pairs if k.lower() == "_method"]
-    return found
-
-
-def _fields(kind: str, content_type: str, body: bytes) -> list[tuple[str, str]]:
-    if kind == "application/x-www-form-urlencoded":
-        return parse_qsl(body.decode("latin-1"), keep_blank_values=True)
-    if kind == "multipart/form-data":
-        parts = multipart.decode_multipart(content_type, body)
-        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in parts]
-    data = json.loads(body)
-    if not isinstance(data, dict):
-        return []
-    return [(str(k), v if isinstance(v, str) else "") for k, v in data.items()]
+        return [], ""
+    encoding = ", ".join(req.headers.get_all("content-encoding"))
+    try:
+        found = overrides.body_claims(
+            req.headers.get_all("content-type"), req.method, body, encoding
+        )
+    except overrides.Unreadable as exc:
+        return [(_BODY_WHERE, "")], str(exc)
+    return [(_BODY_WHERE, value.strip().upper()) for value in found], ""
 
 
 def path_overrides(req: http.Request) -> list[tuple[str, str]]:
     """(header, path) for every path override header the request carries."""
     return [
-        (name.decode("latin-1").lower(), value.decode("latin-1").strip())
+        (overrides.header_name(name).decode(), value.decode("latin-1").strip())
         for name, value in req.headers.fields
-        if name.lower() in _PATH_OVERRIDE_NAMES
+        if overrides.header_name(name) in _PATH_OVERRIDE_NAMES
     ]
 
 
@@ -285,12 +240,17 @@ class Guards:
             return
         if flow_record(flow)["route"] is None:
             return
-        overrides = body_method_overrides(req)
-        if not overrides:
+        claims, unreadable = body_method_overrides(req)
+        if not claims:
             return
         current = self.tables.current
         refused = self._override_refusal(
-            current, req, overrides, path_overrides(req), joined_headers(req.headers)
+            current,
+            req,
+            claims,
+            path_overrides(req),
+            joined_headers(req.headers),
+            unreadable=unreadable,
         )
         if refused is not None:
             self.log.refuse(flow, 403, "egress_refused", refused, HOW_TO_ASK)
@@ -302,9 +262,12 @@ class Guards:
         methods: list[tuple[str, str]],
         paths: list[tuple[str, str]],
         headers: dict[str, str],
+        *,
+        unreadable: str = "",
     ) -> str | None:
         """Why a method or path the request claims besides its own is refused (None: every
-        combination of them is one a route allows, so the override gains nothing)."""
+        combination of them is one a route allows, so the override gains nothing).
+        ``unreadable`` says why the body's claim is unknown (its method is "")."""
         host = req.host.lower().rstrip(".")
         scheme = req.scheme.lower()
         port = req.port or DEFAULT_PORTS.get(scheme, 0)
@@ -332,6 +295,14 @@ class Guards:
                 )
                 if allowed is not None:
                     continue
+                if method_where and unreadable and not claimed_method:
+                    return (
+                        f"egress cannot read the request body to check its "
+                        f"{overrides.METHOD_OVERRIDE_PARAM} field: {unreadable}; a server could "
+                        f"read a method there that no route for {shown_host} allows on "
+                        f"{shown_path}. Send a plain UTF-8 form, JSON or multipart body, or a "
+                        "type no server reads fields from (application/octet-stream)"
+                    )
                 if method_where:
                     named = (
                         claimed_method if claimed_method in HTTP_METHODS else "an unknown method"
