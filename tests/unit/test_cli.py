@@ -204,12 +204,14 @@ def test_egress_log_reads_the_rotated_files_oldest_first(
     )  # fmt: skip
     state.egress_log.parent.mkdir(parents=True, exist_ok=True)
     files = records.log_files(state.egress_log)
-    for n, path in enumerate(files[1:]):  # .2, .1, the current one (no .3: nothing dropped)
+    # .0 (the run's first), .3 (only an older egress kept one), .2, .1, the current one
+    assert [p.name.removeprefix("egress.jsonl") for p in files] == [".0", ".3", ".2", ".1", ""]
+    for n, path in enumerate(files):
         line = {"time": f"t{n}", "decision": "allow", "method": "GET", "host": f"h{n}.test"}
         path.write_text(json.dumps(line) + "\n")
     done = bottle("egress", "log", "shell-abcdg", "--json", home=home, cwd=repo)
     assert done.returncode == 0, done.stderr
-    assert [r["host"] for r in json.loads(done.stdout)] == ["h0.test", "h1.test", "h2.test"]
+    assert [r["host"] for r in json.loads(done.stdout)] == [f"h{n}.test" for n in range(5)]
 
 
 def test_following_the_egress_log_goes_on_into_the_next_file(tmp_path: Path) -> None:

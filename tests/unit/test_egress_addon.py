@@ -207,7 +207,9 @@ def test_the_decision_log_is_bounded_on_disk_and_says_when_it_dropped_records(
     env: Env,
 ) -> None:
     """The agent decides how many requests it makes; the log's files on the host do not
-    grow past KEEP + 1 of max_bytes, the oldest go, and a note says records were lost."""
+    grow past KEEP + 2 of max_bytes. A flood of refusals cannot push out the run's first
+    records (``.0``); what it pushes out of the middle is counted, by decision and time, in
+    a note (the newest one covers the whole gap)."""
     from bottle.runtime.egress import records
 
     env.addon.log.max_bytes = 4096
@@ -215,17 +217,25 @@ def test_the_decision_log_is_bounded_on_disk_and_says_when_it_dropped_records(
         flow = make_flow("GET", f"https://unlisted.example.org/{n}")
         env.fire(HttpRequestHook(flow))
     files = [p for p in records.log_files(env.log) if p.exists()]
-    assert [p.name for p in files] == [f"egress.jsonl.{n}" for n in (3, 2, 1)] + ["egress.jsonl"]
+    assert [p.name for p in files] == [f"egress.jsonl.{n}" for n in (0, 2, 1)] + ["egress.jsonl"]
     assert sorted(p.name for p in env.log.parent.iterdir()) == sorted(p.name for p in files)
     assert all(p.stat().st_size <= 4096 for p in files)
-    lines = [json.loads(x) for p in files for x in p.read_text().splitlines()]
+    first = [json.loads(x) for x in files[0].read_text().splitlines()]
+    assert [int(x["path"].strip("/")) for x in first] == list(range(len(first)))
+    assert first and all(x["decision"] == "refuse" for x in first)
+    lines = [json.loads(x) for p in files[1:] for x in p.read_text().splitlines()]
     kept = [x for x in lines if x["decision"] == "refuse"]
-    # The newest records are the ones kept, in order, up to the last request.
+    # After the first file, the newest records are the ones kept, in order, to the last.
     paths = [int(x["path"].strip("/")) for x in kept]
-    assert paths == list(range(paths[0], 400)) and paths[0] > 0
+    assert paths == list(range(paths[0], 400)) and paths[0] > len(first)
     notes = [x for x in lines if x["decision"] == "note"]
     assert notes and all("older records were dropped" in x["reason"] for x in notes)
     assert json.loads(env.log.read_text().splitlines()[0])["decision"] == "note"
+    gap = paths[0] - len(first)
+    newest = notes[-1]
+    assert newest["dropped"] == {"refuse": gap}
+    assert f"{gap} older records were dropped (refuse {gap})" in newest["reason"]
+    assert first[-1]["time"] <= newest["dropped_from"] <= newest["dropped_to"] <= kept[0]["time"]
     [parsed] = {records.LogRecord.model_validate(x).decision for x in notes}
     assert parsed == "note"
 
