@@ -240,6 +240,44 @@ def test_the_decision_log_is_bounded_on_disk_and_says_when_it_dropped_records(
     assert parsed == "note"
 
 
+def test_when_the_decision_log_cannot_be_written_egress_refuses_and_says_so_later(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed: a request egress could not log would be an exfiltration no one sees (the
+    agent can fill the host's disk through /workspace). Until the log works again every
+    request gets a 503; then a note counts what went unwritten."""
+    from bottle.runtime.egress import records
+
+    env.fire(HttpRequestHook(make_flow("GET", "https://unlisted.example.org/")))  # logged
+    allowed = make_flow("GET", "https://pypi.org/simple/")
+    env.fire(HttpRequestHook(allowed))
+    assert allowed.response is None
+
+    def broken(path: Path, keep: int = records.KEEP) -> None:
+        raise OSError(28, "No space left on device")
+
+    env.addon.log.max_bytes = 1  # each record rotates, and rotating fails
+    monkeypatch.setattr(records, "rotate", broken)
+    # Upstream already when the log fails: the one kind of flow that goes unlogged.
+    allowed.response = http.Response.make(200, b"ok")
+    env.fire(HttpResponseHook(allowed))
+    for url in ("https://pypi.org/simple/", "https://unlisted.example.org/", "https://pypi.org/x"):
+        flow = make_flow("GET", url)
+        env.fire(HttpRequestHook(flow))
+        assert flow.response is not None and flow.response.status_code == 503
+        assert body(flow)["error"] == "egress_log_unavailable"
+    monkeypatch.undo()
+    env.addon.log.max_bytes = records.MAX_FILE_BYTES
+    again = make_flow("GET", "https://pypi.org/simple/")
+    env.fire(HttpRequestHook(again))
+    assert again.response is None
+    written = [json.loads(x) for p in records.log_files(env.log) if p.exists()
+               for x in p.read_text().splitlines()]  # fmt: skip
+    note = written[-1]
+    assert note["decision"] == "note" and note["unwritten"] == 4
+    assert "refused every request" in note["reason"]
+
+
 @pytest.mark.parametrize(
     ("method", "url", "reason"),
     [
