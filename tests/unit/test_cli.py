@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -245,6 +245,60 @@ def test_following_the_egress_log_goes_on_into_the_next_file(tmp_path: Path) -> 
     log.write_text(line(2))
     reader.join(20)
     assert seen == ["h0.test", "h1.test", "h2.test"]
+
+
+def _take(records: Iterator[Any], n: int) -> list[str]:
+    """The hosts of the next ``n`` records, within a bound (a follower that lost a file would
+    wait for ever)."""
+    import queue
+    import threading
+
+    got: queue.Queue[str] = queue.Queue()
+
+    def take() -> None:
+        for _ in range(n):
+            got.put(next(records).host)
+
+    # A daemon thread: a test that fails must not wait for a follower that never returns.
+    threading.Thread(target=take, daemon=True).start()
+    try:
+        return [got.get(timeout=20) for _ in range(n)]
+    except queue.Empty:
+        raise AssertionError(f"the follower gave fewer than {n} records") from None
+
+
+@pytest.mark.parametrize(("first_file", "rotations"), [(False, 2), (True, 2), (True, 3)])
+def test_following_the_egress_log_loses_nothing_when_it_rotates_between_looks(
+    tmp_path: Path, first_file: bool, rotations: int
+) -> None:
+    """Egress may rotate more than once between two looks of ``-f`` (a flood fills 16 MiB
+    fast): the follower reads the file it was on to its end, then every file after it
+    (three rotations: its own file is dropped, and all but ``.0`` came after it)."""
+    import contextlib
+
+    from bottle.runtime.egress import records
+    from bottle_cli import decisions
+
+    log = tmp_path / "egress.jsonl"
+
+    def line(n: int) -> str:
+        return json.dumps({"time": f"t{n}", "decision": "allow", "host": f"h{n}.test"}) + "\n"
+
+    if first_file:  # the run's first file is set aside already: rotations go to .1, .2
+        records.first_file(log).write_text(line(-1))
+    log.write_text(line(0))
+    follow = decisions._log_records(log, follow=True)
+    try:
+        assert _take(follow, 2 if first_file else 1)[-1] == "h0.test"
+        for n in range(1, rotations + 1):
+            with log.open("a") as fh:
+                fh.write(line(n))
+            records.rotate(log)  # what egress does once the file is full
+        log.write_text(line(rotations + 1))
+        assert _take(follow, rotations + 1) == [f"h{n}.test" for n in range(1, rotations + 2)]
+    finally:
+        with contextlib.suppress(ValueError):  # still running, in a follower that failed
+            follow.close()  # type: ignore[attr-defined]
 
 
 class _RecordingInstance:
