@@ -240,6 +240,34 @@ def test_the_decision_log_is_bounded_on_disk_and_says_when_it_dropped_records(
     assert parsed == "note"
 
 
+def test_a_flood_of_refusals_leaves_the_first_moves_readable_to_the_operator(env: Env) -> None:
+    """An injected agent's first moves, then a flood of refusals (each to another host, so
+    no two are alike) to push them out: ``bottle egress log`` still shows them first, and
+    a note counts what the flood pushed out."""
+    from bottle.runtime.egress import records
+    from bottle_cli import decisions
+
+    env.addon.log.max_bytes = 8192
+    first = make_flow("GET", "https://pypi.org/simple/exfil-step-one/")
+    env.fire(HttpRequestHook(first))
+    first.response = http.Response.make(200, b"ok")
+    env.fire(HttpResponseHook(first))
+    for n in range(600):
+        env.fire(HttpRequestHook(make_flow("GET", f"https://n{n}.flood.example/")))
+    shown = list(decisions._log_records(env.log, follow=False))
+    assert (shown[0].decision, shown[0].host, shown[0].path) == (
+        "allow",
+        "pypi.org",
+        "/simple/exfil-step-one/",
+    )
+    assert records.first_file(env.log).exists()
+    floods = [int(r.host.split(".")[0][1:]) for r in shown if r.decision == "refuse"]
+    assert floods[-1] == 599 and floods != list(range(600))  # some did go: the disk bound
+    [*_, note] = [r for r in shown if r.decision == "note"]
+    assert note.dropped == {"refuse": 600 - len(floods)}
+    assert note.dropped_from is not None and note.dropped_to is not None
+
+
 def test_when_the_decision_log_cannot_be_written_egress_refuses_and_says_so_later(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
