@@ -268,6 +268,37 @@ def test_a_flood_of_refusals_leaves_the_first_moves_readable_to_the_operator(env
     assert note.dropped_from is not None and note.dropped_to is not None
 
 
+def test_a_drop_note_that_could_not_be_written_at_once_still_opens_the_new_file(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files moved and the dropped one is gone: if the new file cannot be opened at
+    that moment, the next write that works still puts the drop's note first."""
+    from bottle.runtime.egress import log as egress_log
+    from bottle.runtime.egress import records
+
+    real_rotate, real_open = records.rotate, egress_log.DecisionLog._open
+    failing = {"next_open": False}
+
+    def rotate(path: Path, keep: int = records.KEEP) -> records.Tally | None:
+        dropped = real_rotate(path, keep)
+        failing["next_open"] = dropped is not None
+        return dropped
+
+    def open_(self: egress_log.DecisionLog) -> None:
+        if failing["next_open"]:
+            failing["next_open"] = False
+            raise OSError(24, "Too many open files")
+        real_open(self)
+
+    monkeypatch.setattr(records, "rotate", rotate)
+    monkeypatch.setattr(egress_log.DecisionLog, "_open", open_)
+    env.addon.log.max_bytes = 2048
+    for n in range(60):
+        env.fire(HttpRequestHook(make_flow("GET", f"https://unlisted.example.org/{n}")))
+    for path in [p for p in records.log_files(env.log) if p.exists()][2:]:
+        assert json.loads(path.read_text().splitlines()[0])["decision"] == "note"
+
+
 def test_when_the_decision_log_cannot_be_written_egress_refuses_and_says_so_later(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -121,6 +121,7 @@ class DecisionLog:
         self._size = 0  # of the open file, in bytes
         self._down_since: str | None = None  # when the log last could not be written
         self._lost = 0  # records not written since then
+        self._note = ""  # the drop note a rotation owes the new file, until it is written
 
     def load(self, loader: Any) -> None:
         loader.add_option(LOG_OPTION, str, str(self.log_path), "the decision log (JSON lines)")
@@ -309,6 +310,10 @@ class DecisionLog:
                 if self._size and self._size + size > self.max_bytes:
                     self._rotate()
                     assert self._fh is not None
+                if self._note:  # before anything else in the file, even on a second try
+                    self._fh.write(self._note)
+                    self._size += len(self._note.encode())
+                    self._note = ""
                 self._fh.write(data)
                 self._size += size
                 return None
@@ -330,9 +335,9 @@ class DecisionLog:
         counting them. The run's first file is never dropped (:func:`records.rotate`)."""
         self._close()
         dropped = records.rotate(self.log_path)
-        self._open()
         if dropped is not None:
-            note = (
+            # Owed to the new file: should this write fail, the next that works puts it first.
+            self._note = (
                 dropped.note(self.log_path, self.max_bytes)
                 .model_copy(
                     update={
@@ -342,9 +347,7 @@ class DecisionLog:
                 )
                 .to_line()
             )
-            assert self._fh is not None
-            self._fh.write(note)
-            self._size += len(note.encode())
+        self._open()
 
     def _close(self) -> None:
         fh, self._fh = self._fh, None
