@@ -276,7 +276,7 @@ def _file_records(
 
     from pydantic import ValidationError
 
-    from bottle.runtime.egress.records import LogRecord
+    from bottle.runtime.egress.records import LogRecord, Note
 
     handle = io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
     partial, last_pass = "", False
@@ -296,6 +296,8 @@ def _file_records(
         if line:
             try:
                 record: LogRecord | None = LogRecord.model_validate_json(line)
+                if record is not None and record.decision == "note":
+                    record = Note.model_validate_json(line)  # with its counts
             except ValidationError:
                 record = None
                 output.warn(

@@ -281,11 +281,10 @@ class DecisionLog:
 
     def _recover(self) -> bool:
         """Write the note that ends an outage; True when it could be (the log works again)."""
-        note = LogRecord(
+        note = records.Note(
             time=now().isoformat(timespec="milliseconds"),
             generation=self.tables.current.generation,
             method="LOG",
-            decision="note",
             reason=f"the decision log could not be written from {self._down_since} on: "
             f"{self._lost} records were lost, and egress refused every request meanwhile",
             unwritten=self._lost,

@@ -54,12 +54,6 @@ class LogRecord(BaseModel):
     request_bytes: int | None = None
     response_bytes: int | None = None
     status: int | None = None  # the HTTP status sent back, when there was one
-    #: A ``note`` of a drop: records lost so far, by decision, and the time they span.
-    dropped: dict[str, int] | None = None
-    dropped_from: str | None = None
-    dropped_to: str | None = None
-    #: A ``note`` of an outage: records that could not be written.
-    unwritten: int | None = None
 
     @field_validator("method", "host", "path", "reason")
     @classmethod
@@ -69,6 +63,20 @@ class LogRecord(BaseModel):
 
     def to_line(self) -> str:
         return self.model_dump_json() + "\n"
+
+
+class Note(LogRecord):
+    """A ``note``: egress's own record about the log. Its fields are not on every record
+    (a fifth of each file, and time on the request path), so a reader parses a line whose
+    decision is ``note`` again as one of these."""
+
+    decision: Decision = "note"
+    #: A drop: the records lost since ``.0``, by decision, and the time they span.
+    dropped: dict[str, int] | None = None
+    dropped_from: str | None = None
+    dropped_to: str | None = None
+    #: An outage: the records that could not be written.
+    unwritten: int | None = None
 
 
 def first_file(path: Path) -> Path:
@@ -132,12 +140,11 @@ class Tally:
             self.first = self.first or stamp
             self.last = stamp
 
-    def note(self, path: Path, max_bytes: int) -> LogRecord:
+    def note(self, path: Path, max_bytes: int) -> Note:
         """The ``note`` that opens the file after a drop (time and generation set by the writer)."""
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.counts.items()))
-        return LogRecord(
+        return Note(
             method="LOG",
-            decision="note",
             reason=f"{self.records} older records were dropped ({kinds or 'none'}), written "
             f"from {self.first or '?'} to {self.last or '?'}: the log keeps the run's first "
             f"file ({path.name}.0) and the last {KEEP + 1}, of {max_bytes >> 20} MiB each",
