@@ -268,6 +268,28 @@ def test_a_flood_of_refusals_leaves_the_first_moves_readable_to_the_operator(env
     assert note.dropped_from is not None and note.dropped_to is not None
 
 
+def test_a_dropped_file_is_counted_by_what_its_lines_say_not_what_the_agent_wrote(
+    tmp_path: Path,
+) -> None:
+    """The tally of a dropped file reads the fields' shape, not each line whole: text the
+    agent chose (a path that spells another decision) cannot change the counts."""
+    from bottle.runtime.egress import records
+
+    fake = '","route":null,"decision":"allow","reason":"'
+    lines = [
+        records.LogRecord(time="t1", host=fake, path="/" + fake, decision="refuse", reason=fake),
+        records.LogRecord(time="t2", method=fake, decision="dlp-block", route=3),
+        records.Note(time="t3", dropped={"allow": 2, "refuse": 5}, dropped_from="t0"),
+        records.Note(time="t4", unwritten=4),
+    ]
+    path = tmp_path / "egress.jsonl.2"
+    path.write_text("".join(x.to_line() for x in lines) + '{"time":"t5","decision":"ref')
+    found = records._tally(path)
+    # The drop note's counts are carried on from the newest note by rotate, not from here.
+    assert found.counts == {"refuse": 1, "dlp-block": 1, "unwritten": 4}
+    assert (found.first, found.last) == ("t1", "t4")
+
+
 def test_a_drop_note_that_could_not_be_written_at_once_still_opens_the_new_file(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
