@@ -301,6 +301,37 @@ def test_following_the_egress_log_loses_nothing_when_it_rotates_between_looks(
             follow.close()  # type: ignore[attr-defined]
 
 
+def test_reading_the_egress_log_while_egress_rotates_it_shows_each_record_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without -f too: a rotation between opening one file and the next would show a file
+    twice or skip one; the files are opened again until none moved meanwhile."""
+    from bottle import safefs
+    from bottle.runtime.egress import records
+    from bottle_cli import decisions
+
+    log = tmp_path / "egress.jsonl"
+
+    def line(n: int) -> str:
+        return json.dumps({"time": f"t{n}", "decision": "allow", "host": f"h{n}.test"}) + "\n"
+
+    for n, path in enumerate([records.first_file(log), log.with_name("egress.jsonl.1"), log]):
+        path.write_text(line(n))
+    real_open = safefs.open_read_regular
+    rotations = []
+
+    def open_and_rotate(path: Path, *, root: Path | None = None) -> Any:
+        handle = real_open(path, root=root)
+        if path == log and not rotations:  # egress fills the file just after it was opened
+            rotations.append(records.rotate(log))
+            log.write_text(line(3))
+        return handle
+
+    monkeypatch.setattr(safefs, "open_read_regular", open_and_rotate)
+    shown = [r.host for r in decisions._log_records(log, follow=False)]
+    assert rotations and shown == [f"h{n}.test" for n in range(4)]
+
+
 class _RecordingInstance:
     """Stands in for a running instance: the CLI's argument handling is what is tested."""
 
