@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -158,17 +157,6 @@ class Tally:
         )
 
 
-def _records(path: Path) -> Iterator[dict[str, object]]:
-    with path.open("rb") as fh:
-        for line in fh:
-            try:
-                value = json.loads(line)
-            except (ValueError, RecursionError):
-                continue  # a line cut by a crash: not a record
-            if isinstance(value, dict):
-                yield value
-
-
 #: A decision record's time and decision as :meth:`LogRecord.to_line` writes them. Inside a
 #: JSON string every quote is escaped, so the agent's text cannot look like these fields.
 _HEAD = re.compile(rb'\{"time":"([^"\\]*)",.*?,"route":(?:null|\d+),"decision":"([a-z-]+)"')
@@ -195,12 +183,16 @@ def _tally(path: Path) -> Tally:
 
 def _drop_note(path: Path) -> dict[str, object] | None:
     """The drop note that opens ``path`` (the writer puts it first), if there is one."""
-    if not path.exists():
+    try:
+        with path.open("rb") as fh:
+            value = json.loads(fh.readline())
+    except FileNotFoundError:
         return None
-    first = next(_records(path), None)
-    if first is None or first.get("decision") != "note" or "dropped" not in first:
+    except (ValueError, RecursionError):
+        return None  # no note first: a line cut by a crash, or an empty file
+    if not isinstance(value, dict) or value.get("decision") != "note" or "dropped" not in value:
         return None
-    return first
+    return value
 
 
 def rotate(path: Path, keep: int = KEEP) -> Tally | None:
