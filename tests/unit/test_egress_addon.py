@@ -349,13 +349,17 @@ def test_when_the_decision_log_cannot_be_written_egress_refuses_and_says_so_late
         assert body(flow)["error"] == "egress_log_unavailable"
     monkeypatch.undo()
     env.addon.log.max_bytes = records.MAX_FILE_BYTES
+    soon = make_flow("GET", "https://pypi.org/simple/")
+    env.fire(HttpRequestHook(soon))  # tried again once a second, not on every request
+    assert soon.response is not None and soon.response.status_code == 503
+    env.addon.log._retry_at = 0.0  # a second later
     again = make_flow("GET", "https://pypi.org/simple/")
     env.fire(HttpRequestHook(again))
     assert again.response is None
     written = [json.loads(x) for p in records.log_files(env.log) if p.exists()
                for x in p.read_text().splitlines()]  # fmt: skip
     note = written[-1]
-    assert note["decision"] == "note" and note["unwritten"] == 4
+    assert note["decision"] == "note" and note["unwritten"] == 5
     assert "refused every request" in note["reason"]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -121,6 +122,10 @@ class DecisionLog:
         self._size = 0  # of the open file, in bytes
         self._down_since: str | None = None  # when the log last could not be written
         self._lost = 0  # records not written since then
+        #: While the log is down, how long before it is tried again, in seconds: a try may
+        #: read a whole file to count a drop, and the agent sets the pace of requests.
+        self.retry_s = 1.0
+        self._retry_at = 0.0  # time.monotonic() of the next try
         self._note = ""  # the drop note a rotation owes the new file, until it is written
 
     def load(self, loader: Any) -> None:
@@ -255,7 +260,8 @@ class DecisionLog:
     def ready(self) -> bool:
         """Whether the log takes records. While it cannot be written (or rotated), each
         request is refused before it leaves: what the agent sends is never unlogged but for
-        the flows already upstream when the log failed. Each call tries again (an open)."""
+        the flows already upstream when the log failed. It is tried again at most once per
+        :attr:`retry_s`."""
         return self._down_since is None or self._recover()
 
     def write(self, record: LogRecord) -> None:
@@ -272,6 +278,7 @@ class DecisionLog:
         if error is not None:
             self._lost += 1
             self._down_since = stamped.time
+            self._retry_at = time.monotonic() + self.retry_s
             # Once per outage: the count of what it cost is in the note that ends it.
             logger.error(
                 "egress: cannot write the decision log %s (%s); refusing requests until it can",
@@ -281,6 +288,8 @@ class DecisionLog:
 
     def _recover(self) -> bool:
         """Write the note that ends an outage; True when it could be (the log works again)."""
+        if time.monotonic() < self._retry_at:
+            return False
         note = records.Note(
             time=now().isoformat(timespec="milliseconds"),
             generation=self.tables.current.generation,
@@ -290,6 +299,7 @@ class DecisionLog:
             unwritten=self._lost,
         )
         if self._append(note.to_line()) is not None:
+            self._retry_at = time.monotonic() + self.retry_s
             return False
         logger.warning("egress: the decision log is written again (%d records lost)", self._lost)
         self._down_since, self._lost = None, 0
