@@ -6,11 +6,12 @@ Every change goes through ``bottle.operator``: validate, apply live, then audit.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
@@ -160,81 +161,154 @@ def _as_json(record: LogRecord) -> dict[str, Any]:
     return record.model_dump(mode="json", exclude_unset=True)
 
 
+#: How often the log's files are opened again when egress rotated them meanwhile.
+SNAPSHOT_TRIES = 5
+
+
 def _log_records(path: Path, *, follow: bool) -> Iterator[LogRecord]:
     """The records of the decision log, its rotated files first (oldest first), then
     (``follow``) each one as it is written, into the next file when egress rotates it.
 
+    The files are opened together (:func:`_snapshot`), so a rotation while they are read
+    neither skips one nor reads one twice; following, the file it was on is read to its end,
+    then every file written after it, however often egress rotated meanwhile.
     A line is used once its newline is there (egress may be half-way through writing it);
     a line that is not a decision record is reported and skipped, never fatal.
     """
-    from bottle.runtime.egress.records import log_files
-
     while not path.exists():
         if not follow:
             return
         time.sleep(POLL_S)
-    for older in log_files(path)[:-1]:
-        if older.exists():
-            yield from _file_records(older, follow=False)
-    while (yield from _file_records(path, follow=follow)):
-        pass  # rotated while followed: on into the new file
+    opened = _snapshot(path)
+    try:
+        while opened:
+            name, raw = opened.pop(0)
+            try:
+                if opened or not follow:
+                    yield from _file_records(name, raw, follow=None)
+                    continue
+                # The newest: followed until egress moves it aside, then read to its end.
+                yield from _file_records(name, raw, follow=path)
+                # Still open, so its inode names it among the files and no new one reuses it.
+                opened = _snapshot(path, after=os.fstat(raw.fileno()))
+            finally:
+                raw.close()
+    finally:
+        for _, raw in opened:
+            raw.close()
 
 
-def _file_records(path: Path, *, follow: bool) -> Generator[LogRecord, None, bool]:
-    """One file's records; True when following ended because egress rotated the file."""
+def _snapshot(path: Path, after: os.stat_result | None = None) -> list[tuple[Path, BinaryIO]]:
+    """The log's files open, oldest first, all as they were at one moment (those newer
+    than the file ``after`` describes, when it is given and still kept)."""
+    from bottle.errors import StateError
+    from bottle.runtime.egress.records import log_files
+    from bottle.safefs import open_read_regular
+
+    names = log_files(path)
+    for _ in range(SNAPSHOT_TRIES):
+        opened: list[tuple[Path, BinaryIO]] = []
+        try:
+            for name in reversed(names):  # newest first: a rotation meanwhile changes `path`
+                try:
+                    opened.insert(0, (name, open_read_regular(name)))
+                except FileNotFoundError:
+                    continue
+        except OSError as exc:
+            for _, raw in opened:
+                raw.close()
+            raise StateError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if _unchanged(names, opened):
+            return _newer(opened, after)
+        for _, raw in opened:
+            raw.close()
+    raise StateError(f"cannot read {path}: egress rotated it {SNAPSHOT_TRIES} times while read")
+
+
+def _unchanged(names: list[Path], opened: list[tuple[Path, BinaryIO]]) -> bool:
+    """Whether each name still is the file opened under it (and no other has appeared)."""
+    held = {name: os.fstat(raw.fileno()) for name, raw in opened}
+    for name in names:
+        try:
+            now = os.stat(name, follow_symlinks=False)
+        except FileNotFoundError:
+            if name in held:
+                return False
+            continue
+        was = held.get(name)
+        if was is None or _ident(was) != _ident(now):
+            return False
+    return True
+
+
+def _newer(
+    opened: list[tuple[Path, BinaryIO]], after: os.stat_result | None
+) -> list[tuple[Path, BinaryIO]]:
+    if after is None:
+        return opened
+    held = [_ident(os.fstat(raw.fileno())) for _, raw in opened]
+    if _ident(after) in held:
+        start = held.index(_ident(after)) + 1
+    else:  # dropped meanwhile: every file but the run's first (.0) came after it
+        start = 1 if opened and opened[0][0].name.endswith(".0") else 0
+    for _, raw in opened[:start]:
+        raw.close()
+    return opened[start:]
+
+
+def _ident(stat: os.stat_result) -> tuple[int, int]:
+    return stat.st_dev, stat.st_ino
+
+
+def _replaced(path: Path, fd: int) -> bool:
+    try:
+        return _ident(os.stat(path, follow_symlinks=False)) != _ident(os.fstat(fd))
+    except FileNotFoundError:
+        return False  # between egress's rename and its new file: look again
+
+
+def _file_records(
+    name: Path, raw: BinaryIO, *, follow: Path | None
+) -> Generator[LogRecord, None, None]:
+    """One open file's records; ``follow``: until the file at that path is another one
+    (egress rotated this one), then what is left of this one."""
     import io
 
     from pydantic import ValidationError
 
-    from bottle.errors import StateError
-    from bottle.runtime.egress.records import LogRecord
-    from bottle.safefs import open_read_regular
+    from bottle.runtime.egress.records import LogRecord, Note
 
-    try:
-        raw = open_read_regular(path)
-    except FileNotFoundError:
-        return follow  # rotated between listing and opening: the next one has the rest
-    except OSError as exc:
-        raise StateError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as handle:
-        partial, last_pass = "", False
-        while True:
-            chunk = handle.readline()
-            if chunk:
-                partial += chunk
-                if not partial.endswith("\n"):
-                    continue
-            elif follow:
-                if last_pass:
-                    return True
-                # Renamed aside (a new file at the name): what is left of this one first.
-                last_pass = _replaced(path, raw.fileno())
-                if not last_pass:
-                    time.sleep(POLL_S)
+    handle = io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+    partial, last_pass = "", False
+    while True:
+        chunk = handle.readline()
+        if chunk:
+            partial += chunk
+            if not partial.endswith("\n"):
                 continue
-            line, partial = partial.strip(), ""
-            if line:
-                try:
-                    record: LogRecord | None = LogRecord.model_validate_json(line)
-                except ValidationError:
-                    record = None
-                    output.warn(
-                        f"{path}: skipped a line that is not a JSON object of the decision "
-                        f"log: {line[:80]!r}"
-                    )
-                if record is not None:
-                    yield record
-            if not chunk:
-                return False
-
-
-def _replaced(path: Path, fd: int) -> bool:
-    import os
-
-    try:
-        return os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino
-    except FileNotFoundError:
-        return False  # between egress's rename and its new file: look again
+        elif follow is not None and not last_pass:
+            # Renamed aside (a new file at the name): what is left of this one first.
+            last_pass = _replaced(follow, raw.fileno())
+            if not last_pass:
+                time.sleep(POLL_S)
+            continue
+        line, partial = partial.strip(), ""
+        if line:
+            try:
+                record: LogRecord | None = LogRecord.model_validate_json(line)
+                if record is not None and record.decision == "note":
+                    record = Note.model_validate_json(line)  # with its counts
+            except ValidationError:
+                record = None
+                output.warn(
+                    f"{name}: skipped a line that is not a JSON object of the decision "
+                    f"log: {line[:80]!r}"
+                )
+            if record is not None:
+                yield record
+        if not chunk:
+            handle.detach()  # the caller closes the file
+            return
 
 
 # -- the operator's decisions ----------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -204,12 +204,14 @@ def test_egress_log_reads_the_rotated_files_oldest_first(
     )  # fmt: skip
     state.egress_log.parent.mkdir(parents=True, exist_ok=True)
     files = records.log_files(state.egress_log)
-    for n, path in enumerate(files[1:]):  # .2, .1, the current one (no .3: nothing dropped)
+    # .0 (the run's first), .3 (only an older egress kept one), .2, .1, the current one
+    assert [p.name.removeprefix("egress.jsonl") for p in files] == [".0", ".3", ".2", ".1", ""]
+    for n, path in enumerate(files):
         line = {"time": f"t{n}", "decision": "allow", "method": "GET", "host": f"h{n}.test"}
         path.write_text(json.dumps(line) + "\n")
     done = bottle("egress", "log", "shell-abcdg", "--json", home=home, cwd=repo)
     assert done.returncode == 0, done.stderr
-    assert [r["host"] for r in json.loads(done.stdout)] == ["h0.test", "h1.test", "h2.test"]
+    assert [r["host"] for r in json.loads(done.stdout)] == [f"h{n}.test" for n in range(5)]
 
 
 def test_following_the_egress_log_goes_on_into_the_next_file(tmp_path: Path) -> None:
@@ -243,6 +245,91 @@ def test_following_the_egress_log_goes_on_into_the_next_file(tmp_path: Path) -> 
     log.write_text(line(2))
     reader.join(20)
     assert seen == ["h0.test", "h1.test", "h2.test"]
+
+
+def _take(records: Iterator[Any], n: int) -> list[str]:
+    """The hosts of the next ``n`` records, within a bound (a follower that lost a file would
+    wait for ever)."""
+    import queue
+    import threading
+
+    got: queue.Queue[str] = queue.Queue()
+
+    def take() -> None:
+        for _ in range(n):
+            got.put(next(records).host)
+
+    # A daemon thread: a test that fails must not wait for a follower that never returns.
+    threading.Thread(target=take, daemon=True).start()
+    try:
+        return [got.get(timeout=20) for _ in range(n)]
+    except queue.Empty:
+        raise AssertionError(f"the follower gave fewer than {n} records") from None
+
+
+@pytest.mark.parametrize(("first_file", "rotations"), [(False, 2), (True, 2), (True, 3)])
+def test_following_the_egress_log_loses_nothing_when_it_rotates_between_looks(
+    tmp_path: Path, first_file: bool, rotations: int
+) -> None:
+    """Egress may rotate more than once between two looks of ``-f`` (a flood fills 16 MiB
+    fast): the follower reads the file it was on to its end, then every file after it
+    (three rotations: its own file is dropped, and all but ``.0`` came after it)."""
+    import contextlib
+
+    from bottle.runtime.egress import records
+    from bottle_cli import decisions
+
+    log = tmp_path / "egress.jsonl"
+
+    def line(n: int) -> str:
+        return json.dumps({"time": f"t{n}", "decision": "allow", "host": f"h{n}.test"}) + "\n"
+
+    if first_file:  # the run's first file is set aside already: rotations go to .1, .2
+        records.first_file(log).write_text(line(-1))
+    log.write_text(line(0))
+    follow = decisions._log_records(log, follow=True)
+    try:
+        assert _take(follow, 2 if first_file else 1)[-1] == "h0.test"
+        for n in range(1, rotations + 1):
+            with log.open("a") as fh:
+                fh.write(line(n))
+            records.rotate(log)  # what egress does once the file is full
+        log.write_text(line(rotations + 1))
+        assert _take(follow, rotations + 1) == [f"h{n}.test" for n in range(1, rotations + 2)]
+    finally:
+        with contextlib.suppress(ValueError):  # still running, in a follower that failed
+            follow.close()  # type: ignore[attr-defined]
+
+
+def test_reading_the_egress_log_while_egress_rotates_it_shows_each_record_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without -f too: a rotation between opening one file and the next would show a file
+    twice or skip one; the files are opened again until none moved meanwhile."""
+    from bottle import safefs
+    from bottle.runtime.egress import records
+    from bottle_cli import decisions
+
+    log = tmp_path / "egress.jsonl"
+
+    def line(n: int) -> str:
+        return json.dumps({"time": f"t{n}", "decision": "allow", "host": f"h{n}.test"}) + "\n"
+
+    for n, path in enumerate([records.first_file(log), log.with_name("egress.jsonl.1"), log]):
+        path.write_text(line(n))
+    real_open = safefs.open_read_regular
+    rotations = []
+
+    def open_and_rotate(path: Path, *, root: Path | None = None) -> Any:
+        handle = real_open(path, root=root)
+        if path == log and not rotations:  # egress fills the file just after it was opened
+            rotations.append(records.rotate(log))
+            log.write_text(line(3))
+        return handle
+
+    monkeypatch.setattr(safefs, "open_read_regular", open_and_rotate)
+    shown = [r.host for r in decisions._log_records(log, follow=False)]
+    assert rotations and shown == [f"h{n}.test" for n in range(4)]
 
 
 class _RecordingInstance:

@@ -207,7 +207,9 @@ def test_the_decision_log_is_bounded_on_disk_and_says_when_it_dropped_records(
     env: Env,
 ) -> None:
     """The agent decides how many requests it makes; the log's files on the host do not
-    grow past KEEP + 1 of max_bytes, the oldest go, and a note says records were lost."""
+    grow past KEEP + 2 of max_bytes. A flood of refusals cannot push out the run's first
+    records (``.0``); what it pushes out of the middle is counted, by decision and time, in
+    a note (the newest one covers the whole gap)."""
     from bottle.runtime.egress import records
 
     env.addon.log.max_bytes = 4096
@@ -215,19 +217,150 @@ def test_the_decision_log_is_bounded_on_disk_and_says_when_it_dropped_records(
         flow = make_flow("GET", f"https://unlisted.example.org/{n}")
         env.fire(HttpRequestHook(flow))
     files = [p for p in records.log_files(env.log) if p.exists()]
-    assert [p.name for p in files] == [f"egress.jsonl.{n}" for n in (3, 2, 1)] + ["egress.jsonl"]
+    assert [p.name for p in files] == [f"egress.jsonl.{n}" for n in (0, 2, 1)] + ["egress.jsonl"]
     assert sorted(p.name for p in env.log.parent.iterdir()) == sorted(p.name for p in files)
     assert all(p.stat().st_size <= 4096 for p in files)
-    lines = [json.loads(x) for p in files for x in p.read_text().splitlines()]
+    first = [json.loads(x) for x in files[0].read_text().splitlines()]
+    assert [int(x["path"].strip("/")) for x in first] == list(range(len(first)))
+    assert first and all(x["decision"] == "refuse" for x in first)
+    lines = [json.loads(x) for p in files[1:] for x in p.read_text().splitlines()]
     kept = [x for x in lines if x["decision"] == "refuse"]
-    # The newest records are the ones kept, in order, up to the last request.
+    # After the first file, the newest records are the ones kept, in order, to the last.
     paths = [int(x["path"].strip("/")) for x in kept]
-    assert paths == list(range(paths[0], 400)) and paths[0] > 0
+    assert paths == list(range(paths[0], 400)) and paths[0] > len(first)
     notes = [x for x in lines if x["decision"] == "note"]
     assert notes and all("older records were dropped" in x["reason"] for x in notes)
     assert json.loads(env.log.read_text().splitlines()[0])["decision"] == "note"
+    gap = paths[0] - len(first)
+    newest = notes[-1]
+    assert newest["dropped"] == {"refuse": gap}
+    assert f"{gap} older records were dropped (refuse {gap})" in newest["reason"]
+    assert first[-1]["time"] <= newest["dropped_from"] <= newest["dropped_to"] <= kept[0]["time"]
     [parsed] = {records.LogRecord.model_validate(x).decision for x in notes}
     assert parsed == "note"
+
+
+def test_a_flood_of_refusals_leaves_the_first_moves_readable_to_the_operator(env: Env) -> None:
+    """An injected agent's first moves, then a flood of refusals (each to another host, so
+    no two are alike) to push them out: ``bottle egress log`` still shows them first, and
+    a note counts what the flood pushed out."""
+    from bottle.runtime.egress import records
+    from bottle_cli import decisions
+
+    env.addon.log.max_bytes = 8192
+    first = make_flow("GET", "https://pypi.org/simple/exfil-step-one/")
+    env.fire(HttpRequestHook(first))
+    first.response = http.Response.make(200, b"ok")
+    env.fire(HttpResponseHook(first))
+    for n in range(600):
+        env.fire(HttpRequestHook(make_flow("GET", f"https://n{n}.flood.example/")))
+    shown = list(decisions._log_records(env.log, follow=False))
+    assert (shown[0].decision, shown[0].host, shown[0].path) == (
+        "allow",
+        "pypi.org",
+        "/simple/exfil-step-one/",
+    )
+    assert records.first_file(env.log).exists()
+    floods = [int(r.host.split(".")[0][1:]) for r in shown if r.decision == "refuse"]
+    assert floods[-1] == 599 and floods != list(range(600))  # some did go: the disk bound
+    [*_, note] = [r for r in shown if r.decision == "note"]
+    assert note.dropped == {"refuse": 600 - len(floods)}
+    assert note.dropped_from is not None and note.dropped_to is not None
+
+
+def test_a_dropped_file_is_counted_by_what_its_lines_say_not_what_the_agent_wrote(
+    tmp_path: Path,
+) -> None:
+    """The tally of a dropped file reads the fields' shape, not each line whole: text the
+    agent chose (a path that spells another decision) cannot change the counts."""
+    from bottle.runtime.egress import records
+
+    fake = '","route":null,"decision":"allow","reason":"'
+    lines = [
+        records.LogRecord(time="t1", host=fake, path="/" + fake, decision="refuse", reason=fake),
+        records.LogRecord(time="t2", method=fake, decision="dlp-block", route=3),
+        records.Note(time="t3", dropped={"allow": 2, "refuse": 5}, dropped_from="t0"),
+        records.Note(time="t4", unwritten=4),
+    ]
+    path = tmp_path / "egress.jsonl.2"
+    path.write_text("".join(x.to_line() for x in lines) + '{"time":"t5","decision":"ref')
+    found = records._tally(path)
+    # The drop note's counts are carried on from the newest note by rotate, not from here.
+    assert found.counts == {"refuse": 1, "dlp-block": 1, "unwritten": 4}
+    assert (found.first, found.last) == ("t1", "t4")
+
+
+def test_a_drop_note_that_could_not_be_written_at_once_still_opens_the_new_file(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files moved and the dropped one is gone: if the new file cannot be opened at
+    that moment, the next write that works still puts the drop's note first."""
+    from bottle.runtime.egress import log as egress_log
+    from bottle.runtime.egress import records
+
+    real_rotate, real_open = records.rotate, egress_log.DecisionLog._open
+    failing = {"next_open": False}
+
+    def rotate(path: Path, keep: int = records.KEEP) -> records.Tally | None:
+        dropped = real_rotate(path, keep)
+        failing["next_open"] = dropped is not None
+        return dropped
+
+    def open_(self: egress_log.DecisionLog) -> None:
+        if failing["next_open"]:
+            failing["next_open"] = False
+            raise OSError(24, "Too many open files")
+        real_open(self)
+
+    monkeypatch.setattr(records, "rotate", rotate)
+    monkeypatch.setattr(egress_log.DecisionLog, "_open", open_)
+    env.addon.log.max_bytes = 2048
+    for n in range(60):
+        env.fire(HttpRequestHook(make_flow("GET", f"https://unlisted.example.org/{n}")))
+    for path in [p for p in records.log_files(env.log) if p.exists()][2:]:
+        assert json.loads(path.read_text().splitlines()[0])["decision"] == "note"
+
+
+def test_when_the_decision_log_cannot_be_written_egress_refuses_and_says_so_later(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed: a request egress could not log would be an exfiltration no one sees (the
+    agent can fill the host's disk through /workspace). Until the log works again every
+    request gets a 503; then a note counts what went unwritten."""
+    from bottle.runtime.egress import records
+
+    env.fire(HttpRequestHook(make_flow("GET", "https://unlisted.example.org/")))  # logged
+    allowed = make_flow("GET", "https://pypi.org/simple/")
+    env.fire(HttpRequestHook(allowed))
+    assert allowed.response is None
+
+    def broken(path: Path, keep: int = records.KEEP) -> None:
+        raise OSError(28, "No space left on device")
+
+    env.addon.log.max_bytes = 1  # each record rotates, and rotating fails
+    monkeypatch.setattr(records, "rotate", broken)
+    # Upstream already when the log fails: the one kind of flow that goes unlogged.
+    allowed.response = http.Response.make(200, b"ok")
+    env.fire(HttpResponseHook(allowed))
+    for url in ("https://pypi.org/simple/", "https://unlisted.example.org/", "https://pypi.org/x"):
+        flow = make_flow("GET", url)
+        env.fire(HttpRequestHook(flow))
+        assert flow.response is not None and flow.response.status_code == 503
+        assert body(flow)["error"] == "egress_log_unavailable"
+    monkeypatch.undo()
+    env.addon.log.max_bytes = records.MAX_FILE_BYTES
+    soon = make_flow("GET", "https://pypi.org/simple/")
+    env.fire(HttpRequestHook(soon))  # tried again once a second, not on every request
+    assert soon.response is not None and soon.response.status_code == 503
+    env.addon.log._retry_at = 0.0  # a second later
+    again = make_flow("GET", "https://pypi.org/simple/")
+    env.fire(HttpRequestHook(again))
+    assert again.response is None
+    written = [json.loads(x) for p in records.log_files(env.log) if p.exists()
+               for x in p.read_text().splitlines()]  # fmt: skip
+    note = written[-1]
+    assert note["decision"] == "note" and note["unwritten"] == 5
+    assert "refused every request" in note["reason"]
 
 
 @pytest.mark.parametrize(

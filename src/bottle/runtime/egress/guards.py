@@ -354,6 +354,8 @@ class Guards:
                 record["route"] = index
                 break
         if current.routes.passthrough_for(host, flow.request.port):
+            if not self.log.ready():
+                return self.log.refuse_unlogged(flow)
             record["reason"] = "passthrough tunnel (TLS not intercepted)"
             # The tunnel's bytes are never seen again: log the decision now.
             self.log.log_flow(flow)
@@ -369,6 +371,8 @@ class Guards:
         record = flow_record(flow)
         shown_host = record["host"] = self.log.safe_host(host)
         shown_path = record["path"] = dlp.redact(path.split("?", 1)[0], current.secrets)
+        if not self.log.ready():  # fail closed: nothing leaves that the log cannot show
+            return self.log.refuse_unlogged(flow)
 
         def refuse(reason: str, how: str = HOW_TO_ASK) -> None:
             self.log.refuse(flow, 403, "egress_refused", reason, how)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -119,6 +120,13 @@ class DecisionLog:
         self._fh: TextIO | None = None
         self._fh_path: Path | None = None
         self._size = 0  # of the open file, in bytes
+        self._down_since: str | None = None  # when the log last could not be written
+        self._lost = 0  # records not written since then
+        #: While the log is down, how long before it is tried again, in seconds: a try may
+        #: read a whole file to count a drop, and the agent sets the pace of requests.
+        self.retry_s = 1.0
+        self._retry_at = 0.0  # time.monotonic() of the next try
+        self._note = ""  # the drop note a rotation owes the new file, until it is written
 
     def load(self, loader: Any) -> None:
         loader.add_option(LOG_OPTION, str, str(self.log_path), "the decision log (JSON lines)")
@@ -192,6 +200,16 @@ class DecisionLog:
         flow.request.headers.pop("expect", None)
         self.log_flow(flow)
 
+    def refuse_unlogged(self, flow: http.HTTPFlow) -> None:
+        """Refuse a flow because the decision log cannot be written (see :meth:`ready`)."""
+        self.refuse(
+            flow,
+            503,
+            "egress_log_unavailable",
+            "egress cannot write its decision log, so it sends nothing until it can",
+            "retry later; tell the operator (the egress container's log says why)",
+        )
+
     def crash(self, flow: http.HTTPFlow, exc: Exception, hook: str) -> None:
         """An unexpected failure: refuse this flow with a 500, log, never propagate."""
         # The type and the frames only: an exception message may quote request data.
@@ -239,6 +257,13 @@ class DecisionLog:
             )
         )
 
+    def ready(self) -> bool:
+        """Whether the log takes records. While it cannot be written (or rotated), each
+        request is refused before it leaves: what the agent sends is never unlogged but for
+        the flows already upstream when the log failed. It is tried again at most once per
+        :attr:`retry_s`."""
+        return self._down_since is None or self._recover()
+
     def write(self, record: LogRecord) -> None:
         stamped = record.model_copy(
             update={
@@ -246,9 +271,45 @@ class DecisionLog:
                 "generation": self.tables.current.generation,
             }
         )
-        data = stamped.to_line()
+        if self._down_since is not None and not self._recover():
+            self._lost += 1
+            return
+        error = self._append(stamped.to_line())
+        if error is not None:
+            self._lost += 1
+            self._down_since = stamped.time
+            self._retry_at = time.monotonic() + self.retry_s
+            # Once per outage: the count of what it cost is in the note that ends it.
+            logger.error(
+                "egress: cannot write the decision log %s (%s); refusing requests until it can",
+                self.log_path,
+                error,
+            )
+
+    def _recover(self) -> bool:
+        """Write the note that ends an outage; True when it could be (the log works again)."""
+        if time.monotonic() < self._retry_at:
+            return False
+        note = records.Note(
+            time=now().isoformat(timespec="milliseconds"),
+            generation=self.tables.current.generation,
+            method="LOG",
+            reason=f"the decision log could not be written from {self._down_since} on: "
+            f"{self._lost} records were lost, and egress refused every request meanwhile",
+            unwritten=self._lost,
+        )
+        if self._append(note.to_line()) is not None:
+            self._retry_at = time.monotonic() + self.retry_s
+            return False
+        logger.warning("egress: the decision log is written again (%d records lost)", self._lost)
+        self._down_since, self._lost = None, 0
+        return True
+
+    def _append(self, data: str) -> OSError | None:
+        """Append one line, rotating first when it would not fit; the error when it failed."""
         size = len(data.encode("utf-8", "surrogateescape"))
-        for attempt in (1, 2):
+        failed: OSError | None = None
+        for _attempt in (1, 2):  # a second time on a fresh handle (a file moved or cut)
             try:
                 # One handle kept open (line-buffered: each line is written whole at once);
                 # opening the file for every request cost more than the rest of the log.
@@ -258,13 +319,17 @@ class DecisionLog:
                 if self._size and self._size + size > self.max_bytes:
                     self._rotate()
                     assert self._fh is not None
+                if self._note:  # before anything else in the file, even on a second try
+                    self._fh.write(self._note)
+                    self._size += len(self._note.encode())
+                    self._note = ""
                 self._fh.write(data)
                 self._size += size
-                return
+                return None
             except OSError as exc:
                 self._close()
-                if attempt == 2:
-                    logger.error("egress: cannot append to %s: %s", self.log_path, exc)
+                failed = exc
+        return failed
 
     def _open(self) -> None:
         self._close()
@@ -275,22 +340,23 @@ class DecisionLog:
 
     def _rotate(self) -> None:
         """A full file moves aside and a new one starts (the host's disk is bounded by the
-        files kept, whatever the agent sends); a note opens it when the oldest was lost."""
+        files kept, whatever the agent sends); a note opens it when records were dropped,
+        counting them. The run's first file is never dropped (:func:`records.rotate`)."""
         self._close()
         dropped = records.rotate(self.log_path)
+        if dropped is not None:
+            # Owed to the new file: should this write fail, the next that works puts it first.
+            self._note = (
+                dropped.note(self.log_path, self.max_bytes)
+                .model_copy(
+                    update={
+                        "time": now().isoformat(timespec="milliseconds"),
+                        "generation": self.tables.current.generation,
+                    }
+                )
+                .to_line()
+            )
         self._open()
-        if dropped:
-            note = LogRecord(
-                time=now().isoformat(timespec="milliseconds"),
-                generation=self.tables.current.generation,
-                method="LOG",
-                decision="note",
-                reason=f"older records were dropped: the log keeps {records.KEEP + 1} files "
-                f"of {self.max_bytes >> 20} MiB",
-            ).to_line()
-            assert self._fh is not None
-            self._fh.write(note)
-            self._size += len(note.encode())
 
     def _close(self) -> None:
         fh, self._fh = self._fh, None
