@@ -58,15 +58,7 @@ _ENCODINGS = {"identity": False, "gzip": True, "x-gzip": True}
 #: the gate's environment: how to run (the hook is Python importing bottle), where the
 #: gate's files are. Nothing else: no secret, no ``GIT_*`` of the gate's own.
 _CHILD_ENV = (
-    "PATH",
-    "HOME",
-    "TMPDIR",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "LD_PRELOAD",
-    "NSS_WRAPPER_PASSWD",
-    "NSS_WRAPPER_GROUP",
+    *upstream.RUN_ENV,
     "PYTHONPATH",
     "PYTHONDONTWRITEBYTECODE",
     "PYTHONUNBUFFERED",

@@ -27,9 +27,8 @@ from bottle.runtime.git_gate import GateRemote, known_hosts_file
 FETCH_TIMEOUT = 600.0
 #: Packs a mirror may hold before a fetch merges them (see _tidy).
 MAX_PACKS = 32
-#: Variables git and ssh may see; everything else (other secrets above all) is left out.
-#: (The object-directory ones let a push from the hook read the pushed, quarantined objects.)
-_PASS_ENV = (
+#: What any program the gate starts needs of its environment to run as the gate's user.
+RUN_ENV = (
     "PATH",
     "HOME",
     "TMPDIR",
@@ -39,6 +38,11 @@ _PASS_ENV = (
     "LD_PRELOAD",
     "NSS_WRAPPER_PASSWD",
     "NSS_WRAPPER_GROUP",
+)
+#: Variables git and ssh may see; everything else (other secrets above all) is left out.
+#: (The object-directory ones let a push from the hook read the pushed, quarantined objects.)
+_PASS_ENV = (
+    *RUN_ENV,
     "GIT_OBJECT_DIRECTORY",
     "GIT_ALTERNATE_OBJECT_DIRECTORIES",
     "GIT_QUARANTINE_PATH",
