@@ -9,6 +9,7 @@ their helpers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -329,14 +330,30 @@ def test_the_record_of_a_push_is_on_disk_before_it_goes_upstream(
 # -- the server ------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _serving(state: gate_server.Gate) -> Iterator[str]:
+    """``state`` served on a free loopback port (its base URL) until the block ends."""
+    httpd = gate_server.serve(state, "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _upstream_is(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate's connections upstream reach the local ``repo``."""
+    conn = upstream.Connection(
+        str(repo), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
+    )
+    monkeypatch.setattr(upstream, "connect", lambda *a, **k: conn)
+
+
 @pytest.fixture
 def served(tmp_path: Path, gate_env: dict[str, str]) -> Iterator[str]:
-    httpd = gate_server.serve(_gate(gate_env), "127.0.0.1", 0)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with _serving(_gate(gate_env)) as url:
+        yield url
 
 
 def test_a_clone_through_the_server_shows_why_upstream_failed(tmp_path: Path, served: str) -> None:
@@ -440,23 +457,15 @@ def test_http_backend_gets_no_secret_and_the_hook_only_what_it_scans_for(
         gate.load_config(os.environ), Path(os.environ[gate.WORK_ENV]), os.environ, relaying=False
     )
     state.prepare()
-    conn = upstream.Connection(
-        str(upstream_repo), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
-    )
-    monkeypatch.setattr(upstream, "connect", lambda *a, **k: conn)
-    httpd = gate_server.serve(state, "127.0.0.1", 0)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/origin.git"
-    try:
+    _upstream_is(upstream_repo, monkeypatch)
+    with _serving(state) as base:
+        url = f"{base}/origin.git"
         git(tmp_path, "clone", "-q", url, "clone")
         clone = tmp_path / "clone"
         fetches = _dumps(dumps)
         git(clone, "checkout", "-q", "-B", "main", "origin/main")
         commit(clone, "leak.txt", f"{SECRET}\n")
         out = git(clone, "push", url, "HEAD:main", check=False)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     assert "secret:S (plain)" in out and SECRET not in out, out  # the hook had the secret
     pushes = [env for env in _dumps(dumps) if env not in fetches]
     assert len(fetches) >= 2 and pushes  # (advertisement and upload-pack; the push's)
@@ -522,13 +531,8 @@ def serving(
     state = gate_server.Gate(
         gate.load_config(gate_env), Path(gate_env[gate.WORK_ENV]), os.environ, relaying=False
     )
-    httpd = gate_server.serve(state, "127.0.0.1", 0)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/origin.git", dumps
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with _serving(state) as base:
+        yield f"{base}/origin.git", dumps
 
 
 def _still_serves(url: str) -> None:
@@ -635,14 +639,9 @@ def test_a_gzipped_fetch_of_real_git_is_inflated_by_the_gate(
         gate.load_config(os.environ), Path(os.environ[gate.WORK_ENV]), os.environ, relaying=False
     )
     state.prepare()
-    conn = upstream.Connection(
-        str(upstream_repo), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
-    )
-    monkeypatch.setattr(upstream, "connect", lambda *a, **k: conn)
-    httpd = gate_server.serve(state, "127.0.0.1", 0)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/origin.git"
-    try:
+    _upstream_is(upstream_repo, monkeypatch)
+    with _serving(state) as base:
+        url = f"{base}/origin.git"
         git(tmp_path, "clone", "-q", url, "clone")
         for n in range(40):
             git(work, "checkout", "-q", "-b", f"b{n}", "main")
@@ -651,9 +650,6 @@ def test_a_gzipped_fetch_of_real_git_is_inflated_by_the_gate(
         out = git(tmp_path / "clone", "fetch", "origin", env={"GIT_TRACE_CURL": "1"})
         with urllib.request.urlopen(f"{url}/info/refs?service=git-upload-pack&x=1") as answer:
             assert answer.status == 200
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     assert "Content-Encoding: gzip" in out  # the control: git did gzip a request
     assert git(tmp_path / "clone", "rev-parse", "origin/b39").strip()
     envs = _dumps(dumps)
@@ -696,19 +692,11 @@ def test_a_remote_without_pushes_never_advertises_receive_pack(
         gate.load_config(os.environ), Path(os.environ[gate.WORK_ENV]), os.environ
     )
     state.prepare()
-    conn = upstream.Connection(  # the fetch before an advertisement succeeds
-        str(repo_pair[1]), {**os.environ, **IDENT}, upstream.parse_url("git@h:r"), "10.0.0.1"
-    )
-    monkeypatch.setattr(upstream, "connect", lambda *a, **k: conn)
-    httpd = gate_server.serve(state, "127.0.0.1", 0)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/origin.git/info/refs?{query}"
-    try:
+    _upstream_is(repo_pair[1], monkeypatch)  # the fetch before an advertisement succeeds
+    with _serving(state) as base:
+        url = f"{base}/origin.git/info/refs?{query}"
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(url, timeout=30)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     body = info.value.read()
     assert info.value.code == 403 and b"# service=" not in body, body
     assert not list(dumps.iterdir())  # no advertisement at all: http-backend never ran
