@@ -4,6 +4,8 @@ cases are in test_egress_addon (test_a_body_that_could_claim_another_method_is_r
 from __future__ import annotations
 
 import gzip
+import struct
+import zlib
 
 import pytest
 
@@ -23,6 +25,10 @@ from bottle.runtime.egress.overrides import FORM, JSON, MULTIPART, Unreadable
         ("_method[x", True),
         ("[method", True),  # an unmatched "[" read as "_"
         ("_method\x00junk", True),  # a C string ends at NUL
+        ("[_method]", True),  # Rack 2's normalize_params and qs strip the brackets
+        ("_method]", True),
+        ("]_method", True),
+        ("[_method", True),
         (" _method ", True),
         ("method", False),  # JSON-RPC's field: no framework's override
         ("payment_method", False),  # Stripe's
@@ -97,3 +103,90 @@ def test_the_safety_net_refuses_a_method_the_parse_did_not_read() -> None:
     overrides._check_accounted(b"a=1&_method=x", ["a", "1", "_method", "x"])
     with pytest.raises(Unreadable, match="did not read"):
         overrides._check_accounted(b"junk _method\r\na=1", ["a", "1"])
+
+
+def test_bracketed_names_claim_the_method_in_a_form_and_a_query() -> None:
+    # Rack 2 (Rails 7.0 and older) reads "[_method]", "_method]" and "]_method" as
+    # "_method"; Express's extended qs parser strips a top-level "[...]".
+    for name in ("[_method]", "_method]", "]_method"):
+        assert overrides.query_claims(f"/items/1?{name}=DELETE") == ["DELETE"]
+        assert overrides.body_claims([FORM], "POST", f"{name}=DELETE".encode(), "") == ["DELETE"]
+
+
+def _gzip_with_comment(comment: bytes, data: bytes) -> bytes:
+    """A valid gzip stream of ``data`` whose header carries ``comment`` (FCOMMENT)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = packer.compress(data) + packer.flush()
+    header = b"\x1f\x8b\x08\x10" + b"\0\0\0\0" + b"\x00\x03" + comment + b"\0"
+    trailer = struct.pack("<II", zlib.crc32(data), len(data))
+    return header + deflated + trailer
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [
+        # Rack, PHP and Tomcat never decode a request body: they read the gzip header's
+        # comment as a form field, though the body inflates to a harmless "a=1".
+        (FORM, _gzip_with_comment(b"&_method=DELETE&", b"a=1")),
+        # A multipart part after a preamble (Rack skips one) in the comment.
+        (
+            f"{MULTIPART}; boundary=B",
+            _gzip_with_comment(
+                b'\r\n--B\r\nContent-Disposition: form-data; name="_method"\r\n\r\n'
+                b"DELETE\r\n--B--\r\n",
+                b"--B--\r\n",
+            ),
+        ),
+        # A stored deflate block carries its bytes as they are.
+        (FORM, zlib.compress(b"_method=DELETE", 0)),
+        (JSON, _gzip_with_comment(b'{"\\u005fmethod": "DELETE"}', b"{}")),
+    ],
+    ids=["gzip-comment-form", "gzip-comment-multipart", "stored-deflate-form", "gzip-json"],
+)
+def test_bytes_a_server_reads_undecoded_may_not_name_a_method(kind: str, raw: bytes) -> None:
+    encoding = "deflate" if raw[:1] == b"\x78" else "gzip"
+    with pytest.raises(Unreadable, match="before its Content-Encoding is decoded"):
+        overrides.body_claims([kind], "POST", raw, encoding)
+
+
+def test_a_compressed_body_without_a_claim_goes_on() -> None:
+    body = gzip.compress(b'{"prompt": "%s", "n": 1}' % (b"100% of the method section " * 50))
+    assert overrides.body_claims([JSON], "POST", body, "gzip") == []
+    assert overrides.body_claims([FORM], "POST", gzip.compress(b"a=1&b=%20two"), "gzip") == []
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        # Rack before 3.1 finds the name by an unanchored, greedy search of the header.
+        'Content-Disposition: form-data; name="ok"; x="; name=_method"',
+        # ... and falls back to Content-ID when the disposition names nothing.
+        "Content-Disposition: form-data\r\nContent-ID: _method",
+        'X-Content-Disposition: form-data; name="_method"\r\n'
+        'Content-Disposition: form-data; name="ok"',
+        # RFC 2231 continuations, which Go's mime package joins into "_method".
+        'Content-Disposition: form-data; name*0="_me"; name*1="thod"',
+    ],
+)
+def test_a_part_that_could_name_itself_otherwise_is_unreadable(part: str) -> None:
+    body = f"--B\r\n{part}\r\n\r\nDELETE\r\n--B--\r\n".encode()
+    with pytest.raises(Unreadable):
+        overrides.body_claims([f"{MULTIPART}; boundary=B"], "POST", body, "")
+
+
+def test_a_file_named_method_is_a_file_not_a_claim() -> None:
+    part = 'Content-Disposition: form-data; name="upload"; filename="method.txt"'
+    body = f"--B\r\n{part}\r\n\r\nthe _method section\r\n--B--\r\n".encode()
+    assert overrides.body_claims([f"{MULTIPART}; boundary=B"], "POST", body, "") == []
+
+
+def test_json_lines_are_read_line_by_line() -> None:
+    ndjson = "application/x-ndjson"
+    lines = b'{"msg": "100% done, \\u00e9t\xc3\xa9"}\n{"msg": "the _method of it"}\n'
+    assert overrides.body_claims([ndjson], "POST", lines, "") == []
+    claim = b'{"a": 1}\n{"_method": "DELETE"}\n'
+    assert overrides.body_claims([ndjson], "POST", claim, "") == ["DELETE"]
+    with pytest.raises(Unreadable, match="not valid JSON"):
+        overrides.body_claims([ndjson], "POST", b'{"a": 1}\n{"_method": \n', "")
+    # A nested _method is no claim (Laravel reads top-level keys), in either layout.
+    assert overrides.body_claims([JSON], "POST", b'{"a": {"_method": "DELETE"}}', "") == []

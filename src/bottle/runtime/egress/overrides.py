@@ -58,12 +58,14 @@ _CLAIM_WORD = re.compile(rb"[_.\s\[+]method")
 # In a form or query only %xx escapes (and "+") decode: a claimed name starts a field with
 # whitespace or one of "_ .[", any of them escaped, then "method", any letter escaped.
 _FORM_CLAIM = (
-    r"(?i)(?:^|[&;])(?:[+\s_.\[]|%[0-9a-f]{2})+"
+    r"(?i)(?:^|[&;])(?:[+\s_.\[\]]|%[0-9a-f]{2})+"
     r"(?:m|%[46]d)(?:e|%[46]5)(?:t|%[57]4)(?:h|%[46]8)(?:o|%[46]f)(?:d|%[46]4)"
 )
 _MAYBE_METHOD_TEXT = re.compile(_FORM_CLAIM)
 _MAYBE_METHOD_FORM = re.compile(_FORM_CLAIM.encode())
 _METHOD_WORD = re.compile(rb"(?i)method")
+# JSON's escape of "_" or of a letter of "method", either case.
+_ESCAPED_LETTER = re.compile(rb"\\u00[4-7][0-9a-f]")
 _METHOD_WORD_TEXT = re.compile(r"(?i)method")
 _BOUNDARY_WORD = re.compile(r"(?i)boundary")
 _CHARSET = re.compile(r'(?i)charset[ \t]*=[ \t]*(?:"([^"]*)"|([^;,\s"]*))')
@@ -72,7 +74,7 @@ _PARAM = re.compile(rf';[ \t]*({_TCHARS})[ \t]*=[ \t]*(?:"([^"\\\r\n]*)"|({_TCHA
 _MEDIA = re.compile(rf"[ \t]*({_TCHARS}/{_TCHARS})[ \t]*")
 _HEADER_LINE = re.compile(rf"({_TCHARS}):[ \t]*([^\r\n]*?)[ \t]*")
 _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
-_CLAIM = re.compile(r"(?is)\s*[_ .\[]method(?:\[.*)?\s*")
+_CLAIM = re.compile(r"(?is)\s*[\[\]]*[_ .\[]method(?:[\[\]].*)?\s*")
 
 
 class Unreadable(ValueError):
@@ -146,7 +148,9 @@ def body_claims(
         return []
     for _, content_type in kinds:
         _check_charset(content_type)
-    body = _decoded(body, content_encoding)
+    if decoding.parse(content_encoding):
+        _check_undecoded(body)
+        body = _decoded(body, content_encoding)
     found: list[str] = []
     for kind, content_type in kinds:
         # The common case costs one search of the body (no lower-case copy of up to 32 MiB).
@@ -166,8 +170,10 @@ def body_claims(
 
 def _may_claim(body: bytes, kind: str) -> bool:
     """Whether ``body``, read as ``kind`` ("": any), could hold a claimed name."""
-    if b"%" in body:
+    if b"%" in body and kind != JSON:  # no %xx decodes in JSON
         return kind != FORM or _MAYBE_METHOD_FORM.search(body) is not None
+    if kind in {"", MULTIPART} and b"*" in body and re.search(rb"(?i)name\*", body):
+        return True
     if b"=?" in body and kind in {"", MULTIPART}:
         return True
     # A quoted-pair (multipart, or any kind before kinds are known) or JSON's \uXXXX.
@@ -179,6 +185,22 @@ def _may_claim(body: bytes, kind: str) -> bool:
     if kind == FORM:
         return _MAYBE_METHOD_FORM.search(lowered) is not None
     return _CLAIM_WORD.search(lowered) is not None
+
+
+def _check_undecoded(body: bytes) -> None:
+    """Rack, PHP and Tomcat never decode a request's Content-Encoding: they read its bytes as
+    they are, and a gzip comment or a stored block carries any bytes the agent likes (a form,
+    a multipart part after a preamble). Compressed bytes spell none of these by chance."""
+    lowered = body.lower()
+    if (
+        b"method" in lowered
+        or _MAYBE_METHOD_FORM.search(lowered) is not None
+        or _ESCAPED_LETTER.search(lowered) is not None
+    ):
+        raise Unreadable(
+            "its bytes before its Content-Encoding is decoded could name a method field "
+            "(a server that does not decode it reads them)"
+        )
 
 
 def _check_charset(content_type: str) -> None:
@@ -225,18 +247,29 @@ def _json(body: bytes) -> tuple[list[tuple[str, str]], list[str]]:
         pairs.append(items)  # every pair, duplicate keys too: servers keep the first or last
         return dict(items)
 
+    def parse(text: bytes) -> tuple[object, list[tuple[str, object]]]:
+        data = json.loads(text, object_pairs_hook=keep)
+        # The outermost object is the last one parsed: its pairs are the top-level fields.
+        return data, (pairs[-1] if isinstance(data, dict) else [])
+
     try:
-        data = json.loads(body, object_pairs_hook=keep)
-    except (ValueError, RecursionError) as exc:
-        # Unreadable here but perhaps not to a lenient server.
-        raise Unreadable("it is not valid JSON") from exc
+        documents = [parse(body)]
+    except (ValueError, RecursionError):
+        # JSON lines (NDJSON, JSON Lines, which a Content-Type naming json may be): each
+        # line a document of its own, every one of them read.
+        pairs.clear()
+        try:
+            documents = [parse(line) for line in body.splitlines() if line.strip()]
+        except (ValueError, RecursionError) as exc:
+            # Unreadable here but perhaps not to a lenient server.
+            raise Unreadable("it is not valid JSON") from exc
     read: list[str] = []
-    _strings(data, read)
+    fields: list[tuple[str, str]] = []
+    for data, top in documents:
+        _strings(data, read)
+        fields += [(k, v if isinstance(v, str) else "") for k, v in top]
     read += [key for items in pairs for key, _ in items]
-    if not isinstance(data, dict):
-        return [], read
-    top = pairs[-1]  # the outermost object is the last one parsed
-    return [(k, v if isinstance(v, str) else "") for k, v in top], read
+    return fields, read
 
 
 def _strings(data: object, out: list[str]) -> None:
@@ -339,12 +372,16 @@ def _part(part: bytes) -> tuple[list[str], str, str]:
         raise Unreadable("multipart: a part's Content-Disposition is not form-data")
     params = _params(dispositions[0][media.end() :], "Content-Disposition")
     names = [params[key] for key in ("name",) if key in params]
+    if any(k.startswith("name*") and k != "name*" for k in params):
+        raise Unreadable("multipart: a part's name is in RFC 2231 continuations")
     if "name*" in params:  # RFC 5987, which some servers decode: charset'language'%xx
         names.append(unquote(params["name*"].split("'", 2)[-1], encoding="latin-1"))
     names += [unquote(name, encoding="latin-1") for name in names if "%" in name]
     if any("=?" in name for name in names):
         raise Unreadable("multipart: a part's name is an RFC 2047 encoded word")
-    return names, value.decode("latin-1"), text
+    # What of the head counts as read: the names and file names, never the rest of it.
+    shown = " ".join(v for k, v in params.items() if k.startswith("filename"))
+    return names, value.decode("latin-1"), shown
 
 
 def _check_accounted(body: bytes, read: list[str]) -> None:
