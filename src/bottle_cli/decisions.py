@@ -154,6 +154,8 @@ def egress_log(
 
 #: How often a follow loop looks for more, in seconds.
 POLL_S = 0.2
+#: The longest line of the decision log read (egress writes records of a few KiB).
+MAX_LINE_CHARS = 1 << 20
 
 
 def _as_json(record: LogRecord) -> dict[str, Any]:
@@ -279,12 +281,19 @@ def _file_records(
     from bottle.runtime.egress.records import LogRecord, Note
 
     handle = io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
-    partial, last_pass = "", False
+    partial, last_pass, skipping = "", False, False
     while True:
-        chunk = handle.readline()
+        # Bounded: the file is egress's, and a compromised egress writes what it likes.
+        chunk = handle.readline(MAX_LINE_CHARS + 1 - len(partial))
+        if chunk and skipping:
+            skipping = not chunk.endswith("\n")
+            continue
         if chunk:
             partial += chunk
             if not partial.endswith("\n"):
+                if len(partial) > MAX_LINE_CHARS:
+                    output.warn(f"{name}: skipped a line of more than {MAX_LINE_CHARS} characters")
+                    partial, skipping = "", True
                 continue
         elif follow is not None and not last_pass:
             # Renamed aside (a new file at the name): what is left of this one first.

@@ -301,6 +301,25 @@ def test_following_the_egress_log_loses_nothing_when_it_rotates_between_looks(
             follow.close()  # type: ignore[attr-defined]
 
 
+def test_a_line_past_the_readers_bound_is_skipped_and_the_next_one_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The log is egress's, and a compromised egress writes what it likes: one line of
+    many MiB costs the host no more than the bound, and the records after it still show.
+    (egress itself clips a record's text, so none of its own lines comes near it.)"""
+    from bottle.runtime.egress.records import MAX_TEXT_CHARS, LogRecord
+    from bottle_cli import decisions
+
+    log = tmp_path / "egress.jsonl"
+    long_path = LogRecord(decision="allow", host="a.test", path="/" + "p" * (4 << 20))
+    assert len(long_path.to_line()) < 2 * MAX_TEXT_CHARS  # clipped where it is written
+    good = json.dumps({"time": "t", "decision": "allow", "host": "b.test"}) + "\n"
+    log.write_text('{"junk": "' + "x" * (3 << 20) + '"}\n' + long_path.to_line() + good)
+    shown = [r.host for r in decisions._log_records(log, follow=False)]
+    assert shown == ["a.test", "b.test"]
+    assert f"more than {decisions.MAX_LINE_CHARS} characters" in capsys.readouterr().err
+
+
 def test_reading_the_egress_log_while_egress_rotates_it_shows_each_record_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, field_validator
 Decision = Literal["allow", "refuse", "dlp-block", "dlp-warn", "note"]
 #: One file of the log grows to this much before it is rotated.
 MAX_FILE_BYTES = 16 << 20
+#: The most of a record's text field (a path, a reason) kept; the rest is counted.
+MAX_TEXT_CHARS = 8192
 #: Rotated files kept beside the one being written and the run's first (``.1`` … ``.KEEP``).
 KEEP = 2
 #: The oldest rotated file an older egress kept (``.3``): still read, never written.
@@ -58,6 +60,10 @@ class LogRecord(BaseModel):
     @field_validator("method", "host", "path", "reason")
     @classmethod
     def _text(cls, value: str) -> str:
+        # The agent picks the path (mitmproxy bounds no request line): a record stays a few
+        # KiB, so every one of them fits the host reader's bound on a line.
+        if len(value) > MAX_TEXT_CHARS:
+            value = f"{value[:MAX_TEXT_CHARS]}…[{len(value) - MAX_TEXT_CHARS} more characters]"
         # Undecodable request bytes reach us as lone surrogates, which are not JSON text.
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
