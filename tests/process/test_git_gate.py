@@ -272,6 +272,22 @@ def _agent_with_refs(tmp_path: Path, refs: list[str]) -> Path:
     return work
 
 
+@pytest.mark.parametrize("digits", [40, 64], ids=["sha1", "sha256"])
+def test_the_most_updates_a_push_may_make_are_read_whole(digits: int) -> None:
+    """The input bound is the updates' bound in characters, with SHA-256 object names: a
+    repository of either kind may push MAX_UPDATES refs, and one more is the refusal."""
+    import io
+
+    # Names as long as the total bound lets them be, every one of the most refs.
+    width = gate.MAX_REF_BYTES_TOTAL // gate.MAX_UPDATES
+    names = [f"refs/heads/b{n:04d}".ljust(width, "x") for n in range(gate.MAX_UPDATES + 1)]
+    lines = [f"{'0' * digits} {'a' * digits} {ref}\n" for ref in names]
+    updates, why = hook.read_updates(io.StringIO("".join(lines[:-1])))
+    assert why is None and len(updates) == gate.MAX_UPDATES
+    updates, why = hook.read_updates(io.StringIO("".join(lines)))
+    assert updates == [] and why is not None
+
+
 @pytest.mark.parametrize(
     ("refs", "why"),
     [

@@ -42,8 +42,9 @@ from bottle.runtime.git_gate import (
 SHOWN = 20
 
 
-#: The most of pre-receive's input read: the bounds' worth of lines ("old new ref\n").
-MAX_INPUT_CHARS = gate.MAX_UPDATES * 83 + gate.MAX_REF_BYTES_TOTAL
+#: The most of pre-receive's input read: the bounds' worth of lines ("old new ref\n"), with
+#: SHA-256 object names (64 hex digits; SHA-1's are 40).
+MAX_INPUT_CHARS = gate.MAX_UPDATES * (64 + 1 + 64 + 1 + 1) + gate.MAX_REF_BYTES_TOTAL
 
 
 def ref_bytes(ref: str) -> int:
