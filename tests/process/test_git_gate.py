@@ -272,6 +272,14 @@ def _agent_with_refs(tmp_path: Path, refs: list[str]) -> Path:
     return work
 
 
+def test_the_agent_sees_every_rule_its_push_broke_however_many_refs_broke_one() -> None:
+    deletions = [f"refs/heads/b{n}: deleting a ref is refused (…)" for n in range(40)]
+    refused = [*deletions, "refs/remotes/origin/x: only branches (refs/heads/…) are pushed"]
+    text = hook.refusal_text("origin", refused, [])
+    assert "only branches" in text and "… and 21 more" in text
+    assert text.count("deleting a ref") == hook.SHOWN - 1
+
+
 @pytest.mark.parametrize("digits", [40, 64], ids=["sha1", "sha256"])
 def test_the_most_updates_a_push_may_make_are_read_whole(digits: int) -> None:
     """The input bound is the updates' bound in characters, with SHA-256 object names: a

@@ -217,6 +217,20 @@ def how_to_ask(remote: str, updates: Sequence[RefUpdate]) -> list[str]:
     ]
 
 
+def one_of_each_rule_first(refused: Sequence[str]) -> list[str]:
+    """At most SHOWN of ``refused`` (``ref: why``), in their order, with one of each distinct
+    why among them: a hundred deletions must not hide that the push also sent a tag."""
+    firsts: dict[str, int] = {}
+    for index, line in enumerate(refused):
+        firsts.setdefault(line.partition(": ")[2], index)
+    picked = set(list(firsts.values())[:SHOWN])
+    for index in range(len(refused)):
+        if len(picked) >= SHOWN:
+            break
+        picked.add(index)
+    return [refused[index] for index in sorted(picked)]
+
+
 def refusal_text(
     remote: str,
     refused: Sequence[str],
@@ -225,7 +239,7 @@ def refusal_text(
 ) -> str:
     if refused:
         lines = [f"git-gate: push to {remote} refused by the bottle's push policy:"]
-        lines += [f"  {r}" for r in refused[:SHOWN]]
+        lines += [f"  {r}" for r in one_of_each_rule_first(refused)]
         if len(refused) > SHOWN:
             lines.append(f"  … and {len(refused) - SHOWN} more")
         lines.append(
