@@ -1,0 +1,1 @@
+"""bottle_cli: the ``bottle`` command, a thin typer CLI over the ``bottle`` library."""
