@@ -190,3 +190,70 @@ def test_json_lines_are_read_line_by_line() -> None:
         overrides.body_claims([ndjson], "POST", b'{"a": 1}\n{"_method": \n', "")
     # A nested _method is no claim (Laravel reads top-level keys), in either layout.
     assert overrides.body_claims([JSON], "POST", b'{"a": {"_method": "DELETE"}}', "") == []
+
+
+def _mp(*parts: str) -> bytes:
+    return b"".join(f"--AaB03x\r\n{part}\r\n".encode("latin-1") for part in parts) + (
+        b"--AaB03x--\r\n"
+    )
+
+
+_MP = "multipart/form-data; boundary=AaB03x"
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        # PHP quotes with ' anywhere: it reads name=_method as a parameter of its own.
+        "Content-Disposition: form-data; a=x'; filename=\"'; name=_method; c=\"\r\n\r\nDELETE",
+        # Rack 2.2 and 3.0 take the last "; name=" of the line, in a quoted value too.
+        'Content-Disposition: form-data; name="x"; filename*="; name=_method;"\r\n\r\nDELETE',
+        # Rack ignores a Content-Disposition over 1536 bytes and takes Content-ID.
+        f'Content-Disposition: form-data; name="x%6dethod"; pad="{"A" * 1600}"\r\n'
+        "Content-ID: _method\r\n\r\nDELETE",
+        'Content-Disposition: form-data; name="a"; filename="b"; name="_method"\r\n\r\nDELETE',
+        # A name and a name* too: servers differ over which one names the field.
+        "Content-Disposition: form-data; name=\"a\"; name*=utf-8''_method\r\n\r\nDELETE",
+    ],
+    ids=["php-single-quote", "rack-last-name", "rack-content-id", "name-twice", "name-star"],
+)
+def test_a_part_header_servers_read_apart_is_unreadable(part: str) -> None:
+    with pytest.raises(Unreadable, match="multipart"):
+        overrides.body_claims([_MP], "POST", _mp(part), "")
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        # Go decodes RFC 2231 name*, skips a preamble and never decodes Content-Encoding.
+        b"Content-Disposition: form-data; name*=utf-8''%5f%6d%65%74%68%6f%64",
+        # Tomcat decodes an RFC 2047 word in a parameter.
+        b'Content-Disposition: form-data; name="=?utf-8?b?X21ldGhvZA==?="',
+        # Rack 3.1 unescapes a quoted-pair in a name.
+        b'Content-Disposition: form-data; name="_\\m\\e\\t\\h\\o\\d"',
+    ],
+    ids=["rfc2231", "rfc2047", "quoted-pair"],
+)
+def test_undecoded_bytes_may_not_spell_a_method_field_in_any_escape(inner: bytes) -> None:
+    hidden = b"\r\n--AaB03x\r\n" + inner + b"\r\n\r\nDELETE\r\n--AaB03x--\r\n"
+    body = _gzip_with_comment(hidden, _mp('Content-Disposition: form-data; name="a"\r\n\r\n1'))
+    with pytest.raises(Unreadable, match="before its Content-Encoding"):
+        overrides.body_claims([_MP], "POST", body, "gzip")
+
+
+def test_uploads_as_curl_and_requests_send_them_are_read() -> None:
+    upload = _mp(
+        'Content-Disposition: form-data; name="file"; filename="O\'Brien payment_method.csv"'
+        "\r\nContent-Type: text/csv; charset=utf-8\r\n\r\nid,method\r\n1,card\\x",
+        'Content-Disposition: form-data; name="payment_method"\r\n\r\ncard',
+        "Content-Disposition: form-data; name=files[]\r\n\r\n%\\\x00",
+    )
+    assert overrides.body_claims([_MP], "POST", upload, "") == []
+    claim = _mp('Content-Disposition: form-data; name="_method"\r\n\r\nDELETE')
+    assert overrides.body_claims([_MP], "POST", claim, "") == ["DELETE"]
+
+
+def test_a_latin1_space_before_the_name_is_seen_by_the_quick_look_too() -> None:
+    # str's \s knows \xa0, bytes' does not: the quick look and the claim rule agree.
+    assert overrides.claims_method("\xa0_method")
+    assert overrides.body_claims([FORM], "POST", b"a=1&\xa0_method=DELETE", "") == ["DELETE"]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import unquote_plus
 
 from bottle.runtime.egress import decoding
 
@@ -56,9 +56,10 @@ ASCII_COMPATIBLE = frozenset(
 # for. Tested with `in` first: a case-insensitive regex over 32 MiB costs 100 ms or more.
 _CLAIM_WORD = re.compile(rb"[_.\s\[+]method")
 # In a form or query only %xx escapes (and "+") decode: a claimed name starts a field with
-# whitespace or one of "_ .[", any of them escaped, then "method", any letter escaped.
+# whitespace or one of "_ .[]", any of them escaped, then "method", any letter escaped.
+# (The spaces str's \s knows in latin-1 are spelled out: a bytes pattern's \s is ASCII's.)
 _FORM_CLAIM = (
-    r"(?i)(?:^|[&;])(?:[+\s_.\[\]]|%[0-9a-f]{2})+"
+    r"(?i)(?:^|[&;])(?:[+\s\x1c-\x1f\x85\xa0_.\[\]]|%[0-9a-f]{2})+"
     r"(?:m|%[46]d)(?:e|%[46]5)(?:t|%[57]4)(?:h|%[46]8)(?:o|%[46]f)(?:d|%[46]4)"
 )
 _MAYBE_METHOD_TEXT = re.compile(_FORM_CLAIM)
@@ -67,6 +68,19 @@ _METHOD_WORD = re.compile(rb"(?i)method")
 # JSON's escape of "_" or of a letter of "method", either case.
 _ESCAPED_LETTER = re.compile(rb"\\u00[4-7][0-9a-f]")
 _METHOD_WORD_TEXT = re.compile(r"(?i)method")
+# "method" in bytes read undecoded, any letter escaped the way some server unescapes it: a
+# quoted-pair (Rack 3.1 multipart names), %xx (RFC 2231 name*, forms) or JSON's \u00XX.
+_SPELLED_METHOD = re.compile(
+    b"".join(
+        rb"(?:\\?" + letter + rb"|%" + code + rb"|\\u00" + code + rb")"
+        for letter, code in zip(
+            (b"m", b"e", b"t", b"h", b"o", b"d"),
+            (b"[46]d", b"[46]5", b"[57]4", b"[46]8", b"[46]f", b"[46]4"),
+            strict=True,
+        )
+    )
+)
+_ENCODED_WORD = re.compile(rb"=\?[!->@-~]{1,64}\?[bBqQ]\?")  # RFC 2047, as Tomcat decodes
 _BOUNDARY_WORD = re.compile(r"(?i)boundary")
 _CHARSET = re.compile(r'(?i)charset[ \t]*=[ \t]*(?:"([^"]*)"|([^;,\s"]*))')
 _TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -74,6 +88,12 @@ _PARAM = re.compile(rf';[ \t]*({_TCHARS})[ \t]*=[ \t]*(?:"([^"\\\r\n]*)"|({_TCHA
 _MEDIA = re.compile(rf"[ \t]*({_TCHARS}/{_TCHARS})[ \t]*")
 _HEADER_LINE = re.compile(rf"({_TCHARS}):[ \t]*([^\r\n]*?)[ \t]*")
 _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+_FORM_DATA = re.compile(r"(?i)[ \t]*form-data[ \t]*")
+# A quoted value may hold a ' (PHP, which also quotes with ', skips it inside "..."); an
+# unquoted one may not.
+_PLAIN_VALUE = r'"([^"\\;=%\r\n]*)"|([!#$&*+.^_`|~0-9A-Za-z\[\]-]+)'
+_DISPOSITION_PARAM = re.compile(rf"(?i);[ \t]*(name|filename)[ \t]*=[ \t]*(?:{_PLAIN_VALUE})[ \t]*")
+_PART_TYPE = re.compile(rf"(?i){_TCHARS}/{_TCHARS}(?:[ \t]*;[ \t]*charset=[0-9A-Za-z_.:-]+)?")
 _CLAIM = re.compile(r"(?is)\s*[\[\]]*[_ .\[]method(?:[\[\]].*)?\s*")
 
 
@@ -193,9 +213,11 @@ def _check_undecoded(body: bytes) -> None:
     a multipart part after a preamble). Compressed bytes spell none of these by chance."""
     lowered = body.lower()
     if (
-        b"method" in lowered
+        _SPELLED_METHOD.search(lowered) is not None
         or _MAYBE_METHOD_FORM.search(lowered) is not None
         or _ESCAPED_LETTER.search(lowered) is not None
+        or b"name*" in lowered
+        or _ENCODED_WORD.search(body) is not None
     ):
         raise Unreadable(
             "its bytes before its Content-Encoding is decoded could name a method field "
@@ -309,9 +331,10 @@ def _multipart(content_type: str, body: bytes) -> tuple[list[tuple[str, str]], l
         # splits at LF-only or mid-line ones.
         if body[end - 2 : end] != b"\r\n":
             raise Unreadable("multipart: its boundary appears other than after CRLF")
-        names, value, head = _part(body[after + 2 : end - 2])
-        fields += [(name, value) for name in names]
-        read += [*names, value, head, delimiter.decode("latin-1")]
+        name, value, head = _part(body[after + 2 : end - 2])
+        fields.append((name, value))
+        # Each region once: a copy would pay for a "method" read nowhere.
+        read += [head, value, delimiter.decode("latin-1")]
         start = end
 
 
@@ -352,36 +375,58 @@ def _params(text: str, where: str) -> dict[str, str]:
     return params
 
 
-def _part(part: bytes) -> tuple[list[str], str, str]:
-    """(field names, value, header block) of one part."""
+def _part(part: bytes) -> tuple[str, str, str]:
+    """(field name, value, the name and file name as written) of one part.
+
+    Only the grammar every server reads alike is taken: a Content-Disposition of form-data
+    with a name and perhaps a file name, each a plain token or a quoted string with no
+    ``"``, backslash, ``;``, ``=`` or ``%`` in it, and perhaps a plain Content-Type. Servers
+    part ways over everything else (PHP quotes with ``'`` too; Rack 2 takes the last
+    ``; name=`` of the line, even in a quoted value, and falls back to Content-ID; Go joins
+    RFC 2231 continuations; Tomcat decodes RFC 2047 words; Rack 3.1 unescapes quoted-pairs),
+    so on a method-limited route it is refused, not modelled.
+    """
     head, blank, value = part.partition(b"\r\n\r\n")
     if not blank:
         raise Unreadable("multipart: a part has no blank line after its headers")
     text = head.decode("latin-1")
-    dispositions = []
+    disposition: str | None = None
+    typed = False
     for line in text.split("\r\n"):
         match = _HEADER_LINE.fullmatch(line)
         if match is None:
             raise Unreadable("multipart: a part header line does not parse strictly")
-        if match.group(1).lower() == "content-disposition":
-            dispositions.append(match.group(2))
-    if len(dispositions) != 1:
-        raise Unreadable("multipart: a part needs exactly one Content-Disposition")
-    media = re.match(rf"[ \t]*({_TCHARS})[ \t]*", dispositions[0])
-    if media is None or media.group(1).lower() != "form-data":
+        key = match.group(1).lower()
+        if key == "content-disposition" and disposition is None:
+            disposition = match.group(2)
+        elif key == "content-type" and not typed and _PART_TYPE.fullmatch(match.group(2)):
+            typed = True
+        else:
+            raise Unreadable(
+                "multipart: a part may have one Content-Disposition and one plain "
+                "Content-Type, nothing else"
+            )
+    form = _FORM_DATA.match(disposition or "")
+    if disposition is None or form is None:
         raise Unreadable("multipart: a part's Content-Disposition is not form-data")
-    params = _params(dispositions[0][media.end() :], "Content-Disposition")
-    names = [params[key] for key in ("name",) if key in params]
-    if any(k.startswith("name*") and k != "name*" for k in params):
-        raise Unreadable("multipart: a part's name is in RFC 2231 continuations")
-    if "name*" in params:  # RFC 5987, which some servers decode: charset'language'%xx
-        names.append(unquote(params["name*"].split("'", 2)[-1], encoding="latin-1"))
-    names += [unquote(name, encoding="latin-1") for name in names if "%" in name]
-    if any("=?" in name for name in names):
-        raise Unreadable("multipart: a part's name is an RFC 2047 encoded word")
-    # What of the head counts as read: the names and file names, never the rest of it.
-    shown = " ".join(v for k, v in params.items() if k.startswith("filename"))
-    return names, value.decode("latin-1"), shown
+    params: dict[str, str] = {}
+    position = form.end()
+    while position < len(disposition):
+        param = _DISPOSITION_PARAM.match(disposition, position)
+        if param is None or param.group(1).lower() in params:
+            raise Unreadable(
+                "multipart: a part's Content-Disposition holds more than one plain name "
+                "and file name"
+            )
+        params[param.group(1).lower()] = param.group(2) or param.group(3) or ""
+        position = param.end()
+    if "name" not in params:
+        raise Unreadable("multipart: a part has no name")
+    shown = f"{params['name']} {params.get('filename', '')}"
+    # The name and file name are all of the header a field may be named from.
+    if len(_METHOD_WORD_TEXT.findall(text)) != len(_METHOD_WORD_TEXT.findall(shown)):
+        raise Unreadable("multipart: a part header spells a method outside its name")
+    return params["name"], value.decode("latin-1"), shown
 
 
 def _check_accounted(body: bytes, read: list[str]) -> None:
