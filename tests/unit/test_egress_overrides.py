@@ -257,3 +257,10 @@ def test_a_latin1_space_before_the_name_is_seen_by_the_quick_look_too() -> None:
     # str's \s knows \xa0, bytes' does not: the quick look and the claim rule agree.
     assert overrides.claims_method("\xa0_method")
     assert overrides.body_claims([FORM], "POST", b"a=1&\xa0_method=DELETE", "") == ["DELETE"]
+
+
+def test_a_key_that_qs_ends_at_its_first_bracket_equals_is_read_so_too() -> None:
+    # qs splits on "&" only and cuts at the first "]=": {"_method": "DELETE"} to Express.
+    assert "DELETE" in overrides.query_claims("/items/1?[_method]x=GET;]=DELETE")
+    body = b"[_method]x=POST;]=DELETE"
+    assert "DELETE" in overrides.body_claims([FORM], "POST", body, "")

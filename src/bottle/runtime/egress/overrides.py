@@ -250,10 +250,23 @@ def _decoded(body: bytes, content_encoding: str) -> bytes:
 
 def _form_fields(text: str) -> list[tuple[str, str]]:
     # "&" and ";" both: older Rack, and many servers' query parsers, split on either.
-    return [
+    fields = [
         (_unquoted(name), _unquoted(value))
         for name, _, value in (part.partition("=") for part in re.split(r"[&;]", text))
     ]
+    # qs (Express's extended parser) splits on "&" alone and ends a key at its first "]="
+    # before any "=": "[_method]x=POST;]=DELETE" is _method=DELETE to it.
+    if "]=" not in text:
+        return fields
+    seen = set(fields)
+    for part in text.split("&"):
+        cut = part.find("]=")
+        if cut != -1:
+            field = (_unquoted(part[: cut + 1]), _unquoted(part[cut + 2 :]))
+            if field not in seen:
+                seen.add(field)
+                fields.append(field)
+    return fields
 
 
 def _unquoted(text: str) -> str:
