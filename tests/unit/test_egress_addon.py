@@ -884,6 +884,8 @@ BODY_OVERRIDES = [
     ("multipart folded header", _MP_TYPE, _mp(b'Content-Disposition: form-data;\r\n name="_method"\r\n\r\nDELETE'), {}, "does not parse strictly"),
     ("multipart boundary in a value", _MP_TYPE, _mp(b'Content-Disposition: form-data; name="a"\r\n\r\nx--B', _CD_METHOD), {}, "other than after CRLF"),
     # JSON: any type with "json" in it (Laravel's isJson); every key, duplicates too.
+    # Unicorn files Content_Type under CONTENT_TYPE too, joined to the real one by a comma.
+    ("underscore content type", "application/octet-stream", b"_method=DELETE", {"Content_Type": _FORM_TYPE}, _READ),
     ("isJson substring", "text/plain; a=/json", b'{"_method":"DELETE"}', {}, _READ),
     ("isJson in a quoted parameter", 'text/plain; charset="+json"', b'{"_method":"DELETE"}', {}, "charset"),
     ("json duplicate key", "application/json", b'{"_method":"DELETE","_method":"GET"}', {}, _READ),

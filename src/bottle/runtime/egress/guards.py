@@ -84,8 +84,18 @@ def method_overrides(req: http.Request) -> list[tuple[str, str]]:
     return found
 
 
+def _header_values(req: http.Request, name: bytes) -> list[str]:
+    """The values of every header a CGI-style server files under ``name``: Unicorn (and Puma
+    before 6.4.3) read ``Content_Type`` as ``Content-Type`` and join the two with a comma."""
+    return [
+        value.decode("latin-1")
+        for field, value in req.headers.fields
+        if overrides.header_name(field) == name
+    ]
+
+
 def _form_kinds(req: http.Request) -> list[tuple[str, str]]:
-    return overrides.form_kinds(req.headers.get_all("content-type"), req.method)
+    return overrides.form_kinds(_header_values(req, b"content-type"), req.method)
 
 
 def body_may_claim_a_method(route: Route, req: http.Request) -> bool:
@@ -101,10 +111,10 @@ def body_method_overrides(req: http.Request) -> tuple[list[tuple[str, str]], str
     body = req.raw_content
     if not body:
         return [], ""
-    encoding = ", ".join(req.headers.get_all("content-encoding"))
+    encoding = ", ".join(_header_values(req, b"content-encoding"))
     try:
         found = overrides.body_claims(
-            req.headers.get_all("content-type"), req.method, body, encoding
+            _header_values(req, b"content-type"), req.method, body, encoding
         )
     except overrides.Unreadable as exc:
         return [(_BODY_WHERE, "")], str(exc)
