@@ -374,6 +374,17 @@ def _upstream_is(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(upstream, "connect", lambda *a, **k: conn)
 
 
+def _prepared_without_relay(repo: Path, monkeypatch: pytest.MonkeyPatch) -> gate_server.Gate:
+    """The gate of this environment, prepared, serving through http-backend (no relay),
+    its upstream the local ``repo``."""
+    state = gate_server.Gate(
+        gate.load_config(os.environ), Path(os.environ[gate.WORK_ENV]), os.environ, relaying=False
+    )
+    state.prepare()
+    _upstream_is(repo, monkeypatch)
+    return state
+
+
 @pytest.fixture
 def served(tmp_path: Path, gate_env: dict[str, str]) -> Iterator[str]:
     with _serving(_gate(gate_env)) as url:
@@ -477,11 +488,7 @@ def test_http_backend_gets_no_secret_and_the_hook_only_what_it_scans_for(
         monkeypatch.setenv(key, value)
     dumps = _env_spy(tmp_path, monkeypatch)
     own_work(gate_env, tmp_path, monkeypatch)
-    state = gate_server.Gate(
-        gate.load_config(os.environ), Path(os.environ[gate.WORK_ENV]), os.environ, relaying=False
-    )
-    state.prepare()
-    _upstream_is(upstream_repo, monkeypatch)
+    state = _prepared_without_relay(upstream_repo, monkeypatch)
     with _serving(state) as base:
         url = f"{base}/origin.git"
         git(tmp_path, "clone", "-q", url, "clone")
@@ -659,11 +666,7 @@ def test_a_gzipped_fetch_of_real_git_is_inflated_by_the_gate(
     work, upstream_repo, _first = repo_pair
     dumps = _env_spy(tmp_path, monkeypatch)
     own_work(gate_env, tmp_path, monkeypatch)
-    state = gate_server.Gate(
-        gate.load_config(os.environ), Path(os.environ[gate.WORK_ENV]), os.environ, relaying=False
-    )
-    state.prepare()
-    _upstream_is(upstream_repo, monkeypatch)
+    state = _prepared_without_relay(upstream_repo, monkeypatch)
     with _serving(state) as base:
         url = f"{base}/origin.git"
         git(tmp_path, "clone", "-q", url, "clone")
