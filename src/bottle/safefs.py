@@ -106,12 +106,15 @@ def _open_regular(path: Path, flags: int, *, root: Path | None, mode: int = 0o64
             raise
     finally:
         os.close(dir_fd)
+    # Only the kind is checked again, not the inode: a writer that renames a new file over
+    # this one (``atomic_write``) swaps the inode between the two calls, and one regular
+    # file in place of another gives nothing that the first would not have.
     after = os.fstat(fd)
-    if not stat.S_ISREG(after.st_mode) or (
-        before is not None and (before.st_dev, before.st_ino) != (after.st_dev, after.st_ino)
-    ):
+    if not stat.S_ISREG(after.st_mode):
         os.close(fd)
-        raise UnsafeFileError(errno.EPERM, f"{path} changed while being opened; refused")
+        raise UnsafeFileError(
+            errno.EPERM, f"{path} became {_kind(after.st_mode)} while being opened; refused"
+        )
     return fd
 
 

@@ -106,6 +106,52 @@ def test_read_refuses_a_device(root: Path) -> None:
         assert "device" in str(outcome)
 
 
+def _swap_before_open(monkeypatch: pytest.MonkeyPatch, name: str, swap: object) -> None:
+    """Run ``swap()`` once, between safefs's ``lstat`` of ``name`` and its ``open``."""
+    real_open = os.open
+    done: list[bool] = []
+
+    def open_after_swap(path: object, *args: object, **kwargs: object) -> int:
+        if path == name and not done:
+            done.append(True)
+            swap()  # type: ignore[operator]
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(safefs.os, "open", open_after_swap)
+
+
+def test_a_file_renamed_over_while_opened_is_read(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # atomic_write renames a new file over the old one; a reader that lands between its
+    # lstat and its open (the operator deciding while supervise polls) reads the new file.
+    path = root / "1.json"
+    path.write_text("old")
+
+    def rename_over() -> None:
+        (root / "new").write_text("new")
+        os.replace(root / "new", path)
+
+    _swap_before_open(monkeypatch, "1.json", rename_over)
+    assert safefs.read_regular(path, root=root) == b"new"
+
+
+def test_a_fifo_swapped_in_while_opened_is_refused(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = root / "status.json"
+    path.write_text("{}")
+
+    def fifo_over() -> None:
+        path.unlink()
+        os.mkfifo(path)
+
+    _swap_before_open(monkeypatch, "status.json", fifo_over)
+    outcome = _in_thread(lambda: safefs.read_regular(path, root=root))
+    assert isinstance(outcome, UnsafeFileError)
+    assert "FIFO" in str(outcome)
+
+
 def test_read_is_bounded(root: Path) -> None:
     path = root / "huge.json"
     with path.open("wb") as handle:
