@@ -253,7 +253,13 @@ def test_other_ls_words_go_to_the_full_command(words: list[str]) -> None:
 
 
 def test_quick_stop_stops_each_and_says_what_the_full_command_says(
-    bottle: Run, home: Path, running: StateDir, monkeypatch: pytest.MonkeyPatch, capfd: Any
+    bottle: Run,
+    home: Path,
+    running: StateDir,
+    calls: Path,
+    fake_docker: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: Any,
 ) -> None:
     from bottle_cli import app
 
@@ -269,6 +275,10 @@ def test_quick_stop_stops_each_and_says_what_the_full_command_says(
         f"· stopped {state.path.name}; its state is in {state.path}" for state in (running, other)
     ]
     monkeypatch.setenv("COLUMNS", "200")
+    # The full command under the same fake docker: a unit test needs no engine.
+    monkeypatch.setenv("BOTTLE_HOME", str(home))
+    monkeypatch.setenv("DOCKER_ARGV_LOG", str(calls))
+    monkeypatch.setenv("PATH", f"{fake_docker}{os.pathsep}{os.environ['PATH']}")
     assert app.main(["stop", "shell-run333"]) == 0
     full = [line for line in capfd.readouterr().err.splitlines() if line.startswith("·")]
     assert full == [f"· stopped shell-run333; its state is in {third.path}"]
