@@ -43,11 +43,17 @@ MAX_HELD = 4 << 20
 
 
 class _Candidate:
-    def __init__(self, encoding: str, detector: Detector, limit: int, sniffed: bool) -> None:
+    def __init__(
+        self, encoding: str, detector: Callable[[], Detector], limit: int, sniffed: bool
+    ) -> None:
         self.encoding = encoding
         self.sniffed = sniffed
         self.decoder = decoding.Decoder([encoding], limit)
-        self.detector = detector
+        # Made when the decoder first gives output: a detector has candidates of its own,
+        # so made up front they were a tree of MAX_LAYERS levels for every body, nearly
+        # all of them guesses (deflate, br) that decode nothing.
+        self.make = detector
+        self.detector: Detector | None = None
         self.decoded = 0  # bytes the decoder produced
         self.passed = 0  # bytes of them the detector let through
         self.outputs: deque[tuple[int, int]] = deque()  # (piece that made output, decoded)
@@ -73,7 +79,15 @@ class _Candidate:
         """The detector's end: what it held back is scanned too."""
         self._detect(b"")
 
+    @property
+    def found(self) -> set[str]:
+        return self.detector.found if self.detector is not None else set()
+
     def _detect(self, piece: bytes) -> None:
+        if self.detector is None:
+            if not piece:
+                return  # nothing was decoded: nothing to scan, nothing held back
+            self.detector = self.make()
         for out in self.detector(piece):
             self.passed += len(out)
 
@@ -106,7 +120,7 @@ class Undeclared:
             sniffed = decoding.sniff(self.head[:4])
             names = [sniffed] if sniffed else list(NO_MAGIC)
             self.candidates = [
-                _Candidate(name, self.make(), self.limit, bool(sniffed)) for name in names
+                _Candidate(name, self.make, self.limit, bool(sniffed)) for name in names
             ]
             pieces, self.head = [self.head] if self.head else [], b""
             if not data:
@@ -143,9 +157,9 @@ class Undeclared:
                 with contextlib.suppress(decoding.DecodeError):
                     candidate.close()
                 candidate.settled = index
-                candidate.encoding = candidate.encoding if candidate.detector.found else ""
-            if candidate.detector.found:
-                self.found |= candidate.detector.found
+                candidate.encoding = candidate.encoding if candidate.found else ""
+            if candidate.found:
+                self.found |= candidate.found
                 self._cut(f"a secret was found in its {candidate.encoding} data")
                 return
             if candidate.encoding and self.held_bytes > MAX_HELD:
