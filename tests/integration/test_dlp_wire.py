@@ -460,3 +460,31 @@ def test_a_method_field_on_a_post_only_dlp_off_route_is_read_before_any_of_it_le
     got = _upstream_got(wire)
     assert "GOT /bulk/override" not in got and "GOT /bulk/form 7" in got, got
     assert "GOT /bulk/binary 14" in got
+
+
+def test_a_method_field_in_a_multipart_a_query_or_a_gzip_body_is_refused_unsent(
+    wire: Any,
+) -> None:
+    """The other places a server reads ``_method`` from, on the same POST-only route: a
+    multipart part (Rack, Laravel, Spring's filter), the query (Express method-override),
+    and a form whose bytes are gzipped (Rack's inflater, PHP's zlib input). A plain file
+    upload by curl still goes through."""
+    url = f"https://{UPSTREAM_HOST}/bulk"
+    multipart = ["-F", "_method=DELETE", "-F", "file=@/etc/hostname"]
+    refusal = _refusal(agent_curl(wire, *multipart, f"{url}/override-multipart"))
+    assert refusal["error"] == "egress_refused" and "body field _method" in refusal["reason"]
+    refusal = _refusal(agent_curl(wire, "-d", "a=1", f"{url}/override-query?_method=DELETE"))
+    assert "query parameter _method" in refusal["reason"], refusal
+    gzipped = wire.exec(
+        ["sh", "-c", "printf 'a=1&_method=DELETE' | gzip -c > /tmp/override.gz"], capture=True
+    )
+    assert gzipped.exit_code == 0, gzipped.stderr
+    refusal = _refusal(agent_curl(wire, "-H", "content-encoding: gzip",
+                                  "-H", "content-type: application/x-www-form-urlencoded",
+                                  "--data-binary", "@/tmp/override.gz",
+                                  f"{url}/override-gzip"))  # fmt: skip
+    assert "body field _method" in refusal["reason"], refusal
+    assert "200" in _final(agent_curl(wire, "-F", "file=@/etc/hostname", f"{url}/upload"))[0]
+    got = _upstream_got(wire)
+    assert "GOT /bulk/override" not in got, got
+    assert "GOT /bulk/upload " in got, got
