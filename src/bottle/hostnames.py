@@ -9,11 +9,13 @@ and wildcards over names where anyone can get one: a public suffix (``*.com``,
 ``s3.amazonaws.com``: anyone's bucket), a shared hosting name the public suffix list
 does not hold (``*.storage.googleapis.com``, ``*.slack.com``), or a name under shared hosting,
 the list's private entries or ours (``*.corp.s3.amazonaws.com`` holds the bucket
-``evil.corp``). The list's IDN entries are compared IDNA-encoded, the form a name reaches
-us in (``*.xn--stfold-9xa.no``). They are refused here, on both sides of the boundary (this
-module is pure and runs in the sidecars too); a route that says ``private: true`` may name
-internal names and private IP literals, never the metadata service, loopback or the
-bottle's own services.
+``evil.corp``). An exact host that serves anyone's by its path
+(``s3.amazonaws.com/<bucket>``, ``hooks.slack.com/services/...``) needs paths that keep to
+the operator's own (the route checks them: :func:`shared_by_path`). The list's IDN entries
+are compared IDNA-encoded, the form a name reaches us in (``*.xn--stfold-9xa.no``). They
+are refused here, on both sides of the boundary (this module is pure and runs in the
+sidecars too); a route that says ``private: true`` may name internal names and private IP
+literals, never the metadata service, loopback or the bottle's own services.
 """
 
 from __future__ import annotations
@@ -150,6 +152,51 @@ SHARED_HOSTING = (
     "cloud.databricks.com",
     "azuredatabricks.net",
 )
+#: Exact hosts where the *path* names anyone's bucket, webhook or topic, with no
+#: credential of theirs needed to write there: a route to one reaches anyone's unless its
+#: ``paths`` keep it to the operator's own (see :func:`shared_by_path`).
+PATH_SHARED_HOSTS = frozenset(
+    {
+        # Object stores, path-style: /<bucket>/<key>, anyone's public-write bucket.
+        "storage.googleapis.com",
+        "storage.cloud.google.com",
+        "firebasestorage.googleapis.com",
+        "www.googleapis.com",  # /upload/storage/v1/b/<bucket>
+        # Webhooks and push: the path is someone's hook, bot or topic.
+        "hooks.slack.com",
+        "discord.com",
+        "discordapp.com",
+        "api.telegram.org",
+        "hooks.zapier.com",
+        "maker.ifttt.com",
+        "ntfy.sh",
+        "webhook.site",
+        "api.pushbullet.com",
+    }
+)
+#: The same, by the shape of a region's endpoint: S3 and the stores that speak its API.
+_PATH_SHARED_RE = re.compile(
+    r"^(s3([.-][a-z0-9-]+)*\.amazonaws\.com(\.cn)?"
+    r"|s3([.-][a-z0-9-]+)*\.wasabisys\.com"
+    r"|[a-z0-9-]+\.backblazeb2\.com"
+    r"|[a-z0-9-]+\.digitaloceanspaces\.com"
+    r"|[a-z0-9-]+\.linodeobjects\.com)$"
+)
+#: Where each of those hosts names an owner in the path, with an owner no operator's rule
+#: means: a route whose rules let one through reaches anyone's.
+ANYONES_PATHS = (
+    "/bottle-probe/object",  # a bucket, a topic, a catcher's id
+    "/services/T0PROBE/B0PROBE/x",  # Slack: a team T..., a hook B...
+    "/api/webhooks/0/bottle-probe",  # Discord, unversioned and versioned
+    "/api/v10/webhooks/0/bottle-probe",
+    "/botbottle-probe/sendMessage",  # Telegram
+    "/hooks/catch/0/bottle-probe/",  # Zapier
+    "/trigger/e/with/key/bottle-probe",  # IFTTT
+    "/v2/pushes",  # Pushbullet: the token is a header
+    "/storage/v1/b/bottle-probe/o",  # Google Cloud Storage's JSON API
+    "/upload/storage/v1/b/bottle-probe/o",
+    "/v0/b/bottle-probe/o",  # Firebase Storage
+)
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _NAME_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
 # A last label that is all digits or 0x-hex is an address to inet_aton, never a TLD.
@@ -215,6 +262,13 @@ def refusal(host: str, *, private: bool) -> str | None:
             "(a public route must not lead into private networks)"
         )
     return None
+
+
+def shared_by_path(host: str) -> bool:
+    """Whether the exact ``host`` serves anyone's bucket, hook or topic by its path
+    (``s3.amazonaws.com/<bucket>``, ``hooks.slack.com/services/...``)."""
+    bare = _to_ascii(host)
+    return bare in PATH_SHARED_HOSTS or _PATH_SHARED_RE.fullmatch(bare) is not None
 
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

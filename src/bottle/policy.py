@@ -234,6 +234,23 @@ class Route(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _own_part_of_a_path_shared_host(self) -> Route:
+        # The host alone would let the agent put what it likes in someone else's bucket or
+        # webhook: only paths that keep to the operator's own make it a route.
+        if self.host.startswith("*.") or not hostnames.shared_by_path(self.host):
+            return self
+        if not self.paths or any(
+            _path_matches(rule, probe) for rule in self.paths for probe in hostnames.ANYONES_PATHS
+        ):
+            raise ValueError(
+                f"{self.host!r} serves anyone's bucket, webhook or topic by its path, so "
+                "the host alone would reach anyone's: add paths that keep to yours "
+                "(paths: [/your-bucket/]), or name your bucket's own host "
+                "(your-bucket.s3.amazonaws.com) where there is one"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _credentials_only_over_tls(self) -> Route:
         if self.auth is not None and self.scheme == "http":
             raise ValueError(

@@ -501,3 +501,58 @@ def test_regex_rules_run_on_re2_within_bounds() -> None:
     for bad in ["^/(a)\\1", "^/(?=x)", "^/" + "a" * patterns.MAX_PATTERN]:
         with pytest.raises(ValidationError, match="path regex"):
             Route.model_validate({"host": "h.io", "paths": [bad]})
+
+
+@pytest.mark.parametrize(
+    ("host", "paths"),
+    [
+        ("s3.amazonaws.com", []),
+        ("S3.Amazonaws.com.", []),
+        ("s3.us-east-1.amazonaws.com", []),
+        ("s3-eu-west-1.amazonaws.com", ["/"]),
+        ("s3.dualstack.eu-west-1.amazonaws.com", ["^/"]),
+        ("s3.cn-north-1.amazonaws.com.cn", []),
+        ("storage.googleapis.com", ["/", "/mine/"]),  # one rule that lets anyone's through
+        ("www.googleapis.com", ["/upload/"]),
+        ("s3.eu-central-2.wasabisys.com", []),
+        ("nyc3.digitaloceanspaces.com", []),
+        ("hooks.slack.com", ["/services/"]),
+        ("hooks.slack.com", ["^/services/T"]),
+        ("discord.com", ["/api/"]),
+        ("discord.com", ["/api/v10/"]),
+        ("api.telegram.org", []),
+        ("ntfy.sh", []),
+        ("webhook.site", ["/"]),
+    ],
+)
+def test_a_host_shared_by_path_needs_paths_that_keep_to_ones_own(
+    host: str, paths: list[str]
+) -> None:
+    # s3.amazonaws.com/<bucket>: the host alone lets the agent PUT into an attacker's
+    # public bucket, or post to an attacker's webhook; the wildcard check never sees it.
+    with pytest.raises(ValidationError, match="serves anyone's bucket, webhook or topic"):
+        Route.model_validate({"host": host, "paths": paths})
+    from bottle.errors import ApplyError
+    from bottle.proposals.payloads import validate_payload
+
+    with pytest.raises(ApplyError, match="anyone's"):
+        validate_payload("egress-block", {"host": host, "paths": paths})
+
+
+@pytest.mark.parametrize(
+    ("host", "paths"),
+    [
+        ("s3.amazonaws.com", ["/my-bucket/"]),
+        ("s3.us-east-1.amazonaws.com", ["/my-bucket/", "/my-other-bucket/"]),
+        ("storage.googleapis.com", ["/my-bucket/"]),
+        ("www.googleapis.com", ["/upload/storage/v1/b/my-bucket/"]),
+        ("hooks.slack.com", ["/services/T0123/B0456/"]),
+        ("discord.com", ["/api/v10/webhooks/1234/"]),
+        ("ntfy.sh", ["/my-long-topic-name"]),
+        ("my-bucket.s3.amazonaws.com", []),
+        ("api.github.com", []),
+        ("slack.com", []),
+    ],
+)
+def test_ones_own_part_of_a_host_shared_by_path_passes(host: str, paths: list[str]) -> None:
+    assert Route.model_validate({"host": host, "paths": paths}).host == host.lower()
