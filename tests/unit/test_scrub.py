@@ -4,10 +4,13 @@ stream, the decompression bomb, and what the addon logs and sends on."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import random
+import struct
 import tracemalloc
 import zlib
+from typing import Any
 
 import pytest
 from mitmproxy import http, websocket
@@ -396,6 +399,33 @@ def test_what_came_before_an_undeclared_secret_goes_on_however_the_body_was_read
         kept = out.split(b"\n[bottle:")[0]
         assert kept[:2] == b"\x1f\x8b" and len(kept) > len(blob) // 2, size
         assert blob.startswith(kept), size
+
+
+def _gzip_with_comment(data: bytes, comment_bytes: int) -> bytes:
+    """A gzip member whose FCOMMENT (ignored by every reader) comes before ``data``."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = b"\x1f\x8b\x08\x10\0\0\0\0\x00\xff" + b"A" * comment_bytes + b"\0"
+    body = packer.compress(data) + packer.flush()
+    return head + body + struct.pack("<II", zlib.crc32(data), len(data))
+
+
+@pytest.mark.parametrize(
+    "outer", [gzip.compress, zlib.compress, dlp_cases._raw_deflate, dlp_cases._zstd]
+)
+def test_a_layer_inside_that_cannot_be_scanned_cuts_the_body(outer: Any) -> None:
+    # Review 5, F1: a 5 MiB gzip comment makes the inner layer hold more than egress holds,
+    # so it stops scanning; the outer layer (5 KB on the wire) went on whole, and the agent
+    # decoded the secret out of it.
+    inner = _gzip_with_comment(b"hello " + GH_SECRET.encode() + b" bye", 5 << 20)
+    scrubber = scrub.StreamScrubber(NEEDLES)
+    out = stream_all(scrubber, outer(inner), 64 << 10)
+    assert "could not be scanned" in scrubber.problem
+    for seen in partly_decoded(out.split(b"\n[bottle:")[0]):
+        assert GH_SECRET.encode()[:8] not in seen
+    kept = out.split(b"\n[bottle:")[0]
+    with contextlib.suppress(Exception):
+        kept = gzip.decompress(zlib.decompress(kept, 47))
+    assert GH_SECRET.encode() not in kept
 
 
 def test_an_event_stream_is_not_held_back() -> None:

@@ -29,6 +29,7 @@ class Detector(Protocol):
     """What a candidate's decoded output goes through: a scrubber whose output is counted."""
 
     found: set[str]
+    problem: str
 
     def __call__(self, data: bytes) -> Iterator[bytes]: ...
 
@@ -82,6 +83,12 @@ class _Candidate:
     @property
     def found(self) -> set[str]:
         return self.detector.found if self.detector is not None else set()
+
+    @property
+    def problem(self) -> str:
+        """Why the detector stopped scanning ("" if it did not): what it did not scan must
+        not go on as if it were clean."""
+        return self.detector.problem if self.detector is not None else ""
 
     def _detect(self, piece: bytes) -> None:
         if self.detector is None:
@@ -161,6 +168,13 @@ class Undeclared:
             if candidate.found:
                 self.found |= candidate.found
                 self._cut(f"a secret was found in its {candidate.encoding} data")
+                return
+            if candidate.encoding and candidate.problem:
+                # A layer inside it could not be scanned to its end (it held too much back,
+                # or was too large): the rest of it may hold a secret.
+                self._cut(
+                    f"its {candidate.encoding} data could not be scanned: {candidate.problem}"
+                )
                 return
             if candidate.encoding and self.held_bytes > MAX_HELD:
                 if candidate.sniffed:
