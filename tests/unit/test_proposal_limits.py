@@ -18,7 +18,7 @@ from mcp.server.fastmcp.exceptions import ToolError
 from bottle.errors import ApplyError
 from bottle.proposals import ProposalQueue
 from bottle.proposals.limits import Limits, TokenBucket
-from bottle.proposals.queue import MAX_FILE_BYTES
+from bottle.proposals.rows import MAX_FILE_BYTES
 from bottle.runtime.supervise.server import Config, Supervise
 
 

@@ -302,6 +302,23 @@ def test_list_reports_malformed_files_and_filters(queue: ProposalQueue) -> None:
         queue.get(3)
 
 
+def test_a_file_nested_past_the_parser_is_one_bad_file(queue: ProposalQueue) -> None:
+    # Review 5, F4: "[[[[…" raised RecursionError out of list, get, the host's pending
+    # rows and supervise's index rebuild; the queue behind it was hidden.
+    from bottle.proposals.rows import read_row
+
+    queue.create("egress-block", {"host": "a.com"}, "j")
+    (queue.directory / "2.json").write_text("[" * 100_000)
+    listing = queue.list()
+    assert [p.id for p in listing.proposals] == [1]
+    assert "2.json: nested deeper than any proposal is" in "\n".join(listing.problems)
+    with pytest.raises(ApplyError, match="unreadable"):
+        queue.get(2)
+    with pytest.raises(ValueError, match="nested deeper"):
+        read_row(queue.directory / "2.json", 2)
+    assert queue.rebuild_index() == 2  # indexed, so every listing names it
+
+
 def test_decide_approve_and_reject(queue: ProposalQueue) -> None:
     queue.create("egress-block", {"host": "a.com"}, "j")
     queue.create("egress-block", {"host": "b.com"}, "j")

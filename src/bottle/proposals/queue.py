@@ -26,7 +26,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bottle import safefs
 from bottle.errors import ApplyError
 from bottle.files import atomic_write, locked, now
 from bottle.proposals.index import (
@@ -44,7 +43,7 @@ from bottle.proposals.payloads import (
     validate_payload,
     validation_reasons,
 )
-from bottle.proposals.rows import MAX_FILE_BYTES
+from bottle.proposals.rows import load_file
 
 #: The one lock of a queue: creates, decisions and index rebuilds take turns.
 _LOCK = ".decide.lock"
@@ -222,8 +221,7 @@ class ProposalQueue:
         return proposal
 
     def _load(self, path: Path) -> Proposal:
-        raw = safefs.read_regular(path, max_bytes=MAX_FILE_BYTES).decode("utf-8")
-        data = json.loads(raw)
+        data = load_file(path)
         proposal = Proposal.model_validate(data)
         expected = int(path.name.removesuffix(".json"))
         if proposal.id != expected:

@@ -36,9 +36,20 @@ class Row:
     data: dict[str, Any]
 
 
+def load_file(path: Path) -> Any:
+    """The JSON of a proposal file; ``OSError`` or ``ValueError`` when it cannot be read."""
+    raw = safefs.read_regular(path, max_bytes=MAX_FILE_BYTES)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        # "[[[[…" past the parser's stack: a bad file like any other, never a crash that
+        # hides the rest of the queue.
+        raise ValueError("nested deeper than any proposal is") from None
+
+
 def read_row(path: Path, expected_id: int) -> Row | None:
     """The pending proposal in ``path``; ``None`` if it is decided; ``ValueError`` if bad."""
-    data = json.loads(safefs.read_regular(path, max_bytes=MAX_FILE_BYTES).decode("utf-8"))
+    data = load_file(path)
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     if data.get("id") != expected_id:
