@@ -225,3 +225,28 @@ def test_cli_shows_a_hostile_timestamp_inert(
     )
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout and "\x07" not in done.stdout
+
+
+def test_a_session_file_too_long_or_not_regular_is_a_note_not_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review 5, F3: one session file past the bound (a long real session, or the agent's
+    # doing), or a FIFO in its place, made `bottle transcript` fail with an internal error.
+    import os
+
+    import bottle.transcripts
+
+    monkeypatch.setattr(bottle.transcripts, "MAX_FILE_BYTES", 1024)
+    state = StateDir(tmp_path / "state" / "s1")
+    projects = state.transcript / "claude" / "projects" / "-w"
+    write(projects / "a.jsonl", json.dumps(LINES[0]) + "\n")
+    line = json.dumps(LINES[2]) + "\n"
+    write(projects / "b.jsonl", line * (2048 // len(line) + 1))  # past the bound
+    os.mkfifo(projects / "c.jsonl")  # not a regular file: not even listed
+    state.egress_log.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(state.egress_log)
+    found = events(state, "claude")
+    notes = [e.text for e in found if e.kind == "note"]
+    assert [e.kind for e in found if e.kind != "note"][:2] == ["user", "tool_result"]
+    assert any("only the first 1,024 bytes of b.jsonl" in n for n in notes), notes
+    assert any(n.startswith("egress log: egress.jsonl was not read") for n in notes), notes

@@ -63,12 +63,23 @@ def clip(text: str) -> str:
     return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS] + " [...]"
 
 
-def jsonl(path: Path, root: Path) -> Iterator[dict[str, object]]:
-    """The JSON objects of a JSONL file; lines that are not one are skipped."""
+def jsonl(path: Path, root: Path, problems: list[str] | None = None) -> Iterator[dict[str, object]]:
+    """The JSON objects of a JSONL file; lines that are not one are skipped. The agent
+    writes these files: one that is not a regular file is skipped, one past
+    :data:`MAX_FILE_BYTES` is read that far; each is said in ``problems``."""
     try:
-        data = safefs.read_regular(path, max_bytes=MAX_FILE_BYTES, root=root)
+        with safefs.open_read_regular(path, root=root) as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         return
+    except OSError as exc:
+        if problems is not None:
+            problems.append(f"{path.name} was not read: {exc.strerror or exc}")
+        return
+    if len(data) > MAX_FILE_BYTES:
+        data = data[: data.rfind(b"\n", 0, MAX_FILE_BYTES) + 1]  # whole lines only
+        if problems is not None:
+            problems.append(f"only the first {MAX_FILE_BYTES:,} bytes of {path.name} are shown")
     for line in data.decode("utf-8", "replace").splitlines():
         try:
             value = json.loads(line)
@@ -99,7 +110,8 @@ def read_files(
     :data:`MAX_EVENTS` (then a ``note`` saying the rest was left out)."""
     out: list[Event] = []
     for path in paths:
-        for record in jsonl(path, root):
+        problems: list[str] = []
+        for record in jsonl(path, root, problems):
             try:
                 out += parse(record)
             except RecursionError:  # a value nested too deep to show
@@ -107,6 +119,7 @@ def read_files(
             if len(out) >= MAX_EVENTS:
                 note = f"only the first {MAX_EVENTS} events are shown; the rest is in {path.parent}"
                 return [*out[:MAX_EVENTS], Event(out[MAX_EVENTS - 1].time, "note", note)]
+        out += [Event(out[-1].time if out else "", "note", text) for text in problems]
     return out
 
 
@@ -128,7 +141,9 @@ def _refusals(state: StateDir) -> list[Event]:
     from bottle.runtime.egress.records import log_files
 
     out = []
-    for record in (r for path in log_files(state.egress_log) for r in jsonl(path, state.path)):
+    problems: list[str] = []
+    records = (r for path in log_files(state.egress_log) for r in jsonl(path, state.path, problems))
+    for record in records:
         decision = str(record.get("decision", ""))
         if decision in ("", "allow"):
             continue
@@ -146,7 +161,7 @@ def _refusals(state: StateDir) -> list[Event]:
                 str(record.get("time", "")), "egress", clip(f"egress {decision}d {where}: {reason}")
             )
         )
-    return out
+    return out + [Event("", "note", f"egress log: {text}") for text in problems]
 
 
 def _proposals(state: StateDir) -> list[Event]:
