@@ -372,11 +372,25 @@ RESPONSE_CASES: tuple[ResponseCase, ...] = (
         lambda s: Response(body=_zstd(b"data " + s.encode())),
     ),
     ResponseCase(
+        "gzip inside gzip, the inner one behind a 5 MiB comment, no `Content-Encoding`: "
+        "the body is cut",
+        True,
+        lambda s: Response(body=gzip.compress(_gzip_comment(b"data " + s.encode(), 5 << 20))),
+    ),
+    ResponseCase(
         "base64 broken by a blank line (a blank line ends a run: event streams are not held)",
         False,
         lambda s: Response(body=_blank_line(base64.b64encode(s.encode()))),
     ),
 )
+
+
+def _gzip_comment(data: bytes, comment_bytes: int) -> bytes:
+    """A gzip member whose FCOMMENT, which readers skip, comes before ``data``: a layer that
+    gives no output for that long holds more back than egress holds."""
+    head = b"\x1f\x8b\x08\x10\0\0\0\0\x00\xff" + b"A" * comment_bytes + b"\0"
+    trailer = struct.pack("<II", zlib.crc32(data), len(data))
+    return head + _raw_deflate(data) + trailer
 
 
 def _blank_line(data: bytes) -> bytes:
